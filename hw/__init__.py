@@ -1,0 +1,1 @@
+"""Amaranth gateware of the XNOR-popcount accelerator. Never imports torch."""

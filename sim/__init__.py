@@ -1,0 +1,1 @@
+"""Verilog generation, cocotb testbenches and the RTL backends."""

@@ -1,0 +1,7 @@
+"""CLI subcommands: one module each, with ``register(subparsers)`` and ``run(args) -> int``.
+
+:mod:`xnorflow.cli` imports every module named in :data:`COMMANDS`; a module's ``register``
+adds its sub-parser (with ``--help`` text and examples) and sets ``func=run``.
+"""
+
+COMMANDS = ("train", "compile", "run", "compare", "synth", "sweep", "board", "bench", "demo")
