@@ -11,7 +11,7 @@ spatial padding ``p`` (padded pixels are -1, i.e. bit 0 in every plane), the har
 accumulator of output ``(y, x, n)`` is::
 
     A[y, x, n] = sum_b 2^b * P_b[y, x, n]
-    P_b[y, x, n] = sum_{dy, dx, c} [ bit_b(x[s*y + dy - p, s*x + dx - p, c]) == bit(w[n, dy, dx, c]) ]
+    P_b[y, x, n] = sum_{dy, dx, c} [bit_b(x[s*y+dy-p, s*x+dx-p, c]) == bit(w[n, dy, dx, c])]
 
 (``B = 1`` for binary input, where ``P`` alone is the accumulator and ``dot = 2P - K``).
 A threshold layer then outputs ``sum_j thr(A, T[n, j], pol[n])`` (one bit when ``out_bits``
@@ -59,8 +59,9 @@ def im2col_segments(planes, kh: int, kw: int, stride: int, pad: int, width: int)
     padded[:, :, pad : pad + h, pad : pad + w] = words
     ho = (h + 2 * pad - kh) // stride + 1
     wo = (w + 2 * pad - kw) // stride + 1
+    ys, xs = stride * (ho - 1) + 1, stride * (wo - 1) + 1
     cols = [
-        padded[:, :, dy : dy + stride * (ho - 1) + 1 : stride, dx : dx + stride * (wo - 1) + 1 : stride]
+        padded[:, :, dy : dy + ys : stride, dx : dx + xs : stride]
         for dy in range(kh)
         for dx in range(kw)
     ]

@@ -166,7 +166,9 @@ class Layer:
             if self.score_offset is None or np.asarray(self.score_offset).shape != (self.out_c,):
                 raise bad(f"score_offset must have shape ({self.out_c},)")
             if not self.scale > 0:
-                raise bad(f"scale must be > 0 (argmax of scores = argmax of logits), not {self.scale}")
+                raise bad(
+                    f"scale must be > 0 (argmax of scores = argmax of logits), not {self.scale}"
+                )
 
 
 @dataclass
