@@ -1,0 +1,182 @@
+"""Verilog generation from the Amaranth design, cached by a hash of parameters and sources.
+
+:func:`generate` turns any ``wiring.Component`` into one Verilog file through
+``amaranth.back.verilog`` (the builtin yosys); :func:`accelerator_verilog` does it for HW2's
+``Accelerator`` on a given target. Generating the accelerator takes seconds, compiling it for
+Verilator about a minute, so both are cached:
+
+* the key is a SHA-256 over the caller's parameters (target geometry, memory capacities,
+  memory images when they are baked in), the Amaranth version and the bytes of every source
+  file under ``hw/`` and ``sw/`` -- any edit to the gateware or the contract invalidates it;
+* the cache lives in ``$XNORFLOW_CACHE_DIR`` (default ``~/.cache/xnorflow``), under
+  ``rtl/<name>-<key>/<name>.v``, written atomically (temp file + rename) so concurrent test
+  workers never see half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: Folders whose sources are part of every cache key (the gateware and the contract/IR).
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+SOURCE_DIRS = ("hw", "sw")
+#: Top-level module name of generated Verilog (the cocotb ``hdl_toplevel``).
+TOPLEVEL = "top"
+
+
+def cache_dir() -> Path:
+    """The root of xnorflow's build cache: ``$XNORFLOW_CACHE_DIR`` or ``~/.cache/xnorflow``."""
+    env = os.environ.get("XNORFLOW_CACHE_DIR")
+    root = Path(env) if env else Path.home() / ".cache" / "xnorflow"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _source_files() -> list[Path]:
+    here = PACKAGE_ROOT
+    files: list[Path] = []
+    for d in SOURCE_DIRS:
+        folder = here / d
+        if folder.is_dir():
+            files += sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts)
+    return files
+
+
+def sources_digest() -> str:
+    """SHA-256 over the relative path and bytes of every ``hw/`` and ``sw/`` source file."""
+    h = hashlib.sha256()
+    for p in _source_files():
+        h.update(str(p.relative_to(PACKAGE_ROOT)).encode())
+        h.update(b"\0")
+        h.update(p.read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def cache_key(params: dict[str, Any]) -> str:
+    """Short hex key of ``params`` (JSON-serialisable), the Amaranth version and the sources."""
+    import amaranth
+
+    doc = json.dumps(params, sort_keys=True, default=str)
+    h = hashlib.sha256()
+    h.update(doc.encode())
+    h.update(amaranth.__version__.encode())
+    h.update(sources_digest().encode())
+    return h.hexdigest()[:16]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class GeneratedRTL:
+    """One generated Verilog file: ``path``, its ``toplevel`` module and its cache ``key``."""
+
+    path: Path
+    toplevel: str
+    key: str
+    cached: bool
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+
+def generate(
+    name: str,
+    build: Callable[[], Any],
+    params: dict[str, Any],
+    *,
+    toplevel: str = TOPLEVEL,
+    root: Path | None = None,
+) -> GeneratedRTL:
+    """Verilog of the component ``build()`` returns, cached under ``name`` and ``params``.
+
+    ``build`` is only called on a cache miss. ``params`` must describe everything that changes
+    the design besides the ``hw/``/``sw/`` sources (which are always hashed). The file's ports
+    are the component's signature flattened by Amaranth (``host_in__valid``, ...) plus ``clk``
+    and ``rst``.
+    """
+    from amaranth.back import verilog
+
+    key = cache_key({"name": name, "toplevel": toplevel, **params})
+    folder = (root or cache_dir()) / "rtl" / f"{name}-{key}"
+    path = folder / f"{name}.v"
+    if path.is_file():
+        return GeneratedRTL(path, toplevel, key, cached=True)
+    component = build()
+    text = verilog.convert(component, name=toplevel, emit_src=False)
+    atomic_write_text(path, text)
+    atomic_write_text(folder / "params.json", json.dumps(params, indent=2, default=str))
+    return GeneratedRTL(path, toplevel, key, cached=False)
+
+
+def memories_digest(memories: Any) -> str | None:
+    """A stable digest of memory images (``{name: MemoryImage}`` or similar), or ``None``."""
+    if memories is None:
+        return None
+    import numpy as np
+
+    h = hashlib.sha256()
+    items = memories.items() if isinstance(memories, dict) else enumerate(memories)
+    for k, m in sorted(items, key=lambda kv: str(kv[0])):
+        h.update(str(k).encode())
+        words = np.asarray(getattr(m, "words", m))
+        h.update(str(getattr(m, "width", None)).encode())
+        if words.dtype == object:
+            h.update(",".join(str(int(w)) for w in words.ravel()).encode())
+        else:
+            h.update(np.ascontiguousarray(words).tobytes())
+    return h.hexdigest()
+
+
+def target_params(target: Any) -> dict[str, Any]:
+    """The parameters of a ``Target`` that shape the gateware (geometry and memories)."""
+    return {
+        "target": getattr(target, "name", str(target)),
+        "rows": target.rows,
+        "cols": target.cols,
+        "width": target.width,
+        "memories": {k: list(v) for k, v in sorted(dict(target.memories).items())},
+    }
+
+
+def accelerator_verilog(
+    target: Any, memories: Any = None, *, root: Path | None = None
+) -> GeneratedRTL:
+    """Verilog of HW2's ``Accelerator(target, memories)`` (cached; see the module docstring).
+
+    ``target`` is a :class:`xnorflow.sw.targets.Target` or a target name. With
+    ``memories=None`` the weights and program are loaded through the host link at run time,
+    so one Verilog file (and one Verilator build) serves every model of that target.
+    """
+    from xnorflow.sw.targets import get_target
+
+    if isinstance(target, str):
+        target = get_target(target)
+    params = target_params(target)
+    params["memories_digest"] = memories_digest(memories)
+
+    def build():
+        from xnorflow.hw.accelerator import Accelerator
+
+        return Accelerator(target, memories=memories)
+
+    return generate(f"accel_{target.geometry}", build, params, root=root)
