@@ -186,7 +186,7 @@ def target_record(target: Any) -> dict:
     for name, spec in sorted(dict(target.memories).items()):
         width, depth = spec
         mems[name] = {"width": int(width), "depth": None if depth is None else int(depth)}
-    return {
+    rec = {
         "name": target.name,
         "rows": int(target.rows),
         "cols": int(target.cols),
@@ -194,6 +194,11 @@ def target_record(target: Any) -> dict:
         "geometry": f"{target.rows}x{target.cols}x{target.width}",
         "memories": mems,
     }
+    if getattr(target, "acc_bits", None) is not None:
+        rec["acc_bits"] = int(target.acc_bits)
+    if getattr(target, "board", None):
+        rec["board"] = str(target.board)
+    return rec
 
 
 def _check_target(manifest_path: Path, recorded: dict, target: Any) -> None:
@@ -205,7 +210,7 @@ def _check_target(manifest_path: Path, recorded: dict, target: Any) -> None:
             f"{manifest_path}: compiled for target {got!r} ({recorded.get('geometry')}), not "
             f"{target.name!r} ({want['geometry']}); recompile with --target {target.name}"
         )
-    for key in ("rows", "cols", "width", "memories"):
+    for key in ("rows", "cols", "width", "acc_bits", "memories"):
         if recorded.get(key) != want[key]:
             raise ImageError(
                 f"{manifest_path}: target {got!r} had {key} = {recorded.get(key)!r} when this "

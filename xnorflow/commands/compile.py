@@ -1,0 +1,110 @@
+"""``xnorflow compile``: a trained checkpoint -> integer IR -> memory images for one target."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "compile a trained checkpoint into memory images for an accelerator target"
+
+DESCRIPTION = """\
+Lower a checkpoint written by `xnorflow train -o DIR` to the integer IR, check that it fits
+the target's memories (nothing is written if it does not), build the weight, threshold and
+program images and write them, with the IR and a size report, to a new folder:
+
+  OUT_DIR/manifest.json           format version, target geometry, sha256 of every file
+  OUT_DIR/<memory>.hex / .bin     each memory as $readmemh text and little-endian binary
+  OUT_DIR/model.json, model.npz   the IR (golden and CPU backends run the same folder)
+  OUT_DIR/size.json, size.md      bits of weights, thresholds and program vs fp32
+
+The folder is written atomically; an existing OUT_DIR is replaced only with --force.
+The format is described in docs/memory-images.md.
+"""
+
+EPILOG = """\
+examples:
+  xnorflow compile runs/mlp --target up5k -o runs/mlp-up5k
+  xnorflow compile runs/fmnist --target ecp5-85f -o runs/fmnist-ecp5 --force
+  xnorflow compile runs/mlp --target sim -o runs/mlp-sim      # no memory limits
+"""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "compile",
+        help=HELP,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT_DIR", help="folder written by xnorflow train")
+    p.add_argument(
+        "--target",
+        "-t",
+        default="up5k",
+        help="accelerator target: up5k, hx8k, ecp5-85f or sim (default: up5k)",
+    )
+    p.add_argument("-o", "--output", metavar="OUT_DIR", required=True, help="folder to write")
+    p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
+    p.set_defaults(func=run)
+
+
+def resolve_target(name: str):
+    """The target called ``name``; :class:`UserError` listing the valid names otherwise."""
+    from xnorflow.sw.errors import UserError
+    from xnorflow.sw.targets import TARGETS, get_target
+
+    if name not in TARGETS:
+        raise UserError(
+            f"unknown target {name!r}; valid targets: {', '.join(sorted(TARGETS))}"
+        )
+    return get_target(name)
+
+
+def compile_checkpoint(checkpoint: str | Path, target_name: str, out_dir: str | Path,
+                       force: bool = False) -> tuple[dict, dict]:
+    """The whole compile step; returns ``(manifest, size_report)``.
+
+    Order: check the destination and the checkpoint, lower, check the model fits (before
+    anything is written), build the memory images, write the folder atomically.
+    """
+    from xnorflow.sw.errors import UserError
+    from xnorflow.sw.images import check_destination, write_model_folder
+    from xnorflow.sw.lower import lower_checkpoint
+    from xnorflow.sw.program import build_memories, check_fits
+    from xnorflow.sw.size import size_report
+
+    target = resolve_target(target_name)
+    ckpt = Path(checkpoint)
+    if not ckpt.exists():
+        raise UserError(f"{ckpt}: checkpoint not found (train one with xnorflow train -o DIR)")
+    if not ckpt.is_dir():
+        raise UserError(f"{ckpt}: not a folder; pass the folder written by xnorflow train -o DIR")
+    check_destination(out_dir, force)
+    try:
+        model = lower_checkpoint(ckpt)
+    except FileNotFoundError as e:
+        raise UserError(f"{ckpt}: not a complete checkpoint ({e.filename or e}: missing)") from None
+    model.validate()
+    check_fits(model, target)
+    memories = build_memories(model, target)
+    size = size_report(model, memories, target)
+    manifest = write_model_folder(out_dir, model, target, memories, force=force, size=size)
+    return manifest, size
+
+
+def run(args: argparse.Namespace) -> int:
+    from xnorflow.sw.size import format_size_markdown, summary_line
+
+    manifest, size = compile_checkpoint(args.checkpoint, args.target, args.output, args.force)
+    if not args.quiet:
+        print(format_size_markdown(size))
+    n_layers = len(manifest["model"]["layers"])
+    print(
+        f"compiled {args.checkpoint} -> {args.output}: {n_layers} layers, "
+        f"{len(manifest['memories'])} memories, {summary_line(size)}"
+    )
+    sys.stdout.flush()
+    return 0
