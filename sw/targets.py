@@ -2,17 +2,57 @@
 
 A :class:`Target` says what the compiler may assume: the systolic array is ``rows x cols``
 processing elements of ``width``-bit words, and each on-chip memory holds at most
-``memories[name]`` words of its width. ``None`` as a capacity means unlimited (the ``sim``
-target). The memory names are those of the accelerator (``docs/program.md``).
+``memories[name] = (word width in bits, depth)`` words. ``None`` as a depth means unlimited
+(the ``sim`` target). The memory names are those of the accelerator (``docs/program.md``):
+
+* ``weights``: ``cols * width`` bits per word (one ``width``-bit word per array column, so
+  one read feeds every column);
+* ``thresholds``: ``cols * 32`` bits per word (one 32-bit lane per column);
+* ``program``: 32-bit words, the layer descriptors;
+* ``activations``: ``width``-bit words, input image, ping-pong maps and the pooling scratch;
+  it has ``rows`` read ports (synthesis replicates it ``rows`` times), so ``depth`` is the
+  logical depth the compiler may use;
+* ``scores``: 32-bit words, the last layer's integer scores (written by the accelerator).
+
+Capacities are chosen so that every memory of a target fits the FPGA's RAM together
+(``docs/program.md`` has the arithmetic per board).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .errors import UserError
+
+#: Memory names of the accelerator, in memory-id order (the host protocol uses these ids).
+MEMORY_NAMES = ("program", "weights", "thresholds", "activations", "scores")
+#: Width of a threshold / score-offset lane and of a score word.
+LANE_BITS = 32
+#: Width of a program word.
+PROGRAM_BITS = 32
+
+
+def _mem(rows: int, cols: int, width: int, *, weights, thresholds, program, activations,
+         scores) -> dict:
+    return {
+        "program": (PROGRAM_BITS, program),
+        "weights": (cols * width, weights),
+        "thresholds": (cols * LANE_BITS, thresholds),
+        "activations": (width, activations),
+        "scores": (LANE_BITS, scores),
+    }
+
 
 @dataclass(frozen=True)
 class Target:
+    """An accelerator geometry and its memory capacities.
+
+    ``rows`` (R) output pixels and ``cols`` (C) output channels are computed at once, each PE
+    taking one ``width``-bit (W) word per cycle. ``cols`` must be a power of two no larger
+    than ``width`` (a column group's output bits then lie inside one activation word).
+    ``acc_bits`` is the accumulator width of the datapath.
+    """
+
     name: str
     rows: int
     cols: int
@@ -20,7 +60,91 @@ class Target:
     memories: dict = field(default_factory=dict)  # name -> (word width in bits, depth or None)
     board: str | None = None
     description: str = ""
+    acc_bits: int = 24
+
+    def __post_init__(self) -> None:
+        for attr in ("rows", "cols"):
+            v = getattr(self, attr)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"target {self.name!r}: {attr} must be a positive int, not {v!r}")
+        if self.width not in (16, 32, 64):
+            raise ValueError(f"target {self.name!r}: width must be 16, 32 or 64, not {self.width}")
+        if self.cols & (self.cols - 1) or self.cols > self.width:
+            raise ValueError(
+                f"target {self.name!r}: cols must be a power of two <= width {self.width}, "
+                f"not {self.cols}"
+            )
+        if not self.memories:
+            object.__setattr__(
+                self,
+                "memories",
+                _mem(self.rows, self.cols, self.width, weights=None, thresholds=None,
+                     program=None, activations=None, scores=None),
+            )
+        missing = set(MEMORY_NAMES) - set(self.memories)
+        if missing:
+            raise ValueError(f"target {self.name!r}: memories {sorted(missing)} not described")
 
     @property
     def geometry(self) -> str:
         return f"{self.rows}x{self.cols}x{self.width}"
+
+    def depth(self, memory: str) -> int | None:
+        """Capacity of ``memory`` in words (``None``: unlimited)."""
+        return self.memories[memory][1]
+
+    def word_bits(self, memory: str) -> int:
+        """Word width of ``memory`` in bits."""
+        return self.memories[memory][0]
+
+
+def sim_target(rows: int = 4, cols: int = 4, width: int = 32, name: str = "sim") -> Target:
+    """A target with no memory limits and any geometry (simulation and tests)."""
+    return Target(name, rows, cols, width, board=None,
+                  description=f"simulation, {rows}x{cols}x{width}, unlimited memories")
+
+
+TARGETS: dict[str, Target] = {
+    # iCE40 UP5K: 30 EBR x 4 kbit, 4 SPRAM x 256 kbit (16 bits wide each), 5280 LCs.
+    # The four SPRAMs side by side are one 64-bit x 16K memory: the weights (C*W = 4*16).
+    # EBR: activations 1K x 16 x R=4 copies = 16 EBR, thresholds 128 x 128 bits = 4 EBR,
+    # program 512 x 32 = 4 EBR, scores 256 x 32 = 2 EBR: 26 of 30.
+    "up5k": Target(
+        "up5k", 4, 4, 16,
+        _mem(4, 4, 16, weights=16384, thresholds=128, program=512, activations=1024,
+             scores=256),
+        board="icebreaker",
+        description="iCEBreaker (iCE40 UP5K): weights in SPRAM, 64 bits/cycle",
+    ),
+    # iCE40 HX8K: 32 EBR x 4 kbit, 7680 LCs, no SPRAM, no DSP.
+    # weights 1K x 64 = 16 EBR, activations 1K x 16 x R=2 = 8 EBR, thresholds 128 x 128 = 4,
+    # program 256 x 32 = 2, scores 128 x 32 = 1 (+1 spare): 31 of 32.
+    "hx8k": Target(
+        "hx8k", 2, 4, 16,
+        _mem(2, 4, 16, weights=1024, thresholds=128, program=256, activations=1024,
+             scores=128),
+        board="ice40-hx8k-b-evn",
+        description="iCE40-HX8K breakout board: everything in EBR",
+    ),
+    # ECP5 LFE5U-85F: 208 EBR x 18 kbit (3.7 Mbit), 84K LUTs.
+    # weights 2K x 256 bits = 512 kbit (~29 EBR), activations 8K x 32 x R=8 = 2 Mbit
+    # (~114 EBR), thresholds 256 x 256 bits (~4 EBR), program 1K x 32 (~2), scores (~1).
+    "ecp5-85f": Target(
+        "ecp5-85f", 8, 8, 32,
+        _mem(8, 8, 32, weights=2048, thresholds=256, program=1024, activations=8192,
+             scores=256),
+        board="ulx3s-85f",
+        description="ULX3S (ECP5 LFE5U-85F): everything in EBR",
+    ),
+    "sim": sim_target(),
+}
+
+
+def get_target(name: str) -> Target:
+    """The target called ``name``; :class:`UserError` listing the valid names otherwise."""
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise UserError(
+            f"unknown target {name!r}; valid targets: {', '.join(TARGETS)}"
+        ) from None

@@ -1,0 +1,95 @@
+"""Program and memory layout: the images alone reproduce the golden model exactly."""
+
+import numpy as np
+import pytest
+
+from xnorflow.sw import golden, program, synthetic
+from xnorflow.sw.errors import UserError
+from xnorflow.sw.targets import TARGETS, sim_target
+
+MODELS = {
+    "mlp": lambda: synthetic.random_mlp(),
+    "cnn": lambda: synthetic.random_cnn(),
+    "cnn-odd": lambda: synthetic.random_cnn(
+        in_shape=(9, 7, 3), convs=((5, 3, 2, 1, 1), (40, 3, 1, 0, 2)), dense=(20, 7),
+        in_bits=3, seed=3),
+    "cnn-overlap-pool": lambda: synthetic.random_cnn(
+        in_shape=(10, 10, 2), convs=((6, 2, 1, 2, 1),), dense=(5,), in_bits=1, seed=4),
+}
+GEOMETRIES = [(4, 4, 32), (3, 2, 16), (1, 8, 64), (5, 1, 16)]
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: "x".join(map(str, g)))
+@pytest.mark.parametrize("name", list(MODELS))
+def test_execute_equals_golden(name, geometry):
+    model = MODELS[name]()
+    target = sim_target(*geometry)
+    mems = program.build_memories(model, target)
+    images = synthetic.random_images(6, model.in_h, model.in_w, model.in_c, seed=11)
+    gold = golden.run(model, images)
+    for i in range(len(images)):
+        res = program.execute(mems, images[i], target)
+        assert res.scores.tolist() == gold.scores[i].tolist()
+        assert res.predicted == int(gold.predictions[i])
+        assert len(res.layer_outputs) == len(gold.activations)
+        for mine, ref in zip(res.layer_outputs, gold.activations, strict=True):
+            np.testing.assert_array_equal(mine, ref[i])
+
+
+def test_hidden_bits_are_not_constant():
+    model = MODELS["cnn"]()
+    gold = golden.run(model, synthetic.random_images(8, 8, 8, 1, seed=2))
+    for act in gold.activations:
+        assert 0.2 < act.mean() < 0.8
+
+
+def test_memories_have_declared_widths():
+    target = TARGETS["up5k"]
+    mems = {m.name: m for m in program.build_memories(MODELS["mlp"](), target)}
+    assert set(mems) == {"program", "weights", "thresholds"}
+    for name, m in mems.items():
+        assert m.width == target.word_bits(name)
+        assert m.depth <= target.depth(name)
+        assert int(max(int(v) for v in m.words)) < 1 << m.width
+
+
+def test_program_header_round_trip():
+    model = MODELS["cnn-odd"]()
+    target = sim_target(3, 2, 16)
+    mems = {m.name: m for m in program.build_memories(model, target)}
+    header, descs = program.decode_program(mems["program"].words)
+    assert header["n_layers"] == len(model.layers) == len(descs)
+    assert program.decode_geometry(header["geometry"]) == (3, 2, 16)
+    assert descs[0]["addr0"] == -(1 * 7 + 1) * 1  # pad 1, in_w 7, one word per segment
+    assert descs[-1]["flags"] & program.FLAG_INTEGER
+
+
+def test_too_big_names_layer_memory_and_bits():
+    model = synthetic.random_mlp(sizes=(256, 512, 10), in_shape=(16, 16, 1), batch=8)
+    with pytest.raises(UserError) as e:
+        program.build_memories(model, TARGETS["hx8k"])
+    msg = str(e.value)
+    assert "fc0" in msg and "'weights'" in msg and "bits" in msg and "hx8k" in msg
+
+
+def test_multibit_hidden_activations_refused():
+    model = MODELS["mlp"]()
+    model.layers[0].out_bits = 2
+    model.layers[0].out_signed = False
+    model.layers[0].thresholds = np.zeros((32, 3), dtype=np.int64)
+    model.layers[1].in_bits = 2
+    model.layers[1].signed_input = False
+    with pytest.raises(UserError, match="fc0.*out_bits=2"):
+        program.check_fits(model, TARGETS["sim"])
+
+
+def test_wrong_geometry_refused():
+    model = MODELS["mlp"]()
+    mems = program.build_memories(model, sim_target(4, 4, 32))
+    with pytest.raises(UserError, match="built for 4x4x32"):
+        program.execute(mems, np.zeros((8, 8, 1), np.uint8), sim_target(2, 4, 32))
+
+
+def test_bad_magic_refused():
+    with pytest.raises(UserError, match="magic"):
+        program.decode_program(np.zeros(64, dtype=np.uint64))
