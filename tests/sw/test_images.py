@@ -250,3 +250,22 @@ def test_failure_of_the_final_rename_restores_the_old_folder(compiled, monkeypat
         write_model_folder(out, mlp(seed=3), tgt, standin_memories(mlp(seed=3), tgt), force=True)
     assert sorted(p.name for p in out.parent.iterdir()) == ["out"]
     assert {p.name: p.read_bytes() for p in out.iterdir()} == snapshot
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "memory-images.md"
+
+
+def test_doc_worked_example_runs():
+    import doctest
+
+    result = doctest.testfile(str(DOC), module_relative=False, verbose=False)
+    assert result.attempted >= 8 and result.failed == 0
+
+
+def test_doc_names_every_manifest_field(compiled):
+    *_, manifest = compiled
+    doc = DOC.read_text()
+    fields = [*manifest, *(f"target.{k}" for k in manifest["target"]),
+              *(f"model.{k}" for k in manifest["model"]),
+              *(f"memories[].{k}" for k in manifest["memories"][0])]
+    assert [f for f in fields if f"`{f}" not in doc] == []
