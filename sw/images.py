@@ -201,6 +201,19 @@ def target_record(target: Any) -> dict:
     return rec
 
 
+def target_from_record(rec: dict, where: str | Path = MANIFEST) -> Any:
+    """Rebuild a :class:`~xnorflow.sw.targets.Target` from a manifest's ``target`` object."""
+    from .targets import Target
+
+    try:
+        mems = {n: (m["width"], m["depth"]) for n, m in rec["memories"].items()}
+        kw = {"acc_bits": rec["acc_bits"]} if "acc_bits" in rec else {}
+        return Target(rec["name"], rec["rows"], rec["cols"], rec["width"], memories=mems,
+                      board=rec.get("board"), **kw)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ImageError(f"{where}: invalid target record ({e})") from None
+
+
 def _check_target(manifest_path: Path, recorded: dict, target: Any) -> None:
     """Refuse a folder compiled for another target, or for an older definition of it."""
     got = recorded.get("name")
@@ -323,6 +336,14 @@ def write_model_folder(
     for fname in extra_files:
         if fname in reserved or "/" in fname or fname.startswith("."):
             raise ValueError(f"extra file name {fname!r} is reserved or not a plain file name")
+    trec = target_record(target)
+    for m in memories:
+        try:
+            _check_fits_record(Path(f"{m.name}.hex"), m.name, int(m.width), m.depth, trec)
+        except ImageError as e:
+            raise ValueError(
+                f"memory images do not fit their target (call check_fits first): {e}"
+            ) from None
     if size is None:
         size = size_report(model, memories, target)
 
@@ -355,7 +376,7 @@ def write_model_folder(
         manifest = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
-            "target": target_record(target),
+            "target": trec,
             "model": {
                 "ir": IR_FILES[0],
                 "input": [model.in_h, model.in_w, model.in_c],
@@ -419,13 +440,18 @@ def read_manifest(folder: str | Path) -> dict:
     return manifest
 
 
-def load_model_folder(folder: str | Path, target: Any = None) -> LoadedFolder:
+def load_model_folder(folder: str | Path, target: Any = None,
+                      check_program: bool = True) -> LoadedFolder:
     """Load and check a folder written by :func:`write_model_folder`.
 
     Checks, in order: the manifest's format and version; the target (when ``target`` is
     given: same name, geometry and memory capacities); every listed file's size and sha256;
     each memory's hex syntax, depth and width, that hex and bin hold the same words and that
-    the memory fits the recorded target; then the IR (:meth:`CompiledModel.load`). Raises
+    the memory fits the recorded target; then the IR (:meth:`CompiledModel.load`) and, with
+    ``check_program``, that the images are exactly what
+    :func:`xnorflow.sw.program.build_memories` makes of that IR for the recorded target (so
+    the software backends, which run the IR, and the accelerator, which runs the images,
+    run the same model). Raises
     :class:`ImageError` naming the file at fault; returns ``(manifest, model, memories)``.
     """
     folder = Path(folder)
@@ -479,4 +505,39 @@ def load_model_folder(folder: str | Path, target: Any = None) -> LoadedFolder:
         model.in_h, model.in_w, model.in_c
     ]:
         raise ImageError(f"{mpath}: its model record does not match {folder / IR_FILES[0]}")
+    if check_program:
+        _check_images_match_ir(folder, model, memories, target or target_from_record(recorded))
     return LoadedFolder(manifest, model, memories)
+
+
+def _check_images_match_ir(folder: Path, model: CompiledModel, memories: list[MemoryImage],
+                           target: Any) -> None:
+    from .program import build_memories
+
+    ir = folder / IR_FILES[0]
+    try:
+        expected = build_memories(model, target)
+    except UserError as e:
+        raise ImageError(f"{ir}: the IR does not build for target {target.name!r}: {e}") from None
+    got = {m.name: m for m in memories}
+    want = {m.name: m for m in expected}
+    if set(got) != set(want):
+        raise ImageError(
+            f"{folder / MANIFEST}: memories {sorted(got)}, but the IR in {ir.name} builds "
+            f"{sorted(want)}; recompile"
+        )
+    for name, w in want.items():
+        g = got[name]
+        gw, ww = [int(v) for v in g.words], [int(v) for v in w.words]
+        if g.width != w.width or gw != ww:
+            if g.width != w.width:
+                where = f"width {g.width} != {w.width}"
+            elif len(gw) != len(ww):
+                where = f"depth {len(gw)} != {len(ww)}"
+            else:
+                first = next(i for i, (a, b) in enumerate(zip(gw, ww, strict=True)) if a != b)
+                where = f"word {first} differs"
+            raise ImageError(
+                f"{folder / (name + '.hex')}: does not match the IR in {ir.name} ({where}); "
+                "the folder mixes two compiles or was edited: recompile"
+            )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -21,15 +22,19 @@ from xnorflow.sw.images import (
     parse_hex,
     write_model_folder,
 )
+from xnorflow.sw.program import build_memories, execute
+from xnorflow.sw.targets import TARGETS
 
-from .model_folders import mlp, standin_memories, target
+from .model_folders import mlp
+
+ECP5 = TARGETS["ecp5-85f"]  # 8x8x32: 256-bit weight and threshold words
 
 
 @pytest.fixture
 def compiled(tmp_path):
     model = mlp()
-    tgt = target()
-    mems = standin_memories(model, tgt)
+    tgt = ECP5
+    mems = build_memories(model, tgt)
     out = tmp_path / "out"
     manifest = write_model_folder(out, model, tgt, mems)
     return out, model, tgt, mems, manifest
@@ -70,18 +75,23 @@ def test_round_trip(compiled):
     man, loaded, lmems = load_model_folder(out, tgt)
     assert man == manifest == json.loads((out / "manifest.json").read_text())
     assert man["format_version"] == images.FORMAT_VERSION
-    assert man["target"]["geometry"] == "4x4x32"
+    assert man["target"]["geometry"] == "8x8x32"
     assert [m.name for m in lmems] == [m.name for m in mems]
     for a, b in zip(mems, lmems, strict=True):
         assert (a.width, a.depth, a.layout) == (b.width, b.depth, b.layout)
         assert [int(w) for w in a.words] == [int(w) for w in b.words]
         assert b.words.dtype == (np.uint64 if b.width <= 64 else object)
     x = np.random.default_rng(1).integers(0, 256, (16, 1, 1, 64)).astype(np.uint8)
-    assert np.array_equal(golden.run(model, x).scores, golden.run(loaded, x).scores)
+    ref = golden.run(model, x)
+    assert np.array_equal(ref.scores, golden.run(loaded, x).scores)
+    # the loaded images, run as the sequencer runs them, give the same scores
+    for i in range(4):
+        assert np.array_equal(execute(lmems, x[i], tgt).scores, ref.scores[i])
     # the folder loads without naming a target too, and the hex file is $readmemh text
     load_model_folder(out)
     first = (out / "weights.hex").read_text().splitlines()[0]
-    assert int(first, 16) == int(mems[0].words[0]) and len(first) == 32  # 128-bit words
+    weights = next(m for m in mems if m.name == "weights")
+    assert int(first, 16) == int(weights.words[0]) and len(first) == 64  # 256-bit words
 
 
 @pytest.mark.parametrize("fname", ["weights.bin", "weights.hex", "thresholds.bin", "program.hex",
@@ -128,23 +138,58 @@ def test_bad_hex_syntax_and_depth_are_refused():
 
 def test_wrong_target_is_refused_naming_both(compiled):
     out, *_ = compiled
-    with pytest.raises(ImageError, match=r"compiled for target 'up5k' \(4x4x32\), not 'hx8k'"):
-        load_model_folder(out, target("hx8k", 8, 8, 32))
+    with pytest.raises(ImageError, match=r"compiled for target 'ecp5-85f' \(8x8x32\), not "
+                                         r"'up5k' \(4x4x16\); recompile with --target up5k"):
+        load_model_folder(out, TARGETS["up5k"])
 
 
 def test_changed_target_definition_is_refused(compiled):
     out, *_ = compiled
-    with pytest.raises(ImageError, match="target 'up5k' had rows = 4 .* now 8"):
-        load_model_folder(out, target("up5k", 8, 4, 32))
+    with pytest.raises(ImageError, match="target 'ecp5-85f' had acc_bits = 24 .* now 20"):
+        load_model_folder(out, dataclasses.replace(ECP5, acc_bits=20))
 
 
-def test_image_larger_than_recorded_capacity_is_refused(tmp_path):
-    model, tgt = mlp(), target(weights_depth=10)
-    out = tmp_path / "o"
-    write_model_folder(out, model, tgt, standin_memories(model, tgt))
+def test_image_larger_than_recorded_capacity_is_refused(compiled):
+    out, *_ = compiled
+    man = json.loads((out / "manifest.json").read_text())
+    man["target"]["memories"]["weights"]["depth"] = 1
+    (out / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(ImageError, match=r"weights.hex: memory 'weights' holds \d+ words but "
-                                         r"target 'up5k' has room for 10"):
+                                         r"target 'ecp5-85f' has room for 1"):
         load_model_folder(out)
+
+
+def test_writing_images_that_do_not_fit_is_a_bug(tmp_path):
+    model = mlp()
+    small = dataclasses.replace(ECP5, memories={**ECP5.memories, "weights": (256, 2)})
+    with pytest.raises(ValueError, match="do not fit their target"):
+        write_model_folder(tmp_path / "o", model, small, build_memories(model, ECP5))
+    assert list(tmp_path.iterdir()) == []
+
+
+def _rehash(out, fname):
+    man = json.loads((out / "manifest.json").read_text())
+    recs = man["files"] + [m[k] for m in man["memories"] for k in ("hex", "bin")]
+    for rec in recs:
+        if rec["file"] == fname:
+            rec["sha256"] = images.sha256_file(out / fname)
+            rec["bytes"] = (out / fname).stat().st_size
+    (out / "manifest.json").write_text(json.dumps(man))
+
+
+def test_images_from_another_compile_are_refused(compiled, tmp_path):
+    """Images and IR of two compiles, checksums fixed up: the IR no longer builds the images."""
+    out, model, tgt, *_ = compiled
+    other = mlp(seed=7)
+    other.save(tmp_path)
+    for f in ("model.json", "model.npz"):
+        (out / f).write_bytes((tmp_path / f).read_bytes())
+        _rehash(out, f)
+    with pytest.raises(ImageError, match=r"weights.hex: does not match the IR in model.json "
+                                         r"\(word \d+ differs\).*recompile"):
+        load_model_folder(out, tgt)
+    # the images alone still load when asked not to compare them with the IR
+    assert load_model_folder(out, tgt, check_program=False).model.layers[0].name == "fc1"
 
 
 def test_manifest_version_mismatch_is_refused(compiled):
@@ -160,9 +205,12 @@ def test_manifest_version_mismatch_is_refused(compiled):
 def test_manifest_depth_mismatch_is_refused(compiled):
     out, *_ = compiled
     man = json.loads((out / "manifest.json").read_text())
-    man["memories"][0]["depth"] += 1
+    rec = man["memories"][0]
+    rec["depth"] += 1
     (out / "manifest.json").write_text(json.dumps(man))
-    with pytest.raises(ImageError, match=r"weights.hex: \d+ lines, the manifest says depth"):
+    d, name = rec["depth"], rec["name"]
+    with pytest.raises(ImageError, match=rf"{name}.hex: {d - 1} lines, the manifest says "
+                                         rf"depth {d}"):
         load_model_folder(out)
 
 
@@ -183,7 +231,7 @@ def test_existing_folder_needs_force(compiled):
     with pytest.raises(UserError, match="already exists; pass --force"):
         write_model_folder(out, model, tgt, mems)
     assert (out / "manifest.json").read_bytes() == before
-    mems2 = standin_memories(mlp(seed=5), tgt)
+    mems2 = build_memories(mlp(seed=5), tgt)
     write_model_folder(out, mlp(seed=5), tgt, mems2, force=True)
     assert (out / "manifest.json").read_bytes() != before
     load_model_folder(out, tgt)
@@ -191,11 +239,11 @@ def test_existing_folder_needs_force(compiled):
 
 
 def test_force_never_replaces_a_folder_that_is_not_a_model_folder(tmp_path):
-    model, tgt = mlp(), target()
+    model, tgt = mlp(), ECP5
     (tmp_path / "home").mkdir()
     (tmp_path / "home" / "precious.txt").write_text("keep me")
     with pytest.raises(UserError, match="not a compiled model folder"):
-        write_model_folder(tmp_path / "home", model, tgt, standin_memories(model, tgt), force=True)
+        write_model_folder(tmp_path / "home", model, tgt, build_memories(model, tgt), force=True)
     assert (tmp_path / "home" / "precious.txt").read_text() == "keep me"
 
 
@@ -205,8 +253,8 @@ class Boom(RuntimeError):
 
 @pytest.mark.parametrize("existing", [False, True])
 def test_failure_mid_write_leaves_nothing_behind(tmp_path, monkeypatch, existing):
-    model, tgt = mlp(), target()
-    mems = standin_memories(model, tgt)
+    model, tgt = mlp(), ECP5
+    mems = build_memories(model, tgt)
     out = tmp_path / "out"
     if existing:
         write_model_folder(out, model, tgt, mems)
@@ -223,9 +271,9 @@ def test_failure_mid_write_leaves_nothing_behind(tmp_path, monkeypatch, existing
 
     monkeypatch.setattr(images, "bin_bytes", failing_bin_bytes)
     with pytest.raises(Boom):
-        write_model_folder(out, mlp(seed=9), tgt, standin_memories(mlp(seed=9), tgt),
+        write_model_folder(out, mlp(seed=9), tgt, build_memories(mlp(seed=9), tgt),
                            force=True)
-    assert calls == ["weights", "thresholds"]
+    assert calls == [mems[0].name, mems[1].name]
     left = sorted(p.name for p in tmp_path.iterdir())
     if existing:
         assert left == ["out"]
@@ -247,7 +295,7 @@ def test_failure_of_the_final_rename_restores_the_old_folder(compiled, monkeypat
 
     monkeypatch.setattr(images.os, "rename", rename)
     with pytest.raises(OSError, match="rename failed"):
-        write_model_folder(out, mlp(seed=3), tgt, standin_memories(mlp(seed=3), tgt), force=True)
+        write_model_folder(out, mlp(seed=3), tgt, build_memories(mlp(seed=3), tgt), force=True)
     assert sorted(p.name for p in out.parent.iterdir()) == ["out"]
     assert {p.name: p.read_bytes() for p in out.iterdir()} == snapshot
 

@@ -8,18 +8,21 @@ import numpy as np
 import pytest
 
 from xnorflow.sw.images import MemoryImage, write_model_folder
+from xnorflow.sw.program import build_memories
 from xnorflow.sw.size import format_size_markdown, memory_category, size_report, summary_line
+from xnorflow.sw.targets import TARGETS
 
-from .model_folders import mlp, standin_memories, target
+from .model_folders import mlp
 
 FMNIST_MLP = (784, 256, 256, 10)
 
 
-@pytest.fixture(scope="module")
-def fmnist():
+@pytest.fixture(scope="module", params=["sim", "ecp5-85f"])
+def fmnist(request):
+    """The Fashion-MNIST MLP (hand-built IR of that shape) and its real memory images."""
     model = mlp(FMNIST_MLP, in_bits=8)
-    tgt = target()
-    mems = standin_memories(model, tgt)
+    tgt = TARGETS[request.param]
+    mems = build_memories(model, tgt)
     return model, tgt, mems, size_report(model, mems, tgt)
 
 
@@ -37,6 +40,7 @@ def test_packed_weights_are_exactly_32x_smaller(fmnist):
 
 def test_whole_image_is_at_least_25x_smaller_for_the_fashion_mnist_mlp(fmnist):
     _, _, mems, r = fmnist
+    assert {m.name for m in mems} >= {"weights", "thresholds", "program"}
     total = sum(m.width * m.depth for m in mems)
     assert r["image_bits"]["total"] == total
     assert r["image_bits"]["weights"] + r["image_bits"]["thresholds"] + r["image_bits"][
@@ -61,7 +65,7 @@ def test_memory_categories():
     assert [memory_category(n) for n in ("weights", "weights_bank3", "thresholds", "program",
                                          "act0")] == ["weights", "weights", "thresholds",
                                                       "program", "other"]
-    r = size_report(mlp(), [MemoryImage("act0", 8, np.zeros(3, np.uint64), "")], target())
+    r = size_report(mlp(), [MemoryImage("act0", 8, np.zeros(3, np.uint64), "")], TARGETS["sim"])
     assert r["image_bits"] == {"weights": 0, "thresholds": 0, "program": 0, "other": 24,
                                "total": 24}
 
@@ -69,6 +73,8 @@ def test_memory_categories():
 def test_report_is_written_into_the_folder(tmp_path, fmnist):
     model, tgt, mems, r = fmnist
     write_model_folder(tmp_path / "o", model, tgt, mems)
+    assert (tmp_path / "o" / "size.md").read_text().startswith(
+        f"# Size report: target {tgt.name} ({tgt.geometry})")
     assert json.loads((tmp_path / "o" / "size.json").read_text()) == r
     md = (tmp_path / "o" / "size.md").read_text()
     assert md == format_size_markdown(r)
