@@ -1,0 +1,188 @@
+"""The tile engine: systolic array + feeders + result FIFO + output stage behind streams.
+
+This is the interface the sequencer (issue 6) builds on; see ``docs/accelerator.md``.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from ..sw import perf
+from ..sw.errors import UserError
+from .array import SystolicArray, check_geometry
+from .pe import acc_width, shift_width
+from .post import PostProcess, row_layout, score_layout, tile_layout, word_layout
+
+__all__ = ["TileEngine", "operand_layout"]
+
+
+def operand_layout(rows: int, cols: int, width: int, max_planes: int) -> data.StructLayout:
+    """One beat of the ``operands`` stream: word ``k`` of a tile.
+
+    ``act[r]`` is word ``k`` of row ``r``'s activation vector (pad bits 0), ``wgt[c]`` word
+    ``k`` of column ``c``'s weight vector (pad bits 1), ``shift`` the bit-plane ``b`` of this
+    word (its popcount is added as ``P << b``), ``last`` marks the tile's final word.
+    """
+    return data.StructLayout({
+        "act": data.ArrayLayout(width, rows),
+        "wgt": data.ArrayLayout(width, cols),
+        "shift": shift_width(max_planes),
+        "last": 1,
+    })
+
+
+class TileEngine(wiring.Component):
+    """GEMM tile engine: ``R`` rows x ``C`` columns x ``K`` words per tile, with its output
+    stage, back to back.
+
+    A *tile* is ``K >= 1`` beats on ``operands`` (the last one flagged ``last``) plus one
+    beat on ``tile`` (the output-stage descriptor, :func:`~xnorflow.hw.post.tile_layout`).
+    The engine never needs ``K``: pad bits never agree (activation 0, weight 1), so padded
+    words add nothing. For multi-bit inputs the beats of all bit-planes of a row belong to
+    one tile, each beat carrying its plane as ``shift``; the accumulator is then
+    ``A = sum_b 2^b P_b`` (``encoding.accumulate_planes``). Tiles may follow one another
+    with no gap: the next tile's first beat may come in the cycle after ``last``.
+
+    Results leave through ``words`` (binary layers: thresholded, pooled and packed, see
+    :mod:`xnorflow.hw.post` for the tile ordering that pooling and packing expect) or
+    ``scores`` (integer last layer). Row ``r`` of a tile is one output pixel (or one pooling
+    window), column ``c`` one output channel.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Array geometry ``R x C`` (>= 1).
+    width : int
+        Word width ``W``: 16, 32 or 64.
+    max_k : int
+        Largest number of valid bits in one reduction of any layer (``kh * kw * in_c``);
+        with ``max_planes`` it sizes the accumulator (:func:`~xnorflow.hw.pe.acc_width`)
+        and the word index. :meth:`check_layer` refuses a layer beyond it.
+    max_planes : int
+        Largest number of input bit-planes (1..8).
+    score_width : int
+        Signed width of thresholds, score offsets and scores (default 32).
+    mul_width : int
+        Signed width of ``score_mul`` (default 8).
+    fifo_depth : int or None
+        Rows of finished accumulators the result FIFO holds (default
+        :func:`xnorflow.sw.perf.default_fifo_depth`, enough for no bubbles with
+        ``K >= 2R``); at least ``rows``.
+    levels_per_stage : int
+        Full-adder levels between popcount pipeline registers.
+
+    Members
+    -------
+    operands : In(stream.Signature(operand_layout(R, C, W, max_planes)))
+        Operand words, one beat per cycle at most.
+    tile : In(stream.Signature(tile_layout(R, C, score_width, mul_width)))
+        One output-stage descriptor per tile, in tile order.
+    words : Out(stream.Signature(word_layout(R, W, index_bits)))
+        Packed activation words for the next layer.
+    scores : Out(stream.Signature(score_layout(R, C, score_width)))
+        Integer scores (last layer).
+
+    Throughput: one operand beat per cycle. The engine holds back (``ready`` low) only a
+    ``last`` beat, and only when (a) fewer than ``2 R`` cycles passed since the previous
+    ``last`` (the result conveyor drains one row every two cycles) or (b) the result FIFO
+    might overflow (credit counter: every accepted tile reserves ``R`` rows until they are
+    taken by the output stage). So with streams that keep up, a tile of ``K`` words takes
+    ``max(K, 2 R)`` cycles and there are no bubbles for ``K >= 2 R``.
+    Latency: row ``r`` of a tile whose ``last`` beat was accepted in cycle ``t`` is taken by
+    the output stage in cycle ``t + pop_latency + 2 r`` (if the output stage is free) and
+    offers its first output word/score one cycle later. :mod:`xnorflow.sw.perf` models this
+    exactly (:func:`xnorflow.sw.perf.engine_timing`).
+    """
+
+    def __init__(self, rows: int, cols: int, width: int, max_k: int, max_planes: int = 1, *,
+                 score_width: int = 32, mul_width: int = 8, fifo_depth: int | None = None,
+                 levels_per_stage: int = 2):
+        check_geometry(rows, cols, width)
+        self.rows, self.cols, self.width = rows, cols, width
+        self.max_k, self.max_planes = max_k, max_planes
+        self.acc_bits = acc_width(max_k, max_planes)
+        self.score_width, self.mul_width = score_width, mul_width
+        self.levels_per_stage = levels_per_stage
+        self.timing = perf.engine_timing(rows, cols, width, levels_per_stage, fifo_depth)
+        self.fifo_depth = self.timing.fifo_depth
+        if self.fifo_depth < rows:
+            raise ValueError(f"fifo_depth {self.fifo_depth} must be at least rows = {rows}")
+        self.index_bits = max(1, (-(-max_k // width) - 1).bit_length())
+        if mul_width < 2:
+            raise ValueError(f"mul_width must be >= 2, not {mul_width}")
+        super().__init__({
+            "operands": In(stream.Signature(operand_layout(rows, cols, width, max_planes))),
+            "tile": In(stream.Signature(tile_layout(rows, cols, score_width, mul_width))),
+            "words": Out(stream.Signature(word_layout(rows, width, self.index_bits))),
+            "scores": Out(stream.Signature(score_layout(rows, cols, score_width))),
+        })
+
+    def check_layer(self, layer) -> None:
+        """Raise :class:`~xnorflow.sw.errors.UserError` if an IR layer does not fit this
+        engine (accumulator width, bit-planes, output stage)."""
+        if layer.in_bits > self.max_planes:
+            raise UserError(f"layer {layer.name!r}: {layer.in_bits} input bit-planes but the "
+                            f"engine was built for max_planes={self.max_planes}; rebuild with "
+                            f"a larger max_planes")
+        if layer.acc_max >= 1 << self.acc_bits:
+            raise UserError(f"layer {layer.name!r}: accumulator up to {layer.acc_max} needs "
+                            f"{layer.acc_bits} bits but the engine has {self.acc_bits} "
+                            f"(max_k={self.max_k}, max_planes={self.max_planes}); rebuild "
+                            f"with max_k >= {layer.k_valid}")
+        if layer.output == "threshold" and layer.out_bits != 1:
+            raise UserError(f"layer {layer.name!r}: {layer.out_bits}-bit outputs are not "
+                            f"supported by the output stage (1-bit thresholds only)")
+
+    def elaborate(self, platform):
+        m = Module()
+        R = self.rows
+        t = self.timing
+        m.submodules.array = array = SystolicArray(
+            R, self.cols, self.width, self.max_k, self.max_planes, self.levels_per_stage)
+        assert array.latency == t.array_latency and array.min_tile_cycles + 1 == t.min_tile
+        rl = row_layout(self.cols, self.acc_bits)
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=rl.size, depth=self.fifo_depth)
+        m.submodules.post = post = PostProcess(
+            R, self.cols, self.width, self.acc_bits, self.score_width, self.mul_width,
+            self.index_bits)
+
+        # --- operand acceptance: spacing of `last` beats and result-FIFO credits ---------
+        since = Signal(range(t.min_tile + 1), init=t.min_tile)
+        reserved = Signal(range(self.fifo_depth + 1))
+        last_ok = (since == t.min_tile) & (reserved + R <= self.fifo_depth)
+        ops = self.operands
+        fire = Signal()
+        m.d.comb += [
+            ops.ready.eq(~ops.p.last | last_ok),
+            fire.eq(ops.valid & ops.ready),
+            array.act.eq(ops.p.act),
+            array.wgt.eq(ops.p.wgt),
+            array.ctl.valid.eq(fire),
+            array.ctl.last.eq(ops.p.last),
+            array.ctl.shift.eq(ops.p.shift),
+        ]
+        take = fire & ops.p.last
+        pop = Signal()
+        with m.If(take):
+            m.d.sync += since.eq(1)
+        with m.Elif(since != t.min_tile):
+            m.d.sync += since.eq(since + 1)
+        m.d.sync += reserved.eq(reserved + Mux(take, R, 0) - pop)
+
+        # --- array -> FIFO -> output stage -------------------------------------------------
+        m.d.comb += [
+            fifo.w_en.eq(array.res.valid),
+            fifo.w_data.eq(array.res.acc.as_value()),
+            post.rows_i.valid.eq(fifo.r_rdy),
+            post.rows_i.p.eq(fifo.r_data),
+            fifo.r_en.eq(post.rows_i.ready),
+            pop.eq(fifo.r_rdy & post.rows_i.ready),
+        ]
+        wiring.connect(m, wiring.flipped(self.tile), post.tile)
+        wiring.connect(m, post.words, wiring.flipped(self.words))
+        wiring.connect(m, post.scores, wiring.flipped(self.scores))
+        return m
+

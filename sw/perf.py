@@ -1,0 +1,203 @@
+"""Performance model of the accelerator datapath (pure Python, no Amaranth).
+
+The tile engine (:class:`xnorflow.hw.engine.TileEngine`) takes its structural timing from
+:func:`engine_timing`, so the model and the gateware share one definition; the Amaranth
+simulation tests check that simulated cycle counts equal :func:`tile_sequence_cycles`
+exactly.
+
+Cycle formula (streams that keep up, ``cols <= width``): a tile of ``K`` words occupies
+``max(K, 2R)`` cycles on the operand stream (the result conveyor drains one row every two
+cycles, so ``last`` beats are at least ``2R`` cycles apart) unless the result-FIFO credits run
+out (never with the default FIFO depth); the last tile adds
+``pop_latency + 2 (R - 1) + 1 + tail_words`` cycles until its last row's output is
+transferred. :func:`tile_sequence_cycles` evaluates this, credits included, tile by tile.
+
+Utilisation = binary MACs / (R * C * W) / cycles (``DESIGN.md``).
+
+Whole-network cycles (sequencer overheads: descriptor fetch, layer switches) are added by
+the sequencer's extension of this module; :func:`layer_tiles` gives the tile schedule of one
+layer that the sequencer runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "EngineTiming",
+    "LayerPerf",
+    "TileSchedule",
+    "default_fifo_depth",
+    "engine_timing",
+    "layer_cycles",
+    "layer_tiles",
+    "popcount_schedule",
+    "tile_sequence_cycles",
+    "utilisation",
+]
+
+#: Cycles from the FIFO write of a row to the cycle the output stage can take it
+#: (``amaranth.lib.fifo.SyncFIFOBuffered``: memory write, then the registered read port).
+FIFO_LATENCY = 2
+
+
+def popcount_schedule(width: int, levels_per_stage: int = 2) -> tuple[int, int]:
+    """``(full_adder_levels, latency)`` of the pipelined popcount of ``width`` bits.
+
+    The Wallace reduction turns every three bits of a column into a sum and a carry until no
+    column holds more than two bits; a register follows every ``levels_per_stage`` levels and
+    the final carry-propagate adder.
+    """
+    heights = [width]
+    levels = 0
+    while max(heights) > 2:
+        new = [0] * (len(heights) + 1)
+        for j, h in enumerate(heights):
+            new[j] += h // 3 + h % 3
+            new[j + 1] += h // 3
+        while new and new[-1] == 0:
+            new.pop()
+        heights = new
+        levels += 1
+    fa_stages = -(-levels // levels_per_stage) if levels else 0
+    return levels, fa_stages + 1
+
+
+def default_fifo_depth(rows: int, pop_latency: int) -> int:
+    """Smallest result-FIFO depth that never throttles tiles of ``K = 2R`` words.
+
+    A tile's ``last`` beat needs ``reserved + R <= depth``; with tiles every ``2R`` cycles
+    the rows still unpopped from earlier tiles number ``sum_D #{r : 2r >= 2RD - P}``.
+    """
+    unpopped = 0
+    d = 1
+    while True:
+        lo = max(0, -(-(2 * rows * d - pop_latency) // 2))
+        if lo >= rows:
+            break
+        unpopped += rows - lo
+        d += 1
+    return rows + unpopped
+
+
+@dataclass(frozen=True)
+class EngineTiming:
+    """Structural timing of a tile engine (all in cycles)."""
+
+    rows: int
+    cols: int
+    width: int
+    popcount_latency: int
+    pe_latency: int       # `last` beat at a PE input -> result in its conveyor slot
+    array_latency: int    # `last` beat at the array input -> row 0 on the array output
+    pop_latency: int      # `last` beat accepted -> row 0 taken by the output stage
+    min_tile: int         # least cycles between two `last` beats (2R)
+    fifo_depth: int
+
+
+def engine_timing(rows: int, cols: int, width: int, levels_per_stage: int = 2,
+                  fifo_depth: int | None = None) -> EngineTiming:
+    """Timing of ``TileEngine(rows, cols, width, ...)`` (the gateware reads it from here)."""
+    _, pc = popcount_schedule(width, levels_per_stage)
+    pe = pc + 3  # input register, popcount, shift register, accumulate/finish
+    array = pe + cols - 1  # + deskew of column 0 behind column C - 1
+    pop = array + FIFO_LATENCY
+    depth = default_fifo_depth(rows, pop) if fifo_depth is None else int(fifo_depth)
+    return EngineTiming(rows, cols, width, pc, pe, array, pop, 2 * rows, depth)
+
+
+@dataclass
+class TileSchedule:
+    """Result of :func:`tile_sequence_cycles`: acceptance cycle of each tile's ``last`` beat
+    (cycle 0 = first operand beat) and the total cycle count."""
+
+    last_cycles: list[int]
+    cycles: int
+
+
+def tile_sequence_cycles(timing: EngineTiming, k_words, tail_words: int = 1) -> TileSchedule:
+    """Exact cycles of a sequence of back-to-back tiles when every stream keeps up.
+
+    ``k_words`` lists the operand beats of each tile (>= 1). ``cycles`` counts from the cycle
+    the first operand beat is accepted (cycle 0) through the cycle in which the final row's
+    last output beat is transferred, inclusive; ``tail_words`` is the number of output beats
+    that final row emits (0..2; 1 for a score row). Valid for ``cols <= width`` (the output
+    stage then never falls behind the conveyor).
+    """
+    R, depth = timing.rows, timing.fifo_depth
+    lasts: list[int] = []
+    pops: list[int] = []  # sorted: cycles in which rows leave the FIFO
+    t = 0
+    popped = 0  # pops at cycles < current candidate
+    for k in k_words:
+        if k < 1:
+            raise ValueError(f"a tile needs at least one word, not {k}")
+        tl = t + k - 1
+        if lasts:
+            tl = max(tl, lasts[-1] + timing.min_tile)
+        while True:
+            while popped < len(pops) and pops[popped] < tl:
+                popped += 1
+            if R * len(lasts) - popped + R <= depth:
+                break
+            tl += 1
+        lasts.append(tl)
+        pops.extend(tl + timing.pop_latency + 2 * r for r in range(R))
+        t = tl + 1
+    if not lasts:
+        return TileSchedule([], 0)
+    final_take = lasts[-1] + timing.pop_latency + 2 * (R - 1)
+    return TileSchedule(lasts, final_take + max(0, tail_words) + 1)
+
+
+def utilisation(binary_macs: int, rows: int, cols: int, width: int, cycles: int) -> float:
+    """Binary MACs / (R * C * W) / cycles."""
+    return binary_macs / (rows * cols * width) / cycles if cycles else 0.0
+
+
+@dataclass
+class LayerPerf:
+    """Tile schedule and predicted cycles of one layer on one geometry."""
+
+    name: str
+    m_tiles: int      # tiles along output pixels (pooling windows when pooling)
+    n_tiles: int      # tiles along output channels
+    passes: int       # pooling window offsets per output (pool_k^2, else 1)
+    k_words: int      # operand beats per tile (bit-planes x segments x words per segment)
+    tiles: int
+    cycles: int
+    binary_macs: int
+    utilisation: float
+
+
+def layer_tiles(layer, rows: int, cols: int, width: int) -> tuple[int, int, int, int]:
+    """``(m_tiles, n_tiles, passes, k_words)`` of an IR layer (:class:`xnorflow.sw.ir.Layer`).
+
+    Rows are output pixels (pooling windows when the layer pools, each window offset a
+    separate pass), columns are output channels, and a tile's operand beats are every word
+    of every bit-plane of the reduction: ``in_bits * kh * kw * ceil(in_c / W)``.
+    """
+    cw = -(-layer.in_c // width)
+    k_words = layer.in_bits * layer.kh * layer.kw * cw
+    pooled = layer.output == "threshold" and layer.pool_k > 1
+    if pooled:
+        pixels, passes = layer.out_h * layer.out_w, layer.pool_k * layer.pool_k
+    else:
+        pixels, passes = layer.conv_h * layer.conv_w, 1
+    return -(-pixels // rows), -(-layer.out_c // cols), passes, k_words
+
+
+def layer_cycles(layer, rows: int, cols: int, width: int, levels_per_stage: int = 2,
+                 fifo_depth: int | None = None) -> LayerPerf:
+    """Predicted datapath cycles of one layer as one back-to-back tile sequence.
+
+    Counts the tile engine only (operand streams that keep up); the sequencer adds its own
+    overheads. The final row is counted with one output beat.
+    """
+    timing = engine_timing(rows, cols, width, levels_per_stage, fifo_depth)
+    m_t, n_t, passes, k = layer_tiles(layer, rows, cols, width)
+    tiles = m_t * n_t * passes
+    sched = tile_sequence_cycles(timing, [k] * tiles)
+    macs = layer.binary_macs
+    return LayerPerf(layer.name, m_t, n_t, passes, k, tiles, sched.cycles, macs,
+                     utilisation(macs, rows, cols, width, sched.cycles))
