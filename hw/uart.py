@@ -106,7 +106,10 @@ class UARTRx(wiring.Component):
         rx = Signal(init=1)
         m.submodules.sync = FFSynchronizer(self.rx, rx, init=1)
 
-        timer = Signal(range(d))
+        # down-counters: loaded with n - 1, "expired" is the sign bit, reached after n cycles
+        # (one LUT input instead of a zero-detect tree on the critical path)
+        timer = Signal(d.bit_length() + 1)
+        expired = timer[-1]
         bits = Signal(range(9))
         shreg = Signal(8)
         data = Signal(8)
@@ -118,12 +121,12 @@ class UARTRx(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(~rx):
-                    m.d.sync += timer.eq(d // 2 - 1)
+                    m.d.sync += timer.eq(d // 2 - 2)
                     m.next = "START"
             with m.State("START"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(timer == 0):
-                    m.d.sync += [timer.eq(d - 1), bits.eq(0)]
+                with m.If(expired):
+                    m.d.sync += [timer.eq(d - 2), bits.eq(0)]
                     with m.If(rx):
                         m.next = "IDLE"  # a glitch, not a start bit
                     with m.Else():
@@ -132,15 +135,15 @@ class UARTRx(wiring.Component):
                     m.d.sync += timer.eq(timer - 1)
             with m.State("DATA"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(timer == 0):
-                    m.d.sync += [timer.eq(d - 1), shreg.eq(Cat(shreg[1:], rx)), bits.eq(bits + 1)]
+                with m.If(expired):
+                    m.d.sync += [timer.eq(d - 2), shreg.eq(Cat(shreg[1:], rx)), bits.eq(bits + 1)]
                     with m.If(bits == 7):
                         m.next = "STOP"
                 with m.Else():
                     m.d.sync += timer.eq(timer - 1)
             with m.State("STOP"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(timer == 0):
+                with m.If(expired):
                     with m.If(rx):
                         with m.If(valid & ~self.out.ready):
                             m.d.comb += self.overrun.eq(1)
@@ -188,7 +191,7 @@ class UARTTx(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         d = self._divisor
-        timer = Signal(range(d))
+        timer = Signal(d.bit_length() + 1)  # down-counter, expired = sign bit (see UARTRx)
         shreg = Signal(10, init=0x3FF)
         left = Signal(range(11))
         m.d.comb += [self.tx.eq(shreg[0]), self.inp.ready.eq(left == 0)]
@@ -197,13 +200,13 @@ class UARTTx(wiring.Component):
                 m.d.sync += [
                     shreg.eq(Cat(Const(0, 1), self.inp.payload, Const(1, 1))),
                     left.eq(10),
-                    timer.eq(d - 1),
+                    timer.eq(d - 2),
                 ]
-        with m.Elif(timer == 0):
+        with m.Elif(timer[-1]):
             m.d.sync += [
                 shreg.eq(Cat(shreg[1:], Const(1, 1))),
                 left.eq(left - 1),
-                timer.eq(d - 1),
+                timer.eq(d - 2),
             ]
         with m.Else():
             m.d.sync += timer.eq(timer - 1)
@@ -271,18 +274,19 @@ class UARTBridge(wiring.Component):
         wiring.connect(m, rx.out, wiring.flipped(self.host_in))
         wiring.connect(m, wiring.flipped(self.host_out), tx.inp)
 
-        idle = Signal(range(self._timeout + 1))
+        # down-counter: loaded with timeout - 2 while bytes arrive, fires at its sign bit
+        left = Signal(self._timeout.bit_length() + 1)
         armed = Signal()
         with m.If(rx.frame_error | rx.overrun):
             m.d.sync += armed.eq(0)
         with m.Elif(rx.busy | rx.out.valid):
             # counting starts when the accelerator has accepted the last byte
-            m.d.sync += [idle.eq(0), armed.eq(1)]
+            m.d.sync += [left.eq(self._timeout - 2), armed.eq(1)]
         with m.Elif(armed):
-            with m.If(idle == self._timeout - 1):
+            with m.If(left[-1]):
                 m.d.comb += self.timed_out.eq(1)
                 m.d.sync += armed.eq(0)
-            m.d.sync += idle.eq(idle + 1)
+            m.d.sync += left.eq(left - 1)
         m.d.comb += [
             self.frame_error.eq(rx.frame_error),
             self.overrun.eq(rx.overrun),

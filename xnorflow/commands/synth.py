@@ -1,0 +1,98 @@
+"""``xnorflow synth``: build a bitstream for a board and geometry, with a report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXAMPLES = """\
+examples:
+  xnorflow synth --board icebreaker --geometry 4x4x16
+  xnorflow synth --board hx8k-evn --geometry 2x4x16 --model runs/mlp-hx8k --seed 3
+  xnorflow synth --board ulx3s-85f --geometry 8x8x32 --freq 150
+  xnorflow synth --board icebreaker --geometry 1x1x16 --design loopback   # UART echo only
+  xnorflow synth --board icebreaker --geometry 4x4x16 --swap-model runs/mlp-up5k
+      (no synthesis: writes top-<model>.bin with the model's memory images in the BRAMs
+       of the existing build, using icebram/ecpbram)
+
+Output goes to bitstreams/<board>/<geometry>/ (or --out): the bitstream (top.bin for iCE40,
+top.bit for ECP5), yosys.log, nextpnr.log, report.json and report.md (LUTs, FFs, RAM
+blocks, DSPs, Fmax per clock, the seed, and the images/s of --model at that Fmax next to
+the UART-bound images/s). The first run compiles the YoWASP tools (about a minute).
+"""
+
+
+def register(sub) -> None:
+    from xnorflow.hw.boards import BOARDS
+
+    p = sub.add_parser(
+        "synth",
+        help="synthesise a board top (yosys + nextpnr) and report resources and Fmax",
+        description="Synthesise the accelerator behind its UART bridge for a board with the "
+        "open toolchain (YoWASP yosys/nextpnr from PyPI) and write bitstream, logs and report.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--board", required=True, choices=sorted(BOARDS),
+                   help="board: " + "; ".join(f"{b.name}: {b.description}"
+                                              for b in BOARDS.values()))
+    p.add_argument("--geometry", default=None,
+                   help="array ROWSxCOLSxWIDTH (default: the board's target geometry)")
+    p.add_argument("--model", default=None,
+                   help="compiled model folder: report its predicted images/s")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    p.add_argument("--freq", type=float, default=None,
+                   help="system clock in MHz made by the PLL (default: the board's, "
+                   "icebreaker 48, hx8k-evn 120, ulx3s-85f 150)")
+    p.add_argument("--baud", type=int, default=None, help="UART baud rate (default 1000000)")
+    p.add_argument("--design", default="accelerator", choices=["accelerator", "loopback"],
+                   help="what to put behind the UART bridge (default: accelerator)")
+    p.add_argument("--out", default=None, help="output folder (default bitstreams/B/G)")
+    p.add_argument("--swap-model", default=None, metavar="DIR",
+                   help="do not synthesise: put DIR's memory images into the existing "
+                   "bitstream's RAMs (icebram/ecpbram)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from xnorflow.hw.boards import get_board
+    from xnorflow.synth import SynthConfig, swap_model, synthesize
+
+    spec = get_board(args.board)
+    geometry = args.geometry
+    if geometry is None:
+        from xnorflow.sw.targets import get_target
+
+        geometry = get_target(spec.target).geometry
+    if args.swap_model:
+        from pathlib import Path
+
+        from xnorflow.synth import REPO
+
+        folder = Path(args.out) if args.out else REPO / "bitstreams" / spec.name / geometry
+        out = swap_model(folder, args.swap_model, progress=not args.quiet)
+        print(f"wrote {out}")
+        return 0
+    cfg = SynthConfig(board=args.board, geometry=geometry, design=args.design, seed=args.seed,
+                      freq_mhz=args.freq, baud=args.baud, model=args.model, out_dir=args.out)
+    report = synthesize(cfg, progress=not args.quiet)
+    res = report["resources"]
+    lc = res["logic_cells"]
+    print(f"{report['board']} {report['geometry']} ({report['design']}): "
+          f"{res['lut4']} LUT4, {res['ff']} FF, LC {lc.get('used')}/{lc.get('available')}, "
+          f"RAM {res['bram'].get('used', 0)}, Fmax {report['fmax_mhz']} MHz "
+          f"(system clock {report['clock']['system_mhz']:.2f} MHz, timing "
+          f"{'met' if report['timing_met'] else 'NOT met'}), seed {report['seed']}")
+    if "model" in report:
+        mm = report["model"]
+        comp = mm.get("images_per_s_compute")
+        print(f"model: {comp:,.0f} images/s compute-bound, " if comp else "model: ",
+              end="")
+        print(f"{mm['images_per_s_uart']:,.0f} images/s UART-bound")
+    print(f"report: {report['out_dir']}/report.md")
+    if not report["timing_met"]:
+        print(f"warning: Fmax {report['fmax_mhz']} MHz is below the system clock "
+              f"{report['clock']['system_mhz']:.2f} MHz; rebuild with --freq "
+              f"{int(report['fmax_mhz'] or 12)} or another --seed", file=sys.stderr)
+    return 0
