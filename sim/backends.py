@@ -1,0 +1,354 @@
+"""Every backend behind one interface: ``run(model_dir, inputs, backend) -> Outputs``.
+
+Backends (:data:`BACKENDS`):
+
+* ``torch`` -- PyTorch deploy mode, through SW1's API, when the model folder records the
+  checkpoint it was compiled from; otherwise unavailable with a message saying so.
+* ``golden`` -- :func:`xnorflow.sw.golden.run`, the definition of correct.
+* ``cpu`` -- CPU's fast kernel (:func:`xnorflow.sw.cpu_kernel.run`) when it exists, else the
+  reference GEMM kernel (:mod:`xnorflow.sw.reference`) on the golden model's im2col.
+* ``amaranth`` -- Amaranth's simulator running HW2's ``Accelerator`` on the model's target,
+  driven through HW2's host driver (:mod:`xnorflow.hw.driver`).
+* ``icarus``, ``verilator`` -- the generated Verilog of the same ``Accelerator`` under cocotb
+  (:mod:`xnorflow.sim.tb.test_accelerator`), driven by the same host driver through
+  :class:`xnorflow.sim.tb.streams.StreamTransport`.
+
+Every backend returns :class:`Outputs`: predictions, integer scores, per-hidden-layer output
+maps (bits or levels) where the backend can read them, accumulators where it has them, and
+for the hardware backends the accelerator's cycles per image. Bad input (missing folder,
+unknown backend, a model compiled for another target) raises
+:class:`~xnorflow.sw.errors.UserError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xnorflow.sw.errors import UserError
+
+BACKENDS = ("torch", "golden", "cpu", "amaranth", "icarus", "verilator")
+HARDWARE = ("amaranth", "icarus", "verilator")
+RTL = ("icarus", "verilator")
+
+
+class BackendUnavailable(UserError):
+    """A backend that cannot run here (missing module, checkpoint or simulator)."""
+
+
+@dataclass
+class Outputs:
+    """What one backend computed for a batch of ``N`` images.
+
+    ``activations[i]`` is hidden layer ``i``'s output map ``(N, H, W, C)`` or ``None`` when
+    the backend cannot observe it; ``accumulators[i]`` likewise (software backends only).
+    ``cycles`` holds accelerator clock cycles per image (hardware backends), ``sim_cycles``
+    the simulated clock cycles of the whole run including the host link.
+    """
+
+    backend: str
+    predictions: np.ndarray
+    scores: np.ndarray
+    activations: list[np.ndarray | None]
+    accumulators: list[np.ndarray | None] = field(default_factory=list)
+    cycles: np.ndarray | None = None
+    wall_s: float = 0.0
+    sim_cycles: int | None = None
+    waves: Path | None = None
+    info: dict = field(default_factory=dict)
+
+    def accuracy(self, labels) -> float:
+        labels = np.asarray(labels)
+        return float((self.predictions == labels).mean()) if len(labels) else float("nan")
+
+    def save(self, path: Path) -> None:
+        """Write the arrays to an ``.npz`` file (used to hand results out of a simulator)."""
+        arrays = {"predictions": self.predictions, "scores": self.scores}
+        for i, a in enumerate(self.activations):
+            if a is not None:
+                arrays[f"act{i}"] = a
+        if self.cycles is not None:
+            arrays["cycles"] = self.cycles
+        meta = {"backend": self.backend, "n_act": len(self.activations),
+                "sim_cycles": self.sim_cycles, "info": self.info}
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> Outputs:
+        with np.load(path) as z:
+            meta = json.loads(bytes(z["meta"]).decode())
+            acts = [z[f"act{i}"] if f"act{i}" in z.files else None for i in range(meta["n_act"])]
+            return cls(
+                backend=meta["backend"],
+                predictions=z["predictions"],
+                scores=z["scores"],
+                activations=acts,
+                cycles=z["cycles"] if "cycles" in z.files else None,
+                sim_cycles=meta.get("sim_cycles"),
+                info=meta.get("info", {}),
+            )
+
+
+# ----- model folders -------------------------------------------------------------------
+@dataclass
+class ModelFolder:
+    """A loaded, checked model folder: manifest, compiled model, memory images, target."""
+
+    path: Path
+    manifest: dict
+    model: Any
+    memories: list
+    target: Any
+
+
+def load_model(model_dir: str | Path, target: Any = None) -> ModelFolder:
+    """Load ``model_dir`` (SW2's format) and resolve its target.
+
+    The target is the one named in the manifest (looked up with
+    :func:`xnorflow.sw.targets.get_target`, which also refuses a folder compiled for an older
+    definition of it); ``target`` (a name or ``Target``) demands a specific one and refuses a
+    folder compiled for another.
+    """
+    from xnorflow.sw.images import load_model_folder, read_manifest
+    from xnorflow.sw.targets import get_target
+
+    path = Path(model_dir)
+    if not path.exists():
+        raise UserError(f"{path}: no such model folder (make one with: xnorflow compile ...)")
+    manifest = read_manifest(path)
+    rec = manifest["target"]
+    if target is None:
+        try:
+            target = get_target(rec.get("name"))
+        except UserError:
+            target = _target_from_record(rec)
+    elif isinstance(target, str):
+        target = get_target(target)
+    manifest, model, memories = load_model_folder(path, target)
+    return ModelFolder(path, manifest, model, memories, target)
+
+
+def _target_from_record(rec: dict):
+    """A ``Target`` rebuilt from a manifest record (targets made by ``sim_target``)."""
+    from xnorflow.sw.targets import Target
+
+    mems = {k: (v["width"], v["depth"]) for k, v in rec.get("memories", {}).items()}
+    try:
+        return Target(rec["name"], int(rec["rows"]), int(rec["cols"]), int(rec["width"]), mems)
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"manifest target record {rec!r} is incomplete ({e})") from None
+
+
+def check_backend(name: str) -> str:
+    if name not in BACKENDS:
+        raise UserError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    return name
+
+
+def _check_inputs(model, inputs) -> np.ndarray:
+    px = np.asarray(inputs)
+    if px.ndim == 3:
+        px = px[None]
+    if px.dtype != np.uint8:
+        raise UserError(f"input images must be uint8 pixels (0..255), not {px.dtype}")
+    if px.ndim != 4 or px.shape[1:] != (model.in_h, model.in_w, model.in_c):
+        raise UserError(
+            f"input images have shape {px.shape[1:]}, the model expects "
+            f"{(model.in_h, model.in_w, model.in_c)} (H, W, C)"
+        )
+    return px
+
+
+# ----- software backends ---------------------------------------------------------------
+def _from_golden_result(name: str, r, wall: float, info: dict | None = None) -> Outputs:
+    return Outputs(
+        backend=name,
+        predictions=np.asarray(r.predictions),
+        scores=np.asarray(r.scores),
+        activations=list(r.activations),
+        accumulators=list(getattr(r, "accumulators", []) or []),
+        wall_s=wall,
+        info=info or {},
+    )
+
+
+def _golden(mf: ModelFolder, px: np.ndarray, **_) -> Outputs:
+    from xnorflow.sw import golden
+
+    t = time.perf_counter()
+    r = golden.run(mf.model, px, width=mf.target.width)
+    return _from_golden_result("golden", r, time.perf_counter() - t)
+
+
+def reference_network(model, px: np.ndarray, width: int = 64):
+    """Run a network with the reference GEMM kernel: im2col, ``xnor_gemm`` per plane.
+
+    A second, independent accumulation path (one GEMM over all output channels instead of
+    the golden model's per-channel broadcast); output stages are the golden model's.
+    """
+    from xnorflow.sw import encoding as enc
+    from xnorflow.sw import golden, reference
+
+    x = enc.quantize_pixels(px, model.layers[0].in_bits)
+    acts, accs = [], []
+    for layer in model.layers:
+        planes = golden.layer_input_planes(layer, x)
+        cols = golden.im2col_segments(planes, layer.kh, layer.kw, layer.stride, layer.pad, width)
+        wts = golden.pack_weights(layer, width)
+        b, n, ho, wo, kw = cols.shape
+        p = reference.xnor_gemm(cols.reshape(-1, kw), wts).reshape(b, n, ho, wo, layer.out_c)
+        acc = enc.accumulate_planes(p)
+        accs.append(acc)
+        x = golden.output_stage(layer, acc)
+        if layer.output == "threshold":
+            acts.append(x)
+    scores = x
+    return golden.GoldenResult(acts, accs, scores, model.layers[-1].scale * scores,
+                               enc.argmax_first(scores))
+
+
+def _cpu(mf: ModelFolder, px: np.ndarray, **_) -> Outputs:
+    t = time.perf_counter()
+    try:
+        cpu_kernel = importlib.import_module("xnorflow.sw.cpu_kernel")
+    except ModuleNotFoundError as e:
+        if e.name != "xnorflow.sw.cpu_kernel":
+            raise
+        r = reference_network(mf.model, px)
+        return _from_golden_result("cpu", r, time.perf_counter() - t, {"kernel": "reference"})
+    r = cpu_kernel.run(mf.model, px)
+    return _from_golden_result("cpu", r, time.perf_counter() - t, {"kernel": "cpu_kernel"})
+
+
+def _torch(mf: ModelFolder, px: np.ndarray, **_) -> Outputs:
+    """SW1's deploy mode (:func:`xnorflow.sw.deploy.run`, PyTorch convolutions)."""
+    meta = dict(getattr(mf.model, "meta", {}) or {})
+    ckpt = meta.get("checkpoint")
+    if not ckpt:
+        raise BackendUnavailable(
+            f"{mf.path}: backend torch runs the PyTorch model the folder was compiled from, "
+            "but this folder records no checkpoint (compile it from `xnorflow train` output)"
+        )
+    try:
+        deploy = importlib.import_module("xnorflow.sw.deploy")
+    except ModuleNotFoundError as e:
+        raise BackendUnavailable(f"backend torch needs {e.name} (PyTorch deploy mode)") from None
+    t = time.perf_counter()
+    r = deploy.run(mf.model, px, hidden=True)
+    out = Outputs("torch", np.asarray(r.predictions), np.asarray(r.scores),
+                  list(r.activations or []), wall_s=time.perf_counter() - t,
+                  info={"checkpoint": str(ckpt)})
+    return out
+
+
+# ----- hardware backends ---------------------------------------------------------------
+def _require_accelerator() -> None:
+    for mod in ("xnorflow.hw.accelerator", "xnorflow.hw.driver"):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name == mod:
+                raise BackendUnavailable(
+                    f"hardware backends need {mod}, which is not in this checkout yet"
+                ) from None
+            raise
+
+
+def _amaranth(mf: ModelFolder, px: np.ndarray, *, waves: Path | None = None, seed: int = 0,
+              idle: float = 0.0, backpressure: float = 0.0, progress: bool = True,
+              **_) -> Outputs:
+    _require_accelerator()
+    from .amaranth_sim import run_amaranth
+
+    return run_amaranth(mf, px, waves=waves, seed=seed, idle=idle,
+                        backpressure=backpressure, progress=progress)
+
+
+def _rtl(sim: str):
+    def run(mf: ModelFolder, px: np.ndarray, *, waves: Path | None = None, seed: int = 0,
+            idle: float = 0.0, backpressure: float = 0.0, progress: bool = True,
+            **_) -> Outputs:
+        _require_accelerator()
+        return run_rtl(sim, mf, px, waves=waves, seed=seed, idle=idle,
+                       backpressure=backpressure, progress=progress)
+
+    return run
+
+
+def run_rtl(sim: str, mf: ModelFolder, px: np.ndarray, *, waves: Path | None = None,
+            seed: int = 0, idle: float = 0.0, backpressure: float = 0.0,
+            progress: bool = True) -> Outputs:
+    """Run ``px`` through the accelerator's Verilog on ``sim`` under cocotb."""
+    from .rtl import accelerator_verilog, cache_dir
+    from .runner import run_cocotb
+
+    t0 = time.perf_counter()
+    rtl = accelerator_verilog(mf.target)
+    gen_s = time.perf_counter() - t0
+    job = Path(tempfile.mkdtemp(prefix="job-", dir=cache_dir()))
+    np.save(job / "inputs.npy", px)
+    spec = {"model_dir": str(mf.path.resolve()), "inputs": str(job / "inputs.npy"),
+            "outputs": str(job / "outputs.npz"), "seed": seed, "idle": idle,
+            "backpressure": backpressure, "backend": sim, "progress": bool(progress)}
+    (job / "job.json").write_text(json.dumps(spec))
+    try:
+        run = run_cocotb(sim, rtl, "xnorflow.sim.tb.test_accelerator",
+                         testcase="run_job", extra_env={"XNORFLOW_JOB": str(job / "job.json")},
+                         waves=waves is not None, waves_path=waves, seed=seed,
+                         test_dir=job, quiet=True)
+    except SystemExit as e:
+        raise UserError(f"{sim} simulation failed (exit {e.code}); log in {job}") from None
+    if run.failed or not (job / "outputs.npz").is_file():
+        raise UserError(f"{sim} simulation of {mf.path} failed; see the log in {job}")
+    out = Outputs.load(job / "outputs.npz")
+    out.backend = sim
+    out.wall_s = time.perf_counter() - t0
+    out.waves = run.waves
+    out.info.update({"verilog": str(rtl.path), "verilog_cached": rtl.cached,
+                     "generate_s": round(gen_s, 3), "build_s": round(run.build_s, 3),
+                     "sim_s": round(run.test_s, 3), "built": run.built})
+    return out
+
+
+_RUNNERS = {
+    "torch": _torch,
+    "golden": _golden,
+    "cpu": _cpu,
+    "amaranth": _amaranth,
+    "icarus": _rtl("icarus"),
+    "verilator": _rtl("verilator"),
+}
+
+
+def run(model_dir: str | Path | ModelFolder, inputs, backend: str, *,
+        waves: str | Path | None = None, seed: int = 0, idle: float = 0.0,
+        backpressure: float = 0.0, progress: bool = True) -> Outputs:
+    """Run the images ``inputs`` (``uint8 (N, H, W, C)``) through ``backend``.
+
+    ``waves`` (hardware backends) names a waveform file to write (VCD for ``amaranth`` and
+    ``verilator``, FST for ``icarus``). ``idle``/``backpressure`` (RTL backends) are the
+    probabilities of random idle cycles and backpressure on the host streams, drawn from
+    ``seed``.
+    """
+    check_backend(backend)
+    mf = model_dir if isinstance(model_dir, ModelFolder) else load_model(model_dir)
+    px = _check_inputs(mf.model, inputs)
+    if waves is not None and backend not in HARDWARE:
+        raise UserError(f"--waves needs a hardware backend ({', '.join(HARDWARE)}), "
+                        f"not {backend!r}")
+    wpath = Path(waves).resolve() if waves is not None else None
+    if wpath is not None:
+        wpath.parent.mkdir(parents=True, exist_ok=True)
+    return _RUNNERS[backend](mf, px, waves=wpath, seed=seed, idle=idle,
+                             backpressure=backpressure, progress=progress)

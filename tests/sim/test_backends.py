@@ -1,0 +1,81 @@
+"""The one backend interface: software backends agree bit for bit; errors are one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xnorflow.sim import backends
+from xnorflow.sim import random_models as rm
+from xnorflow.sim.compare import agreement
+from xnorflow.sw import golden
+from xnorflow.sw.errors import UserError
+
+from .conftest import make_folder
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_software_backends_bit_exact(tmp_path, seed):
+    folder, model = make_folder(tmp_path, seed)
+    px = rm.random_pixels(seed, model, 6)
+    ref = golden.run(model, px)
+    g = backends.run(folder, px, "golden")
+    assert np.array_equal(g.scores, ref.scores)
+    for name in ("cpu",):
+        out = backends.run(folder, px, name)
+        a = agreement(model, g, out)
+        assert a.exact, a.first
+        assert a.bits_compared == sum(x.size for x in ref.activations)
+        assert a.accumulators_compared == sum(x.size for x in ref.accumulators)
+
+
+def test_reference_kernel_matches_golden(tmp_path):
+    folder, model = make_folder(tmp_path, 21)
+    px = rm.random_pixels(21, model, 4)
+    ref = golden.run(model, px)
+    r = backends.reference_network(model, px)
+    assert np.array_equal(r.scores, ref.scores)
+    for a, b in zip(ref.accumulators, r.accumulators, strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_torch_backend_needs_checkpoint_record(tmp_path):
+    folder, model = make_folder(tmp_path, 5)
+    px = rm.random_pixels(5, model, 3)
+    with pytest.raises(backends.BackendUnavailable, match="records no checkpoint"):
+        backends.run(folder, px, "torch")
+    # a folder that records its checkpoint runs SW1's deploy mode, bit-exact with golden
+    model.meta["checkpoint"] = "runs/x/checkpoint.pt"
+    rm.write_folder(model, rm.geometry_target(4, 4, 32), tmp_path / "with-ckpt")
+    out = backends.run(tmp_path / "with-ckpt", px, "torch")
+    g = backends.run(tmp_path / "with-ckpt", px, "golden")
+    a = agreement(model, g, out)
+    assert a.exact and a.bits_compared > 0, a.first
+
+
+def test_errors_are_user_errors(tmp_path):
+    folder, model = make_folder(tmp_path, 3)
+    px = rm.random_pixels(3, model, 2)
+    with pytest.raises(UserError, match="unknown backend 'nope'"):
+        backends.run(folder, px, "nope")
+    with pytest.raises(UserError, match="no such model folder"):
+        backends.run(tmp_path / "missing", px, "golden")
+    with pytest.raises(UserError, match="compiled for target 'sim-4x4x32'"):
+        backends.load_model(folder, target="up5k")
+    with pytest.raises(UserError, match="expects"):
+        backends.run(folder, px[:, :, :, :0], "golden")
+    with pytest.raises(UserError, match="uint8"):
+        backends.run(folder, px.astype(np.int32), "golden")
+    with pytest.raises(UserError, match="hardware backend"):
+        backends.run(folder, px, "golden", waves=tmp_path / "w.vcd")
+
+
+def test_outputs_roundtrip(tmp_path):
+    out = backends.Outputs("x", np.array([1, 2]), np.arange(6).reshape(2, 3),
+                           [np.ones((2, 1, 1, 4), np.uint8), None],
+                           cycles=np.array([10, 11]), sim_cycles=99, info={"a": 1})
+    out.save(tmp_path / "o.npz")
+    back = backends.Outputs.load(tmp_path / "o.npz")
+    assert np.array_equal(back.scores, out.scores) and back.activations[1] is None
+    assert np.array_equal(back.activations[0], out.activations[0])
+    assert back.sim_cycles == 99 and back.info == {"a": 1} and list(back.cycles) == [10, 11]

@@ -1,0 +1,113 @@
+"""``xnorflow compare``: report folder, mismatch localisation, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from xnorflow.cli import main
+from xnorflow.sim import backends
+from xnorflow.sim import random_models as rm
+from xnorflow.sim.compare import compare, find_synthesis_report, write_report
+
+from .conftest import make_folder
+
+
+def test_compare_report_exact(tmp_path):
+    folder, model = make_folder(tmp_path, 31)
+    px = rm.random_pixels(31, model, 8)
+    labels = np.arange(8) % len(model.classes)
+    r = compare(folder, px, ["golden", "cpu"], labels, progress=False)
+    assert r.exact and r.agreements["cpu"].samples_agree == 8
+    out = write_report(r, tmp_path / "rep")
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["exact"] is True and doc["samples"] == 8
+    assert doc["accuracy"]["golden"] == doc["accuracy"]["cpu"]
+    assert (out / "report.png").stat().st_size > 1000
+    assert "all backends bit-exact" in (out / "report.md").read_text()
+
+
+def _corrupting(real, sample, layer, pos):
+    def run(mf, px, **kw):
+        out = real(mf, px, **kw)
+        out.activations[layer][(sample, *pos)] ^= 1
+        return out
+
+    return run
+
+
+def test_compare_names_first_mismatch(tmp_path, monkeypatch):
+    folder, model = make_folder(tmp_path, 32, layers=3)
+    px = rm.random_pixels(32, model, 6)
+    pos = (0, 0, 1 % model.layers[1].out_c)
+    monkeypatch.setitem(backends._RUNNERS, "cpu", _corrupting(backends._cpu, 4, 1, pos))
+    r = compare(folder, px, ["golden", "cpu"], progress=False)
+    a = r.agreements["cpu"]
+    assert not r.exact and a.samples_agree == 5 and a.bits_differ == 1
+    assert (a.first.sample, a.first.layer, a.first.position) == (4, model.layers[1].name, pos)
+
+
+def test_compare_cli_mismatch_exit_code(tmp_path, monkeypatch, capsys, digits_folder):
+    folder, model = digits_folder
+    monkeypatch.setitem(backends._RUNNERS, "cpu", _corrupting(backends._cpu, 2, 0, (0, 0, 0)))
+    rc = main(["compare", "--model", str(folder), "--backends", "golden,cpu", "--limit", "5",
+               "-o", str(tmp_path / "r")])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "MISMATCH" in out and "sample 2" in out and "position (0,0,0)" in out
+    doc = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert doc["agreement"]["cpu"]["first_mismatch"]["sample"] == 2
+
+
+def test_compare_cli_ok(tmp_path, capsys, digits_folder):
+    folder, model = digits_folder
+    rc = main(["compare", "--model", str(folder), "--backends", "golden,cpu", "--limit", "20",
+               "-o", str(tmp_path / "r")])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "20/20 samples bit-exact" in out
+    assert (tmp_path / "r" / "report.md").is_file()
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--model", "{missing}", "--backends", "golden"], "no such model folder"),
+    (["--model", "{folder}", "--backends", "golden,bogus"], "unknown backend 'bogus'"),
+    (["--model", "{folder}", "--backends", "golden", "--dataset", "nope"], "unknown data set"),
+])
+def test_compare_cli_errors_one_line(tmp_path, capsys, digits_folder, argv, msg):
+    folder, _ = digits_folder
+    argv = [a.format(folder=folder, missing=tmp_path / "missing") for a in argv]
+    rc = main(["compare", *argv, "-o", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 2 and msg in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_compare_cli_other_target(tmp_path, capsys):
+    """A folder whose target was redefined since it was compiled is refused in one line."""
+    model = rm.random_network(4, in_shape=(8, 8, 1), in_bits=2, classes=10)
+    folder = tmp_path / "m"
+    from xnorflow.sw.targets import sim_target
+
+    rm.write_folder(model, sim_target(2, 2, 16, name="sim"), folder)  # "sim" is 4x4x32
+    rc = main(["compare", "--model", str(folder), "--backends", "golden", "-o",
+               str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "recompile" in err and len(err.strip().splitlines()) == 1
+
+
+def test_run_cli(capsys, digits_folder):
+    folder, _ = digits_folder
+    assert main(["run", "--model", str(folder), "--backend", "golden", "--limit", "30"]) == 0
+    assert "30 images, accuracy" in capsys.readouterr().out
+
+
+def test_find_synthesis_report(tmp_path):
+    assert find_synthesis_report("4x4x32", [tmp_path / "bitstreams"]) is None
+    p = tmp_path / "bitstreams" / "icebreaker" / "4x4x16" / "report.json"
+    p.parent.mkdir(parents=True)
+    p.write_text(json.dumps({"timing": {"fmax_mhz": 23.5}}))
+    found = find_synthesis_report("4x4x16", [tmp_path / "bitstreams"])
+    assert found == {"path": str(p), "board": "icebreaker", "fmax_mhz": 23.5}

@@ -1,0 +1,100 @@
+"""``xnorflow run``: classify a data set split with one backend; accuracy and cycles/image."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "classify a data set split with one backend (golden, cpu, torch, amaranth, icarus, ...)"
+
+DESCRIPTION = """\
+Run a compiled model folder (from `xnorflow compile`) on a data set split with one backend
+and print the accuracy; hardware backends (amaranth, icarus, verilator) also print the
+accelerator's clock cycles per image and the simulator's speed.
+
+Backends: torch (PyTorch deploy mode, needs the checkpoint the folder was compiled from),
+golden (the NumPy golden model), cpu (fast CPU kernel), amaranth (Amaranth simulator),
+icarus and verilator (cocotb on the generated Verilog). The hardware backends drive the
+accelerator through the same host driver that talks to a board.
+"""
+
+EPILOG = """\
+examples:
+  xnorflow run --model runs/mlp-up5k --backend golden --dataset digits --split test
+  xnorflow run --model runs/mlp-up5k --backend icarus --limit 20
+  xnorflow run --model runs/fmnist-ecp5 --backend verilator --dataset fashion-mnist
+  xnorflow run --model runs/mlp-up5k --backend amaranth --limit 2 --waves run.vcd
+"""
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="digits",
+                   help="digits, fashion-mnist, mnist or cifar10 (default: digits)")
+    p.add_argument("--data-path", default=None, help="folder of a file-based data set")
+    p.add_argument("--split", default="test", choices=("test", "train"),
+                   help="which split to classify (default: test)")
+    p.add_argument("--limit", "-n", type=int, default=None, metavar="N",
+                   help="only the first N images of the split")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("run", help=HELP, description=DESCRIPTION, epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", "-m", required=True, metavar="DIR",
+                   help="compiled model folder (xnorflow compile -o DIR)")
+    p.add_argument("--backend", "-b", default="golden",
+                   help="torch, golden, cpu, amaranth, icarus or verilator (default: golden)")
+    add_data_args(p)
+    p.add_argument("--waves", metavar="FILE", default=None,
+                   help="hardware backends: write a waveform (VCD; FST on icarus)")
+    p.add_argument("--seed", type=int, default=0, help="seed of random stream stalls")
+    p.set_defaults(func=run)
+
+
+def load_split(args):
+    """``(images, labels, dataset)`` of the requested split, cut to ``--limit``."""
+    from xnorflow.sw.data import load_dataset
+    from xnorflow.sw.errors import UserError
+
+    ds = load_dataset(args.dataset, args.data_path)
+    x, y = (ds.x_test, ds.y_test) if args.split == "test" else (ds.x_train, ds.y_train)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise UserError(f"--limit must be at least 1, not {args.limit}")
+        x, y = x[: args.limit], y[: args.limit]
+    return x, y, ds
+
+
+def check_shape(mf, x, dataset: str) -> None:
+    from xnorflow.sw.errors import UserError
+
+    want = (mf.model.in_h, mf.model.in_w, mf.model.in_c)
+    if tuple(x.shape[1:]) != want:
+        raise UserError(f"{mf.path}: the model takes {want} images but {dataset} has "
+                        f"{tuple(x.shape[1:])}; use the data set it was trained on")
+
+
+def run(args) -> int:
+    from xnorflow.sim import backends
+
+    backends.check_backend(args.backend)
+    mf = backends.load_model(args.model)
+    x, y, ds = load_split(args)
+    check_shape(mf, x, ds.name)
+    out = backends.run(mf, x, args.backend, waves=args.waves, seed=args.seed)
+    acc = out.accuracy(y)
+    print(f"{args.backend}: {ds.name} {args.split}: {len(y)} images, accuracy "
+          f"{100 * acc:.2f} % ({int((out.predictions == y).sum())}/{len(y)}), "
+          f"wall {out.wall_s:.2f} s")
+    if out.cycles is not None and len(out.cycles):
+        t = mf.target
+        cyc = float(out.cycles.mean())
+        util = mf.model.binary_macs / (t.rows * t.cols * t.width) / cyc
+        line = (f"{args.backend}: {cyc:.1f} cycles/image on {t.geometry} "
+                f"(min {int(out.cycles.min())}, max {int(out.cycles.max())}), "
+                f"utilisation {100 * util:.1f} %")
+        if out.sim_cycles and out.info.get("sim_s"):
+            line += f", simulator {out.sim_cycles / out.info['sim_s']:.0f} cycles/s"
+        print(line)
+    if out.waves is not None:
+        print(f"{args.backend}: waveform written to {out.waves}")
+    return 0
