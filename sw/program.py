@@ -3,22 +3,20 @@
 ``docs/program.md`` is the prose version of this module. Three memory images drive the
 accelerator (:func:`build_memories`):
 
-* ``program`` (32-bit words): a 16-word header then one 40-word descriptor per layer. Every
+* ``program`` (32-bit words): a 16-word header then one 32-word descriptor per layer. Every
   address, count and stride the sequencer needs is precomputed here, so the gateware only
   adds and compares (no multipliers on the sequencer's paths).
 * ``weights`` (``C * W``-bit words, lane ``c`` = bits ``[c*W, (c+1)*W)``): per layer and
   column group ``g`` (output channels ``g*C .. g*C+C-1``), ``kh*kw*Cw`` words, word ``k``
   holding packed weight word ``k`` (:func:`xnorflow.sw.golden.pack_weights` order:
-  ``(dy, dx, cw)``) of each channel of the group; then, for pooling layers, ``Cw_out``
-  pool-mask words (lane 0 bit ``j`` of word ``cw`` is 1 when channel ``cw*W + j`` pools with
-  AND).
+  ``(dy, dx, cw)``) of each channel of the group (missing channels: all ones).
 * ``thresholds`` (``C * 32``-bit words): one word per column group; lane ``c`` holds, for a
-  threshold layer, bit 31 = polarity is -1 and bits 30..0 = ``T`` (two's complement, clamped
-  to ``[-1, acc_max + 1]``, which keeps every decision); for the integer layer the 32-bit
-  signed ``score_offset``.
+  threshold layer, bit 31 = polarity is -1, bit 30 = the channel pools with AND, bits
+  29..0 = ``T`` (two's complement, clamped to ``[-1, acc_max + 1]``, which keeps every
+  decision); for the integer layer the 32-bit signed ``score_offset``.
 
 The ``activations`` memory (``W``-bit words, not an image: the host writes the input) holds
-two ping-pong regions and a pooling scratch region; the ``scores`` memory receives the last
+two ping-pong regions; the ``scores`` memory receives the last
 layer's scores. :func:`execute` runs a program from the images alone, exactly as the
 sequencer does (same address arithmetic), and is tested equal to :func:`golden.run`.
 """
@@ -38,7 +36,7 @@ from .targets import LANE_BITS, PROGRAM_BITS, Target
 
 MAGIC = 0x58460001  # "XF", program format version 1
 HEADER_WORDS = 16
-DESC_WORDS = 40
+DESC_WORDS = 32
 
 #: Header fields, in word order.
 HEADER_FIELDS = (
@@ -48,7 +46,7 @@ HEADER_FIELDS = (
 
 #: Layer descriptor fields, in word order (docs/program.md explains each one).
 DESC_FIELDS = (
-    "flags",        # bit 0: integer output (last layer); bit 1: pool after threshold
+    "flags",        # bit 0: integer output (last layer); bit 1: pooling
     "in_base",      # activation address of input plane 0, pixel (0, 0), word 0
     "planes",       # input bit-planes B
     "plane_stride",  # words between planes: in_h * in_w * cw
@@ -58,32 +56,26 @@ DESC_FIELDS = (
     "kh",
     "kw",
     "row_skip",     # (in_w - kw) * cw: window offset jump at the end of a window row
-    "npix",         # conv_h * conv_w output pixels
-    "conv_w",
-    "pad",
-    "stride",
-    "addr0",        # (-pad * in_w - pad) * cw (signed): pixel (0, 0)'s window origin
-    "step_x",       # stride * cw
-    "step_y",       # stride * in_w * cw
     "kwords",       # kh * kw * cw: reduction words per plane
     "w_base",       # weights address of group 0, word 0
     "groups",       # ceil(out_c / C)
     "out_c",
-    "out_base",     # activation address of output pixel 0 (scratch when pooling)
+    "out_base",     # activation address of output pixel 0
     "cw_out",       # ceil(out_c / W)
     "thr_base",     # thresholds address of group 0
-    "score_mul",    # integer layer: score = score_mul * acc + offset (signed)
-    "pool_k",
-    "pool_stride",
-    "pool_out_w",
-    "pool_npix",    # out_h * out_w
-    "pool_dst",     # activation address of pooled pixel 0
-    "pool_mask",    # weights address of the pool-mask words
-    "pool_step_x",  # pool_stride * cw_out
-    "pool_step_y",  # pool_stride * conv_w * cw_out
-    "pool_dy",      # conv_w * cw_out
-    "pool_skip",    # (conv_w - pool_k) * cw_out
-    "acc_max",      # largest accumulator (informational; check_fits uses it)
+    "score_mul",    # integer layer: score = score_mul * acc + offset (signed 8 bits)
+    "npix",         # output pixels: out_h * out_w (pooled pixels when pooling)
+    "walk_w",       # out_w
+    "walk_step",    # input pixels between neighbouring outputs: pool_stride * stride
+    "walk_addr_x",  # pool_stride * stride * cw
+    "walk_addr_y",  # pool_stride * stride * in_w * cw
+    "addr0",        # (-pad * in_w - pad) * cw (signed): output (0, 0)'s window origin
+    "pad",
+    "pool_k",       # pooling window (1: no pooling)
+    "pool_step",    # stride: input pixels between pooling-window offsets
+    "pool_addr_x",  # stride * cw
+    "pool_addr_y",  # stride * in_w * cw
+    "acc_max",      # largest accumulator (informational)
     "layer_index",
 )
 assert len(DESC_FIELDS) <= DESC_WORDS
@@ -91,19 +83,27 @@ FLAG_INTEGER = 1
 FLAG_POOL = 2
 SIGNED_FIELDS = ("addr0", "score_mul")
 LANE_MASK = (1 << LANE_BITS) - 1
+#: Threshold lane: bit 31 polarity -1, bit 30 pool with AND, bits 29..0 ``T`` (signed).
+LANE_NEG_BIT = 31
+LANE_POOL_BIT = 30
+LANE_T_BITS = 30
+#: ``score_mul`` is a signed field of this many bits in the datapath.
+SCORE_MUL_BITS = 8
+#: Most input bit-planes the datapath takes (8-bit pixels).
+MAX_PLANES = 8
+#: Unsigned width of the sequencer's descriptor registers (addresses and counts).
+FIELD_BITS = 20
 
 
 @dataclass
 class Placement:
     """Where each layer's data lives (word addresses)."""
 
-    region: tuple[int, int, int]  # bases of ping, pong, scratch
+    region: tuple[int, int]  # bases of the ping and pong regions
     act_words: int  # activation words used
     in_base: list[int]
     out_base: list[int]
-    pool_dst: list[int]
     w_base: list[int]
-    pool_mask: list[int]
     thr_base: list[int]
     weight_words: int
     threshold_words: int
@@ -123,52 +123,38 @@ def input_words(model_h: int, model_w: int, model_c: int, in_bits: int, width: i
 
 
 def place(model: CompiledModel, target: Target) -> Placement:
-    """Lay out a model's maps and parameters in the accelerator's memories."""
+    """Lay out a model's maps and parameters in the accelerator's memories.
+
+    Layer ``i`` reads region ``i % 2`` and writes region ``(i + 1) % 2``; the input image
+    (all its bit-planes) is at address 0 of region 0.
+    """
     w, cols = target.width, target.cols
     layers = model.layers
     first = layers[0]
-    sizes = [0, 0]
-    sizes[0] = input_words(model.in_h, model.in_w, model.in_c, first.in_bits, w)
-    scratch = 0
+    sizes = [input_words(model.in_h, model.in_w, model.in_c, first.in_bits, w), 0]
     for i, layer in enumerate(layers[:-1]):
-        cwo = _cw(layer.out_c, w)
-        out = layer.out_h * layer.out_w * cwo
+        out = layer.out_h * layer.out_w * _cw(layer.out_c, w)
         sizes[(i + 1) % 2] = max(sizes[(i + 1) % 2], out)
-        if layer.pool_k > 1:
-            scratch = max(scratch, layer.conv_h * layer.conv_w * cwo)
-    region = (0, sizes[0], sizes[0] + sizes[1])
-    in_base, out_base, pool_dst, w_base, pool_mask, thr_base = [], [], [], [], [], []
+    region = (0, sizes[0])
+    in_base, out_base, w_base, thr_base = [], [], [], []
     wp = tp = 0
     for i, layer in enumerate(layers):
         in_base.append(region[i % 2])
-        dst = region[(i + 1) % 2]
-        if layer.output == "threshold" and layer.pool_k > 1:
-            out_base.append(region[2])
-            pool_dst.append(dst)
-        else:
-            out_base.append(dst if layer.output == "threshold" else 0)
-            pool_dst.append(0)
+        out_base.append(region[(i + 1) % 2] if layer.output == "threshold" else 0)
         g = _groups(layer.out_c, cols)
-        kwords = layer.kh * layer.kw * _cw(layer.in_c, w)
         w_base.append(wp)
-        wp += g * kwords
-        if layer.output == "threshold" and layer.pool_k > 1:
-            pool_mask.append(wp)
-            wp += _cw(layer.out_c, w)
-        else:
-            pool_mask.append(0)
+        wp += g * layer.kh * layer.kw * _cw(layer.in_c, w)
         thr_base.append(tp)
         tp += g
-    return Placement(region, region[2] + scratch, in_base, out_base, pool_dst, w_base,
-                     pool_mask, thr_base, wp, tp)
+    return Placement(region, sizes[0] + sizes[1], in_base, out_base, w_base, thr_base, wp, tp)
 
 
 def _descriptor(i: int, layer: Layer, pl: Placement, target: Target) -> dict:
     w = target.width
     cw = _cw(layer.in_c, w)
-    cwo = _cw(layer.out_c, w)
     integer = layer.output == "integer"
     pool = (not integer) and layer.pool_k > 1
+    ps = layer.pool_stride if pool else 1
     return {
         "flags": (FLAG_INTEGER if integer else 0) | (FLAG_POOL if pool else 0),
         "in_base": pl.in_base[i],
@@ -180,31 +166,25 @@ def _descriptor(i: int, layer: Layer, pl: Placement, target: Target) -> dict:
         "kh": layer.kh,
         "kw": layer.kw,
         "row_skip": (layer.in_w - layer.kw) * cw,
-        "npix": layer.conv_h * layer.conv_w,
-        "conv_w": layer.conv_w,
-        "pad": layer.pad,
-        "stride": layer.stride,
-        "addr0": (-layer.pad * layer.in_w - layer.pad) * cw,
-        "step_x": layer.stride * cw,
-        "step_y": layer.stride * layer.in_w * cw,
         "kwords": layer.kh * layer.kw * cw,
         "w_base": pl.w_base[i],
         "groups": _groups(layer.out_c, target.cols),
         "out_c": layer.out_c,
         "out_base": pl.out_base[i],
-        "cw_out": cwo,
+        "cw_out": _cw(layer.out_c, w),
         "thr_base": pl.thr_base[i],
         "score_mul": int(layer.score_mul) if integer else 0,
+        "npix": layer.out_h * layer.out_w,
+        "walk_w": layer.out_w,
+        "walk_step": ps * layer.stride,
+        "walk_addr_x": ps * layer.stride * cw,
+        "walk_addr_y": ps * layer.stride * layer.in_w * cw,
+        "addr0": (-layer.pad * layer.in_w - layer.pad) * cw,
+        "pad": layer.pad,
         "pool_k": layer.pool_k if pool else 1,
-        "pool_stride": layer.pool_stride if pool else 1,
-        "pool_out_w": layer.out_w,
-        "pool_npix": layer.out_h * layer.out_w,
-        "pool_dst": pl.pool_dst[i],
-        "pool_mask": pl.pool_mask[i],
-        "pool_step_x": layer.pool_stride * cwo,
-        "pool_step_y": layer.pool_stride * layer.conv_w * cwo,
-        "pool_dy": layer.conv_w * cwo,
-        "pool_skip": (layer.conv_w - layer.pool_k) * cwo,
+        "pool_step": layer.stride,
+        "pool_addr_x": layer.stride * cw,
+        "pool_addr_y": layer.stride * layer.in_w * cw,
         "acc_max": int(layer.acc_max),
         "layer_index": i,
     }
@@ -252,15 +232,33 @@ def check_fits(model: CompiledModel, target: Target) -> None:
                 )
             off = np.abs(np.asarray(layer.score_offset, dtype=np.int64))
             worst = abs(int(layer.score_mul)) * int(layer.acc_max) + int(off.max())
+            mul = int(layer.score_mul)
+            if not -(1 << (SCORE_MUL_BITS - 1)) <= mul < 1 << (SCORE_MUL_BITS - 1):
+                raise UserError(
+                    f"layer {layer.name!r}: score_mul {mul} does not fit the accelerator's "
+                    f"{SCORE_MUL_BITS}-bit signed multiplier"
+                )
             if worst >= 1 << (LANE_BITS - 1):
                 raise UserError(
                     f"layer {layer.name!r}: scores reach {worst}, beyond the accelerator's "
                     f"32-bit signed scores"
                 )
+        if layer.in_bits > MAX_PLANES:
+            raise UserError(f"layer {layer.name!r}: {layer.in_bits} input bit-planes, the "
+                            f"accelerator takes at most {MAX_PLANES}")
+        if layer.acc_max + 2 >= 1 << (LANE_T_BITS - 1):
+            raise UserError(f"layer {layer.name!r}: thresholds up to {layer.acc_max + 1} do "
+                            f"not fit the {LANE_T_BITS}-bit threshold lanes")
         if layer.kw > layer.in_w + 2 * layer.pad or layer.kh > layer.in_h + 2 * layer.pad:
             raise UserError(f"layer {layer.name!r}: kernel larger than its padded input")
     pl = place(model, target)
     n_classes = model.layers[-1].out_c
+    for i, lay in enumerate(model.layers):
+        d = _descriptor(i, lay, pl, target)
+        big = [f for f in DESC_FIELDS if f not in SIGNED_FIELDS and d[f] >= 1 << FIELD_BITS]
+        if big:
+            raise UserError(f"layer {lay.name!r}: descriptor field {big[0]} = {d[big[0]]} "
+                            f"exceeds the sequencer's {FIELD_BITS}-bit fields")
     prog_words = HEADER_WORDS + DESC_WORDS * len(model.layers)
     # the biggest consumer names the layer in messages
     def biggest(per_layer):
@@ -292,6 +290,16 @@ def _lanes_to_words(lanes: np.ndarray, lane_bits: int) -> np.ndarray:
     if total <= 64:
         return np.array(out, dtype=np.uint64)
     return np.array(out, dtype=object)
+
+
+def _lane_value(lay: Layer, n: int, pool: bool) -> int:
+    """Threshold-memory lane of output channel ``n`` (see the module docstring)."""
+    if lay.output == "integer":
+        return int(lay.score_offset[n]) & LANE_MASK
+    t = int(np.clip(int(lay.thresholds[n, 0]), -1, lay.acc_max + 1))
+    neg = 1 if int(lay.polarity[n]) < 0 else 0
+    op = int(lay.pool_ops[n]) == enc.POOL_AND if pool else 0
+    return neg << LANE_NEG_BIT | int(op) << LANE_POOL_BIT | (t & ((1 << LANE_T_BITS) - 1))
 
 
 def build_memories(model: CompiledModel, target: Target) -> list[MemoryImage]:
@@ -331,21 +339,12 @@ def build_memories(model: CompiledModel, target: Target) -> list[MemoryImage]:
     for i, lay in enumerate(model.layers):
         packed = pack_weights(lay, w)  # (out_c, kwords)
         kwords = packed.shape[1]
+        pool = lay.output == "threshold" and lay.pool_k > 1
         for n in range(lay.out_c):
             g, c = divmod(n, cols)
             base = pl.w_base[i] + g * kwords
             wlanes[base : base + kwords, c] = [int(v) for v in packed[n]]
-            if lay.output == "threshold":
-                t = int(np.clip(int(lay.thresholds[n, 0]), -1, lay.acc_max + 1))
-                neg = 1 if int(lay.polarity[n]) < 0 else 0
-                tlanes[pl.thr_base[i] + g, c] = (neg << 31) | (t & 0x7FFFFFFF)
-            else:
-                tlanes[pl.thr_base[i] + g, c] = int(lay.score_offset[n]) & LANE_MASK
-        if lay.output == "threshold" and lay.pool_k > 1:
-            ops = np.asarray(lay.pool_ops, dtype=np.uint8)
-            masks = enc.pack_bits((ops == enc.POOL_AND).astype(np.uint8), w, 0)
-            wlanes[pl.pool_mask[i] : pl.pool_mask[i] + len(masks), :] = 0
-            wlanes[pl.pool_mask[i] : pl.pool_mask[i] + len(masks), 0] = [int(v) for v in masks]
+            tlanes[pl.thr_base[i] + g, c] = _lane_value(lay, n, pool)
     return [
         MemoryImage("program", PROGRAM_BITS, prog,
                     f"header {HEADER_WORDS} words + {DESC_WORDS} words per layer "
@@ -446,94 +445,93 @@ def execute(memories: list[MemoryImage], pixels, target: Target) -> ExecResult:
         )
     wmem = list(imgs["weights"].words)
     tmem = list(imgs["thresholds"].words)
-    wordmask = (1 << W) - 1
     act = np.zeros(max(header["act_words"], 1), dtype=np.uint64)
     inp = pack_input(pixels, header, W)
     act[header["input_base"] : header["input_base"] + len(inp)] = inp
     outputs: list[np.ndarray] = []
     scores = np.zeros(header["n_classes"], dtype=np.int64)
     for d in descs:
-        npix, conv_w = d["npix"], d["conv_w"]
-        pix = np.arange(npix)
-        oy, ox = pix // conv_w, pix % conv_w
-        by, bx = oy * d["stride"] - d["pad"], ox * d["stride"] - d["pad"]
-        row_addr = d["addr0"] + oy * d["step_y"] + ox * d["step_x"]
-        integer = bool(d["flags"] & FLAG_INTEGER)
-        # window walk (dy, dx, cw): offset as the gateware accumulates it
-        offs, vy, vx = [], [], []
-        off = 0
-        for dy in range(d["kh"]):
-            for dx in range(d["kw"]):
-                for _cw_i in range(d["cw"]):
-                    offs.append(off)
-                    vy.append(dy)
-                    vx.append(dx)
-                    off += 1
-                if dx == d["kw"] - 1:
-                    off += d["row_skip"]
-        offs, vy, vx = np.array(offs), np.array(vy), np.array(vx)
-        iy = by[:, None] + vy[None, :]
-        ix = bx[:, None] + vx[None, :]
-        valid = (iy >= 0) & (iy < d["in_h"]) & (ix >= 0) & (ix < d["in_w"])
-        acc = np.zeros((npix, d["groups"] * C), dtype=np.int64)
-        for g in range(d["groups"]):
-            wwords = wmem[d["w_base"] + g * d["kwords"] : d["w_base"] + (g + 1) * d["kwords"]]
-            for b in range(d["planes"]):
-                addr = d["in_base"] + b * d["plane_stride"] + row_addr[:, None] + offs[None, :]
-                a = np.where(valid, act[np.where(valid, addr, 0)], np.uint64(0))
-                for c in range(C):
-                    wl = _lane(wwords, c, W)
-                    agree = ~(a ^ wl[None, :]) & np.uint64(wordmask)
-                    acc[:, g * C + c] += enc.popcount(agree).sum(axis=1) << b
-        if integer:
-            for n in range(d["out_c"]):
-                g, c = divmod(n, C)
-                off_ = _signed32((int(tmem[d["thr_base"] + g]) >> (c * LANE_BITS)) & LANE_MASK)
-                scores[n] = d["score_mul"] * int(acc[0, n]) + off_
-            continue
-        # threshold write-back: group order, first chunk of a word clears the word
-        for g in range(d["groups"]):
-            tword = int(tmem[d["thr_base"] + g])
-            chunk = np.zeros(npix, dtype=np.uint64)
-            for c in range(C):
-                n = g * C + c
-                if n >= d["out_c"]:
-                    continue
-                lane = (tword >> (c * LANE_BITS)) & LANE_MASK
-                neg = lane >> 31
-                t = lane & 0x7FFFFFFF
-                t = t - (1 << 31) if t & (1 << 30) else t
-                a = acc[:, n]
-                bit = (a <= t) if neg else (a >= t)
-                chunk |= bit.astype(np.uint64) << np.uint64(c)
-            shift = (g * C) % W
-            waddr = d["out_base"] + pix * d["cw_out"] + (g * C) // W
-            if shift == 0:
-                act[waddr] = chunk
-            else:
-                m = np.uint64(((1 << C) - 1) << shift)
-                act[waddr] = (act[waddr] & ~m) | (chunk << np.uint64(shift))
-        cwo = d["cw_out"]
-        if d["flags"] & FLAG_POOL:
-            k, onpix, ow = d["pool_k"], d["pool_npix"], d["pool_out_w"]
-            for p in range(onpix):
-                py, px_ = divmod(p, ow)
-                base = d["out_base"] + py * d["pool_step_y"] + px_ * d["pool_step_x"]
-                for j in range(cwo):
-                    mask = np.uint64(int(wmem[d["pool_mask"] + j]) & wordmask)
-                    o, a_ = np.uint64(0), np.uint64(wordmask)
-                    for dy in range(k):
-                        for dx in range(k):
-                            v = act[base + dy * d["pool_dy"] + dx * cwo + j]
-                            o |= v
-                            a_ &= v
-                    act[d["pool_dst"] + p * cwo + j] = (a_ & mask) | (o & ~mask)
-            out_words = act[d["pool_dst"] : d["pool_dst"] + onpix * cwo]
-            oh, owid = onpix // ow, ow
-        else:
-            out_words = act[d["out_base"] : d["out_base"] + npix * cwo]
-            oh, owid = npix // conv_w, conv_w
-        bits = enc.unpack_segments(out_words.astype(np.dtype(f"uint{W}")), oh * owid,
-                                   d["out_c"], W)
-        outputs.append(bits.reshape(oh, owid, d["out_c"]))
+        _execute_layer(d, act, wmem, tmem, scores, outputs, R, C, W)
     return ExecResult(act, outputs, scores, int(enc.argmax_first(scores)))
+
+
+def _window_offsets(d: dict):
+    """Per reduction word ``(dy, dx, cw)``: window offset (as the sequencer accumulates it)."""
+    offs, vy, vx = [], [], []
+    off = 0
+    for dy in range(d["kh"]):
+        for dx in range(d["kw"]):
+            for _ in range(d["cw"]):
+                offs.append(off)
+                vy.append(dy)
+                vx.append(dx)
+                off += 1
+        off += d["row_skip"]
+    return np.array(offs, dtype=np.int64), np.array(vy), np.array(vx)
+
+
+def _split_lane(lane: int) -> tuple[int, int, int]:
+    """``(neg, pool_and, T)`` of a threshold lane."""
+    t = lane & ((1 << LANE_T_BITS) - 1)
+    if t >> (LANE_T_BITS - 1):
+        t -= 1 << LANE_T_BITS
+    return (lane >> LANE_NEG_BIT) & 1, (lane >> LANE_POOL_BIT) & 1, t
+
+
+def _execute_layer(d, act, wmem, tmem, scores, outputs, R, C, W) -> None:
+    """One layer, in the sequencer's order: tiles of R output pixels x column groups x
+    pooling offsets x bit-planes x window words."""
+    wordmask = np.uint64((1 << W) - 1)
+    npix, ow = d["npix"], d["walk_w"]
+    pix = np.arange(npix)
+    oy, ox = pix // ow, pix % ow
+    by = oy * d["walk_step"] - d["pad"]
+    bx = ox * d["walk_step"] - d["pad"]
+    row_addr = d["in_base"] + d["addr0"] + oy * d["walk_addr_y"] + ox * d["walk_addr_x"]
+    offs, vy, vx = _window_offsets(d)
+    integer = bool(d["flags"] & FLAG_INTEGER)
+    k = d["pool_k"]
+    cwo = d["cw_out"]
+    out_bits = np.zeros((npix, d["groups"] * C), dtype=np.uint8)
+    for g in range(d["groups"]):
+        wwords = wmem[d["w_base"] + g * d["kwords"] : d["w_base"] + (g + 1) * d["kwords"]]
+        lanes = [(int(tmem[d["thr_base"] + g]) >> (c * LANE_BITS)) & LANE_MASK for c in range(C)]
+        wl = [_lane(wwords, c, W) for c in range(C)]
+        pooled = np.zeros((npix, C), dtype=np.uint8)
+        for py in range(k):
+            for px in range(k):
+                iy = by[:, None] + py * d["pool_step"] + vy[None, :]
+                ix = bx[:, None] + px * d["pool_step"] + vx[None, :]
+                valid = (iy >= 0) & (iy < d["in_h"]) & (ix >= 0) & (ix < d["in_w"])
+                base = row_addr + py * d["pool_addr_y"] + px * d["pool_addr_x"]
+                acc = np.zeros((npix, C), dtype=np.int64)
+                for b in range(d["planes"]):
+                    addr = base[:, None] + b * d["plane_stride"] + offs[None, :]
+                    a = np.where(valid, act[np.where(valid, addr, 0)], np.uint64(0))
+                    for c in range(C):
+                        agree = ~(a ^ wl[c][None, :]) & wordmask
+                        acc[:, c] += enc.popcount(agree).sum(axis=1) << b
+                if integer:
+                    for c in range(C):
+                        n = g * C + c
+                        if n < d["out_c"]:
+                            scores[n] = d["score_mul"] * int(acc[0, c]) + _signed32(lanes[c])
+                    continue
+                for c in range(C):
+                    neg, op, t = _split_lane(lanes[c])
+                    bit = (acc[:, c] <= t) if neg else (acc[:, c] >= t)
+                    bit = bit.astype(np.uint8)
+                    if py == 0 and px == 0:
+                        pooled[:, c] = bit
+                    elif op:
+                        pooled[:, c] &= bit
+                    else:
+                        pooled[:, c] |= bit
+        out_bits[:, g * C : (g + 1) * C] = pooled
+    if integer:
+        return
+    valid_bits = out_bits[:, : d["out_c"]]
+    words = enc.pack_bits(valid_bits, W, enc.ACT_PAD_BIT).astype(np.uint64)  # (npix, cwo)
+    addr = d["out_base"] + pix[:, None] * cwo + np.arange(cwo)[None, :]
+    act[addr] = words
+    outputs.append(valid_bits.reshape(npix // ow, ow, d["out_c"]))

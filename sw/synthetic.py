@@ -33,7 +33,7 @@ def _finish(layer: Layer, x, rng: np.random.Generator) -> np.ndarray:
 
 
 def _layer(name, kind, h, w, c, out_c, k, stride, pad, in_bits, signed, output, rng,
-           pool=1, score_mul=1) -> Layer:
+           pool=1, score_mul=1, pool_stride=None) -> Layer:
     kh = kw = k
     if kind == "dense":
         kh, kw, stride, pad = h, w, 1, 0
@@ -41,7 +41,7 @@ def _layer(name, kind, h, w, c, out_c, k, stride, pad, in_bits, signed, output, 
         name=name, kind=kind, in_h=h, in_w=w, in_c=c, out_c=out_c, kh=kh, kw=kw,
         stride=stride, pad=pad, in_bits=in_bits, signed_input=signed,
         weights=rng.integers(0, 2, size=(out_c, kh, kw, c)).astype(np.uint8),
-        output=output, pool_k=pool, pool_stride=pool, score_mul=score_mul,
+        output=output, pool_k=pool, pool_stride=pool_stride or pool, score_mul=score_mul,
     )
 
 
@@ -75,7 +75,8 @@ def random_mlp(sizes=(64, 32, 10), in_shape=(8, 8, 1), in_bits: int = 8, seed: i
 
 def random_cnn(in_shape=(8, 8, 1), convs=((8, 3, 1, 1, 2), (16, 3, 1, 1, 1)),
                dense=(10,), in_bits: int = 8, seed: int = 0, batch: int = 32) -> CompiledModel:
-    """A random CNN: ``convs`` = ``(out_c, k, stride, pad, pool)`` per conv, then dense sizes.
+    """A random CNN: ``convs`` = ``(out_c, k, stride, pad, pool[, pool_stride])`` per conv,
+    then dense sizes.
 
     The last dense size is the number of classes (integer output layer).
     """
@@ -84,9 +85,11 @@ def random_cnn(in_shape=(8, 8, 1), convs=((8, 3, 1, 1, 2), (16, 3, 1, 1, 1)),
     x = enc.quantize_pixels(random_images(batch, h, w, c, seed + 1), in_bits)
     layers = []
     bits, signed = in_bits, False
-    for i, (out_c, k, stride, pad, pool) in enumerate(convs):
+    for i, spec in enumerate(convs):
+        out_c, k, stride, pad, pool = spec[:5]
+        pstride = spec[5] if len(spec) > 5 else pool
         lay = _layer(f"conv{i}", "conv", h, w, c, out_c, k, stride, pad, bits, signed,
-                     "threshold", rng, pool=pool)
+                     "threshold", rng, pool=pool, pool_stride=pstride)
         x = _finish(lay, x, rng)
         layers.append(lay)
         h, w, c, bits, signed = lay.out_h, lay.out_w, out_c, 1, True

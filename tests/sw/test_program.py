@@ -14,7 +14,8 @@ MODELS = {
         in_shape=(9, 7, 3), convs=((5, 3, 2, 1, 1), (40, 3, 1, 0, 2)), dense=(20, 7),
         in_bits=3, seed=3),
     "cnn-overlap-pool": lambda: synthetic.random_cnn(
-        in_shape=(10, 10, 2), convs=((6, 2, 1, 2, 1),), dense=(5,), in_bits=1, seed=4),
+        in_shape=(10, 10, 2), convs=((6, 2, 1, 2, 3, 2), (33, 3, 2, 1, 1)), dense=(5,),
+        in_bits=1, seed=4),
 }
 GEOMETRIES = [(4, 4, 32), (3, 2, 16), (1, 8, 64), (5, 1, 16)]
 
