@@ -28,7 +28,7 @@ feed a global buffer) and ``SB_PLL40_CORE`` fed from the oscillator's global buf
 from dataclasses import dataclass
 
 from amaranth.hdl import ClockDomain, ClockSignal, Instance, Module, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import io, stream, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
@@ -115,8 +115,11 @@ def ice40_pll(f_in: float, f_out: float) -> PLLParams:
     """iCE40 ``SB_PLL40`` settings (simple feedback) closest to ``f_out``, as ``icepll`` picks.
 
     ``f_out = f_in * (DIVF + 1) / ((DIVR + 1) * 2**DIVQ)`` with the phase detector at
-    10-133 MHz and the VCO at 533-1066 MHz. Raises ``ValueError`` if nothing lands within 1 %.
+    10-133 MHz, the VCO at 533-1066 MHz and the output at 16-275 MHz (data sheet limits).
+    Raises ``ValueError`` if nothing lands within 1 %.
     """
+    if not 16e6 <= f_out <= 275e6:
+        raise ValueError(f"iCE40 PLL cannot make {f_out / 1e6:g} MHz (16-275 MHz)")
     best = None
     for divr in range(16):
         f_pfd = f_in / (divr + 1)
@@ -284,7 +287,9 @@ class PlatformTop(wiring.Component):
         m = Module()
         board = self.board
         use_pad = self.pll is not None and board.family == "ice40" and board.pll_pad
-        clk_in = platform.request(board.clock, 0, dir="-" if use_pad else "i")
+        clk_port = platform.request(board.clock, 0, dir="-")
+        if not use_pad:
+            m.submodules.clk_buf = clk_in = io.Buffer("i", clk_port)
         m.domains.sync = ClockDomain("sync")
         clk = Signal()
         locked = Signal()
@@ -292,7 +297,7 @@ class PlatformTop(wiring.Component):
         if self.pll is None:
             m.d.comb += [clk.eq(clk_in.i), locked.eq(1)]
         elif board.family == "ice40":
-            ref = {"i_PACKAGEPIN": clk_in.io} if use_pad else {"i_REFERENCECLK": clk_in.i}
+            ref = {"i_PACKAGEPIN": clk_port.io} if use_pad else {"i_REFERENCECLK": clk_in.i}
             m.submodules.pll = Instance(
                 "SB_PLL40_PAD" if use_pad else "SB_PLL40_CORE",
                 **{f"p_{k}": v for k, v in self.pll.params.items()},
@@ -322,9 +327,11 @@ class PlatformTop(wiring.Component):
             platform.add_clock_constraint(clk, self.freq)
         m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
 
-        uart = platform.request("uart", 0)
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
+        m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)
+        # every supported board has an LED: the error light
+        m.submodules.led_buf = led_buf = io.Buffer("o", platform.request("led", 0, dir="-"))
         m.submodules.top = top = self.top
-        m.d.comb += [top.uart_rx.eq(uart.rx.i), uart.tx.o.eq(top.uart_tx)]
-        led = platform.request("led", 0)  # every supported board has one: the error light
-        m.d.comb += led.o.eq(top.error)
+        m.d.comb += [top.uart_rx.eq(rx_buf.i), tx_buf.o.eq(top.uart_tx), led_buf.o.eq(top.error)]
         return m

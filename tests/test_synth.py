@@ -1,0 +1,146 @@
+"""The synthesis flow: PLL settings, log parsing, and one real iCE40 build with its report."""
+
+import json
+import os
+
+import pytest
+
+from xnorflow.cli import main
+from xnorflow.hw.boards import BOARDS, ecp5_pll, ice40_pll
+from xnorflow.sw.errors import UserError
+from xnorflow.synth import (
+    SynthConfig,
+    parse_geometry,
+    parse_nextpnr_log,
+    parse_yosys_stat,
+    synthesize,
+    tool_env,
+)
+
+try:  # the default build is the whole accelerator once it exists
+    import xnorflow.hw.accelerator  # noqa: F401
+
+    DESIGN = "accelerator"
+except ImportError:
+    DESIGN = "loopback"
+
+
+@pytest.mark.parametrize(
+    "f_out,expect",
+    # values printed by `yowasp-icepll -i 12 -o F`
+    [(48e6, (0, 63, 4, 1, 48e6)), (120e6, (0, 79, 3, 1, 120e6)), (30e6, (0, 79, 5, 1, 30e6))],
+)
+def test_ice40_pll_matches_icepll(f_out, expect):
+    p = ice40_pll(12e6, f_out)
+    got = (p.params["DIVR"], p.params["DIVF"], p.params["DIVQ"], p.params["FILTER_RANGE"],
+           p.freq)
+    assert got == expect
+
+
+@pytest.mark.parametrize(
+    "f_out,expect",
+    # values printed by `yowasp-ecppll -i 25 -o F` (CLKI_DIV, CLKFB_DIV, CLKOP_DIV, MHz)
+    [(150e6, (1, 6, 4, 150.0)), (100e6, (1, 4, 6, 100.0)), (48e6, (8, 15, 13, 46.875)),
+     (60e6, (5, 12, 10, 60.0))],
+)
+def test_ecp5_pll_matches_ecppll(f_out, expect):
+    p = ecp5_pll(25e6, f_out)
+    got = (p.params["CLKI_DIV"], p.params["CLKFB_DIV"], p.params["CLKOP_DIV"], p.freq / 1e6)
+    assert got == expect
+    assert 400e6 <= p.vco <= 800e6
+
+
+def test_pll_out_of_range():
+    with pytest.raises(ValueError, match="cannot make"):
+        ice40_pll(12e6, 500e6)
+
+
+def test_parse_geometry():
+    assert parse_geometry("4x8x32") == (4, 8, 32)
+    for bad in ("4x4", "0x1x16", "axbxc"):
+        with pytest.raises(UserError, match="ROWSxCOLSxWIDTH"):
+            parse_geometry(bad)
+
+
+NEXTPNR_LOG = """\
+Info: Max frequency for clock 'clk': 40.00 MHz (PASS at 12.00 MHz)
+Info: Device utilisation:
+Info: 	         ICESTORM_LC:   130/ 5280     2%
+Info: 	        ICESTORM_RAM:     3/   30    10%
+Info: 	              SB_IO:     4/   39    10%
+Info: Max frequency for clock 'clk': 59.23 MHz (PASS at 48.00 MHz)
+Info: Max frequency for clock 'other': 20.50 MHz (FAIL at 25.00 MHz)
+"""
+
+YOSYS_LOG = """\
+3. Printing statistics.
+
+=== top ===
+      231 cells
+       14   $scopeinfo
+       32   SB_CARRY
+        2   SB_DFF
+       71   SB_DFFESR
+      103   SB_LUT4
+"""
+
+
+def test_parse_logs():
+    r = parse_nextpnr_log(NEXTPNR_LOG)
+    assert r["utilisation"]["ICESTORM_LC"] == {"used": 130, "available": 5280, "percent": 2}
+    assert r["utilisation"]["ICESTORM_RAM"]["used"] == 3
+    assert r["fmax"]["clk"] == {"fmax_mhz": 59.23, "constraint_mhz": 48.0, "pass": True}
+    assert r["fmax"]["other"]["pass"] is False
+    cells = parse_yosys_stat(YOSYS_LOG)
+    assert cells == {"SB_CARRY": 32, "SB_DFF": 2, "SB_DFFESR": 71, "SB_LUT4": 103}
+
+
+def test_cli_bad_geometry(capsys):
+    assert main(["synth", "--board", "icebreaker", "--geometry", "4x4", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ROWSxCOLSxWIDTH" in err[0]
+
+
+def test_tool_env_finds_yowasp():
+    env = tool_env()
+    for var in ("YOSYS", "NEXTPNR_ICE40", "ICEPACK", "NEXTPNR_ECP5", "ECPPACK", "ICEBRAM"):
+        assert var in env and os.path.exists(env[var]) or env[var] == "true", var
+
+
+@pytest.mark.toolchain
+def test_real_ice40_build(tmp_path):
+    """One real bitstream (the default run's synthesis): yosys + nextpnr + icepack."""
+    out = tmp_path / "bits"
+    cfg = SynthConfig(board="icebreaker", geometry="1x1x16", design=DESIGN, seed=7,
+                      out_dir=str(out), build_dir=str(tmp_path / "build"))
+    report = synthesize(cfg, progress=False)
+    files = sorted(p.name for p in out.iterdir())
+    for name in ("top.bin", "yosys.log", "nextpnr.log", "report.json", "report.md"):
+        assert name in files
+    # an iCE40 UP5K bitstream is 104 090 bytes (fixed size: CRAM + BRAM of the whole chip)
+    assert 100_000 < (out / "top.bin").stat().st_size < 110_000
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["seed"] == 7 and on_disk["board"] == "icebreaker"
+    assert "--seed 7" in (tmp_path / "build" / "build_top.sh").read_text()
+    res = on_disk["resources"]
+    assert 50 < res["lut4"] < 5280 and 30 < res["ff"] < 5280
+    assert res["logic_cells"]["available"] == 5280
+    assert res["logic_cells"]["used"] >= res["lut4"] * 0.5
+    assert on_disk["clock"]["system_mhz"] == 48.0
+    assert on_disk["uart"]["divisor"] == 48  # 48 MHz / 1 Mbaud
+    fmax = on_disk["fmax_mhz"]
+    assert fmax is not None and 10 < fmax < 400
+    assert on_disk["timing_met"] == (fmax >= 48.0)
+    assert report["fmax"][report["clock"]["name"]]["fmax_mhz"] == fmax
+    md = (out / "report.md").read_text()
+    assert f"{fmax:.2f}" in md and "LUT4" in md and "seed 7" in md
+    if DESIGN == "accelerator":
+        assert (out / "placeholder" / "program.hex").exists()
+
+
+def test_boards_have_targets():
+    from xnorflow.sw.targets import get_target
+
+    for b in BOARDS.values():
+        assert get_target(b.target).name == b.target
+        assert b.make_platform().default_clk == b.clock
