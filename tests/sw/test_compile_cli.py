@@ -4,7 +4,7 @@ The lowering is replaced here by a stand-in that reads an IR saved in the "check
 folder, so that these tests check the command's own logic (order of checks, atomic output,
 error messages) quickly with hand-built models; the real program builder and targets are used,
 wrapped to record the order of the calls. The end-to-end test from a trained checkpoint is
-``test_compile_end_to_end``.
+``test_compile_e2e.py``.
 """
 
 from __future__ import annotations
@@ -154,3 +154,4 @@ def test_help_has_examples(capsys):
     out = capsys.readouterr().out
     assert "examples:" in out and "xnorflow compile runs/mlp --target up5k -o runs/mlp-up5k" in out
     assert "--force" in out and "docs/memory-images.md" in out
+
