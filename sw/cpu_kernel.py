@@ -51,6 +51,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from . import encoding as enc
+from .errors import UserError
 from .golden import GoldenResult
 from .ir import CompiledModel, Layer
 
@@ -66,6 +67,7 @@ __all__ = [
     "run",
     "images_per_second",
     "weight_bytes",
+    "KernelInputError",
 ]
 
 #: Word width of every packed operand of this kernel.
@@ -74,6 +76,12 @@ WIDTH = 64
 BLOCKED_MIN_KW = 16
 #: Target number of accumulator entries per tile (keeps a tile's working set in L2).
 TILE_ENTRIES = 16384
+
+
+
+class KernelInputError(UserError, ValueError):
+    """Bad input to the CPU kernel (shape, value range, thread count); names what is wrong."""
+
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
@@ -279,6 +287,7 @@ def _epilogue(acc, p0, np_, mode, tsig, tval, acc_out, store_acc, bits_out, leve
     """
     n = acc.shape[1]
     nthr = tval.shape[1]
+    tval0 = np.ascontiguousarray(tval[:, 0])
     for i in range(np_):
         p = p0 + i
         row = acc[i]
@@ -292,8 +301,9 @@ def _epilogue(acc, p0, np_, mode, tsig, tval, acc_out, store_acc, bits_out, leve
                 top = min(64, n - 64 * q)
                 for b in range(top):
                     ch = 64 * q + b
-                    bit = np.uint64(1) if tsig[ch] * row[ch] >= tval[ch, 0] else np.uint64(0)
-                    word |= bit << np.uint64(b)
+                    # d >= 0  <=>  bit 1; the sign bit of d, inverted, is the output bit
+                    d = tsig[ch] * row[ch] - tval0[ch]
+                    word |= ((~np.uint64(d)) >> np.uint64(63)) << np.uint64(b)
                 bits_out[p, q] = word
         elif mode == _EPI_LEVELS:
             for j in range(n):
@@ -327,24 +337,59 @@ def _layer_popcount(
         np_ = min(npix - p0, tile_px)
         a = np.zeros((rows_cap, kwords), np.uint64)
         h = np.empty((rows_cap, w.shape[0]), np.uint64)
+        img = p0 // (ho * wo)
+        rem = p0 - img * ho * wo
+        oy = rem // wo
+        ox = rem - oy * wo
         for i in range(np_):
-            p = p0 + i
-            img = p // (ho * wo)
-            rem = p - img * ho * wo
-            oy = rem // wo
-            ox = rem - oy * wo
             for b in range(nplanes):
                 _gather_row(x, b, img, oy, ox, kh, kw, stride, pad, c, dense, a[i * nplanes + b])
+            ox += 1
+            if ox == wo:
+                ox = 0
+                oy += 1
+                if oy == ho:
+                    oy = 0
+                    img += 1
         rows = ((np_ * nplanes + 3) // 4) * 4
         _gemm_tile(a, w, wt, h, 0, rows, blocked)
-        acc = np.empty((np_, nout), np.int64)
+        acc = np.zeros((np_, nout), np.int64)
         for i in range(np_):
-            for j in range(nout):
-                s = np.int64(0)
-                for b in range(nplanes):
-                    s += (np.int64(full) - np.int64(h[i * nplanes + b, j])) << np.int64(b)
-                acc[i, j] = s
+            ai = acc[i]
+            for b in range(nplanes):
+                hb = h[i * nplanes + b]
+                for j in range(nout):
+                    ai[j] += (np.int64(full) - np.int64(hb[j])) << np.int64(b)
         _epilogue(acc, p0, np_, mode, tsig, tval, acc_out, store_acc, bits_out, levels_out)
+
+
+@njit(**_JIT)
+def _imul_rows(u, sgn, h, r0, r1):
+    """``h[r, n] = sum_k u[r, k] * sgn[k, n]`` (int32), 4 rows per pass, vectorised over ``n``."""
+    kk = u.shape[1]
+    n = sgn.shape[1]
+    for m0 in range(r0, r1, 4):
+        h0 = h[m0]
+        h1 = h[m0 + 1]
+        h2 = h[m0 + 2]
+        h3 = h[m0 + 3]
+        for j in range(n):
+            h0[j] = 0
+            h1[j] = 0
+            h2[j] = 0
+            h3[j] = 0
+        for k in range(kk):
+            x0 = u[m0, k]
+            x1 = u[m0 + 1, k]
+            x2 = u[m0 + 2, k]
+            x3 = u[m0 + 3, k]
+            sk = sgn[k]
+            for j in range(n):
+                y = sk[j]
+                h0[j] += x0 * y
+                h1[j] += x1 * y
+                h2[j] += x2 * y
+                h3[j] += x3 * y
 
 
 @njit(parallel=True, **_JIT)
@@ -355,42 +400,50 @@ def _layer_integer(
     """Small-reduction multi-bit layer: ``A = base[n] + sum_i sgn[i, n] * u_i`` (exact).
 
     ``u`` is ``(N, H, W, C)`` uint8 levels, ``sgn`` is ``(kh * kw * C, N)`` int32 of +-1 and
-    ``base[n] = (2^B - 1) * n_neg[n]``. Padded pixels have ``u = 0``.
+    ``base[n] = (2^B - 1) * n_neg[n]``. Padded pixels have ``u = 0``. The window of every
+    output pixel is gathered into an ``int32`` row, then multiplied 4 rows at a time.
     """
     nimg, hin, win, c = u.shape
+    kk = sgn.shape[0]
     nout = sgn.shape[1]
     npix = nimg * ho * wo
     ntiles = (npix + tile_px - 1) // tile_px
+    rows_cap = ((tile_px + 3) // 4) * 4
     for t in prange(ntiles):
         p0 = t * tile_px
         np_ = min(npix - p0, tile_px)
-        acc32 = np.empty(nout, np.int32)
-        acc = np.empty((np_, nout), np.int64)
+        cols = np.zeros((rows_cap, kk), np.int32)
+        h = np.empty((rows_cap, nout), np.int32)
+        img = p0 // (ho * wo)
+        rem = p0 - img * ho * wo
+        oy = rem // wo
+        ox = rem - oy * wo - 1
         for i in range(np_):
-            p = p0 + i
-            img = p // (ho * wo)
-            rem = p - img * ho * wo
-            oy = rem // wo
-            ox = rem - oy * wo
-            for j in range(nout):
-                acc32[j] = 0
+            ox += 1
+            if ox == wo:
+                ox = 0
+                oy += 1
+                if oy == ho:
+                    oy = 0
+                    img += 1
+            row = cols[i]
             for dy in range(kh):
                 iy = oy * stride + dy - pad
-                if iy < 0 or iy >= hin:
-                    continue
                 for dx in range(kw):
                     ix = ox * stride + dx - pad
-                    if ix < 0 or ix >= win:
-                        continue
                     tap = (dy * kw + dx) * c
-                    for ci in range(c):
-                        v = np.int32(u[img, iy, ix, ci])
-                        if v != 0:
-                            srow = sgn[tap + ci]
-                            for j in range(nout):
-                                acc32[j] += v * srow[j]
+                    if iy < 0 or iy >= hin or ix < 0 or ix >= win:
+                        for ci in range(c):
+                            row[tap + ci] = 0
+                    else:
+                        for ci in range(c):
+                            row[tap + ci] = u[img, iy, ix, ci]
+        rows = ((np_ + 3) // 4) * 4
+        _imul_rows(cols, sgn, h, 0, rows)
+        acc = np.empty((np_, nout), np.int64)
+        for i in range(np_):
             for j in range(nout):
-                acc[i, j] = base[j] + np.int64(acc32[j])
+                acc[i, j] = base[j] + np.int64(h[i, j])
         _epilogue(acc, p0, np_, mode, tsig, tval, acc_out, store_acc, bits_out, levels_out)
 
 
@@ -469,9 +522,9 @@ def _numba_threads(threads: int | None):
         yield old
         return
     if not isinstance(threads, int) or not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
-        raise ValueError(
+        raise KernelInputError(
             f"threads must be an int in 1..{numba.config.NUMBA_NUM_THREADS} "
-            f"(NUMBA_NUM_THREADS), not {threads!r}"
+            f"(numba's NUMBA_NUM_THREADS on this machine), not {threads!r}"
         )
     numba.set_num_threads(threads)
     try:
@@ -523,7 +576,9 @@ def xnor_gemm(act_words, weight_words, threads: int | None = None) -> np.ndarray
     a = np.asarray(act_words)
     w = np.asarray(weight_words)
     if a.ndim != 2 or w.ndim != 2 or a.shape[1] != w.shape[1]:
-        raise ValueError(f"xnor_gemm needs (M, Kw) and (N, Kw) operands, got {a.shape}, {w.shape}")
+        raise KernelInputError(
+            f"xnor_gemm needs (M, Kw) and (N, Kw) operands, got {a.shape}, {w.shape}"
+        )
     a, w = _as_u64_words(a, w)
     m, n, kw = a.shape[0], w.shape[0], a.shape[1]
     if m == 0 or n == 0:
@@ -737,12 +792,15 @@ def _forward(pl: PreparedLayer, x: _Act, keep_acc: bool) -> tuple[_Act | np.ndar
 def _input_act(layer: Layer, x) -> _Act:
     x = np.asarray(x)
     if x.ndim != 4 or x.shape[1:] != (layer.in_h, layer.in_w, layer.in_c):
-        raise ValueError(
+        raise KernelInputError(
             f"layer {layer.name!r}: input batch shape {x.shape}, expected "
             f"(N, {layer.in_h}, {layer.in_w}, {layer.in_c})"
         )
     if x.size and (x.min() < 0 or x.max() >= (1 << layer.in_bits)):
-        raise ValueError(f"layer {layer.name!r}: inputs must be in 0..{(1 << layer.in_bits) - 1}")
+        raise KernelInputError(
+            f"layer {layer.name!r}: inputs must be in 0..{(1 << layer.in_bits) - 1}, "
+            f"got {x.min()}..{x.max()}"
+        )
     return _Act(layer.in_bits, levels=np.ascontiguousarray(x, dtype=np.uint8),
                 channels=layer.in_c)
 
@@ -798,8 +856,9 @@ def run(
     if px.ndim == 3:
         px = px[None]
     if px.ndim != 4 or px.shape[1:] != (m.in_h, m.in_w, m.in_c):
-        raise ValueError(
-            f"images have shape {px.shape[1:]}, the model expects {(m.in_h, m.in_w, m.in_c)}"
+        raise KernelInputError(
+            f"images have shape {px.shape[1:]}, the model expects {(m.in_h, m.in_w, m.in_c)} "
+            "(H, W, C) uint8 pixels"
         )
     first = m.layers[0]
     with _numba_threads(threads) as used:
@@ -840,7 +899,7 @@ def images_per_second(
     weights are packed once, outside the timing.
     """
     if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, not {repeats}")
+        raise KernelInputError(f"repeats must be >= 1, not {repeats}")
     prepared = model if isinstance(model, PreparedModel) else prepare(model)
     run(prepared, pixels, threads, intermediates=False)
     rates = []
