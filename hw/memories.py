@@ -1,0 +1,154 @@
+"""The accelerator's on-chip memories (``amaranth.lib.memory``), initialised from images.
+
+Five memories (``docs/program.md``): ``program`` (32-bit layer descriptors), ``weights``
+(``C*W`` bits: one word per array column per read, i.e. ``C`` weight words per cycle),
+``thresholds`` (``C`` 32-bit lanes), ``activations`` (``W``-bit words with ``R`` read
+ports, so the array gets ``R`` activation words per cycle: synthesis replicates the memory
+once per read port, which is how "banked for R + C words per cycle" is met on every target)
+and ``scores`` (32-bit, written by the sequencer, read by the host).
+
+Each memory has one write port; whoever owns the memory (host decoder while the sequencer
+is idle, sequencer while it runs) drives it, the multiplexing lives in
+:class:`~xnorflow.hw.accelerator.Accelerator`.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..sw.images import MemoryImage
+from ..sw.program import decode_program
+from ..sw.targets import MEMORY_NAMES, Target
+
+__all__ = ["DEFAULT_DEPTHS", "AcceleratorMemories", "memory_depths", "addr_width"]
+
+#: Depths used for unlimited (``None``) capacities when no image asks for more.
+DEFAULT_DEPTHS = {"program": 512, "weights": 1024, "thresholds": 64, "activations": 1024,
+                  "scores": 64}
+
+
+def addr_width(depth: int) -> int:
+    """Address bits of a memory of ``depth`` words (at least 1)."""
+    return max(1, (depth - 1).bit_length())
+
+
+def memory_depths(target: Target, memories: list[MemoryImage] | None = None) -> dict:
+    """Depth of each memory: the target's capacity, or for unlimited ones enough for the
+    images (and the program's activation and score needs) rounded up to a power of two."""
+    need = dict(DEFAULT_DEPTHS)
+    imgs = {m.name: m for m in memories or []}
+    for name, img in imgs.items():
+        need[name] = max(need.get(name, 1), img.depth)
+    if "program" in imgs:
+        header, _ = decode_program(imgs["program"].words)
+        need["activations"] = max(need["activations"], header["act_words"])
+        need["scores"] = max(need["scores"], header["n_classes"])
+    out = {}
+    for name in MEMORY_NAMES:
+        cap = target.depth(name)
+        if cap is None:
+            out[name] = 1 << (max(1, need[name]) - 1).bit_length()
+        else:
+            if name in imgs and imgs[name].depth > cap:
+                raise ValueError(
+                    f"memory image {name!r} has {imgs[name].depth} words, target "
+                    f"{target.name!r} holds {cap}"
+                )
+            out[name] = cap
+    return out
+
+
+class AcceleratorMemories(wiring.Component):
+    """All memories of the accelerator, with plain address/data ports.
+
+    Parameters
+    ----------
+    target : Target
+        Geometry and word widths.
+    depths : dict
+        Words per memory (see :func:`memory_depths`).
+    memories : list of MemoryImage, optional
+        Initial contents (``program``, ``weights``, ``thresholds``); others start at zero.
+
+    Members
+    -------
+    <m>_raddr : In(addr bits), <m>_rdata : Out(word bits)
+        Read port of memory ``m`` (``prog``, ``wgt``, ``thr``, ``score``): synchronous,
+        always enabled, data one cycle after the address (latency 1, one read per cycle).
+    act_raddr : In(ArrayLayout(addr bits, R)), act_rdata : Out(ArrayLayout(W, R))
+        The ``R`` activation read ports (latency 1).
+    act_ren, wgt_ren : In(1)
+        Read enables of the activation and weight ports (low: the data output holds, which
+        is how the sequencer stalls its operand pipeline).
+    <m>_waddr, <m>_wdata, <m>_we : In
+        Write port of each memory (written at the clock edge when ``we``).
+    """
+
+    PORTS = {"program": "prog", "weights": "wgt", "thresholds": "thr",
+             "activations": "act", "scores": "score"}
+
+    def __init__(self, target: Target, depths: dict, memories: list[MemoryImage] | None = None):
+        self.target = target
+        self.depths = dict(depths)
+        self.images = {m.name: m for m in memories or []}
+        for name, img in self.images.items():
+            if name not in self.PORTS:
+                raise ValueError(f"unknown memory image {name!r}; memories: {MEMORY_NAMES}")
+            if img.width != target.word_bits(name):
+                raise ValueError(
+                    f"memory image {name!r} is {img.width} bits wide, target {target.name!r} "
+                    f"needs {target.word_bits(name)}"
+                )
+            if img.depth > self.depths[name]:
+                raise ValueError(f"memory image {name!r}: {img.depth} words > depth "
+                                 f"{self.depths[name]}")
+        members = {}
+        for name, p in self.PORTS.items():
+            aw, w = addr_width(self.depths[name]), target.word_bits(name)
+            if name == "activations":
+                members["act_raddr"] = In(data.ArrayLayout(aw, target.rows))
+                members["act_ren"] = In(1, init=1)
+                members["act_rdata"] = Out(data.ArrayLayout(w, target.rows))
+            elif name == "weights":
+                members["wgt_raddr"] = In(aw)
+                members["wgt_ren"] = In(1, init=1)
+                members["wgt_rdata"] = Out(w)
+            else:
+                members[f"{p}_raddr"] = In(aw)
+                members[f"{p}_rdata"] = Out(w)
+            members[f"{p}_waddr"] = In(aw)
+            members[f"{p}_wdata"] = In(w)
+            members[f"{p}_we"] = In(1)
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        self.mems = {}  # name -> Memory (simulation testbenches read `.data` through it)
+        for name, p in self.PORTS.items():
+            depth, w = self.depths[name], self.target.word_bits(name)
+            img = self.images.get(name)
+            init = [int(v) for v in img.words] if img is not None else []
+            mem = Memory(shape=w, depth=depth, init=init)
+            m.submodules[name] = mem
+            self.mems[name] = mem
+            wp = mem.write_port()
+            m.d.comb += [wp.addr.eq(getattr(self, f"{p}_waddr")),
+                         wp.data.eq(getattr(self, f"{p}_wdata")),
+                         wp.en.eq(getattr(self, f"{p}_we"))]
+            if name == "activations":
+                for r in range(self.target.rows):
+                    rp = mem.read_port()
+                    m.d.comb += [rp.addr.eq(self.act_raddr[r]), rp.en.eq(self.act_ren),
+                                 self.act_rdata[r].eq(rp.data)]
+            elif name == "weights":
+                rp = mem.read_port()
+                m.d.comb += [rp.addr.eq(self.wgt_raddr), rp.en.eq(self.wgt_ren),
+                             self.wgt_rdata.eq(rp.data)]
+            else:
+                rp = mem.read_port()
+                m.d.comb += [rp.addr.eq(getattr(self, f"{p}_raddr")),
+                             getattr(self, f"{p}_rdata").eq(rp.data)]
+        return m
