@@ -127,10 +127,11 @@ class TileEngine(wiring.Component):
             raise UserError(f"layer {layer.name!r}: {layer.in_bits} input bit-planes but the "
                             f"engine was built for max_planes={self.max_planes}; rebuild with "
                             f"a larger max_planes")
-        if layer.acc_max >= 1 << self.acc_bits:
-            raise UserError(f"layer {layer.name!r}: accumulator up to {layer.acc_max} needs "
-                            f"{layer.acc_bits} bits but the engine has {self.acc_bits} "
-                            f"(max_k={self.max_k}, max_planes={self.max_planes}); rebuild "
+        if layer.k_valid > self.max_k or layer.acc_max >= 1 << self.acc_bits:
+            raise UserError(f"layer {layer.name!r}: K = {layer.k_valid} valid bits "
+                            f"(accumulator up to {layer.acc_max}, {layer.acc_bits} bits) but "
+                            f"the engine was built for max_k={self.max_k}, "
+                            f"max_planes={self.max_planes} ({self.acc_bits} bits); rebuild "
                             f"with max_k >= {layer.k_valid}")
         if layer.output == "threshold" and layer.out_bits != 1:
             raise UserError(f"layer {layer.name!r}: {layer.out_bits}-bit outputs are not "

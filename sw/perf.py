@@ -37,7 +37,8 @@ __all__ = [
 ]
 
 #: Cycles from the FIFO write of a row to the cycle the output stage can take it
-#: (``amaranth.lib.fifo.SyncFIFOBuffered``: memory write, then the registered read port).
+#: (``amaranth.lib.fifo.SyncFIFOBuffered``: memory write, then the registered read port;
+#: a FIFO of depth 1 is a single register, latency 1).
 FIFO_LATENCY = 2
 
 
@@ -103,6 +104,8 @@ def engine_timing(rows: int, cols: int, width: int, levels_per_stage: int = 2,
     array = pe + cols - 1  # + deskew of column 0 behind column C - 1
     pop = array + FIFO_LATENCY
     depth = default_fifo_depth(rows, pop) if fifo_depth is None else int(fifo_depth)
+    if depth == 1:
+        pop = array + 1
     return EngineTiming(rows, cols, width, pc, pe, array, pop, 2 * rows, depth)
 
 

@@ -234,3 +234,34 @@ def run_engine(dut, job: Job, *, seed: int = 0, p_idle: float = 0.0, p_busy: flo
     sim.add_testbench(waiter)
     sim.run()
     return RunResult(got_words, order, got_scores, stamps["first"], stamps["last"])
+
+
+def random_layer(rng: np.random.Generator, *, in_hw: int, in_c: int, out_c: int,
+                 in_bits: int = 1, conv: bool = True, pool: int = 1, output: str = "threshold"):
+    """A small random valid IR layer (conv with random kernel/stride/pad, or dense)."""
+    from xnorflow.sw.ir import Layer
+
+    if conv:
+        k = int(rng.integers(1, 4))
+        pad, stride, kind, kh = int(rng.integers(0, k)), int(rng.integers(1, 3)), "conv", k
+        kw_ = k
+    else:
+        kind, kh, kw_, pad, stride = "dense", in_hw, in_hw, 0, 1
+    wts = rng.integers(0, 2, (out_c, kh, kw_, in_c)).astype(np.uint8)
+    layer = Layer("rand", kind, in_hw, in_hw, in_c, out_c, kh, kw_, stride, pad, in_bits,
+                  in_bits == 1, wts, output)
+    if output == "integer":
+        layer.score_offset = rng.integers(-50, 51, out_c).astype(np.int64)
+        layer.score_mul = int(rng.choice([1, 2, -1]))
+    else:
+        acc_max = layer.acc_max
+        t = rng.integers(-1, acc_max + 2, out_c)
+        t[: out_c // 2] = rng.integers(acc_max // 3, 2 * acc_max // 3 + 1, out_c // 2)
+        layer.thresholds = t.reshape(out_c, 1).astype(np.int64)
+        layer.polarity = rng.choice([-1, 1], out_c).astype(np.int8)
+        if pool > 1 and layer.conv_h >= pool:
+            layer.pool_k = pool
+            layer.pool_stride = int(rng.integers(1, pool + 1))
+            layer.pool_ops = rng.integers(0, 2, out_c).astype(np.uint8)
+    layer.validate()
+    return layer
