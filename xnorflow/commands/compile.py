@@ -31,6 +31,8 @@ examples:
 
 
 def register(subparsers) -> None:
+    from xnorflow.sw.targets import TARGETS
+
     p = subparsers.add_parser(
         "compile",
         help=HELP,
@@ -43,24 +45,13 @@ def register(subparsers) -> None:
         "--target",
         "-t",
         default="up5k",
-        help="accelerator target: up5k, hx8k, ecp5-85f or sim (default: up5k)",
+        help=f"accelerator target: {', '.join(TARGETS)} (default: up5k; sim has no memory "
+        "limits)",
     )
     p.add_argument("-o", "--output", metavar="OUT_DIR", required=True, help="folder to write")
     p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
     p.set_defaults(func=run)
-
-
-def resolve_target(name: str):
-    """The target called ``name``; :class:`UserError` listing the valid names otherwise."""
-    from xnorflow.sw.errors import UserError
-    from xnorflow.sw.targets import TARGETS, get_target
-
-    if name not in TARGETS:
-        raise UserError(
-            f"unknown target {name!r}; valid targets: {', '.join(sorted(TARGETS))}"
-        )
-    return get_target(name)
 
 
 def compile_checkpoint(checkpoint: str | Path, target_name: str, out_dir: str | Path,
@@ -75,8 +66,9 @@ def compile_checkpoint(checkpoint: str | Path, target_name: str, out_dir: str | 
     from xnorflow.sw.lower import lower_checkpoint
     from xnorflow.sw.program import build_memories, check_fits
     from xnorflow.sw.size import size_report
+    from xnorflow.sw.targets import get_target
 
-    target = resolve_target(target_name)
+    target = get_target(target_name)  # UserError listing the valid names
     ckpt = Path(checkpoint)
     if not ckpt.exists():
         raise UserError(f"{ckpt}: checkpoint not found (train one with xnorflow train -o DIR)")
