@@ -9,7 +9,7 @@ Cycle formula (streams that keep up, ``cols <= width``): a tile of ``K`` words o
 ``max(K, 2R)`` cycles on the operand stream (the result conveyor drains one row every two
 cycles, so ``last`` beats are at least ``2R`` cycles apart) unless the result-FIFO credits run
 out (never with the default FIFO depth); the last tile adds
-``pop_latency + 2 (R - 1) + 1 + tail_words`` cycles until its last row's output is
+``pop_latency + 2 (R - 1) + tail_words`` cycles until its last row's output is
 transferred. :func:`tile_sequence_cycles` evaluates this, credits included, tile by tile.
 
 Utilisation = binary MACs / (R * C * W) / cycles (``DESIGN.md``).
