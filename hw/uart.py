@@ -172,12 +172,13 @@ class UARTTx(wiring.Component):
     Members
     -------
     inp : In(stream.Signature(8))
-        Bytes to send; ``ready`` is high while the transmitter is idle.
+        Bytes to send; ``ready`` is high while the transmitter is idle and in the last
+        cycle of a stop bit.
     tx : Out(1)
         The serial line (idle high).
 
     Latency and throughput: the start bit begins the cycle after a byte is accepted; one
-    byte per ``10 * divisor + 1`` cycles.
+    byte per ``10 * divisor`` cycles (back to back), the same as :class:`UARTRx`.
     """
 
     inp: In(stream.Signature(8))
@@ -194,22 +195,25 @@ class UARTTx(wiring.Component):
         timer = Signal(d.bit_length() + 1)  # down-counter, expired = sign bit (see UARTRx)
         shreg = Signal(10, init=0x3FF)
         left = Signal(range(11))
-        m.d.comb += [self.tx.eq(shreg[0]), self.inp.ready.eq(left == 0)]
-        with m.If(left == 0):
-            with m.If(self.inp.valid):
-                m.d.sync += [
-                    shreg.eq(Cat(Const(0, 1), self.inp.payload, Const(1, 1))),
-                    left.eq(10),
-                    timer.eq(d - 2),
-                ]
-        with m.Elif(timer[-1]):
+        # the next byte may be taken in the last cycle of the stop bit, so the transmitter
+        # keeps up with a receiver at the same baud rate (exactly 10 bit times per byte)
+        last = (left == 1) & timer[-1]
+        m.d.comb += [self.tx.eq(shreg[0]), self.inp.ready.eq((left == 0) | last)]
+        with m.If(self.inp.ready & self.inp.valid):
             m.d.sync += [
-                shreg.eq(Cat(shreg[1:], Const(1, 1))),
-                left.eq(left - 1),
+                shreg.eq(Cat(Const(0, 1), self.inp.payload, Const(1, 1))),
+                left.eq(10),
                 timer.eq(d - 2),
             ]
-        with m.Else():
-            m.d.sync += timer.eq(timer - 1)
+        with m.Elif(left != 0):
+            with m.If(timer[-1]):
+                m.d.sync += [
+                    shreg.eq(Cat(shreg[1:], Const(1, 1))),
+                    left.eq(left - 1),
+                    timer.eq(d - 2),
+                ]
+            with m.Else():
+                m.d.sync += timer.eq(timer - 1)
         return m
 
 

@@ -222,3 +222,34 @@ def test_bridge_echo_and_abort():
     assert got == [b + 1 & 0xFF for b in data]
     kinds = [k for k, _ in aborts]
     assert kinds == ["timeout", "error", "timeout"], aborts
+
+
+def test_tx_keeps_up_with_rx():
+    """A long back-to-back echo at one baud rate never overruns (TX is exactly 10 bits/byte)."""
+    divisor, timeout = 4, 100
+    dut = _EchoBridge(divisor, timeout)
+    data = list(range(200))
+    got, aborts = [], [0]
+
+    async def host(ctx):
+        await ctx.tick().repeat(3)
+        for b in data:
+            await _send(ctx, dut.rx, b, divisor)
+        await ctx.tick().repeat(30 * divisor)
+
+    async def monitor(ctx):
+        while True:
+            got.append(await _recv(ctx, dut.tx, divisor, max_wait=10**6))
+
+    async def watch(ctx):
+        async for _clk, _rst, abort, to in ctx.tick().sample(dut.abort, dut.timed_out):
+            aborts[0] += abort and not to
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(host)
+    sim.add_testbench(monitor, background=True)
+    sim.add_testbench(watch, background=True)
+    sim.run()
+    assert aborts[0] == 0
+    assert got == [b + 1 & 0xFF for b in data]
