@@ -290,35 +290,70 @@ def run_rtl(sim: str, mf: ModelFolder, px: np.ndarray, *, waves: Path | None = N
             seed: int = 0, idle: float = 0.0, backpressure: float = 0.0,
             progress: bool = True) -> Outputs:
     """Run ``px`` through the accelerator's Verilog on ``sim`` under cocotb."""
+    return run_rtl_batch(sim, [(mf, px)], waves=waves, seed=seed, idle=idle,
+                         backpressure=backpressure, progress=progress)[0]
+
+
+def run_rtl_batch(sim: str, items: list[tuple[ModelFolder, np.ndarray]], *,
+                  waves: Path | None = None, seed: int = 0, idle: float = 0.0,
+                  backpressure: float = 0.0, progress: bool = True) -> list[Outputs]:
+    """Run several (model folder, images) pairs of one target in one simulator launch.
+
+    The Verilog is sized for all of them (:func:`xnorflow.sim.rtl.accelerator_verilog`);
+    the host driver loads each model before its images. ``Outputs.wall_s`` of each item is
+    the launch's wall time shared out by simulated cycles.
+    """
     from .rtl import accelerator_verilog, cache_dir
     from .runner import run_cocotb
 
+    if not items:
+        return []
+    target = items[0][0].target
+    for mf, _ in items:
+        if mf.target.geometry != target.geometry or mf.target.name != target.name:
+            raise UserError(f"{mf.path}: target {mf.target.name} differs from "
+                            f"{target.name}; one launch runs one target")
     t0 = time.perf_counter()
-    rtl = accelerator_verilog(mf.target)
+    rtl = accelerator_verilog(target, [mf.memories for mf, _ in items])
     gen_s = time.perf_counter() - t0
     job = Path(tempfile.mkdtemp(prefix="job-", dir=cache_dir()))
-    np.save(job / "inputs.npy", px)
-    spec = {"model_dir": str(mf.path.resolve()), "inputs": str(job / "inputs.npy"),
-            "outputs": str(job / "outputs.npz"), "seed": seed, "idle": idle,
-            "backpressure": backpressure, "backend": sim, "progress": bool(progress)}
+    spec_items = []
+    for k, (mf, px) in enumerate(items):
+        np.save(job / f"inputs{k}.npy", px)
+        spec_items.append({"model_dir": str(mf.path.resolve()),
+                           "inputs": str(job / f"inputs{k}.npy"),
+                           "outputs": str(job / f"outputs{k}.npz")})
+    spec = {"items": spec_items, "seed": seed, "idle": idle, "backpressure": backpressure,
+            "backend": sim, "progress": bool(progress)}
     (job / "job.json").write_text(json.dumps(spec))
     try:
-        run = run_cocotb(sim, rtl, "xnorflow.sim.tb.test_accelerator",
-                         testcase="run_job", extra_env={"XNORFLOW_JOB": str(job / "job.json")},
+        run = run_cocotb(sim, rtl, "xnorflow.sim.tb.test_accelerator", test_filter="run_job",
+                         extra_env={"XNORFLOW_JOB": str(job / "job.json")},
                          waves=waves is not None, waves_path=waves, seed=seed,
                          test_dir=job, quiet=True)
     except SystemExit as e:
         raise UserError(f"{sim} simulation failed (exit {e.code}); log in {job}") from None
-    if run.failed or not (job / "outputs.npz").is_file():
-        raise UserError(f"{sim} simulation of {mf.path} failed; see the log in {job}")
-    out = Outputs.load(job / "outputs.npz")
-    out.backend = sim
-    out.wall_s = time.perf_counter() - t0
-    out.waves = run.waves
-    out.info.update({"verilog": str(rtl.path), "verilog_cached": rtl.cached,
-                     "generate_s": round(gen_s, 3), "build_s": round(run.build_s, 3),
-                     "sim_s": round(run.test_s, 3), "built": run.built})
-    return out
+    missing = [it["outputs"] for it in spec_items if not Path(it["outputs"]).is_file()]
+    if run.failed or missing:
+        raise UserError(f"{sim} simulation failed ({run.failed} cocotb test(s) failed, "
+                        f"{len(missing)} output file(s) missing); see {job}")
+    wall = time.perf_counter() - t0
+    outs = [Outputs.load(Path(it["outputs"])) for it in spec_items]
+    total_cycles = sum(o.sim_cycles or 0 for o in outs) or 1
+    for o in outs:
+        o.backend = sim
+        o.wall_s = wall * (o.sim_cycles or 0) / total_cycles
+        o.waves = run.waves
+        o.info.update({"verilog": str(rtl.path), "verilog_cached": rtl.cached,
+                       "generate_s": round(gen_s, 3), "build_s": round(run.build_s, 3),
+                       "sim_s": round(run.test_s * (o.sim_cycles or 0) / total_cycles, 3),
+                       "launch_sim_s": round(run.test_s, 3), "built": run.built,
+                       "job_dir": str(job)})
+    if not waves:
+        import shutil
+
+        shutil.rmtree(job, ignore_errors=True)
+    return outs
 
 
 _RUNNERS = {

@@ -128,25 +128,6 @@ def generate(
     return GeneratedRTL(path, toplevel, key, cached=False)
 
 
-def memories_digest(memories: Any) -> str | None:
-    """A stable digest of memory images (``{name: MemoryImage}`` or similar), or ``None``."""
-    if memories is None:
-        return None
-    import numpy as np
-
-    h = hashlib.sha256()
-    items = memories.items() if isinstance(memories, dict) else enumerate(memories)
-    for k, m in sorted(items, key=lambda kv: str(kv[0])):
-        h.update(str(k).encode())
-        words = np.asarray(getattr(m, "words", m))
-        h.update(str(getattr(m, "width", None)).encode())
-        if words.dtype == object:
-            h.update(",".join(str(int(w)) for w in words.ravel()).encode())
-        else:
-            h.update(np.ascontiguousarray(words).tobytes())
-    return h.hexdigest()
-
-
 def target_params(target: Any) -> dict[str, Any]:
     """The parameters of a ``Target`` that shape the gateware (geometry and memories)."""
     return {
@@ -158,25 +139,85 @@ def target_params(target: Any) -> dict[str, Any]:
     }
 
 
-def accelerator_verilog(
-    target: Any, memories: Any = None, *, root: Path | None = None
-) -> GeneratedRTL:
-    """Verilog of HW2's ``Accelerator(target, memories)`` (cached; see the module docstring).
+#: Memories that :func:`sizing_images` sizes with all-zero images (the host loads them).
+SIZED_MEMORIES = ("weights", "thresholds", "activations")
 
-    ``target`` is a :class:`xnorflow.sw.targets.Target` or a target name. With
-    ``memories=None`` the weights and program are loaded through the host link at run time,
-    so one Verilog file (and one Verilator build) serves every model of that target.
+
+def needed_depths(target: Any, models_memories: list) -> dict[str, int]:
+    """Depths the accelerator needs to hold every model in ``models_memories``.
+
+    ``models_memories`` is a list of memory-image lists (one per model folder); the result is
+    HW2's :func:`~xnorflow.hw.memories.memory_depths` maximised over them.
+    """
+    from xnorflow.hw.memories import memory_depths
+
+    depths = memory_depths(target, [])
+    for mems in models_memories:
+        for k, v in memory_depths(target, list(mems)).items():
+            depths[k] = max(depths[k], v)
+    return depths
+
+
+def sizing_images(target: Any, depths: dict[str, int] | None) -> list | None:
+    """All-zero images that make ``Accelerator(target, images)`` have ``depths``.
+
+    Only unlimited (``None``) capacities of the target depend on images; for a target whose
+    memories all have fixed sizes this returns ``None``. The contents are zero: every model
+    is loaded through the host link, so one Verilog file serves every model that fits.
+    ``program`` and ``scores`` keep HW2's default depths; a model needing more is refused.
+    """
+    import numpy as np
+
+    from xnorflow.hw.memories import DEFAULT_DEPTHS
+    from xnorflow.sw.images import MemoryImage
+
+    if depths is None or all(target.depth(n) is not None for n in SIZED_MEMORIES):
+        return None
+    for name in ("program", "scores"):
+        if target.depth(name) is None and depths.get(name, 0) > DEFAULT_DEPTHS[name]:
+            raise ValueError(f"memory {name!r} needs {depths[name]} words, more than the "
+                             f"{DEFAULT_DEPTHS[name]} an image-less accelerator has")
+    images = []
+    for name in SIZED_MEMORIES:
+        if target.depth(name) is None:
+            width = target.word_bits(name)
+            words = np.zeros(depths[name], dtype=np.uint64 if width <= 64 else object)
+            if width > 64:
+                words[:] = 0
+            images.append(MemoryImage(name, width, words, "zeros (sizing only)"))
+    return images
+
+
+def accelerator_for(target: Any, models_memories: list):
+    """``Accelerator(target, sizing images)`` big enough for every model given."""
+    from xnorflow.hw.accelerator import Accelerator
+
+    return Accelerator(target, sizing_images(target, needed_depths(target, models_memories)))
+
+
+def accelerator_verilog(
+    target: Any, models_memories: list | None = None, *, root: Path | None = None
+) -> GeneratedRTL:
+    """Verilog of HW2's ``Accelerator`` for ``target`` (cached; see the module docstring).
+
+    ``target`` is a :class:`xnorflow.sw.targets.Target` or a target name. The memories start
+    at zero and every model is loaded through the host link, so one Verilog file (and one
+    Verilator build) serves every model that fits; for targets with unlimited memories
+    ``models_memories`` (a list of per-model image lists) sizes them
+    (:func:`sizing_images`) and only the resulting depths enter the cache key.
     """
     from xnorflow.sw.targets import get_target
 
     if isinstance(target, str):
         target = get_target(target)
+    depths = needed_depths(target, models_memories or [])
+    sizing = sizing_images(target, depths)
     params = target_params(target)
-    params["memories_digest"] = memories_digest(memories)
+    params["depths"] = depths if sizing is not None else None
 
     def build():
         from xnorflow.hw.accelerator import Accelerator
 
-        return Accelerator(target, memories=memories)
+        return Accelerator(target, sizing)
 
     return generate(f"accel_{target.geometry}", build, params, root=root)

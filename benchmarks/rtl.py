@@ -1,0 +1,286 @@
+"""RTL verification benchmark: differential random layers, digits on Icarus, FMNIST on Verilator.
+
+Parts (``--part``, default all three; each writes ``benchmarks/results/rtl.<part>.json`` and
+appends its summary to ``benchmarks/results/rtl.txt``):
+
+* ``random``: >= ``--layers`` (1000) random layers in random networks
+  (:func:`xnorflow.sim.random_models.random_network`) on random geometries, through golden,
+  cpu, amaranth and icarus; every hidden bit, score and prediction must equal golden. Many
+  networks share one Icarus launch (one Verilog per geometry, sized for the batch).
+* ``digits``: the full digits test split (360 images) on Icarus, bit-exact vs golden.
+* ``fmnist``: the full Fashion-MNIST test set (10,000 images) on Verilator, bit-exact.
+
+Each hardware run reports wall time, accelerator cycles per image and the simulator's speed
+in simulated clock cycles per second (cycles of the whole run, host link included, over the
+simulation's wall time). Results are written after every batch, marked ``"partial": true``
+until the part finishes.
+
+Usage::
+
+    .venv/bin/python benchmarks/rtl.py --part random --layers 1000
+    .venv/bin/python benchmarks/rtl.py --part digits --model runs/mlp-up5k
+    .venv/bin/python benchmarks/rtl.py --part fmnist --model runs/fmnist-ecp5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+WORK = ROOT / "build" / "bench-rtl"
+
+
+def _write(part: str, doc: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"rtl.{part}.json"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _summary(lines: list[str]) -> None:
+    text = "\n".join(lines) + "\n"
+    print(text, flush=True)
+    with open(RESULTS / "rtl.txt", "a") as f:
+        f.write(text + "\n")
+
+
+def _env() -> dict:
+    return {"python": sys.version.split()[0], "machine": platform.machine(),
+            "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+
+
+# ----- part 1: random layers -------------------------------------------------------------
+def part_random(args) -> int:
+    from tqdm import tqdm
+
+    from xnorflow.sim import backends
+    from xnorflow.sim import random_models as rm
+    from xnorflow.sim.compare import agreement
+
+    base = args.seed
+    doc = {"part": "random", "partial": True, "seed": base, "target_layers": args.layers,
+           "images_per_network": args.images, "networks_per_launch": args.batch,
+           "backends": ["golden", "cpu", "amaranth", "icarus"], "env": _env(),
+           "layers": 0, "networks": 0, "mismatches": [], "launches": [],
+           "modes": {}, "command": " ".join(sys.argv)}
+    t_start = time.perf_counter()
+    net = 0
+    bar = tqdm(total=args.layers, desc="random layers", unit="layer")
+    while doc["layers"] < args.layers:
+        gseed = base + 7919 * len(doc["launches"])
+        geometry = rm.random_geometry(gseed)
+        target = rm.geometry_target(*geometry)
+        items, models = [], []
+        for _ in range(args.batch):
+            seed = base * 100003 + net
+            net += 1
+            model = rm.random_network(seed, max_hw=args.max_hw, max_c=args.max_c,
+                                      max_out_c=args.max_out_c)
+            folder = WORK / "random" / f"net-{seed}"
+            rm.write_folder(model, target, folder)
+            items.append((backends.load_model(folder), rm.random_pixels(seed, model, args.images)))
+            models.append((seed, model))
+        t0 = time.perf_counter()
+        icarus = backends.run_rtl_batch("icarus", items, seed=gseed, idle=args.idle,
+                                        backpressure=args.backpressure, progress=False)
+        t_icarus = time.perf_counter() - t0
+        t_am = 0.0
+        am_cycles = 0
+        ic_cycles = sum(o.sim_cycles or 0 for o in icarus)
+        for (mf, px), ic, (seed, model) in zip(items, icarus, models, strict=True):
+            ref = backends.run(mf, px, "golden")
+            cpu = backends.run(mf, px, "cpu")
+            t1 = time.perf_counter()
+            am = backends.run(mf, px, "amaranth", seed=seed, idle=args.idle,
+                              backpressure=args.backpressure, progress=False)
+            t_am += time.perf_counter() - t1
+            am_cycles += am.sim_cycles or 0
+            for out in (cpu, am, ic):
+                a = agreement(model, ref, out)
+                if not a.exact:
+                    doc["mismatches"].append({"seed": seed, "geometry": target.geometry,
+                                              "backend": out.backend, "first": str(a.first)})
+            for layer in model.layers:
+                mode = (f"{'signed' if layer.signed_input else 'unsigned'}-{layer.in_bits}b/"
+                        f"{layer.kind}/{layer.output}{'+pool' if layer.pool_k > 1 else ''}")
+                doc["modes"][mode] = doc["modes"].get(mode, 0) + 1
+            doc["layers"] += len(model.layers)
+            doc["networks"] += 1
+            bar.update(len(model.layers))
+        doc["launches"].append({
+            "geometry": target.geometry, "networks": len(items),
+            "icarus_wall_s": round(t_icarus, 2), "icarus_sim_cycles": int(ic_cycles),
+            "icarus_cycles_per_s": round(ic_cycles / max(1e-9, sum(
+                o.info.get("sim_s", 0) for o in icarus)), 1),
+            "amaranth_wall_s": round(t_am, 2), "amaranth_sim_cycles": int(am_cycles),
+            "amaranth_cycles_per_s": round(am_cycles / max(1e-9, t_am), 1)})
+        doc["wall_s"] = round(time.perf_counter() - t_start, 1)
+        _write("random", doc)
+        if args.deadline and time.time() > args.deadline:
+            break
+    bar.close()
+    doc["partial"] = doc["layers"] < args.layers
+    doc["geometries"] = sorted({la["geometry"] for la in doc["launches"]})
+    _write("random", doc)
+    _summary([
+        f"## random layers ({'PARTIAL' if doc['partial'] else 'complete'}) -- "
+        f"{doc['env']['date']}",
+        f"command: {doc['command']}",
+        f"{doc['layers']} random layers in {doc['networks']} networks, "
+        f"{len(doc['launches'])} Icarus launches, geometries {', '.join(doc['geometries'])}",
+        f"backends golden, cpu, amaranth, icarus; mismatches: {len(doc['mismatches'])}",
+        "layer modes: " + ", ".join(f"{k}: {v}" for k, v in sorted(doc["modes"].items())),
+        f"wall {doc['wall_s']} s",
+    ])
+    return 0 if not doc["mismatches"] else 1
+
+
+# ----- parts 2 and 3: full test sets -----------------------------------------------------
+def _ensure_model(args, dataset: str, target: str, default_dir: Path, train_args: list[str]):
+    if args.model:
+        return Path(args.model)
+    folder = default_dir / f"compiled-{target}"
+    if (folder / "manifest.json").is_file():
+        return folder
+    ckpt = default_dir / "trained"
+    exe = [sys.executable, "-m", "xnorflow"]
+    if not (ckpt / "checkpoint.pt").is_file():
+        subprocess.run([*exe, "train", "--dataset", dataset, *train_args, "-o", str(ckpt)],
+                       check=True)
+    subprocess.run([*exe, "compile", str(ckpt), "--target", target, "-o", str(folder),
+                    "--force"], check=True)
+    return folder
+
+
+def part_dataset(args, part: str, dataset: str, sim: str, target: str,
+                 train_args: list[str]) -> int:
+    from xnorflow.sim import backends
+    from xnorflow.sw.data import load_dataset
+
+    folder = _ensure_model(args, dataset, target, WORK / part, train_args)
+    mf = backends.load_model(folder)
+    ds = load_dataset(dataset)
+    x, y = ds.x_test, ds.y_test
+    if args.limit:
+        x, y = x[: args.limit], y[: args.limit]
+    doc = {"part": part, "partial": True, "dataset": dataset, "simulator": sim,
+           "model": str(folder), "target": mf.target.name, "geometry": mf.target.geometry,
+           "images": int(len(y)), "env": _env(), "command": " ".join(sys.argv)}
+    ref = backends.run(mf, x, "golden")
+    t0 = time.perf_counter()
+    chunks, done = [], 0
+    step = args.chunk or len(y)
+    while done < len(y):
+        px = x[done: done + step]
+        out = backends.run(mf, px, sim, seed=args.seed, progress=True)
+        chunks.append(out)
+        done += len(px)
+        _partial_doc(doc, mf, chunks, ref, y, time.perf_counter() - t0, done)
+        _write(part, doc)
+        if args.deadline and time.time() > args.deadline and done < len(y):
+            break
+    doc["partial"] = done < len(y)
+    _write(part, doc)
+    _summary([
+        f"## {part}: {dataset} test set on {sim} ({'PARTIAL' if doc['partial'] else 'complete'})"
+        f" -- {doc['env']['date']}",
+        f"command: {doc['command']}",
+        f"model {folder} (target {mf.target.name}, {mf.target.geometry})",
+        f"{doc['images_run']}/{len(y)} images, bit-exact vs golden: "
+        f"{doc['samples_agree']}/{doc['images_run']} (first mismatch: {doc['first_mismatch']})",
+        f"accuracy {sim} {100 * doc['accuracy']:.2f} %, "
+        f"golden {100 * doc['golden_accuracy']:.2f} %",
+        f"cycles/image {doc['cycles_per_image']:.1f}, utilisation "
+        f"{100 * doc['utilisation']:.2f} %",
+        f"wall {doc['wall_s']:.1f} s ({doc['images_per_s_wall']:.2f} images/s), simulated "
+        f"{doc['sim_cycles']} cycles in {doc['sim_s']:.1f} s of simulation = "
+        f"{doc['sim_cycles_per_s']:.0f} cycles/s",
+    ])
+    return 0 if doc["first_mismatch"] is None else 1
+
+
+def _partial_doc(doc, mf, chunks, ref, y, wall, done) -> None:
+    from xnorflow.sim.backends import Outputs
+    from xnorflow.sim.compare import agreement
+
+    n_act = len(chunks[0].activations)
+    acts = [None if any(c.activations[i] is None for c in chunks)
+            else np.concatenate([c.activations[i] for c in chunks]) for i in range(n_act)]
+    out = Outputs(chunks[0].backend, np.concatenate([c.predictions for c in chunks]),
+                  np.concatenate([c.scores for c in chunks]), acts,
+                  cycles=np.concatenate([c.cycles for c in chunks]))
+    from xnorflow.sw.golden import GoldenResult
+
+    sub = GoldenResult([a[:done] for a in ref.activations], [], ref.scores[:done],
+                       ref.logits[:done], ref.predictions[:done])
+    r = Outputs("golden", sub.predictions, sub.scores, list(sub.activations))
+    a = agreement(mf.model, r, out)
+    t = mf.target
+    cyc = float(out.cycles.mean())
+    sim_cycles = int(sum(c.sim_cycles or 0 for c in chunks))
+    sim_s = float(sum(c.info.get("sim_s", 0) for c in chunks))
+    doc.update({
+        "images_run": int(done), "samples_agree": a.samples_agree,
+        "bits_compared": a.bits_compared, "bits_differ": a.bits_differ,
+        "scores_differ": a.scores_differ, "predictions_differ": a.predictions_differ,
+        "first_mismatch": None if a.first is None else str(a.first),
+        "accuracy": float((out.predictions == y[:done]).mean()),
+        "golden_accuracy": float((ref.predictions[:done] == y[:done]).mean()),
+        "cycles_per_image": cyc, "cycles_min": int(out.cycles.min()),
+        "cycles_max": int(out.cycles.max()),
+        "utilisation": mf.model.binary_macs / (t.rows * t.cols * t.width) / cyc,
+        "wall_s": wall, "images_per_s_wall": done / wall,
+        "sim_cycles": sim_cycles, "sim_s": sim_s,
+        "sim_cycles_per_s": sim_cycles / sim_s if sim_s else 0.0,
+        "build_s": [c.info.get("build_s") for c in chunks],
+    })
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--part", choices=("random", "digits", "fmnist", "all"), default="all")
+    p.add_argument("--layers", type=int, default=1000)
+    p.add_argument("--images", type=int, default=1, help="images per random network")
+    p.add_argument("--batch", type=int, default=25, help="random networks per Icarus launch")
+    p.add_argument("--max-hw", type=int, default=6)
+    p.add_argument("--max-c", type=int, default=40)
+    p.add_argument("--max-out-c", type=int, default=24)
+    p.add_argument("--idle", type=float, default=0.1)
+    p.add_argument("--backpressure", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=int(time.time()) % 100000)
+    p.add_argument("--model", default=None, help="compiled model folder for digits/fmnist")
+    p.add_argument("--target", default=None, help="target to compile for (digits: up5k, "
+                   "fmnist: ecp5-85f)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N test images")
+    p.add_argument("--chunk", type=int, default=None,
+                   help="images per simulator launch (results written after each)")
+    p.add_argument("--deadline", type=float, default=None,
+                   help="UNIX time after which to stop and write partial results")
+    args = p.parse_args(argv)
+    print(f"benchmarks/rtl.py seed {args.seed}", flush=True)
+    rc = 0
+    if args.part in ("random", "all"):
+        rc |= part_random(args)
+    if args.part in ("digits", "all"):
+        rc |= part_dataset(args, "digits", "digits", "icarus", args.target or "up5k",
+                           ["--model", "mlp", "--epochs", "30"])
+    if args.part in ("fmnist", "all"):
+        rc |= part_dataset(args, "fmnist", "fashion-mnist", "verilator",
+                           args.target or "ecp5-85f", ["--model", "mlp", "--epochs", "5"])
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
