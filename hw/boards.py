@@ -38,6 +38,7 @@ __all__ = [
     "BOARDS",
     "BoardSpec",
     "BoardTop",
+    "DatapathCore",
     "EchoCore",
     "PLLParams",
     "PlatformTop",
@@ -189,6 +190,67 @@ class EchoCore(wiring.Component):
             self.host_in.ready.eq(self.host_out.ready),
         ]
         return m
+
+
+class DatapathCore(wiring.Component):
+    """A stand-in core that puts any datapath block (e.g. the systolic array) behind the UART
+    link, for synthesis before (or without) the whole accelerator.
+
+    Every input bit of ``inner`` comes from one long shift register that each received byte
+    shifts by 8; every output bit is XOR-folded into one registered byte, sent back for each
+    received byte. Nothing is optimised away, and every input path starts at a flip-flop, as
+    it would in the accelerator. Resource figures include the shift register (one FF per
+    input bit) and the fold.
+
+    Members: ``host_in``, ``host_out``, ``abort`` (the accelerator's host interface).
+    Latency: one reply byte per request byte, one cycle after the fold settles.
+    """
+
+    host_in: In(stream.Signature(8))
+    host_out: Out(stream.Signature(8))
+    abort: In(1)
+
+    def __init__(self, inner: wiring.Component):
+        self.inner = inner
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.inner = inner = self.inner
+        ins = [getattr(inner, n) for n, mem in inner.signature.members.items()
+               if mem.is_port and mem.flow == In]
+        outs = [getattr(inner, n) for n, mem in inner.signature.members.items()
+                if mem.is_port and mem.flow == Out]
+        from amaranth.hdl import Cat, Value
+
+        width_in = sum(len(Value.cast(v)) for v in ins)
+        shreg = Signal(max(8, width_in))
+        pos = 0
+        for v in ins:
+            n = len(Value.cast(v))
+            m.d.comb += Value.cast(v).eq(shreg[pos:pos + n])
+            pos += n
+        out_bits = Cat(*[Value.cast(v) for v in outs])
+        fold = Signal(8)
+        m.d.sync += fold.eq(Cat(*[
+            _xor_reduce([out_bits[i] for i in range(j, len(out_bits), 8)]) for j in range(8)]))
+        pending = Signal()
+        m.d.comb += [self.host_in.ready.eq(~pending), self.host_out.valid.eq(pending),
+                     self.host_out.payload.eq(fold)]
+        with m.If(self.host_in.valid & self.host_in.ready):
+            m.d.sync += [shreg.eq(Cat(self.host_in.payload, shreg[:-8])), pending.eq(1)]
+        with m.If(self.host_out.valid & self.host_out.ready):
+            m.d.sync += pending.eq(0)
+        return m
+
+
+def _xor_reduce(bits):
+    from amaranth.hdl import Const
+
+    acc = Const(0, 1)
+    for b in bits:
+        acc = acc ^ b
+    return acc
 
 
 class BoardTop(wiring.Component):

@@ -47,7 +47,7 @@ TOOLS = {
     "ECPUNPACK": "yowasp-ecpunpack",
     "OPENFPGALOADER": "true",  # never programs from here (do_program=False), but ULX3S asks
 }
-DESIGNS = ("accelerator", "loopback")
+DESIGNS = ("accelerator", "array", "loopback")
 #: Memories that a board keeps in RAM without initial contents (iCE40 SPRAM), per board.
 NO_INIT = {"icebreaker": ("weights",)}
 REPO = Path(__file__).resolve().parent.parent
@@ -198,6 +198,16 @@ def make_core(cfg: SynthConfig, spec, memories=None):
         from xnorflow.hw.boards import EchoCore
 
         return EchoCore(), None, {"design": "loopback (UART bridge + echo core)"}
+    if cfg.design == "array":
+        from xnorflow.hw.array import SystolicArray
+        from xnorflow.hw.boards import DatapathCore
+
+        rows, cols, width = parse_geometry(cfg.geometry)
+        target = geometry_target(spec, cfg.geometry)
+        arr = SystolicArray(rows, cols, width, max_k=4096 * width)
+        return DatapathCore(arr), None, {
+            "design": "systolic array + UART bridge (inputs from a shift register, outputs "
+                      "XOR-folded; no memories, no sequencer)", "target": target.name}
     if cfg.design != "accelerator":
         raise UserError(f"design {cfg.design!r}: choose one of {', '.join(DESIGNS)}")
     try:
@@ -452,7 +462,7 @@ def make_report(cfg: SynthConfig, spec, top, build: Path, elapsed: float, target
         "build_seconds": round(elapsed, 1),
         "tools": _tool_versions(yosys_log, spec.family),
     }
-    if cfg.design == "accelerator" and fmax:
+    if cfg.design in ("accelerator", "array") and fmax:
         macs_per_cycle = rows * cols * width
         report["peak_gops"] = 2 * macs_per_cycle * fmax * 1e6 / 1e9
         if luts:

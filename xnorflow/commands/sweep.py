@@ -38,7 +38,7 @@ def register(sub) -> None:
                    help="comma-separated boards (default icebreaker,hx8k-evn)")
     p.add_argument("--geometries", default="1x1x16,2x2x16,2x4x16,4x4x16",
                    help="comma-separated ROWSxCOLSxWIDTH (default 1x1x16,2x2x16,2x4x16,4x4x16)")
-    p.add_argument("--design", default="accelerator", choices=["accelerator", "loopback"])
+    p.add_argument("--design", default="accelerator", choices=["accelerator", "array", "loopback"])
     p.add_argument("--seed", type=int, default=1, help="nextpnr seed for every build")
     p.add_argument("-j", "--jobs", type=int, default=2, help="parallel builds (default 2)")
     p.add_argument("-o", "--out", default="reports/sweep", help="output folder")

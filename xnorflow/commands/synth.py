@@ -45,7 +45,7 @@ def register(sub) -> None:
                    help="system clock in MHz made by the PLL (default: the board's, "
                    "icebreaker 48, hx8k-evn 120, ulx3s-85f 150)")
     p.add_argument("--baud", type=int, default=None, help="UART baud rate (default 1000000)")
-    p.add_argument("--design", default="accelerator", choices=["accelerator", "loopback"],
+    p.add_argument("--design", default="accelerator", choices=["accelerator", "array", "loopback"],
                    help="what to put behind the UART bridge (default: accelerator)")
     p.add_argument("--out", default=None, help="output folder (default bitstreams/B/G)")
     p.add_argument("--swap-model", default=None, metavar="DIR",

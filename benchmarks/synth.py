@@ -1,0 +1,165 @@
+"""Synthesis goals of issue 8: builds every target with one nextpnr seed and checks the goals.
+
+Run: ``.venv/bin/python benchmarks/synth.py [--seed 1] [--only icebreaker,hx8k-evn,...]``.
+Writes ``benchmarks/results/synth.json`` and ``synth.md``; each build leaves its bitstream,
+logs and report in ``bitstreams/<board>/<geometry>/``. Each target is built as the whole
+accelerator when it elaborates; otherwise (the accelerator not yet available or failing)
+the systolic array behind the UART bridge is built instead, and the row says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from xnorflow.synth import REPO as _R  # noqa: E402,F401
+from xnorflow.synth import SynthConfig, parse_yosys_stat, synthesize, tool_env  # noqa: E402
+
+# (board, geometry, goal text, check(report) -> bool)
+GOALS = [
+    ("icebreaker", "4x4x16", ">= 48 MHz, <= 90 % LCs (whole accelerator + UART)",
+     lambda r: r["fmax_mhz"] >= 48 and r["lc_percent"] <= 90),
+    ("icebreaker", "4x4x32", ">= 48 MHz, <= 90 % LCs (whole accelerator + UART)",
+     lambda r: r["fmax_mhz"] >= 48 and r["lc_percent"] <= 90),
+    ("hx8k-evn", "4x4x32", ">= 120 MHz",
+     lambda r: r["fmax_mhz"] >= 120),
+    ("ulx3s-85f", "8x8x32", ">= 150 MHz, >= 0.35 binary ops/LUT/cycle (whole accelerator)",
+     lambda r: r["fmax_mhz"] >= 150 and r.get("binary_ops_per_lut_per_cycle", 0) >= 0.35),
+]
+
+
+def popcount_luts(width: int = 64) -> dict:
+    """LUT4s of a bare pipelined popcount (yosys synth_ice40, no place and route)."""
+    from amaranth.back import rtlil
+
+    from xnorflow.hw.popcount import PopCount
+
+    env = tool_env()
+    with tempfile.TemporaryDirectory() as d:
+        il = Path(d) / "pop.il"
+        il.write_text(rtlil.convert(PopCount(width), name="top"))
+        proc = subprocess.run([env["YOSYS"], "-q", "-p",
+                               "read_rtlil pop.il; synth_ice40 -top top; tee -o stat.txt stat"],
+                              capture_output=True, text=True, cwd=d)
+        if proc.returncode:
+            raise RuntimeError(f"yosys failed: {proc.stderr.strip()[-500:]}")
+        cells = parse_yosys_stat("Printing statistics.\n" + (Path(d) / "stat.txt").read_text())
+    return {"width": width, "lut4": cells.get("SB_LUT4", 0), "carry": cells.get("SB_CARRY", 0),
+            "ff": sum(v for k, v in cells.items() if k.startswith("SB_DFF")),
+            "goal": "<= 120 LUT4", "met": cells.get("SB_LUT4", 0) <= 120}
+
+
+def build(board: str, geometry: str, seed: int) -> dict:
+    errors = []
+    for design in ("accelerator", "array"):
+        t0 = time.time()
+        try:
+            r = synthesize(SynthConfig(board=board, geometry=geometry, design=design, seed=seed),
+                           progress=False)
+            r["fallback_reason"] = errors[0] if errors else None
+            return r
+        except Exception as e:  # record why, try the next design
+            line = f"{design}: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
+            errors.append(line)
+            print(f"  {board} {geometry} {design} failed after {time.time() - t0:.0f} s: {line}",
+                  flush=True)
+            if "--verbose" in sys.argv:
+                traceback.print_exc()
+    return {"board": board, "geometry": geometry, "error": errors}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--only", default=None, help="comma-separated boards")
+    ap.add_argument("--verbose", action="store_true")
+    args = ap.parse_args()
+    out = REPO / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    jpath = out / "synth.json"
+    results = json.loads(jpath.read_text()) if jpath.exists() else {"builds": []}
+    results["seed"] = args.seed
+    results["popcount64"] = popcount_luts(64)
+    print(f"bare 64-bit popcount: {results['popcount64']}", flush=True)
+    only = set(args.only.split(",")) if args.only else None
+    for board, geometry, goal, check in GOALS:
+        if only and board not in only:
+            continue
+        print(f"building {board} {geometry} (seed {args.seed}) ...", flush=True)
+        r = build(board, geometry, args.seed)
+        row = {"board": board, "geometry": geometry, "goal": goal, "seed": args.seed}
+        if "error" in r:
+            row.update(met=False, error=r["error"])
+        else:
+            row.update(
+                design=r["design"], fallback_reason=r.get("fallback_reason"),
+                lut4=r["resources"]["lut4"], ff=r["resources"]["ff"],
+                lc=r["resources"]["logic_cells"], lc_percent=r.get("lc_percent"),
+                bram=r["resources"]["bram"], spram=r["resources"].get("spram"),
+                dsp=r["resources"]["dsp"], fmax_mhz=r["fmax_mhz"],
+                system_mhz=r["clock"]["system_mhz"], timing_met=r["timing_met"],
+                ops_per_lut_cycle=r.get("binary_ops_per_lut_per_cycle"),
+                gops=r.get("peak_gops"), build_seconds=r["build_seconds"],
+                met=bool(check(r)) and r["design"].startswith("accelerator"),
+                met_by_what_was_built=bool(check(r)),
+            )
+        results["builds"] = [b for b in results["builds"]
+                             if (b["board"], b["geometry"]) != (board, geometry)] + [row]
+        jpath.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        write_md(results, out / "synth.md")
+        print(f"  -> {json.dumps(row, default=str)}", flush=True)
+    write_md(results, out / "synth.md")
+    print((out / "synth.md").read_text())
+    return 0
+
+
+def write_md(results: dict, path: Path) -> None:
+    p = results["popcount64"]
+    lines = [
+        f"# Synthesis goals (nextpnr seed {results['seed']}; `benchmarks/synth.py`)",
+        "",
+        "| board | geometry | what was built | LUT4 | FF | LCs | RAM | Fmax MHz | "
+        "ops/LUT/cycle | goal | met |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for b in results["builds"]:
+        if "error" in b:
+            lines.append(f"| {b['board']} | {b['geometry']} | build failed: "
+                         f"{'; '.join(b['error'])[:200]} | | | | | | | {b['goal']} | no |")
+            continue
+        lc = b["lc"]
+        ram = b["bram"].get("used", 0)
+        spram = (b.get("spram") or {}).get("used", 0)
+        opl = b.get("ops_per_lut_cycle")
+        design = re.sub(r"\s*\(.*", "", b["design"])
+        met = "yes" if b["met"] else ("no" if b["design"].startswith("accelerator") else
+                                        f"not shown (built {design}; its figures "
+                                        f"{'would meet' if b['met_by_what_was_built'] else 'miss'}"
+                                        " the goal)")
+        lines.append(
+            f"| {b['board']} | {b['geometry']} | {design} | {b['lut4']} | {b['ff']} | "
+            f"{lc.get('used')}/{lc.get('available')} ({b['lc_percent']:.1f} %) | "
+            f"{ram} EBR{f' + {spram} SPRAM' if spram else ''} | {b['fmax_mhz']:.1f} | "
+            f"{'' if opl is None else f'{opl:.3f}'} | {b['goal']} | {met} |")
+    lines += ["", f"Bare 64-bit popcount (`hw/popcount.py`, yosys `synth_ice40`): {p['lut4']} "
+              f"LUT4 + {p['carry']} SB_CARRY, {p['ff']} FF; goal {p['goal']}: "
+              f"{'met' if p['met'] else 'missed'}."]
+    for b in results["builds"]:
+        if b.get("fallback_reason"):
+            lines.append(f"\n{b['board']} {b['geometry']}: the accelerator build failed "
+                         f"({b['fallback_reason']}); the row is the systolic array + UART.")
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
