@@ -1,0 +1,89 @@
+"""``xnorflow train``: train a binary network and report float-sim and deploy accuracy."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+EXAMPLES = """\
+examples:
+  xnorflow train --model mlp --dataset digits -o runs/mlp
+  xnorflow train --model mlp --dataset digits --in-bits 1 -o runs/mlp-binary-input
+  xnorflow train --model mlp --dataset fashion-mnist --widths 256,256 --epochs 20 -o runs/fm
+  xnorflow train --model cnn --dataset fashion-mnist --widths 32,64:256 -o runs/cnn
+  xnorflow train --model mlp --dataset digits --mode dorefa --act-bits 2 -o runs/dorefa2
+  xnorflow train --model mlp --dataset digits --beta -o runs/beta      # beta dropped at deploy
+  xnorflow train -o runs/mlp --resume --epochs 40                      # continue a run
+  xnorflow train --model mlp --dataset digits --nproc 2 -o runs/ddp    # DDP, 2 processes
+
+Writes OUT/checkpoint.pt (atomic), OUT/config.json, OUT/metrics.json (per-epoch history,
+final float-sim and deploy accuracy) and OUT/curve.png. Lower it with
+`xnorflow compile OUT --target up5k -o OUT-up5k`.
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a binary network (XNOR-Net, BNN, DoReFa, BWN)",
+        description="Train a binary neural network with PyTorch and report its float-sim "
+        "accuracy and its deploy-mode accuracy (the integer semantics the compiler and the "
+        "accelerator use).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", default="mlp", choices=("mlp", "cnn"), help="architecture")
+    p.add_argument("--dataset", default="digits",
+                   help="digits (built in), fashion-mnist, mnist, cifar10 (default: digits)")
+    p.add_argument("--data-path", default=None,
+                   help="folder with the data set files (fashion-mnist default: "
+                   "/usr/share/datasets/fashion-mnist)")
+    p.add_argument("--mode", default="xnor", choices=("xnor", "bnn", "dorefa", "bwn"),
+                   help="binarisation scheme (default: xnor)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch", type=int, default=32, help="global batch size (default 32)")
+    p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--widths", default=None,
+                   help="hidden widths: mlp '256,256'; cnn 'conv,...:dense,...' e.g. 32,64:256")
+    p.add_argument("--in-bits", type=int, default=8,
+                   help="bits of the first layer's input pixels, 1..8 (default 8)")
+    p.add_argument("--act-bits", type=int, default=2,
+                   help="DoReFa activation bits: 1, 2, 4 or 8 (default 2; dorefa only)")
+    p.add_argument("--beta", action="store_true",
+                   help="XNOR-Net input scaling K during training (dropped at deploy)")
+    p.add_argument("--ste", default="hardtanh", choices=("hardtanh", "approxsign"),
+                   help="straight-through estimator for sign (default hardtanh)")
+    p.add_argument("--relu", action="store_true", help="ReLU after each binary conv/dense")
+    p.add_argument("-o", "--out", required=True, type=Path, help="output folder")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in OUT (its config.json wins over model flags)")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="processes for DistributedDataParallel (gloo on CPU)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per process (default 1: the machine is shared)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import torch
+
+    from xnorflow.sw.errors import UserError
+    from xnorflow.sw.models import parse_widths
+    from xnorflow.sw.train import train
+
+    if args.nproc < 1:
+        raise UserError(f"--nproc {args.nproc}: must be >= 1")
+    if args.epochs < 1:
+        raise UserError(f"--epochs {args.epochs}: must be >= 1")
+    torch.set_num_threads(max(1, args.threads))
+    config = {"model": args.model, "dataset": args.dataset, "mode": args.mode,
+              "widths": parse_widths(args.model, args.widths), "in_bits": args.in_bits,
+              "act_bits": args.act_bits, "beta": args.beta, "ste": args.ste,
+              "relu": args.relu}
+    metrics = train(config, args.out, epochs=args.epochs, batch=args.batch, lr=args.lr,
+                    seed=args.seed, resume=args.resume, nproc=args.nproc,
+                    data_path=args.data_path, progress=not args.quiet)
+    print(f"wrote {args.out}/checkpoint.pt, config.json, metrics.json")
+    return 0 if metrics else 1
