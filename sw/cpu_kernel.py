@@ -75,7 +75,7 @@ WIDTH = 64
 #: Reductions of at least this many words use the 4x4 register-blocked GEMM.
 BLOCKED_MIN_KW = 16
 #: Target number of accumulator entries per tile (keeps a tile's working set in L2).
-TILE_ENTRIES = 16384
+TILE_ENTRIES = 4096
 
 
 
@@ -177,12 +177,14 @@ def _gemm_blocked(a, w, h, r0, r1):
 def _gemm_rows(a, wt, h, r0, r1):
     """Column-vectorised XOR-popcount for short reductions; ``wt`` is ``(Kw, N)``.
 
-    Four rows share every weight load; the inner loop over the ``N`` columns is what LLVM
-    vectorises, so it stays efficient when ``Kw`` is only a few words. ``r1 - r0`` must be a
-    multiple of 4.
+    Four rows share every weight load and four words of ``K`` are summed per pass, so each
+    accumulator load/store carries 4 popcounts; the inner loop over the ``N`` columns is what
+    LLVM vectorises, which stays efficient when ``Kw`` is only a few words. ``r1 - r0`` must
+    be a multiple of 4.
     """
     kw = a.shape[1]
     n = wt.shape[1]
+    k4 = kw - kw % 4
     for m0 in range(r0, r1, 4):
         h0 = h[m0]
         h1 = h[m0 + 1]
@@ -193,7 +195,29 @@ def _gemm_rows(a, wt, h, r0, r1):
             h1[j] = 0
             h2[j] = 0
             h3[j] = 0
-        for k in range(kw):
+        for k in range(0, k4, 4):
+            x0a, x0b, x0c, x0d = a[m0, k], a[m0, k + 1], a[m0, k + 2], a[m0, k + 3]
+            x1a, x1b, x1c, x1d = a[m0 + 1, k], a[m0 + 1, k + 1], a[m0 + 1, k + 2], a[m0 + 1, k + 3]
+            x2a, x2b, x2c, x2d = a[m0 + 2, k], a[m0 + 2, k + 1], a[m0 + 2, k + 2], a[m0 + 2, k + 3]
+            x3a, x3b, x3c, x3d = a[m0 + 3, k], a[m0 + 3, k + 1], a[m0 + 3, k + 2], a[m0 + 3, k + 3]
+            wa = wt[k]
+            wb = wt[k + 1]
+            wc = wt[k + 2]
+            wd = wt[k + 3]
+            for j in range(n):
+                ya = wa[j]
+                yb = wb[j]
+                yc = wc[j]
+                yd = wd[j]
+                h0[j] += (_ctpop(x0a ^ ya) + _ctpop(x0b ^ yb)) + (_ctpop(x0c ^ yc)
+                                                                  + _ctpop(x0d ^ yd))
+                h1[j] += (_ctpop(x1a ^ ya) + _ctpop(x1b ^ yb)) + (_ctpop(x1c ^ yc)
+                                                                  + _ctpop(x1d ^ yd))
+                h2[j] += (_ctpop(x2a ^ ya) + _ctpop(x2b ^ yb)) + (_ctpop(x2c ^ yc)
+                                                                  + _ctpop(x2d ^ yd))
+                h3[j] += (_ctpop(x3a ^ ya) + _ctpop(x3b ^ yb)) + (_ctpop(x3c ^ yc)
+                                                                  + _ctpop(x3d ^ yd))
+        for k in range(k4, kw):
             x0 = a[m0, k]
             x1 = a[m0 + 1, k]
             x2 = a[m0 + 2, k]
@@ -364,56 +388,59 @@ def _layer_popcount(
 
 
 @njit(**_JIT)
-def _imul_rows(u, sgn, h, r0, r1):
-    """``h[r, n] = sum_k u[r, k] * sgn[k, n]`` (int32), 4 rows per pass, vectorised over ``n``."""
-    kk = u.shape[1]
-    n = sgn.shape[1]
-    for m0 in range(r0, r1, 4):
-        h0 = h[m0]
-        h1 = h[m0 + 1]
-        h2 = h[m0 + 2]
-        h3 = h[m0 + 3]
-        for j in range(n):
-            h0[j] = 0
-            h1[j] = 0
-            h2[j] = 0
-            h3[j] = 0
-        for k in range(kk):
-            x0 = u[m0, k]
-            x1 = u[m0 + 1, k]
-            x2 = u[m0 + 2, k]
-            x3 = u[m0 + 3, k]
-            sk = sgn[k]
-            for j in range(n):
-                y = sk[j]
-                h0[j] += x0 * y
-                h1[j] += x1 * y
-                h2[j] += x2 * y
-                h3[j] += x3 * y
+def _iand_cols(ut, wmask, ht, npx):
+    """``ht[n, p] = sum_k (ut[k, p] & wmask[n, k])`` (int32) for pixels ``p < npx``.
+
+    ``wmask`` is ``-1`` where the weight is +1 and ``0`` where it is -1, so ``ht`` is the sum
+    of the inputs under +1 weights: an AND and an add per term. Vectorised over the pixels
+    (a long, unit-stride loop), three taps per pass over each accumulator row.
+    """
+    kk = ut.shape[0]
+    n = wmask.shape[0]
+    k3 = kk - kk % 3
+    for j in range(n):
+        hj = ht[j]
+        for p in range(npx):
+            hj[p] = 0
+        for k in range(0, k3, 3):
+            wa = wmask[j, k]
+            wb = wmask[j, k + 1]
+            wc = wmask[j, k + 2]
+            ua = ut[k]
+            ub = ut[k + 1]
+            uc = ut[k + 2]
+            for p in range(npx):
+                hj[p] += (ua[p] & wa) + (ub[p] & wb) + (uc[p] & wc)
+        for k in range(k3, kk):
+            wa = wmask[j, k]
+            ua = ut[k]
+            for p in range(npx):
+                hj[p] += ua[p] & wa
 
 
 @njit(parallel=True, **_JIT)
 def _layer_integer(
-    u, kh, kw, stride, pad, ho, wo, sgn, base, tile_px,
+    u, kh, kw, stride, pad, ho, wo, wmask, base, tile_px,
     mode, tsig, tval, acc_out, store_acc, bits_out, levels_out,
 ):
-    """Small-reduction multi-bit layer: ``A = base[n] + sum_i sgn[i, n] * u_i`` (exact).
+    """Small-reduction multi-bit layer: ``A = base[n] + 2 * sum_{w=+1} u_i - sum_i u_i``.
 
-    ``u`` is ``(N, H, W, C)`` uint8 levels, ``sgn`` is ``(kh * kw * C, N)`` int32 of +-1 and
-    ``base[n] = (2^B - 1) * n_neg[n]``. Padded pixels have ``u = 0``. The window of every
-    output pixel is gathered into an ``int32`` row, then multiplied 4 rows at a time.
+    That is ``base[n] + sum_i (2 w_i - 1) u_i``, exact. ``u`` is ``(N, H, W, C)`` uint8
+    levels, ``wmask`` is ``(N_out, kh * kw * C)`` int32 (``-1`` for weight +1, else 0) and
+    ``base[n] = (2^B - 1) * n_neg[n]``. Padded pixels have ``u = 0``. The windows of a tile
+    of output pixels are gathered transposed (``(K, pixels)`` int32), then reduced.
     """
     nimg, hin, win, c = u.shape
-    kk = sgn.shape[0]
-    nout = sgn.shape[1]
+    nout = wmask.shape[0]
+    kk = wmask.shape[1]
     npix = nimg * ho * wo
     ntiles = (npix + tile_px - 1) // tile_px
-    rows_cap = ((tile_px + 3) // 4) * 4
     for t in prange(ntiles):
         p0 = t * tile_px
         np_ = min(npix - p0, tile_px)
-        cols = np.zeros((rows_cap, kk), np.int32)
-        h = np.empty((rows_cap, nout), np.int32)
+        ut = np.empty((kk, tile_px), np.int32)
+        ht = np.empty((nout, tile_px), np.int32)
+        usum = np.zeros(tile_px, np.int64)
         img = p0 // (ho * wo)
         rem = p0 - img * ho * wo
         oy = rem // wo
@@ -426,7 +453,6 @@ def _layer_integer(
                 if oy == ho:
                     oy = 0
                     img += 1
-            row = cols[i]
             for dy in range(kh):
                 iy = oy * stride + dy - pad
                 for dx in range(kw):
@@ -434,16 +460,37 @@ def _layer_integer(
                     tap = (dy * kw + dx) * c
                     if iy < 0 or iy >= hin or ix < 0 or ix >= win:
                         for ci in range(c):
-                            row[tap + ci] = 0
+                            ut[tap + ci, i] = 0
                     else:
                         for ci in range(c):
-                            row[tap + ci] = u[img, iy, ix, ci]
-        rows = ((np_ + 3) // 4) * 4
-        _imul_rows(cols, sgn, h, 0, rows)
+                            v = np.int32(u[img, iy, ix, ci])
+                            ut[tap + ci, i] = v
+                            usum[i] += v
+        _iand_cols(ut, wmask, ht, np_)
+        if mode == _EPI_BITS and not store_acc:
+            # fused threshold + pack, vectorised over the tile's pixels:
+            # sig * (base - usum + 2h) >= sig * T  <=>  sig * (2h - usum) - thr >= 0,
+            # thr = sig * T - sig * base
+            wq = np.empty(tile_px, np.uint64)
+            for q in range(bits_out.shape[1]):
+                for i in range(np_):
+                    wq[i] = 0
+                for b in range(min(64, nout - 64 * q)):
+                    j = 64 * q + b
+                    sj = tsig[j]
+                    thr = tval[j, 0] - sj * base[j]
+                    hj = ht[j]
+                    sh = np.uint64(b)
+                    for i in range(np_):
+                        d = sj * (2 * np.int64(hj[i]) - usum[i]) - thr
+                        wq[i] |= ((~np.uint64(d)) >> np.uint64(63)) << sh
+                for i in range(np_):
+                    bits_out[p0 + i, q] = wq[i]
+            continue
         acc = np.empty((np_, nout), np.int64)
         for i in range(np_):
             for j in range(nout):
-                acc[i, j] = base[j] + np.int64(h[i, j])
+                acc[i, j] = base[j] - usum[i] + 2 * np.int64(ht[j, i])
         _epilogue(acc, p0, np_, mode, tsig, tval, acc_out, store_acc, bits_out, levels_out)
 
 
@@ -619,7 +666,7 @@ class PreparedLayer:
     w: np.ndarray  # (N4, Kw) uint64, rows padded to a multiple of 4 with weight pad words
     wt: np.ndarray  # (Kw, N4) uint64 (column-vectorised GEMM), or a 1x1 dummy
     blocked: bool
-    sgn: np.ndarray  # integer path: (K, N) int32 of +-1
+    wmask: np.ndarray  # integer path: (N, K) int32, -1 where the weight is +1, else 0
     base: np.ndarray  # integer path: (2^B - 1) * n_neg, int64 (N,)
     tsig: np.ndarray  # int64 (N,): polarity (1 for integer layers)
     tval: np.ndarray  # int64 (N, J): polarity * thresholds
@@ -669,10 +716,10 @@ def prepare_layer(layer: Layer) -> PreparedLayer:
     w = _pad_rows(w.astype(np.uint64), 4, ~np.uint64(0))
     blocked = kwords >= BLOCKED_MIN_KW
     wt = np.ascontiguousarray(w.T) if not blocked else np.zeros((1, 1), np.uint64)
-    sgn = np.zeros((1, 1), np.int32)
+    wmask = np.zeros((1, 1), np.int32)
     base = np.zeros(1, np.int64)
     if path == "integer":
-        sgn = np.ascontiguousarray((wb.reshape(n, -1).astype(np.int32) * 2 - 1).T)
+        wmask = np.ascontiguousarray(-(wb.reshape(n, -1).astype(np.int32)))
         base = ((1 << layer.in_bits) - 1) * layer.n_neg.astype(np.int64)
     cwo = enc.words_per_segment(n, WIDTH)
     if layer.output == "threshold":
@@ -696,7 +743,7 @@ def prepare_layer(layer: Layer) -> PreparedLayer:
     tile_px = max(4, TILE_ENTRIES // max(1, w.shape[0] * rows_per_px) // 4 * 4)
     return PreparedLayer(
         layer=layer, path=path, dense=dense, kwords=kwords, w=w, wt=wt, blocked=blocked,
-        sgn=sgn, base=base, tsig=tsig, tval=tval, or_mask=or_mask, and_mask=and_mask,
+        wmask=wmask, base=base, tsig=tsig, tval=tval, or_mask=or_mask, and_mask=and_mask,
         use_min=use_min, tile_px=int(tile_px),
     )
 
@@ -764,7 +811,7 @@ def _forward(pl: PreparedLayer, x: _Act, keep_acc: bool) -> tuple[_Act | np.ndar
     epi = (mode, pl.tsig, pl.tval, acc_out, keep_acc, bits_out, levels_out)
     if pl.path == "integer":
         u = np.ascontiguousarray(x.get_levels())
-        _layer_integer(u, layer.kh, layer.kw, layer.stride, layer.pad, ho, wo, pl.sgn, pl.base,
+        _layer_integer(u, layer.kh, layer.kw, layer.stride, layer.pad, ho, wo, pl.wmask, pl.base,
                        pl.tile_px, *epi)
     else:
         xp = x.get_packed()

@@ -1,0 +1,304 @@
+"""Benchmark the fast CPU kernel (xnorflow.sw.cpu_kernel) against fp32 PyTorch and NumPy.
+
+Every ratio is measured side by side in this one process: the two sides run interleaved
+(A, B, A, B, ...) with the same thread count (``torch.set_num_threads`` and
+``numba.set_num_threads``), each sample is the median of several repetitions, JIT
+compilation happens before any timing. The machine's load average is printed because the
+machine may be shared.
+
+    .venv/bin/python benchmarks/cpu_kernel.py            # print the report
+    .venv/bin/python benchmarks/cpu_kernel.py --save     # also write benchmarks/results/
+"""
+
+from __future__ import annotations
+
+import os
+
+# OpenBLAS tuning variables can slow NumPy down on this machine; unset them for this process
+# only, before NumPy is imported, and say so in the report.
+_UNSET_ENV = {k: os.environ.pop(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+              if k in os.environ}
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from llvmlite import binding as llvm  # noqa: E402
+
+from xnorflow.sw import cpu_kernel as ck  # noqa: E402
+from xnorflow.sw import cpu_models as cm  # noqa: E402
+from xnorflow.sw import encoding as enc  # noqa: E402
+from xnorflow.sw import golden, reference  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+GOALS = {"gemm_1t": 10.0, "gemm_2t": 10.0, "conv": 6.0, "cnn": 5.0, "reference": 20.0}
+
+
+def cpu_info() -> dict:
+    info = {"model": platform.processor() or "unknown", "mhz": None, "flags": []}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "model name" and info["model"] in ("unknown", "", "x86_64"):
+            info["model"] = value
+        elif key == "cpu MHz" and info["mhz"] is None:
+            info["mhz"] = float(value)
+        elif key in ("flags", "Features") and not info["flags"]:
+            info["flags"] = value.split()
+    return info
+
+
+def timed(fn, inner: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(inner):
+        fn()
+    return (time.perf_counter() - t0) / inner
+
+
+def calibrate(fn, target_s: float = 0.03) -> int:
+    fn()
+    t = timed(fn, 1)
+    return max(1, min(1000, int(target_s / max(t, 1e-7))))
+
+
+def side_by_side(fast, slow, repeats: int) -> tuple[float, float]:
+    """Median seconds per call of ``fast`` and ``slow``, sampled interleaved."""
+    nf, ns = calibrate(fast), calibrate(slow)
+    tf, ts = [], []
+    for _ in range(repeats):
+        tf.append(timed(fast, nf))
+        ts.append(timed(slow, ns))
+    return statistics.median(tf), statistics.median(ts)
+
+
+def set_threads(n: int) -> None:
+    torch.set_num_threads(n)
+    numba.set_num_threads(n)
+
+
+def torch_cnn() -> torch.nn.Module:
+    """The fp32 network with the Fashion-MNIST CNN's shape (BatchNorm + hardtanh + max-pool)."""
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.Hardtanh(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.Hardtanh(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(3136, 256), nn.BatchNorm1d(256), nn.Hardtanh(),
+        nn.Linear(256, 10),
+    ).eval()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=9, help="interleaved samples per side")
+    ap.add_argument("--save", action="store_true",
+                    help="write benchmarks/results/cpu_kernel.txt and .json")
+    args = ap.parse_args(argv)
+
+    lines: list[str] = []
+    res: dict = {"goals": GOALS}
+
+    def out(s: str = "") -> None:
+        print(s, flush=True)
+        lines.append(s)
+
+    info = cpu_info()
+    flags = set(info["flags"])
+    max_threads = numba.config.NUMBA_NUM_THREADS
+    threads_list = [1, 2] if max_threads >= 2 else [1]
+    load0 = os.getloadavg()
+    out("# xnorflow CPU kernel benchmark (benchmarks/cpu_kernel.py)")
+    out(f"date (UTC)      : {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())}")
+    out(f"CPU             : {info['model']}, {os.cpu_count()} logical CPUs, "
+        f"cpu MHz {info['mhz']} (/proc/cpuinfo)")
+    simd = [f for f in ("popcnt", "avx2", "avx512f", "avx512bw", "avx512_vpopcntdq",
+                        "avx512_bitalg", "asimd") if f in flags]
+    out(f"SIMD flags      : {' '.join(simd) or 'none of popcnt/avx2/avx512'}")
+    out(f"numba           : {numba.__version__}, LLVM target {llvm.get_host_cpu_name()}, "
+        f"threading layer {numba.config.THREADING_LAYER}, NUMBA_NUM_THREADS {max_threads}")
+    out(f"torch           : {torch.__version__}, default threads {torch.get_num_threads()}, "
+        f"interop {torch.get_num_interop_threads()}, mkldnn {torch.backends.mkldnn.enabled}")
+    out(f"numpy           : {np.__version__}; unset for this process: "
+        f"{', '.join(f'{k}={v}' for k, v in _UNSET_ENV.items()) or 'nothing (none set)'}")
+    out(f"load average    : {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} (1/5/15 min, at start)")
+    out(f"method          : interleaved samples, median of {args.repeats} per side; "
+        "each sample averages enough calls for ~30 ms")
+    res["machine"] = {"cpu": info["model"], "mhz": info["mhz"], "simd": simd,
+                      "logical_cpus": os.cpu_count(), "load_start": load0,
+                      "numba": numba.__version__, "torch": torch.__version__,
+                      "llvm_cpu": llvm.get_host_cpu_name(), "unset_env": _UNSET_ENV}
+    rng = np.random.default_rng(0)
+
+    # ---- JIT warm-up (compilation or cache load, not timed) ----------------------------------
+    t0 = time.perf_counter()
+    model = cm.fashion_cnn(seed=0)
+    prepared = ck.prepare(model)
+    ck.run(prepared, rng.integers(0, 256, (2, 28, 28, 1), dtype=np.uint8))
+    ck.xnor_gemm(np.zeros((4, 64), np.uint64), np.zeros((4, 64), np.uint64))
+    out(f"JIT warm-up     : {time.perf_counter() - t0:.1f} s (compile or load cache; not timed)")
+    out()
+
+    # ---- GEMM -------------------------------------------------------------------------------
+    m = n = 256
+    k = 4096
+    a_bits = rng.integers(0, 2, (m, k), dtype=np.uint8)
+    w_bits = rng.integers(0, 2, (n, k), dtype=np.uint8)
+    a_words = enc.pack_bits(a_bits, 64, enc.ACT_PAD_BIT)
+    w_words = enc.pack_bits(w_bits, 64, enc.WEIGHT_PAD_BIT)
+    assert np.array_equal(ck.xnor_gemm(a_words, w_words), reference.xnor_gemm(a_words, w_words))
+    a_f = torch.from_numpy(enc.bits_to_values(a_bits).astype(np.float32))
+    w_f = torch.from_numpy(enc.bits_to_values(w_bits).T.astype(np.float32)).contiguous()
+    macs = m * n * k
+    out(f"## GEMM M=N={m}, K={k} bits: xnor_gemm (packed uint64) vs torch.matmul fp32")
+    res["gemm"] = {}
+    for t in threads_list:
+        set_threads(t)
+        tk, tt = side_by_side(lambda: ck.xnor_gemm(a_words, w_words),
+                              lambda: torch.matmul(a_f, w_f), args.repeats)
+        ratio = tt / tk
+        key = f"gemm_{t}t"
+        out(f"  {t} thread(s): kernel {tk * 1e3:8.3f} ms   torch {tt * 1e3:8.3f} ms   "
+            f"ratio {ratio:6.1f}x  (goal >= {GOALS[key]:.0f}x: "
+            f"{'met' if ratio >= GOALS[key] else 'MISSED'})")
+        res["gemm"][key] = {"kernel_s": tk, "torch_s": tt, "ratio": ratio}
+
+    # ---- reference kernel --------------------------------------------------------------------
+    set_threads(1)
+    tk, tr = side_by_side(lambda: ck.xnor_gemm(a_words, w_words),
+                          lambda: reference.xnor_gemm(a_words, w_words), max(3, args.repeats // 3))
+    ratio = tr / tk
+    out(f"## same GEMM vs the NumPy reference kernel (sw/reference.py), 1 thread")
+    out(f"  kernel {tk * 1e3:8.3f} ms   reference {tr * 1e3:8.3f} ms   ratio {ratio:6.1f}x  "
+        f"(goal >= {GOALS['reference']:.0f}x: {'met' if ratio >= GOALS['reference'] else 'MISSED'})")
+    res["reference"] = {"kernel_s": tk, "reference_s": tr, "ratio": ratio}
+
+    # ---- peak --------------------------------------------------------------------------------
+    mhz = info["mhz"] or 0.0
+    if "avx512_vpopcntdq" in flags:
+        peak, why = 512, ("AVX-512 VPOPCNTDQ: one 512-bit VPOPCNTQ per cycle per core "
+                          "(the XOR, add and loads each popcount needs are not counted)")
+    elif "avx2" in flags:
+        peak, why = 64, ("AVX2 has no vector popcount: ~1 scalar POPCNT (64 bits) per cycle "
+                         "(a vpshufb nibble-LUT can do somewhat better)")
+    else:
+        peak, why = 64, "scalar POPCNT, 64 bits per cycle"
+    gk = res["gemm"]["gemm_1t"]["kernel_s"]
+    achieved = macs / gk / (mhz * 1e6) if mhz else float("nan")
+    out(f"## binary MACs per cycle per core (GEMM, 1 thread, clock {mhz:.0f} MHz from cpuinfo)")
+    out(f"  achieved {achieved:6.1f} MAC/cycle vs assumed peak {peak} MAC/cycle "
+        f"= {100 * achieved / peak:5.1f}% of peak")
+    out(f"  peak assumption: {why}")
+    if 2 in threads_list:
+        g2 = res["gemm"]["gemm_2t"]["kernel_s"]
+        out(f"  2 threads: {macs / g2 / (mhz * 1e6) / 2 if mhz else float('nan'):6.1f} "
+            "MAC/cycle per core")
+    res["peak"] = {"achieved_mac_per_cycle_1t": achieved, "assumed_peak": peak,
+                   "assumption": why}
+    out()
+
+    # ---- convolution -------------------------------------------------------------------------
+    conv = cm.random_layer(rng, name="conv3x3", kind="conv", in_h=16, in_w=16, in_c=256,
+                           out_c=256, k=3, pad=1)
+    pconv = ck.prepare_layer(conv)
+    xbits = rng.integers(0, 2, (1, 16, 16, 256), dtype=np.uint8)
+    xin = ck._Act(1, packed=enc.pack_bits(xbits, 64).astype(np.uint64)[None], channels=256)
+    got, _ = ck._forward(pconv, xin, keep_acc=False)
+    assert np.array_equal(got.get_levels(), golden.output_stage(
+        conv, golden.layer_accumulators(conv, xbits)))
+    xf = torch.from_numpy(enc.bits_to_values(xbits).astype(np.float32)).permute(0, 3, 1, 2)
+    xf = xf.contiguous()
+    wf = torch.from_numpy(enc.bits_to_values(conv.weights).astype(np.float32))
+    wf = wf.permute(0, 3, 1, 2).contiguous()
+    out("## conv 3x3, 256 -> 256 channels, 16x16 map, pad 1, batch 1: packed in -> "
+        "threshold -> packed out vs F.conv2d fp32")
+    res["conv"] = {}
+    for t in threads_list:
+        set_threads(t)
+        tk, tt = side_by_side(lambda: ck._forward(pconv, xin, keep_acc=False),
+                              lambda: F.conv2d(xf, wf, padding=1), args.repeats)
+        ratio = tt / tk
+        out(f"  {t} thread(s): kernel {tk * 1e3:8.3f} ms   torch {tt * 1e3:8.3f} ms   "
+            f"ratio {ratio:6.1f}x  (goal >= {GOALS['conv']:.0f}x: "
+            f"{'met' if ratio >= GOALS['conv'] else 'MISSED'})")
+        res["conv"][f"{t}t"] = {"kernel_s": tk, "torch_s": tt, "ratio": ratio}
+    out()
+
+    # ---- whole CNN ---------------------------------------------------------------------------
+    batch = 256
+    px = rng.integers(0, 256, (batch, 28, 28, 1), dtype=np.uint8)
+    net = torch_cnn()
+    xt = torch.from_numpy(px.astype(np.float32) / 255.0).permute(0, 3, 1, 2).contiguous()
+    paths = ", ".join(f"{p.layer.name}:{p.path}{'/dense' if p.dense else ''}"
+                      f"/Kw={p.kwords}{'/4x4' if p.blocked else '/rows'}"
+                      for p in prepared.layers)
+    out(f"## Fashion-MNIST-shaped CNN, batch {batch}: run(intermediates=False) vs the same "
+        "network in fp32 torch (inference_mode)")
+    out(f"  network: conv 1->32 3x3 pad1 + pool2, conv 32->64 3x3 pad1 + pool2, dense "
+        f"3136->256, dense 256->10; first layer {model.layers[0].in_bits}-bit pixels")
+    out(f"  kernel paths: {paths}")
+    res["cnn"] = {}
+    with torch.inference_mode():
+        for t in threads_list:
+            set_threads(t)
+            tk, tt = side_by_side(lambda: ck.run(prepared, px, intermediates=False),
+                                  lambda: net(xt), args.repeats)
+            ratio = tt / tk
+            out(f"  {t} thread(s): kernel {tk * 1e3:8.2f} ms ({batch / tk:8.0f} img/s)   "
+                f"torch {tt * 1e3:8.2f} ms ({batch / tt:7.0f} img/s)   ratio {ratio:5.1f}x  "
+                f"(goal >= {GOALS['cnn']:.0f}x: {'met' if ratio >= GOALS['cnn'] else 'MISSED'})")
+            res["cnn"][f"{t}t"] = {"kernel_s": tk, "torch_s": tt, "ratio": ratio,
+                                   "kernel_images_per_s": batch / tk}
+    set_threads(1)
+    gb = 8
+    tk, tg = side_by_side(lambda: ck.run(prepared, px[:gb]), lambda: golden.run(model, px[:gb]),
+                          3)
+    out(f"  vs the golden model (NumPy), batch {gb}, both with intermediates, 1 thread: "
+        f"kernel {tk * 1e3:.2f} ms, golden {tg * 1e3:.1f} ms, ratio {tg / tk:.0f}x")
+    res["cnn"]["golden"] = {"batch": gb, "kernel_s": tk, "golden_s": tg, "ratio": tg / tk}
+    out()
+
+    # ---- weight memory -----------------------------------------------------------------------
+    out("## weight memory: packed (uint64, as the kernel keeps it) vs fp32")
+    gemm_packed = w_words.nbytes
+    out(f"  GEMM K=4096: fp32 {n * k * 4} B, packed {gemm_packed} B, "
+        f"ratio {n * k * 4 / gemm_packed:.2f}x (K % 64 == 0)")
+    out(f"  conv 3x3x256 -> 256: fp32 {conv.out_c * conv.k_valid * 4} B, packed "
+        f"{ck.weight_bytes(pconv)} B, ratio {conv.out_c * conv.k_valid * 4 / ck.weight_bytes(pconv):.2f}x")
+    fp32 = sum(la.out_c * la.k_valid * 4 for la in model.layers)
+    packed = ck.weight_bytes(prepared)
+    out(f"  CNN: fp32 {fp32} B, packed {packed} B, ratio {fp32 / packed:.2f}x "
+        "(layers with K % 64 != 0 pad their last word)")
+    res["memory"] = {"gemm_ratio": n * k * 4 / gemm_packed, "cnn_fp32": fp32,
+                     "cnn_packed": packed}
+    load1 = os.getloadavg()
+    out()
+    out(f"load average    : {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} (at end; "
+        f"{os.cpu_count()} logical CPUs shared with other users -> timings are noisy)")
+    res["machine"]["load_end"] = load1
+
+    if args.save:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        for name, text in (("cpu_kernel.txt", "\n".join(lines) + "\n"),
+                           ("cpu_kernel.json", json.dumps(res, indent=2, default=float) + "\n")):
+            fd, tmp = tempfile.mkstemp(dir=RESULTS, prefix=f".{name}.")
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.replace(tmp, RESULTS / name)
+        print(f"wrote {RESULTS / 'cpu_kernel.txt'} and .json", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
