@@ -25,11 +25,13 @@ def _params():
     return out
 
 
-@pytest.mark.parametrize("rows,cols,width", _params())
-def test_array_tiles_with_bubbles(rows, cols, width):
+def _run_tiles(rows, cols, width, spacing=None, p_bubble=0.25):
+    """Random tiles through the array; `last` beats at least `spacing` cycles apart
+    (default: the array's min_tile_cycles). Returns (got, expected) [(cycle, row accs)]."""
     rng = np.random.default_rng(rows * 100 + cols * 10 + width)
     planes = 2
     dut = SystolicArray(rows, cols, width, max_k=8 * width, max_planes=planes)
+    gap = dut.min_tile_cycles if spacing is None else spacing
     dt = _DT[width]
     tiles = []
     for i in range(6):
@@ -48,8 +50,8 @@ def test_array_tiles_with_bubbles(rows, cols, width):
         for a, w, sh, _ in tiles:
             for j in range(len(sh)):
                 is_last = j == len(sh) - 1
-                while rng.random() < 0.25 or (
-                        is_last and last_at and cycle - last_at[-1] < dut.min_tile_cycles):
+                while rng.random() < p_bubble or (
+                        is_last and last_at and cycle - last_at[-1] < gap):
                     ctx.set(dut.ctl, {"valid": 0, "last": 1, "shift": 0})
                     await ctx.tick()
                     cycle += 1
@@ -79,7 +81,19 @@ def test_array_tiles_with_bubbles(rows, cols, width):
     sim.run()
     expect = [(t + dut.latency + 2 * r, list(map(int, acc[r])))
               for t, (_, _, _, acc) in zip(last_at, tiles, strict=True) for r in range(rows)]
+    return got, expect
+
+
+@pytest.mark.parametrize("rows,cols,width", _params())
+def test_array_tiles_with_bubbles(rows, cols, width):
+    got, expect = _run_tiles(rows, cols, width)
     assert got == expect
+
+
+def test_array_min_tile_spacing_is_needed():
+    """`last` beats 2R - 2 cycles apart make a result overwrite one still climbing."""
+    got, expect = _run_tiles(4, 2, 16, spacing=2 * 4 - 2, p_bubble=0.0)
+    assert got != expect
 
 
 def test_check_geometry():
