@@ -275,7 +275,8 @@ def main(argv=None) -> int:
         rc |= part_random(args)
     if args.part in ("digits", "all"):
         rc |= part_dataset(args, "digits", "digits", "icarus", args.target or "up5k",
-                           ["--model", "mlp", "--epochs", "30"])
+                           ["--model", "mlp", "--widths", "128,64", "--in-bits", "4",
+                            "--epochs", "30"])
     if args.part in ("fmnist", "all"):
         rc |= part_dataset(args, "fmnist", "fashion-mnist", "verilator",
                            args.target or "ecp5-85f", ["--model", "mlp", "--epochs", "5"])

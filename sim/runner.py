@@ -37,6 +37,19 @@ TIMESCALE = ("1ns", "1ps")
 VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3", "--x-assign", "fast"]
 
 
+#: Verilog-2005 waveform dump module for Icarus (FST; path from ``+dumpfile_path=``).
+ICARUS_DUMP = """\
+module xf_iverilog_dump();
+  reg [8*1024-1:0] path;
+  initial begin
+    if ($value$plusargs("dumpfile_path=%s", path)) $dumpfile(path);
+    else $dumpfile("{top}.fst");
+    $dumpvars(0, {top});
+  end
+endmodule
+"""
+
+
 class SimulatorMissing(UserError):
     """The requested simulator is not installed; the message says how to get it."""
 
@@ -139,32 +152,40 @@ def run_cocotb(
     env = simulator_env(sim)
     runner = get_runner(sim)
     bdir = build_dir_for(sim, rtl, waves)
-    build_args = list(VERILATOR_ARGS) if sim == "verilator" else []
+    sources = [rtl.path]
+    if sim == "verilator":
+        build_args = list(VERILATOR_ARGS)
+    else:
+        # Verilog-2005 semantics: yosys's `reg x = 0` initial-evaluation trigger only fires
+        # an event at time 0 under them (with -g2012 `always @*` outputs stay X until an
+        # input changes). cocotb's own FST dump module is SystemVerilog, so use ours.
+        build_args = ["-g2005"]
+        if waves:
+            bdir.mkdir(parents=True, exist_ok=True)
+            dump = bdir / "xf_iverilog_dump.v"
+            dump.write_text(ICARUS_DUMP.format(top=rtl.toplevel))
+            sources.append(dump)
+            build_args += ["-s", "xf_iverilog_dump"]
     stamp = bdir / ".built"
     t0 = time.perf_counter()
     built = False
     with _lock(bdir.parent / f".{bdir.name}.lock"):
         kwargs = dict(
-            sources=[rtl.path],
+            sources=sources,
             hdl_toplevel=rtl.toplevel,
             build_dir=bdir,
             build_args=build_args,
             timescale=TIMESCALE,
-            waves=waves,
+            waves=waves and sim == "verilator",
             log_file=None,
         )
-        if not stamp.is_file() or stamp.read_text() != rtl.key:
-            runner.build(always=True, **kwargs)
-            stamp.write_text(rtl.key)
-            built = True
-        else:
-            # Restore the runner's build state without rebuilding.
-            runner.build_dir = bdir
-            runner.hdl_toplevel = rtl.toplevel
-            runner.timescale = TIMESCALE
-            runner.waves = waves
-            runner._set_build_args(build_args)
-            runner._set_sources([rtl.path])
+        # Icarus skips compiling when sim.vvp is newer than the Verilog; Verilator skips
+        # verilating identical inputs (--skip-identical) and make has nothing to do.
+        want = " ".join([rtl.key, *map(str, build_args)])
+        fresh = not stamp.is_file() or stamp.read_text() != want
+        runner.build(always=fresh, **kwargs)
+        stamp.write_text(want)
+        built = fresh
     build_s = time.perf_counter() - t0
     own_dir = test_dir is None
     tdir = Path(tempfile.mkdtemp(prefix=f"{sim}-", dir=cache_dir())) if own_dir else test_dir

@@ -55,8 +55,8 @@ async def _bench(dut, idle: float, backpressure: float, rng: random.Random):
     drv = StreamDriver(dut, "host_in", dut.clk, idle, rng)
     mon = StreamMonitor(dut, "host_out", dut.clk, backpressure, rng)
     pair = StreamPair(drv, mon)
+    await _reset(dut)  # outputs are X until the first reset edge
     cocotb.start_soon(pair.run())
-    await _reset(dut)
     return StreamTransport(drv, mon), pair
 
 
