@@ -263,6 +263,21 @@ def _gather_row(x, plane, img, oy, ox, kh, kw, stride, pad, c, dense, out):
     hin = x.shape[2]
     win = x.shape[3]
     cw = x.shape[4]
+    if dense and cw == 1 and 64 % c == 0:
+        # segments of C | 64 bits never straddle a word: segment t goes to bit t*C
+        nout = (kh * kw * c + 63) // 64
+        for j in range(nout):
+            out[j] = np.uint64(0)
+        t = 0
+        for dy in range(kh):
+            iy = oy * stride + dy - pad
+            for dx in range(kw):
+                ix = ox * stride + dx - pad
+                if iy >= 0 and iy < hin and ix >= 0 and ix < win:
+                    bit = t * c
+                    out[bit >> 6] |= x[plane, img, iy, ix, 0] << np.uint64(bit & 63)
+                t += 1
+        return
     pos = 0
     cur = np.uint64(0)
     off = 0
@@ -614,6 +629,19 @@ def _pad_rows(w: np.ndarray, multiple: int, fill) -> np.ndarray:
     return np.concatenate([w, np.full((extra,) + w.shape[1:], fill, w.dtype)])
 
 
+def _pad_cols(w: np.ndarray, multiple: int, act: bool = False) -> np.ndarray:
+    """Pad ``Kw`` to a multiple of ``multiple`` words so LLVM's vector loop has no scalar tail.
+
+    Extra weight words are all ones and extra activation words all zeros: they always
+    disagree, so ``P = 64 * Kw_padded - sum popcount(a ^ w)`` is unchanged.
+    """
+    extra = (-w.shape[1]) % multiple
+    if not extra:
+        return np.ascontiguousarray(w)
+    fill = np.uint64(0) if act else ~np.uint64(0)
+    return np.concatenate([w, np.full((w.shape[0], extra), fill, np.uint64)], axis=1)
+
+
 def xnor_gemm(act_words, weight_words, threads: int | None = None) -> np.ndarray:
     """``P[m, n] = sum_j popcount(~(A[m, j] ^ W[n, j]))`` -- fast :func:`reference.xnor_gemm`.
 
@@ -633,6 +661,9 @@ def xnor_gemm(act_words, weight_words, threads: int | None = None) -> np.ndarray
     a4 = _pad_rows(a, 4, 0)
     w4 = _pad_rows(w, 4, ~np.uint64(0))
     blocked = kw >= BLOCKED_MIN_KW
+    if blocked:
+        a4, w4 = _pad_cols(a4, 8, act=True), _pad_cols(w4, 8)
+        kw = w4.shape[1]
     wt = np.ascontiguousarray(w4.T) if not blocked else np.zeros((1, 1), np.uint64)
     h = np.empty((a4.shape[0], w4.shape[0]), np.uint64)
     tile = max(4, min(a4.shape[0], (TILE_ENTRIES // max(1, w4.shape[0])) // 4 * 4))
@@ -663,7 +694,8 @@ class PreparedLayer:
     path: str  # "popcount" or "integer"
     dense: bool  # popcount path: compact partial segments into a dense bit stream
     kwords: int  # popcount path: words per reduction row
-    w: np.ndarray  # (N4, Kw) uint64, rows padded to a multiple of 4 with weight pad words
+    w: np.ndarray  # (N4, Kw8) uint64, rows padded to a multiple of 4 (and, for the blocked
+    #               GEMM, columns to a multiple of 8) with all-ones weight pad words
     wt: np.ndarray  # (Kw, N4) uint64 (column-vectorised GEMM), or a 1x1 dummy
     blocked: bool
     wmask: np.ndarray  # integer path: (N, K) int32, -1 where the weight is +1, else 0
@@ -695,7 +727,7 @@ def _choose_path(layer: Layer) -> tuple[str, bool, int]:
     dense_words = enc.words_per_segment(k, WIDTH)
     dense = dense_words < seg_words
     kwords = dense_words if dense else seg_words
-    # int32 multiply-adds (16 per 512-bit vector) beat B popcount rows of kwords words
+    # int32 AND-adds (16 per 512-bit vector) beat B popcount rows of kwords words
     # (8 per vector) when K < 2 * B * kwords; only for unsigned multi-bit input.
     if not layer.signed_input and layer.in_bits > 1 and k < 2 * layer.in_bits * kwords:
         return "integer", dense, kwords
@@ -715,6 +747,8 @@ def prepare_layer(layer: Layer) -> PreparedLayer:
                               enc.WEIGHT_PAD_BIT)
     w = _pad_rows(w.astype(np.uint64), 4, ~np.uint64(0))
     blocked = kwords >= BLOCKED_MIN_KW
+    if blocked:
+        w = _pad_cols(w, 8)
     wt = np.ascontiguousarray(w.T) if not blocked else np.zeros((1, 1), np.uint64)
     wmask = np.zeros((1, 1), np.int32)
     base = np.zeros(1, np.int64)
@@ -816,7 +850,7 @@ def _forward(pl: PreparedLayer, x: _Act, keep_acc: bool) -> tuple[_Act | np.ndar
     else:
         xp = x.get_packed()
         _layer_popcount(xp, layer.kh, layer.kw, layer.stride, layer.pad, ho, wo, layer.in_c,
-                        pl.dense, pl.kwords, pl.w, pl.wt, pl.blocked, pl.tile_px, *epi)
+                        pl.dense, pl.w.shape[1], pl.w, pl.wt, pl.blocked, pl.tile_px, *epi)
     acc = acc_out.reshape(nimg, ho, wo, n) if keep_acc else acc_out
     if mode == _EPI_NONE:
         score = layer.score_mul * acc + np.asarray(layer.score_offset, dtype=np.int64)
