@@ -317,3 +317,18 @@ def test_doc_names_every_manifest_field(compiled):
               *(f"model.{k}" for k in manifest["model"]),
               *(f"memories[].{k}" for k in manifest["memories"][0])]
     assert [f for f in fields if f"`{f}" not in doc] == []
+
+
+def test_extra_files_are_listed_and_checked(tmp_path):
+    model = mlp()
+    out = tmp_path / "o"
+    man = write_model_folder(out, model, ECP5, build_memories(model, ECP5),
+                             extra_files={"notes.txt": "hello\n", "blob.bin": b"\x00\x01"})
+    assert {"notes.txt", "blob.bin"} <= {rec["file"] for rec in man["files"]}
+    load_model_folder(out, ECP5)
+    (out / "notes.txt").write_text("hellO\n")
+    with pytest.raises(ImageError, match="notes.txt: sha256"):
+        load_model_folder(out, ECP5)
+    with pytest.raises(ValueError, match="reserved"):
+        write_model_folder(tmp_path / "p", model, ECP5, build_memories(model, ECP5),
+                           extra_files={"weights.hex": "x"})
