@@ -56,3 +56,18 @@ def test_compile_end_to_end(trained_digits, target_name, tmp_path, capsys):
     other = "up5k" if target_name == "sim" else "sim"
     with pytest.raises(UserError, match=f"compiled for target '{target_name}'"):
         load_model_folder(out, get_target(other))
+
+
+@pytest.mark.parametrize("content", [None, b"not a torch file"])
+def test_broken_checkpoint_is_one_line_error(tmp_path, capsys, content):
+    """Real lowering: an empty folder, or a damaged checkpoint.pt, is one line, no traceback."""
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    if content is not None:
+        (ckpt / "checkpoint.pt").write_bytes(content)
+        (ckpt / "config.json").write_text('{"model": "mlp"}')
+    rc = cli.main(["compile", str(ckpt), "-o", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert rc != 0 and "Traceback" not in out + err
+    assert err.count("\n") == 1 and "checkpoint" in err and str(ckpt) in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
