@@ -75,6 +75,8 @@ def run(args) -> int:
 
     if args.nproc < 1:
         raise UserError(f"--nproc {args.nproc}: must be >= 1")
+    if not args.lr > 0 or args.lr == float("inf"):
+        raise UserError(f"--lr {args.lr}: must be a positive number")
     if args.epochs < 1:
         raise UserError(f"--epochs {args.epochs}: must be >= 1")
     torch.set_num_threads(max(1, args.threads))
