@@ -101,9 +101,9 @@ class SystolicArray(wiring.Component):
             for c in range(C):
                 m.submodules[f"pe_{r}_{c}"] = pes[r][c]
 
-        def delay(m, value, n, name, shape):
+        def delay(m, value, n, name, shape, reset_less=False):
             for i in range(n):
-                s = Signal(shape, name=f"{name}_d{i}")
+                s = Signal(shape, name=f"{name}_d{i}", reset_less=reset_less)
                 m.d.sync += s.eq(value)
                 value = s
             return value
@@ -111,14 +111,14 @@ class SystolicArray(wiring.Component):
         # skew: row r (activation + control) by r cycles, column c (weight) by c cycles
         for r in range(R):
             m.d.comb += [
-                pes[r][0].a_i.eq(delay(m, self.act[r], r, f"act{r}", W)),
+                pes[r][0].a_i.eq(delay(m, self.act[r], r, f"act{r}", W, True)),
                 pes[r][0].c_i.eq(delay(m, self.ctl, r, f"ctl{r}", ctl_l)),
             ]
             for c in range(1, C):
                 m.d.comb += [pes[r][c].a_i.eq(pes[r][c - 1].a_o),
                              pes[r][c].c_i.eq(pes[r][c - 1].c_o)]
         for c in range(C):
-            m.d.comb += pes[0][c].w_i.eq(delay(m, self.wgt[c], c, f"wgt{c}", W))
+            m.d.comb += pes[0][c].w_i.eq(delay(m, self.wgt[c], c, f"wgt{c}", W, True))
             for r in range(1, R):
                 m.d.comb += pes[r][c].w_i.eq(pes[r - 1][c].w_o)
             # conveyor: results climb the column; the bottom slot feeds bubbles

@@ -124,8 +124,8 @@ class XnorPopcountPE(wiring.Component):
         m.submodules.popcount = pc = self.popcount
         ctl = control_layout(self.max_planes)
 
-        a = Signal(self.width)
-        w = Signal(self.width)
+        a = Signal(self.width, reset_less=True)  # data registers need no reset; only
+        w = Signal(self.width, reset_less=True)  # control, accumulator and results do
         c = Signal(ctl)
         m.d.sync += [a.eq(self.a_i), w.eq(self.w_i), c.eq(self.c_i)]
         m.d.comb += [self.a_o.eq(a), self.w_o.eq(w), self.c_o.eq(c), pc.i.eq(~(a ^ w))]
@@ -138,7 +138,7 @@ class XnorPopcountPE(wiring.Component):
             cp = nxt
 
         # shift stage: term = P << shift (registered, keeps the barrel shifter off the adder)
-        term = Signal(self.acc_bits)
+        term = Signal(self.acc_bits, reset_less=True)
         cs = Signal(ctl)
         m.d.sync += [term.eq(pc.o << cp.shift), cs.eq(cp)]
 

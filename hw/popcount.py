@@ -78,7 +78,7 @@ class PopCount(wiring.Component):
         rows = []
         for r in range(2):
             rows.append(Cat(*[c[r] if len(c) > r else Const(0, 1) for c in cols]))
-        total = Signal(self.out_width, name="count")
+        total = Signal(self.out_width, name="count", reset_less=True)
         m.d.sync += total.eq(rows[0] + rows[1])
         m.d.comb += self.o.eq(total)
         return m
@@ -89,7 +89,7 @@ class PopCount(wiring.Component):
         for j, bits in enumerate(cols):
             regs = []
             for k, b in enumerate(bits):
-                s = Signal(name=f"s{stage}_w{j}_{k}")
+                s = Signal(name=f"s{stage}_w{j}_{k}", reset_less=True)
                 m.d.sync += s.eq(b)
                 regs.append(s)
             out.append(regs)
