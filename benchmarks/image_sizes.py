@@ -9,6 +9,9 @@ in two layouts of the first dense layer:
   pixel, padded to whole words) each of the 784 one-channel pixels takes a whole W-bit word.
 
 For each, every target: does it fit (check_fits), and the size report (sw/size.py).
+Then the models ``xnorflow train`` builds by default (mlp 256-256, cnn 32-64:256, untrained:
+sizes do not depend on the weights' values) through SW1's real lowering, for digits (8x8x1)
+and Fashion-MNIST (28x28x1) input shapes.
 
 Run:  .venv/bin/python benchmarks/image_sizes.py > benchmarks/results/image_sizes.txt
 """
@@ -46,23 +49,45 @@ def fmnist_mlp(layout: str, seed: int = 0) -> CompiledModel:
     return model
 
 
+def report(model: CompiledModel) -> None:
+    from xnorflow.sw.targets import sim_target
+
+    for name, target in TARGETS.items():
+        try:
+            check_fits(model, target)
+        except UserError as e:
+            print(f"  {name:9s} does not fit: {e}")
+            # size of the images anyway, on the same geometry without memory limits
+            target = sim_target(target.rows, target.cols, target.width, name=f"{name}*")
+        rep = size_report(model, build_memories(model, target), target)
+        print(f"  {target.name:9s} {summary_line(rep)}")
+    print()
+
+
+def lowered(model: str, shape: tuple[int, int, int]) -> CompiledModel:
+    import torch
+
+    from xnorflow.sw.lower import lower
+    from xnorflow.sw.models import build_model, make_config
+
+    torch.manual_seed(0)
+    net = build_model(make_config(model, "x", shape, [str(i) for i in range(10)]))
+    return lower(net)
+
+
 def main() -> None:
     for layout in ("flat", "image"):
         model = fmnist_mlp(layout)
         print(f"== Fashion-MNIST MLP 784-256-256-10, first layer input "
               f"{model.in_h}x{model.in_w}x{model.in_c} ({layout})")
-        for name, target in TARGETS.items():
-            try:
-                check_fits(model, target)
-            except UserError as e:
-                print(f"  {name:9s} does not fit: {e}")
-                # size of the images anyway, on the same geometry without memory limits
-                from xnorflow.sw.targets import sim_target
-
-                target = sim_target(target.rows, target.cols, target.width, name=f"{name}*")
-            report = size_report(model, build_memories(model, target), target)
-            print(f"  {target.name:9s} {summary_line(report)}")
-        print()
+        report(model)
+    for dataset, shape in (("digits", (8, 8, 1)), ("fashion-mnist", (28, 28, 1))):
+        for name in ("mlp", "cnn"):
+            model = lowered(name, shape)
+            layers = ", ".join(f"{lay.kind} {lay.in_h}x{lay.in_w}x{lay.in_c}->{lay.out_c}"
+                               for lay in model.layers)
+            print(f"== default {name} for {dataset} {shape}, lowered by sw.lower: {layers}")
+            report(model)
 
 
 if __name__ == "__main__":
