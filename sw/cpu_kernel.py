@@ -578,21 +578,28 @@ def _pack_planes(u, nplanes, out):
 
 @contextmanager
 def _numba_threads(threads: int | None):
-    """Run with ``threads`` numba threads (``None``: numba's current setting), then restore."""
+    """Run with ``threads`` numba threads (``None``: numba's current setting), then restore.
+
+    Tiles are handed out one at a time (``numba.set_parallel_chunksize(1)``, dynamic
+    scheduling) rather than in one static block per thread, so a thread that the OS
+    deschedules on a shared machine does not hold up the whole layer.
+    """
     old = numba.get_num_threads()
-    if threads is None:
-        yield old
-        return
-    if not isinstance(threads, int) or not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
+    if threads is not None and (
+        not isinstance(threads, int) or not 1 <= threads <= numba.config.NUMBA_NUM_THREADS
+    ):
         raise KernelInputError(
             f"threads must be an int in 1..{numba.config.NUMBA_NUM_THREADS} "
             f"(numba's NUMBA_NUM_THREADS on this machine), not {threads!r}"
         )
-    numba.set_num_threads(threads)
+    old_chunk = numba.set_parallel_chunksize(1)
+    if threads is not None:
+        numba.set_num_threads(threads)
     try:
-        yield threads
+        yield numba.get_num_threads()
     finally:
         numba.set_num_threads(old)
+        numba.set_parallel_chunksize(old_chunk)
 
 
 # ----------------------------------------------------------------------------------------------
