@@ -5,6 +5,8 @@ the IR gave before it was saved."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -43,6 +45,9 @@ def test_compile_end_to_end(trained_digits, target_name, tmp_path, capsys):
     tgt = get_target(target_name)
     manifest, loaded, mems = load_model_folder(out, tgt)
     assert loaded.meta["checkpoint_sha256"] == before.meta["checkpoint_sha256"]
+    size = json.loads((out / "size.json").read_text())
+    assert "trained model" in size["fp32_baseline"]
+    assert size["fp32_params"] == loaded.meta["fp32_params"] > size["binary_weights"]
     x = data.x_test
     ref = golden.run(before, x)
     got = golden.run(loaded, x)

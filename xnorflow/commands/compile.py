@@ -54,6 +54,17 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def fp32_parameter_count(checkpoint: Path) -> int | None:
+    """Float parameters of the trained model (the size report's fp32 baseline), or None."""
+    try:
+        from xnorflow.sw.lower import load_checkpoint
+
+        net, _ = load_checkpoint(checkpoint)
+    except Exception:  # noqa: BLE001 - only a better baseline; lowering already read it
+        return None
+    return int(sum(p.numel() for p in net.parameters()))
+
+
 def compile_checkpoint(checkpoint: str | Path, target_name: str, out_dir: str | Path,
                        force: bool = False) -> tuple[dict, dict]:
     """The whole compile step; returns ``(manifest, size_report)``.
@@ -80,6 +91,10 @@ def compile_checkpoint(checkpoint: str | Path, target_name: str, out_dir: str | 
     except FileNotFoundError as e:
         raise UserError(f"{ckpt}: not a complete checkpoint ({e.filename or e}: missing)") from None
     model.validate()
+    if "fp32_params" not in model.meta:
+        n = fp32_parameter_count(ckpt)
+        if n is not None:
+            model.meta["fp32_params"] = n
     check_fits(model, target)
     memories = build_memories(model, target)
     size = size_report(model, memories, target)
