@@ -40,7 +40,8 @@ def register(subparsers) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT_DIR", help="folder written by xnorflow train")
+    p.add_argument("checkpoint", metavar="CHECKPOINT_DIR",
+                   help="folder written by xnorflow train (or its checkpoint.pt)")
     p.add_argument(
         "--target",
         "-t",
@@ -83,8 +84,6 @@ def compile_checkpoint(checkpoint: str | Path, target_name: str, out_dir: str | 
     ckpt = Path(checkpoint)
     if not ckpt.exists():
         raise UserError(f"{ckpt}: checkpoint not found (train one with xnorflow train -o DIR)")
-    if not ckpt.is_dir():
-        raise UserError(f"{ckpt}: not a folder; pass the folder written by xnorflow train -o DIR")
     check_destination(out_dir, force)
     try:
         model = lower_checkpoint(ckpt)
