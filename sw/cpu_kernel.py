@@ -448,39 +448,38 @@ def _layer_integer(
     nimg, hin, win, c = u.shape
     nout = wmask.shape[0]
     kk = wmask.shape[1]
-    npix = nimg * ho * wo
-    ntiles = (npix + tile_px - 1) // tile_px
+    band = max(1, tile_px // wo)  # output rows per tile
+    nbands = (ho + band - 1) // band
+    ntiles = nimg * nbands
+    cap = band * wo
     for t in prange(ntiles):
-        p0 = t * tile_px
-        np_ = min(npix - p0, tile_px)
-        ut = np.empty((kk, tile_px), np.int32)
-        ht = np.empty((nout, tile_px), np.int32)
-        usum = np.zeros(tile_px, np.int64)
-        img = p0 // (ho * wo)
-        rem = p0 - img * ho * wo
-        oy = rem // wo
-        ox = rem - oy * wo - 1
-        for i in range(np_):
-            ox += 1
-            if ox == wo:
-                ox = 0
-                oy += 1
-                if oy == ho:
-                    oy = 0
-                    img += 1
-            for dy in range(kh):
-                iy = oy * stride + dy - pad
-                for dx in range(kw):
-                    ix = ox * stride + dx - pad
-                    tap = (dy * kw + dx) * c
-                    if iy < 0 or iy >= hin or ix < 0 or ix >= win:
-                        for ci in range(c):
-                            ut[tap + ci, i] = 0
-                    else:
-                        for ci in range(c):
-                            v = np.int32(u[img, iy, ix, ci])
-                            ut[tap + ci, i] = v
-                            usum[i] += v
+        img = t // nbands
+        oy0 = (t - img * nbands) * band
+        oy1 = min(ho, oy0 + band)
+        p0 = (img * ho + oy0) * wo
+        np_ = (oy1 - oy0) * wo
+        ut = np.empty((kk, cap), np.int32)
+        ht = np.empty((nout, cap), np.int32)
+        usum = np.zeros(cap, np.int64)
+        # gather: row by row, so each tap copies a run of input pixels (vectorisable)
+        for dy in range(kh):
+            for dx in range(kw):
+                for ci in range(c):
+                    tap = (dy * kw + dx) * c + ci
+                    row = ut[tap]
+                    for oy in range(oy0, oy1):
+                        iy = oy * stride + dy - pad
+                        r0 = (oy - oy0) * wo
+                        if iy < 0 or iy >= hin:
+                            for ox in range(wo):
+                                row[r0 + ox] = 0
+                        else:
+                            for ox in range(wo):
+                                ix = ox * stride + dx - pad
+                                inside = ix >= 0 and ix < win
+                                row[r0 + ox] = np.int32(u[img, iy, ix, ci]) if inside else 0
+                    for i in range(np_):
+                        usum[i] += row[i]
         _iand_cols(ut, wmask, ht, np_)
         if mode == _EPI_BITS and not store_acc:
             # fused threshold + pack, vectorised over the tile's pixels:
