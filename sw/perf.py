@@ -204,3 +204,103 @@ def layer_cycles(layer, rows: int, cols: int, width: int, levels_per_stage: int 
     macs = layer.binary_macs
     return LayerPerf(layer.name, m_t, n_t, passes, k, tiles, sched.cycles, macs,
                      utilisation(macs, rows, cols, width, sched.cycles))
+
+
+# =====================================================================================
+# Whole network: the sequencer (hw/sequencer.py) around the tile engine -- issue 6.
+# Everything below models xnorflow.hw.sequencer.Sequencer cycle by cycle; the functions
+# above are used unchanged for the engine itself.
+# =====================================================================================
+
+#: Sequencer cycles before the first layer: header fetch (9) + check (1).
+SEQ_HEADER_CYCLES = 10
+
+
+def seq_layer_setup_cycles(rows: int, desc_fields: int = 31) -> int:
+    """Per-layer sequencer overhead before the first operand beat: descriptor fetch
+    (``desc_fields + 1``), set-up (1) and the walker's first fill of ``rows`` window
+    origins (``rows + 1``)."""
+    return desc_fields + 1 + 1 + rows + 1
+
+
+@dataclass
+class NetworkLayerPerf:
+    """One layer of :func:`network_perf`."""
+
+    name: str
+    tiles: int
+    k_words: int
+    setup: int        # descriptor fetch + walker fill
+    run: int          # first operand beat .. last result written (+ 1 check cycle)
+    cycles: int       # setup + run
+    binary_macs: int
+    utilisation: float
+
+
+@dataclass
+class NetworkPerf:
+    """Predicted cycles of a whole network on one geometry (:func:`network_perf`)."""
+
+    target: str
+    geometry: str
+    layers: list
+    header: int
+    cycles: int
+    binary_macs: int
+    utilisation: float
+
+
+def _final_words(layer, cols: int, width: int) -> int:
+    """Words the final row of a binary layer emits at its ``pixel_end`` tile."""
+    last_chans = layer.out_c - (-(-layer.out_c // cols) - 1) * cols
+    fill = (layer.out_c - last_chans) % width
+    total = fill + last_chans
+    return total // width + (1 if total % width else 0)
+
+
+def network_perf(model, target, levels_per_stage: int = 2) -> NetworkPerf:
+    """Cycle-by-cycle model of a whole run of ``model`` (a :class:`~xnorflow.sw.ir.
+    CompiledModel`) on ``target`` (a :class:`~xnorflow.sw.targets.Target`), as counted by
+    the sequencer's ``cycles`` register (from the cycle after START to the cycle the run
+    ends).
+
+    Per layer: :func:`seq_layer_setup_cycles`, then one beat-issue cycle, the engine's tile
+    sequence (:func:`tile_sequence_cycles`) up to the cycle in which the last valid row of
+    the last tile is taken by the output stage, its output (packed words, or ``chans``
+    score writes after one buffering cycle) and one completion-check cycle. Assumes the
+    operand stream keeps up, which the sequencer guarantees except when a layer's first
+    tile is shorter than the walker's refill (``R`` cycles): such tiny layers are slightly
+    under-predicted.
+    """
+    R, C, W = target.rows, target.cols, target.width
+    timing = engine_timing(R, C, W, levels_per_stage)
+    layers = []
+    total = SEQ_HEADER_CYCLES
+    macs_total = 0
+    for layer in model.layers:
+        m_t, n_t, passes, k = layer_tiles(layer, R, C, W)
+        tiles = m_t * n_t * passes
+        sched = tile_sequence_cycles(timing, [k] * tiles)
+        pooled = layer.output == "threshold" and layer.pool_k > 1
+        pixels = layer.out_h * layer.out_w if pooled else layer.conv_h * layer.conv_w
+        last_row = pixels - (m_t - 1) * R - 1
+        take = sched.last_cycles[-1] + timing.pop_latency + 2 * last_row
+        if layer.output == "integer":
+            chans = layer.out_c - (n_t - 1) * C
+            run = take + chans + 4
+        else:
+            run = take + _final_words(layer, C, W) + 3
+        setup = seq_layer_setup_cycles(R)
+        cyc = setup + run
+        total += cyc
+        macs_total += layer.binary_macs
+        layers.append(NetworkLayerPerf(layer.name, tiles, k, setup, run, cyc,
+                                       layer.binary_macs,
+                                       utilisation(layer.binary_macs, R, C, W, cyc)))
+    return NetworkPerf(target.name, target.geometry, layers, SEQ_HEADER_CYCLES, total,
+                       macs_total, utilisation(macs_total, R, C, W, total))
+
+
+def predict_network_cycles(model, target, levels_per_stage: int = 2) -> int:
+    """Predicted sequencer cycles of one whole run (see :func:`network_perf`)."""
+    return network_perf(model, target, levels_per_stage).cycles
