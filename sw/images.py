@@ -484,7 +484,7 @@ def load_model_folder(folder: str | Path, target: Any = None,
         hpath = _verify_file(folder, rec.get("hex"), f"memory {name!r} hex", mpath)
         bpath = _verify_file(folder, rec.get("bin"), f"memory {name!r} bin", mpath)
         try:
-            text = hpath.read_text(encoding="ascii")
+            text = hpath.read_bytes().decode("ascii")  # no newline translation
         except UnicodeDecodeError:
             raise ImageError(f"{hpath}: not ASCII text; damaged?") from None
         hwords = parse_hex(text, width, depth, hpath)

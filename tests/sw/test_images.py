@@ -332,3 +332,12 @@ def test_extra_files_are_listed_and_checked(tmp_path):
     with pytest.raises(ValueError, match="reserved"):
         write_model_folder(tmp_path / "p", model, ECP5, build_memories(model, ECP5),
                            extra_files={"weights.hex": "x"})
+
+
+def test_crlf_hex_is_refused_even_with_fixed_checksums(compiled):
+    out, *_ = compiled
+    hp = out / "program.hex"
+    hp.write_bytes(hp.read_bytes().replace(b"\n", b"\r\n"))
+    _rehash(out, "program.hex")
+    with pytest.raises(ImageError, match=r"program.hex: line 1 is '[0-9a-f]+\\r'"):
+        load_model_folder(out)
