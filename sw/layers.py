@@ -45,7 +45,7 @@ DOREFA_BITS = (1, 2, 4, 8)
 
 def sign_pm1(x: torch.Tensor) -> torch.Tensor:
     """``+1`` where ``x >= 0`` else ``-1`` (the contract's ``sign(0) = +1``), dtype of ``x``."""
-    return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
 
 
 def pad_value(signed_input: bool) -> float:
@@ -71,7 +71,7 @@ class _SignSTE(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         if ctx.approx:  # ApproxSign (Bi-Real Net): derivative of the piecewise quadratic
             return g * torch.clamp(2 - 2 * x.abs(), min=0), None
-        return g * (x.abs() <= 1).to(g.dtype), None
+        return torch.where(x.abs() <= 1, g, 0.0), None
 
 
 def binarize(x: torch.Tensor, ste: str = "hardtanh") -> torch.Tensor:

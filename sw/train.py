@@ -135,6 +135,16 @@ def _plot_curve(out: Path, history: list[dict]) -> None:
     os.replace(tmp, out / CURVE)
 
 
+def random_shift(x: np.ndarray, shift: int, rng: np.random.Generator) -> np.ndarray:
+    """Augmentation: move each ``(N, H, W, C)`` image by up to ``shift`` pixels (zero fill)."""
+    if shift <= 0:
+        return x
+    n, h, w, _ = x.shape
+    padded = np.pad(x, ((0, 0), (shift, shift), (shift, shift), (0, 0)))
+    d = rng.integers(0, 2 * shift + 1, size=(n, 2))
+    return np.stack([padded[i, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(d)])
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -143,12 +153,14 @@ def _free_port() -> int:
 
 def train(config: dict, out: str | Path, epochs: int = 10, batch: int = 64, lr: float = 1e-3,
           seed: int = 0, resume: bool = False, nproc: int = 1, data_path: str | None = None,
-          progress: bool = True, log=print, data: Dataset | None = None) -> dict:
+          progress: bool = True, log=print, data: Dataset | None = None,
+          augment: int = 0) -> dict:
     """Train ``config`` (see :func:`xnorflow.sw.models.make_config`) into folder ``out``.
 
     ``config`` may be partial (``model``, ``dataset``, ``mode``, ...); the input shape and
     classes are filled in from the data set. Returns the metrics dict also written to
-    ``out/metrics.json``. Raises :class:`TrainingDiverged` on a non-finite loss.
+    ``out/metrics.json``. ``augment`` > 0 shifts training images randomly by up to that many
+    pixels. Raises :class:`TrainingDiverged` on a non-finite loss.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -166,7 +178,8 @@ def train(config: dict, out: str | Path, epochs: int = 10, batch: int = 64, lr: 
                                 if k not in ("model", "dataset", "input_shape", "classes")})
         build_model(config)  # validate before writing anything
         _write_json(out / CONFIG, config)
-    hp = {"epochs": epochs, "batch": batch, "lr": lr, "seed": seed, "nproc": nproc}
+    hp = {"epochs": epochs, "batch": batch, "lr": lr, "seed": seed, "nproc": nproc,
+          "augment": augment}
     if nproc > 1:
         import torch.multiprocessing as mp
 
@@ -232,12 +245,13 @@ def _train_loop(rank: int, world: int, config: dict, out: Path, hp: dict, resume
             g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * epoch / total))
         perm = np.random.default_rng(seed * 1000 + epoch).permutation(n)
         mine = perm[: (n // world) * world][rank::world]
+        aug_rng = np.random.default_rng([seed, epoch, rank])
         loss_sum, correct, seen = 0.0, 0, 0
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
                    leave=False, unit="batch")
         for s in bar:
             idx = mine[s * per_rank : (s + 1) * per_rank]
-            xb, yb = x_tr[idx], y_tr[idx]
+            xb, yb = random_shift(x_tr[idx], hp.get("augment", 0), aug_rng), y_tr[idx]
             logits = net(xb)
             loss = F.cross_entropy(logits, yb)
             bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0])

@@ -54,6 +54,8 @@ def register(sub) -> None:
                    help="XNOR-Net input scaling K during training (dropped at deploy)")
     p.add_argument("--ste", default="hardtanh", choices=("hardtanh", "approxsign"),
                    help="straight-through estimator for sign (default hardtanh)")
+    p.add_argument("--augment", type=int, default=0, metavar="PIXELS",
+                   help="shift training images randomly by up to PIXELS (default 0)")
     p.add_argument("--relu", action="store_true", help="ReLU after each binary conv/dense")
     p.add_argument("-o", "--out", required=True, type=Path, help="output folder")
     p.add_argument("--resume", action="store_true",
@@ -86,6 +88,6 @@ def run(args) -> int:
               "relu": args.relu}
     metrics = train(config, args.out, epochs=args.epochs, batch=args.batch, lr=args.lr,
                     seed=args.seed, resume=args.resume, nproc=args.nproc,
-                    data_path=args.data_path, progress=not args.quiet)
+                    data_path=args.data_path, progress=not args.quiet, augment=args.augment)
     print(f"wrote {args.out}/checkpoint.pt, config.json, metrics.json")
     return 0 if metrics else 1
