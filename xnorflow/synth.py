@@ -21,7 +21,6 @@ The build itself runs in ``build/synth/<board>/<geometry>-s<seed>/`` (kept for d
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
@@ -266,11 +265,11 @@ def synthesize(cfg: SynthConfig, *, progress: bool = True) -> dict:
         model = CompiledModel.load(cfg.model)
 
     placeholders = {}
-    core, target, info = make_core(cfg, spec, memories=None)
-    if target is not None:
+    if cfg.design == "accelerator":
+        target = geometry_target(spec, cfg.geometry)
         placeholders = placeholder_memories(target, seed=cfg.seed,
                                             no_init=NO_INIT.get(spec.name, ()))
-        core, target, info = make_core(cfg, spec, memories=list(placeholders.values()))
+    core, target, info = make_core(cfg, spec, memories=list(placeholders.values()) or None)
 
     freq = None if cfg.freq_mhz is None else cfg.freq_mhz * 1e6
     baud = cfg.baud or DEFAULT_BAUD
@@ -371,7 +370,7 @@ def predicted_rates(model, target, fmax_hz: float, baud: int) -> dict:
     except ImportError as e:
         out["images_per_s_compute"] = None
         out["note_compute"] = f"performance model not available ({e})"
-    bytes_per_image = uart_bytes_per_image(model)
+    bytes_per_image = uart_bytes_per_image(model, target)
     out["uart_bytes_per_image"] = bytes_per_image
     out["images_per_s_uart"] = baud / 10 / bytes_per_image
     comp = out.get("images_per_s_compute")
@@ -380,21 +379,20 @@ def predicted_rates(model, target, fmax_hz: float, baud: int) -> dict:
     return out
 
 
-def uart_bytes_per_image(model) -> int:
-    """Bytes on the wire (both directions) to classify one image, from the host protocol."""
-    try:
-        from xnorflow.hw import driver
+def uart_bytes_per_image(model, target) -> int:
+    """Bytes on the wire (both directions) to classify one image with the host driver's
+    ``classify``: WRITE_INPUT, START, one READ_STATUS poll and READ_RESULT, each with its
+    response (``docs/host-protocol.md``). More polls (a long run) only add bytes."""
+    from xnorflow.hw import driver as d
+    from xnorflow.sw.program import input_words
 
-        if hasattr(driver, "classify_wire_bytes"):
-            return int(driver.classify_wire_bytes(model))
-    except ImportError:
-        pass
-    first = model.layers[0]
-    last = model.layers[-1]
-    pixels = model.in_h * model.in_w * model.in_c
-    send = math.ceil(pixels * first.in_bits / 8) + 8  # packed input + frame header
-    recv = 4 * last.out_c + 8  # 32-bit scores + frame header
-    return send + recv
+    first, last = model.layers[0], model.layers[-1]
+    n_in = input_words(model.in_h, model.in_w, model.in_c, first.in_bits, target.width)
+    request = (len(d.encode_write_input([0] * n_in, target.width))
+               + len(d.encode_frame(d.CMD_START)) + len(d.encode_frame(d.CMD_READ_STATUS))
+               + len(d.encode_frame(d.CMD_READ_RESULT)))
+    response = 5 * 4 + d.STATUS_LEN + 4 + 4 * last.out_c  # 4 headers+checksums, payloads
+    return request + response
 
 
 def make_report(cfg: SynthConfig, spec, top, build: Path, elapsed: float, target, model,

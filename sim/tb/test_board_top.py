@@ -39,7 +39,8 @@ class UartTransport:
 
     async def write(self, data: bytes) -> None:
         await self.source.write(bytes(data))
-        await self.source.wait()
+        while not self.source.idle():  # until the last stop bit is on the line
+            await Timer(5 * BIT_NS, unit="ns")
 
     async def read(self, n: int) -> bytes:
         waited = 0
@@ -124,3 +125,87 @@ if CORE == "echo":
         assert dut.error.value == 1, "no abort after the timeout"
         await link.write(b"\x02")
         assert await link.read(1) == b"\x02"
+
+
+if CORE == "accelerator":
+    import numpy as np
+
+    from xnorflow.hw import driver as hd
+    from xnorflow.sw import golden
+    from xnorflow.sw.images import load_model_folder, target_from_record
+
+    def _model():
+        manifest, model, memories = load_model_folder(os.environ["BOARD_MODEL"])
+        target = target_from_record(manifest["target"])
+        px = np.load(os.environ["BOARD_IMAGES"])
+        return model, memories, target, px, golden.run(model, px, width=target.width)
+
+    async def _connect(link, target, memories):
+        drv = hd.AcceleratorDriver(link)
+        st = await drv.connect()
+        assert (st.rows, st.cols, st.width) == (target.rows, target.cols, target.width)
+        await drv.load(memories)
+        return drv
+
+    async def _check(drv, px, ref, idx) -> None:
+        cls, scores = await drv.classify(px[idx])
+        assert [int(s) for s in scores] == [int(s) for s in ref.scores[idx]], (
+            f"image {idx}: scores {scores} != golden {list(ref.scores[idx])}")
+        assert cls == int(ref.predictions[idx])
+
+    @cocotb.test()
+    async def classify_through_uart(dut):
+        """Load a compiled model over the UART with the host driver, classify, vs golden."""
+        model, memories, target, px, ref = _model()
+        await _reset(dut)
+        link = UartTransport(dut)
+        drv = await _connect(link, target, memories)
+        read_back = await drv.read_memory("program", 0, 4)
+        prog = next(m for m in memories if m.name == "program")
+        assert read_back == [int(w) for w in prog.words[:4]]
+        for i in range(len(px)):
+            await _check(drv, px, ref, i)
+
+    @cocotb.test()
+    async def bad_frames_leave_device_ready(dut):
+        """A framing error mid-frame, a short frame (timeout) and a bad checksum: after
+        each, the next command is answered and the next image matches golden."""
+        model, memories, target, px, ref = _model()
+        await _reset(dut)
+        link = UartTransport(dut, read_timeout_ns=40 * BIT_NS * 10)
+        drv = await _connect(link, target, memories)
+        words = [0] * 8
+        frame = hd.encode_write_input(words, target.width)
+
+        # 1. framing error in the middle of a frame, the rest of the frame never sent
+        await link.write(frame[:3])
+        await _bad_frame(dut, 0x00)
+        assert dut.error.value == 1
+        await ClockCycles(dut.clk, TIMEOUT + 20)
+        link.flush_input()
+        st = await drv.status()
+        assert st.version == hd.PROTOCOL_VERSION and not st.busy
+        await _check(drv, px, ref, 0)
+
+        # 2. short frame: the host stops after half a frame; the timeout returns the decoder
+        # to idle (no response to the half frame)
+        await link.write(frame[: len(frame) // 2])
+        try:
+            got = await link.read(1)
+        except TimeoutError:
+            got = b""
+        assert got == b"", f"a half frame was answered: {got!r}"
+        await ClockCycles(dut.clk, TIMEOUT + 20)
+        assert dut.error.value == 1, "no abort after the short frame"
+        st = await drv.status()
+        assert not st.busy
+        await _check(drv, px, ref, 1 % len(px))
+
+        # 3. bad checksum: an error response, then business as usual
+        bad = bytearray(hd.encode_frame(hd.CMD_READ_STATUS))
+        bad[-1] ^= 0xFF
+        await link.write(bytes(bad))
+        header = await link.read(4)
+        assert header[0] == hd.SYNC_RESPONSE and header[1] == hd.ERR_CHECKSUM, header.hex()
+        await link.read(int.from_bytes(header[2:4], "little") + 1)
+        await _check(drv, px, ref, 2 % len(px))
