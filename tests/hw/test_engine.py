@@ -151,3 +151,27 @@ def test_engine_utilisation_long_k():
     model = perf.tile_sequence_cycles(dut.timing, job.k_words, tail_words=1)
     assert res.cycles == model.cycles
     assert perf.utilisation(macs, R, C, W, res.cycles) >= 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(12))
+def test_engine_layers_sweep(seed):
+    """Bigger sweep: random layers on random geometries, stalls everywhere, vs golden."""
+    rng = np.random.default_rng(1000 + seed)
+    R, C = [(1, 1), (2, 3), (4, 4), (8, 8), (3, 5), (5, 2)][seed % 6]
+    W = [16, 32, 64][seed % 3]
+    in_bits = int(rng.choice([1, 1, 2, 4, 8]))
+    output = "integer" if seed % 4 == 3 else "threshold"
+    layer = random_layer(rng, in_hw=int(rng.integers(3, 8)), in_c=int(rng.integers(1, 80)),
+                         out_c=int(rng.integers(1, 24)), in_bits=in_bits,
+                         conv=output == "threshold" and seed % 5 != 0,
+                         pool=int(rng.choice([1, 2, 3])), output=output)
+    x = rng.integers(0, 1 << in_bits, (layer.in_h, layer.in_w, layer.in_c))
+    dut = TileEngine(R, C, W, max_k=layer.k_valid, max_planes=in_bits)
+    dut.check_layer(layer)
+    job, _ = layer_job(layer, x, R, C, W, dut.acc_bits)
+    res = run_engine(dut, job, seed=seed, p_idle=0.3, p_busy=0.3)
+    if output == "threshold":
+        assert res.words == job.words
+    else:
+        _check_scores(res, job)
