@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                         "avx512_bitalg", "asimd") if f in flags]
     out(f"SIMD flags      : {' '.join(simd) or 'none of popcnt/avx2/avx512'}")
     out(f"numba           : {numba.__version__}, LLVM target {llvm.get_host_cpu_name()}, "
-        f"threading layer {numba.config.THREADING_LAYER}, NUMBA_NUM_THREADS {max_threads}")
+        f"NUMBA_NUM_THREADS {max_threads}")
     out(f"torch           : {torch.__version__}, default threads {torch.get_num_threads()}, "
         f"interop {torch.get_num_interop_threads()}, mkldnn {torch.backends.mkldnn.enabled}")
     out(f"numpy           : {np.__version__}; unset for this process: "
@@ -161,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     ck.run(prepared, rng.integers(0, 256, (2, 28, 28, 1), dtype=np.uint8))
     ck.xnor_gemm(np.zeros((4, 64), np.uint64), np.zeros((4, 64), np.uint64))
     out(f"JIT warm-up     : {time.perf_counter() - t0:.1f} s (compile or load cache; not timed)")
+    out(f"numba threads   : layer in use {numba.threading_layer()!r} (sw/cpu_kernel.py picks "
+        "workqueue unless NUMBA_THREADING_LAYER is set), tiles scheduled dynamically")
     out()
 
     # ---- GEMM -------------------------------------------------------------------------------

@@ -41,6 +41,8 @@ Public API: :func:`xnor_gemm`, :func:`binary_matmul`, :func:`layer_accumulators`
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -82,6 +84,15 @@ TILE_ENTRIES = 4096
 class KernelInputError(UserError, ValueError):
     """Bad input to the CPU kernel (shape, value range, thread count); names what is wrong."""
 
+
+# numba's default threading layer here is OpenMP, whose spinning barrier makes every parallel
+# call take a scheduler time slice (measured: 12-24 ms instead of 1 ms) when the cores are
+# shared with other processes (pytest -n 2, other users). The built-in workqueue layer waits
+# passively. Chosen only if the user did not pick a layer and numba has not started its
+# threads yet; workqueue is not re-entrant, so every launch holds _LAUNCH_LOCK.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+_LAUNCH_LOCK = threading.RLock()
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
@@ -583,7 +594,6 @@ def _numba_threads(threads: int | None):
     scheduling) rather than in one static block per thread, so a thread that the OS
     deschedules on a shared machine does not hold up the whole layer.
     """
-    old = numba.get_num_threads()
     if threads is not None and (
         not isinstance(threads, int) or not 1 <= threads <= numba.config.NUMBA_NUM_THREADS
     ):
@@ -591,14 +601,16 @@ def _numba_threads(threads: int | None):
             f"threads must be an int in 1..{numba.config.NUMBA_NUM_THREADS} "
             f"(numba's NUMBA_NUM_THREADS on this machine), not {threads!r}"
         )
-    old_chunk = numba.set_parallel_chunksize(1)
-    if threads is not None:
-        numba.set_num_threads(threads)
-    try:
-        yield numba.get_num_threads()
-    finally:
-        numba.set_num_threads(old)
-        numba.set_parallel_chunksize(old_chunk)
+    with _LAUNCH_LOCK:
+        old = numba.get_num_threads()
+        old_chunk = numba.set_parallel_chunksize(1)
+        if threads is not None:
+            numba.set_num_threads(threads)
+        try:
+            yield numba.get_num_threads()
+        finally:
+            numba.set_num_threads(old)
+            numba.set_parallel_chunksize(old_chunk)
 
 
 # ----------------------------------------------------------------------------------------------

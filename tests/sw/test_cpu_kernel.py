@@ -6,6 +6,9 @@ bit-plane inputs (popcount and integer paths), threshold ties, OR/AND pooling, D
 multi-threshold outputs and the integer last layer.
 """
 
+import doctest
+from pathlib import Path
+
 import numba
 import numpy as np
 import pytest
@@ -235,3 +238,9 @@ def test_bad_inputs_are_user_errors():
         ck.xnor_gemm(np.zeros((2, 3), np.uint64), np.zeros((2, 4), np.uint64))
     with pytest.raises(TypeError):
         ck.xnor_gemm(np.zeros((2, 3), np.uint64), np.zeros((2, 3), np.uint32))
+
+
+def test_doc_example_runs():
+    doc = Path(__file__).resolve().parents[2] / "docs" / "cpu-kernel.md"
+    result = doctest.testfile(str(doc), module_relative=False, verbose=False)
+    assert result.attempted >= 8 and result.failed == 0
