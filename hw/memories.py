@@ -19,6 +19,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..sw.errors import UserError
 from ..sw.images import MemoryImage
 from ..sw.program import decode_program
 from ..sw.targets import MEMORY_NAMES, Target
@@ -43,9 +44,13 @@ def memory_depths(target: Target, memories: list[MemoryImage] | None = None) -> 
     for name, img in imgs.items():
         need[name] = max(need.get(name, 1), img.depth)
     if "program" in imgs:
-        header, _ = decode_program(imgs["program"].words)
-        need["activations"] = max(need["activations"], header["act_words"])
-        need["scores"] = max(need["scores"], header["n_classes"])
+        try:
+            header, _ = decode_program(imgs["program"].words)
+        except UserError:
+            header = None  # not a program (e.g. a test pattern): no extra needs
+        if header is not None:
+            need["activations"] = max(need["activations"], header["act_words"])
+            need["scores"] = max(need["scores"], header["n_classes"])
     out = {}
     for name in MEMORY_NAMES:
         cap = target.depth(name)

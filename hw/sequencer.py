@@ -388,30 +388,41 @@ class Sequencer(wiring.Component):
             with m.If(wr_rem <= R):
                 m.d.sync += wr_active.eq(0)
 
+        # scores: a beat (C scores of one column group) is buffered and written one score
+        # per cycle, keeping the running first argmax; the engine is held only if the next
+        # beat arrives before the buffer is drained.
         sc = eng.scores
+        s_busy = Signal()
+        s_buf = [Signal(signed(32), name=f"s_buf{c}") for c in range(C)]
         s_idx = Signal(range(C))
+        s_cnt = Signal(range(C))
         s_base = Signal(16)
         s_n = s_base + s_idx
-        s_last = (s_idx == C - 1) | (s_n == f["out_c"] - 1)
-        scores = Array(sc.p.score[c] for c in range(C))
-        s_val = scores[s_idx]
+        s_val = Array(s_buf)[s_idx]
+        s_end = s_busy & (s_idx == s_cnt)
         best = Signal(signed(32))
         best_idx = Signal(16)
         s_first = Signal()
         m.d.comb += [
-            sc.ready.eq(s_last),
+            sc.ready.eq(~s_busy | s_end),
             self.score_waddr.eq(s_n),
             self.score_wdata.eq(s_val),
-            self.score_we.eq(sc.valid),
+            self.score_we.eq(s_busy),
         ]
-        with m.If(sc.valid):
-            m.d.sync += s_idx.eq(Mux(s_last, 0, s_idx + 1))
+        with m.If(s_busy):
+            m.d.sync += s_idx.eq(s_idx + 1)
             with m.If(s_first | (s_val > best)):
                 m.d.sync += [best.eq(s_val), best_idx.eq(s_n), s_first.eq(0)]
-            with m.If(s_last):
-                m.d.sync += s_base.eq(s_base + C)
+            with m.If(s_end):
+                m.d.sync += [s_busy.eq(0), s_base.eq(s_base + C), s_idx.eq(0)]
                 with m.If(s_n == f["out_c"] - 1):
                     m.d.sync += wr_active.eq(0)
+        with m.If(sc.valid & sc.ready):
+            nb = Mux(s_busy, s_base + C, s_base)
+            m.d.sync += [s_busy.eq(1), s_idx.eq(0),
+                         s_cnt.eq(Mux(f["out_c"] - nb >= C, C - 1, f["out_c"] - nb - 1))]
+            for c in range(C):
+                m.d.sync += s_buf[c].eq(sc.p.score[c])
 
         # ---- top FSM ------------------------------------------------------------------------
         busy = Signal()
