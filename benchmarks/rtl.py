@@ -181,37 +181,81 @@ def part_random(args) -> int:
 
 
 # ----- parts 2 and 3: full test sets -----------------------------------------------------
-def _ensure_model(args, dataset: str, target: str, default_dir: Path, train_args: list[str]):
-    if args.model:
-        return Path(args.model)
-    folder = default_dir / f"compiled-{target}"
-    if (folder / "manifest.json").is_file():
-        return folder
-    ckpt = default_dir / "trained"
-    exe = [sys.executable, "-m", "xnorflow"]
+def _ensure_checkpoint(dataset: str, work: Path, train_args: list[str]) -> Path:
+    """A checkpoint trained with ``train_args`` under ``work/trained`` (trained if missing)."""
+    ckpt = work / "trained"
     if not (ckpt / "checkpoint.pt").is_file():
-        subprocess.run([*exe, "train", "--dataset", dataset, *train_args, "-o", str(ckpt)],
-                       check=True)
-    subprocess.run([*exe, "compile", str(ckpt), "--target", target, "-o", str(folder),
-                    "--force"], check=True)
-    return folder
+        subprocess.run([sys.executable, "-m", "xnorflow", "train", "--dataset", dataset,
+                        *train_args, "--quiet", "-o", str(ckpt)], check=True)
+    return ckpt
+
+
+def flatten_input(model):
+    """The same network with its first (dense) layer reading one ``1 x 1 x H*W*C`` pixel.
+
+    A dense layer over an ``H x W x C`` map and over the flattened vector (HWC order) has the
+    same ``K`` valid bits, weights and accumulators; only the packing differs: every input
+    pixel is its own segment (a whole word for ``C = 1``) in the first layout, one segment of
+    ``ceil(H*W*C / W)`` words in the second -- ``W`` times fewer words to upload and reduce.
+    Images are reshaped to ``(N, 1, 1, H*W*C)`` alike. Equality with the original network is
+    checked on the data (golden outputs identical) by :func:`part_dataset`.
+    """
+    import copy
+
+    first = model.layers[0]
+    if first.kind != "dense" or (first.in_h, first.in_w) == (1, 1):
+        return model
+    flat = copy.deepcopy(model)
+    f = flat.layers[0]
+    k = f.in_h * f.in_w * f.in_c
+    f.weights = np.ascontiguousarray(f.weights.reshape(f.out_c, 1, 1, k))
+    f.in_h = f.in_w = f.kh = f.kw = 1
+    f.in_c = k
+    flat.in_h, flat.in_w, flat.in_c = 1, 1, k
+    flat.meta = {**flat.meta, "flattened_input_from": [model.in_h, model.in_w, model.in_c]}
+    flat.validate()
+    return flat
 
 
 def part_dataset(args, part: str, dataset: str, sim: str, target: str,
                  train_args: list[str]) -> int:
     from xnorflow.sim import backends
+    from xnorflow.sim import random_models as rm
+    from xnorflow.sim.compare import agreement
     from xnorflow.sw.data import load_dataset
+    from xnorflow.sw.targets import get_target
 
-    folder = _ensure_model(args, dataset, target, WORK / part, train_args)
-    mf = backends.load_model(folder)
     ds = load_dataset(dataset)
     x, y = ds.x_test, ds.y_test
     if args.limit:
         x, y = x[: args.limit], y[: args.limit]
+    if args.model:
+        folder = Path(args.model)
+        orig = backends.load_model(folder).model
+    else:
+        from xnorflow.sw.lower import lower_checkpoint
+
+        ckpt = _ensure_checkpoint(dataset, WORK / part, train_args)
+        orig = lower_checkpoint(ckpt)
+        folder = WORK / part / f"compiled-flat-{target}"
+        rm.write_folder(flatten_input(orig), get_target(target), folder)
+    mf = backends.load_model(folder)
+    if (mf.model.in_h, mf.model.in_w, mf.model.in_c) != x.shape[1:]:
+        x = x.reshape(len(x), mf.model.in_h, mf.model.in_w, mf.model.in_c)
     doc = {"part": part, "partial": True, "dataset": dataset, "simulator": sim,
-           "model": str(folder), "target": mf.target.name, "geometry": mf.target.geometry,
-           "images": int(len(y)), "env": _env(), "command": " ".join(sys.argv)}
+           "model": str(folder), "model_meta": mf.model.meta, "target": mf.target.name,
+           "geometry": mf.target.geometry, "images": int(len(y)), "env": _env(),
+           "command": " ".join(sys.argv)}
     ref = backends.run(mf, x, "golden")
+    if orig is not mf.model and (orig.in_h, orig.in_w) != (1, 1):
+        from xnorflow.sw import golden
+
+        g0 = golden.run(orig, ds.x_test[: len(y)])
+        same = agreement(mf.model, backends.Outputs("orig", g0.predictions, g0.scores,
+                                                    list(g0.activations)), ref)
+        doc["flattened_equals_original"] = same.exact
+        if not same.exact:
+            raise SystemExit(f"flattened model differs from the original: {same.first}")
     t0 = time.perf_counter()
     chunks, done = [], 0
     step = args.chunk or len(y)

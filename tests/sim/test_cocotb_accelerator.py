@@ -66,3 +66,11 @@ def test_accelerator_verilator_backend(small_model, tmp_path):
     a = agreement(model, ref, out)
     assert a.exact, a.first
     assert a.bits_compared > 0 and out.cycles.min() > 0
+
+
+def test_icarus_waves(small_model, tmp_path):
+    """--waves on Icarus: an FST of the run is written where asked."""
+    folder, _, images = small_model
+    px = np.load(images)[:1]
+    out = backends.run(folder, px, "icarus", waves=tmp_path / "run.fst", progress=False)
+    assert out.waves == tmp_path / "run.fst" and out.waves.stat().st_size > 1000

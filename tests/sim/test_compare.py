@@ -111,3 +111,21 @@ def test_find_synthesis_report(tmp_path):
     p.write_text(json.dumps({"timing": {"fmax_mhz": 23.5}}))
     found = find_synthesis_report("4x4x16", [tmp_path / "bitstreams"])
     assert found == {"path": str(p), "board": "icebreaker", "fmax_mhz": 23.5}
+
+
+def test_compare_waves_and_hardware_columns(tmp_path, capsys):
+    """golden vs amaranth on one digits image with --waves: VCD in the report, cycles shown."""
+    pytest.importorskip("xnorflow.hw.accelerator")
+    folder, _ = make_folder(tmp_path, 8, geometry=(2, 2, 16), layers=2, in_shape=(8, 8, 1),
+                            in_bits=1, classes=10, max_out_c=8)
+    out = tmp_path / "r"
+    rc = main(["compare", "--model", str(folder), "--backends", "golden,amaranth",
+               "--limit", "1", "--waves", "-o", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "cycles/image" in text and "utilisation" in text
+    vcd = out / "amaranth.vcd"
+    assert vcd.is_file() and b"$enddefinitions" in vcd.read_bytes()[:200000]
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["performance"]["amaranth"]["cycles_per_image"] > 0
+    assert doc["waves"]["amaranth"] == str(vcd)
