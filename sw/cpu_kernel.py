@@ -26,13 +26,15 @@ Techniques (numba, JIT-compiled on first use and cached on disk):
   reduction is tiny compared with the word size (a first layer with one input channel: 9 valid
   bits per 64-bit word per plane) the exact identity
   ``sum_b 2^b [u_b == w] = u if w else (2^B - 1) - u`` gives
-  ``A = (2^B - 1) * n_neg + sum_i (2 w_i - 1) u_i``, computed with vectorised ``int32``
-  multiply-adds (:func:`_layer_integer`); the result is the same integer.
+  ``A = (2^B - 1) * n_neg + sum_i (2 w_i - 1) u_i``, computed as
+  ``(2^B - 1) * n_neg + 2 * sum_{w=+1} u_i - sum_i u_i`` with ``int32`` AND-adds vectorised
+  over pixels (:func:`_layer_integer`); the result is the same integer.
 * **Fused threshold + pack.** The epilogue turns accumulators into output bits and writes them
   straight into packed ``uint64`` segments (pad bits 0); OR/AND pooling is then bitwise on
   words with per-channel masks. Multi-bit (DoReFa) outputs go through ``uint8`` levels.
-* **Threads.** Output pixels are split into tiles and tiles run in parallel (``numba.prange``);
-  every tile is computed independently, so any thread count gives identical bits.
+* **Threads.** Output pixels are split into tiles of ~32 KB of accumulators and tiles run
+  in parallel (``numba.prange``, handed out dynamically); every tile is computed
+  independently, so any thread count gives identical bits.
 
 Public API: :func:`xnor_gemm`, :func:`binary_matmul`, :func:`layer_accumulators`,
 :func:`layer_forward`, :func:`prepare`, :func:`run` (whole networks, returns a
@@ -381,6 +383,9 @@ def _layer_popcount(
     nout = tval.shape[0]
     ntiles = (npix + tile_px - 1) // tile_px
     full = 64 * kwords
+    thr = np.empty(nout, np.int64)
+    for j in range(nout):
+        thr[j] = tsig[j] * full - tval[j, 0]
     rows_cap = ((tile_px * nplanes + 3) // 4) * 4
     for t in prange(ntiles):
         p0 = t * tile_px
@@ -403,6 +408,19 @@ def _layer_popcount(
                     img += 1
         rows = ((np_ * nplanes + 3) // 4) * 4
         _gemm_tile(a, w, wt, h, 0, rows, blocked)
+        if mode == _EPI_BITS and not store_acc and nplanes == 1:
+            # fused threshold + pack straight from the popcounts:
+            # sig * (full - h) >= sig * T  <=>  thr - sig * h >= 0, thr = sig * (full - T)
+            for i in range(np_):
+                hi = h[i]
+                for q in range(bits_out.shape[1]):
+                    word = np.uint64(0)
+                    for b in range(min(64, nout - 64 * q)):
+                        j = 64 * q + b
+                        d = thr[j] - tsig[j] * np.int64(hi[j])
+                        word |= ((~np.uint64(d)) >> np.uint64(63)) << np.uint64(b)
+                    bits_out[p0 + i, q] = word
+            continue
         acc = np.zeros((np_, nout), np.int64)
         for i in range(np_):
             ai = acc[i]
