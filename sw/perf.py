@@ -258,7 +258,8 @@ def _final_words(layer, cols: int, width: int) -> int:
     return total // width + (1 if total % width else 0)
 
 
-def network_perf(model, target, levels_per_stage: int = 2) -> NetworkPerf:
+def network_perf(model, target, levels_per_stage: int = 2,
+                 input_windows: bool | None = None) -> NetworkPerf:
     """Cycle-by-cycle model of a whole run of ``model`` (a :class:`~xnorflow.sw.ir.
     CompiledModel`) on ``target`` (a :class:`~xnorflow.sw.targets.Target`), as counted by
     the sequencer's ``cycles`` register (from the cycle after START to the cycle the run
@@ -270,8 +271,12 @@ def network_perf(model, target, levels_per_stage: int = 2) -> NetworkPerf:
     score writes after one buffering cycle) and one completion-check cycle. Assumes the
     operand stream keeps up, which the sequencer guarantees except when a layer's first
     tile is shorter than the walker's refill (``R`` cycles): such tiny layers are slightly
-    under-predicted.
+    under-predicted. ``input_windows`` as in :func:`xnorflow.sw.program.build_memories`
+    (the first layer the hardware runs may be the window form of the model's).
     """
+    from .program import hardware_model  # program does not import perf: no cycle
+
+    model, _ = hardware_model(model, target, input_windows)
     R, C, W = target.rows, target.cols, target.width
     timing = engine_timing(R, C, W, levels_per_stage)
     layers = []
@@ -301,6 +306,7 @@ def network_perf(model, target, levels_per_stage: int = 2) -> NetworkPerf:
                        macs_total, utilisation(macs_total, R, C, W, total))
 
 
-def predict_network_cycles(model, target, levels_per_stage: int = 2) -> int:
+def predict_network_cycles(model, target, levels_per_stage: int = 2,
+                           input_windows: bool | None = None) -> int:
     """Predicted sequencer cycles of one whole run (see :func:`network_perf`)."""
-    return network_perf(model, target, levels_per_stage).cycles
+    return network_perf(model, target, levels_per_stage, input_windows).cycles

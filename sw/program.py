@@ -3,7 +3,7 @@
 ``docs/program.md`` is the prose version of this module. Three memory images drive the
 accelerator (:func:`build_memories`):
 
-* ``program`` (32-bit words): a 16-word header then one 32-word descriptor per layer. Every
+* ``program`` (32-bit words): a 24-word header then one 32-word descriptor per layer. Every
   address, count and stride the sequencer needs is precomputed here, so the gateware only
   adds and compares (no multipliers on the sequencer's paths).
 * ``weights`` (``C * W``-bit words, lane ``c`` = bits ``[c*W, (c+1)*W)``): per layer and
@@ -29,20 +29,26 @@ import numpy as np
 
 from . import encoding as enc
 from .errors import UserError
-from .golden import pack_weights
+from .golden import im2col_segments, pack_weights
 from .images import MemoryImage
 from .ir import CompiledModel, Layer
 from .targets import LANE_BITS, PROGRAM_BITS, Target
 
 MAGIC = 0x58460001  # "XF", program format version 1
-HEADER_WORDS = 16
+HEADER_WORDS = 24
 DESC_WORDS = 32
 
 #: Header fields, in word order.
 HEADER_FIELDS = (
     "magic", "n_layers", "in_h", "in_w", "in_c", "in_bits", "n_classes", "geometry",
     "input_base", "input_words", "act_words", "weight_words", "threshold_words",
+    "input_mode", "win_kh", "win_kw", "win_stride", "win_pad",
 )
+#: ``input_mode``: the host sends the image's bit-planes as per-pixel segments.
+INPUT_SEGMENTS = 0
+#: ``input_mode``: the host sends the first layer's windows (host-side im2col), see
+#: :func:`hardware_model`.
+INPUT_WINDOWS = 1
 
 #: Layer descriptor fields, in word order (docs/program.md explains each one).
 DESC_FIELDS = (
@@ -78,7 +84,7 @@ DESC_FIELDS = (
     "acc_max",      # largest accumulator (informational)
     "layer_index",
 )
-assert len(DESC_FIELDS) <= DESC_WORDS
+assert len(DESC_FIELDS) <= DESC_WORDS and len(HEADER_FIELDS) <= HEADER_WORDS
 FLAG_INTEGER = 1
 FLAG_POOL = 2
 SIGNED_FIELDS = ("addr0", "score_mul")
@@ -120,6 +126,50 @@ def _groups(out_c: int, cols: int) -> int:
 def input_words(model_h: int, model_w: int, model_c: int, in_bits: int, width: int) -> int:
     """Activation words taken by the input image's bit-planes."""
     return in_bits * model_h * model_w * _cw(model_c, width)
+
+
+def _window_words(layer: Layer, width: int) -> int:
+    return -(-layer.k_valid // width)
+
+
+def windows_pay(layer: Layer, width: int) -> bool:
+    """Whether feeding ``layer`` (a first layer) with host-side windows saves operand beats
+    without needing more input memory than per-pixel segments."""
+    ww = _window_words(layer, width)
+    seg = _cw(layer.in_c, width)
+    return (ww < layer.kh * layer.kw * seg
+            and ww * layer.conv_h * layer.conv_w <= seg * layer.in_h * layer.in_w)
+
+
+def hardware_model(model: CompiledModel, target: Target,
+                   input_windows: bool | None = None) -> tuple[CompiledModel, bool]:
+    """The model the accelerator runs, and whether its input is windows.
+
+    With ``input_windows`` (default: when :func:`windows_pay`), the first layer becomes a
+    1x1 convolution over its *window map*: output pixel ``(y, x)`` of the original layer is
+    an input pixel whose ``kh * kw * in_c`` channels are the window's bits in ``(dy, dx, c)``
+    order, packed contiguously (:func:`pack_input` builds them on the host from the contract's
+    im2col, spatial padding included). The weights are the same bits in the same order, so
+    every accumulator is unchanged; only the packing differs: a 1-channel segment wastes
+    ``W - 1`` bits of every word, a window of ``kh * kw * in_c`` bits does not.
+    """
+    first = model.layers[0]
+    use = windows_pay(first, target.width) if input_windows is None else bool(input_windows)
+    if not use:
+        return model, False
+    k = first.k_valid
+    ho, wo = first.conv_h, first.conv_w
+    new = Layer(**{**first.__dict__})
+    new.in_h, new.in_w, new.in_c = ho, wo, k
+    new.kh = new.kw = 1
+    new.stride, new.pad = 1, 0
+    new.kind = "dense" if ho * wo == 1 else "conv"
+    new.weights = np.ascontiguousarray(first.weights.reshape(first.out_c, 1, 1, k))
+    new.meta = {**first.meta, "host_windows_of": [first.kh, first.kw, first.stride, first.pad]}
+    hw = CompiledModel(ho, wo, k, [new, *model.layers[1:]], classes=model.classes,
+                       meta=model.meta)
+    hw.validate()
+    return hw, True
 
 
 def place(model: CompiledModel, target: Target) -> Placement:
@@ -201,7 +251,8 @@ def _fail(layer: str, memory: str, need_words: int, width: int, target: Target,
     )
 
 
-def check_fits(model: CompiledModel, target: Target) -> None:
+def check_fits(model: CompiledModel, target: Target,
+               input_windows: bool | None = None) -> None:
     """Raise :class:`UserError` unless ``model`` runs on ``target``.
 
     Checks the datapath's limits (1-bit hidden activations, accumulator and score widths, an
@@ -209,6 +260,7 @@ def check_fits(model: CompiledModel, target: Target) -> None:
     the layer, the memory, the bits needed and the bits available.
     """
     model.validate()
+    model, _ = hardware_model(model, target, input_windows)
     w = target.width
     for layer in model.layers:
         if layer.output == "threshold" and layer.out_bits != 1:
@@ -302,12 +354,17 @@ def _lane_value(lay: Layer, n: int, pool: bool) -> int:
     return neg << LANE_NEG_BIT | int(op) << LANE_POOL_BIT | (t & ((1 << LANE_T_BITS) - 1))
 
 
-def build_memories(model: CompiledModel, target: Target) -> list[MemoryImage]:
+def build_memories(model: CompiledModel, target: Target,
+                   input_windows: bool | None = None) -> list[MemoryImage]:
     """The ``program``, ``weights`` and ``thresholds`` images of ``model`` for ``target``.
 
-    Raises :class:`UserError` (via :func:`check_fits`) if the model does not fit.
+    ``input_windows``: feed the first layer host-side windows (:func:`hardware_model`;
+    default: when it saves operand beats). Raises :class:`UserError` (via
+    :func:`check_fits`) if the model does not fit.
     """
-    check_fits(model, target)
+    check_fits(model, target, input_windows)
+    orig_first = model.layers[0]
+    model, windows = hardware_model(model, target, input_windows)
     w, cols = target.width, target.cols
     pl = place(model, target)
     descs = [_descriptor(i, lay, pl, target) for i, lay in enumerate(model.layers)]
@@ -315,9 +372,9 @@ def build_memories(model: CompiledModel, target: Target) -> list[MemoryImage]:
     header = {
         "magic": MAGIC,
         "n_layers": len(model.layers),
-        "in_h": model.in_h,
-        "in_w": model.in_w,
-        "in_c": model.in_c,
+        "in_h": orig_first.in_h,
+        "in_w": orig_first.in_w,
+        "in_c": orig_first.in_c,
         "in_bits": first.in_bits,
         "n_classes": model.layers[-1].out_c,
         "geometry": target.rows | target.cols << 8 | target.width << 16,
@@ -326,6 +383,11 @@ def build_memories(model: CompiledModel, target: Target) -> list[MemoryImage]:
         "act_words": pl.act_words,
         "weight_words": pl.weight_words,
         "threshold_words": pl.threshold_words,
+        "input_mode": INPUT_WINDOWS if windows else INPUT_SEGMENTS,
+        "win_kh": orig_first.kh if windows else 0,
+        "win_kw": orig_first.kw if windows else 0,
+        "win_stride": orig_first.stride if windows else 0,
+        "win_pad": orig_first.pad if windows else 0,
     }
     prog = np.zeros(HEADER_WORDS + DESC_WORDS * len(descs), dtype=np.uint64)
     for j, f in enumerate(HEADER_FIELDS):
@@ -395,7 +457,9 @@ def pack_input(pixels, header: dict, width: int) -> np.ndarray:
     """Input activation words of one ``uint8`` image ``(H, W, C)``: plane-major segments.
 
     Word ``b * plane_stride + (y * in_w + x) * cw + j`` holds channels ``j*W ..`` of pixel
-    ``(y, x)`` in bit-plane ``b`` (:func:`xnorflow.sw.encoding.input_planes`).
+    ``(y, x)`` in bit-plane ``b`` (:func:`xnorflow.sw.encoding.input_planes`). With the
+    header's ``input_mode`` = :data:`INPUT_WINDOWS` the "pixels" are the first layer's
+    output positions and their channels the window bits (:func:`hardware_model`).
     """
     px = np.asarray(pixels)
     shape = (header["in_h"], header["in_w"], header["in_c"])
@@ -403,7 +467,17 @@ def pack_input(pixels, header: dict, width: int) -> np.ndarray:
         raise UserError(f"input image has shape {px.shape}, the program expects {shape}")
     planes = enc.input_planes(px, header["in_bits"])  # (B, H, W, C)
     b = planes.shape[0]
-    words = enc.pack_segments(planes.reshape(b, shape[0] * shape[1], shape[2]), width)
+    if header.get("input_mode", INPUT_SEGMENTS) == INPUT_SEGMENTS:
+        words = enc.pack_segments(planes.reshape(b, shape[0] * shape[1], shape[2]), width)
+        return words.reshape(-1).astype(np.uint64)
+    # windows: the contract's im2col (spatial padding included), each window's valid bits
+    # then packed contiguously
+    kh, kw = header["win_kh"], header["win_kw"]
+    cols = im2col_segments(planes[:, None], kh, kw, header["win_stride"], header["win_pad"],
+                           width)  # (B, 1, Ho, Wo, kh*kw*cw)
+    npx = cols.shape[2] * cols.shape[3]
+    bits = enc.unpack_segments(cols.reshape(b, npx, -1), kh * kw, shape[2], width)
+    words = enc.pack_bits(bits.reshape(b, npx, kh * kw * shape[2]), width, enc.ACT_PAD_BIT)
     return words.reshape(-1).astype(np.uint64)
 
 

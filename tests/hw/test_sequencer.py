@@ -58,16 +58,18 @@ def signed32(v):
     return v - (1 << 32) if v >> 31 else v
 
 
-@pytest.mark.parametrize("geometry", [(2, 4, 16), (5, 2, 32)], ids=lambda g: "x".join(map(str, g)))
-def test_cnn_stride_pad_pool(geometry):
+@pytest.mark.parametrize("geometry, windows", [((2, 4, 16), False), ((5, 2, 32), None)],
+                         ids=["2x4x16-segments", "5x2x32-windows"])
+def test_cnn_stride_pad_pool(geometry, windows):
     """conv (stride 2, pad 1, 3 channels, 3-bit planes) -> conv with overlapping pooling
     (3x3 window, stride 2) over 20 channels -> dense: the whole activation memory, the
     scores and the class equal the executable model and the golden model, and the cycle
-    count equals the performance model exactly."""
+    count equals the performance model exactly. With ``windows=False`` the first layer's
+    stride-2 padded im2col runs on chip; otherwise the host sends its windows."""
     model = synthetic.random_cnn(in_shape=(9, 7, 3), convs=((6, 3, 2, 1, 1), (20, 2, 1, 1, 3, 2)),
                                  dense=(7,), in_bits=3, seed=5)
     target = sim_target(*geometry)
-    mems = program.build_memories(model, target)
+    mems = program.build_memories(model, target, input_windows=windows)
     img = synthetic.random_images(1, 9, 7, 3, seed=6)[0]
     header, _ = program.decode_program(mems[0].words)
     out = run_sequencer(target, mems, program.pack_input(img, header, target.width))
@@ -78,7 +80,7 @@ def test_cnn_stride_pad_pool(geometry):
     scores = [signed32(v) for v in out["scores"][:7]]
     assert scores == gold.scores[0].tolist() == ref.scores.tolist()
     assert out["result"] == int(gold.predictions[0])
-    assert out["cycles"] == perf.predict_network_cycles(model, target)
+    assert out["cycles"] == perf.predict_network_cycles(model, target, input_windows=windows)
 
 
 def test_argmax_ties_pick_first():

@@ -20,12 +20,13 @@ MODELS = {
 GEOMETRIES = [(4, 4, 32), (3, 2, 16), (1, 8, 64), (5, 1, 16)]
 
 
+@pytest.mark.parametrize("windows", [None, False], ids=["auto", "segments"])
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: "x".join(map(str, g)))
 @pytest.mark.parametrize("name", list(MODELS))
-def test_execute_equals_golden(name, geometry):
+def test_execute_equals_golden(name, geometry, windows):
     model = MODELS[name]()
     target = sim_target(*geometry)
-    mems = program.build_memories(model, target)
+    mems = program.build_memories(model, target, input_windows=windows)
     images = synthetic.random_images(6, model.in_h, model.in_w, model.in_c, seed=11)
     gold = golden.run(model, images)
     for i in range(len(images)):
@@ -57,7 +58,7 @@ def test_memories_have_declared_widths():
 def test_program_header_round_trip():
     model = MODELS["cnn-odd"]()
     target = sim_target(3, 2, 16)
-    mems = {m.name: m for m in program.build_memories(model, target)}
+    mems = {m.name: m for m in program.build_memories(model, target, input_windows=False)}
     header, descs = program.decode_program(mems["program"].words)
     assert header["n_layers"] == len(model.layers) == len(descs)
     assert program.decode_geometry(header["geometry"]) == (3, 2, 16)
@@ -94,3 +95,24 @@ def test_wrong_geometry_refused():
 def test_bad_magic_refused():
     with pytest.raises(UserError, match="magic"):
         program.decode_program(np.zeros(64, dtype=np.uint64))
+
+
+def test_input_windows_cut_first_layer_beats():
+    """A 1-channel first layer: host-side windows take 1 word per output instead of 9."""
+    model = synthetic.random_cnn(in_shape=(8, 8, 1), in_bits=8, seed=1)
+    target = sim_target(4, 4, 32)
+    assert program.windows_pay(model.layers[0], 32)
+    hw, used = program.hardware_model(model, target)
+    assert used and hw.layers[0].kh == 1 and hw.layers[0].in_c == 9
+    for windows, kwords in ((True, 1), (False, 9)):
+        mems = program.build_memories(model, target, input_windows=windows)
+        header, descs = program.decode_program(mems[0].words)
+        assert descs[0]["kwords"] == kwords
+        assert header["input_mode"] == int(windows)
+        assert (header["in_h"], header["in_w"], header["in_c"]) == (8, 8, 1)
+
+
+def test_windows_not_used_when_input_memory_grows():
+    model = synthetic.random_cnn(in_shape=(6, 6, 40), convs=((8, 3, 1, 1, 1),), dense=(4,),
+                                 in_bits=1, seed=2)
+    assert not program.windows_pay(model.layers[0], 32)  # 360 bits: 12 words vs 2 per pixel

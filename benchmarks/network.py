@@ -1,0 +1,207 @@
+"""Whole-network cycles and utilisation of the accelerator (sequencer + tile engine).
+
+Utilisation = binary MACs (every bit-plane counts) / (R * C * W) / cycles of one run.
+Cycles come from the whole-network performance model (``sw/perf.py: network_perf``), which
+is validated here against Amaranth simulations of the complete accelerator (and exactly, by
+``tests/hw/test_sequencer.py``). Weights are random (``sw/synthetic.py``): cycle counts
+depend only on the layer shapes, which are those of the trained models
+(``sw/models.py``: digits MLP 64-256-256-10 on 8x8 8-bit pixels; Fashion-MNIST CNN
+``--widths 32,64:256``).
+
+Usage: .venv/bin/python benchmarks/network.py [--no-sim]
+Writes benchmarks/results/network.txt and network.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from xnorflow.sw import golden, perf, program, synthetic
+from xnorflow.sw.errors import UserError
+from xnorflow.sw.targets import TARGETS, sim_target
+
+OUT = Path(__file__).resolve().parent / "results"
+
+
+def digits_mlp(seed=0):
+    return synthetic.random_mlp(sizes=(64, 256, 256, 10), in_shape=(8, 8, 1), in_bits=8,
+                                seed=seed, batch=16)
+
+
+def fashion_cnn(seed=0):
+    return synthetic.random_cnn(in_shape=(28, 28, 1), convs=((32, 3, 1, 1, 2), (64, 3, 1, 1, 2)),
+                                dense=(256, 10), in_bits=8, seed=seed, batch=4)
+
+
+def fashion_cnn_wide(seed=0):
+    """A conv-dominated Fashion-MNIST-sized CNN (VGG-style), where reuse is high."""
+    return synthetic.random_cnn(in_shape=(28, 28, 1),
+                                convs=((64, 3, 1, 1, 1), (64, 3, 1, 1, 2), (128, 3, 1, 1, 1),
+                                       (128, 3, 1, 1, 2)),
+                                dense=(10,), in_bits=8, seed=seed, batch=2)
+
+
+MODELS = {
+    "digits-mlp": (digits_mlp, "64(8x8 px)-256-256-10, 8-bit input"),
+    "fmnist-cnn": (fashion_cnn, "28x28 8-bit, conv32-pool, conv64-pool, fc256, fc10"),
+    "fmnist-cnn-wide": (fashion_cnn_wide, "28x28 8-bit, conv64, conv64-pool, conv128, "
+                                          "conv128-pool, fc10"),
+}
+
+REASONS = {
+    "digits-mlp": "dense layers on one image fill 1 of R rows (no batching), the hidden "
+                  "layers' tiles (K = 256/W words) are shorter than the engine's 2R minimum, "
+                  "and the first layer's 8 bit-planes of 64 pixels are only 2-4 words each",
+    "fmnist-cnn": "the first layer (1 grey channel, 9 window bits per W-bit word, 8 planes) "
+                  "and the fc256 layer (1 of R rows) dominate; conv2's K = 9 words < 2R "
+                  "on 8x8",
+    "fmnist-cnn-wide": "conv layers with >= 64 channels fill every row, column and bit; "
+                       "the first layer and the 1-row fc10 are the remaining loss",
+}
+
+# Simulated validation cases: (model key or small maker, target)
+SIM_CASES = [
+    ("digits-mlp", "up5k"),
+    ("digits-mlp", "ecp5-85f"),
+    ("cnn-8x8", "sim"),
+    ("fmnist-cnn", "ecp5-85f"),
+]
+
+
+def small_cnn(seed=0):
+    return synthetic.random_cnn(in_shape=(8, 8, 1), convs=((8, 3, 1, 1, 2), (16, 3, 1, 1, 1)),
+                                dense=(10,), in_bits=8, seed=seed)
+
+
+def geometry_target(name):
+    t = TARGETS[name]
+    return sim_target(t.rows, t.cols, t.width, name=f"{name}-geometry")
+
+
+def simulate(model, target):
+    """Cycles of one run on the simulated accelerator, checked against the golden model."""
+    from amaranth.sim import Simulator
+
+    from xnorflow.hw.accelerator import Accelerator
+    from xnorflow.hw.driver import AcceleratorDriver, AmaranthStreamTransport
+
+    mems = program.build_memories(model, target)
+    img = synthetic.random_images(1, model.in_h, model.in_w, model.in_c, seed=3)[0]
+    gold = golden.run(model, img)
+    dut = Accelerator(target, mems)
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    out = {}
+
+    async def tb(ctx):
+        drv = AcceleratorDriver(AmaranthStreamTransport(ctx, dut),
+                                {n: w for n, (w, _) in target.memories.items()})
+        drv.header, _ = program.decode_program(mems[0].words)
+        cls, scores = await drv.classify(img)
+        st = await drv.status()
+        out.update(cycles=st.cycles, ok=(scores == gold.scores[0].tolist()
+                                          and cls == int(gold.predictions[0])))
+
+    sim.add_testbench(tb)
+    sim.run()
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--no-sim", action="store_true", help="skip the simulations")
+    args = ap.parse_args()
+    lines: list[str] = []
+    data: dict = {"rows": [], "validation": []}
+
+    def say(s=""):
+        print(s)
+        lines.append(s)
+
+    say("# Whole-network utilisation (benchmarks/network.py)")
+    say()
+    say("utilisation = binary MACs / (R*C*W) / cycles; cycles from sw.perf.network_perf")
+    say("(validated against simulation below). Random weights, trained models' shapes.")
+    say()
+    header = (f"{'model':16s} {'target':9s} {'RxCxW':8s} {'fits':5s} {'MACs':>10s} "
+              f"{'cycles':>8s} {'util':>7s}")
+    say(header)
+    say("-" * len(header))
+    models = {k: make() for k, (make, _) in tqdm(MODELS.items(), desc="models", leave=False)}
+    for key, model in models.items():
+        for tname in ("up5k", "hx8k", "ecp5-85f", "sim"):
+            real = TARGETS[tname]
+            try:
+                program.check_fits(model, real)
+                fits = "yes"
+            except UserError as e:
+                fits = "no"
+                why = str(e)
+            p = perf.network_perf(model, geometry_target(tname))
+            say(f"{key:16s} {tname:9s} {real.geometry:8s} {fits:5s} {p.binary_macs:10d} "
+                f"{p.cycles:8d} {100 * p.utilisation:6.1f}%")
+            row = {"model": key, "target": tname, "geometry": real.geometry, "fits": fits,
+                   "binary_macs": p.binary_macs, "cycles": p.cycles,
+                   "utilisation": p.utilisation,
+                   "layers": [{"name": lp.name, "tiles": lp.tiles, "k_words": lp.k_words,
+                               "cycles": lp.cycles, "binary_macs": lp.binary_macs,
+                               "utilisation": lp.utilisation} for lp in p.layers]}
+            if fits == "no":
+                row["why_not"] = why
+            data["rows"].append(row)
+    say()
+    for key, (_, desc) in MODELS.items():
+        say(f"{key}: {desc}")
+        say(f"  why: {REASONS[key]}")
+    say()
+    say("Per layer on ecp5-85f (8x8x32):")
+    for key, model in models.items():
+        p = perf.network_perf(model, geometry_target("ecp5-85f"))
+        say(f"  {key}: " + ", ".join(
+            f"{lp.name} {lp.cycles} cyc {100 * lp.utilisation:.1f}%" for lp in p.layers))
+    for key in ("up5k", "ecp5-85f"):
+        for mk in ("digits-mlp", "fmnist-cnn"):
+            m = models[mk]
+            try:
+                program.check_fits(m, TARGETS[key])
+            except UserError as e:
+                say(f"  {mk} on {key} does not fit: {e}")
+
+    if not args.no_sim:
+        say()
+        say("Validation: simulated accelerator (Amaranth, whole top through the host driver,")
+        say("scores/class checked against golden) vs predicted cycles")
+        cases = tqdm(SIM_CASES, desc="simulations")
+        for key, tname in cases:
+            model = small_cnn() if key == "cnn-8x8" else models[key]
+            target = geometry_target(tname) if tname != "sim" else TARGETS["sim"]
+            t0 = time.time()
+            res = simulate(model, target)
+            pred = perf.predict_network_cycles(model, target)
+            err = (pred - res["cycles"]) / res["cycles"]
+            say(f"  {key:12s} {target.geometry:8s} simulated {res['cycles']:7d}  predicted "
+                f"{pred:7d}  error {100 * err:+.2f}%  golden match {res['ok']}  "
+                f"({time.time() - t0:.0f} s)")
+            data["validation"].append({"model": key, "geometry": target.geometry,
+                                       "simulated": res["cycles"], "predicted": pred,
+                                       "error": err, "golden_match": res["ok"]})
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name, text in (("network.txt", "\n".join(lines) + "\n"),
+                       ("network.json", json.dumps(data, indent=2) + "\n")):
+        fd, tmp = tempfile.mkstemp(dir=OUT, prefix=f".{name}.")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, OUT / name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
