@@ -141,8 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     out(f"SIMD flags      : {' '.join(simd) or 'none of popcnt/avx2/avx512'}")
     out(f"numba           : {numba.__version__}, LLVM target {llvm.get_host_cpu_name()}, "
         f"NUMBA_NUM_THREADS {max_threads}")
+    backend = next((ln.split(":", 1)[1].strip() for ln in
+                    torch.__config__.parallel_info().splitlines()
+                    if ln.startswith("ATen parallel backend")), "?")
     out(f"torch           : {torch.__version__}, default threads {torch.get_num_threads()}, "
-        f"interop {torch.get_num_interop_threads()}, mkldnn {torch.backends.mkldnn.enabled}")
+        f"interop {torch.get_num_interop_threads()}, parallel backend {backend}, "
+        f"mkldnn {torch.backends.mkldnn.enabled}, OMP_NUM_THREADS "
+        f"{os.environ.get('OMP_NUM_THREADS', 'unset')}; fp32 everywhere, inference_mode")
     out(f"numpy           : {np.__version__}; unset for this process: "
         f"{', '.join(f'{k}={v}' for k, v in _UNSET_ENV.items()) or 'nothing (none set)'}")
     out(f"load average    : {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} (1/5/15 min, at start)")
