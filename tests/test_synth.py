@@ -17,12 +17,10 @@ from xnorflow.synth import (
     tool_env,
 )
 
-try:  # the default build is the whole accelerator once it exists
-    import xnorflow.hw.accelerator  # noqa: F401
-
-    DESIGN = "accelerator"
-except ImportError:
-    DESIGN = "loopback"
+# The default run's real build is the systolic array behind the UART bridge (~10 s): the
+# whole accelerator takes yosys about two minutes even at 1x1x16 and needs ~5900 LCs, more
+# than the UP5K has, so its build (HX8K) and the BRAM swap are slow tests.
+DESIGN = "array"
 
 
 @pytest.mark.parametrize(
@@ -107,17 +105,38 @@ def test_tool_env_finds_yowasp():
         assert var in env and os.path.exists(env[var]) or env[var] == "true", var
 
 
-@pytest.mark.toolchain
-def test_real_ice40_build(tmp_path):
+#: small memories so the default run's build is quick (all in EBR, placeholders swappable)
+SMALL = {"program": 256, "weights": 256, "thresholds": 64, "activations": 256, "scores": 32}
+
+
+def _build(tmp_path_factory, board: str, design: str):
+    tmp = tmp_path_factory.mktemp(f"synth-{board}-{design}")
+    out = tmp / "bits"
+    cfg = SynthConfig(board=board, geometry="1x1x16", design=design, seed=7,
+                      out_dir=str(out), build_dir=str(tmp / "build"),
+                      depths=SMALL if design == "accelerator" else {})
+    return tmp, out, synthesize(cfg, progress=False)
+
+
+@pytest.fixture(scope="module")
+def ice40_build(tmp_path_factory):
     """One real bitstream (the default run's synthesis): yosys + nextpnr + icepack."""
-    out = tmp_path / "bits"
-    cfg = SynthConfig(board="icebreaker", geometry="1x1x16", design=DESIGN, seed=7,
-                      out_dir=str(out), build_dir=str(tmp_path / "build"))
-    report = synthesize(cfg, progress=False)
+    return _build(tmp_path_factory, "icebreaker", DESIGN)
+
+
+@pytest.fixture(scope="module")
+def accel_build(tmp_path_factory):
+    """The whole accelerator, 1x1x16 with small memories, on the HX8K (slow: minutes)."""
+    return _build(tmp_path_factory, "hx8k-evn", "accelerator")
+
+
+@pytest.mark.toolchain
+def test_real_ice40_build(ice40_build):
+    tmp_path, out, report = ice40_build
     files = sorted(p.name for p in out.iterdir())
     for name in ("top.bin", "yosys.log", "nextpnr.log", "report.json", "report.md"):
         assert name in files
-    # an iCE40 UP5K bitstream is 104 090 bytes (fixed size: CRAM + BRAM of the whole chip)
+    # an iCE40 UP5K bitstream is ~104 KB (fixed size: CRAM + BRAM of the whole chip)
     assert 100_000 < (out / "top.bin").stat().st_size < 110_000
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk["seed"] == 7 and on_disk["board"] == "icebreaker"
@@ -134,8 +153,79 @@ def test_real_ice40_build(tmp_path):
     assert report["fmax"][report["clock"]["name"]]["fmax_mhz"] == fmax
     md = (out / "report.md").read_text()
     assert f"{fmax:.2f}" in md and "LUT4" in md and "seed 7" in md
-    if DESIGN == "accelerator":
-        assert (out / "placeholder" / "program.hex").exists()
+    assert on_disk["design"].startswith("systolic array")
+    assert report["peak_gops"] == pytest.approx(2 * 16 * fmax * 1e6 / 1e9)
+
+
+@pytest.mark.slow
+@pytest.mark.toolchain
+def test_accelerator_build(accel_build):
+    _, out, report = accel_build
+    assert report["design"].startswith("accelerator")
+    assert report["memories"]["weights"] == {"width": 16, "depth": 256}
+    assert report["resources"]["bram"]["used"] >= 5  # five memories, all in EBR
+    assert report["resources"]["logic_cells"]["available"] == 7680
+    for name in ("program", "weights", "thresholds"):
+        lines = (out / "placeholder" / f"{name}.hex").read_text().split()
+        assert len(lines) == SMALL[name] and len(set(lines)) > SMALL[name] // 2
+
+
+@pytest.mark.slow
+@pytest.mark.toolchain
+def test_swap_model_into_bitstream(accel_build, tmp_path):
+    """icebram puts a compiled model into the bitstream without synthesis; swap_model checks
+    that every model image is then found in the BRAMs (by swapping back). The accelerator
+    initialised with exactly those images (the padded hex) classifies as golden does."""
+    import numpy as np
+    from amaranth.sim import Simulator
+
+    from xnorflow.hw.accelerator import Accelerator
+    from xnorflow.hw.driver import AcceleratorDriver, AmaranthStreamTransport
+    from xnorflow.sim import random_models as rm
+    from xnorflow.sw import golden
+    from xnorflow.sw.images import MemoryImage
+    from xnorflow.sw.program import decode_program
+    from xnorflow.synth import report_target, swap_model
+
+    _, out, report = accel_build
+    target = report_target(BOARDS["hx8k-evn"], report)
+    model = rm.random_network(3, in_shape=(4, 4, 1), in_bits=2, classes=4, max_out_c=4,
+                              layers=2)
+    folder = tmp_path / "model"
+    rm.write_folder(model, rm.geometry_target(1, 1, 16), folder)
+    new = swap_model(out, folder, progress=False)
+    assert new.name == "top-model.bin"
+    old_bin, new_bin = (out / "top.bin").read_bytes(), new.read_bytes()
+    assert len(old_bin) == len(new_bin) and old_bin != new_bin
+    info = json.loads((out / "top-model.swap.json").read_text())
+    assert info["swapped"] == ["program", "thresholds", "weights"]
+
+    # the images that are now in the bitstream, read back from the hex swap_model wrote
+    from xnorflow.synth import model_hex_images
+
+    hexes = model_hex_images(model, target, out / "placeholder")
+    images = [MemoryImage(n, target.word_bits(n),
+                          np.array([int(w, 16) for w in t.split()], dtype=np.uint64), "swap")
+              for n, t in hexes.items()]
+    px = rm.random_pixels(5, model, 2)
+    ref = golden.run(model, px, width=16)
+    dut = Accelerator(target, memories=images)
+    got = []
+
+    async def host(ctx):
+        drv = AcceleratorDriver(AmaranthStreamTransport(ctx, dut, timeout=200_000))
+        await drv.connect()
+        prog = next(m for m in images if m.name == "program")
+        drv.header, _ = decode_program(prog.words)
+        for i in range(len(px)):
+            got.append(await drv.classify(px[i]))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(host)
+    sim.run()
+    for i, (cls, scores) in enumerate(got):
+        assert scores == [int(s) for s in ref.scores[i]] and cls == int(ref.predictions[i])
 
 
 def test_boards_have_targets():

@@ -159,6 +159,7 @@ class SynthConfig:
     model: str | None = None
     out_dir: str | None = None
     build_dir: str | None = None
+    depths: dict = field(default_factory=dict)  # memory name -> words (overrides the target)
     extra: dict = field(default_factory=dict)
 
 
@@ -213,17 +214,28 @@ def make_core(cfg: SynthConfig, spec, memories=None):
         from xnorflow.hw.accelerator import Accelerator
     except ImportError as e:
         raise SynthError(f"the accelerator is not available ({e}); build --design loopback") from e
-    target = geometry_target(spec, cfg.geometry)
+    target = geometry_target(spec, cfg.geometry, cfg.depths)
     return Accelerator(target, memories=memories), target, {
         "design": "accelerator + UART bridge", "target": target.name}
 
 
-def geometry_target(spec, geometry: str):
-    """The board's compiler target with the array geometry replaced by ``geometry``."""
+def geometry_target(spec, geometry: str, depths: dict | None = None):
+    """The board's compiler target with the array geometry replaced by ``geometry`` and the
+    memory depths in ``depths`` (name -> words) replaced."""
     from xnorflow.sw import targets
 
     rows, cols, width = parse_geometry(geometry)
     base = targets.get_target(spec.target)
+    if depths:
+        bad = set(depths) - set(base.memories)
+        if bad:
+            raise UserError(f"--depth: unknown memories {sorted(bad)}; "
+                            f"choose from {', '.join(base.memories)}")
+        t = geometry_target(spec, geometry)
+        mems = {n: (w, int(depths.get(n, d))) for n, (w, d) in t.memories.items()}
+        desc = ", ".join(f"{n}={v}" for n, v in sorted(depths.items()))
+        return targets.Target(f"{t.name}-d", rows, cols, width, mems, board=t.board,
+                              description=f"{t.description}; depths {desc}")
     if (rows, cols, width) == (base.rows, base.cols, base.width):
         return base
     if hasattr(targets, "with_geometry"):
@@ -266,7 +278,7 @@ def synthesize(cfg: SynthConfig, *, progress: bool = True) -> dict:
 
     placeholders = {}
     if cfg.design == "accelerator":
-        target = geometry_target(spec, cfg.geometry)
+        target = geometry_target(spec, cfg.geometry, cfg.depths)
         placeholders = placeholder_memories(target, seed=cfg.seed,
                                             no_init=NO_INIT.get(spec.name, ()))
     core, target, info = make_core(cfg, spec, memories=list(placeholders.values()) or None)
@@ -444,6 +456,8 @@ def make_report(cfg: SynthConfig, spec, top, build: Path, elapsed: float, target
         "geometry": cfg.geometry,
         "design": info["design"],
         "target": info.get("target"),
+        "memories": None if target is None else {
+            n: {"width": w, "depth": d} for n, (w, d) in target.memories.items()},
         "seed": int(cfg.seed),
         "clock": {
             "oscillator_mhz": spec.clock_freq / 1e6,
@@ -633,6 +647,17 @@ def model_hex_images(model, target, placeholder_dir: Path) -> dict[str, str]:
     return out
 
 
+def report_target(spec, report: dict):
+    """The accelerator target a build report was synthesised for (geometry + memories)."""
+    from xnorflow.sw.targets import Target
+
+    if not report.get("memories"):
+        return geometry_target(spec, report["geometry"])
+    rows, cols, width = parse_geometry(report["geometry"])
+    mems = {n: (m["width"], m["depth"]) for n, m in report["memories"].items()}
+    return Target(report["target"], rows, cols, width, mems, board=spec.name)
+
+
 def swap_model(folder: str | Path, model_dir: str | Path, *, out: str | Path | None = None,
                progress: bool = True) -> Path:
     """Put ``model_dir``'s memory images into the bitstream in ``folder`` without synthesis.
@@ -656,7 +681,7 @@ def swap_model(folder: str | Path, model_dir: str | Path, *, out: str | Path | N
     spec = get_board(report["board"])
     if not report["design"].startswith("accelerator"):
         raise UserError(f"{folder}: holds a {report['design']!r} build; nothing to swap")
-    target = geometry_target(spec, report["geometry"])
+    target = report_target(spec, report)
     model = CompiledModel.load(model_dir)
     images = model_hex_images(model, target, folder / "placeholder")
     if not images:

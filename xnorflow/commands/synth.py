@@ -47,6 +47,8 @@ def register(sub) -> None:
     p.add_argument("--baud", type=int, default=None, help="UART baud rate (default 1000000)")
     p.add_argument("--design", default="accelerator", choices=["accelerator", "array", "loopback"],
                    help="what to put behind the UART bridge (default: accelerator)")
+    p.add_argument("--depth", action="append", default=[], metavar="MEMORY=WORDS",
+                   help="override a memory's depth (repeatable), e.g. --depth weights=512")
     p.add_argument("--out", default=None, help="output folder (default bitstreams/B/G)")
     p.add_argument("--swap-model", default=None, metavar="DIR",
                    help="do not synthesise: put DIR's memory images into the existing "
@@ -74,8 +76,17 @@ def run(args) -> int:
         out = swap_model(folder, args.swap_model, progress=not args.quiet)
         print(f"wrote {out}")
         return 0
+    depths = {}
+    for item in args.depth:
+        name, _, words = item.partition("=")
+        if not words.isdigit() or int(words) < 1:
+            from xnorflow.sw.errors import UserError
+
+            raise UserError(f"--depth {item!r}: expected MEMORY=WORDS, e.g. weights=512")
+        depths[name] = int(words)
     cfg = SynthConfig(board=args.board, geometry=geometry, design=args.design, seed=args.seed,
-                      freq_mhz=args.freq, baud=args.baud, model=args.model, out_dir=args.out)
+                      freq_mhz=args.freq, baud=args.baud, model=args.model, out_dir=args.out,
+                      depths=depths)
     report = synthesize(cfg, progress=not args.quiet)
     res = report["resources"]
     lc = res["logic_cells"]
