@@ -253,6 +253,12 @@ def _fail(layer: str, memory: str, need_words: int, width: int, target: Target,
 
 def check_fits(model: CompiledModel, target: Target,
                input_windows: bool | None = None) -> None:
+    """Raise :class:`UserError` unless ``model`` runs on ``target`` (see :func:`_check_fits`)."""
+    _check_fits(model, target, input_windows)
+
+
+def _check_fits(model: CompiledModel, target: Target,
+                input_windows: bool | None = None) -> None:
     """Raise :class:`UserError` unless ``model`` runs on ``target``.
 
     Checks the datapath's limits (1-bit hidden activations, accumulator and score widths, an
@@ -362,7 +368,7 @@ def build_memories(model: CompiledModel, target: Target,
     default: when it saves operand beats). Raises :class:`UserError` (via
     :func:`check_fits`) if the model does not fit.
     """
-    check_fits(model, target, input_windows)
+    _check_fits(model, target, input_windows)
     orig_first = model.layers[0]
     model, windows = hardware_model(model, target, input_windows)
     w, cols = target.width, target.cols

@@ -107,11 +107,11 @@ def sim_target(rows: int = 4, cols: int = 4, width: int = 32, name: str = "sim")
 TARGETS: dict[str, Target] = {
     # iCE40 UP5K: 30 EBR x 4 kbit, 4 SPRAM x 256 kbit (16 bits wide each), 5280 LCs.
     # The four SPRAMs side by side are one 64-bit x 16K memory: the weights (C*W = 4*16).
-    # EBR: activations 1K x 16 x R=4 copies = 16 EBR, thresholds 128 x 128 bits = 4 EBR,
-    # program 512 x 32 = 4 EBR, scores 256 x 32 = 2 EBR: 26 of 30.
+    # EBR: activations 1K x 16 x R=4 copies = 16 EBR, thresholds 256 x 128 bits = 8 EBR,
+    # program 256 x 32 = 2 EBR, scores 256 x 32 = 2 EBR: 28 of 30.
     "up5k": Target(
         "up5k", 4, 4, 16,
-        _mem(4, 4, 16, weights=16384, thresholds=128, program=512, activations=1024,
+        _mem(4, 4, 16, weights=16384, thresholds=256, program=256, activations=1024,
              scores=256),
         board="icebreaker",
         description="iCEBreaker (iCE40 UP5K): weights in SPRAM, 64 bits/cycle",
@@ -126,12 +126,15 @@ TARGETS: dict[str, Target] = {
         board="ice40-hx8k-b-evn",
         description="iCE40-HX8K breakout board: everything in EBR",
     ),
-    # ECP5 LFE5U-85F: 208 EBR x 18 kbit (3.7 Mbit), 84K LUTs.
-    # weights 2K x 256 bits = 512 kbit (~29 EBR), activations 8K x 32 x R=8 = 2 Mbit
-    # (~114 EBR), thresholds 256 x 256 bits (~4 EBR), program 1K x 32 (~2), scores (~1).
+    # ECP5 LFE5U-85F: 208 EBR x 18 kbit (DP16KD, 512 x 36 at the widest), 84K LUTs.
+    # weights 4K x 256 bits (8 x 8 = 64 EBR: the Fashion-MNIST CNN's fc256 needs 3.2K words),
+    # activations 8K x 32 x R=8 copies (8 x 16 = 128 EBR: a 28x28 8-bit input is 6.3K
+    # words), thresholds 256 x 256 bits (8), program 1K x 32 (2), scores (1): 203 of 208.
+    # (4 x 16 x 32, same 64 PEs, would use ~142 EBR and run dense layers twice as fast;
+    # benchmarks/results/network.txt compares them.)
     "ecp5-85f": Target(
         "ecp5-85f", 8, 8, 32,
-        _mem(8, 8, 32, weights=2048, thresholds=256, program=1024, activations=8192,
+        _mem(8, 8, 32, weights=4096, thresholds=256, program=1024, activations=8192,
              scores=256),
         board="ulx3s-85f",
         description="ULX3S (ECP5 LFE5U-85F): everything in EBR",
