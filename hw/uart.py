@@ -13,10 +13,11 @@ Error handling (so that nothing hangs and the device is always ready for the nex
 * a byte that arrives while the previous one has not been accepted is an *overrun*: it is
   dropped and ``abort`` is pulsed (the frame it belonged to is incomplete anyway);
 * an *inter-byte timeout*: once a byte has been accepted, if no further byte arrives within
-  ``timeout`` cycles, ``abort`` is pulsed once. A host that stops in the middle of a frame
-  (a short frame) therefore leaves the decoder idle again after the timeout. The accelerator
-  ignores ``abort`` when its decoder is already idle, so the pulse after a complete frame is
-  harmless.
+  ``timeout`` cycles, ``abort`` is pulsed once (the count restarts while a response byte is
+  waiting or on the line, so a long response is never cut). A host that stops in the middle
+  of a frame (a short frame) therefore leaves the decoder idle again after the timeout. The
+  accelerator ignores ``abort`` when its decoder is already idle, so the pulse after a
+  complete frame is harmless.
 """
 
 
@@ -176,6 +177,8 @@ class UARTTx(wiring.Component):
         cycle of a stop bit.
     tx : Out(1)
         The serial line (idle high).
+    busy : Out(1)
+        A character is on the line.
 
     Latency and throughput: the start bit begins the cycle after a byte is accepted; one
     byte per ``10 * divisor`` cycles (back to back), the same as :class:`UARTRx`.
@@ -183,6 +186,7 @@ class UARTTx(wiring.Component):
 
     inp: In(stream.Signature(8))
     tx: Out(1, init=1)
+    busy: Out(1)
 
     def __init__(self, divisor: int):
         _check_divisor(divisor)
@@ -198,7 +202,8 @@ class UARTTx(wiring.Component):
         # the next byte may be taken in the last cycle of the stop bit, so the transmitter
         # keeps up with a receiver at the same baud rate (exactly 10 bit times per byte)
         last = (left == 1) & timer[-1]
-        m.d.comb += [self.tx.eq(shreg[0]), self.inp.ready.eq((left == 0) | last)]
+        m.d.comb += [self.tx.eq(shreg[0]), self.inp.ready.eq((left == 0) | last),
+                     self.busy.eq(left != 0)]
         with m.If(self.inp.ready & self.inp.valid):
             m.d.sync += [
                 shreg.eq(Cat(Const(0, 1), self.inp.payload, Const(1, 1))),
@@ -226,7 +231,8 @@ class UARTBridge(wiring.Component):
         Clock cycles per bit (>= 4); see :func:`uart_divisor`.
     timeout : int
         Inter-byte timeout in clock cycles (>= ``20 * divisor``): ``abort`` is pulsed once
-        when no byte has arrived for this long after the last accepted byte.
+        when no byte has arrived for this long after the last accepted byte and the last
+        response byte sent.
 
     Members
     -------
@@ -286,6 +292,10 @@ class UARTBridge(wiring.Component):
         with m.Elif(rx.busy | rx.out.valid):
             # counting starts when the accelerator has accepted the last byte
             m.d.sync += [left.eq(self._timeout - 2), armed.eq(1)]
+        with m.Elif(self.host_out.valid | tx.busy):
+            # ... and pauses while a response is on its way (a long READ_MEM response must
+            # not be cut by a timeout: the abort would drop it)
+            m.d.sync += left.eq(self._timeout - 2)
         with m.Elif(armed):
             with m.If(left[-1]):
                 m.d.comb += self.timed_out.eq(1)

@@ -253,3 +253,63 @@ def test_tx_keeps_up_with_rx():
     sim.run()
     assert aborts[0] == 0
     assert got == [b + 1 & 0xFF for b in data]
+
+
+class _SlowResponder(wiring.Component):
+    """Test harness: after the byte 0x01 the core answers with ``n`` bytes (a long response)."""
+
+    rx: wiring.In(1, init=1)
+    tx: wiring.Out(1, init=1)
+    abort: wiring.Out(1)
+
+    def __init__(self, divisor, timeout, n):
+        self.bridge = UARTBridge(divisor, timeout)
+        self.n = n
+        super().__init__()
+
+    def elaborate(self, platform):
+        from amaranth.hdl import Signal
+
+        m = Module()
+        m.submodules.bridge = b = self.bridge
+        left = Signal(range(self.n + 1))
+        m.d.comb += [b.rx.eq(self.rx), self.tx.eq(b.tx), self.abort.eq(b.abort),
+                     b.host_in.ready.eq(1), b.host_out.valid.eq(left != 0),
+                     b.host_out.payload.eq(left)]
+        with m.If(b.host_in.valid):
+            m.d.sync += left.eq(self.n)
+        with m.Elif(b.host_out.ready & (left != 0)):
+            m.d.sync += left.eq(left - 1)
+        return m
+
+
+def test_no_timeout_while_responding():
+    """A response longer than the timeout is not cut: the timeout starts after it."""
+    divisor, timeout, n = 4, 200, 30  # the response takes 30 * 40 = 1200 cycles
+    dut = _SlowResponder(divisor, timeout, n)
+    got, aborts = [], []
+
+    async def host(ctx):
+        await ctx.tick().repeat(3)
+        await _send(ctx, dut.rx, 1, divisor)
+        await ctx.tick().repeat(n * 10 * divisor + timeout + 100)
+
+    async def monitor(ctx):
+        while True:
+            got.append(await _recv(ctx, dut.tx, divisor, max_wait=10**6))
+
+    async def watch(ctx):
+        cycle = 0
+        async for _clk, _rst, abort in ctx.tick().sample(dut.abort):
+            cycle += 1
+            if abort:
+                aborts.append(cycle)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(host)
+    sim.add_testbench(monitor, background=True)
+    sim.add_testbench(watch, background=True)
+    sim.run()
+    assert got == list(range(n, 0, -1))
+    assert len(aborts) == 1 and aborts[0] > n * 10 * divisor, aborts
