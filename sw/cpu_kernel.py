@@ -262,6 +262,11 @@ def _xnor_gemm_parallel(a, w, wt, h, tile_rows, blocked):
         _gemm_tile(a, w, wt, h, r0, r1, blocked)
 
 
+# Every parallel kernel below is a serial body over a range of tiles ``[t0, t1)`` plus a
+# ``prange`` wrapper that runs one tile per iteration; with one thread the body is called
+# directly, so no thread hand-off (or wake-up on a busy machine) happens at all.
+
+
 # ----------------------------------------------------------------------------------------------
 # packed im2col (gather of whole words, or compaction of partial segments into a bit stream)
 
@@ -371,23 +376,23 @@ def _epilogue(acc, p0, np_, mode, tsig, tval, acc_out, store_acc, bits_out, leve
 # layer kernels
 
 
-@njit(parallel=True, **_JIT)
-def _layer_popcount(
-    x, kh, kw, stride, pad, ho, wo, c, dense, kwords, w, wt, blocked, tile_px,
+@njit(**_JIT)
+def _popcount_tiles(
+    t0, t1, x, kh, kw, stride, pad, ho, wo, c, dense, kwords, w, wt, blocked, tile_px,
     mode, tsig, tval, acc_out, store_acc, bits_out, levels_out,
 ):
-    """XOR-popcount layer: tiles of output pixels, each gathered, multiplied and finished."""
+    """XOR-popcount layer, tiles ``t0 .. t1`` of ``tile_px`` output pixels each: gathered,
+    multiplied and finished (threshold + pack, or accumulators) one after the other."""
     nplanes = x.shape[0]
     nimg = x.shape[1]
     npix = nimg * ho * wo
     nout = tval.shape[0]
-    ntiles = (npix + tile_px - 1) // tile_px
     full = 64 * kwords
     thr = np.empty(nout, np.int64)
     for j in range(nout):
         thr[j] = tsig[j] * full - tval[j, 0]
     rows_cap = ((tile_px * nplanes + 3) // 4) * 4
-    for t in prange(ntiles):
+    for t in range(t0, t1):
         p0 = t * tile_px
         np_ = min(npix - p0, tile_px)
         a = np.zeros((rows_cap, kwords), np.uint64)
@@ -431,6 +436,17 @@ def _layer_popcount(
         _epilogue(acc, p0, np_, mode, tsig, tval, acc_out, store_acc, bits_out, levels_out)
 
 
+@njit(parallel=True, **_JIT)
+def _popcount_par(
+    ntiles, x, kh, kw, stride, pad, ho, wo, c, dense, kwords, w, wt, blocked, tile_px,
+    mode, tsig, tval, acc_out, store_acc, bits_out, levels_out,
+):
+    for t in prange(ntiles):
+        _popcount_tiles(t, t + 1, x, kh, kw, stride, pad, ho, wo, c, dense, kwords, w, wt,
+                        blocked, tile_px, mode, tsig, tval, acc_out, store_acc, bits_out,
+                        levels_out)
+
+
 @njit(**_JIT)
 def _iand_cols(ut, wmask, ht, npx):
     """``ht[n, p] = sum_k (ut[k, p] & wmask[n, k])`` (int32) for pixels ``p < npx``.
@@ -462,9 +478,9 @@ def _iand_cols(ut, wmask, ht, npx):
                 hj[p] += ua[p] & wa
 
 
-@njit(parallel=True, **_JIT)
-def _layer_integer(
-    u, kh, kw, stride, pad, ho, wo, wmask, base, tile_px,
+@njit(**_JIT)
+def _integer_tiles(
+    t0, t1, u, kh, kw, stride, pad, ho, wo, wmask, base, tile_px,
     mode, tsig, tval, acc_out, store_acc, bits_out, levels_out,
 ):
     """Small-reduction multi-bit layer: ``A = base[n] + 2 * sum_{w=+1} u_i - sum_i u_i``.
@@ -479,9 +495,8 @@ def _layer_integer(
     kk = wmask.shape[1]
     band = max(1, tile_px // wo)  # output rows per tile
     nbands = (ho + band - 1) // band
-    ntiles = nimg * nbands
     cap = band * wo
-    for t in prange(ntiles):
+    for t in range(t0, t1):
         img = t // nbands
         oy0 = (t - img * nbands) * band
         oy1 = min(ho, oy0 + band)
@@ -537,17 +552,27 @@ def _layer_integer(
         _epilogue(acc, p0, np_, mode, tsig, tval, acc_out, store_acc, bits_out, levels_out)
 
 
-# ----------------------------------------------------------------------------------------------
-# pooling and plane packing
-
-
 @njit(parallel=True, **_JIT)
+def _integer_par(
+    ntiles, u, kh, kw, stride, pad, ho, wo, wmask, base, tile_px,
+    mode, tsig, tval, acc_out, store_acc, bits_out, levels_out,
+):
+    for t in prange(ntiles):
+        _integer_tiles(t, t + 1, u, kh, kw, stride, pad, ho, wo, wmask, base, tile_px,
+                       mode, tsig, tval, acc_out, store_acc, bits_out, levels_out)
+
+
+# ----------------------------------------------------------------------------------------------
+# pooling and plane packing (cheap next to the layers: serial)
+
+
+@njit(**_JIT)
 def _pool_words(bits, k, stride, or_mask, and_mask, out):
     """OR/AND pooling on packed words: ``(N, H, W, Cw) -> (N, Ho, Wo, Cw)`` per-channel masks."""
     nimg, _, _, cw = bits.shape
     ho = out.shape[1]
     wo = out.shape[2]
-    for img in prange(nimg):
+    for img in range(nimg):
         for oy in range(ho):
             for ox in range(wo):
                 for q in range(cw):
@@ -561,13 +586,13 @@ def _pool_words(bits, k, stride, or_mask, and_mask, out):
                     out[img, oy, ox, q] = (vo & or_mask[q]) | (va & and_mask[q])
 
 
-@njit(parallel=True, **_JIT)
+@njit(**_JIT)
 def _pool_levels(lv, k, stride, use_min, out):
     """Max (or min where ``use_min``) pooling of ``uint8`` levels ``(N, H, W, C)``."""
     nimg, _, _, c = lv.shape
     ho = out.shape[1]
     wo = out.shape[2]
-    for img in prange(nimg):
+    for img in range(nimg):
         for oy in range(ho):
             for ox in range(wo):
                 for j in range(c):
@@ -581,12 +606,12 @@ def _pool_levels(lv, k, stride, use_min, out):
                     out[img, oy, ox, j] = mn if use_min[j] else mx
 
 
-@njit(parallel=True, **_JIT)
+@njit(**_JIT)
 def _pack_planes(u, nplanes, out):
     """Bit-planes of ``uint8`` levels ``(N, H, W, C)`` packed per pixel: ``(B, N, H, W, Cw)``."""
     nimg, hh, ww, c = u.shape
     cw = out.shape[4]
-    for img in prange(nimg):
+    for img in range(nimg):
         for y in range(hh):
             for xx in range(ww):
                 for b in range(nplanes):
@@ -703,8 +728,11 @@ def xnor_gemm(act_words, weight_words, threads: int | None = None) -> np.ndarray
     wt = np.ascontiguousarray(w4.T) if not blocked else np.zeros((1, 1), np.uint64)
     h = np.empty((a4.shape[0], w4.shape[0]), np.uint64)
     tile = max(4, min(a4.shape[0], (TILE_ENTRIES // max(1, w4.shape[0])) // 4 * 4))
-    with _numba_threads(threads):
-        _xnor_gemm_parallel(a4, w4, wt, h, tile, blocked)
+    with _numba_threads(threads) as used:
+        if used == 1:
+            _gemm_tile(a4, w4, wt, h, 0, a4.shape[0], blocked)
+        else:
+            _xnor_gemm_parallel(a4, w4, wt, h, tile, blocked)
     return 64 * kw - h[:m, :n].astype(np.int64)
 
 
@@ -879,14 +907,25 @@ def _forward(pl: PreparedLayer, x: _Act, keep_acc: bool) -> tuple[_Act | np.ndar
     bits_out = np.empty((npix, cwo) if mode == _EPI_BITS else (1, 1), np.uint64)
     levels_out = np.empty((npix, n) if mode == _EPI_LEVELS else (1, 1), np.uint8)
     epi = (mode, pl.tsig, pl.tval, acc_out, keep_acc, bits_out, levels_out)
+    serial = numba.get_num_threads() == 1
     if pl.path == "integer":
         u = np.ascontiguousarray(x.get_levels())
-        _layer_integer(u, layer.kh, layer.kw, layer.stride, layer.pad, ho, wo, pl.wmask, pl.base,
-                       pl.tile_px, *epi)
+        ntiles = nimg * -(-ho // max(1, pl.tile_px // wo))
+        args = (u, layer.kh, layer.kw, layer.stride, layer.pad, ho, wo, pl.wmask, pl.base,
+                pl.tile_px, *epi)
+        if serial:
+            _integer_tiles(0, ntiles, *args)
+        else:
+            _integer_par(ntiles, *args)
     else:
         xp = x.get_packed()
-        _layer_popcount(xp, layer.kh, layer.kw, layer.stride, layer.pad, ho, wo, layer.in_c,
-                        pl.dense, pl.w.shape[1], pl.w, pl.wt, pl.blocked, pl.tile_px, *epi)
+        ntiles = -(-npix // pl.tile_px)
+        args = (xp, layer.kh, layer.kw, layer.stride, layer.pad, ho, wo, layer.in_c, pl.dense,
+                pl.w.shape[1], pl.w, pl.wt, pl.blocked, pl.tile_px, *epi)
+        if serial:
+            _popcount_tiles(0, ntiles, *args)
+        else:
+            _popcount_par(ntiles, *args)
     acc = acc_out.reshape(nimg, ho, wo, n) if keep_acc else acc_out
     if mode == _EPI_NONE:
         score = layer.score_mul * acc + np.asarray(layer.score_offset, dtype=np.int64)
