@@ -14,7 +14,7 @@ is idle, sequencer while it runs) drives it, the multiplexing lives in
 
 from __future__ import annotations
 
-from amaranth.hdl import Module
+from amaranth.hdl import Cat, ClockSignal, Instance, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -25,6 +25,11 @@ from ..sw.program import decode_program
 from ..sw.targets import MEMORY_NAMES, Target
 
 __all__ = ["DEFAULT_DEPTHS", "AcceleratorMemories", "memory_depths", "addr_width"]
+
+#: Boards whose ``weights`` memory is built from SB_SPRAM256KA blocks (iCE40 UP5K).
+SPRAM_BOARDS = ("icebreaker",)
+SPRAM_DEPTH = 16384
+SPRAM_WIDTH = 16
 
 #: Depths used for unlimited (``None``) capacities when no image asks for more.
 DEFAULT_DEPTHS = {"program": 512, "weights": 1024, "thresholds": 64, "activations": 1024,
@@ -129,10 +134,55 @@ class AcceleratorMemories(wiring.Component):
             members[f"{p}_we"] = In(1)
         super().__init__(members)
 
+    def uses_spram(self, platform) -> bool:
+        """Whether ``weights`` is built from iCE40 SPRAM (only when building for a board)."""
+        w = self.target.word_bits("weights")
+        return (platform is not None and self.target.board in SPRAM_BOARDS
+                and w % SPRAM_WIDTH == 0 and self.depths["weights"] <= SPRAM_DEPTH)
+
+    def _spram_weights(self, m):
+        """``weights`` as ``C*W/16`` SB_SPRAM256KA side by side (single-port: the write
+        address wins when ``wgt_we``; the host writes only while the sequencer is idle).
+
+        SPRAM cannot be initialised by the bitstream: the host loads the weights
+        (WRITE_MEM) after configuration. A hold register gives the read-enable semantics
+        of the other memories (data unchanged after a cycle with ``wgt_ren`` low).
+        """
+        w = self.target.word_bits("weights")
+        addr = Signal(14)
+        m.d.comb += addr.eq(Mux(self.wgt_we, self.wgt_waddr, self.wgt_raddr))
+        outs = []
+        for i in range(w // SPRAM_WIDTH):
+            dout = Signal(SPRAM_WIDTH, name=f"spram{i}_dout")
+            m.submodules[f"weights_spram{i}"] = Instance(
+                "SB_SPRAM256KA",
+                i_ADDRESS=addr,
+                i_DATAIN=self.wgt_wdata[SPRAM_WIDTH * i:SPRAM_WIDTH * (i + 1)],
+                i_MASKWREN=0b1111,
+                i_WREN=self.wgt_we,
+                i_CHIPSELECT=1,
+                i_CLOCK=ClockSignal(),
+                i_STANDBY=0,
+                i_SLEEP=0,
+                i_POWEROFF=1,
+                o_DATAOUT=dout,
+            )
+            outs.append(dout)
+        ren_d = Signal()
+        hold = Signal(w)
+        m.d.sync += ren_d.eq(self.wgt_ren & ~self.wgt_we)
+        m.d.comb += self.wgt_rdata.eq(Mux(ren_d, Cat(*outs), hold))
+        m.d.sync += hold.eq(self.wgt_rdata)
+
     def elaborate(self, platform):
         m = Module()
         self.mems = {}  # name -> Memory (simulation testbenches read `.data` through it)
+        spram = self.uses_spram(platform)
+        if spram:
+            self._spram_weights(m)
         for name, p in self.PORTS.items():
+            if spram and name == "weights":
+                continue
             depth, w = self.depths[name], self.target.word_bits(name)
             img = self.images.get(name)
             init = [int(v) for v in img.words] if img is not None else []

@@ -204,3 +204,28 @@ def test_real_targets_construct():
         t = TARGETS[name]
         acc = Accelerator(t)
         assert acc.depths["weights"] == t.depth("weights")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["digits-mlp-up5k", "fmnist-cnn-ecp5"])
+def test_realistic_networks(name):
+    """Trained models' shapes at full size on the real targets' geometries and memories:
+    the digits MLP (64-256-256-10) on up5k, the Fashion-MNIST CNN (conv32-pool, conv64-pool,
+    fc256, fc10 on 28x28 8-bit) on ecp5-85f."""
+    if name == "digits-mlp-up5k":
+        model = synthetic.random_mlp(sizes=(64, 256, 256, 10), in_shape=(8, 8, 1), in_bits=8,
+                                     seed=4, batch=16)
+        target = TARGETS["up5k"]
+    else:
+        model = synthetic.random_cnn(in_shape=(28, 28, 1),
+                                     convs=((32, 3, 1, 1, 2), (64, 3, 1, 1, 2)),
+                                     dense=(256, 10), in_bits=8, seed=4, batch=4)
+        target = TARGETS["ecp5-85f"]
+    mems = program.build_memories(model, target)
+    img = synthetic.random_images(1, model.in_h, model.in_w, model.in_c, seed=5)[0]
+
+    async def body(drv, ctx, dut):
+        return await classify_and_check(drv, model, target, mems, img)
+
+    cycles = simulate(target, mems, body)
+    assert abs(cycles - perf.predict_network_cycles(model, target)) <= 0.02 * cycles
