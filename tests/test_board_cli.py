@@ -136,3 +136,54 @@ def test_board_missing_port_is_one_line(digits_model, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1 and "/dev/ttyXNORFLOW-missing" in err[0] and "cannot open" in err[0]
+
+
+def test_uart_bytes_per_image_matches_the_wire(digits_model):
+    """The synthesis report's UART-bound images/s counts exactly the bytes the driver moves
+    to classify one image (measured on the pty)."""
+    import asyncio
+
+    from xnorflow.hw.serial_transport import SerialTransport
+    from xnorflow.sw.images import load_model_folder
+    from xnorflow.synth import predicted_rates, uart_bytes_per_image
+
+    folder, model, target = digits_model
+    _, _, memories = load_model_folder(folder)
+    header, _ = decode_program(next(m for m in memories if m.name == "program").words)
+    px = load_dataset("digits").x_test[:1]
+    lookup = {tuple(int(w) for w in pack_input(px[0], header, target.width)): px[0]}
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    tty.setraw(master)
+    DeviceModel(master, target, lookup).start()
+
+    class Counting(SerialTransport):
+        sent = received = 0
+
+        async def write(self, data):
+            Counting.sent += len(data)
+            await super().write(data)
+
+        async def read(self, n):
+            got = await super().read(n)
+            Counting.received += len(got)
+            return got
+
+    async def go(link):
+        drv = d.AcceleratorDriver(link)
+        await drv.connect()
+        await drv.load(memories)
+        Counting.sent = Counting.received = 0
+        return await drv.classify(px[0])
+
+    with Counting(os.ttyname(slave), timeout=5) as link:
+        asyncio.run(go(link))
+    os.close(slave)
+    os.close(master)
+    assert Counting.sent + Counting.received == uart_bytes_per_image(model, target)
+    rates = predicted_rates(model, target, 48e6, 1_000_000)
+    assert rates["images_per_s_uart"] == pytest.approx(1e5 / uart_bytes_per_image(model, target))
+    from xnorflow.sw.perf import predict_network_cycles
+
+    assert rates["cycles_per_image"] == predict_network_cycles(model, target)
+    assert rates["images_per_s_compute"] == pytest.approx(48e6 / rates["cycles_per_image"])

@@ -395,11 +395,16 @@ def uart_bytes_per_image(model, target) -> int:
     """Bytes on the wire (both directions) to classify one image with the host driver's
     ``classify``: WRITE_INPUT, START, one READ_STATUS poll and READ_RESULT, each with its
     response (``docs/host-protocol.md``). More polls (a long run) only add bytes."""
-    from xnorflow.hw import driver as d
-    from xnorflow.sw.program import input_words
+    import numpy as np
 
-    first, last = model.layers[0], model.layers[-1]
-    n_in = input_words(model.in_h, model.in_w, model.in_c, first.in_bits, target.width)
+    from xnorflow.hw import driver as d
+    from xnorflow.sw.program import build_memories, decode_program, pack_input
+
+    program = next(m for m in build_memories(model, target) if m.name == "program")
+    header, _ = decode_program(program.words)
+    blank = np.zeros((model.in_h, model.in_w, model.in_c), dtype=np.uint8)
+    n_in = len(pack_input(blank, header, target.width))  # what the driver sends
+    last = model.layers[-1]
     request = (len(d.encode_write_input([0] * n_in, target.width))
                + len(d.encode_frame(d.CMD_START)) + len(d.encode_frame(d.CMD_READ_STATUS))
                + len(d.encode_frame(d.CMD_READ_RESULT)))
