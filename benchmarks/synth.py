@@ -59,18 +59,40 @@ def popcount_luts(width: int = 64) -> dict:
             "goal": "<= 120 LUT4", "met": cells.get("SB_LUT4", 0) <= 120}
 
 
+def attempt_figures(board: str, geometry: str, seed: int) -> dict | None:
+    """Resources of a failed build, from the logs it left (e.g. how many LCs it needed)."""
+    from xnorflow.synth import parse_nextpnr_log
+
+    d = REPO / "build" / "synth" / board / f"{geometry}-s{seed}"
+    out = {}
+    if (d / "top.rpt").exists():
+        cells = parse_yosys_stat((d / "top.rpt").read_text(errors="replace"))
+        out["lut4"] = cells.get("SB_LUT4", cells.get("LUT4"))
+        out["carry"] = cells.get("SB_CARRY", cells.get("CCU2C"))
+    if (d / "top.tim").exists():
+        util = parse_nextpnr_log((d / "top.tim").read_text(errors="replace"))["utilisation"]
+        for key in ("ICESTORM_LC", "TRELLIS_COMB", "ICESTORM_RAM", "DP16KD", "ICESTORM_SPRAM"):
+            if key in util:
+                out[key] = util[key]
+    return out or None
+
+
 def build(board: str, geometry: str, seed: int) -> dict:
     errors = []
+    attempt = None
     for design in ("accelerator", "array"):
         t0 = time.time()
         try:
             r = synthesize(SynthConfig(board=board, geometry=geometry, design=design, seed=seed),
                            progress=False)
             r["fallback_reason"] = errors[0] if errors else None
+            r["accelerator_attempt"] = attempt
             return r
         except Exception as e:  # record why, try the next design
             line = f"{design}: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
             errors.append(line)
+            if design == "accelerator":
+                attempt = attempt_figures(board, geometry, seed)
             print(f"  {board} {geometry} {design} failed after {time.time() - t0:.0f} s: {line}",
                   flush=True)
             if "--verbose" in sys.argv:
@@ -103,6 +125,7 @@ def main() -> int:
         else:
             row.update(
                 design=r["design"], fallback_reason=r.get("fallback_reason"),
+                accelerator_attempt=r.get("accelerator_attempt"),
                 lut4=r["resources"]["lut4"], ff=r["resources"]["ff"],
                 lc=r["resources"]["logic_cells"], lc_percent=r.get("lc_percent"),
                 bram=r["resources"]["bram"], spram=r["resources"].get("spram"),
@@ -156,8 +179,17 @@ def write_md(results: dict, path: Path) -> None:
               f"{'met' if p['met'] else 'missed'}."]
     for b in results["builds"]:
         if b.get("fallback_reason"):
-            lines.append(f"\n{b['board']} {b['geometry']}: the accelerator build failed "
-                         f"({b['fallback_reason']}); the row is the systolic array + UART.")
+            att = b.get("accelerator_attempt") or {}
+            need = ""
+            for key in ("ICESTORM_LC", "TRELLIS_COMB", "ICESTORM_RAM", "DP16KD"):
+                if key in att:
+                    u = att[key]
+                    need += f" {key} {u['used']}/{u['available']} ({u['percent']} %);"
+            if att.get("lut4"):
+                need += f" {att['lut4']} LUT4 after yosys;"
+            lines.append(f"\n{b['board']} {b['geometry']}: the whole accelerator did not build "
+                         f"({b['fallback_reason']}).{' It needed' + need if need else ''} "
+                         "The row is the systolic array + UART bridge instead.")
     path.write_text("\n".join(lines) + "\n")
 
 

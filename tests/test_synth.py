@@ -124,10 +124,11 @@ def ice40_build(tmp_path_factory):
     return _build(tmp_path_factory, "icebreaker", DESIGN)
 
 
-@pytest.fixture(scope="module")
-def accel_build(tmp_path_factory):
-    """The whole accelerator, 1x1x16 with small memories, on the HX8K (slow: minutes)."""
-    return _build(tmp_path_factory, "hx8k-evn", "accelerator")
+@pytest.fixture(scope="module", params=["hx8k-evn", "ulx3s-85f"])
+def accel_build(request, tmp_path_factory):
+    """The whole accelerator, 1x1x16 with small memories, on the HX8K (icebram) and the
+    ULX3S (ecpbram) (slow: minutes each)."""
+    return _build(tmp_path_factory, request.param, "accelerator")
 
 
 @pytest.mark.toolchain
@@ -163,8 +164,8 @@ def test_accelerator_build(accel_build):
     _, out, report = accel_build
     assert report["design"].startswith("accelerator")
     assert report["memories"]["weights"] == {"width": 16, "depth": 256}
-    assert report["resources"]["bram"]["used"] >= 5  # five memories, all in EBR
-    assert report["resources"]["logic_cells"]["available"] == 7680
+    assert report["resources"]["bram"]["used"] >= 5  # five memories, all in block RAM
+    assert report["resources"]["logic_cells"]["available"] in (7680, 83640)
     for name in ("program", "weights", "thresholds"):
         lines = (out / "placeholder" / f"{name}.hex").read_text().split()
         assert len(lines) == SMALL[name] and len(set(lines)) > SMALL[name] // 2
@@ -188,14 +189,15 @@ def test_swap_model_into_bitstream(accel_build, tmp_path):
     from xnorflow.synth import report_target, swap_model
 
     _, out, report = accel_build
-    target = report_target(BOARDS["hx8k-evn"], report)
+    target = report_target(BOARDS[report["board"]], report)
     model = rm.random_network(3, in_shape=(4, 4, 1), in_bits=2, classes=4, max_out_c=4,
                               layers=2)
     folder = tmp_path / "model"
     rm.write_folder(model, rm.geometry_target(1, 1, 16), folder)
     new = swap_model(out, folder, progress=False)
-    assert new.name == "top-model.bin"
-    old_bin, new_bin = (out / "top.bin").read_bytes(), new.read_bytes()
+    ext = ".bin" if report["family"] == "ice40" else ".bit"
+    assert new.name == f"top-model{ext}"
+    old_bin, new_bin = (out / f"top{ext}").read_bytes(), new.read_bytes()
     assert len(old_bin) == len(new_bin) and old_bin != new_bin
     info = json.loads((out / "top-model.swap.json").read_text())
     assert info["swapped"] == ["program", "thresholds", "weights"]
