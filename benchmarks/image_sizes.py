@@ -5,8 +5,10 @@ in two layouts of the first dense layer:
 
 * ``flat``: the model input is one 1x1x784 pixel, so the first layer's 784 inputs are one
   segment packed into ceil(784 / W) words;
-* ``image``: the model input is the 28x28x1 image, so (encoding contract: one segment per
-  pixel, padded to whole words) each of the 784 one-channel pixels takes a whole W-bit word.
+* ``image``: the model input is the 28x28x1 image (as sw.lower emits it): by the encoding
+  contract each one-channel pixel is a segment padded to a whole W-bit word, unless the
+  program feeds the first layer host-side windows (``program.hardware_model``, chosen when it
+  saves beats), which pack each 784-bit window contiguously.
 
 For each, every target: does it fit (check_fits), and the size report (sw/size.py).
 Then the models ``xnorflow train`` builds by default (mlp 256-256, cnn 32-64:256, untrained:

@@ -4,8 +4,9 @@ Two comparisons, both like for like:
 
 * **weights**: the model has ``N`` binary weights; in fp32 they take ``32 N`` bits, packed
   they take ``N`` bits, so the ratio is exactly 32. The padded packed size (each segment of
-  ``C`` channels padded to whole ``W``-bit words, as the accelerator stores them) is reported
-  beside it, with its own ratio.
+  ``C`` channels padded to whole ``W``-bit words, as the accelerator stores them: for the
+  model the accelerator runs, :func:`xnorflow.sw.program.hardware_model`, whose first layer
+  may read host-side windows packed contiguously) is reported beside it, with its own ratio.
 * **whole image**: every bit of every memory image (weights, thresholds, program and any
   other memory, at their stored widths and depths) against the fp32 model, taken as 32 bits
   per weight plus 32 bits per float parameter per output channel. The number of such
@@ -51,13 +52,16 @@ def size_report(model: CompiledModel, memories: list, target: Any) -> dict:
     ``memories`` are :class:`~xnorflow.sw.images.MemoryImage` (anything with ``name``,
     ``width`` and ``depth``); ``target`` gives the word width ``W`` for padded packing.
     """
+    from .program import hardware_model
+
     width = int(target.width)
+    hw, windows = hardware_model(model, target)
     layers = []
     n_weights = n_thresholds = n_channels = padded = 0
-    for layer in model.layers:
+    for layer, hw_layer in zip(model.layers, hw.layers, strict=True):
         nw = int(np.asarray(layer.weights).size)
         nt = int(np.asarray(layer.thresholds).size) if layer.output == "threshold" else 0
-        pb = _padded_weight_bits(layer, width)
+        pb = _padded_weight_bits(hw_layer, width)
         layers.append(
             {
                 "name": layer.name,
@@ -100,6 +104,7 @@ def size_report(model: CompiledModel, memories: list, target: Any) -> dict:
         "target": target.name,
         "geometry": f"{target.rows}x{target.cols}x{target.width}",
         "word_width": width,
+        "input_windows": bool(windows),
         "layers": layers,
         "binary_weights": n_weights,
         "weight_bits_fp32": 32 * n_weights,
@@ -152,7 +157,8 @@ def format_size_markdown(report: dict) -> str:
         f"- weights: {r['binary_weights']:,} binary weights = {r['weight_bits_packed']:,} bits "
         f"packed vs {r['weight_bits_fp32']:,} bits fp32: "
         f"{wr:.2f}x smaller" if wr else "- weights: none",
-        f"- weights packed and padded to {r['word_width']}-bit words: "
+        f"- weights packed and padded to {r['word_width']}-bit words"
+        f"{' (first layer on host-side windows)' if r.get('input_windows') else ''}: "
         f"{r['weight_bits_packed_padded']:,} bits ({_kib(r['weight_bits_packed_padded'])}), "
         f"{wrp:.2f}x smaller than fp32" if wrp else "- padded weights: none",
         f"- image: weights {ib['weights']:,} + thresholds {ib['thresholds']:,} + program "
