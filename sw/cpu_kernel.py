@@ -27,7 +27,7 @@ Techniques (numba, JIT-compiled on first use and cached on disk):
   bits per 64-bit word per plane) the exact identity
   ``sum_b 2^b [u_b == w] = u if w else (2^B - 1) - u`` gives
   ``A = (2^B - 1) * n_neg + sum_i (2 w_i - 1) u_i``, computed as
-  ``(2^B - 1) * n_neg + 2 * sum_{w=+1} u_i - sum_i u_i`` with ``int32`` AND-adds vectorised
+  ``(2^B - 1) * n_neg + 2 * sum_{w=+1} u_i - sum_i u_i`` with ``int16`` AND-adds vectorised
   over pixels (:func:`_layer_integer`); the result is the same integer.
 * **Fused threshold + pack.** The epilogue turns accumulators into output bits and writes them
   straight into packed ``uint64`` segments (pad bits 0); OR/AND pooling is then bitwise on
@@ -449,7 +449,7 @@ def _popcount_par(
 
 @njit(**_JIT)
 def _iand_cols(ut, wmask, ht, npx):
-    """``ht[n, p] = sum_k (ut[k, p] & wmask[n, k])`` (int32) for pixels ``p < npx``.
+    """``ht[n, p] = sum_k (ut[k, p] & wmask[n, k])`` (int16) for pixels ``p < npx``.
 
     ``wmask`` is ``-1`` where the weight is +1 and ``0`` where it is -1, so ``ht`` is the sum
     of the inputs under +1 weights: an AND and an add per term. Vectorised over the pixels
@@ -486,9 +486,9 @@ def _integer_tiles(
     """Small-reduction multi-bit layer: ``A = base[n] + 2 * sum_{w=+1} u_i - sum_i u_i``.
 
     That is ``base[n] + sum_i (2 w_i - 1) u_i``, exact. ``u`` is ``(N, H, W, C)`` uint8
-    levels, ``wmask`` is ``(N_out, kh * kw * C)`` int32 (``-1`` for weight +1, else 0) and
+    levels, ``wmask`` is ``(N_out, kh * kw * C)`` int16 (``-1`` for weight +1, else 0) and
     ``base[n] = (2^B - 1) * n_neg[n]``. Padded pixels have ``u = 0``. The windows of a tile
-    of output pixels are gathered transposed (``(K, pixels)`` int32), then reduced.
+    of output pixels are gathered transposed (``(K, pixels)`` int16), then reduced.
     """
     nimg, hin, win, c = u.shape
     nout = wmask.shape[0]
@@ -502,8 +502,8 @@ def _integer_tiles(
         oy1 = min(ho, oy0 + band)
         p0 = (img * ho + oy0) * wo
         np_ = (oy1 - oy0) * wo
-        ut = np.empty((kk, cap), np.int32)
-        ht = np.empty((nout, cap), np.int32)
+        ut = np.empty((kk, cap), np.int16)
+        ht = np.empty((nout, cap), np.int16)
         usum = np.zeros(cap, np.int64)
         # gather: row by row, so each tap copies a run of input pixels (vectorisable)
         for dy in range(kh):
@@ -521,7 +521,7 @@ def _integer_tiles(
                             for ox in range(wo):
                                 ix = ox * stride + dx - pad
                                 inside = ix >= 0 and ix < win
-                                row[r0 + ox] = np.int32(u[img, iy, ix, ci]) if inside else 0
+                                row[r0 + ox] = np.int16(u[img, iy, ix, ci]) if inside else 0
                     for i in range(np_):
                         usum[i] += row[i]
         _iand_cols(ut, wmask, ht, np_)
@@ -762,7 +762,7 @@ class PreparedLayer:
     #               GEMM, columns to a multiple of 8) with all-ones weight pad words
     wt: np.ndarray  # (Kw, N4) uint64 (column-vectorised GEMM), or a 1x1 dummy
     blocked: bool
-    wmask: np.ndarray  # integer path: (N, K) int32, -1 where the weight is +1, else 0
+    wmask: np.ndarray  # integer path: (N, K) int16, -1 where the weight is +1, else 0
     base: np.ndarray  # integer path: (2^B - 1) * n_neg, int64 (N,)
     tsig: np.ndarray  # int64 (N,): polarity (1 for integer layers)
     tval: np.ndarray  # int64 (N, J): polarity * thresholds
@@ -791,9 +791,11 @@ def _choose_path(layer: Layer) -> tuple[str, bool, int]:
     dense_words = enc.words_per_segment(k, WIDTH)
     dense = dense_words < seg_words
     kwords = dense_words if dense else seg_words
-    # int32 AND-adds (16 per 512-bit vector) beat B popcount rows of kwords words
-    # (8 per vector) when K < 2 * B * kwords; only for unsigned multi-bit input.
-    if not layer.signed_input and layer.in_bits > 1 and k < 2 * layer.in_bits * kwords:
+    # int16 AND-adds (32 per 512-bit vector) beat B popcount rows of kwords words
+    # (8 per vector) when K < 2 * B * kwords (a conservative rule); unsigned inputs only.
+    # int16 sums: K * (2^B - 1) must fit (always true when K < 2 * B * kwords and B <= 8).
+    small = k * ((1 << layer.in_bits) - 1) <= np.iinfo(np.int16).max
+    if not layer.signed_input and layer.in_bits > 1 and k < 2 * layer.in_bits * kwords and small:
         return "integer", dense, kwords
     return "popcount", dense, kwords
 
@@ -814,10 +816,10 @@ def prepare_layer(layer: Layer) -> PreparedLayer:
     if blocked:
         w = _pad_cols(w, 8)
     wt = np.ascontiguousarray(w.T) if not blocked else np.zeros((1, 1), np.uint64)
-    wmask = np.zeros((1, 1), np.int32)
+    wmask = np.zeros((1, 1), np.int16)
     base = np.zeros(1, np.int64)
     if path == "integer":
-        wmask = np.ascontiguousarray(-(wb.reshape(n, -1).astype(np.int32)))
+        wmask = np.ascontiguousarray(-(wb.reshape(n, -1).astype(np.int16)))
         base = ((1 << layer.in_bits) - 1) * layer.n_neg.astype(np.int64)
     cwo = enc.words_per_segment(n, WIDTH)
     if layer.output == "threshold":
@@ -837,8 +839,10 @@ def prepare_layer(layer: Layer) -> PreparedLayer:
     or_bits[:n] = ~use_min
     and_mask = enc.pack_bits(and_bits, WIDTH).astype(np.uint64)
     or_mask = enc.pack_bits(or_bits, WIDTH).astype(np.uint64)
-    rows_per_px = 1 if path == "integer" else layer.in_bits
-    tile_px = max(4, TILE_ENTRIES // max(1, w.shape[0] * rows_per_px) // 4 * 4)
+    if path == "integer":  # int16 accumulators: 4x as many fit in the same bytes
+        tile_px = max(4, 4 * TILE_ENTRIES // max(1, n) // 4 * 4)
+    else:
+        tile_px = max(4, TILE_ENTRIES // max(1, w.shape[0] * layer.in_bits) // 4 * 4)
     return PreparedLayer(
         layer=layer, path=path, dense=dense, kwords=kwords, w=w, wt=wt, blocked=blocked,
         wmask=wmask, base=base, tsig=tsig, tval=tval, or_mask=or_mask, and_mask=and_mask,
