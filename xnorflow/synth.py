@@ -694,42 +694,40 @@ def swap_model(folder: str | Path, model_dir: str | Path, *, out: str | Path | N
     name = Path(model_dir).resolve().name
     ext = ".bin" if spec.family == "ice40" else ".bit"
     dest = Path(out) if out else folder / f"top-{name}{ext}"
+    # YoWASP tools see only their working folder: copy everything in, use relative names
     with tempfile.TemporaryDirectory(prefix="xnorflow-swap-") as tmpd:
         tmp = Path(tmpd)
         for mem, text in images.items():
-            (tmp / f"{mem}.hex").write_text(text)
+            (tmp / f"to-{mem}.hex").write_text(text)
+            shutil.copyfile(folder / "placeholder" / f"{mem}.hex", tmp / f"from-{mem}.hex")
+        shutil.copyfile(folder / f"top{ext}", tmp / f"orig{ext}")
         if spec.family == "ice40":
-            _run_tool("ICEUNPACK", [folder / "top.bin", tmp / "a0.asc"], cwd=tmp)
-            cur = tmp / "a0.asc"
+            _run_tool("ICEUNPACK", [f"orig{ext}", "a0.asc"], cwd=tmp)
+            cur = "a0.asc"
             for i, mem in enumerate(images):
-                nxt = tmp / f"a{i + 1}.asc"
-                with open(cur, "rb") as fin, open(nxt, "wb") as fout:
-                    _run_tool("ICEBRAM", [folder / "placeholder" / f"{mem}.hex",
-                                          tmp / f"{mem}.hex"], cwd=tmp, stdin=fin, stdout=fout)
+                nxt = f"a{i + 1}.asc"
+                with open(tmp / cur, "rb") as fin, open(tmp / nxt, "wb") as fout:
+                    _run_tool("ICEBRAM", [f"from-{mem}.hex", f"to-{mem}.hex"], cwd=tmp,
+                              stdin=fin, stdout=fout)
                 cur = nxt
             # check: every model image is in the new bitstream (swap it back)
-            chk = tmp / "check.asc"
             for mem in images:
-                with open(cur, "rb") as fin, open(chk, "wb") as fout:
-                    _run_tool("ICEBRAM", [tmp / f"{mem}.hex",
-                                          folder / "placeholder" / f"{mem}.hex"],
-                              cwd=tmp, stdin=fin, stdout=fout)
-            _run_tool("ICEPACK", [cur, tmp / "new.bin"], cwd=tmp)
-            shutil.move(tmp / "new.bin", tmp / "final")
+                with open(tmp / cur, "rb") as fin, open(tmp / "check.asc", "wb") as fout:
+                    _run_tool("ICEBRAM", [f"to-{mem}.hex", f"from-{mem}.hex"], cwd=tmp,
+                              stdin=fin, stdout=fout)
+            _run_tool("ICEPACK", [cur, "final"], cwd=tmp)
         else:
-            _run_tool("ECPUNPACK", [folder / "top.bit", tmp / "c0.config"], cwd=tmp)
-            cur = tmp / "c0.config"
+            _run_tool("ECPUNPACK", [f"orig{ext}", "c0.config"], cwd=tmp)
+            cur = "c0.config"
             for i, mem in enumerate(images):
-                nxt = tmp / f"c{i + 1}.config"
-                _run_tool("ECPBRAM", ["-i", cur, "-o", nxt,
-                                      "-f", folder / "placeholder" / f"{mem}.hex",
-                                      "-t", tmp / f"{mem}.hex"], cwd=tmp)
+                nxt = f"c{i + 1}.config"
+                _run_tool("ECPBRAM", ["-i", cur, "-o", nxt, "-f", f"from-{mem}.hex",
+                                      "-t", f"to-{mem}.hex"], cwd=tmp)
                 cur = nxt
             for mem in images:
-                _run_tool("ECPBRAM", ["-i", cur, "-o", tmp / "check.config",
-                                      "-f", tmp / f"{mem}.hex",
-                                      "-t", folder / "placeholder" / f"{mem}.hex"], cwd=tmp)
-            _run_tool("ECPPACK", ["--input", cur, "--bit", tmp / "final"], cwd=tmp)
+                _run_tool("ECPBRAM", ["-i", cur, "-o", "check.config", "-f", f"to-{mem}.hex",
+                                      "-t", f"from-{mem}.hex"], cwd=tmp)
+            _run_tool("ECPPACK", ["--input", cur, "--bit", "final"], cwd=tmp)
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")
         shutil.copyfile(tmp / "final", part)
