@@ -28,7 +28,7 @@ Techniques (numba, JIT-compiled on first use and cached on disk):
   ``sum_b 2^b [u_b == w] = u if w else (2^B - 1) - u`` gives
   ``A = (2^B - 1) * n_neg + sum_i (2 w_i - 1) u_i``, computed as
   ``(2^B - 1) * n_neg + 2 * sum_{w=+1} u_i - sum_i u_i`` with ``int16`` AND-adds vectorised
-  over pixels (:func:`_layer_integer`); the result is the same integer.
+  over pixels (:func:`_integer_tiles`); the result is the same integer.
 * **Fused threshold + pack.** The epilogue turns accumulators into output bits and writes them
   straight into packed ``uint64`` segments (pad bits 0); OR/AND pooling is then bitwise on
   words with per-channel masks. Multi-bit (DoReFa) outputs go through ``uint8`` levels.
@@ -78,9 +78,8 @@ __all__ = [
 WIDTH = 64
 #: Reductions of at least this many words use the 4x4 register-blocked GEMM.
 BLOCKED_MIN_KW = 16
-#: Target number of accumulator entries per tile (keeps a tile's working set in L2).
+#: Target number of 64-bit accumulator entries per tile (32 KB: a tile stays in L1/L2).
 TILE_ENTRIES = 4096
-
 
 
 class KernelInputError(UserError, ValueError):
