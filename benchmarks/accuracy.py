@@ -94,7 +94,7 @@ def run_job(job: dict, data, quick: bool, models_dir: Path | None) -> dict:
         t0 = time.time()
         m = train(job["cfg"], tmp, epochs=hp["epochs"], batch=hp["batch"], lr=hp["lr"],
                   seed=job["seed"], progress=sys.stderr.isatty(), log=lambda *a: None,
-                  data=data)
+                  data=data, final_eval=False)
         t_train = time.time() - t0
         model, state = load_checkpoint(tmp)
         res = {k: job[k] for k in ("name", "group", "row", "seed")}
@@ -200,7 +200,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="1 epoch per run, results to --out")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--only", default=None, help="run only jobs whose name contains this")
+    ap.add_argument("--only", default=None,
+                    help="run only jobs whose name contains this (output accuracy.PART.ONLY.*)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -222,10 +223,9 @@ def main(argv=None) -> int:
               f"{r['train_time_s']:.0f} s", flush=True)
         meta["total_time_s"] = time.time() - t0
         doc = {"meta": meta, "results": results}
-        atomic_write_bytes(out / f"accuracy.{args.part}.json",
-                           (json.dumps(doc, indent=1) + "\n").encode())
-        atomic_write_bytes(out / f"accuracy.{args.part}.md",
-                           markdown(args.part, results, meta).encode())
+        stem = f"accuracy.{args.part}" + (f".{args.only}" if args.only else "")
+        atomic_write_bytes(out / f"{stem}.json", (json.dumps(doc, indent=1) + "\n").encode())
+        atomic_write_bytes(out / f"{stem}.md", markdown(args.part, results, meta).encode())
     print(markdown(args.part, results, meta))
     return 1 if any(r.get("EXACTNESS_FAILURE") for r in results) else 0
 

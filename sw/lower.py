@@ -92,13 +92,25 @@ def fold_thresholds(levels_fn, to_dot, acc_max: int, channels: int, nlev: int,
 
 
 def verify_thresholds(levels_fn, to_dot, acc_max: int, t: np.ndarray, pol: np.ndarray,
-                      name: str, chunk: int = 4096) -> None:
-    """Check the folded thresholds against the float chain on every accumulator value."""
+                      name: str, chunk: int = 4096, exhaustive_limit: int = 1 << 22) -> None:
+    """Check the folded thresholds against the float chain.
+
+    Every accumulator value of every channel is checked when ``(acc_max + 1) * channels``
+    is at most ``exhaustive_limit``; otherwise the values ``T - 2 .. T + 2`` around every
+    threshold plus 4097 evenly spaced values (the ends included).
+    """
     channels = t.shape[0]
+    if (acc_max + 1) * channels <= exhaustive_limit:
+        rows = [torch.arange(a0, min(acc_max + 1, a0 + chunk), dtype=torch.int64)[:, None]
+                .expand(-1, channels) for a0 in range(0, acc_max + 1, chunk)]
+    else:
+        near = torch.from_numpy(t.T.astype(np.int64))  # (J, channels)
+        near = torch.cat([near + d for d in (-2, -1, 0, 1, 2)]).clamp(0, acc_max)
+        even = torch.linspace(0, acc_max, 4097).round().to(torch.int64)[:, None]
+        rows = [near, even.expand(-1, channels)]
     with torch.no_grad():
-        for a0 in range(0, acc_max + 1, chunk):
-            acc = torch.arange(a0, min(acc_max + 1, a0 + chunk), dtype=torch.int64)
-            acc = acc[:, None].expand(-1, channels).contiguous()
+        for acc in rows:
+            acc = acc.contiguous()
             want = levels_fn(to_dot(acc)).to(torch.int64).numpy()
             got = sum(enc.threshold_bits(acc.numpy(), t[:, j], pol).astype(np.int64)
                       for j in range(t.shape[1]))

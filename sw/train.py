@@ -154,13 +154,14 @@ def _free_port() -> int:
 def train(config: dict, out: str | Path, epochs: int = 10, batch: int = 64, lr: float = 1e-3,
           seed: int = 0, resume: bool = False, nproc: int = 1, data_path: str | None = None,
           progress: bool = True, log=print, data: Dataset | None = None,
-          augment: int = 0) -> dict:
+          augment: int = 0, final_eval: bool = True) -> dict:
     """Train ``config`` (see :func:`xnorflow.sw.models.make_config`) into folder ``out``.
 
     ``config`` may be partial (``model``, ``dataset``, ``mode``, ...); the input shape and
     classes are filled in from the data set. Returns the metrics dict also written to
     ``out/metrics.json``. ``augment`` > 0 shifts training images randomly by up to that many
-    pixels. Raises :class:`TrainingDiverged` on a non-finite loss.
+    pixels. ``final_eval=False`` skips the end-of-training float-sim/deploy report (callers
+    that evaluate themselves). Raises :class:`TrainingDiverged` on a non-finite loss.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -179,7 +180,7 @@ def train(config: dict, out: str | Path, epochs: int = 10, batch: int = 64, lr: 
         build_model(config)  # validate before writing anything
         _write_json(out / CONFIG, config)
     hp = {"epochs": epochs, "batch": batch, "lr": lr, "seed": seed, "nproc": nproc,
-          "augment": augment}
+          "augment": augment, "final_eval": final_eval}
     if nproc > 1:
         import torch.multiprocessing as mp
 
@@ -299,6 +300,11 @@ def _train_loop(rank: int, world: int, config: dict, out: Path, hp: dict, resume
     if not (out / CHECKPOINT).is_file():
         raise UserError(f"{out}: no epoch was trained (epochs={epochs}); nothing to report")
     model, _ = load_checkpoint(out)
+    if not hp.get("final_eval", True):
+        metrics = {"config": config, "hparams": hp, "history": history, "final": None,
+                   "train_time_s": time.time() - t0}
+        _write_json(out / METRICS, metrics)
+        return metrics
     final = evaluate(model, data)
     metrics = {"config": config, "hparams": hp, "history": history, "final": final,
                "train_time_s": time.time() - t0}

@@ -157,8 +157,11 @@ def test_fold_thresholds_brute_force():
     want = levels(to_dot(torch.from_numpy(acc).expand(-1, 6))).numpy()
     assert np.array_equal(got, want)
     lower.verify_thresholds(levels, to_dot, 60, t, pol, "synthetic")
-    with pytest.raises(AssertionError, match="synthetic"):
-        lower.verify_thresholds(levels, to_dot, 60, t + 1, pol, "synthetic")
+    lower.verify_thresholds(levels, to_dot, 60, t, pol, "sampled", exhaustive_limit=0)
+    for limit in (1 << 22, 0):  # exhaustive and sampled checks both catch a wrong threshold
+        with pytest.raises(AssertionError, match="synthetic"):
+            lower.verify_thresholds(levels, to_dot, 60, t + 1, pol, "synthetic",
+                                    exhaustive_limit=limit)
 
 
 def test_dense_after_conv_uses_hwc_segments():
