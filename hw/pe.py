@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -137,19 +137,27 @@ class XnorPopcountPE(wiring.Component):
             m.d.sync += nxt.eq(cp)
             cp = nxt
 
-        # shift stage: term = P << shift (registered, keeps the barrel shifter off the adder)
+        # shift stage: term = P << shift (registered, keeps the barrel shifter off the adder),
+        # and the two control decisions as plain register bits (no logic in front of the
+        # accumulator's enable and the result mux; PEs on one anti-diagonal see the same
+        # control, so synthesis may share these registers over up to min(R, C) PEs)
         term = Signal(self.acc_bits, reset_less=True)
-        cs = Signal(ctl)
-        m.d.sync += [term.eq(pc.o << cp.shift), cs.eq(cp)]
+        en = Signal()    # a valid beat: accumulate
+        fin = Signal()   # its tile's last beat: hand the total over
+        m.d.sync += [term.eq(pc.o << cp.shift), en.eq(cp.valid), fin.eq(cp.valid & cp.last)]
 
-        acc = Signal(self.acc_bits)
+        # `fresh`: the next valid beat starts a tile, so it adds to 0 instead of `acc`; this
+        # keeps reset and clear logic off the accumulator's flip-flops
+        fresh = Signal(init=1)
+        acc = Signal(self.acc_bits, reset_less=True)
         d = Signal(drain_layout(self.acc_bits))
-        total = acc + term
-        with m.If(cs.valid & cs.last):
-            m.d.sync += [acc.eq(0), d.valid.eq(1), d.value.eq(total)]
+        total = Signal(self.acc_bits)
+        m.d.comb += total.eq(Mux(fresh, 0, acc) + term)
+        with m.If(en):
+            m.d.sync += [acc.eq(total), fresh.eq(fin)]
+        with m.If(fin):
+            m.d.sync += [d.valid.eq(1), d.value.eq(total)]
         with m.Else():
             m.d.sync += d.eq(self.d_i)
-            with m.If(cs.valid):
-                m.d.sync += acc.eq(total)
         m.d.comb += self.d_o.eq(d)
         return m
