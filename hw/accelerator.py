@@ -89,6 +89,8 @@ class Accelerator(wiring.Component):
             host.error.eq(seq.error),
             host.cycles.eq(seq.cycles),
             host.result.eq(seq.result),
+            host.results.eq(seq.results),
+            seq.batch.eq(host.batch),
             host.n_classes.eq(seq.n_classes),
             self.busy.eq(busy),
             self.done.eq(seq.done),

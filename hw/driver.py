@@ -27,7 +27,8 @@ from ..sw.targets import MEMORY_NAMES
 __all__ = [
     "SYNC_REQUEST", "SYNC_RESPONSE", "PROTOCOL_VERSION", "MAX_PAYLOAD",
     "CMD_WRITE_MEM", "CMD_READ_MEM", "CMD_WRITE_INPUT", "CMD_START", "CMD_READ_RESULT",
-    "CMD_READ_STATUS", "STATUS_NAMES", "MEMORY_IDS", "STATUS_LEN",
+    "CMD_READ_STATUS", "CMD_READ_RESULTS", "STATUS_NAMES", "decode_results", "MEMORY_IDS",
+    "STATUS_LEN",
     "AcceleratorError", "Status", "checksum", "encode_frame", "encode_write_memory",
     "encode_read_memory", "encode_write_input", "decode_response", "decode_status",
     "decode_result", "bytes_per_word", "words_to_bytes", "bytes_to_words",
@@ -45,6 +46,7 @@ CMD_WRITE_INPUT = 0x03
 CMD_START = 0x04
 CMD_READ_RESULT = 0x05
 CMD_READ_STATUS = 0x06
+CMD_READ_RESULTS = 0x07
 
 OK = 0
 ERR_UNKNOWN_CMD = 1
@@ -54,11 +56,13 @@ ERR_RANGE = 4
 ERR_LENGTH = 5
 ERR_BUSY = 6
 ERR_NO_RESULT = 7
+ERR_BATCH = 8
 STATUS_NAMES = {
     OK: "ok", ERR_UNKNOWN_CMD: "unknown command", ERR_CHECKSUM: "bad checksum",
     ERR_MEMORY: "bad memory id", ERR_RANGE: "address range outside the memory",
     ERR_LENGTH: "bad length field", ERR_BUSY: "busy (a run is in progress)",
     ERR_NO_RESULT: "no result (no finished run)",
+    ERR_BATCH: "bad batch size (1..R images)",
 }
 #: Memory id of each memory name (the order of :data:`xnorflow.sw.targets.MEMORY_NAMES`).
 MEMORY_IDS = {name: i for i, name in enumerate(MEMORY_NAMES)}
@@ -194,6 +198,13 @@ def decode_result(payload: bytes) -> tuple[int, list[int]]:
     return cls, scores
 
 
+def decode_results(payload: bytes) -> list[int]:
+    """Classes of every image of the last run (READ_RESULTS payload)."""
+    if not payload or len(payload) != 1 + 2 * payload[0]:
+        raise AcceleratorError(f"malformed READ_RESULTS payload of {len(payload)} bytes")
+    return [int.from_bytes(payload[1 + 2 * i:3 + 2 * i], "little") for i in range(payload[0])]
+
+
 class AcceleratorDriver:
     """Async host driver: load images, classify, read memories and status.
 
@@ -264,14 +275,25 @@ class AcceleratorDriver:
                 self.header, _ = decode_program(img.words)
 
     async def write_input(self, pixels) -> None:
+        """Write one image ``(H, W, C)`` or a batch ``(N, H, W, C)`` of ``uint8`` pixels."""
         if self.header is None:
             raise AcceleratorError("no program loaded through this driver; call load() first")
         width = self._width("activations")
-        words = pack_input(np.asarray(pixels), self.header, width)
+        px = np.asarray(pixels)
+        batch = px if px.ndim == 4 else px[None]
+        words = np.concatenate([pack_input(im, self.header, width) for im in batch])
         await self.transact(encode_write_input([int(w) for w in words], width))
 
-    async def start(self) -> None:
-        await self.transact(encode_frame(CMD_START))
+    async def start(self, batch: int = 1) -> None:
+        """START a run of ``batch`` images (1..R, at most the program's ``max_batch``)."""
+        if batch != 1 and self.header is not None and batch > self.header["max_batch"]:
+            raise AcceleratorError(f"batch {batch} > the program's max_batch "
+                                   f"{self.header['max_batch']}")
+        await self.transact(encode_frame(CMD_START, b"" if batch == 1 else bytes([batch])))
+
+    async def results(self) -> list[int]:
+        """Classes of every image of the last run."""
+        return decode_results(await self.transact(encode_frame(CMD_READ_RESULTS)))
 
     async def result(self) -> tuple[int, list[int]]:
         return decode_result(await self.transact(encode_frame(CMD_READ_RESULT)))
@@ -292,6 +314,20 @@ class AcceleratorDriver:
         await self.start()
         await self.wait()
         return await self.result()
+
+    async def classify_batch(self, images) -> list[tuple[int, list[int]]]:
+        """Classify ``N`` images ``(N, H, W, C)`` in one run (``N <= max_batch``): the dense
+        layers then use ``N`` of the ``R`` array rows. Returns ``(class, scores)`` each."""
+        images = np.asarray(images)
+        n = len(images)
+        await self.write_input(images)
+        await self.start(n)
+        await self.wait()
+        classes = await self.results()
+        k = self.header["n_classes"]
+        raw = await self.read_memory("scores", 0, n * k)
+        scores = [v - (1 << 32) if v >> 31 else v for v in raw]
+        return [(classes[i], scores[i * k:(i + 1) * k]) for i in range(n)]
 
 
 class AmaranthStreamTransport:

@@ -9,7 +9,7 @@ error or an inter-byte timeout) to return the decoder to waiting for a sync byte
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sw.targets import MEMORY_NAMES, Target
@@ -46,8 +46,10 @@ class HostDecoder(wiring.Component):
     mem_rdata : In(max width)
     start : Out(1)
         One-cycle pulse on an accepted START.
-    busy, done, error, cycles, result, n_classes : In
+    busy, done, error, cycles, result, results, n_classes : In
         Sequencer status (see :class:`~xnorflow.hw.sequencer.Sequencer`).
+    batch : Out(8)
+        Images of the run a START launches (valid in the cycle of ``start``).
 
     Throughput: one request byte per cycle; responses one byte per cycle plus two cycles
     per memory word read. Latency: the response header starts 2 cycles after the checksum
@@ -74,7 +76,9 @@ class HostDecoder(wiring.Component):
             "error": In(4),
             "cycles": In(32),
             "result": In(16),
+            "results": In(data.ArrayLayout(16, target.rows)),
             "n_classes": In(16),
+            "batch": Out(8),
         })
 
     def elaborate(self, platform):  # noqa: C901
@@ -98,12 +102,14 @@ class HostDecoder(wiring.Component):
         addr = Signal(32)
         count = Signal(16)
         bi = Signal(8)  # byte index within a word
+        nb = Signal(8)  # START's batch byte
         wbuf = Signal(self.max_width)
         status = Signal(8)
 
         take = inp.valid & inp.ready
         byte = inp.payload
         m.d.comb += self.mem_sel.eq(mem[:3])
+        m.d.comb += self.batch.eq(Mux(length == 1, nb, 1))
         m.d.comb += self.mem_addr.eq(addr)
 
         is_write = (cmd == proto.CMD_WRITE_MEM) | (cmd == proto.CMD_WRITE_INPUT)
@@ -145,10 +151,19 @@ class HostDecoder(wiring.Component):
                 with m.Elif(self.busy):
                     m.d.comb += p_err.eq(proto.ERR_BUSY)
             with m.Case(proto.CMD_START):
+                with m.If(length > 1):
+                    m.d.comb += p_err.eq(proto.ERR_LENGTH)
+                with m.Elif((length == 1) & ((nb == 0) | (nb > t.rows))):
+                    m.d.comb += p_err.eq(proto.ERR_BATCH)
+                with m.Elif(self.busy):
+                    m.d.comb += p_err.eq(proto.ERR_BUSY)
+            with m.Case(proto.CMD_READ_RESULTS):
                 with m.If(length != 0):
                     m.d.comb += p_err.eq(proto.ERR_LENGTH)
                 with m.Elif(self.busy):
                     m.d.comb += p_err.eq(proto.ERR_BUSY)
+                with m.Elif(~self.done):
+                    m.d.comb += p_err.eq(proto.ERR_NO_RESULT)
             with m.Case(proto.CMD_READ_RESULT):
                 with m.If(length != 0):
                     m.d.comb += p_err.eq(proto.ERR_LENGTH)
@@ -166,7 +181,9 @@ class HostDecoder(wiring.Component):
         r_len = Signal(16)
         r_idx = Signal(3)
         r_sum = Signal(8)
-        fix = Signal(8 * proto.STATUS_LEN)
+        fix_bytes = max(proto.STATUS_LEN, 1 + 2 * t.rows)
+        fix = Signal(8 * fix_bytes)
+        run_batch = Signal(8, init=1)  # images of the last START
         fix_n = Signal(8)
         wbytes = Signal(8)
         obuf = Signal(self.max_width)
@@ -237,9 +254,9 @@ class HostDecoder(wiring.Component):
                                 with m.Case(5 + i):
                                     m.d.sync += count[8 * i:8 * i + 8].eq(byte)
                     with m.Elif(~is_write):
-                        with m.Switch(rx):  # READ_MEM parameters (others take none)
+                        with m.Switch(rx):  # READ_MEM parameters, START's batch byte
                             with m.Case(0):
-                                m.d.sync += mem.eq(byte)
+                                m.d.sync += [mem.eq(byte), nb.eq(byte)]
                             for i in range(4):
                                 with m.Case(1 + i):
                                     m.d.sync += addr[8 * i:8 * i + 8].eq(byte)
@@ -279,6 +296,14 @@ class HostDecoder(wiring.Component):
                     with m.Switch(cmd):
                         with m.Case(proto.CMD_START):
                             m.d.comb += self.start.eq(1)
+                            m.d.sync += run_batch.eq(self.batch)
+                        with m.Case(proto.CMD_READ_RESULTS):
+                            m.d.sync += [
+                                fix.eq(Cat(run_batch, *[self.results[r]
+                                                        for r in range(t.rows)])),
+                                fix_n.eq(1 + 2 * run_batch[:4]),
+                                r_len.eq(1 + 2 * run_batch[:4]),
+                            ]
                         with m.Case(proto.CMD_READ_STATUS):
                             m.d.sync += [fix.eq(status_payload), fix_n.eq(proto.STATUS_LEN),
                                          r_len.eq(proto.STATUS_LEN)]

@@ -33,12 +33,13 @@ from .engine import TileEngine
 from .memories import addr_width
 from .post import MODE_INTEGER, MODE_THRESHOLD
 
-__all__ = ["ERR_MAGIC", "ERR_GEOMETRY", "ERR_EMPTY", "Sequencer", "engine_max_k"]
+__all__ = ["ERR_MAGIC", "ERR_GEOMETRY", "ERR_EMPTY", "ERR_BATCH", "Sequencer", "engine_max_k"]
 
 #: ``error`` codes of a run.
 ERR_MAGIC = 1
 ERR_GEOMETRY = 2
 ERR_EMPTY = 3
+ERR_BATCH = 4
 
 #: Header words the sequencer reads.
 _HDR = {f: i for i, f in enumerate(prog.HEADER_FIELDS)}
@@ -47,7 +48,7 @@ _DESC = {f: i for i, f in enumerate(prog.DESC_FIELDS)}
 _USED = ("flags", "in_base", "planes", "plane_stride", "in_h", "in_w", "cw", "kh", "kw",
          "row_skip", "kwords", "w_base", "groups", "out_c", "out_base", "cw_out", "thr_base",
          "score_mul", "npix", "walk_w", "walk_step", "walk_addr_x", "walk_addr_y", "addr0",
-         "pad", "pool_k", "pool_step", "pool_addr_x", "pool_addr_y")
+         "pad", "pool_k", "pool_step", "pool_addr_x", "pool_addr_y", "in_img_stride")
 
 
 def engine_max_k(acc_bits: int, planes: int = prog.MAX_PLANES) -> int:
@@ -75,11 +76,17 @@ class Sequencer(wiring.Component):
         The last run finished without error; ``result`` and the ``scores`` memory hold
         its outcome (cleared by ``start``).
     error : Out(4)
-        Error of the last run (:data:`ERR_MAGIC`, :data:`ERR_GEOMETRY`, :data:`ERR_EMPTY`).
+        Error of the last run (:data:`ERR_MAGIC`, :data:`ERR_GEOMETRY`, :data:`ERR_EMPTY`,
+        :data:`ERR_BATCH`).
     cycles : Out(32)
         Cycles of the last (or current) run, from the cycle after ``start``.
+    batch : In(8)
+        Images of the run, sampled with ``start`` (0 or 1: one; at most ``R`` and the
+        program's ``max_batch``, else ``error`` 4).
     result : Out(16)
-        Class of the last run (first argmax of the scores).
+        Class of image 0 of the last run (first argmax of its scores).
+    results : Out(ArrayLayout(16, R))
+        Class of each image of the last run.
     n_classes : Out(16)
         Number of scores of the last run.
     prog_*, wgt_*, thr_*, act_*, score_* :
@@ -103,7 +110,9 @@ class Sequencer(wiring.Component):
             "done": Out(1),
             "error": Out(4),
             "cycles": Out(32),
+            "batch": In(8),
             "result": Out(16),
+            "results": Out(data.ArrayLayout(16, R)),
             "n_classes": Out(16),
             "prog_raddr": Out(self.aw["program"]),
             "prog_rdata": In(32),
@@ -145,6 +154,7 @@ class Sequencer(wiring.Component):
         magic = Signal(32)
         geometry = Signal(32)
         n_classes = Signal(16)
+        max_batch = Signal(8)
 
         # ---- fetch -------------------------------------------------------------------------
         f_idx = Signal(range(prog.DESC_WORDS + 2))
@@ -170,17 +180,23 @@ class Sequencer(wiring.Component):
         wk_line = Signal(signed(SW))
         wk_addr = Signal(signed(SW))
         wk_full = wk_idx == R
+        wk_img = Signal(8)  # image of the pixel being walked (batch)
+        wk_ibase = Signal(signed(SW))  # its input map's offset: wk_img * in_img_stride
         rowoff = Array(Signal(FB, name=f"rowoff{r}") for r in range(R))
         ro_acc = Signal(FB)
         ro_fill = Signal()
+        batch = Signal(8)  # images of this run (1..R), latched at start
+        npix_tot = Signal(FB)  # batch * npix, accumulated during FILL
+        n_acc = Signal(8)
 
         def walker_reset():
             return [wk_idx.eq(0), wk_pix.eq(0), wk_ox.eq(0), wk_by.eq(-f["pad"]),
-                    wk_bx.eq(-f["pad"]), wk_line.eq(f["addr0"]), wk_addr.eq(f["addr0"])]
+                    wk_bx.eq(-f["pad"]), wk_line.eq(f["addr0"]), wk_addr.eq(f["addr0"]),
+                    wk_img.eq(0), wk_ibase.eq(0)]
 
         with m.If(~wk_full):
             m.d.sync += [
-                nb_valid[wk_idx].eq(wk_pix < f["npix"]),
+                nb_valid[wk_idx].eq(wk_img < batch),
                 nb_by[wk_idx].eq(wk_by),
                 nb_bx[wk_idx].eq(wk_bx),
                 nb_base[wk_idx].eq(wk_addr + f["in_base"]),
@@ -188,8 +204,16 @@ class Sequencer(wiring.Component):
                 wk_pix.eq(wk_pix + 1),
             ]
             with m.If(ro_fill):
-                m.d.sync += [rowoff[wk_idx].eq(ro_acc), ro_acc.eq(ro_acc + f["cw_out"])]
-            with m.If(wk_ox == f["walk_w"] - 1):
+                step = Mux(integer, f["out_c"], f["cw_out"])
+                m.d.sync += [rowoff[wk_idx].eq(ro_acc), ro_acc.eq(ro_acc + step)]
+            with m.If(wk_pix == f["npix"] - 1):
+                nxt = wk_ibase + f["in_img_stride"]
+                m.d.sync += [
+                    wk_pix.eq(0), wk_ox.eq(0), wk_bx.eq(-f["pad"]), wk_by.eq(-f["pad"]),
+                    wk_img.eq(wk_img + 1), wk_ibase.eq(nxt),
+                    wk_line.eq(f["addr0"] + nxt), wk_addr.eq(f["addr0"] + nxt),
+                ]
+            with m.Elif(wk_ox == f["walk_w"] - 1):
                 m.d.sync += [
                     wk_ox.eq(0), wk_bx.eq(-f["pad"]), wk_by.eq(wk_by + f["walk_step"]),
                     wk_line.eq(wk_line + f["walk_addr_y"]),
@@ -264,7 +288,7 @@ class Sequencer(wiring.Component):
         end_px = g_px == f["pool_k"] - 1
         end_py = g_py == f["pool_k"] - 1
         end_grp = g_grp == f["groups"] - 1
-        last_tile = g_pix0 + R >= f["npix"]
+        last_tile = g_pix0 + R >= npix_tot
         is_last = end_cw & end_dx & end_dy & end_plane
         with m.If(issue):
             m.d.sync += [v1.eq(beat), st_last.eq(is_last), st_shift.eq(g_b), st_mask.eq(mask)]
@@ -329,14 +353,14 @@ class Sequencer(wiring.Component):
         i_py = Signal(8)
         i_taddr = Signal(FB + 1)
         m.d.comb += self.thr_raddr.eq(i_taddr)
-        i_last_tile = i_pix0 + R >= f["npix"]
+        i_last_tile = i_pix0 + R >= npix_tot
         i_end_px = i_px == f["pool_k"] - 1
         i_end_py = i_py == f["pool_k"] - 1
         i_end_grp = i_grp == f["groups"] - 1
         m.d.comb += [
             tl.valid.eq(iss_active & iss_ready),
             tl.p.mode.eq(Mux(integer, MODE_INTEGER, MODE_THRESHOLD)),
-            tl.p.rows.eq(Mux(i_last_tile, f["npix"] - i_pix0, R)),
+            tl.p.rows.eq(Mux(i_last_tile, npix_tot - i_pix0, R)),
             tl.p.chans.eq(Mux(i_grem >= C, C, i_grem)),
             tl.p.pool_first.eq((i_px == 0) & (i_py == 0)),
             tl.p.pool_last.eq(i_end_px & i_end_py),
@@ -396,30 +420,38 @@ class Sequencer(wiring.Component):
         s_buf = [Signal(signed(32), name=f"s_buf{c}") for c in range(C)]
         s_idx = Signal(range(C))
         s_cnt = Signal(range(C))
-        s_base = Signal(16)
+        s_base = Signal(16)  # first channel of the column group being written
+        s_row = Signal(range(R))  # image (row) of the buffered beat
         s_n = s_base + s_idx
         s_val = Array(s_buf)[s_idx]
         s_end = s_busy & (s_idx == s_cnt)
-        best = Signal(signed(32))
-        best_idx = Signal(16)
-        s_first = Signal()
+        s_last_row = s_row == batch - 1
+        best = Array(Signal(signed(32), name=f"best{r}") for r in range(R))
+        best_idx = Array(Signal(16, name=f"best_idx{r}") for r in range(R))
+        s_first = Array(Signal(name=f"s_first{r}") for r in range(R))
         m.d.comb += [
             sc.ready.eq(~s_busy | s_end),
-            self.score_waddr.eq(s_n),
+            self.score_waddr.eq(rowoff[s_row] + s_n),
             self.score_wdata.eq(s_val),
             self.score_we.eq(s_busy),
         ]
+        for r in range(R):
+            m.d.comb += self.results[r].eq(best_idx[r])
+        m.d.comb += self.result.eq(best_idx[0])
         with m.If(s_busy):
             m.d.sync += s_idx.eq(s_idx + 1)
-            with m.If(s_first | (s_val > best)):
-                m.d.sync += [best.eq(s_val), best_idx.eq(s_n), s_first.eq(0)]
+            with m.If(s_first[s_row] | (s_val > best[s_row])):
+                m.d.sync += [best[s_row].eq(s_val), best_idx[s_row].eq(s_n),
+                             s_first[s_row].eq(0)]
             with m.If(s_end):
-                m.d.sync += [s_busy.eq(0), s_base.eq(s_base + C), s_idx.eq(0)]
-                with m.If(s_n == f["out_c"] - 1):
-                    m.d.sync += wr_active.eq(0)
+                m.d.sync += [s_busy.eq(0), s_idx.eq(0)]
+                with m.If(s_last_row):
+                    m.d.sync += s_base.eq(s_base + C)
+                    with m.If(s_n == f["out_c"] - 1):
+                        m.d.sync += wr_active.eq(0)
         with m.If(sc.valid & sc.ready):
-            nb = Mux(s_busy, s_base + C, s_base)
-            m.d.sync += [s_busy.eq(1), s_idx.eq(0),
+            nb = Mux(s_busy & s_last_row, s_base + C, s_base)
+            m.d.sync += [s_busy.eq(1), s_idx.eq(0), s_row.eq(sc.p.row),
                          s_cnt.eq(Mux(f["out_c"] - nb >= C, C - 1, f["out_c"] - nb - 1))]
             for c in range(C):
                 m.d.sync += s_buf[c].eq(sc.p.score[c])
@@ -435,7 +467,8 @@ class Sequencer(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [busy.eq(1), self.cycles.eq(0), self.done.eq(0),
-                                 self.error.eq(0), f_idx.eq(0), f_base.eq(0)]
+                                 self.error.eq(0), f_idx.eq(0), f_base.eq(0),
+                                 batch.eq(Mux(self.batch == 0, 1, self.batch))]
                     m.next = "HDR"
             with m.State("HDR"):
                 m.d.sync += f_idx.eq(f_idx + 1)
@@ -448,7 +481,9 @@ class Sequencer(wiring.Component):
                         m.d.sync += n_classes.eq(word)
                     with m.Case(_HDR["geometry"]):
                         m.d.sync += geometry.eq(word)
-                with m.If(f_idx == _HDR["geometry"] + 1):
+                    with m.Case(_HDR["max_batch"]):
+                        m.d.sync += max_batch.eq(word)
+                with m.If(f_idx == _HDR["max_batch"] + 1):
                     m.next = "CHECK"
             with m.State("CHECK"):
                 with m.If(magic != prog.MAGIC):
@@ -460,9 +495,13 @@ class Sequencer(wiring.Component):
                 with m.Elif(n_layers == 0):
                     m.d.sync += [self.error.eq(ERR_EMPTY), busy.eq(0)]
                     m.next = "IDLE"
+                with m.Elif((batch > max_batch) | (batch > R)):
+                    m.d.sync += [self.error.eq(ERR_BATCH), busy.eq(0)]
+                    m.next = "IDLE"
                 with m.Else():
                     m.d.sync += [layer.eq(0), f_base.eq(prog.HEADER_WORDS), f_idx.eq(0),
-                                 s_first.eq(1), s_base.eq(0), s_idx.eq(0)]
+                                 s_base.eq(0), s_idx.eq(0)]
+                    m.d.sync += [s_first[r].eq(1) for r in range(R)]
                     m.next = "DESC"
             with m.State("DESC"):
                 m.d.sync += f_idx.eq(f_idx + 1)
@@ -474,10 +513,12 @@ class Sequencer(wiring.Component):
                     m.next = "SETUP"
             with m.State("SETUP"):
                 m.d.sync += walker_reset()
-                m.d.sync += [ro_fill.eq(1), ro_acc.eq(0)]
+                m.d.sync += [ro_fill.eq(1), ro_acc.eq(0), npix_tot.eq(0), n_acc.eq(0)]
                 m.next = "FILL"
             with m.State("FILL"):
-                with m.If(wk_full):
+                with m.If(n_acc != batch):
+                    m.d.sync += [npix_tot.eq(npix_tot + f["npix"]), n_acc.eq(n_acc + 1)]
+                with m.If(wk_full & (n_acc == batch)):
                     m.d.sync += swap_banks()
                     m.d.sync += [
                         ro_fill.eq(0),
@@ -489,13 +530,13 @@ class Sequencer(wiring.Component):
                         iss_active.eq(1), iss_ready.eq(0), i_pix0.eq(0), i_grp.eq(0),
                         i_grem.eq(f["out_c"]), i_px.eq(0), i_py.eq(0),
                         i_taddr.eq(f["thr_base"]),
-                        wr_active.eq(1), wr_tbase.eq(f["out_base"]), wr_rem.eq(f["npix"]),
+                        wr_active.eq(1), wr_tbase.eq(f["out_base"]), wr_rem.eq(npix_tot),
                     ]
                     m.next = "RUN"
             with m.State("RUN"):
                 with m.If(~gen_active & ~iss_active & ~wr_active & ~v1):
                     with m.If(layer + 1 == n_layers):
-                        m.d.sync += [busy.eq(0), self.done.eq(1), self.result.eq(best_idx)]
+                        m.d.sync += [busy.eq(0), self.done.eq(1)]
                         m.next = "IDLE"
                     with m.Else():
                         m.d.sync += [layer.eq(layer + 1), f_base.eq(f_base + prog.DESC_WORDS),

@@ -212,14 +212,18 @@ def layer_cycles(layer, rows: int, cols: int, width: int, levels_per_stage: int 
 # above are used unchanged for the engine itself.
 # =====================================================================================
 
-#: Sequencer cycles before the first layer: header fetch (9) + check (1).
-SEQ_HEADER_CYCLES = 10
+#: Sequencer cycles before the first layer: header fetch (20) + check (1).
+SEQ_HEADER_CYCLES = 21
 
 
-def seq_layer_setup_cycles(rows: int, desc_fields: int = 31) -> int:
+def seq_layer_setup_cycles(rows: int, desc_fields: int | None = None) -> int:
     """Per-layer sequencer overhead before the first operand beat: descriptor fetch
-    (``desc_fields + 1``), set-up (1) and the walker's first fill of ``rows`` window
-    origins (``rows + 1``)."""
+    (``desc_fields + 1``, default all of ``program.DESC_FIELDS``), set-up (1) and the
+    walker's first fill of ``rows`` window origins (``rows + 1``)."""
+    if desc_fields is None:
+        from .program import DESC_FIELDS
+
+        desc_fields = len(DESC_FIELDS)
     return desc_fields + 1 + 1 + rows + 1
 
 
@@ -258,8 +262,44 @@ def _final_words(layer, cols: int, width: int) -> int:
     return total // width + (1 if total % width else 0)
 
 
+def _integer_run(timing: EngineTiming, k: int, groups: int, n_valid: int, out_c: int) -> int:
+    """Cycles from the first operand beat to the end of an integer layer (+ check), with
+    the sequencer's score writer: a beat of ``C`` scores (one image) is buffered and written
+    one score per cycle, so beats of several images can hold the output stage back (and,
+    through the result-FIFO credits, the next tile)."""
+    R, C, depth, pop = timing.rows, timing.cols, timing.fifo_depth, timing.pop_latency
+    lasts: list[int] = []
+    takes: list[int] = []
+    t = 0
+    x_prev = -(10 ** 9)
+    a_prev = -(10 ** 9)
+    chans_prev = 0
+    pending: int | None = None
+    for j in range(groups):
+        tl = t + k - 1
+        if lasts:
+            tl = max(tl, lasts[-1] + timing.min_tile)
+        while R * len(lasts) - sum(1 for x in takes if x < tl) + R > depth:
+            tl += 1
+        lasts.append(tl)
+        chans = min(C, out_c - j * C)
+        for r in range(R):
+            x = max(tl + pop + 2 * r, x_prev + 1)
+            if pending is not None:
+                x = max(x, pending)
+            if r < n_valid:
+                a = max(x + 1, a_prev + chans_prev)
+                pending, a_prev, chans_prev = a, a, chans
+            else:
+                pending = None
+            takes.append(x)
+            x_prev = x
+        t = tl + 1
+    return a_prev + chans_prev + 3
+
+
 def network_perf(model, target, levels_per_stage: int = 2,
-                 input_windows: bool | None = None) -> NetworkPerf:
+                 input_windows: bool | None = None, batch: int = 1) -> NetworkPerf:
     """Cycle-by-cycle model of a whole run of ``model`` (a :class:`~xnorflow.sw.ir.
     CompiledModel`) on ``target`` (a :class:`~xnorflow.sw.targets.Target`), as counted by
     the sequencer's ``cycles`` register (from the cycle after START to the cycle the run
@@ -272,7 +312,8 @@ def network_perf(model, target, levels_per_stage: int = 2,
     operand stream keeps up, which the sequencer guarantees except when a layer's first
     tile is shorter than the walker's refill (``R`` cycles): such tiny layers are slightly
     under-predicted. ``input_windows`` as in :func:`xnorflow.sw.program.build_memories`
-    (the first layer the hardware runs may be the window form of the model's).
+    (the first layer the hardware runs may be the window form of the model's). ``batch``:
+    images per run (rows are then pixels of all images; utilisation counts all of them).
     """
     from .program import hardware_model  # program does not import perf: no cycle
 
@@ -283,30 +324,30 @@ def network_perf(model, target, levels_per_stage: int = 2,
     total = SEQ_HEADER_CYCLES
     macs_total = 0
     for layer in model.layers:
-        m_t, n_t, passes, k = layer_tiles(layer, R, C, W)
-        tiles = m_t * n_t * passes
-        sched = tile_sequence_cycles(timing, [k] * tiles)
+        _, n_t, passes, k = layer_tiles(layer, R, C, W)
         pooled = layer.output == "threshold" and layer.pool_k > 1
-        pixels = layer.out_h * layer.out_w if pooled else layer.conv_h * layer.conv_w
-        last_row = pixels - (m_t - 1) * R - 1
-        take = sched.last_cycles[-1] + timing.pop_latency + 2 * last_row
+        pixels = batch * (layer.out_h * layer.out_w if pooled else layer.conv_h * layer.conv_w)
+        m_t = -(-pixels // R)
+        tiles = m_t * n_t * passes
         if layer.output == "integer":
-            chans = layer.out_c - (n_t - 1) * C
-            run = take + chans + 4
+            run = _integer_run(timing, k, n_t, pixels, layer.out_c)
         else:
+            sched = tile_sequence_cycles(timing, [k] * tiles)
+            last_row = pixels - (m_t - 1) * R - 1
+            take = sched.last_cycles[-1] + timing.pop_latency + 2 * last_row
             run = take + _final_words(layer, C, W) + 3
         setup = seq_layer_setup_cycles(R)
         cyc = setup + run
         total += cyc
-        macs_total += layer.binary_macs
-        layers.append(NetworkLayerPerf(layer.name, tiles, k, setup, run, cyc,
-                                       layer.binary_macs,
-                                       utilisation(layer.binary_macs, R, C, W, cyc)))
+        macs = batch * layer.binary_macs
+        macs_total += macs
+        layers.append(NetworkLayerPerf(layer.name, tiles, k, setup, run, cyc, macs,
+                                       utilisation(macs, R, C, W, cyc)))
     return NetworkPerf(target.name, target.geometry, layers, SEQ_HEADER_CYCLES, total,
                        macs_total, utilisation(macs_total, R, C, W, total))
 
 
 def predict_network_cycles(model, target, levels_per_stage: int = 2,
-                           input_windows: bool | None = None) -> int:
+                           input_windows: bool | None = None, batch: int = 1) -> int:
     """Predicted sequencer cycles of one whole run (see :func:`network_perf`)."""
-    return network_perf(model, target, levels_per_stage, input_windows).cycles
+    return network_perf(model, target, levels_per_stage, input_windows, batch).cycles

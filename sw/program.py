@@ -42,7 +42,7 @@ DESC_WORDS = 32
 HEADER_FIELDS = (
     "magic", "n_layers", "in_h", "in_w", "in_c", "in_bits", "n_classes", "geometry",
     "input_base", "input_words", "act_words", "weight_words", "threshold_words",
-    "input_mode", "win_kh", "win_kw", "win_stride", "win_pad",
+    "input_mode", "win_kh", "win_kw", "win_stride", "win_pad", "max_batch",
 )
 #: ``input_mode``: the host sends the image's bit-planes as per-pixel segments.
 INPUT_SEGMENTS = 0
@@ -83,6 +83,7 @@ DESC_FIELDS = (
     "pool_addr_y",  # stride * in_w * cw
     "acc_max",      # largest accumulator (informational)
     "layer_index",
+    "in_img_stride",  # planes * plane_stride: words between the input maps of two images
 )
 assert len(DESC_FIELDS) <= DESC_WORDS and len(HEADER_FIELDS) <= HEADER_WORDS
 FLAG_INTEGER = 1
@@ -172,18 +173,19 @@ def hardware_model(model: CompiledModel, target: Target,
     return hw, True
 
 
-def place(model: CompiledModel, target: Target) -> Placement:
+def place(model: CompiledModel, target: Target, batch: int = 1) -> Placement:
     """Lay out a model's maps and parameters in the accelerator's memories.
 
-    Layer ``i`` reads region ``i % 2`` and writes region ``(i + 1) % 2``; the input image
-    (all its bit-planes) is at address 0 of region 0.
+    Layer ``i`` reads region ``i % 2`` and writes region ``(i + 1) % 2``; the input images
+    (all bit-planes of image 0, then of image 1, ...) are at address 0 of region 0. Regions
+    hold ``batch`` images' maps one after the other.
     """
     w, cols = target.width, target.cols
     layers = model.layers
     first = layers[0]
-    sizes = [input_words(model.in_h, model.in_w, model.in_c, first.in_bits, w), 0]
+    sizes = [batch * input_words(model.in_h, model.in_w, model.in_c, first.in_bits, w), 0]
     for i, layer in enumerate(layers[:-1]):
-        out = layer.out_h * layer.out_w * _cw(layer.out_c, w)
+        out = batch * layer.out_h * layer.out_w * _cw(layer.out_c, w)
         sizes[(i + 1) % 2] = max(sizes[(i + 1) % 2], out)
     region = (0, sizes[0])
     in_base, out_base, w_base, thr_base = [], [], [], []
@@ -237,6 +239,7 @@ def _descriptor(i: int, layer: Layer, pl: Placement, target: Target) -> dict:
         "pool_addr_y": layer.stride * layer.in_w * cw,
         "acc_max": int(layer.acc_max),
         "layer_index": i,
+        "in_img_stride": layer.in_bits * layer.in_h * layer.in_w * cw,
     }
 
 
@@ -252,13 +255,13 @@ def _fail(layer: str, memory: str, need_words: int, width: int, target: Target,
 
 
 def check_fits(model: CompiledModel, target: Target,
-               input_windows: bool | None = None) -> None:
+               input_windows: bool | None = None, batch: int = 1) -> None:
     """Raise :class:`UserError` unless ``model`` runs on ``target`` (see :func:`_check_fits`)."""
-    _check_fits(model, target, input_windows)
+    _check_fits(model, target, input_windows, batch)
 
 
 def _check_fits(model: CompiledModel, target: Target,
-                input_windows: bool | None = None) -> None:
+                input_windows: bool | None = None, batch: int = 1) -> None:
     """Raise :class:`UserError` unless ``model`` runs on ``target``.
 
     Checks the datapath's limits (1-bit hidden activations, accumulator and score widths, an
@@ -309,8 +312,11 @@ def _check_fits(model: CompiledModel, target: Target,
                             f"not fit the {LANE_T_BITS}-bit threshold lanes")
         if layer.kw > layer.in_w + 2 * layer.pad or layer.kh > layer.in_h + 2 * layer.pad:
             raise UserError(f"layer {layer.name!r}: kernel larger than its padded input")
-    pl = place(model, target)
-    n_classes = model.layers[-1].out_c
+    if not 1 <= batch <= target.rows:
+        raise UserError(f"batch {batch}: the accelerator runs 1..R = 1..{target.rows} images "
+                        f"at once")
+    pl = place(model, target, batch)
+    n_classes = model.layers[-1].out_c * batch
     for i, lay in enumerate(model.layers):
         d = _descriptor(i, lay, pl, target)
         big = [f for f in DESC_FIELDS if f not in SIGNED_FIELDS and d[f] >= 1 << FIELD_BITS]
@@ -360,19 +366,35 @@ def _lane_value(lay: Layer, n: int, pool: bool) -> int:
     return neg << LANE_NEG_BIT | int(op) << LANE_POOL_BIT | (t & ((1 << LANE_T_BITS) - 1))
 
 
-def build_memories(model: CompiledModel, target: Target,
-                   input_windows: bool | None = None) -> list[MemoryImage]:
+def default_batch(model: CompiledModel, target: Target,
+                  input_windows: bool | None = None) -> int:
+    """The largest batch ``1..R`` whose maps and scores fit the target's memories."""
+    for n in range(target.rows, 1, -1):
+        try:
+            _check_fits(model, target, input_windows, n)
+        except UserError:
+            continue
+        return n
+    return 1
+
+
+def build_memories(model: CompiledModel, target: Target, input_windows: bool | None = None,
+                   max_batch: int | None = None) -> list[MemoryImage]:
     """The ``program``, ``weights`` and ``thresholds`` images of ``model`` for ``target``.
 
     ``input_windows``: feed the first layer host-side windows (:func:`hardware_model`;
-    default: when it saves operand beats). Raises :class:`UserError` (via
-    :func:`check_fits`) if the model does not fit.
+    default: when it saves operand beats). ``max_batch``: most images one run may classify
+    (the activation regions are sized for it; default :func:`default_batch`). Raises
+    :class:`UserError` (via :func:`check_fits`) if the model does not fit.
     """
     _check_fits(model, target, input_windows)
+    if max_batch is None:
+        max_batch = default_batch(model, target, input_windows)
+    _check_fits(model, target, input_windows, max_batch)
     orig_first = model.layers[0]
     model, windows = hardware_model(model, target, input_windows)
     w, cols = target.width, target.cols
-    pl = place(model, target)
+    pl = place(model, target, max_batch)
     descs = [_descriptor(i, lay, pl, target) for i, lay in enumerate(model.layers)]
     first = model.layers[0]
     header = {
@@ -394,6 +416,7 @@ def build_memories(model: CompiledModel, target: Target,
         "win_kw": orig_first.kw if windows else 0,
         "win_stride": orig_first.stride if windows else 0,
         "win_pad": orig_first.pad if windows else 0,
+        "max_batch": max_batch,
     }
     prog = np.zeros(HEADER_WORDS + DESC_WORDS * len(descs), dtype=np.uint64)
     for j, f in enumerate(HEADER_FIELDS):

@@ -12,6 +12,7 @@ from amaranth.sim import Simulator
 
 from xnorflow.hw.accelerator import Accelerator
 from xnorflow.hw.driver import (
+    ERR_BATCH,
     ERR_BUSY,
     ERR_CHECKSUM,
     ERR_LENGTH,
@@ -87,10 +88,18 @@ async def classify_and_check(drv, model, target, mems, image):
         want = enc.pack_segments(act.reshape(h * w, c), target.width).reshape(-1)
         got = await drv.read_memory("activations", base, len(want))
         assert got == [int(v) for v in want], f"hidden layer {i} bits differ"
-    # the whole activation memory equals the executable model's
+    # every map of image 0 (input and each layer's output) equals the executable model's
     ref = program.execute(mems, image, target)
-    got = await drv.read_memory("activations", 0, len(ref.activations))
-    assert got == [int(v) for v in ref.activations]
+    header, descs = program.decode_program(mems[0].words)
+    spans = [(0, header["input_words"])]
+    spans += [(d["out_base"], d["out_base"] + d["npix"] * d["cw_out"])
+              for d in descs if not d["flags"] & program.FLAG_INTEGER]
+    lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
+    got = await drv.read_memory("activations", lo, hi - lo)
+    # later layers overwrite earlier maps in the same region: compare the final state
+    want = ref.activations[lo:hi]
+    for a, b in spans:
+        assert got[a - lo:b - lo] == [int(v) for v in want[a - lo:b - lo]]
     return st.cycles
 
 
@@ -172,6 +181,9 @@ def test_protocol_errors_never_hang():
                                   + (1).to_bytes(2, "little")), ERR_RANGE)
         await expect(encode_frame(0x02, bytes([1, 0, 0])), ERR_LENGTH)
         await expect(encode_frame(0x05), ERR_NO_RESULT)
+        await expect(encode_frame(0x07), ERR_NO_RESULT)
+        await expect(encode_frame(0x04, bytes([3])), ERR_BATCH)  # R = 2
+        await expect(encode_frame(0x04, bytes([0])), ERR_BATCH)
         # scores are read-only
         await expect(encode_frame(0x01, bytes([4, 0, 0, 0, 0, 1, 0]) + bytes(4)), ERR_MEMORY)
         # a WRITE_MEM whose length disagrees with its count writes nothing
@@ -197,6 +209,29 @@ def test_protocol_errors_never_hang():
         return codes
 
     assert all(simulate(target, mems, body))
+
+
+def test_batch_over_host():
+    """classify_batch: R images in one run (the dense layers fill R rows), each equal to
+    golden; the run is much shorter than R single runs."""
+    target = sim_target(3, 4, 16)
+    model = synthetic.random_mlp(sizes=(64, 32, 10), in_shape=(8, 8, 1), in_bits=8, seed=6)
+    mems = program.build_memories(model, target)
+    images = synthetic.random_images(3, 8, 8, 1, seed=12)
+    gold = golden.run(model, images)
+
+    async def body(drv, ctx, dut):
+        drv.header, _ = program.decode_program(mems[0].words)
+        assert drv.header["max_batch"] == 3
+        res = await drv.classify_batch(images)
+        st = await drv.status()
+        return res, st.cycles
+
+    res, cycles = simulate(target, mems, body)
+    for i, (cls, scores) in enumerate(res):
+        assert scores == gold.scores[i].tolist() and cls == int(gold.predictions[i])
+    assert cycles == perf.predict_network_cycles(model, target, batch=3)
+    assert cycles < 1.5 * perf.predict_network_cycles(model, target, batch=1)
 
 
 def test_real_targets_construct():

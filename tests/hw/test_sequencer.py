@@ -7,13 +7,13 @@ from amaranth.hdl import Module
 from amaranth.sim import Simulator
 
 from xnorflow.hw.memories import AcceleratorMemories, memory_depths
-from xnorflow.hw.sequencer import ERR_EMPTY, ERR_GEOMETRY, ERR_MAGIC, Sequencer
+from xnorflow.hw.sequencer import ERR_BATCH, ERR_EMPTY, ERR_GEOMETRY, ERR_MAGIC, Sequencer
 from xnorflow.sw import golden, perf, program, synthetic
 from xnorflow.sw.images import MemoryImage
 from xnorflow.sw.targets import sim_target
 
 
-def run_sequencer(target, mems, input_words=None, max_cycles=100_000):
+def run_sequencer(target, mems, input_words=None, max_cycles=100_000, batch=1):
     """Memories + sequencer; start, wait, return (status dict, activations, scores)."""
     imgs = list(mems)
     if input_words is not None:
@@ -36,6 +36,7 @@ def run_sequencer(target, mems, input_words=None, max_cycles=100_000):
     out = {}
 
     async def tb(ctx):
+        ctx.set(seq.batch, batch)
         ctx.set(seq.start, 1)
         await ctx.tick()
         ctx.set(seq.start, 0)
@@ -44,7 +45,8 @@ def run_sequencer(target, mems, input_words=None, max_cycles=100_000):
             if not ctx.get(seq.busy):
                 break
         out.update(busy=ctx.get(seq.busy), done=ctx.get(seq.done), error=ctx.get(seq.error),
-                   cycles=ctx.get(seq.cycles), result=ctx.get(seq.result))
+                   cycles=ctx.get(seq.cycles), result=ctx.get(seq.result),
+                   results=[ctx.get(seq.results[r]) for r in range(target.rows)])
         am, sm = mem.mems["activations"].data, mem.mems["scores"].data
         out["act"] = [ctx.get(am[i]) for i in range(depths["activations"])]
         out["scores"] = [ctx.get(sm[i]) for i in range(depths["scores"])]
@@ -118,3 +120,39 @@ def test_bad_programs_are_refused(case, code):
         mems = _with_header_word(mems, 1, 0)
     out = run_sequencer(target, mems, max_cycles=200)
     assert out["error"] == code and out["done"] == 0 and out["busy"] == 0
+
+
+@pytest.mark.parametrize("make, geometry, batch", [
+    ("mlp", (4, 2, 16), 3),
+    ("cnn", (3, 4, 32), 3),
+], ids=["mlp-4x2x16-b3", "cnn-3x4x32-b3"])
+def test_batch_fills_rows(make, geometry, batch):
+    """A batch of images runs in one pass (dense layers use ``batch`` rows): every image's
+    scores and class equal golden, and the cycles equal the model (with batch)."""
+    if make == "mlp":
+        model = synthetic.random_mlp(sizes=(64, 24, 10), in_shape=(8, 8, 1), in_bits=4, seed=8)
+    else:
+        model = synthetic.random_cnn(in_shape=(6, 6, 2), convs=((8, 3, 1, 1, 2),),
+                                     dense=(12, 5), in_bits=2, seed=9)
+    target = sim_target(*geometry)
+    mems = program.build_memories(model, target, max_batch=batch)
+    header, _ = program.decode_program(mems[0].words)
+    assert header["max_batch"] == batch
+    imgs = synthetic.random_images(batch, model.in_h, model.in_w, model.in_c, seed=10)
+    words = np.concatenate([program.pack_input(im, header, target.width) for im in imgs])
+    out = run_sequencer(target, mems, words, batch=batch)
+    gold = golden.run(model, imgs)
+    n = model.layers[-1].out_c
+    assert out["error"] == 0 and out["done"] == 1
+    for i in range(batch):
+        assert [signed32(v) for v in out["scores"][i * n:(i + 1) * n]] == gold.scores[i].tolist()
+        assert out["results"][i] == int(gold.predictions[i])
+    assert out["cycles"] == perf.predict_network_cycles(model, target, batch=batch)
+
+
+def test_batch_beyond_program_refused():
+    model = synthetic.random_mlp(sizes=(16, 8, 4), in_shape=(1, 1, 16), in_bits=1, seed=3)
+    target = sim_target(4, 4, 32)
+    mems = program.build_memories(model, target, max_batch=2)
+    out = run_sequencer(target, mems, batch=3, max_cycles=200)
+    assert out["error"] == ERR_BATCH and out["done"] == 0
