@@ -18,6 +18,11 @@ import os
 # only, before NumPy is imported, and say so in the report.
 _UNSET_ENV = {k: os.environ.pop(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
               if k in os.environ}
+# torch's OpenMP spins at its barriers; on cores shared with other processes that costs it a
+# scheduler time slice per parallel region and would flatter the kernel's 2-thread ratios.
+# Passive waiting is the baseline's best setting here (set before torch loads libgomp).
+_SET_ENV = {} if "OMP_WAIT_POLICY" in os.environ else {"OMP_WAIT_POLICY": "PASSIVE"}
+os.environ.update(_SET_ENV)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -163,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     out(f"torch           : {torch.__version__}, default threads {torch.get_num_threads()}, "
         f"interop {torch.get_num_interop_threads()}, parallel backend {backend}, "
         f"mkldnn {torch.backends.mkldnn.enabled}, OMP_NUM_THREADS "
-        f"{os.environ.get('OMP_NUM_THREADS', 'unset')}; fp32 everywhere, inference_mode")
+        f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, OMP_WAIT_POLICY "
+        f"{os.environ.get('OMP_WAIT_POLICY')}"
+        f"{' (set by this script)' if _SET_ENV else ''}; fp32, inference_mode")
     out(f"numpy           : {np.__version__}; unset for this process: "
         f"{', '.join(f'{k}={v}' for k, v in _UNSET_ENV.items()) or 'nothing (none set)'}")
     out(f"load average    : {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} (1/5/15 min, at start)")
