@@ -337,6 +337,37 @@ def main(argv: list[str] | None = None) -> int:
         "(layers with K % 64 != 0 pad their last word)")
     res["memory"] = {"gemm_ratio": n * k * 4 / gemm_packed, "cnn_fp32": fp32,
                      "cnn_packed": packed}
+    out()
+    out("## summary (markdown, copied into docs/cpu-kernel.md)")
+    out()
+    out("| workload | threads | kernel | fp32 torch / reference | ratio (median) | goal | "
+        "best samples | CPU time |")
+    out("|---|---|---|---|---|---|---|---|")
+
+    def row(name, t, d, base, goal):
+        verdict = "met" if d["ratio"] >= goal else "**missed**"
+        cpu = f"{d['cpu_time_ratio']:.1f}x" if t == 1 else "-"
+        out(f"| {name} | {t} | {d['kernel_s'] * 1e3:.3f} ms | {d[base] * 1e3:.3f} ms | "
+            f"{d['ratio']:.1f}x | >= {goal:.0f}x {verdict} | {d['best_sample_ratio']:.1f}x | "
+            f"{cpu} |")
+
+    for t in threads_list:
+        row("GEMM 256x256, K=4096 vs torch.matmul", t, res["gemm"][f"gemm_{t}t"], "torch_s",
+            GOALS[f"gemm_{t}t"])
+    row("same GEMM vs NumPy reference kernel", 1, res["reference"], "reference_s",
+        GOALS["reference"])
+    for t in threads_list:
+        row("conv 3x3 256->256, 16x16 vs F.conv2d", t, res["conv"][f"{t}t"], "torch_s",
+            GOALS["conv"])
+    for t in threads_list:
+        row(f"CNN batch {batch} vs fp32 torch CNN", t, res["cnn"][f"{t}t"], "torch_s",
+            GOALS["cnn"])
+    out(f"| weight memory, K % 64 == 0 | - | {gemm_packed} B | {n * k * 4} B | "
+        f"{n * k * 4 / gemm_packed:.2f}x | 32x | - | - |")
+    out()
+    out(f"GEMM: {achieved:.0f} binary MACs/cycle/core at 1 thread = {100 * achieved / peak:.0f}% "
+        f"of the assumed {peak}/cycle peak; CNN: {res['cnn']['1t']['kernel_images_per_s']:.0f} "
+        "images/s at 1 thread.")
     load1 = os.getloadavg()
     out()
     out(f"load average    : {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} (at end; "
