@@ -136,7 +136,7 @@ def torch_cnn() -> torch.nn.Module:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=11, help="interleaved samples per side")
+    ap.add_argument("--repeats", type=int, default=15, help="interleaved samples per side")
     ap.add_argument("--save", action="store_true",
                     help="write benchmarks/results/cpu_kernel.txt and .json")
     args = ap.parse_args(argv)
