@@ -184,6 +184,11 @@ def write_md(results: dict, path: Path) -> None:
             f"{lc.get('used')}/{lc.get('available')} ({b['lc_percent']:.1f} %) | "
             f"{ram} EBR{f' + {spram} SPRAM' if spram else ''} | {b['fmax_mhz']:.1f} | "
             f"{'' if opl is None else f'{opl:.3f}'} | {b['goal']} | {met} |")
+    overridden = sorted({f"{b['board']} {b['geometry']}" for b in results["builds"]
+                         if isinstance(b.get("depths"), dict)})
+    if overridden:
+        lines += ["", f"Memory depths (words) of {', '.join(overridden)}: {ICE40_DEPTHS} "
+                  "(all in EBR; see the comment in the script)."]
     lines += ["", f"Bare 64-bit popcount (`hw/popcount.py`, yosys `synth_ice40`): {p['lut4']} "
               f"LUT4 + {p['carry']} SB_CARRY, {p['ff']} FF; goal {p['goal']}: "
               f"{'met' if p['met'] else 'missed'}."]
