@@ -732,7 +732,9 @@ def xnor_gemm(act_words, weight_words, threads: int | None = None) -> np.ndarray
             _gemm_tile(a4, w4, wt, h, 0, a4.shape[0], blocked)
         else:
             _xnor_gemm_parallel(a4, w4, wt, h, tile, blocked)
-    return 64 * kw - h[:m, :n].astype(np.int64)
+    p = h.view(np.int64)  # popcount sums are < 2^63: reinterpret in place, no copy
+    np.subtract(64 * kw, p, out=p)
+    return p if p.shape == (m, n) else np.ascontiguousarray(p[:m, :n])
 
 
 def binary_matmul(a_bits, w_bits, threads: int | None = None) -> np.ndarray:
