@@ -103,6 +103,7 @@ class Sequencer(wiring.Component):
         self.depths = dict(depths)
         R, C, W = target.rows, target.cols, target.width
         self.aw = {n: addr_width(d) for n, d in self.depths.items()}
+        self.field_bits = prog.field_bits(self.depths, C)
         self.engine = TileEngine(R, C, W, engine_max_k(target.acc_bits), prog.MAX_PLANES)
         super().__init__({
             "start": In(1),
@@ -136,7 +137,7 @@ class Sequencer(wiring.Component):
         m = Module()
         t = self.target
         R, C, W = t.rows, t.cols, t.width
-        FB = prog.FIELD_BITS
+        FB = self.field_bits
         SW = FB + 3  # signed width of address arithmetic
         m.submodules.engine = eng = self.engine
 

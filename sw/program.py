@@ -89,6 +89,7 @@ assert len(DESC_FIELDS) <= DESC_WORDS and len(HEADER_FIELDS) <= HEADER_WORDS
 FLAG_INTEGER = 1
 FLAG_POOL = 2
 SIGNED_FIELDS = ("addr0", "score_mul")
+INFO_FIELDS = ("acc_max", "layer_index")  # not read by the gateware
 LANE_MASK = (1 << LANE_BITS) - 1
 #: Threshold lane: bit 31 polarity -1, bit 30 pool with AND, bits 29..0 ``T`` (signed).
 LANE_NEG_BIT = 31
@@ -98,8 +99,23 @@ LANE_T_BITS = 30
 SCORE_MUL_BITS = 8
 #: Most input bit-planes the datapath takes (8-bit pixels).
 MAX_PLANES = 8
-#: Unsigned width of the sequencer's descriptor registers (addresses and counts).
+#: Unsigned width of the sequencer's descriptor registers (addresses and counts) when a
+#: memory is unlimited; otherwise :func:`field_bits` sizes them from the memory depths.
 FIELD_BITS = 20
+
+
+def field_bits(depths: dict, cols: int) -> int:
+    """Width of the sequencer's descriptor registers for memories of ``depths`` words.
+
+    Every address and count of a program that fits is below the largest of the activation,
+    weight and score depths and ``C`` times the threshold depth (channels); ``None`` (an
+    unlimited memory) means :data:`FIELD_BITS`.
+    """
+    vals = [depths.get("activations"), depths.get("weights"), depths.get("scores"),
+            None if depths.get("thresholds") is None else depths["thresholds"] * cols]
+    if any(v is None for v in vals):
+        return FIELD_BITS
+    return max(vals).bit_length() + 1
 
 
 @dataclass
@@ -319,10 +335,12 @@ def _check_fits(model: CompiledModel, target: Target,
     n_classes = model.layers[-1].out_c * batch
     for i, lay in enumerate(model.layers):
         d = _descriptor(i, lay, pl, target)
-        big = [f for f in DESC_FIELDS if f not in SIGNED_FIELDS and d[f] >= 1 << FIELD_BITS]
+        fb = field_bits({n: target.depth(n) for n in target.memories}, target.cols)
+        big = [f for f in DESC_FIELDS if f not in SIGNED_FIELDS + INFO_FIELDS
+               and d[f] >= 1 << fb]
         if big:
             raise UserError(f"layer {lay.name!r}: descriptor field {big[0]} = {d[big[0]]} "
-                            f"exceeds the sequencer's {FIELD_BITS}-bit fields")
+                            f"exceeds the sequencer's {fb}-bit fields")
     prog_words = HEADER_WORDS + DESC_WORDS * len(model.layers)
     # the biggest consumer names the layer in messages
     def biggest(per_layer):
