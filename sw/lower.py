@@ -223,7 +223,9 @@ def lower(model: BinaryNet, meta: dict | None = None, verify: bool = True) -> Co
     cm = CompiledModel(h, w, c, layers, classes=[str(x) for x in cfg["classes"]],
                        meta={"dataset": cfg.get("dataset"), "model": cfg["model"],
                              "mode": cfg["mode"], "config": dict(cfg),
-                             "beta_dropped": bool(cfg.get("beta", False)), **(meta or {})})
+                             "beta_dropped": bool(cfg.get("beta", False)),
+                             "fp32_params": int(sum(p.numel() for p in model.parameters())),
+                             **(meta or {})})
     cm.validate()
     return cm
 

@@ -307,7 +307,9 @@ def _train_loop(rank: int, world: int, config: dict, out: Path, hp: dict, resume
         return metrics
     final = evaluate(model, data)
     metrics = {"config": config, "hparams": hp, "history": history, "final": final,
-               "train_time_s": time.time() - t0}
+               "train_time_s": time.time() - t0,
+               # the headline numbers also at the top level, for callers and scripts
+               "float_acc": final["float_acc"], "deploy_acc": final.get("deploy_acc")}
     _write_json(out / METRICS, metrics)
     try:
         _plot_curve(out, history)

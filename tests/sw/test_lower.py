@@ -193,6 +193,7 @@ def test_lower_checkpoint_records_provenance(tmp_path):
     sha = hashlib.sha256((tmp_path / "checkpoint.pt").read_bytes()).hexdigest()
     assert cm.meta["checkpoint_sha256"] == sha and cm.meta["dataset"] == "digits"
     assert cm.meta["epoch"] == 3 and cm.meta["model"] == "mlp" and cm.meta["mode"] == "xnor"
+    assert cm.meta["fp32_params"] == sum(p.numel() for p in model.parameters())
     assert lower.lower_checkpoint(tmp_path / "checkpoint.pt").meta["checkpoint_sha256"] == sha
     (tmp_path / "checkpoint.pt").write_bytes(b"broken")
     with pytest.raises(UserError, match="checkpoint.pt"):

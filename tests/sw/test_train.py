@@ -113,6 +113,7 @@ def test_cli_train(tmp_path, capsys):
     assert "deploy (integer) accuracy" in text and "float-sim accuracy" in text
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["history"]) == 1 and metrics["final"]["agreement"] == 1.0
+    assert metrics["deploy_acc"] == metrics["final"]["deploy_acc"]
     rc = main(["train", "--dataset", "fashion-mnist", "--data-path", str(tmp_path / "none"),
                "-o", str(tmp_path / "x")])
     assert rc == 2
