@@ -236,3 +236,31 @@ def test_boards_have_targets():
     for b in BOARDS.values():
         assert get_target(b.target).name == b.target
         assert b.make_platform().default_clk == b.clock
+
+
+def test_report_with_model(tmp_path):
+    """make_report/report_markdown with a model: images/s at Fmax next to the UART bound."""
+    from types import SimpleNamespace
+
+    from xnorflow.sim import random_models as rm
+    from xnorflow.synth import make_report, report_markdown
+
+    (tmp_path / "top.rpt").write_text("Yosys 0.70 (git)\n" + YOSYS_LOG)
+    (tmp_path / "top.tim").write_text(NEXTPNR_LOG)
+    spec = BOARDS["icebreaker"]
+    top = SimpleNamespace(freq=48e6, pll=SimpleNamespace(params={"DIVF": 63}), baud=1_000_000,
+                          divisor=48, timeout=2_400_000)
+    model = rm.random_network(2, in_shape=(8, 8, 1), in_bits=4, classes=10, max_out_c=8,
+                              layers=2)
+    target = rm.geometry_target(2, 2, 16)
+    cfg = SynthConfig(board="icebreaker", geometry="2x2x16", model="runs/x")
+    r = make_report(cfg, spec, top, tmp_path, 1.0, target, model,
+                    {"design": "accelerator + UART bridge", "target": target.name})
+    assert r["fmax_mhz"] == 59.23 and r["timing_met"] is True
+    assert r["resources"]["lut4"] == 103 and r["resources"]["ff"] == 73
+    assert r["peak_gops"] == pytest.approx(2 * 64 * 59.23e6 / 1e9)
+    mm = r["model"]
+    assert mm["images_per_s_compute"] == pytest.approx(59.23e6 / mm["cycles_per_image"])
+    assert mm["images_per_s"] == min(mm["images_per_s_compute"], mm["images_per_s_uart"])
+    md = report_markdown(r)
+    assert "UART at 1000000 baud" in md and f"{mm['uart_bytes_per_image']} bytes/image" in md
