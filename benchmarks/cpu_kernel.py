@@ -385,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
             fd, tmp = tempfile.mkstemp(dir=RESULTS, prefix=f".{name}.")
             with os.fdopen(fd, "w") as f:
                 f.write(text)
+            os.chmod(tmp, 0o644)
             os.replace(tmp, RESULTS / name)
         print(f"wrote {RESULTS / 'cpu_kernel.txt'} and .json", file=sys.stderr)
     return 0
