@@ -168,7 +168,9 @@ def markdown(part: str, results: list[dict], meta: dict) -> str:
         exact = all(not r.get("EXACTNESS_FAILURE") for r in rs)
         lines.append(f"| {row} | >= {pct(goal)} | {', '.join(pct(a) for a in accs)} | "
                      f"{pct(mean)} | {met} | {'yes' if exact else 'NO'} |")
-    lines += ["", "## Ablation (mlp 256-256, 8-bit first layer, one seed)", "",
+    abl = [r for r in results if r["group"] == "ablation"]
+    ep = sorted({r["hparams"]["epochs"] for r in abl})
+    lines += ["", f"## Ablation (mlp 256-256, 8-bit first layer, one seed, {ep} epochs)", "",
               "| mode | float-sim acc | deploy acc | beta dropped (float) | cost of dropping "
               "beta | exact | train s |", "|---|---|---|---|---|---|---|"]
     for r in results:
@@ -200,6 +202,10 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="1 epoch per run, results to --out")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--ablation-only", action="store_true",
+                    help="skip the goal rows (output accuracy.PART.ablation.*)")
+    ap.add_argument("--ablation-epochs", type=int, default=None,
+                    help="override the ablation runs' epochs (fewer on a busy machine)")
     ap.add_argument("--only", default=None,
                     help="run only jobs whose name contains this (output accuracy.PART.ONLY.*)")
     args = ap.parse_args(argv)
@@ -210,6 +216,12 @@ def main(argv=None) -> int:
     models_dir = None if args.quick else RESULTS / "models"
     data = load_dataset("digits" if args.part == "digits" else "fashion-mnist")
     todo = [j for j in jobs(args.part, seeds) if not args.only or args.only in j["name"]]
+    if args.ablation_only:
+        todo = [j for j in todo if j["group"] == "ablation"]
+    if args.ablation_epochs:
+        for j in todo:
+            if j["group"] == "ablation":
+                j["hp"] = {**j["hp"], "epochs": args.ablation_epochs}
     meta = {"command": "python benchmarks/accuracy.py " + " ".join(argv or sys.argv[1:]),
             "seeds": seeds, "threads": args.threads, "host": platform.node(),
             "loadavg_start": [round(v, 2) for v in os.getloadavg()], "quick": args.quick}
@@ -223,7 +235,8 @@ def main(argv=None) -> int:
               f"{r['train_time_s']:.0f} s", flush=True)
         meta["total_time_s"] = time.time() - t0
         doc = {"meta": meta, "results": results}
-        stem = f"accuracy.{args.part}" + (f".{args.only}" if args.only else "")
+        stem = (f"accuracy.{args.part}" + (f".{args.only}" if args.only else "")
+                + (".ablation" if args.ablation_only else ""))
         atomic_write_bytes(out / f"{stem}.json", (json.dumps(doc, indent=1) + "\n").encode())
         atomic_write_bytes(out / f"{stem}.md", markdown(args.part, results, meta).encode())
     print(markdown(args.part, results, meta))
