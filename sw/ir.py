@@ -163,6 +163,11 @@ class Layer:
         else:
             if self.pool_k != 1:
                 raise bad("an integer output layer cannot pool")
+            if (self.out_h, self.out_w) != (1, 1):
+                raise bad(
+                    f"an integer output layer gives one score per class, so its output map "
+                    f"must be 1x1, not {self.out_h}x{self.out_w}"
+                )
             if self.score_offset is None or np.asarray(self.score_offset).shape != (self.out_c,):
                 raise bad(f"score_offset must have shape ({self.out_c},)")
             if not self.scale > 0:

@@ -165,3 +165,10 @@ def test_ir_validation_names_the_layer():
         model.validate()
     with pytest.raises(ValueError, match="expects"):
         golden.run(make_mlp(rng), np.zeros((1, 1, 1, 63), np.uint8))
+
+
+def test_integer_output_must_be_one_score_per_class():
+    rng = np.random.default_rng(6)
+    layer = conv_layer(rng, 4, 4, 3, 2, 3, 1, 0)  # 2x2 output map
+    with pytest.raises(IRError, match="1x1, not 2x2"):
+        layer.validate()
