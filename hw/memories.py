@@ -55,7 +55,8 @@ def memory_depths(target: Target, memories: list[MemoryImage] | None = None) -> 
             header = None  # not a program (e.g. a test pattern): no extra needs
         if header is not None:
             need["activations"] = max(need["activations"], header["act_words"])
-            need["scores"] = max(need["scores"], header["n_classes"])
+            need["scores"] = max(need["scores"],
+                                 header["n_classes"] * max(1, header["max_batch"]))
     out = {}
     for name in MEMORY_NAMES:
         cap = target.depth(name)

@@ -19,6 +19,7 @@ def test_depths_follow_images_and_targets():
     for m in mems:
         assert d[m.name] >= m.depth and d[m.name] & (d[m.name] - 1) == 0
     assert d["activations"] >= header["act_words"]
+    assert d["scores"] >= header["n_classes"] * header["max_batch"]
     assert memory_depths(TARGETS["up5k"])["weights"] == 16384
     assert memory_depths(sim_target())["program"] == DEFAULT_DEPTHS["program"]
 
