@@ -33,7 +33,7 @@ SPRAM_WIDTH = 16
 
 #: Depths used for unlimited (``None``) capacities when no image asks for more.
 DEFAULT_DEPTHS = {"program": 512, "weights": 1024, "thresholds": 64, "activations": 1024,
-                  "scores": 64}
+                  "scores": 256}
 
 
 def addr_width(depth: int) -> int:
