@@ -146,9 +146,16 @@ def main() -> int:
                 met=bool(check(r)) and r["design"].startswith("accelerator"),
                 met_by_what_was_built=bool(check(r)),
             )
+        # re-read before writing: another run (--only other boards) may have added rows
+        if jpath.exists():
+            results["builds"] = json.loads(jpath.read_text()).get("builds", [])
         results["builds"] = [b for b in results["builds"]
                              if (b["board"], b["geometry"]) != (board, geometry)] + [row]
-        jpath.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        order = {(b, g): i for i, (b, g, *_rest) in enumerate(GOALS)}
+        results["builds"].sort(key=lambda b: order.get((b["board"], b["geometry"]), 99))
+        tmp = jpath.with_name(f".{jpath.name}.tmp")
+        tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        tmp.replace(jpath)
         write_md(results, out / "synth.md")
         print(f"  -> {json.dumps(row, default=str)}", flush=True)
     write_md(results, out / "synth.md")
