@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -138,23 +138,26 @@ class XnorPopcountPE(wiring.Component):
             cp = nxt
 
         # shift stage: term = P << shift (registered, keeps the barrel shifter off the adder),
-        # and the two control decisions as plain register bits (no logic in front of the
-        # accumulator's enable and the result mux; PEs on one anti-diagonal see the same
-        # control, so synthesis may share these registers over up to min(R, C) PEs)
+        # and the control decisions as plain register bits (PEs on one anti-diagonal see the
+        # same control, so synthesis shares these registers over up to min(R, C) PEs: their
+        # long wires must end directly at flip-flop enables/resets, not feed more logic)
         term = Signal(self.acc_bits, reset_less=True)
-        en = Signal()    # a valid beat: accumulate
-        fin = Signal()   # its tile's last beat: hand the total over
-        m.d.sync += [term.eq(pc.o << cp.shift), en.eq(cp.valid), fin.eq(cp.valid & cp.last)]
+        en = Signal()          # a valid beat: accumulate
+        fin = Signal()         # its tile's last beat: hand the total over
+        clr = Signal(init=1)   # clear the accumulator: after `fin`, and in/after reset
+        m.d.sync += [term.eq(pc.o << cp.shift), en.eq(cp.valid),
+                     fin.eq(cp.valid & cp.last), clr.eq(cp.valid & cp.last)]
 
-        # `fresh`: the next valid beat starts a tile, so it adds to 0 instead of `acc`; this
-        # keeps reset and clear logic off the accumulator's flip-flops
-        fresh = Signal(init=1)
+        # the accumulator's clear is a plain register bit (no logic in front of the
+        # flip-flops' synchronous reset), and the accumulator itself has no other reset
         acc = Signal(self.acc_bits, reset_less=True)
         d = Signal(drain_layout(self.acc_bits))
         total = Signal(self.acc_bits)
-        m.d.comb += total.eq(Mux(fresh, 0, acc) + term)
-        with m.If(en):
-            m.d.sync += [acc.eq(total), fresh.eq(fin)]
+        m.d.comb += total.eq(acc + term)
+        with m.If(clr):
+            m.d.sync += acc.eq(0)
+        with m.Elif(en):
+            m.d.sync += acc.eq(total)
         with m.If(fin):
             m.d.sync += [d.valid.eq(1), d.value.eq(total)]
         with m.Else():

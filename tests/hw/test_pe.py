@@ -4,7 +4,7 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
+from amaranth.sim import DomainReset, Simulator
 
 from xnorflow.hw.pe import XnorPopcountPE, acc_width
 from xnorflow.hw.popcount import PopCount
@@ -125,3 +125,45 @@ def test_pe_conveyor_passes_results_up():
     sim.add_clock(1e-6)
     sim.add_testbench(tb)
     sim.run()
+
+
+def test_pe_reset_mid_tile():
+    """A reset in the middle of a tile discards it; the next tile starts from zero."""
+    from amaranth.hdl import ClockDomain, Module
+
+    dut = XnorPopcountPE(16, 64)
+    top = Module()
+    top.domains.sync = cd = ClockDomain("sync")
+    top.submodules.pe = dut
+    got = []
+
+    async def tb(ctx):
+        def beat(a, w, last, valid=1):
+            ctx.set(dut.a_i, a)
+            ctx.set(dut.w_i, w)
+            ctx.set(dut.c_i, {"valid": valid, "last": last, "shift": 0})
+
+        beat(0xFFFF, 0xFFFF, 0)          # 16 agreements, tile not finished
+        await ctx.tick()
+        beat(0, 0, 0, valid=0)
+        await ctx.tick().repeat(dut.latency)
+        ctx.set(cd.rst, 1)
+        for _ in range(2):
+            try:
+                await ctx.tick()
+            except DomainReset:
+                pass
+        ctx.set(cd.rst, 0)
+        beat(0x00FF, 0xFFFF, 1)          # 8 agreements, one-word tile
+        await ctx.tick()
+        beat(0, 0, 0, valid=0)
+        for _ in range(dut.latency + 2):
+            await ctx.tick()
+            if ctx.get(dut.d_o.valid):
+                got.append(ctx.get(dut.d_o.value))
+
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    assert got == [8]
