@@ -80,12 +80,16 @@ def part_random(args) -> int:
     from xnorflow.sim import backends
     from xnorflow.sim import random_models as rm
     from xnorflow.sim.compare import agreement
+    from xnorflow.sim.host import readable_layers
 
     base = args.seed
     doc = {"part": "random", "partial": True, "seed": base, "target_layers": args.layers,
            "images_per_network": args.images, "networks_per_launch": args.batch,
+           "max_hw": args.max_hw, "max_c": args.max_c, "max_out_c": args.max_out_c,
+           "max_hidden": args.max_hidden,
            "backends": ["golden", "cpu", "amaranth", "icarus"], "env": _env(),
-           "layers": 0, "networks": 0, "mismatches": [], "errors": [], "launches": [],
+           "layers": 0, "layers_observed": 0, "networks": 0, "mismatches": [], "errors": [],
+           "launches": [],
            "modes": {}, "command": " ".join(sys.argv)}
     t_start = time.perf_counter()
     net = 0
@@ -99,7 +103,7 @@ def part_random(args) -> int:
             seed = base * 100003 + net
             net += 1
             model = rm.random_network(seed, max_hw=args.max_hw, max_c=args.max_c,
-                                      max_out_c=args.max_out_c)
+                                      max_out_c=args.max_out_c, max_hidden=args.max_hidden)
             folder = WORK / "random" / f"net-{seed}"
             rm.write_folder(model, target, folder)
             items.append((backends.load_model(folder), rm.random_pixels(seed, model, args.images)))
@@ -148,6 +152,9 @@ def part_random(args) -> int:
                         f"{layer.kind}/{layer.output}{'+pool' if layer.pool_k > 1 else ''}")
                 doc["modes"][mode] = doc["modes"].get(mode, 0) + 1
             doc["layers"] += len(model.layers)
+            # layers whose own outputs were compared bit by bit (readable hidden maps and
+            # the scores); an overwritten early hidden map is checked only through its effect
+            doc["layers_observed"] += sum(readable_layers(model)) + 1
             doc["networks"] += 1
             bar.update(len(model.layers))
         doc["launches"].append({
@@ -169,7 +176,8 @@ def part_random(args) -> int:
         f"## random layers ({'PARTIAL' if doc['partial'] else 'complete'}) -- "
         f"{doc['env']['date']}",
         f"command: {doc['command']}",
-        f"{doc['layers']} random layers in {doc['networks']} networks, "
+        f"{doc['layers']} random layers ({doc['layers_observed']} with their own outputs "
+        f"compared bit by bit) in {doc['networks']} networks, "
         f"{len(doc['launches'])} Icarus launches, geometries {', '.join(doc['geometries'])}",
         f"backends golden, cpu, amaranth, icarus; mismatches: {len(doc['mismatches'])}; "
         f"networks refused or failed: {len(doc['errors'])}"
@@ -246,14 +254,16 @@ def part_dataset(args, part: str, dataset: str, sim: str, target: str,
            "model": str(folder), "model_meta": mf.model.meta, "target": mf.target.name,
            "geometry": mf.target.geometry, "images": int(len(y)), "env": _env(),
            "command": " ".join(sys.argv)}
-    ref = backends.run(mf, x, "golden")
-    if orig is not mf.model and (orig.in_h, orig.in_w) != (1, 1):
-        from xnorflow.sw import golden
-
-        g0 = golden.run(orig, ds.x_test[: len(y)])
-        same = agreement(mf.model, backends.Outputs("orig", g0.predictions, g0.scores,
-                                                    list(g0.activations)), ref)
-        doc["flattened_equals_original"] = same.exact
+    ref = _golden_batched(mf, x)
+    if (orig.in_h, orig.in_w) != (mf.model.in_h, mf.model.in_w):
+        # the re-layout is exact; check it on the first images (the golden model of the
+        # 28x28-segment layout is slow and memory-hungry)
+        n = min(len(y), args.check_images)
+        g0 = _golden_batched(None, ds.x_test[:n], model=orig)
+        sub = backends.Outputs("flat", ref.predictions[:n], ref.scores[:n],
+                               [a[:n] for a in ref.activations])
+        same = agreement(mf.model, g0, sub)
+        doc["flattened_equals_original"] = {"images": n, "exact": same.exact}
         if not same.exact:
             raise SystemExit(f"flattened model differs from the original: {same.first}")
     t0 = time.perf_counter()
@@ -261,6 +271,17 @@ def part_dataset(args, part: str, dataset: str, sim: str, target: str,
     step = args.chunk or len(y)
     while done < len(y):
         px = x[done: done + step]
+        try:
+            mf = backends.load_model(folder)
+        except UserError as e:
+            # other engineers change the program format or a target while this runs: the
+            # folder is then refused ("recompile it"); recompile it from the same IR
+            if args.model or "recompile" not in str(e):
+                raise
+            print(f"recompiling {folder} after: {e}", file=sys.stderr, flush=True)
+            rm.write_folder(mf.model, get_target(target), folder)
+            mf = backends.load_model(folder)
+            doc.setdefault("recompiled", []).append({"at_image": done, "reason": str(e)})
         out = backends.run(mf, px, sim, seed=args.seed, progress=True)
         chunks.append(out)
         done += len(px)
@@ -288,6 +309,19 @@ def part_dataset(args, part: str, dataset: str, sim: str, target: str,
     return 0 if doc["first_mismatch"] is None else 1
 
 
+def _golden_batched(mf, x, model=None, batch: int = 250):
+    """Golden model in batches (a whole test set at once can take tens of GB)."""
+    from xnorflow.sim.backends import Outputs
+    from xnorflow.sw import golden
+
+    model = model if model is not None else mf.model
+    parts = [golden.run(model, x[i:i + batch]) for i in range(0, len(x), batch)]
+    acts = [np.concatenate([p.activations[i] for p in parts])
+            for i in range(len(parts[0].activations))]
+    return Outputs("golden", np.concatenate([p.predictions for p in parts]),
+                   np.concatenate([p.scores for p in parts]), acts)
+
+
 def _partial_doc(doc, mf, chunks, ref, y, wall, done) -> None:
     from xnorflow.sim.backends import Outputs
     from xnorflow.sim.compare import agreement
@@ -298,11 +332,8 @@ def _partial_doc(doc, mf, chunks, ref, y, wall, done) -> None:
     out = Outputs(chunks[0].backend, np.concatenate([c.predictions for c in chunks]),
                   np.concatenate([c.scores for c in chunks]), acts,
                   cycles=np.concatenate([c.cycles for c in chunks]))
-    from xnorflow.sw.golden import GoldenResult
-
-    sub = GoldenResult([a[:done] for a in ref.activations], [], ref.scores[:done],
-                       ref.logits[:done], ref.predictions[:done])
-    r = Outputs("golden", sub.predictions, sub.scores, list(sub.activations))
+    r = Outputs("golden", ref.predictions[:done], ref.scores[:done],
+                [a[:done] for a in ref.activations])
     a = agreement(mf.model, r, out)
     t = mf.target
     cyc = float(out.cycles.mean())
@@ -335,6 +366,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-hw", type=int, default=6)
     p.add_argument("--max-c", type=int, default=40)
     p.add_argument("--max-out-c", type=int, default=24)
+    p.add_argument("--max-hidden", type=int, default=3, help="hidden layers per network")
     p.add_argument("--idle", type=float, default=0.1)
     p.add_argument("--backpressure", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=int(time.time()) % 100000)
@@ -342,6 +374,8 @@ def main(argv=None) -> int:
     p.add_argument("--target", default=None, help="target to compile for (digits: up5k, "
                    "fmnist: ecp5-85f)")
     p.add_argument("--limit", type=int, default=None, help="only the first N test images")
+    p.add_argument("--check-images", type=int, default=1000,
+                   help="images on which the flat re-layout is checked equal to the original")
     p.add_argument("--chunk", type=int, default=None,
                    help="images per simulator launch (results written after each)")
     p.add_argument("--deadline", type=float, default=None,

@@ -60,10 +60,12 @@ def random_layer(rng: np.random.Generator, name: str, in_shape: tuple[int, int, 
 
 def random_network(seed: int, *, max_hw: int = 6, max_c: int = 40, max_out_c: int = 24,
                    layers: int | None = None, in_shape: tuple[int, int, int] | None = None,
-                   in_bits: int | None = None, classes: int | None = None) -> CompiledModel:
-    """A random valid network of 2 or 3 layers (see the module docstring).
+                   in_bits: int | None = None, classes: int | None = None,
+                   max_hidden: int = 2) -> CompiledModel:
+    """A random valid network (see the module docstring).
 
-    ``in_shape``, ``in_bits``, ``layers`` and ``classes`` fix what is otherwise random.
+    ``in_shape``, ``in_bits``, ``layers`` and ``classes`` fix what is otherwise random;
+    without ``layers`` there are 1 to ``max_hidden`` hidden layers.
     """
     rng = np.random.default_rng(seed)
     h = int(rng.integers(1, max_hw + 1))
@@ -74,7 +76,7 @@ def random_network(seed: int, *, max_hw: int = 6, max_c: int = 40, max_out_c: in
     bits = int(rng.choice([1, 1, 2, 4, 8]))
     in_bits = bits if in_bits is None else in_bits
     signed = in_bits == 1 and rng.random() < 0.7
-    n_hidden = layers - 1 if layers else int(rng.integers(1, 3))
+    n_hidden = layers - 1 if layers else int(rng.integers(1, max_hidden + 1))
     net: list[Layer] = []
     shape, bits, sgn = (h, w, c), in_bits, signed
     for i in range(n_hidden):

@@ -19,7 +19,8 @@ def _standin():
 
 
 @pytest.mark.parametrize(
-    "sim", ["icarus", pytest.param("verilator", marks=pytest.mark.verilator)]
+    # Verilator is covered in the default run by the accelerator test; this one is -m slow
+    "sim", ["icarus", pytest.param("verilator", marks=[pytest.mark.verilator, pytest.mark.slow])]
 )
 def test_stream_testbench(sim):
     seed = random.SystemRandom().randrange(1 << 31)

@@ -21,7 +21,7 @@ pytest.importorskip("xnorflow.hw.accelerator")
 pytest.importorskip("xnorflow.hw.driver")
 
 N_NETWORKS = 2
-IMAGES = 2
+IMAGES = 1
 
 
 def _base_seed() -> int:
