@@ -79,3 +79,26 @@ def test_outputs_roundtrip(tmp_path):
     assert np.array_equal(back.scores, out.scores) and back.activations[1] is None
     assert np.array_equal(back.activations[0], out.activations[0])
     assert back.sim_cycles == 99 and back.info == {"a": 1} and list(back.cycles) == [10, 11]
+
+
+def test_network_scoreboard_flags_first_difference(tmp_path):
+    """The cocotb scoreboard names sample, layer and position of a corrupted bit or score."""
+    from xnorflow.sim.tb.scoreboard import NetworkScoreboard
+
+    _, model = make_folder(tmp_path, 41, layers=3)
+    px = rm.random_pixels(41, model, 3)
+    ref = golden.run(model, px)
+    sb = NetworkScoreboard(model, ref)
+    for i in range(3):
+        acts = [a[i].copy() for a in ref.activations]
+        scores = list(ref.scores[i])
+        if i == 1:
+            acts[1][0, 0, 0] ^= 1
+        if i == 2:
+            scores[-1] += 1
+        sb.check(i, acts, scores, int(ref.predictions[i]))
+    assert sb.mismatches == 2 and sb.checked == 3
+    assert (sb.first.sample, sb.first.layer, sb.first.position) == (1, model.layers[1].name,
+                                                                    (0, 0, 0))
+    with pytest.raises(AssertionError, match="2 of 3 images differ"):
+        sb.assert_clean()
