@@ -282,12 +282,16 @@ def part_dataset(args, part: str, dataset: str, sim: str, target: str,
             rm.write_folder(mf.model, get_target(target), folder)
             mf = backends.load_model(folder)
             doc.setdefault("recompiled", []).append({"at_image": done, "reason": str(e)})
-        out = backends.run(mf, px, sim, seed=args.seed, progress=True)
+        outs = backends.run_rtl_batch(sim, [(mf, px)], seed=args.seed, progress=True,
+                                      deadline=args.deadline)
+        if not outs:
+            break
+        out = outs[0]
         chunks.append(out)
-        done += len(px)
+        done += len(out.predictions)
         _partial_doc(doc, mf, chunks, ref, y, time.perf_counter() - t0, done)
         _write(part, doc)
-        if args.deadline and time.time() > args.deadline and done < len(y):
+        if len(out.predictions) < len(px) or (args.deadline and time.time() > args.deadline):
             break
     doc["partial"] = done < len(y)
     _write(part, doc)

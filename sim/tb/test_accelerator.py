@@ -66,12 +66,22 @@ def _tb_inputs():
     return mf, px, golden.run(mf.model, px)
 
 
+def _should_stop(job: dict) -> bool:
+    """A long job ends early (keeping the images done) at its deadline or on a stop file."""
+    deadline = job.get("deadline")
+    if deadline and time.time() > deadline:
+        return True
+    return os.path.exists(os.path.join(os.path.dirname(os.environ["XNORFLOW_JOB"]), "stop"))
+
+
 @cocotb.test()
 async def run_job(dut):
     """The RTL backends' entry point: classify every image of every job item, save outputs.
 
     ``job.json`` holds ``items`` (model folder, inputs ``.npy``, outputs ``.npz``), all for
     one target; several models share one simulator launch (the host reloads the memories).
+    At ``deadline`` (UNIX time) or when a file ``stop`` appears beside ``job.json`` the job
+    ends after the current image; outputs then hold the images done.
     """
     from pathlib import Path
 
@@ -90,12 +100,16 @@ async def run_job(dut):
         session = await HostSession.open(link, mf)
         results = []
         for i in range(len(px)):
+            if _should_stop(job):
+                break
             results.append(await session.infer(px[i]))
             done += 1
             if show and done % max(1, total // 20) == 0:
                 rate = done / (time.perf_counter() - t0)
                 print(f"{job['backend']}: {done}/{total} images, {rate:.2f} images/s",
                       file=sys.stderr, flush=True)
+        if not results:
+            break
         out = collect(mf.model, results, job["backend"])
         out.sim_cycles = pair.cycles - start_cycles
         out.info = {"seed": job.get("seed", 0), "idle": job.get("idle", 0.0),
