@@ -1,6 +1,6 @@
 """RTL verification benchmark: differential random layers, digits on Icarus, FMNIST on Verilator.
 
-Parts (``--part``, default all three; each writes ``benchmarks/results/rtl.<part>.json`` and
+Parts (``--part``; ``all`` runs the first three; each writes ``benchmarks/results/rtl.<part>.json`` and
 appends its summary to ``benchmarks/results/rtl.txt``):
 
 * ``random``: >= ``--layers`` (1000) random layers in random networks
@@ -9,6 +9,8 @@ appends its summary to ``benchmarks/results/rtl.txt``):
   networks share one Icarus launch (one Verilog per geometry, sized for the batch).
 * ``digits``: the full digits test split (360 images) on Icarus, bit-exact vs golden.
 * ``fmnist``: the full Fashion-MNIST test set (10,000 images) on Verilator, bit-exact.
+* ``speed``: Icarus and Verilator on the same design and images (``--limit`` digits images
+  through the digits network), simulated cycles per second of each and their ratio.
 
 Each hardware run reports wall time, accelerator cycles per image and the simulator's speed
 in simulated clock cycles per second (cycles of the whole run, host link included, over the
@@ -360,10 +362,51 @@ def _partial_doc(doc, mf, chunks, ref, y, wall, done) -> None:
     })
 
 
+def part_speed(args) -> int:
+    """Icarus vs Verilator on the same design and images (the digits network on up5k)."""
+    from xnorflow.sim import backends
+    from xnorflow.sw.data import load_dataset
+
+    folder = WORK / "digits" / "compiled-flat-up5k"
+    if not (folder / "manifest.json").is_file():
+        raise SystemExit(f"{folder}: run --part digits first (it compiles the network)")
+    mf = backends.load_model(folder)
+    n = args.limit or 30
+    x = load_dataset("digits").x_test[:n].reshape(n, mf.model.in_h, mf.model.in_w,
+                                                  mf.model.in_c)
+    ref = _golden_batched(mf, x)
+    doc = {"part": "speed", "model": str(folder), "geometry": mf.target.geometry,
+           "images": n, "env": _env(), "command": " ".join(sys.argv), "simulators": {}}
+    for sim in ("icarus", "verilator"):
+        out = backends.run(mf, x, sim, seed=args.seed, progress=False)
+        exact = bool(np.array_equal(out.scores, ref.scores) and all(
+            a is None or np.array_equal(a, b) for a, b in zip(out.activations, ref.activations,
+                                                              strict=True)))
+        doc["simulators"][sim] = {
+            "sim_cycles": int(out.sim_cycles), "sim_s": out.info["sim_s"],
+            "cycles_per_s": out.sim_cycles / out.info["sim_s"], "build_s": out.info["build_s"],
+            "cycles_per_image": float(out.cycles.mean()), "bit_exact": exact}
+        _write("speed", doc)
+    ic, vl = doc["simulators"]["icarus"], doc["simulators"]["verilator"]
+    doc["verilator_over_icarus"] = vl["cycles_per_s"] / ic["cycles_per_s"]
+    _write("speed", doc)
+    _summary([
+        f"## simulator speed, same design and images -- {doc['env']['date']}",
+        f"command: {doc['command']}",
+        f"digits network on {mf.target.geometry}, {n} images, host link with the driver",
+        *(f"{k}: {v['sim_cycles']} cycles in {v['sim_s']:.1f} s = {v['cycles_per_s']:.0f} "
+          f"cycles/s (build {v['build_s']:.1f} s), bit-exact {v['bit_exact']}"
+          for k, v in doc["simulators"].items()),
+        f"Verilator / Icarus: {doc['verilator_over_icarus']:.1f}x",
+    ])
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", choices=("random", "digits", "fmnist", "all"), default="all")
+    p.add_argument("--part", choices=("random", "digits", "fmnist", "speed", "all"),
+                   default="all")
     p.add_argument("--layers", type=int, default=1000)
     p.add_argument("--images", type=int, default=1, help="images per random network")
     p.add_argument("--batch", type=int, default=25, help="random networks per Icarus launch")
@@ -393,6 +436,8 @@ def main(argv=None) -> int:
         rc |= part_dataset(args, "digits", "digits", "icarus", args.target or "up5k",
                            ["--model", "mlp", "--widths", "128,64", "--in-bits", "4",
                             "--epochs", "30"])
+    if args.part == "speed":
+        rc |= part_speed(args)
     if args.part in ("fmnist", "all"):
         rc |= part_dataset(args, "fmnist", "fashion-mnist", "verilator",
                            args.target or "ecp5-85f", ["--model", "mlp", "--epochs", "5"])
