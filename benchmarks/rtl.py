@@ -1,7 +1,8 @@
 """RTL verification benchmark: differential random layers, digits on Icarus, FMNIST on Verilator.
 
-Parts (``--part``; ``all`` runs the first three; each writes ``benchmarks/results/rtl.<part>.json`` and
-appends its summary to ``benchmarks/results/rtl.txt``):
+Parts (``--part``; ``all`` runs the first three; each writes
+``benchmarks/results/rtl.<part>.json`` and appends its summary to
+``benchmarks/results/rtl.txt``):
 
 * ``random``: >= ``--layers`` (1000) random layers in random networks
   (:func:`xnorflow.sim.random_models.random_network`) on random geometries, through golden,
