@@ -106,7 +106,7 @@ def test_tool_env_finds_yowasp():
 
 
 #: small memories so the default run's build is quick (all in EBR, placeholders swappable)
-SMALL = {"program": 256, "weights": 256, "thresholds": 64, "activations": 256, "scores": 32}
+SMALL = {"program": 256, "weights": 256, "thresholds": 256, "activations": 256, "scores": 32}
 
 
 def _build(tmp_path_factory, board: str, design: str):
