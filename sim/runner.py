@@ -202,6 +202,8 @@ def run_cocotb(
         plusargs.append(f"+dumpfile_path={target}")
     run_env = {**env, **(extra_env or {})}
     run_env.setdefault("COCOTB_LOG_LEVEL", "WARNING" if quiet else "INFO")
+    if quiet:
+        run_env.setdefault("GPI_LOG_LEVEL", "ERROR")
     t1 = time.perf_counter()
     results = runner.test(
         test_module=test_module,
