@@ -337,8 +337,8 @@ def _failure_message(build: Path, spec) -> str:
 
 
 #: icebram/ecpbram replace whole RAM blocks: a swappable memory's depth must be a multiple
-#: of the block depth (iCE40 EBR: 256 words; ECP5 DP16KD: checked by ecpbram itself).
-SWAP_DEPTH_MULTIPLE = {"ice40": 256, "ecp5": 1}
+#: of what the tool demands (icebram: 256 words, ecpbram: 512 words).
+SWAP_DEPTH_MULTIPLE = {"ice40": 256, "ecp5": 512}
 
 
 def placeholder_memories(target, seed: int, no_init: tuple = (), depth_multiple: int = 1) -> dict:
