@@ -103,6 +103,7 @@ class HostDecoder(wiring.Component):
         count = Signal(16)
         bi = Signal(8)  # byte index within a word
         nb = Signal(8)  # START's batch byte
+        woff = Signal(16)  # words written so far (addr keeps the start for the checks)
         wbuf = Signal(self.max_width)
         status = Signal(8)
 
@@ -110,7 +111,7 @@ class HostDecoder(wiring.Component):
         byte = inp.payload
         m.d.comb += self.mem_sel.eq(mem[:3])
         m.d.comb += self.batch.eq(Mux(length == 1, nb, 1))
-        m.d.comb += self.mem_addr.eq(addr)
+        m.d.comb += self.mem_addr.eq(addr + woff)
 
         is_write = (cmd == proto.CMD_WRITE_MEM) | (cmd == proto.CMD_WRITE_INPUT)
         data_start = Mux(cmd == proto.CMD_WRITE_MEM, proto.PARAM_LEN, 0)
@@ -207,7 +208,7 @@ class HostDecoder(wiring.Component):
                 m.d.comb += inp.ready.eq(1)
                 with m.If(take & (byte == proto.SYNC_REQUEST)):
                     m.d.sync += [rx.eq(0), acc.eq(0), bi.eq(0), mem.eq(0), addr.eq(0),
-                                 count.eq(0)]
+                                 count.eq(0), woff.eq(0)]
                     m.next = "CMD"
                 with m.If(self.abort):
                     m.next = "SYNC"
@@ -272,7 +273,7 @@ class HostDecoder(wiring.Component):
                                 m.d.comb += newbuf[8 * i:8 * i + 8].eq(byte)
                         m.d.sync += [wbuf.eq(newbuf), bi.eq(bi + 1)]
                         with m.If(bi == bpw_a[mem[:3]] - 1):
-                            m.d.sync += [bi.eq(0), addr.eq(addr + 1)]
+                            m.d.sync += [bi.eq(0), woff.eq(woff + 1)]
                             m.d.comb += [self.mem_wdata.eq(newbuf),
                                          self.mem_we.eq((p_err == 0) & ~self.abort)]
                     with m.If(rx + 1 == length):
@@ -290,8 +291,7 @@ class HostDecoder(wiring.Component):
                 with m.If(self.abort):
                     m.next = "SYNC"
             with m.State("EXEC"):
-                # restore the READ_MEM start address (a write command advanced addr)
-                m.d.sync += [r_idx.eq(0), fix_n.eq(0), r_len.eq(0), bi.eq(0)]
+                m.d.sync += [r_idx.eq(0), fix_n.eq(0), r_len.eq(0), bi.eq(0), woff.eq(0)]
                 with m.If(status == 0):
                     with m.Switch(cmd):
                         with m.Case(proto.CMD_START):

@@ -211,6 +211,28 @@ def test_protocol_errors_never_hang():
     assert all(simulate(target, mems, body))
 
 
+def test_whole_memory_write_and_read_back():
+    """One WRITE_MEM / WRITE_INPUT covering a whole memory (the range check must use the
+    frame's start address, not the advancing write pointer), then READ_MEM of all of it."""
+    target = sim_target(2, 2, 16)
+    model = mlp()
+    mems = program.build_memories(model, target)
+    rng = np.random.default_rng(3)
+
+    async def body(drv, ctx, dut):
+        depth = dut.depths["activations"]
+        words = [int(v) for v in rng.integers(0, 1 << 16, depth)]
+        await drv.transact(encode_frame(0x03, b"".join(w.to_bytes(2, "little")
+                                                        for w in words)))
+        ok = [await drv.read_memory("activations", 0, depth) == words]
+        tail = [int(v) for v in rng.integers(0, 1 << 32, 40)]
+        await drv.write_memory("weights", dut.depths["weights"] - 40, tail)
+        ok.append(await drv.read_memory("weights", dut.depths["weights"] - 40, 40) == tail)
+        return ok
+
+    assert all(simulate(target, mems, body))
+
+
 def test_batch_over_host():
     """classify_batch: R images in one run (the dense layers fill R rows), each equal to
     golden; the run is much shorter than R single runs."""
