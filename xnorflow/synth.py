@@ -659,6 +659,28 @@ def _asc_ram_bits(path: Path) -> list[int]:
     return out
 
 
+def _config_ram_bits(path: Path) -> list[int]:
+    """The ``.bram_init`` contents of an ECP5 textual config, one int per DP16KD."""
+    out, cur = [], None
+    for line in path.read_text().splitlines():
+        if line.startswith("."):
+            if cur is not None:
+                out.append(cur)
+            cur = 0 if line.startswith(".bram_init") else None
+        elif cur is not None:
+            for v in line.split():
+                cur = (cur << 9) | int(v, 16)
+    if cur is not None:
+        out.append(cur)
+    return out
+
+
+def _ram_flips(old: list[int], new: list[int]) -> int:
+    if len(old) != len(new):
+        raise SynthError(f"swap check failed: {len(old)} RAM blocks before, {len(new)} after")
+    return sum((a ^ b).bit_count() for a, b in zip(old, new, strict=True))
+
+
 def _hex_flips(a: str, b: str) -> int:
     """Bits that differ between two hex files of equal shape."""
     return sum((int(x, 16) ^ int(y, 16)).bit_count()
@@ -703,10 +725,10 @@ def swap_model(folder: str | Path, model_dir: str | Path, *, out: str | Path | N
     ``folder`` is a build output of :func:`synthesize` (report + bitstream + placeholder
     hex). The images are rebuilt for the bitstream's target with
     :func:`xnorflow.sw.program.build_memories`, padded to the memory depths, and replaced in
-    the BRAMs with ``icebram`` (iCE40: unpack, replace, pack) or ``ecpbram`` (ECP5). On
-    iCE40 the result is checked without icebram: the RAM bits that changed in the ``.asc``
-    must be exactly as many as the bits in which the images differ from the placeholders
-    (times the instances icebram reports). Memories
+    the BRAMs with ``icebram`` (iCE40: unpack, replace, pack) or ``ecpbram`` (ECP5). The
+    result is checked without the tools: the RAM bits that changed in the ``.asc`` (or ECP5
+    config) must be exactly the bits in which the images differ from the placeholders, times
+    the copies (icebram reports them; on ECP5 a whole number of copies per memory). Memories
     without a placeholder (SPRAM, which has no initial contents) are listed in
     ``swap.json`` as "load over UART". Returns the new bitstream's path.
     """
@@ -765,12 +787,22 @@ def swap_model(folder: str | Path, model_dir: str | Path, *, out: str | Path | N
         else:
             _run_tool("ECPUNPACK", [f"orig{ext}", "c0.config"], cwd=tmp)
             cur = "c0.config"
+            changed = expected = 0
             for i, mem in enumerate(images):
                 nxt = f"c{i + 1}.config"
                 _run_tool("ECPBRAM", ["-i", cur, "-o", nxt, "-f", f"from-{mem}.hex",
                                       "-t", f"to-{mem}.hex"], cwd=tmp)
+                # check, independently of ecpbram: this step changed a whole number (>= 1)
+                # of copies of the bits in which the image differs from its placeholder
+                step = _ram_flips(_config_ram_bits(tmp / cur), _config_ram_bits(tmp / nxt))
+                one = _hex_flips((tmp / f"from-{mem}.hex").read_text(),
+                                 (tmp / f"to-{mem}.hex").read_text())
+                if one and (step == 0 or step % one):
+                    raise SynthError(f"swap check failed for {mem!r}: {step} RAM bits changed, "
+                                     f"not a multiple of the {one} bits the image differs in")
+                changed, expected = changed + step, expected + one
                 cur = nxt
-            swap_check = {"note": "ecpbram replaced every placeholder (it fails otherwise)"}
+            swap_check = {"ram_bits_changed": changed, "image_bits_differing": expected}
             _run_tool("ECPPACK", ["--input", cur, "--bit", "final"], cwd=tmp)
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")
