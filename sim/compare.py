@@ -311,7 +311,9 @@ def format_markdown(r: CompareResult) -> str:
             f"{_fmt(p.get('wall_s'))} | {_fmt(p.get('cycles_per_image'), '.1f')} | "
             f"{_fmt(p.get('utilisation'), '.3f')} | {_fmt(p.get('images_per_s_at_fmax'), '.1f')} |"
         )
-    lines += ["", f"## Agreement with `{r.reference}`", "",
+    lines += ["", "Cycles are the accelerator's own count of a run (from the status); images/s at "
+              "Fmax = Fmax / cycles per image, i.e. compute only, without the host link.",
+              "", f"## Agreement with `{r.reference}`", "",
               "| backend | samples agree | hidden bits differ | accumulators differ | "
               "scores differ | predictions differ | first difference |",
               "|---|---|---|---|---|---|---|"]
@@ -355,7 +357,7 @@ def plot(r: CompareResult, path: Path) -> None:
         ideal = r.perf[hw[0]].get("ideal_cycles")
         if ideal:
             axes[1].axhline(ideal, color="k", ls="--", lw=1, label="ideal (MACs / RCW)")
-            axes[1].legend()
+            axes[1].legend(loc="lower right")
         axes[1].set_title("cycles per image")
     else:
         axes[1].bar(names, [r.perf[b]["wall_s"] for b in names], color="tab:gray")
