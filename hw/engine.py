@@ -73,6 +73,10 @@ class TileEngine(wiring.Component):
         ``K >= 2R``); at least ``rows``.
     levels_per_stage : int
         Full-adder levels between popcount pipeline registers.
+    pipelined_post : bool
+        Two more register stages in the output stage (threshold/pool, then shift) for
+        Fmax: outputs come 2 cycles later (``timing.post_latency`` 3 instead of 1). Default
+        False, the timing the sequencer and its network model were built on.
 
     Members
     -------
@@ -93,20 +97,22 @@ class TileEngine(wiring.Component):
     ``max(K, 2 R)`` cycles and there are no bubbles for ``K >= 2 R``.
     Latency: row ``r`` of a tile whose ``last`` beat was accepted in cycle ``t`` is taken by
     the output stage in cycle ``t + pop_latency + 2 r`` (if the output stage is free) and
-    offers its first output word/score one cycle later. :mod:`xnorflow.sw.perf` models this
-    exactly (:func:`xnorflow.sw.perf.engine_timing`).
+    offers its first output word/score ``post_latency`` cycles later.
+    :mod:`xnorflow.sw.perf` models this exactly (:func:`xnorflow.sw.perf.engine_timing`).
     """
 
     def __init__(self, rows: int, cols: int, width: int, max_k: int, max_planes: int = 1, *,
                  score_width: int = 32, mul_width: int = 8, fifo_depth: int | None = None,
-                 levels_per_stage: int = 2):
+                 levels_per_stage: int = 2, pipelined_post: bool = False):
         check_geometry(rows, cols, width)
         self.rows, self.cols, self.width = rows, cols, width
         self.max_k, self.max_planes = max_k, max_planes
         self.acc_bits = acc_width(max_k, max_planes)
         self.score_width, self.mul_width = score_width, mul_width
         self.levels_per_stage = levels_per_stage
-        self.timing = perf.engine_timing(rows, cols, width, levels_per_stage, fifo_depth)
+        self.pipelined_post = bool(pipelined_post)
+        self.timing = perf.engine_timing(rows, cols, width, levels_per_stage, fifo_depth,
+                                         pipelined_post=self.pipelined_post)
         self.fifo_depth = self.timing.fifo_depth
         if self.fifo_depth < rows:
             raise ValueError(f"fifo_depth {self.fifo_depth} must be at least rows = {rows}")
@@ -148,7 +154,8 @@ class TileEngine(wiring.Component):
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=rl.size, depth=self.fifo_depth)
         m.submodules.post = post = PostProcess(
             R, self.cols, self.width, self.acc_bits, self.score_width, self.mul_width,
-            self.index_bits)
+            self.index_bits, pipelined=self.pipelined_post)
+        assert post.latency == t.post_latency
 
         # --- operand acceptance: spacing of `last` beats and result-FIFO credits ---------
         since = Signal(range(t.min_tile + 1), init=t.min_tile)

@@ -25,13 +25,14 @@ Scheduling contract (how the sequencer orders tiles so pooling and packing work)
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sw import encoding as enc
 
 __all__ = [
+    "LATENCY",
     "MODE_INTEGER",
     "MODE_THRESHOLD",
     "PostProcess",
@@ -41,6 +42,9 @@ __all__ = [
     "tile_layout",
     "word_layout",
 ]
+
+#: Cycles from taking a row to offering its first output when ``pipelined`` (else 1).
+LATENCY = 3
 
 #: ``tile.mode``: binary output through threshold, pooling and packing (``words`` stream).
 MODE_THRESHOLD = 0
@@ -131,14 +135,21 @@ class PostProcess(wiring.Component):
     scores : Out(stream.Signature(score_layout))
         Integer scores (integer mode, rows below ``rows`` only).
 
-    Latency: a row taken in cycle ``t`` offers its first output in cycle ``t + 1``.
-    Throughput: one row per cycle when it emits at most one word; a row that emits ``n``
-    words takes ``n`` cycles (with ``cols <= width`` at most 2, only at ``pixel_end``),
-    the next row is taken in the cycle its last word is transferred.
+    pipelined : bool
+        Register the two intermediate stages (threshold/pool or product; shift into place
+        or offset add) for Fmax; default False (combinational up to the output registers).
+
+    Latency: a row taken in cycle ``t`` offers its first output in cycle ``t + latency``,
+    :attr:`latency` = 3 when ``pipelined`` (:data:`LATENCY`), else 1. Throughput: one row
+    per cycle when it emits at most one word; a row that emits ``n`` words takes ``n``
+    cycles (with ``cols <= width`` at most 2, only at ``pixel_end``); the stages move as
+    soon as the next one frees up.
+    Thresholds must be clamped (:func:`clamp_threshold`): the comparison uses the low
+    ``acc_bits + 2`` bits of ``param``.
     """
 
     def __init__(self, rows: int, cols: int, width: int, acc_bits: int, score_width: int = 32,
-                 mul_width: int = 8, index_bits: int = 8):
+                 mul_width: int = 8, index_bits: int = 8, pipelined: bool = False):
         if width & (width - 1) or width < 2:
             raise ValueError(f"post-processing word width must be a power of two, not {width}")
         if score_width < acc_bits + 2:
@@ -147,6 +158,8 @@ class PostProcess(wiring.Component):
         self.rows, self.cols, self.width = rows, cols, width
         self.acc_bits, self.score_width, self.mul_width = acc_bits, score_width, mul_width
         self.index_bits = index_bits
+        self.pipelined = bool(pipelined)
+        self.latency = LATENCY if self.pipelined else 1
         self.max_words = -(-(width - 1 + cols) // width)  # words one row can emit per tile
         super().__init__({
             "rows_i": In(stream.Signature(row_layout(cols, acc_bits))),
@@ -160,25 +173,52 @@ class PostProcess(wiring.Component):
         R, C, W = self.rows, self.cols, self.width
         lw = W.bit_length() - 1
         vw = W - 1 + C  # partial word (< W bits) plus one tile's bits
+        tw = self.acc_bits + 2  # clamped thresholds fit this many signed bits
+        pw = self.acc_bits + self.mul_width + 1  # product score_mul * acc
+        sw = self.score_width
         assert enc.ACT_PAD_BIT == 0  # masked-off and flushed bits are zeros
 
-        cfg = Signal(tile_layout(R, C, self.score_width, self.mul_width))
+        # ---- descriptor of the tile whose rows stage A takes ------------------------------
+        cfg = Signal(tile_layout(R, C, sw, self.mul_width))
         cfg_ok = Signal()
         r = Signal(range(R))
+
+        # ---- stage registers ------------------------------------------------------------
+        # A: threshold + pool (bits) or product; B: shift into place or add the offset;
+        # C: merge with the row's partial word and emit (the output registers)
+        a_valid, b_valid = Signal(), Signal()
+        a_bits = Signal(C)
+        a_prod = Signal(data.ArrayLayout(signed(pw), C))
+        a_row = Signal(range(R))
+        a_flags = Signal(data.StructLayout({
+            "mode": 1, "valid_row": 1, "pool_last": 1, "pixel_end": 1, "last_row": 1,
+            "chans": range(C + 1)}))
+        a_param = Signal(data.ArrayLayout(signed(sw), C))
+        b_shifted = Signal(vw)
+        b_score = Signal(data.ArrayLayout(signed(sw), C))
+        b_row = Signal(range(R))
+        b_flags = Signal(data.StructLayout({
+            "mode": 1, "valid_row": 1, "pool_last": 1, "pixel_end": 1, "last_row": 1}))
+        b_n_full = Signal(range(self.max_words + 1))
+        b_n_emit = Signal(range(self.max_words + 1))
+
         pool_buf = Signal(data.ArrayLayout(C, R))
-        pack_buf = Signal(data.ArrayLayout(max(1, W - 1), R))
-        fill = Signal(range(W))
-        word_base = Signal(self.index_bits)
+        fill = Signal(range(W))            # stage B: bit offset of the next channel
+        pack_buf = Signal(data.ArrayLayout(max(1, W - 1), R))  # stage C: partial words
+        word_base = Signal(self.index_bits)                      # stage C: word index
 
         ev = Signal(vw)                                 # words being emitted
         en = Signal(range(self.max_words + 1))          # words left to emit
         eidx = Signal(self.index_bits)
         erow = Signal(range(R))
-        sc = Signal(data.ArrayLayout(signed(self.score_width), C))
+        sc = Signal(data.ArrayLayout(signed(sw), C))
         s_pending = Signal()
         srow = Signal(range(R))
 
-        # outputs (registered state)
+        # stage A and B results are registers when pipelined, else combinational
+        stage = m.d.sync if self.pipelined else m.d.comb
+
+        # ---- outputs and the pipeline's flow control ---------------------------------------
         m.d.comb += [
             self.words.valid.eq(en != 0),
             self.words.p.data.eq(ev[:W]),
@@ -192,64 +232,94 @@ class PostProcess(wiring.Component):
             m.d.sync += [ev.eq(ev >> W), en.eq(en - 1), eidx.eq(eidx + 1)]
         with m.If(self.scores.valid & self.scores.ready):
             m.d.sync += s_pending.eq(0)
-
-        free = (((en == 0) | ((en == 1) & self.words.ready))
-                & (~s_pending | self.scores.ready))
-        load = Signal()
-        m.d.comb += [load.eq(self.rows_i.valid & cfg_ok & free), self.rows_i.ready.eq(load)]
+        c_free = (((en == 0) | ((en == 1) & self.words.ready))
+                  & (~s_pending | self.scores.ready))
+        take = Signal()
+        a_move, b_move = Signal(), Signal()
+        if self.pipelined:
+            m.d.comb += [b_move.eq(b_valid & c_free),
+                         a_move.eq(a_valid & (~b_valid | b_move)),
+                         take.eq(self.rows_i.valid & cfg_ok & (~a_valid | a_move))]
+            with m.If(a_move | take):
+                m.d.sync += a_valid.eq(take)
+            with m.If(b_move | a_move):
+                m.d.sync += b_valid.eq(a_move)
+        else:
+            m.d.comb += [take.eq(self.rows_i.valid & cfg_ok & c_free),
+                         a_valid.eq(take), b_valid.eq(take), a_move.eq(take), b_move.eq(take)]
+        m.d.comb += self.rows_i.ready.eq(take)
         last_row = r == R - 1
-        m.d.comb += self.tile.ready.eq(~cfg_ok | (load & last_row))
-        with m.If(load & last_row):
+        m.d.comb += self.tile.ready.eq(~cfg_ok | (take & last_row))
+        with m.If(take & last_row):
             m.d.sync += cfg_ok.eq(0)
         with m.If(self.tile.valid & self.tile.ready):
             m.d.sync += [cfg.eq(self.tile.p), cfg_ok.eq(1)]
 
-        # ---- combinational work on the row being taken ---------------------------------
+        # ---- stage A: threshold + polarity, pooling (or the product of the score) -------
         acc = self.rows_i.p.acc
-        valid_row = r < cfg.rows
         bits = Signal(C)
         pooled = Signal(C)
-        masked = Signal(C)
         old_pool = pool_buf[r]
         for c in range(C):
-            t = cfg.param[c]
+            t = cfg.param[c][:tw].as_signed()
             m.d.comb += [
                 bits[c].eq(Mux(cfg.neg[c], acc[c] <= t, acc[c] >= t)),
                 pooled[c].eq(Mux(cfg.pool_first, bits[c],
                                  Mux(cfg.pool_op[c] == enc.POOL_AND,
                                      old_pool[c] & bits[c], old_pool[c] | bits[c]))),
-                masked[c].eq(pooled[c] & (c < cfg.chans)),
             ]
-        v = Signal(vw)
+        with m.If(take):
+            m.d.sync += r.eq(Mux(last_row, 0, r + 1))
+            stage += [
+                a_row.eq(r),
+                a_flags.mode.eq(cfg.mode),
+                a_flags.valid_row.eq(r < cfg.rows),
+                a_flags.pool_last.eq(cfg.pool_last),
+                a_flags.pixel_end.eq(cfg.pixel_end),
+                a_flags.last_row.eq(last_row),
+                a_flags.chans.eq(cfg.chans),
+                a_param.eq(cfg.param),
+            ]
+            for c in range(C):
+                stage += [a_bits[c].eq(pooled[c] & (c < cfg.chans)),
+                          a_prod[c].eq(cfg.score_mul * acc[c])]
+            with m.If(cfg.mode == MODE_THRESHOLD):
+                m.d.sync += pool_buf[r].eq(pooled)
+
+        # ---- stage B: place the bits at the fill offset (or add the score offset) --------
         total = Signal(range(W + C))
         n_full = Signal(range(self.max_words + 1))
         rem = Signal(lw)
-        m.d.comb += [
-            v.eq(pack_buf[r] | (masked << fill)),
-            total.eq(fill + cfg.chans),
-            n_full.eq(total >> lw),
-            rem.eq(total[:lw]),
-        ]
-        n_emit = n_full + (cfg.pixel_end & (rem != 0))
-        leftover = Array([(v >> (W * j))[: max(1, W - 1)] for j in range(self.max_words + 1)])
+        m.d.comb += [total.eq(fill + a_flags.chans), n_full.eq(total >> lw),
+                     rem.eq(total[:lw])]
+        packing = (a_flags.mode == MODE_THRESHOLD) & a_flags.pool_last
+        with m.If(a_move):
+            stage += [
+                b_shifted.eq(a_bits << fill),
+                b_row.eq(a_row),
+                b_flags.eq(Cat(a_flags.mode, a_flags.valid_row, a_flags.pool_last,
+                               a_flags.pixel_end, a_flags.last_row)),
+                b_n_full.eq(n_full),
+                b_n_emit.eq(n_full + (a_flags.pixel_end & (rem != 0))),
+            ]
+            for c in range(C):
+                stage += b_score[c].eq(a_prod[c] + a_param[c])
+            with m.If(packing & a_flags.last_row):
+                m.d.sync += fill.eq(Mux(a_flags.pixel_end, 0, rem))
 
-        with m.If(load):
-            m.d.sync += r.eq(Mux(last_row, 0, r + 1))
-            with m.If(cfg.mode == MODE_INTEGER):
-                for c in range(C):
-                    m.d.sync += sc[c].eq(cfg.score_mul * acc[c] + cfg.param[c])
-                m.d.sync += [s_pending.eq(valid_row), srow.eq(r)]
-            with m.Else():
-                m.d.sync += pool_buf[r].eq(pooled)
-                with m.If(cfg.pool_last):
-                    m.d.sync += [
-                        ev.eq(v), en.eq(Mux(valid_row, n_emit, 0)),
-                        eidx.eq(word_base), erow.eq(r),
-                        pack_buf[r].eq(Mux(cfg.pixel_end, 0, leftover[n_full])),
-                    ]
-                    with m.If(last_row):
-                        m.d.sync += [
-                            fill.eq(Mux(cfg.pixel_end, 0, rem)),
-                            word_base.eq(Mux(cfg.pixel_end, 0, word_base + n_full)),
-                        ]
+        # ---- stage C: merge with the row's partial word, emit whole words ---------------
+        v = Signal(vw)
+        m.d.comb += v.eq(pack_buf[b_row] | b_shifted)
+        leftover = Array([(v >> (W * j))[: max(1, W - 1)] for j in range(self.max_words + 1)])
+        with m.If(b_move):
+            with m.If(b_flags.mode == MODE_INTEGER):
+                m.d.sync += [sc.eq(b_score), s_pending.eq(b_flags.valid_row), srow.eq(b_row)]
+            with m.Elif(b_flags.pool_last):
+                m.d.sync += [
+                    ev.eq(v), en.eq(Mux(b_flags.valid_row, b_n_emit, 0)),
+                    eidx.eq(word_base), erow.eq(b_row),
+                    pack_buf[b_row].eq(Mux(b_flags.pixel_end, 0, leftover[b_n_full])),
+                ]
+                with m.If(b_flags.last_row):
+                    m.d.sync += word_base.eq(Mux(b_flags.pixel_end, 0, word_base + b_n_full))
         return m

@@ -9,8 +9,8 @@ Cycle formula (streams that keep up, ``cols <= width``): a tile of ``K`` words o
 ``max(K, 2R)`` cycles on the operand stream (the result conveyor drains one row every two
 cycles, so ``last`` beats are at least ``2R`` cycles apart) unless the result-FIFO credits run
 out (never with the default FIFO depth); the last tile adds
-``pop_latency + 2 (R - 1) + tail_words`` cycles until its last row's output is
-transferred. :func:`tile_sequence_cycles` evaluates this, credits included, tile by tile.
+``pop_latency + 2 (R - 1) + post_latency - 1 + tail_words`` cycles until its last row's
+output is transferred. :func:`tile_sequence_cycles` evaluates this, credits included, tile by tile.
 
 Utilisation = binary MACs / (R * C * W) / cycles (``DESIGN.md``).
 
@@ -94,10 +94,12 @@ class EngineTiming:
     pop_latency: int      # `last` beat accepted -> row 0 taken by the output stage
     min_tile: int         # least cycles between two `last` beats (2R)
     fifo_depth: int
+    post_latency: int = 1  # row taken by the output stage -> its first output offered
 
 
 def engine_timing(rows: int, cols: int, width: int, levels_per_stage: int = 2,
-                  fifo_depth: int | None = None) -> EngineTiming:
+                  fifo_depth: int | None = None, *, pipelined_post: bool = False
+                  ) -> EngineTiming:
     """Timing of ``TileEngine(rows, cols, width, ...)`` (the gateware reads it from here)."""
     _, pc = popcount_schedule(width, levels_per_stage)
     pe = pc + 3  # input register, popcount, shift register, accumulate/finish
@@ -106,7 +108,8 @@ def engine_timing(rows: int, cols: int, width: int, levels_per_stage: int = 2,
     depth = default_fifo_depth(rows, pop) if fifo_depth is None else int(fifo_depth)
     if depth == 1:
         pop = array + 1
-    return EngineTiming(rows, cols, width, pc, pe, array, pop, 2 * rows, depth)
+    return EngineTiming(rows, cols, width, pc, pe, array, pop, 2 * rows, depth,
+                        3 if pipelined_post else 1)
 
 
 @dataclass
@@ -150,7 +153,7 @@ def tile_sequence_cycles(timing: EngineTiming, k_words, tail_words: int = 1) -> 
     if not lasts:
         return TileSchedule([], 0)
     final_take = lasts[-1] + timing.pop_latency + 2 * (R - 1)
-    return TileSchedule(lasts, final_take + max(0, tail_words) + 1)
+    return TileSchedule(lasts, final_take + timing.post_latency - 1 + max(0, tail_words) + 1)
 
 
 def utilisation(binary_macs: int, rows: int, cols: int, width: int, cycles: int) -> float:

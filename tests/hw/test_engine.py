@@ -38,7 +38,8 @@ def test_engine_gemm_with_stalls(rows, cols, width):
     over 2 passes, ties; random idle cycles on operands/tiles and random backpressure."""
     rng = np.random.default_rng(rows * 100 + cols * 10 + width)
     k_bits = 3 * width - 5
-    dut = TileEngine(rows, cols, width, max_k=k_bits, max_planes=2)
+    dut = TileEngine(rows, cols, width, max_k=k_bits, max_planes=2,
+                     pipelined_post=width == 32)
     job, _ = gemm_job(rng, rows, cols, width, m=rows + max(1, rows // 2), n=2 * cols + 1,
                       k_bits=k_bits, planes=2, passes=2, acc_bits=dut.acc_bits)
     res = run_engine(dut, job, seed=rows + cols, p_idle=0.3, p_busy=0.4)
@@ -53,7 +54,8 @@ def test_engine_gemm_with_stalls(rows, cols, width):
 @pytest.mark.parametrize("rows,cols,width", [(1, 1, 16), (2, 3, 32), (3, 2, 64)])
 def test_engine_integer_with_stalls(rows, cols, width):
     rng = np.random.default_rng(rows + cols + width)
-    dut = TileEngine(rows, cols, width, max_k=200, max_planes=3, score_width=24, mul_width=4)
+    dut = TileEngine(rows, cols, width, max_k=200, max_planes=3, score_width=24, mul_width=4,
+                     pipelined_post=rows == 2)
     job, _ = gemm_job(rng, rows, cols, width, m=2 * rows + 1, n=cols + 1, k_bits=70,
                       planes=3, mode=MODE_INTEGER, acc_bits=dut.acc_bits, score_mul=-3)
     res = run_engine(dut, job, seed=5, p_idle=0.3, p_busy=0.5)
@@ -61,18 +63,20 @@ def test_engine_integer_with_stalls(rows, cols, width):
 
 
 @pytest.mark.parametrize("k_bits", [16, 100, 700])
-@pytest.mark.parametrize("fifo_depth", [None, "rows"])
+@pytest.mark.parametrize("fifo_depth,pipelined", [(None, False), ("rows", False),
+                                                  (None, True)])
 @pytest.mark.parametrize("rows,cols,width,mode", [(1, 1, 16, MODE_THRESHOLD),
                                                   (2, 3, 16, MODE_INTEGER),
                                                   (4, 4, 16, MODE_THRESHOLD),
                                                   (3, 2, 32, MODE_THRESHOLD)])
-def test_engine_cycles_equal_model(rows, cols, width, mode, fifo_depth, k_bits):
+def test_engine_cycles_equal_model(rows, cols, width, mode, fifo_depth, pipelined, k_bits):
     """No stalls: simulated cycles (first operand beat to last output transfer) equal
     sw.perf.tile_sequence_cycles exactly, for tiles shorter and longer than 2R words and
     with a FIFO small enough for its credits to throttle."""
     rng = np.random.default_rng(k_bits + rows)
     depth = rows if fifo_depth == "rows" else None
-    dut = TileEngine(rows, cols, width, max_k=k_bits, fifo_depth=depth)
+    dut = TileEngine(rows, cols, width, max_k=k_bits, fifo_depth=depth,
+                     pipelined_post=pipelined)
     # m, n multiples of R, C so that the final row of the final tile is valid
     job, _ = gemm_job(rng, rows, cols, width, m=2 * rows, n=2 * cols, k_bits=k_bits,
                       mode=mode, acc_bits=dut.acc_bits)
@@ -102,7 +106,8 @@ def test_engine_layers_match_golden(seed):
                          pool=2 if seed % 2 == 0 else 3)
     x = (rng.integers(0, 2, (layer.in_h, layer.in_w, layer.in_c)) if in_bits == 1 else
          rng.integers(0, 1 << in_bits, (layer.in_h, layer.in_w, layer.in_c)))
-    dut = TileEngine(R, C, W, max_k=layer.k_valid, max_planes=in_bits)
+    dut = TileEngine(R, C, W, max_k=layer.k_valid, max_planes=in_bits,
+                     pipelined_post=seed % 2 == 1)
     dut.check_layer(layer)
     job, _ = layer_job(layer, x, R, C, W, dut.acc_bits)
     res = run_engine(dut, job, seed=seed, p_idle=0.2, p_busy=0.3)
@@ -167,7 +172,8 @@ def test_engine_layers_sweep(seed):
                          conv=output == "threshold" and seed % 5 != 0,
                          pool=int(rng.choice([1, 2, 3])), output=output)
     x = rng.integers(0, 1 << in_bits, (layer.in_h, layer.in_w, layer.in_c))
-    dut = TileEngine(R, C, W, max_k=layer.k_valid, max_planes=in_bits)
+    dut = TileEngine(R, C, W, max_k=layer.k_valid, max_planes=in_bits,
+                     pipelined_post=seed % 3 == 1)
     dut.check_layer(layer)
     job, _ = layer_job(layer, x, R, C, W, dut.acc_bits)
     res = run_engine(dut, job, seed=seed, p_idle=0.3, p_busy=0.3)

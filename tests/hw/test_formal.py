@@ -141,8 +141,9 @@ def test_formal_post_stream_handshake(tmp_path):
     assert _passed(r), r.stdout[-3000:]
 
 
-def test_formal_engine_stream_handshake(tmp_path):
-    dut = TileEngine(1, 2, 16, max_k=20, score_width=8, mul_width=2)
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_formal_engine_stream_handshake(tmp_path, pipelined):
+    dut = TileEngine(1, 2, 16, max_k=20, score_width=8, mul_width=2, pipelined_post=pipelined)
     r = _sby(tmp_path, stream_harness(dut), depth=26)
     assert _passed(r), r.stdout[-3000:]
 

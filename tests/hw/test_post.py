@@ -47,15 +47,17 @@ def _case(rng, R, C, W, m, n, passes, acc_bits, mode):
     return rows_in, tiles, words, scores
 
 
+@pytest.mark.parametrize("pipelined", [False, True])
 @pytest.mark.parametrize("passes,mode", [(1, MODE_THRESHOLD), (4, MODE_THRESHOLD),
                                          (1, MODE_INTEGER)])
 @pytest.mark.parametrize("rows,cols,width", [(1, 1, 16), (2, 3, 16), (4, 4, 32), (3, 5, 16),
                                               (2, 8, 64), (2, 24, 16)])
-def test_post_process(rows, cols, width, passes, mode):
+def test_post_process(rows, cols, width, passes, mode, pipelined):
     rng = np.random.default_rng(rows * 1000 + cols * 100 + width + passes)
     acc_bits = 9
     m, n = 2 * rows + 1, 2 * cols + 3 + (width if cols > 8 else 0)
-    dut = PostProcess(rows, cols, width, acc_bits, score_width=20, mul_width=4, index_bits=4)
+    dut = PostProcess(rows, cols, width, acc_bits, score_width=20, mul_width=4, index_bits=4,
+                      pipelined=pipelined)
     rows_in, tiles, words, scores = _case(rng, rows, cols, width, m, n, passes, acc_bits, mode)
     rnd = random.Random(7)
     got_words, got_scores = [], []
