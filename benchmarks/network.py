@@ -57,22 +57,24 @@ MODELS = {
 }
 
 REASONS = {
-    "digits-mlp": "dense layers on one image fill 1 of R rows (no batching), the hidden "
-                  "layers' tiles (K = 256/W words) are shorter than the engine's 2R minimum, "
-                  "and the first layer's 8 bit-planes of 64 pixels are only 2-4 words each",
-    "fmnist-cnn": "the first layer (1 grey channel, 9 window bits per W-bit word, 8 planes) "
-                  "and the fc256 layer (1 of R rows) dominate; conv2's K = 9 words < 2R "
-                  "on 8x8",
+    "digits-mlp": "dense layers: one image fills 1 of R rows (a batch of R fills them all), "
+                  "the hidden layers' tiles (K = 256/W words) are shorter than the engine's "
+                  "2R minimum when W = 32 and R = 8, and 10 classes leave 6 of 16 / 2 of 8 "
+                  "columns idle in the last layer",
+    "fmnist-cnn": "the first layer (1 grey channel: 9 window bits per W-bit word, 8 planes, "
+                  "K = 8 beats < 2R) and, without a batch, the fc256 layer (1 of R rows) "
+                  "dominate; conv2's K = 9 words < 2R = 16 on 8x8x32",
     "fmnist-cnn-wide": "conv layers with >= 64 channels fill every row, column and bit; "
                        "the first layer and the 1-row fc10 are the remaining loss",
 }
 
 # Simulated validation cases: (model key or small maker, target)
-SIM_CASES = [
-    ("digits-mlp", "up5k"),
-    ("digits-mlp", "ecp5-85f"),
-    ("cnn-8x8", "sim"),
-    ("fmnist-cnn", "ecp5-85f"),
+SIM_CASES = [  # (model, target geometry, batch)
+    ("digits-mlp", "up5k", 1),
+    ("digits-mlp", "up5k", 4),
+    ("digits-mlp", "ecp5-85f", 8),
+    ("cnn-8x8", "sim", 1),
+    ("fmnist-cnn", "ecp5-85f", 1),
 ]
 
 
@@ -86,16 +88,17 @@ def geometry_target(name):
     return sim_target(t.rows, t.cols, t.width, name=f"{name}-geometry")
 
 
-def simulate(model, target):
-    """Cycles of one run on the simulated accelerator, checked against the golden model."""
+def simulate(model, target, batch=1):
+    """Cycles of one run of ``batch`` images on the simulated accelerator, checked against
+    the golden model."""
     from amaranth.sim import Simulator
 
     from xnorflow.hw.accelerator import Accelerator
     from xnorflow.hw.driver import AcceleratorDriver, AmaranthStreamTransport
 
-    mems = program.build_memories(model, target)
-    img = synthetic.random_images(1, model.in_h, model.in_w, model.in_c, seed=3)[0]
-    gold = golden.run(model, img)
+    mems = program.build_memories(model, target, max_batch=batch)
+    imgs = synthetic.random_images(batch, model.in_h, model.in_w, model.in_c, seed=3)
+    gold = golden.run(model, imgs)
     dut = Accelerator(target, mems)
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -105,10 +108,11 @@ def simulate(model, target):
         drv = AcceleratorDriver(AmaranthStreamTransport(ctx, dut),
                                 {n: w for n, (w, _) in target.memories.items()})
         drv.header, _ = program.decode_program(mems[0].words)
-        cls, scores = await drv.classify(img)
+        res = await drv.classify_batch(imgs)
         st = await drv.status()
-        out.update(cycles=st.cycles, ok=(scores == gold.scores[0].tolist()
-                                          and cls == int(gold.predictions[0])))
+        out.update(cycles=st.cycles, ok=all(
+            scores == gold.scores[i].tolist() and cls == int(gold.predictions[i])
+            for i, (cls, scores) in enumerate(res)))
 
     sim.add_testbench(tb)
     sim.run()
@@ -131,42 +135,56 @@ def main() -> int:
     say("utilisation = binary MACs / (R*C*W) / cycles; cycles from sw.perf.network_perf")
     say("(validated against simulation below). Random weights, trained models' shapes.")
     say()
-    header = (f"{'model':16s} {'target':9s} {'RxCxW':8s} {'fits':5s} {'MACs':>10s} "
-              f"{'cycles':>8s} {'util':>7s}")
+    header = (f"{'model':16s} {'target':9s} {'RxCxW':8s} {'fits':5s} {'batch':>5s} "
+              f"{'MACs':>10s} {'cycles':>8s} {'cyc/img':>8s} {'util':>7s}")
     say(header)
     say("-" * len(header))
     models = {k: make() for k, (make, _) in tqdm(MODELS.items(), desc="models", leave=False)}
     for key, model in models.items():
         for tname in ("up5k", "hx8k", "ecp5-85f", "sim"):
             real = TARGETS[tname]
-            try:
-                program.check_fits(model, real)
-                fits = "yes"
-            except UserError as e:
-                fits = "no"
-                why = str(e)
-            p = perf.network_perf(model, geometry_target(tname))
-            say(f"{key:16s} {tname:9s} {real.geometry:8s} {fits:5s} {p.binary_macs:10d} "
-                f"{p.cycles:8d} {100 * p.utilisation:6.1f}%")
-            row = {"model": key, "target": tname, "geometry": real.geometry, "fits": fits,
-                   "binary_macs": p.binary_macs, "cycles": p.cycles,
-                   "utilisation": p.utilisation,
-                   "layers": [{"name": lp.name, "tiles": lp.tiles, "k_words": lp.k_words,
-                               "cycles": lp.cycles, "binary_macs": lp.binary_macs,
-                               "utilisation": lp.utilisation} for lp in p.layers]}
-            if fits == "no":
-                row["why_not"] = why
-            data["rows"].append(row)
+            for batch in sorted({1, real.rows}):
+                why = None
+                try:
+                    program.check_fits(model, real, batch=batch)
+                    fits = "yes"
+                except UserError as e:
+                    fits = "no"
+                    why = str(e)
+                p = perf.network_perf(model, geometry_target(tname), batch=batch)
+                say(f"{key:16s} {tname:9s} {real.geometry:8s} {fits:5s} {batch:5d} "
+                    f"{p.binary_macs:10d} {p.cycles:8d} {p.cycles / batch:8.0f} "
+                    f"{100 * p.utilisation:6.1f}%")
+                row = {"model": key, "target": tname, "geometry": real.geometry,
+                       "fits": fits, "batch": batch, "binary_macs": p.binary_macs,
+                       "cycles": p.cycles, "utilisation": p.utilisation,
+                       "layers": [{"name": lp.name, "tiles": lp.tiles, "k_words": lp.k_words,
+                                   "cycles": lp.cycles, "binary_macs": lp.binary_macs,
+                                   "utilisation": lp.utilisation} for lp in p.layers]}
+                if why:
+                    row["why_not"] = why
+                data["rows"].append(row)
     say()
     for key, (_, desc) in MODELS.items():
         say(f"{key}: {desc}")
         say(f"  why: {REASONS[key]}")
     say()
-    say("Per layer on ecp5-85f (8x8x32):")
-    for key, model in models.items():
-        p = perf.network_perf(model, geometry_target("ecp5-85f"))
-        say(f"  {key}: " + ", ".join(
-            f"{lp.name} {lp.cycles} cyc {100 * lp.utilisation:.1f}%" for lp in p.layers))
+    for batch in (1, 8):
+        say(f"Per layer on ecp5-85f (8x8x32), batch {batch}:")
+        for key, model in models.items():
+            p = perf.network_perf(model, geometry_target("ecp5-85f"), batch=batch)
+            say(f"  {key}: " + ", ".join(
+                f"{lp.name} {lp.cycles} cyc {100 * lp.utilisation:.1f}%" for lp in p.layers))
+    say()
+    say("Other geometries (perf model only, memories assumed to fit), batch 1 / batch R:")
+    for g in ((4, 16, 32), (2, 16, 32), (2, 8, 16), (2, 4, 16)):
+        t = sim_target(*g, name="x".join(map(str, g)))
+        cells = []
+        for k, m in models.items():
+            p1, pr = perf.network_perf(m, t), perf.network_perf(m, t, batch=g[0])
+            cells.append(f"{k} {100 * p1.utilisation:5.1f}% / {100 * pr.utilisation:5.1f}%")
+        say(f"  {t.geometry:8s} " + "  ".join(cells))
+    say()
     for key in ("up5k", "ecp5-85f"):
         for mk in ("digits-mlp", "fmnist-cnn"):
             m = models[mk]
@@ -180,19 +198,20 @@ def main() -> int:
         say("Validation: simulated accelerator (Amaranth, whole top through the host driver,")
         say("scores/class checked against golden) vs predicted cycles")
         cases = tqdm(SIM_CASES, desc="simulations")
-        for key, tname in cases:
+        for key, tname, batch in cases:
             model = small_cnn() if key == "cnn-8x8" else models[key]
             target = geometry_target(tname) if tname != "sim" else TARGETS["sim"]
             t0 = time.time()
-            res = simulate(model, target)
-            pred = perf.predict_network_cycles(model, target)
+            res = simulate(model, target, batch)
+            pred = perf.predict_network_cycles(model, target, batch=batch)
             err = (pred - res["cycles"]) / res["cycles"]
-            say(f"  {key:12s} {target.geometry:8s} simulated {res['cycles']:7d}  predicted "
-                f"{pred:7d}  error {100 * err:+.2f}%  golden match {res['ok']}  "
+            say(f"  {key:12s} {target.geometry:8s} batch {batch}  simulated {res['cycles']:7d}  "
+                f"predicted {pred:7d}  error {100 * err:+.2f}%  golden match {res['ok']}  "
                 f"({time.time() - t0:.0f} s)")
             data["validation"].append({"model": key, "geometry": target.geometry,
-                                       "simulated": res["cycles"], "predicted": pred,
-                                       "error": err, "golden_match": res["ok"]})
+                                       "batch": batch, "simulated": res["cycles"],
+                                       "predicted": pred, "error": err,
+                                       "golden_match": res["ok"]})
     OUT.mkdir(parents=True, exist_ok=True)
     for name, text in (("network.txt", "\n".join(lines) + "\n"),
                        ("network.json", json.dumps(data, indent=2) + "\n")):
