@@ -360,9 +360,6 @@ class LogitHead(nn.Module):
     def scale(self) -> torch.Tensor:
         return torch.exp(self.log_scale)
 
-    def clip_(self) -> None:
-        self.linear.clip_()
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (self.linear.dot(x) + self.int_bias()) * self.scale()
 

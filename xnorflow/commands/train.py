@@ -40,7 +40,8 @@ def register(sub) -> None:
                    "/usr/share/datasets/fashion-mnist)")
     p.add_argument("--mode", default="xnor", choices=("xnor", "bnn", "dorefa", "bwn"),
                    help="binarisation scheme (default: xnor)")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=30,
+                   help="epochs (default 30; benchmarks/accuracy.py uses 60 on digits)")
     p.add_argument("--batch", type=int, default=32, help="global batch size (default 32)")
     p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
     p.add_argument("--seed", type=int, default=0)
@@ -52,8 +53,8 @@ def register(sub) -> None:
                    help="DoReFa activation bits: 1, 2, 4 or 8 (default 2; dorefa only)")
     p.add_argument("--beta", action="store_true",
                    help="XNOR-Net input scaling K during training (dropped at deploy)")
-    p.add_argument("--ste", default="hardtanh", choices=("hardtanh", "approxsign"),
-                   help="straight-through estimator for sign (default hardtanh)")
+    p.add_argument("--ste", default="approxsign", choices=("hardtanh", "approxsign"),
+                   help="straight-through estimator for sign (default approxsign, Bi-Real)")
     p.add_argument("--augment", type=int, default=0, metavar="PIXELS",
                    help="shift training images randomly by up to PIXELS (default 0)")
     p.add_argument("--relu", action="store_true", help="ReLU after each binary conv/dense")
