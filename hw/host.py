@@ -121,6 +121,8 @@ class HostDecoder(wiring.Component):
         range_ok = (addr + count) <= depth_a[mem[:3]]
         # error of the frame from its parameters (valid once the parameter block is in)
         p_err = Signal(8)
+        p_err_r = Signal(8)  # registered copy for the write enable (keeps the range and
+        m.d.sync += p_err_r.eq(p_err)  # length arithmetic off the memory write path)
         with m.Switch(cmd):
             with m.Case(proto.CMD_WRITE_MEM):
                 with m.If(length < proto.PARAM_LEN):
@@ -275,7 +277,7 @@ class HostDecoder(wiring.Component):
                         with m.If(bi == bpw_a[mem[:3]] - 1):
                             m.d.sync += [bi.eq(0), woff.eq(woff + 1)]
                             m.d.comb += [self.mem_wdata.eq(newbuf),
-                                         self.mem_we.eq((p_err == 0) & ~self.abort)]
+                                         self.mem_we.eq((p_err_r == 0) & ~self.abort)]
                     with m.If(rx + 1 == length):
                         m.next = "CHECK"
                 with m.If(self.abort):
