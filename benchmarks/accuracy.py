@@ -68,6 +68,10 @@ def jobs(part: str, seeds: list[int]) -> list[dict]:
         out.append(dict(name=f"fashion-mlp-xnor-in8-s{s}", group="goal",
                         row="mlp / Fashion-MNIST / xnor", goal=0.89, seed=s,
                         cfg={**base, "mode": "xnor", "in_bits": 8}, hp=FASHION_MLP_HP))
+        out.append(dict(name=f"fashion-mlpaug-xnor-in8-s{s}", group="goal",
+                        row="mlp / Fashion-MNIST / xnor, 30 epochs, 1-px shift augmentation",
+                        goal=0.89, seed=s, cfg={**base, "mode": "xnor", "in_bits": 8},
+                        hp={**FASHION_MLP_HP, "epochs": 30, "augment": 1}))
         out.append(dict(name=f"fashion-cnn-xnor-in8-s{s}", group="goal",
                         row="cnn / Fashion-MNIST / xnor", goal=0.925, seed=s,
                         cfg={"model": "cnn", "dataset": "fashion-mnist", "mode": "xnor",
@@ -120,7 +124,7 @@ def run_job(job: dict, data, quick: bool, models_dir: Path | None,
         if from_dir is None:
             m = train(job["cfg"], tmp, epochs=hp["epochs"], batch=hp["batch"], lr=hp["lr"],
                       seed=job["seed"], progress=sys.stderr.isatty(), log=lambda *a: None,
-                      data=data, final_eval=False)
+                      data=data, final_eval=False, augment=hp.get("augment", 0))
             t_train = time.time() - t0
             model, state = load_checkpoint(tmp)
         else:  # evaluate a run trained earlier by this script (its checkpoint + config)
@@ -184,7 +188,8 @@ def pct(v) -> str:
 
 def markdown(part: str, results: list[dict], meta: dict) -> str:
     lines = [f"# Accuracy benchmark: {part}", "",
-             f"Command: `{meta['command']}`  ", f"Seeds: {meta['seeds']}; torch threads: "
+             f"Command: `{meta['command']}`  ",
+             f"Seeds: {sorted({r['seed'] for r in results})}; torch threads: "
              f"{meta['threads']}; host: {meta['host']}; load average at start "
              f"{meta['loadavg_start']}; total time {meta['total_time_s']:.0f} s.", "",
              "Deploy accuracy = the integer model (compiled IR) on 100 % of the test set, run "
