@@ -261,7 +261,14 @@ def main(argv=None) -> int:
                     help="override the ablation runs' epochs (fewer on a busy machine)")
     ap.add_argument("--only", default=None,
                     help="run only jobs whose name contains this (output accuracy.PART.ONLY.*)")
+    ap.add_argument("--render", type=Path, default=None,
+                    help="only rewrite the .md beside an existing results JSON")
     args = ap.parse_args(argv)
+    if args.render is not None:
+        doc = json.loads(args.render.read_text())
+        atomic_write_bytes(args.render.with_suffix(".md"),
+                           markdown(args.part, doc["results"], doc["meta"]).encode())
+        return 0
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     out = args.out or (RESULTS / "quick" if args.quick else RESULTS)
