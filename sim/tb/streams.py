@@ -48,6 +48,7 @@ class StreamDriver:
         self._driving = False
         self._idle_event = Event()
         self._idle_event.set()
+        self._valid = 0
         self.valid.value = 0
         self.payload.value = 0
 
@@ -55,6 +56,7 @@ class StreamDriver:
         """Forget queued data and drop ``valid`` (used around a reset or abort)."""
         self.queue.clear()
         self._driving = False
+        self._valid = 0
         self.valid.value = 0
         self._idle_event.set()
 
@@ -83,12 +85,18 @@ class StreamDriver:
         if not self._driving:
             if self.queue and not (self.idle_prob and self.rng.random() < self.idle_prob):
                 self.payload.value = self.queue[0]
-                self.valid.value = 1
+                self._set_valid(1)
                 self._driving = True
             else:
-                self.valid.value = 0
+                self._set_valid(0)
                 if not self.queue:
                     self._idle_event.set()
+
+    def _set_valid(self, v: int) -> None:
+        # write only on change: a VPI write per cycle is most of a testbench's cost
+        if v != self._valid:
+            self.valid.value = v
+            self._valid = v
 
     async def run(self) -> None:
         """Run :meth:`step` at every rising edge forever (``cocotb.start_soon`` it)."""
@@ -117,12 +125,14 @@ class StreamMonitor:
         self._want = 0
         self._event = Event()
         self._ready = 0
-        self._set_ready()
+        self._set_ready(force=True)
 
-    def _set_ready(self) -> None:
+    def _set_ready(self, force: bool = False) -> None:
         bp = self.backpressure_prob and self.rng.random() < self.backpressure_prob
-        self._ready = 0 if bp else 1
-        self.ready.value = self._ready
+        ready = 0 if bp else 1
+        if force or ready != self._ready:
+            self.ready.value = ready
+        self._ready = ready
 
     def clear(self) -> None:
         self.received.clear()

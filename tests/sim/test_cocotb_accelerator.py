@@ -49,6 +49,9 @@ def test_accelerator_icarus(small_model):
     folder, _, images = small_model
     mf = backends.load_model(folder)
     rtl = accelerator_verilog(mf.target, [mf.memories])
+    text = rtl.path.read_text()
+    assert "module top(" in text and "host_out__payload" in text
+    assert accelerator_verilog(mf.target, [mf.memories]).cached
     seed = _seed()
     run = run_cocotb("icarus", rtl, "xnorflow.sim.tb.test_accelerator",
                      test_filter="scoreboard|reset_mid_network", seed=seed, quiet=True,

@@ -64,13 +64,3 @@ def test_sizing_images():
     assert set(imgs) == set(rtl.SIZED_MEMORIES)
     assert imgs["weights"].width == 4 * 16 and imgs["weights"].depth == depths["weights"]
     assert not imgs["thresholds"].words.any()
-
-
-@pytest.mark.toolchain
-def test_accelerator_verilog(cache):
-    from xnorflow.sw.targets import get_target
-
-    a = rtl.accelerator_verilog(get_target("up5k"))
-    text = a.path.read_text()
-    assert "module top(" in text and "host_out__payload" in text
-    assert rtl.accelerator_verilog("up5k").cached
