@@ -10,7 +10,14 @@ Verilator about a minute, so both are cached:
   file under ``hw/`` and ``sw/`` -- any edit to the gateware or the contract invalidates it;
 * the cache lives in ``$XNORFLOW_CACHE_DIR`` (default ``~/.cache/xnorflow``), under
   ``rtl/<name>-<key>/<name>.v``, written atomically (temp file + rename) so concurrent test
-  workers never see half a file.
+  workers never see half a file;
+* the key hashes the files on disk, but ``build`` runs the modules this process imported: a
+  long-running process (a benchmark, a test session) that imported ``hw/``/``sw/`` modules
+  before someone edited them would store its old design under the new sources' key, and
+  every later process would simulate that stale Verilog. So when a loaded ``hw/``/``sw/``
+  module's file changed after this process started (:func:`stale_modules`), or the sources
+  change while building, the Verilog goes to a folder private to this process instead
+  (``rtl/<name>-<key>-p<pid>-<start>/``), never to the shared one.
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +67,46 @@ def sources_digest() -> str:
         h.update(p.read_bytes())
         h.update(b"\0")
     return h.hexdigest()
+
+
+#: Fallback start time where ``/proc`` cannot tell when this process started.
+_IMPORTED_AT = time.time()
+
+
+def _process_start() -> float:
+    """Wall-clock time this process started (Linux ``/proc``; elsewhere, when this module was
+    imported), rounded down by a second of slack."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])  # field 22, starttime, in clock ticks after boot
+        btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                     if line.startswith("btime "))
+        return btime + ticks / os.sysconf("SC_CLK_TCK") - 1.0
+    except (OSError, ValueError, IndexError, StopIteration):
+        return _IMPORTED_AT - 1.0
+
+
+def stale_modules() -> list[str]:
+    """Loaded ``hw/``/``sw/`` modules whose source file changed after this process started.
+
+    Such a module may hold older code than its file (it was imported before the edit), so
+    what this process builds need not match :func:`sources_digest` (conservative: a module
+    imported after the edit is listed too).
+    """
+    start = _process_start()
+    files = {p.resolve() for p in _source_files()}
+    out = []
+    for name, mod in list(sys.modules.items()):
+        f = getattr(mod, "__file__", None)
+        if not f:
+            continue
+        p = Path(f).resolve()
+        try:
+            if p in files and p.stat().st_mtime > start:
+                out.append(name)
+        except OSError:
+            out.append(name)
+    return sorted(out)
 
 
 def cache_key(params: dict[str, Any]) -> str:
@@ -110,19 +159,30 @@ def generate(
     """Verilog of the component ``build()`` returns, cached under ``name`` and ``params``.
 
     ``build`` is only called on a cache miss. ``params`` must describe everything that changes
-    the design besides the ``hw/``/``sw/`` sources (which are always hashed). The file's ports
-    are the component's signature flattened by Amaranth (``host_in__valid``, ...) plus ``clk``
-    and ``rst``.
+    the design besides the ``hw/``/``sw/`` sources (which are always hashed). A design built
+    from loaded modules older than their files is kept private to this process
+    (:func:`stale_modules`). The file's ports are the component's signature flattened by
+    Amaranth (``host_in__valid``, ...) plus ``clk`` and ``rst``.
     """
     from amaranth.back import verilog
 
-    key = cache_key({"name": name, "toplevel": toplevel, **params})
-    folder = (root or cache_dir()) / "rtl" / f"{name}-{key}"
+    key_params = {"name": name, "toplevel": toplevel, **params}
+    key = cache_key(key_params)
+    base = (root or cache_dir()) / "rtl"
+    # a process with stale modules keeps its own design, private (see the module docstring)
+    private = base / f"{name}-{key}-p{os.getpid()}-{int(_process_start())}"
+    folder = private if stale_modules() else base / f"{name}-{key}"
     path = folder / f"{name}.v"
     if path.is_file():
         return GeneratedRTL(path, toplevel, key, cached=True)
     component = build()
     text = verilog.convert(component, name=toplevel, emit_src=False)
+    stale = stale_modules()  # build() may have imported more
+    if folder != private and (stale or cache_key(key_params) != key):
+        folder = private
+    if folder == private:
+        params = {**params, "private_because": stale or "sources changed while building"}
+    path = folder / f"{name}.v"
     atomic_write_text(path, text)
     atomic_write_text(folder / "params.json", json.dumps(params, indent=2, default=str))
     return GeneratedRTL(path, toplevel, key, cached=False)
