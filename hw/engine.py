@@ -74,9 +74,10 @@ class TileEngine(wiring.Component):
     levels_per_stage : int
         Full-adder levels between popcount pipeline registers.
     pipelined_post : bool
-        Two more register stages in the output stage (threshold/pool, then shift) for
-        Fmax: outputs come 2 cycles later (``timing.post_latency`` 3 instead of 1). Default
-        False, the timing the sequencer and its network model were built on.
+        A register after the result FIFO and two more register stages in the output stage
+        (threshold/pool, then shift) for Fmax: outputs come 3 cycles later
+        (``timing.post_latency`` 4 instead of 1). Default False, the timing the sequencer
+        and its network model were built on.
 
     Members
     -------
@@ -155,7 +156,7 @@ class TileEngine(wiring.Component):
         m.submodules.post = post = PostProcess(
             R, self.cols, self.width, self.acc_bits, self.score_width, self.mul_width,
             self.index_bits, pipelined=self.pipelined_post)
-        assert post.latency == t.post_latency
+        assert post.latency + self.pipelined_post == t.post_latency
 
         # --- operand acceptance: spacing of `last` beats and result-FIFO credits ---------
         since = Signal(range(t.min_tile + 1), init=t.min_tile)
@@ -184,11 +185,27 @@ class TileEngine(wiring.Component):
         m.d.comb += [
             fifo.w_en.eq(array.res.valid),
             fifo.w_data.eq(array.res.acc.as_value()),
-            post.rows_i.valid.eq(fifo.r_rdy),
-            post.rows_i.p.eq(fifo.r_data),
-            fifo.r_en.eq(post.rows_i.ready),
-            pop.eq(fifo.r_rdy & post.rows_i.ready),
         ]
+        if self.pipelined_post:
+            # one register between the RAM's read data and the threshold comparators
+            s_valid = Signal()
+            s_data = Signal(rl.size, reset_less=True)
+            s_free = ~s_valid | post.rows_i.ready
+            m.d.comb += [
+                post.rows_i.valid.eq(s_valid),
+                post.rows_i.p.eq(s_data),
+                fifo.r_en.eq(s_free),
+                pop.eq(fifo.r_rdy & s_free),
+            ]
+            with m.If(s_free):
+                m.d.sync += [s_valid.eq(fifo.r_rdy), s_data.eq(fifo.r_data)]
+        else:
+            m.d.comb += [
+                post.rows_i.valid.eq(fifo.r_rdy),
+                post.rows_i.p.eq(fifo.r_data),
+                fifo.r_en.eq(post.rows_i.ready),
+                pop.eq(fifo.r_rdy & post.rows_i.ready),
+            ]
         wiring.connect(m, wiring.flipped(self.tile), post.tile)
         wiring.connect(m, post.words, wiring.flipped(self.words))
         wiring.connect(m, post.scores, wiring.flipped(self.scores))

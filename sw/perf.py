@@ -109,7 +109,7 @@ def engine_timing(rows: int, cols: int, width: int, levels_per_stage: int = 2,
     if depth == 1:
         pop = array + 1
     return EngineTiming(rows, cols, width, pc, pe, array, pop, 2 * rows, depth,
-                        3 if pipelined_post else 1)
+                        4 if pipelined_post else 1)
 
 
 @dataclass
