@@ -811,7 +811,7 @@ def swap_model(folder: str | Path, model_dir: str | Path, *, out: str | Path | N
                 changed, expected = changed + step, expected + one
                 cur = nxt
             swap_check = {"ram_bits_changed": changed, "image_bits_differing": expected}
-            _run_tool("ECPPACK", ["--input", cur, "--bit", "final"], cwd=tmp)
+            _run_tool("ECPPACK", ["--compress", "--input", cur, "--bit", "final"], cwd=tmp)
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")
         shutil.copyfile(tmp / "final", part)
