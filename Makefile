@@ -2,6 +2,9 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
+# Generated Verilog and simulator builds are cached per checkout, so a test run never picks up
+# a build made from other sources (delete build/ to start from nothing).
+export XNORFLOW_CACHE_DIR ?= $(abspath build/cache)
 
 .PHONY: setup test test-all lint demo clean
 
