@@ -203,11 +203,14 @@ def test_swap_model_into_bitstream(accel_build, tmp_path):
     ext = ".bin" if report["family"] == "ice40" else ".bit"
     assert new.name == f"top-model{ext}"
     old_bin, new_bin = (out / f"top{ext}").read_bytes(), new.read_bytes()
-    assert len(old_bin) == len(new_bin) and old_bin != new_bin
+    assert old_bin != new_bin
+    if report["family"] == "ice40":  # fixed-size image (ECP5 .bit files are compressed)
+        assert len(old_bin) == len(new_bin)
     info = json.loads((out / "top-model.swap.json").read_text())
     assert info["swapped"] == ["program", "thresholds", "weights"]
-    if report["family"] == "ice40":
-        assert info["check"]["ram_bits_changed"] == info["check"]["expected"] > 100
+    check = info["check"]
+    assert check["ram_bits_changed"] == check.get("expected", check.get("image_bits_differing"))
+    assert check["ram_bits_changed"] > 100
 
     # the images that are now in the bitstream, read back from the hex swap_model wrote
     from xnorflow.synth import model_hex_images
