@@ -1,0 +1,335 @@
+"""The main job in one command: train -> compile -> run every backend -> compare -> synthesise
+-> one report folder.
+
+Each stage is the same code the individual subcommands run (``xnorflow train``, ``compile``,
+``compare``, ``synth``); this module only chains them, times them and writes the report.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xnorflow.sw.errors import UserError
+
+#: Per data set: model, widths, epochs, learning rate and the target to compile for.
+PRESETS = {
+    # the hyper-parameters of benchmarks/accuracy.py's goal row (98.06% mean over 3 seeds)
+    ("digits", "mlp"): dict(widths=None, epochs=60, lr=1e-2, batch=32, ste="approxsign",
+                            target="up5k", board="icebreaker"),
+    ("fashion-mnist", "cnn"): dict(widths=None, epochs=4, lr=2e-3, batch=128, target="up5k",
+                                   board="icebreaker"),
+    ("fashion-mnist", "mlp"): dict(widths=None, epochs=8, lr=2e-3, batch=128, target="up5k",
+                                   board="icebreaker"),
+}
+DEFAULT_BACKENDS = ("torch", "golden", "cpu", "amaranth", "icarus")
+
+
+@dataclass
+class Stage:
+    name: str
+    seconds: float
+    detail: str = ""
+
+
+@dataclass
+class DemoResult:
+    out: Path
+    stages: list[Stage] = field(default_factory=list)
+    train: dict = field(default_factory=dict)
+    size: dict = field(default_factory=dict)
+    compare: dict = field(default_factory=dict)
+    synth: dict | None = None
+    synth_error: str | None = None
+    exact: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """Every backend agreed bit for bit and (when asked for) the bitstream was built."""
+        return self.exact and self.synth_error is None
+
+
+def _preset(dataset: str, model: str) -> dict:
+    try:
+        return dict(PRESETS[(dataset, model)])
+    except KeyError:
+        known = ", ".join(f"--dataset {d} --model {m}" for d, m in PRESETS)
+        raise UserError(f"no demo preset for --dataset {dataset} --model {model}; "
+                        f"known: {known}") from None
+
+
+def run_demo(out: str | Path, dataset: str = "digits", model: str = "mlp", *,
+             epochs: int | None = None, limit: int | None = None, hw_limit: int | None = 64,
+             backends: tuple[str, ...] = DEFAULT_BACKENDS, synth: bool = True, seed: int = 0,
+             data_path: str | None = None, log=print) -> DemoResult:
+    """Run the whole flow into ``out`` (created; an existing folder is replaced at the end).
+
+    ``limit`` caps the test images for the software backends, ``hw_limit`` for the simulated
+    hardware backends (Amaranth's simulator and Icarus run a few hundred images per minute);
+    every backend is compared on the images they all ran.
+    """
+    from xnorflow.sw.data import load_dataset
+    from xnorflow.sw.train import train
+
+    p = _preset(dataset, model)
+    if epochs is not None:
+        p["epochs"] = epochs
+    out = Path(out)
+    data = load_dataset(dataset, data_path)  # fails early, naming the files, if data is missing
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    res = DemoResult(out)
+    try:
+        _run(work, res, data, dataset, model, p, limit, hw_limit, backends, synth, seed, log,
+             train)
+        _write_report(work, res)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+            os.replace(work, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return res
+
+
+def _timed(res: DemoResult, name: str, log):
+    class _T:
+        def __enter__(self):
+            log(f"\n== demo: {name} ==", flush=True)
+            self.t0 = time.monotonic()
+            self.stage = Stage(name, 0.0)
+            return self.stage
+
+        def __exit__(self, *exc):
+            self.stage.seconds = time.monotonic() - self.t0
+            res.stages.append(self.stage)
+            return False
+
+    return _T()
+
+
+def _run(work: Path, res: DemoResult, data, dataset: str, model: str, p: dict, limit, hw_limit,
+         backends, synth: bool, seed: int, log, train) -> None:
+    from xnorflow.commands.compile import compile_checkpoint
+    from xnorflow.sim.compare import compare, write_report
+
+    ckpt, compiled = work / "checkpoint", work / "model"
+    with _timed(res, "train", log) as st:
+        cfg = {"model": model, "dataset": dataset, "mode": "xnor"}
+        if p.get("ste"):
+            cfg["ste"] = p["ste"]
+        if p["widths"]:
+            cfg["widths"] = p["widths"]
+        res.train = train(cfg, ckpt, epochs=p["epochs"], batch=p["batch"], lr=p["lr"],
+                          seed=seed, data=data)
+        st.detail = (f"{p['epochs']} epochs, deploy accuracy "
+                     f"{res.train.get('deploy_acc', float('nan')):.2%}")
+    with _timed(res, f"compile ({p['target']})", log) as st:
+        _, res.size = compile_checkpoint(ckpt, p["target"], compiled)
+        st.detail = f"{res.size.get('ratio_total', res.size.get('total_ratio', '?'))}x vs fp32"
+    x, y = data.x_test, data.y_test
+    if limit:
+        x, y = x[:limit], y[:limit]
+    sw = [b for b in backends if b not in ("amaranth", "icarus", "verilator")]
+    hw = [b for b in backends if b in ("amaranth", "icarus", "verilator")]
+    if synth:
+        from xnorflow.sw.targets import get_target
+        from xnorflow.synth import SynthConfig, synthesize
+
+        t = get_target(p["target"])
+        with _timed(res, f"synthesise ({p['board']} {t.geometry})", log) as st:
+            try:
+                res.synth = synthesize(SynthConfig(board=p["board"], geometry=t.geometry,
+                                                   model=str(compiled),
+                                                   out_dir=str(work / "bitstream"),
+                                                   build_dir=str(work / "build")))
+                st.detail = _synth_line(res.synth)
+            except UserError as e:  # reported, and the demo fails at the end
+                res.synth_error = str(e)
+                st.detail = f"FAILED: {e}"
+                log(f"demo: synthesis failed: {e}")
+            finally:
+                shutil.rmtree(work / "build", ignore_errors=True)
+    with _timed(res, f"compare {','.join(sw)} on {len(x)} images", log) as st:
+        r_sw = compare(compiled, x, sw, labels=y, seed=seed)
+        write_report(r_sw, work / "compare-software")
+        st.detail = "bit-exact" if r_sw.exact else "MISMATCH"
+    res.compare["software"] = r_sw.to_json()
+    exact = r_sw.exact
+    if hw:
+        n = min(len(x), hw_limit or len(x))
+        with _timed(res, f"compare golden,{','.join(hw)} on {n} images", log) as st:
+            r_hw = compare(compiled, x[:n], ["golden", *hw], labels=y[:n], seed=seed)
+            write_report(r_hw, work / "compare-hardware")
+            st.detail = "bit-exact" if r_hw.exact else "MISMATCH"
+        res.compare["hardware"] = r_hw.to_json()
+        exact = exact and r_hw.exact
+    res.exact = exact
+
+
+def _synth_line(rep: dict) -> str:
+    res = rep.get("resources", {})
+    lc = res.get("logic_cells", {})
+    return (f"Fmax {rep.get('fmax_mhz')} MHz, {lc.get('used')}/{lc.get('available')} LCs, "
+            f"{res.get('bram', {}).get('used', 0)} EBR, {res.get('spram', {}).get('used', 0)} "
+            "SPRAM")
+
+
+def _perf_rows(res: DemoResult) -> list[tuple]:
+    """(part, backend, accuracy, agreement, cycles/image, utilisation, images/s) rows."""
+    rows = []
+    for part, doc in res.compare.items():
+        ref = doc["reference"]
+        for b in doc["backends"]:
+            agr = doc["agreement"].get(b)
+            perf = doc["performance"].get(b, {})
+            if b == ref:
+                agree = "reference"
+            else:
+                agree = ("bit-exact" if agr["exact"]
+                         else f"MISMATCH: {agr['first_mismatch']['text']}")
+                agree += f" ({agr['bits_compared']:,} bits, {agr['scores_compared']:,} scores)"
+            rows.append((part, b, doc["samples"], doc["accuracy"].get(b), agree,
+                         perf.get("cycles_per_image"), perf.get("utilisation"),
+                         perf.get("images_per_s_wall")))
+    return rows
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.2f} %"
+
+
+def _num(v, spec=",.0f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _write_report(work: Path, res: DemoResult) -> None:
+    """report.md, report.html, report.json and the plots, from what the stages returned."""
+    from xnorflow.sw.train import CURVE
+
+    curve = work / "checkpoint" / CURVE
+    if curve.is_file():
+        shutil.copy2(curve, work / "training_curve.png")
+    _plots(work, res)
+    md = _markdown(res)
+    (work / "report.md").write_text(md)
+    (work / "report.html").write_text(
+        "<!doctype html><meta charset=utf-8><title>xnorflow demo</title>"
+        "<pre style='font: 14px monospace'>" + html.escape(md) + "</pre>"
+        + "".join(f"<p><img src='{p.relative_to(work)}'></p>"
+                  for p in sorted(work.rglob("*.png")))
+    )
+    doc = {"stages": [s.__dict__ for s in res.stages], "train": res.train, "size": res.size,
+           "compare": res.compare, "synth": res.synth, "exact": res.exact}
+    (work / "report.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+
+
+def _plots(work: Path, res: DemoResult) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in _perf_rows(res) if r[3] is not None]
+    if rows:
+        fig, ax = plt.subplots(figsize=(7, 3))
+        labels = [f"{b}\n({n} img)" for _, b, n, *_ in rows]
+        ax.bar(labels, [100 * r[3] for r in rows], color="tab:blue")
+        ax.set(ylabel="test accuracy (%)", ylim=(min(100 * r[3] for r in rows) - 5, 100.5),
+               title="accuracy per backend")
+        fig.tight_layout()
+        fig.savefig(work / "accuracy.png", dpi=80)
+        plt.close(fig)
+    if res.synth:
+        r = res.synth["resources"]
+        names, used = [], []
+        for key, label in (("logic_cells", "LCs"), ("bram", "EBR"), ("spram", "SPRAM"),
+                           ("dsp", "DSP"), ("io", "IO")):
+            d = r.get(key) or {}
+            if d.get("available"):
+                names.append(f"{label}\n{d['used']}/{d['available']}")
+                used.append(100 * d["used"] / d["available"])
+        fig, ax = plt.subplots(figsize=(7, 3))
+        ax.bar(names, used, color="tab:green")
+        ax.axhline(100, color="k", lw=0.5)
+        ax.set(ylabel="% of the device", title=f"{res.synth['board']} {res.synth['geometry']}"
+               f": Fmax {res.synth.get('fmax_mhz')} MHz")
+        fig.tight_layout()
+        fig.savefig(work / "resources.png", dpi=80)
+        plt.close(fig)
+
+
+def _markdown(res: DemoResult) -> str:
+    t = res.train
+    lines = ["# xnorflow demo report", ""]
+    lines += ["## Stages", "", "| stage | seconds | result |", "|---|---:|---|"]
+    lines += [f"| {s.name} | {s.seconds:.1f} | {s.detail} |" for s in res.stages]
+    total = sum(s.seconds for s in res.stages)
+    lines += [f"| total | {total:.1f} | |", ""]
+    lines += ["## Model", ""]
+    if t:
+        lines += [f"- trained: float-sim test accuracy {_pct(t.get('float_acc'))}, deploy "
+                  f"(integer) accuracy {_pct(t.get('deploy_acc'))}, float/deploy agreement "
+                  f"{_pct(t.get('agreement'))}"]
+    if res.size:
+        s = res.size
+        lines += [f"- size: {s.get('binary_weights', 0):,} binary weights; packed weights "
+                  f"{_num(s.get('weight_ratio'), '.2f')}x smaller than fp32 "
+                  f"({_num(s.get('weight_ratio_padded'), '.2f')}x as stored, padded); whole "
+                  f"memory image {_num(s.get('image_bits', {}).get('total'))} bits, "
+                  f"{_num(s.get('image_ratio'), '.1f')}x smaller than the fp32 model"]
+    lines += ["", "## Backends", "",
+              "| run | backend | images | accuracy | agreement with golden | cycles/image "
+              "| utilisation | images/s (wall) |", "|---|---|---:|---:|---|---:|---:|---:|"]
+    for part, b, n, acc, agree, cyc, util, ips in _perf_rows(res):
+        lines.append(f"| {part} | {b} | {n} | {_pct(acc)} | {agree} | {_num(cyc)} | "
+                     f"{_pct(util)} | {_num(ips, ',.1f')} |")
+    lines += ["", f"All backends bit-exact: **{'yes' if res.exact else 'NO'}**", ""]
+    lines += ["## Synthesis", ""]
+    if res.synth:
+        r, m = res.synth, res.synth.get("model") or {}
+        lc = r["resources"].get("logic_cells", {})
+        lines += [f"- {r['board']} ({r['device']}), {r['geometry']}: {r['design']}",
+                  f"- {_synth_line(r)}; timing met at {r['clock']['system_mhz']} MHz: "
+                  f"{r['timing_met']}; nextpnr seed {r['seed']}",
+                  f"- LUT4 {r['resources'].get('lut4')}, FF {r['resources'].get('ff')}, "
+                  f"logic cells {lc.get('percent')} %",
+                  f"- predicted for this model at Fmax: {_num(m.get('cycles_per_image'))} "
+                  f"cycles/image, {_num(m.get('images_per_s_compute'))} images/s computing, "
+                  f"{_num(m.get('images_per_s_uart'), ',.1f')} images/s over the "
+                  f"{r['uart']['baud']:,} baud UART (bound: {m.get('bound')})",
+                  "- bitstream and logs: `bitstream/` (report.md there has everything)"]
+    elif res.synth_error:
+        lines += [f"- FAILED: {res.synth_error}"]
+    else:
+        lines += ["- skipped (--no-synth)"]
+    lines += ["", "## Plots", ""]
+    lines += [f"![{n}]({n})" for n in ("training_curve.png", "accuracy.png", "resources.png")]
+    return "\n".join(lines) + "\n"
+
+
+def print_summary(res: DemoResult) -> None:
+    """The table printed at the end of ``xnorflow demo``."""
+    print("\n== xnorflow demo summary ==")
+    print(f"{'backend':<10} {'images':>6} {'accuracy':>9} {'cycles/img':>10} {'util':>8}  "
+          "agreement")
+    for _, b, n, acc, agree, cyc, util, _ in _perf_rows(res):
+        print(f"{b:<10} {n:>6} {_pct(acc):>9} {_num(cyc):>10} {_pct(util):>8}  {agree}")
+    if res.synth:
+        print(f"synthesis: {res.synth['board']} {res.synth['geometry']}: {_synth_line(res.synth)}")
+    elif res.synth_error:
+        print(f"synthesis: FAILED: {res.synth_error}")
+    total = sum(s.seconds for s in res.stages)
+    verdict = "every backend bit-exact" if res.exact else "BACKENDS DISAGREE"
+    print(f"{verdict}; total {total:.0f} s; report: {res.out / 'report.md'}")
