@@ -41,6 +41,7 @@ class Stage:
 @dataclass
 class DemoResult:
     out: Path
+    out_work: Path = Path(".")
     stages: list[Stage] = field(default_factory=list)
     train: dict = field(default_factory=dict)
     size: dict = field(default_factory=dict)
@@ -84,7 +85,7 @@ def run_demo(out: str | Path, dataset: str = "digits", model: str = "mlp", *,
     data = load_dataset(dataset, data_path)  # fails early, naming the files, if data is missing
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    res = DemoResult(out)
+    res = DemoResult(out, work)
     try:
         _run(work, res, data, dataset, model, p, limit, hw_limit, backends, synth, seed, log,
              train)
@@ -137,7 +138,8 @@ def _run(work: Path, res: DemoResult, data, dataset: str, model: str, p: dict, l
                      f"{res.train.get('deploy_acc', float('nan')):.2%}")
     with _timed(res, f"compile ({p['target']})", log) as st:
         _, res.size = compile_checkpoint(ckpt, p["target"], compiled)
-        st.detail = f"{res.size.get('ratio_total', res.size.get('total_ratio', '?'))}x vs fp32"
+        st.detail = (f"{res.size['image_bits']['total']:,} bits of images, "
+                     f"{res.size['image_ratio']:.1f}x smaller than fp32")
     x, y = data.x_test, data.y_test
     if limit:
         x, y = x[:limit], y[:limit]
@@ -281,7 +283,7 @@ def _markdown(res: DemoResult) -> str:
     if t:
         lines += [f"- trained: float-sim test accuracy {_pct(t.get('float_acc'))}, deploy "
                   f"(integer) accuracy {_pct(t.get('deploy_acc'))}, float/deploy agreement "
-                  f"{_pct(t.get('agreement'))}"]
+                  f"{_pct(t.get('final', {}).get('agreement'))} of test predictions"]
     if res.size:
         s = res.size
         lines += [f"- size: {s.get('binary_weights', 0):,} binary weights; packed weights "
@@ -295,7 +297,10 @@ def _markdown(res: DemoResult) -> str:
     for part, b, n, acc, agree, cyc, util, ips in _perf_rows(res):
         lines.append(f"| {part} | {b} | {n} | {_pct(acc)} | {agree} | {_num(cyc)} | "
                      f"{_pct(util)} | {_num(ips, ',.1f')} |")
-    lines += ["", f"All backends bit-exact: **{'yes' if res.exact else 'NO'}**", ""]
+    lines += ["", "Wall-clock images/s include each backend's start-up (the CPU kernel's first "
+              "call JIT-compiles it; `benchmarks/cpu_kernel.py` measures its speed). Hardware "
+              "backends' cycles are the accelerator's clock cycles per image.", "",
+              f"All backends bit-exact: **{'yes' if res.exact else 'NO'}**", ""]
     lines += ["## Synthesis", ""]
     if res.synth:
         r, m = res.synth, res.synth.get("model") or {}
@@ -315,7 +320,8 @@ def _markdown(res: DemoResult) -> str:
     else:
         lines += ["- skipped (--no-synth)"]
     lines += ["", "## Plots", ""]
-    lines += [f"![{n}]({n})" for n in ("training_curve.png", "accuracy.png", "resources.png")]
+    lines += [f"![{n}]({n})" for n in ("training_curve.png", "accuracy.png", "resources.png")
+              if (res.out_work / n).is_file()]
     return "\n".join(lines) + "\n"
 
 
