@@ -1,0 +1,41 @@
+"""`xnorflow demo`, shrunk: one epoch, software backends plus the Amaranth simulator on one
+image, no synthesis (the synthesis flow and the RTL backends have their own tests)."""
+
+import json
+
+import pytest
+
+from xnorflow.cli import main
+
+
+def test_demo_writes_a_report_with_every_backend_agreeing(tmp_path, capsys):
+    out = tmp_path / "demo"
+    rc = main(["demo", "-o", str(out), "--epochs", "1", "--limit", "40", "--hw-limit", "1",
+               "--backends", "torch,golden,cpu,amaranth", "--no-synth"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "every backend bit-exact" in text
+    for name in ("report.md", "report.html", "report.json", "training_curve.png",
+                 "accuracy.png", "model/manifest.json", "checkpoint/metrics.json"):
+        assert (out / name).is_file(), name
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["exact"] is True
+    sw = doc["compare"]["software"]
+    assert sw["samples"] == 40 and set(sw["backends"]) == {"torch", "golden", "cpu"}
+    hw = doc["compare"]["hardware"]
+    assert hw["agreement"]["amaranth"]["exact"] and hw["agreement"]["amaranth"]["bits_compared"]
+    assert hw["performance"]["amaranth"]["cycles_per_image"] > 0
+    md = (out / "report.md").read_text()
+    assert "| hardware | amaranth | 1 |" in md and "skipped (--no-synth)" in md
+
+
+def test_demo_errors_are_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--dataset", "imagenet"])
+    assert e.value.code == 2
+    assert "invalid choice: 'imagenet'" in capsys.readouterr().err
+    rc = main(["demo", "--dataset", "fashion-mnist", "--model", "mlp", "--data-path",
+               str(tmp_path / "nowhere"), "-o", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "nowhere" in err[0]
+    assert not (tmp_path / "x").exists()
