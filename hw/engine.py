@@ -78,6 +78,9 @@ class TileEngine(wiring.Component):
         (threshold/pool, then shift) for Fmax: outputs come 3 cycles later
         (``timing.post_latency`` 4 instead of 1). Default False, the timing the sequencer
         and its network model were built on.
+    small_mul : bool
+        Output stage for ``score_mul`` in ``{-2..2}`` only, without multipliers
+        (:class:`~xnorflow.hw.post.PostProcess`); default False.
 
     Members
     -------
@@ -104,7 +107,8 @@ class TileEngine(wiring.Component):
 
     def __init__(self, rows: int, cols: int, width: int, max_k: int, max_planes: int = 1, *,
                  score_width: int = 32, mul_width: int = 8, fifo_depth: int | None = None,
-                 levels_per_stage: int = 2, pipelined_post: bool = False):
+                 levels_per_stage: int = 2, pipelined_post: bool = False,
+                 small_mul: bool = False):
         check_geometry(rows, cols, width)
         self.rows, self.cols, self.width = rows, cols, width
         self.max_k, self.max_planes = max_k, max_planes
@@ -112,6 +116,7 @@ class TileEngine(wiring.Component):
         self.score_width, self.mul_width = score_width, mul_width
         self.levels_per_stage = levels_per_stage
         self.pipelined_post = bool(pipelined_post)
+        self.small_mul = bool(small_mul)
         self.timing = perf.engine_timing(rows, cols, width, levels_per_stage, fifo_depth,
                                          pipelined_post=self.pipelined_post)
         self.fifo_depth = self.timing.fifo_depth
@@ -155,7 +160,7 @@ class TileEngine(wiring.Component):
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=rl.size, depth=self.fifo_depth)
         m.submodules.post = post = PostProcess(
             R, self.cols, self.width, self.acc_bits, self.score_width, self.mul_width,
-            self.index_bits, pipelined=self.pipelined_post)
+            self.index_bits, pipelined=self.pipelined_post, small_mul=self.small_mul)
         assert post.latency + self.pipelined_post == t.post_latency
 
         # --- operand acceptance: spacing of `last` beats and result-FIFO credits ---------

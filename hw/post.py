@@ -135,6 +135,12 @@ class PostProcess(wiring.Component):
     scores : Out(stream.Signature(score_layout))
         Integer scores (integer mode, rows below ``rows`` only).
 
+    small_mul : bool
+        Support only ``score_mul`` in ``{-2, -1, 0, 1, 2}`` (what :mod:`xnorflow.sw.lower`
+        produces: 1, or 2 for the {-1,+1} dot product), computed with a shift and a negation
+        instead of one ``mul_width x acc_bits`` multiplier per column (default False: any
+        signed ``mul_width``-bit ``score_mul``). Other values give undefined scores; the
+        program builder (:mod:`xnorflow.sw.program`) rejects them.
     pipelined : bool
         Register the two intermediate stages (threshold/pool or product; shift into place
         or offset add) for Fmax; default False (combinational up to the output registers).
@@ -149,7 +155,8 @@ class PostProcess(wiring.Component):
     """
 
     def __init__(self, rows: int, cols: int, width: int, acc_bits: int, score_width: int = 32,
-                 mul_width: int = 8, index_bits: int = 8, pipelined: bool = False):
+                 mul_width: int = 8, index_bits: int = 8, pipelined: bool = False,
+                 small_mul: bool = False):
         if width & (width - 1) or width < 2:
             raise ValueError(f"post-processing word width must be a power of two, not {width}")
         if score_width < acc_bits + 2:
@@ -159,6 +166,7 @@ class PostProcess(wiring.Component):
         self.acc_bits, self.score_width, self.mul_width = acc_bits, score_width, mul_width
         self.index_bits = index_bits
         self.pipelined = bool(pipelined)
+        self.small_mul = bool(small_mul)
         self.latency = LATENCY if self.pipelined else 1
         self.max_words = -(-(width - 1 + cols) // width)  # words one row can emit per tile
         super().__init__({
@@ -282,7 +290,7 @@ class PostProcess(wiring.Component):
             ]
             for c in range(C):
                 stage += [a_bits[c].eq(pooled[c] & (c < cfg.chans)),
-                          a_prod[c].eq(cfg.score_mul * acc[c])]
+                          a_prod[c].eq(self._product(cfg.score_mul, acc[c]))]
             with m.If(cfg.mode == MODE_THRESHOLD):
                 m.d.sync += pool_buf[r].eq(pooled)
 
@@ -323,3 +331,12 @@ class PostProcess(wiring.Component):
                 with m.If(b_flags.last_row):
                     m.d.sync += word_base.eq(Mux(b_flags.pixel_end, 0, word_base + b_n_full))
         return m
+
+    def _product(self, mul, acc):
+        """``mul * acc``: a multiplier, or (``small_mul``) a shift, a mask and a negation."""
+        if not self.small_mul:
+            return mul * acc
+        two = (mul == 2) | (mul == -2)
+        zero = mul == 0
+        mag = Mux(two, acc << 1, Mux(zero, 0, acc))
+        return Mux(mul[-1], -mag, mag)

@@ -104,7 +104,10 @@ class Sequencer(wiring.Component):
         R, C, W = target.rows, target.cols, target.width
         self.aw = {n: addr_width(d) for n, d in self.depths.items()}
         self.field_bits = prog.field_bits(self.depths, C)
-        self.engine = TileEngine(R, C, W, engine_max_k(target.acc_bits), prog.MAX_PLANES)
+        # score_mul is one of prog.SCORE_MULS (checked by the program builder): the output
+        # stage uses a shift instead of a multiplier per column
+        self.engine = TileEngine(R, C, W, engine_max_k(target.acc_bits), prog.MAX_PLANES,
+                                 small_mul=True)
         super().__init__({
             "start": In(1),
             "busy": Out(1),

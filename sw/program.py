@@ -97,6 +97,9 @@ LANE_POOL_BIT = 30
 LANE_T_BITS = 30
 #: ``score_mul`` is a signed field of this many bits in the datapath.
 SCORE_MUL_BITS = 8
+#: ``score_mul`` values the accelerator's output stage computes (shift + negation, no
+#: multiplier; :mod:`xnorflow.sw.lower` produces 1 and 2).
+SCORE_MULS = (-2, -1, 0, 1, 2)
 #: Most input bit-planes the datapath takes (8-bit pixels).
 MAX_PLANES = 8
 #: Unsigned width of the sequencer's descriptor registers (addresses and counts) when a
@@ -310,10 +313,11 @@ def _check_fits(model: CompiledModel, target: Target,
             off = np.abs(np.asarray(layer.score_offset, dtype=np.int64))
             worst = abs(int(layer.score_mul)) * int(layer.acc_max) + int(off.max())
             mul = int(layer.score_mul)
-            if not -(1 << (SCORE_MUL_BITS - 1)) <= mul < 1 << (SCORE_MUL_BITS - 1):
+            if mul not in SCORE_MULS:
                 raise UserError(
-                    f"layer {layer.name!r}: score_mul {mul} does not fit the accelerator's "
-                    f"{SCORE_MUL_BITS}-bit signed multiplier"
+                    f"layer {layer.name!r}: score_mul {mul} is not supported by the "
+                    f"accelerator's output stage (a shift, no multiplier): use one of "
+                    f"{', '.join(map(str, SCORE_MULS))}"
                 )
             if worst >= 1 << (LANE_BITS - 1):
                 raise UserError(

@@ -12,14 +12,14 @@ from xnorflow.hw.post import MODE_INTEGER, MODE_THRESHOLD, PostProcess, clamp_th
 from xnorflow.sw import encoding as enc
 
 
-def _case(rng, R, C, W, m, n, passes, acc_bits, mode):
+def _case(rng, R, C, W, m, n, passes, acc_bits, mode, mul=None):
     acc = rng.integers(0, 1 << acc_bits, size=(passes, m, n))
     t = rng.integers(-3, (1 << acc_bits) + 3, size=n)
     t[: (n + 1) // 2] = acc[0, 0, : (n + 1) // 2]  # exact ties
     pol = rng.choice([-1, 1], size=n)
     ops = rng.choice([enc.POOL_OR, enc.POOL_AND], size=n)
     offs = rng.integers(-5000, 5000, size=n)
-    mul = int(rng.choice([-3, -1, 1, 2]))
+    mul = int(rng.choice([-3, -1, 1, 2])) if mul is None else mul
     rows_in, tiles = [], []
     m_tiles, n_tiles = -(-m // R), -(-n // C)
     for mt in range(m_tiles):
@@ -53,12 +53,24 @@ def _case(rng, R, C, W, m, n, passes, acc_bits, mode):
 @pytest.mark.parametrize("rows,cols,width", [(1, 1, 16), (2, 3, 16), (4, 4, 32), (3, 5, 16),
                                               (2, 8, 64), (2, 24, 16)])
 def test_post_process(rows, cols, width, passes, mode, pipelined):
+    _run(rows, cols, width, passes, mode, pipelined)
+
+
+@pytest.mark.parametrize("pipelined", [False, True])
+@pytest.mark.parametrize("mul", [-2, -1, 0, 1, 2])
+def test_post_small_mul(mul, pipelined):
+    """``small_mul``: the shift/negate output stage gives ``mul * acc + offset`` exactly."""
+    _run(3, 4, 16, 1, MODE_INTEGER, pipelined, small_mul=True, mul=mul)
+
+
+def _run(rows, cols, width, passes, mode, pipelined, small_mul=False, mul=None):
     rng = np.random.default_rng(rows * 1000 + cols * 100 + width + passes)
     acc_bits = 9
     m, n = 2 * rows + 1, 2 * cols + 3 + (width if cols > 8 else 0)
     dut = PostProcess(rows, cols, width, acc_bits, score_width=20, mul_width=4, index_bits=4,
-                      pipelined=pipelined)
-    rows_in, tiles, words, scores = _case(rng, rows, cols, width, m, n, passes, acc_bits, mode)
+                      pipelined=pipelined, small_mul=small_mul)
+    rows_in, tiles, words, scores = _case(rng, rows, cols, width, m, n, passes, acc_bits, mode,
+                                          mul)
     rnd = random.Random(7)
     got_words, got_scores = [], []
     n_expect = words.size if mode == MODE_THRESHOLD else m * -(-n // cols)
