@@ -81,7 +81,8 @@ def jobs(part: str, seeds: list[int]) -> list[dict]:
         hp = FASHION_MLP_HP
     s = seeds[0]
     ds = "digits" if part == "digits" else "fashion"
-    for label, extra in (("bwn", {"mode": "bwn"}), ("bnn", {"mode": "bnn"}),
+    alpha = () if part == "digits" else (("xnor-alpha", {"mode": "xnor"}),)  # digits: goal row
+    for label, extra in (("bwn", {"mode": "bwn"}), ("bnn", {"mode": "bnn"}), *alpha,
                          ("xnor+beta", {"mode": "xnor", "beta": True}),
                          ("dorefa-2", {"mode": "dorefa", "act_bits": 2}),
                          ("dorefa-4", {"mode": "dorefa", "act_bits": 4})):
