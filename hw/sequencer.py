@@ -152,7 +152,7 @@ class Sequencer(wiring.Component):
             elif name == "score_mul":
                 f[name] = Signal(signed(prog.SCORE_MUL_BITS), name="d_score_mul")
             else:
-                f[name] = Signal(FB, name=f"d_{name}")
+                f[name] = Signal(min(FB, prog.SMALL_FIELDS.get(name, FB)), name=f"d_{name}")
         integer = f["flags"][0]
         n_layers = Signal(16)
         magic = Signal(32)
@@ -247,8 +247,8 @@ class Sequencer(wiring.Component):
         po_line = Signal(signed(SW))
         g_b = Signal(4)
         pbase = Signal(signed(SW))
-        g_dy = Signal(FB)
-        g_dx = Signal(FB)
+        g_dy = Signal(8)  # < kh (SMALL_FIELDS)
+        g_dx = Signal(8)  # < kw
         g_cw = Signal(FB)
         ry = Signal(FB)
         rx = Signal(FB)

@@ -90,6 +90,10 @@ FLAG_INTEGER = 1
 FLAG_POOL = 2
 SIGNED_FIELDS = ("addr0", "score_mul")
 INFO_FIELDS = ("acc_max", "layer_index")  # not read by the gateware
+#: Fields the sequencer keeps in fewer bits than :func:`field_bits` (small counts: bit-planes
+#: up to ``MAX_PLANES``, kernel, padding, pooling window and strides up to 255).
+SMALL_FIELDS = {"flags": 2, "planes": 4, "kh": 8, "kw": 8, "pad": 8, "pool_k": 8,
+                "walk_step": 8, "pool_step": 8}
 LANE_MASK = (1 << LANE_BITS) - 1
 #: Threshold lane: bit 31 polarity -1, bit 30 pool with AND, bits 29..0 ``T`` (signed).
 LANE_NEG_BIT = 31
@@ -341,10 +345,11 @@ def _check_fits(model: CompiledModel, target: Target,
         d = _descriptor(i, lay, pl, target)
         fb = field_bits({n: target.depth(n) for n in target.memories}, target.cols)
         big = [f for f in DESC_FIELDS if f not in SIGNED_FIELDS + INFO_FIELDS
-               and d[f] >= 1 << fb]
+               and d[f] >= 1 << min(fb, SMALL_FIELDS.get(f, fb))]
         if big:
+            bits = min(fb, SMALL_FIELDS.get(big[0], fb))
             raise UserError(f"layer {lay.name!r}: descriptor field {big[0]} = {d[big[0]]} "
-                            f"exceeds the sequencer's {fb}-bit fields")
+                            f"exceeds the sequencer's {bits}-bit field")
     prog_words = HEADER_WORDS + DESC_WORDS * len(model.layers)
     # the biggest consumer names the layer in messages
     def biggest(per_layer):
