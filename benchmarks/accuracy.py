@@ -225,6 +225,9 @@ def markdown(part: str, results: list[dict], meta: dict) -> str:
         lines.append(f"| {row} | >= {pct(goal)} | {', '.join(pct(a) for a in accs)} | "
                      f"{pct(mean)} | {met} | {'yes' if exact else 'NO'} |")
     abl = [r for r in results if r["group"] == "ablation"]
+    if not abl:
+        return "\n".join(lines + ["", "Hyper-parameters per run are in the JSON beside this "
+                                   "file."]) + "\n"
     ep = sorted({r["hparams"]["epochs"] for r in abl})
     lines += ["", f"## Ablation (mlp 256-256, 8-bit first layer, one seed, {ep} epochs)", "",
               "| mode | float-sim acc | deploy acc | beta dropped (float) | cost of dropping "
