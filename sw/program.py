@@ -341,15 +341,6 @@ def _check_fits(model: CompiledModel, target: Target,
                         f"at once")
     pl = place(model, target, batch)
     n_classes = model.layers[-1].out_c * batch
-    for i, lay in enumerate(model.layers):
-        d = _descriptor(i, lay, pl, target)
-        fb = field_bits({n: target.depth(n) for n in target.memories}, target.cols)
-        big = [f for f in DESC_FIELDS if f not in SIGNED_FIELDS + INFO_FIELDS
-               and d[f] >= 1 << min(fb, SMALL_FIELDS.get(f, fb))]
-        if big:
-            bits = min(fb, SMALL_FIELDS.get(big[0], fb))
-            raise UserError(f"layer {lay.name!r}: descriptor field {big[0]} = {d[big[0]]} "
-                            f"exceeds the sequencer's {bits}-bit field")
     prog_words = HEADER_WORDS + DESC_WORDS * len(model.layers)
     # the biggest consumer names the layer in messages
     def biggest(per_layer):
@@ -370,6 +361,16 @@ def _check_fits(model: CompiledModel, target: Target,
         depth = target.depth(memory)
         if depth is not None and need > depth:
             raise _fail(name, memory, need, target.word_bits(memory), target)
+    # after the capacities: a memory overflow is the more useful message
+    for i, lay in enumerate(model.layers):
+        d = _descriptor(i, lay, pl, target)
+        fb = field_bits({n: target.depth(n) for n in target.memories}, target.cols)
+        big = [f for f in DESC_FIELDS if f not in SIGNED_FIELDS + INFO_FIELDS
+               and d[f] >= 1 << min(fb, SMALL_FIELDS.get(f, fb))]
+        if big:
+            bits = min(fb, SMALL_FIELDS.get(big[0], fb))
+            raise UserError(f"layer {lay.name!r}: descriptor field {big[0]} = {d[big[0]]} "
+                            f"exceeds the sequencer's {bits}-bit field")
 
 
 def _lanes_to_words(lanes: np.ndarray, lane_bits: int) -> np.ndarray:

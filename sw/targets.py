@@ -107,11 +107,13 @@ def sim_target(rows: int = 4, cols: int = 4, width: int = 32, name: str = "sim")
 TARGETS: dict[str, Target] = {
     # iCE40 UP5K: 30 EBR x 4 kbit, 4 SPRAM x 256 kbit (16 bits wide each), 5280 LCs.
     # The four SPRAMs side by side are one 64-bit x 16K memory: the weights (C*W = 4*16).
-    # EBR: activations 1K x 16 x R=4 copies = 16 EBR, thresholds 256 x 128 bits = 8 EBR,
-    # program 256 x 32 = 2 EBR, scores 256 x 32 = 2 EBR: 28 of 30.
+    # EBR: activations 512 x 16 x R=4 copies = 8 EBR, thresholds 256 x 128 bits = 8 EBR,
+    # program 256 x 32 = 2 EBR, scores 256 x 32 = 2 EBR, plus the tile engine's result FIFO
+    # (C * acc_bits = 96 bits wide: 6 EBR): 26 of 30. (1K activation words made it 34: the
+    # digits MLP 64-256-256-10 uses 64 of the 512 words.)
     "up5k": Target(
         "up5k", 4, 4, 16,
-        _mem(4, 4, 16, weights=16384, thresholds=256, program=256, activations=1024,
+        _mem(4, 4, 16, weights=16384, thresholds=256, program=256, activations=512,
              scores=256),
         board="icebreaker",
         description="iCEBreaker (iCE40 UP5K): weights in SPRAM, 64 bits/cycle",

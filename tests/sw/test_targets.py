@@ -41,6 +41,7 @@ def test_ice40_ram_budget():
     for m in ("thresholds", "program", "scores"):
         ebr += -(-up.word_bits(m) * up.depth(m) // 4096)
     ebr += up.rows * -(-up.word_bits("activations") * up.depth("activations") // 4096)
+    ebr += -(-up.cols * up.acc_bits // 16)  # the tile engine's result FIFO (256 x 16 per EBR)
     assert ebr <= 30
     assert up.word_bits("weights") * up.depth("weights") <= 4 * 256 * 1024  # 4 SPRAM
     hx = TARGETS["hx8k"]
