@@ -285,8 +285,12 @@ def part_dataset(args, part: str, dataset: str, sim: str, target: str,
             rm.write_folder(mf.model, get_target(target), folder)
             mf = backends.load_model(folder)
             doc.setdefault("recompiled", []).append({"at_image": done, "reason": str(e)})
-        outs = backends.run_rtl_batch(sim, [(mf, px)], seed=args.seed, progress=True,
-                                      deadline=args.deadline)
+        try:
+            outs = backends.run_rtl_batch(sim, [(mf, px)], seed=args.seed, progress=True,
+                                          deadline=args.deadline)
+        except UserError as e:
+            doc["stopped_by"] = str(e)
+            break
         if not outs:
             break
         out = outs[0]
@@ -298,12 +302,18 @@ def part_dataset(args, part: str, dataset: str, sim: str, target: str,
             break
     doc["partial"] = done < len(y)
     _write(part, doc)
+    return _dataset_summary(part, doc)
+
+
+def _dataset_summary(part: str, doc: dict) -> int:
+    sim, dataset, folder, y = doc["simulator"], doc["dataset"], doc["model"], doc["images"]
     _summary([
         f"## {part}: {dataset} test set on {sim} ({'PARTIAL' if doc['partial'] else 'complete'})"
         f" -- {doc['env']['date']}",
         f"command: {doc['command']}",
-        f"model {folder} (target {mf.target.name}, {mf.target.geometry})",
-        f"{doc['images_run']}/{len(y)} images, bit-exact vs golden: "
+        f"model {folder} (target {doc['target']}, {doc['geometry']})",
+        *([f"stopped early: {doc['stopped_by']}"] if doc.get("stopped_by") else []),
+        f"{doc['images_run']}/{y} images, bit-exact vs golden: "
         f"{doc['samples_agree']}/{doc['images_run']} (first mismatch: {doc['first_mismatch']})",
         f"accuracy {sim} {100 * doc['accuracy']:.2f} %, "
         f"golden {100 * doc['golden_accuracy']:.2f} %",
@@ -433,7 +443,12 @@ def main(argv=None) -> int:
                    help="images per simulator launch (results written after each)")
     p.add_argument("--deadline", type=float, default=None,
                    help="UNIX time after which to stop and write partial results")
+    p.add_argument("--summarize", action="store_true",
+                   help="digits/fmnist: print the summary of the results JSON already written")
     args = p.parse_args(argv)
+    if args.summarize:
+        return _dataset_summary(args.part, json.loads((RESULTS / f"rtl.{args.part}.json")
+                                                      .read_text()))
     print(f"benchmarks/rtl.py seed {args.seed}", flush=True)
     rc = 0
     if args.part in ("random", "all"):
