@@ -114,7 +114,12 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--only", default=None, help="comma-separated boards")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--import-rows", default=None, metavar="JSON",
+                    help="no builds: take the rows of the --only boards from JSON (the output "
+                    "of an earlier run) into results/synth.json and rewrite synth.md")
     args = ap.parse_args()
+    if args.import_rows:
+        return import_rows(Path(args.import_rows), set(args.only.split(",")) if args.only else None)
     out = REPO / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     jpath = out / "synth.json"
@@ -158,6 +163,23 @@ def main() -> int:
         tmp.replace(jpath)
         write_md(results, out / "synth.md")
         print(f"  -> {json.dumps(row, default=str)}", flush=True)
+    write_md(results, out / "synth.md")
+    print((out / "synth.md").read_text())
+    return 0
+
+
+def import_rows(src: Path, boards: set | None) -> int:
+    out = REPO / "benchmarks" / "results"
+    jpath = out / "synth.json"
+    results = json.loads(jpath.read_text())
+    rows = {(b["board"], b["geometry"]): b for b in results["builds"]}
+    for b in json.loads(src.read_text())["builds"]:
+        if boards is None or b["board"] in boards:
+            rows[(b["board"], b["geometry"])] = b
+    order = {(b, g): i for i, (b, g, *_rest) in enumerate(GOALS)}
+    results["builds"] = sorted(rows.values(),
+                               key=lambda b: order.get((b["board"], b["geometry"]), 99))
+    jpath.write_text(json.dumps(results, indent=2, default=str) + "\n")
     write_md(results, out / "synth.md")
     print((out / "synth.md").read_text())
     return 0
