@@ -1,0 +1,93 @@
+"""Where the iCEBreaker (iCE40 UP5K) logic goes: yosys-only per-module resource breakdown of
+the whole accelerator + UART board top, for iterating on fit without place and route.
+
+Run: ``.venv/bin/python benchmarks/ice40_fit.py [--flatten] 4x4x16 [2x4x16 ...]``.
+For each geometry it builds the same design as
+``xnorflow synth --board icebreaker --geometry G`` (the board top around
+:class:`~xnorflow.hw.accelerator.Accelerator` with the seeded placeholder memories), runs
+``synth_ice40 -spram -noflatten`` and prints, per module (each line counts that module
+only, not its submodules), SB_LUT4, flip-flops, SB_CARRY and SB_RAM40_4K, then the totals
+(``--flatten``: the real flow's flattened synthesis, totals only). Output:
+``benchmarks/results/ice40_fit.<G>[.flat].txt``. The UP5K has 5280 logic cells (one LUT4 +
+one FF each), 30 EBR and 4 SPRAM; nextpnr's logic cells are at least max(LUT4, FF).
+Takes 3-6 minutes per geometry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from xnorflow import synth as S  # noqa: E402
+from xnorflow.hw.boards import DEFAULT_BAUD, PlatformTop, get_board  # noqa: E402
+
+
+def _count(body: str, pattern: str) -> int:
+    return sum(int(x) for x in re.findall(r"(\d+)\s+" + pattern + r"\b", body))
+
+
+def breakdown(geometry: str, build: Path, flatten: bool = False) -> str:
+    from xnorflow.hw.accelerator import Accelerator
+
+    S.tool_env()
+    spec = get_board("icebreaker")
+    target = S.geometry_target(spec, geometry)
+    ph = S.placeholder_memories(target, seed=1, no_init=S.NO_INIT.get(spec.name, ()),
+                                depth_multiple=S.SWAP_DEPTH_MULTIPLE[spec.family])
+    core = Accelerator(target, memories=list(ph.values()))
+    top = PlatformTop(spec, core, baud=DEFAULT_BAUD)
+    plan = spec.make_platform().prepare(top, name="top")
+    plan.extract(build)
+    opt = "" if flatten else " -noflatten"
+    (build / "fit.ys").write_text(f"read_rtlil top.il\nsynth_ice40 -top top -spram{opt}\n"
+                                  "tee -o fit.stat stat\n")
+    subprocess.run([os.environ["YOSYS"], "-q", "fit.ys"], cwd=build, check=True)
+    stat = (build / "fit.stat").read_text()
+    lines = [f"geometry {geometry}, target {target.name}, "
+             f"{'flattened (as the real flow)' if flatten else 'per module (-noflatten)'}: "
+             "memories "
+             + ", ".join(f"{n} {w}b x {d}" for n, (w, d) in target.memories.items()),
+             f"{'module':56s} {'LUT4':>6} {'FF':>6} {'CARRY':>6} {'EBR':>4} {'SPRAM':>5}"]
+    tot = [0, 0, 0, 0, 0]
+    parts = re.split(r"^=== (\S+) ===$", stat, flags=re.M)
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        body = body.split("=== design hierarchy ===")[0]
+        v = [_count(body, "SB_LUT4"), _count(body, r"SB_DFF\w*"), _count(body, "SB_CARRY"),
+             _count(body, "SB_RAM40_4K"), _count(body, "SB_SPRAM256KA")]
+        tot = [a + b for a, b in zip(tot, v, strict=True)]
+        if any(v):
+            lines.append(f"{name:56s} {v[0]:6d} {v[1]:6d} {v[2]:6d} {v[3]:4d} {v[4]:5d}")
+    lines.append(f"{'total':56s} {tot[0]:6d} {tot[1]:6d} {tot[2]:6d} {tot[3]:4d} {tot[4]:5d}")
+    lines.append(f"UP5K: 5280 LCs, 30 EBR, 4 SPRAM; LUT4 {100 * tot[0] / 5280:.0f} %, "
+                 f"FF {100 * tot[1] / 5280:.0f} %, EBR {tot[3]}/30")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("geometry", nargs="+", help="RxCxW, e.g. 4x4x16")
+    ap.add_argument("--flatten", action="store_true",
+                    help="flatten like the real flow (totals only, fewer cells)")
+    args = ap.parse_args()
+    out = REPO / "benchmarks" / "results"
+    for g in args.geometry:
+        with tempfile.TemporaryDirectory(prefix="ice40fit-") as tmp:
+            text = breakdown(g, Path(tmp), args.flatten)
+        print(text)
+        dst = out / f"ice40_fit.{g}{'.flat' if args.flatten else ''}.txt"
+        tmp_dst = dst.with_suffix(".tmp")
+        tmp_dst.write_text(text)
+        tmp_dst.replace(dst)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
