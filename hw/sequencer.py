@@ -49,9 +49,6 @@ _USED = ("flags", "in_base", "planes", "plane_stride", "in_h", "in_w", "cw", "kh
          "row_skip", "kwords", "w_base", "groups", "out_c", "out_base", "cw_out", "thr_base",
          "score_mul", "npix", "walk_w", "walk_step", "walk_addr_x", "walk_addr_y", "addr0",
          "pad", "pool_k", "pool_step", "pool_addr_x", "pool_addr_y", "in_img_stride")
-#: Fields that only ever add into an activation address (kept modulo the activation depth).
-_ACT_ADDR = ("in_base", "plane_stride", "row_skip", "walk_addr_x", "walk_addr_y", "addr0",
-             "pool_addr_x", "pool_addr_y", "in_img_stride")
 
 
 def engine_max_k(acc_bits: int, planes: int = prog.MAX_PLANES) -> int:
@@ -149,12 +146,9 @@ class Sequencer(wiring.Component):
 
         # ---- descriptor registers ----------------------------------------------------------
         f = {}
-        # activation-address quantities wrap modulo the activation depth (only the low AW
-        # bits of their sums address the memory), so they are kept in AW bits
-        AW = self.aw["activations"]
         for name in _USED:
-            if name in _ACT_ADDR:
-                f[name] = Signal(AW, name=f"d_{name}")
+            if name == "addr0":
+                f[name] = Signal(signed(SW), name="d_addr0")
             elif name == "score_mul":
                 f[name] = Signal(signed(prog.SCORE_MUL_BITS), name="d_score_mul")
             else:
@@ -177,21 +171,21 @@ class Sequencer(wiring.Component):
         cb_valid = [Signal(name=f"cb_valid{r}") for r in range(R)]
         cb_by = [Signal(signed(SW), name=f"cb_by{r}") for r in range(R)]
         cb_bx = [Signal(signed(SW), name=f"cb_bx{r}") for r in range(R)]
-        cb_base = [Signal(AW, name=f"cb_base{r}") for r in range(R)]
+        cb_base = [Signal(signed(SW), name=f"cb_base{r}") for r in range(R)]
         nb_valid = Array(Signal(name=f"nb_valid{r}") for r in range(R))
         nb_by = Array(Signal(signed(SW), name=f"nb_by{r}") for r in range(R))
         nb_bx = Array(Signal(signed(SW), name=f"nb_bx{r}") for r in range(R))
-        nb_base = Array(Signal(AW, name=f"nb_base{r}") for r in range(R))
+        nb_base = Array(Signal(signed(SW), name=f"nb_base{r}") for r in range(R))
         wk_idx = Signal(range(R + 1))
         wk_pix = Signal(FB)
         wk_ox = Signal(FB)
         wk_by = Signal(signed(SW))
         wk_bx = Signal(signed(SW))
-        wk_line = Signal(AW)
-        wk_addr = Signal(AW)
+        wk_line = Signal(signed(SW))
+        wk_addr = Signal(signed(SW))
         wk_full = wk_idx == R
         wk_img = Signal(8)  # image of the pixel being walked (batch)
-        wk_ibase = Signal(AW)  # its input map's offset: wk_img * in_img_stride
+        wk_ibase = Signal(signed(SW))  # its input map's offset: wk_img * in_img_stride
         rowoff = Array(Signal(FB, name=f"rowoff{r}") for r in range(R))
         ro_acc = Signal(FB)
         ro_fill = Signal()
@@ -249,16 +243,16 @@ class Sequencer(wiring.Component):
         g_py = Signal(8)
         po_x = Signal(FB)
         po_y = Signal(FB)
-        po_addr = Signal(AW)
-        po_line = Signal(AW)
+        po_addr = Signal(signed(SW))
+        po_line = Signal(signed(SW))
         g_b = Signal(4)
-        pbase = Signal(AW)
+        pbase = Signal(signed(SW))
         g_dy = Signal(8)  # < kh (SMALL_FIELDS)
         g_dx = Signal(8)  # < kw
         g_cw = Signal(FB)
         ry = Signal(FB)
         rx = Signal(FB)
-        woff = Signal(AW)
+        woff = Signal(signed(SW))
         waddr = Signal(FB + 1)
         gbase = Signal(FB + 1)
 
@@ -286,7 +280,7 @@ class Sequencer(wiring.Component):
             yy = cb_by[r] + ry
             xx = cb_bx[r] + rx
             m.d.comb += [
-                self.act_raddr[r].eq((cb_base[r] + pbase + woff)[:AW]),
+                self.act_raddr[r].eq((cb_base[r] + pbase + woff)[:self.aw["activations"]]),
                 mask[r].eq(cb_valid[r] & (yy >= 0) & (yy < f["in_h"])
                            & (xx >= 0) & (xx < f["in_w"])),
                 ops.p.act[r].eq(Mux(st_mask[r], self.act_rdata[r], 0)),
