@@ -274,3 +274,20 @@ def test_report_with_model(tmp_path):
     assert mm["images_per_s"] == min(mm["images_per_s_compute"], mm["images_per_s_uart"])
     md = report_markdown(r)
     assert "UART at 1000000 baud" in md and f"{mm['uart_bytes_per_image']} bytes/image" in md
+
+
+def test_failure_message_says_what_did_not_fit(tmp_path):
+    from types import SimpleNamespace
+
+    from xnorflow.synth import _failure_message
+
+    (tmp_path / "top.tim").write_text(
+        "Info: Device utilisation:\n"
+        "Info: \t         ICESTORM_LC: 12708/ 5280   240%\n"
+        "Info: \t        ICESTORM_RAM:    22/   30    73%\n"
+        "ERROR: Unable to place cell 'x', no BELs remaining to implement cell type "
+        "'ICESTORM_LC'\n")
+    msg = _failure_message(tmp_path, SimpleNamespace(name="icebreaker"))
+    assert msg.startswith("nextpnr failed for icebreaker: ERROR: Unable to place cell")
+    assert "the design needs ICESTORM_LC 12708/5280 (240 %)" in msg
+    assert "ICESTORM_RAM" not in msg  # only what was over capacity

@@ -158,9 +158,16 @@ def _run(work: Path, res: DemoResult, data, dataset: str, model: str, p: dict, l
                                                    build_dir=str(work / "build")))
                 st.detail = _synth_line(res.synth)
             except UserError as e:  # reported, and the demo fails at the end
-                res.synth_error = str(e)
-                st.detail = f"FAILED: {e}"
-                log(f"demo: synthesis failed: {e}")
+                kept = work / "bitstream"  # keep the failed build's logs in the report
+                kept.mkdir(exist_ok=True)
+                msg = str(e)
+                for src, dst in (("top.rpt", "yosys.log"), ("top.tim", "nextpnr.log")):
+                    if (work / "build" / src).is_file():
+                        shutil.copy2(work / "build" / src, kept / dst)
+                        msg = msg.replace(str(work / "build" / src), f"bitstream/{dst}")
+                res.synth_error = msg
+                st.detail = f"FAILED: {msg}"
+                log(f"demo: synthesis failed: {msg}")
             finally:
                 shutil.rmtree(work / "build", ignore_errors=True)
     with _timed(res, f"compare {','.join(sw)} on {len(x)} images", log) as st:

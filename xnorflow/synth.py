@@ -332,7 +332,13 @@ def _failure_message(build: Path, spec) -> str:
             errs = [ln.strip() for ln in p.read_text(errors="replace").splitlines()
                     if "ERROR" in ln or "error:" in ln.lower()]
             if errs:
-                return f"{tool} failed for {spec.name}: {errs[-1]} (log: {p})"
+                over = ""
+                if tool == "nextpnr":  # say how much the design needed of what was missing
+                    util = parse_nextpnr_log(p.read_text(errors="replace"))["utilisation"]
+                    over = "; ".join(f"{k} {u['used']}/{u['available']} ({u['percent']} %)"
+                                     for k, u in util.items() if u["used"] > u["available"])
+                    over = f"; the design needs {over}" if over else ""
+                return f"{tool} failed for {spec.name}: {errs[-1]}{over} (log: {p})"
     return f"build failed for {spec.name} (log: {build / 'build.log'})"
 
 
