@@ -16,9 +16,7 @@ images/s at its Fmax.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -372,12 +370,10 @@ def plot(r: CompareResult, path: Path) -> None:
 
 def write_report(r: CompareResult, out_dir: str | Path) -> Path:
     """Write ``report.md``, ``report.json`` and ``report.png`` into ``out_dir`` atomically."""
+    from xnorflow.sw.images import atomic_folder, report_destination
+
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder; choose another -o")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out, True, report_destination) as tmp:
         for b, p in r.waves.items():
             src = Path(p)
             if src.is_file() and src.parent != out:
@@ -386,17 +382,6 @@ def write_report(r: CompareResult, out_dir: str | Path) -> Path:
         (tmp / "report.json").write_text(json.dumps(r.to_json(), indent=2, default=_json) + "\n")
         (tmp / "report.md").write_text(format_markdown(r))
         plot(r, tmp / "report.png")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

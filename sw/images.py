@@ -20,7 +20,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,15 +270,26 @@ def check_destination(out_dir: str | Path, force: bool = False) -> Path:
     return out
 
 
+def report_destination(out_dir: str | Path, force: bool = True) -> Path:
+    """Destination check for report folders: any existing folder may be replaced."""
+    out = Path(out_dir)
+    if (out.exists() or out.is_symlink()) and (out.is_symlink() or not out.is_dir()):
+        raise UserError(f"{out}: exists and is not a folder; choose another -o")
+    return out
+
+
 @contextmanager
-def atomic_folder(out_dir: str | Path, force: bool = False) -> Iterator[Path]:
+def atomic_folder(out_dir: str | Path, force: bool = False,
+                  check: Callable[[str | Path, bool], Path] | None = None) -> Iterator[Path]:
     """Yield a fresh temporary folder next to ``out_dir``; rename it to ``out_dir`` on success.
 
     If the body raises, the temporary folder is removed and ``out_dir`` is untouched. An
-    existing ``out_dir`` is only replaced with ``force`` (and only if it is empty or a model
-    folder); it is moved aside first and restored if the final rename fails.
+    existing ``out_dir`` is only replaced with ``force`` and when ``check(out_dir, force)``
+    allows it (default :func:`check_destination`: only an empty or model folder); it is moved
+    aside first and restored if the final rename fails.
     """
-    out = check_destination(out_dir, force)
+    check = check or check_destination
+    out = check(out_dir, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -286,7 +297,7 @@ def atomic_folder(out_dir: str | Path, force: bool = False) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)
         yield tmp
-        check_destination(out, force)  # the world may have changed while we worked
+        check(out, force)  # the world may have changed while we worked
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.rmdir(old)

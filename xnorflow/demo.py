@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from xnorflow.sw.errors import UserError
+from xnorflow.sw.images import atomic_folder, report_destination
 
 #: Per data set: model, widths, epochs, learning rate and the target to compile for.
 PRESETS = {
@@ -83,24 +82,13 @@ def run_demo(out: str | Path, dataset: str = "digits", model: str = "mlp", *,
         p["epochs"] = epochs
     out = Path(out)
     data = load_dataset(dataset, data_path)  # fails early, naming the files, if data is missing
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    res = DemoResult(out, work)
-    try:
+    res = DemoResult(out)
+    with atomic_folder(out, True, report_destination) as work:
+        res.out_work = work
         _run(work, res, data, dataset, model, p, limit, hw_limit, backends, synth, seed, log,
              train)
         _write_report(work, res)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(work, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+    res.out_work = out
     return res
 
 
