@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from xnorflow.sw.errors import UserError
+from xnorflow.sw.ir import json_default
 
 from .backends import HARDWARE, ModelFolder, Outputs, check_backend, load_model
 from .backends import run as run_backend
@@ -379,19 +380,8 @@ def write_report(r: CompareResult, out_dir: str | Path) -> Path:
             if src.is_file() and src.parent != out:
                 shutil.copy2(src, tmp / src.name)
                 r.waves[b] = str(out / src.name)
-        (tmp / "report.json").write_text(json.dumps(r.to_json(), indent=2, default=_json) + "\n")
+        doc = json.dumps(r.to_json(), indent=2, default=json_default)
+        (tmp / "report.json").write_text(doc + "\n")
         (tmp / "report.md").write_text(format_markdown(r))
         plot(r, tmp / "report.png")
     return out
-
-
-def _json(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"cannot serialise {type(o).__name__}")

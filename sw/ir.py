@@ -241,7 +241,7 @@ class CompiledModel:
             "layers": layers,
             "arrays_sha256": digest,
         }
-        (folder / "model.json").write_text(json.dumps(doc, indent=2, default=_json_default))
+        (folder / "model.json").write_text(json.dumps(doc, indent=2, default=json_default))
 
     @classmethod
     def load(cls, folder: str | Path) -> CompiledModel:
@@ -274,11 +274,14 @@ class CompiledModel:
         return model
 
 
-def _json_default(o):
+def json_default(o):
+    """``json.dumps(default=...)`` for NumPy scalars and arrays and paths."""
     if isinstance(o, np.integer):
         return int(o)
     if isinstance(o, np.floating):
         return float(o)
     if isinstance(o, np.ndarray):
         return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
     raise TypeError(f"cannot serialise {type(o).__name__}")
