@@ -53,24 +53,11 @@ def random_images(n: int, h: int, w: int, c: int, seed: int = 0) -> np.ndarray:
 def random_mlp(sizes=(64, 32, 10), in_shape=(8, 8, 1), in_bits: int = 8, seed: int = 0,
                batch: int = 64) -> CompiledModel:
     """A random dense network: input ``in_shape`` (``prod == sizes[0]``), hidden sizes, classes."""
-    rng = np.random.default_rng(seed)
     h, w, c = in_shape
     if h * w * c != sizes[0]:
         raise ValueError(f"input shape {in_shape} does not hold {sizes[0]} values")
-    x = enc.quantize_pixels(random_images(batch, h, w, c, seed + 1), in_bits)
-    layers = []
-    bits, signed = in_bits, False
-    for i, out_c in enumerate(sizes[1:]):
-        last = i == len(sizes) - 2
-        lay = _layer(f"fc{i}", "dense", h, w, c, out_c, 1, 1, 0, bits, signed,
-                     "integer" if last else "threshold", rng, score_mul=2 if last else 1)
-        x = _finish(lay, x, rng)
-        layers.append(lay)
-        h, w, c, bits, signed = 1, 1, out_c, 1, True
-    model = CompiledModel(in_shape[0], in_shape[1], in_shape[2], layers,
-                          classes=[str(i) for i in range(sizes[-1])])
-    model.validate()
-    return model
+    return random_cnn(in_shape, convs=(), dense=tuple(sizes[1:]), in_bits=in_bits, seed=seed,
+                      batch=batch)
 
 
 def random_cnn(in_shape=(8, 8, 1), convs=((8, 3, 1, 1, 2), (16, 3, 1, 1, 1)),
