@@ -125,10 +125,12 @@ def first_mismatch(model, ref: Outputs, out: Outputs, s: int) -> Mismatch:
 
 
 def find_synthesis_report(geometry: str, roots: list[Path] | None = None) -> dict | None:
-    """The newest ``bitstreams/*/<geometry>/report.json`` with an Fmax, or ``None``.
+    """The newest ``bitstreams/*/<geometry>/report.json`` of the accelerator with an Fmax.
 
-    Returns ``{"path", "board", "fmax_mhz"}``. Looked up under the current folder and the
-    source checkout.
+    Returns ``{"path", "board", "fmax_mhz"}`` or ``None``. Reports of stand-in designs (the
+    bare systolic array or the UART loopback, whose ``design`` does not start with
+    ``accelerator``) are skipped: their Fmax says nothing about the accelerator's images/s.
+    Looked up under the current folder and the source checkout.
     """
     if roots is None:
         here = Path(__file__).resolve().parent.parent
@@ -142,6 +144,8 @@ def find_synthesis_report(geometry: str, roots: list[Path] | None = None) -> dic
         try:
             doc = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError):
+            continue
+        if not str(doc.get("design", "accelerator")).startswith("accelerator"):
             continue
         fmax = _find_fmax(doc)
         if fmax:

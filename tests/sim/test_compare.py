@@ -111,6 +111,11 @@ def test_find_synthesis_report(tmp_path):
     p.write_text(json.dumps({"timing": {"fmax_mhz": 23.5}}))
     found = find_synthesis_report("4x4x16", [tmp_path / "bitstreams"])
     assert found == {"path": str(p), "board": "icebreaker", "fmax_mhz": 23.5}
+    # a stand-in design's report (the bare array behind the UART) never gives images/s
+    p.write_text(json.dumps({"design": "systolic array + UART bridge", "fmax_mhz": 55.2}))
+    assert find_synthesis_report("4x4x16", [tmp_path / "bitstreams"]) is None
+    p.write_text(json.dumps({"design": "accelerator + UART bridge", "fmax_mhz": 48.1}))
+    assert find_synthesis_report("4x4x16", [tmp_path / "bitstreams"])["fmax_mhz"] == 48.1
 
 
 def test_compare_waves_and_hardware_columns(tmp_path, capsys):
