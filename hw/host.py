@@ -160,14 +160,7 @@ class HostDecoder(wiring.Component):
                     m.d.comb += p_err.eq(proto.ERR_BATCH)
                 with m.Elif(self.busy):
                     m.d.comb += p_err.eq(proto.ERR_BUSY)
-            with m.Case(proto.CMD_READ_RESULTS):
-                with m.If(length != 0):
-                    m.d.comb += p_err.eq(proto.ERR_LENGTH)
-                with m.Elif(self.busy):
-                    m.d.comb += p_err.eq(proto.ERR_BUSY)
-                with m.Elif(~self.done):
-                    m.d.comb += p_err.eq(proto.ERR_NO_RESULT)
-            with m.Case(proto.CMD_READ_RESULT):
+            with m.Case(proto.CMD_READ_RESULTS, proto.CMD_READ_RESULT):
                 with m.If(length != 0):
                     m.d.comb += p_err.eq(proto.ERR_LENGTH)
                 with m.Elif(self.busy):
