@@ -10,7 +10,8 @@ only, not its submodules), SB_LUT4, flip-flops, SB_CARRY and SB_RAM40_4K, then t
 (``--flatten``: the real flow's flattened synthesis, totals only). Output:
 ``benchmarks/results/ice40_fit.<G>[.flat].txt``. The UP5K has 5280 logic cells (one LUT4 +
 one FF each), 30 EBR and 4 SPRAM; nextpnr's logic cells are at least max(LUT4, FF).
-Takes 3-6 minutes per geometry.
+Takes 3-6 minutes per geometry; ``--top top.top.core.host`` (any module path of the per-module
+listing) synthesises just that module, faster, for iterating on one block.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def _count(body: str, pattern: str) -> int:
     return sum(int(x) for x in re.findall(r"(\d+)\s+" + pattern + r"\b", body))
 
 
-def breakdown(geometry: str, build: Path, flatten: bool = False) -> str:
+def breakdown(geometry: str, build: Path, flatten: bool = False, module: str = "top") -> str:
     from xnorflow.hw.accelerator import Accelerator
 
     S.tool_env()
@@ -47,12 +48,13 @@ def breakdown(geometry: str, build: Path, flatten: bool = False) -> str:
     plan = spec.make_platform().prepare(top, name="top")
     plan.extract(build)
     opt = "" if flatten else " -noflatten"
-    (build / "fit.ys").write_text(f"read_rtlil top.il\nsynth_ice40 -top top -spram{opt}\n"
+    (build / "fit.ys").write_text(f"read_rtlil top.il\nsynth_ice40 -top {module} -spram{opt}\n"
                                   "tee -o fit.stat stat\n")
     subprocess.run([os.environ["YOSYS"], "-q", "fit.ys"], cwd=build, check=True)
     stat = (build / "fit.stat").read_text()
     lines = [f"geometry {geometry}, target {target.name}, "
-             f"{'flattened (as the real flow)' if flatten else 'per module (-noflatten)'}: "
+             + (f"only {module}, " if module != "top" else "")
+             + f"{'flattened (as the real flow)' if flatten else 'per module (-noflatten)'}: "
              "memories "
              + ", ".join(f"{n} {w}b x {d}" for n, (w, d) in target.memories.items()),
              f"{'module':56s} {'LUT4':>6} {'FF':>6} {'CARRY':>6} {'EBR':>4} {'SPRAM':>5}"]
@@ -76,12 +78,18 @@ def main() -> int:
     ap.add_argument("geometry", nargs="+", help="RxCxW, e.g. 4x4x16")
     ap.add_argument("--flatten", action="store_true",
                     help="flatten like the real flow (totals only, fewer cells)")
+    ap.add_argument("--top", default="top", metavar="MODULE",
+                    help="synthesise only this module of the design, e.g. top.top.core.host, "
+                         "top.top.core.sequencer, top.top.core.sequencer.engine.post (fast; printed, "
+                         "not written to benchmarks/results)")
     args = ap.parse_args()
     out = REPO / "benchmarks" / "results"
     for g in args.geometry:
         with tempfile.TemporaryDirectory(prefix="ice40fit-") as tmp:
-            text = breakdown(g, Path(tmp), args.flatten)
+            text = breakdown(g, Path(tmp), args.flatten, args.top)
         print(text)
+        if args.top != "top":
+            continue
         dst = out / f"ice40_fit.{g}{'.flat' if args.flatten else ''}.txt"
         tmp_dst = dst.with_suffix(".tmp")
         tmp_dst.write_text(text)
