@@ -23,7 +23,7 @@ Every address is an incremental sum of precomputed descriptor fields (no multipl
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -44,12 +44,6 @@ ERR_BATCH = 4
 #: Header words the sequencer reads.
 _HDR = {f: i for i, f in enumerate(prog.HEADER_FIELDS)}
 _DESC = {f: i for i, f in enumerate(prog.DESC_FIELDS)}
-#: Descriptor fields the gateware keeps in registers.
-_USED = ("flags", "in_base", "planes", "plane_stride", "in_h", "in_w", "cw", "kh", "kw",
-         "row_skip", "kwords", "w_base", "groups", "out_c", "out_base", "cw_out", "thr_base",
-         "score_mul", "npix", "walk_w", "walk_step", "walk_addr_x", "walk_addr_y", "addr0",
-         "pad", "pool_k", "pool_step", "pool_addr_x", "pool_addr_y", "in_img_stride")
-
 
 def engine_max_k(acc_bits: int, planes: int = prog.MAX_PLANES) -> int:
     """Largest ``max_k`` whose accumulator (``max_k * (2^planes - 1)``) fits ``acc_bits``."""
@@ -103,7 +97,6 @@ class Sequencer(wiring.Component):
         self.depths = dict(depths)
         R, C, W = target.rows, target.cols, target.width
         self.aw = {n: addr_width(d) for n, d in self.depths.items()}
-        self.field_bits = prog.field_bits(self.depths, C)
         # score_mul is one of prog.SCORE_MULS (checked by the program builder): the output
         # stage uses a shift instead of a multiplier per column
         self.engine = TileEngine(R, C, W, engine_max_k(target.acc_bits), prog.MAX_PLANES,
@@ -140,86 +133,124 @@ class Sequencer(wiring.Component):
         m = Module()
         t = self.target
         R, C, W = t.rows, t.cols, t.width
-        FB = self.field_bits
-        SW = FB + 3  # signed width of address arithmetic
+        aw = self.aw
+        AW = aw["activations"]  # activation addresses: all arithmetic modulo the depth
+        CB = prog.COORD_BITS  # spatial coordinates, modulo 2^CB (docs/program.md)
+        NPB = max(self.depths["activations"], R).bit_length()  # pixel counts
+        LCB = (C - 1).bit_length()  # channel index within a column group (C = 2^LCB)
+        OCB = max(aw["scores"], LCB) + 1  # class index (out_c - 1 < scores depth)
+        ROB = max(AW, aw["scores"])  # row offsets (activation or score addresses)
         m.submodules.engine = eng = self.engine
 
-        # ---- descriptor registers ----------------------------------------------------------
-        f = {}
-        for name in _USED:
-            if name == "addr0":
-                f[name] = Signal(signed(SW), name="d_addr0")
-            elif name == "score_mul":
-                f[name] = Signal(signed(prog.SCORE_MUL_BITS), name="d_score_mul")
-            else:
-                f[name] = Signal(min(FB, prog.SMALL_FIELDS.get(name, FB)), name=f"d_{name}")
-        integer = f["flags"][0]
-        n_layers = Signal(16)
-        magic = Signal(32)
-        geometry = Signal(32)
+        # ---- descriptor registers (decoded at load: "_m1" holds field - 1) -----------------
+        word = self.prog_rdata
+        MW = max(AW, NPB, OCB, CB, 8, aw["thresholds"], aw["program"])
+        wm1 = Signal(MW)  # shared decrementer: word - 1
+        m.d.comb += wm1.eq(word[:MW] - 1)
+        integer = Signal(name="d_integer")
+        a0 = Signal(AW, name="d_a0")  # in_base + addr0: window origin of image 0, output 0
+        regs = {  # field -> (register, value loaded from its word)
+            "planes": (Signal(range(prog.MAX_PLANES), name="d_planes_m1"), wm1),
+            "plane_stride": (Signal(AW, name="d_plane_stride"), word),
+            "in_h": (Signal(CB, name="d_in_h_m1"), wm1),
+            "in_w": (Signal(CB, name="d_in_w_m1"), wm1),
+            "cw": (Signal(AW, name="d_cw_m1"), wm1),
+            "kh": (Signal(8, name="d_kh_m1"), wm1),
+            "kw": (Signal(8, name="d_kw_m1"), wm1),
+            "row_skip": (Signal(AW, name="d_row_skip1"), word[:AW] + 1),
+            "kwords": (Signal(aw["weights"], name="d_kwords"), word),
+            "w_base": (Signal(aw["weights"], name="d_w_base"), word),
+            "groups": (Signal(aw["thresholds"], name="d_groups_m1"), wm1),
+            "out_c": (Signal(OCB, name="d_out_c_m1"), wm1),
+            "out_base": (Signal(AW, name="d_out_base"), word),
+            "cw_out": (Signal(AW, name="d_cw_out_m1"), wm1),
+            "thr_base": (Signal(aw["thresholds"], name="d_thr_base"), word),
+            "score_mul": (Signal(signed(3), name="d_score_mul"), word),
+            "npix": (Signal(NPB, name="d_npix"), word),
+            "walk_w": (Signal(CB, name="d_walk_w_m1"), wm1),
+            "walk_step": (Signal(CB, name="d_walk_step"), word),
+            "walk_addr_x": (Signal(AW, name="d_walk_addr_x"), word),
+            "walk_addr_y": (Signal(AW, name="d_walk_addr_y"), word),
+            "pad": (Signal(CB, name="d_mpad"), -word[:CB]),  # -pad (mod 2^CB)
+            "pool_k": (Signal(8, name="d_pool_k_m1"), wm1),
+            "pool_step": (Signal(CB, name="d_pool_step"), word),
+            "pool_addr_x": (Signal(AW, name="d_pool_addr_x"), word),
+            "pool_addr_y": (Signal(AW, name="d_pool_addr_y"), word),
+            "in_img_stride": (Signal(AW, name="d_in_img_stride"), word),
+        }
+        f = {name: reg for name, (reg, _) in regs.items()}
+        npix_m1 = Signal(NPB, name="d_npix_m1")
+        ro_step = Signal(ROB, name="d_ro_step")  # row offset step: out_c or cw_out
+        lc_m1 = f["out_c"][:LCB]  # channels of the last column group - 1
+        last_grp = f["out_c"][LCB:]  # index of the last column group
+        n_layers_m1 = Signal(aw["program"])
+        empty = Signal()
+        magic_ok = Signal()
+        geom_ok = Signal()
         n_classes = Signal(16)
         max_batch = Signal(8)
 
         # ---- fetch -------------------------------------------------------------------------
         f_idx = Signal(range(prog.DESC_WORDS + 2))
-        f_base = Signal(self.aw["program"] + 1)
-        layer = Signal(16)
-        m.d.comb += self.prog_raddr.eq(f_base + f_idx)
-        word = self.prog_rdata
+        f_addr = Signal(aw["program"])
+        layer = Signal(aw["program"])
+        m.d.comb += self.prog_raddr.eq(f_addr)
 
         # ---- walker: window origins of the next tile's rows ---------------------------------
         cb_valid = [Signal(name=f"cb_valid{r}") for r in range(R)]
-        cb_by = [Signal(signed(SW), name=f"cb_by{r}") for r in range(R)]
-        cb_bx = [Signal(signed(SW), name=f"cb_bx{r}") for r in range(R)]
-        cb_base = [Signal(signed(SW), name=f"cb_base{r}") for r in range(R)]
+        cb_by = [Signal(CB, name=f"cb_by{r}") for r in range(R)]
+        cb_bx = [Signal(CB, name=f"cb_bx{r}") for r in range(R)]
+        cb_base = [Signal(AW, name=f"cb_base{r}") for r in range(R)]
         nb_valid = Array(Signal(name=f"nb_valid{r}") for r in range(R))
-        nb_by = Array(Signal(signed(SW), name=f"nb_by{r}") for r in range(R))
-        nb_bx = Array(Signal(signed(SW), name=f"nb_bx{r}") for r in range(R))
-        nb_base = Array(Signal(signed(SW), name=f"nb_base{r}") for r in range(R))
+        nb_by = Array(Signal(CB, name=f"nb_by{r}") for r in range(R))
+        nb_bx = Array(Signal(CB, name=f"nb_bx{r}") for r in range(R))
+        nb_base = Array(Signal(AW, name=f"nb_base{r}") for r in range(R))
         wk_idx = Signal(range(R + 1))
-        wk_pix = Signal(FB)
-        wk_ox = Signal(FB)
-        wk_by = Signal(signed(SW))
-        wk_bx = Signal(signed(SW))
-        wk_line = Signal(signed(SW))
-        wk_addr = Signal(signed(SW))
+        wk_pix = Signal(NPB)
+        wk_ox = Signal(CB)
+        wk_by = Signal(CB)
+        wk_bx = Signal(CB)
+        wk_line = Signal(AW)
+        wk_addr = Signal(AW)
         wk_full = wk_idx == R
-        wk_img = Signal(8)  # image of the pixel being walked (batch)
-        wk_ibase = Signal(signed(SW))  # its input map's offset: wk_img * in_img_stride
-        rowoff = Array(Signal(FB, name=f"rowoff{r}") for r in range(R))
-        ro_acc = Signal(FB)
+        wk_img = Signal(range(R + 1))  # image of the pixel being walked (saturates at batch)
+        wk_iorg = Signal(AW)  # its window origin of output 0: a0 + wk_img * in_img_stride
+        rowoff = Array(Signal(ROB, name=f"rowoff{r}") for r in range(R))
+        ro_acc = Signal(ROB)
         ro_fill = Signal()
-        batch = Signal(8)  # images of this run (1..R), latched at start
-        npix_tot = Signal(FB)  # batch * npix, accumulated during FILL
-        n_acc = Signal(8)
+        batch = Signal(range(R + 1))  # images of this run (1..R), latched at start
+        batch_big = Signal()  # the requested batch exceeds R
+        npix_tot = Signal(NPB)  # batch * npix, accumulated during FILL; then the operand
+        # generator's pixels left (from its current tile on)
+        n_acc = Signal(range(R + 1))
 
         def walker_reset():
-            return [wk_idx.eq(0), wk_pix.eq(0), wk_ox.eq(0), wk_by.eq(-f["pad"]),
-                    wk_bx.eq(-f["pad"]), wk_line.eq(f["addr0"]), wk_addr.eq(f["addr0"]),
-                    wk_img.eq(0), wk_ibase.eq(0)]
+            return [wk_idx.eq(0), wk_pix.eq(0), wk_ox.eq(0), wk_by.eq(f["pad"]),
+                    wk_bx.eq(f["pad"]), wk_line.eq(a0), wk_addr.eq(a0), wk_img.eq(0),
+                    wk_iorg.eq(a0)]
 
         with m.If(~wk_full):
             m.d.sync += [
-                nb_valid[wk_idx].eq(wk_img < batch),
+                nb_valid[wk_idx].eq(wk_img != batch),
                 nb_by[wk_idx].eq(wk_by),
                 nb_bx[wk_idx].eq(wk_bx),
-                nb_base[wk_idx].eq(wk_addr + f["in_base"]),
+                nb_base[wk_idx].eq(wk_addr),
                 wk_idx.eq(wk_idx + 1),
                 wk_pix.eq(wk_pix + 1),
             ]
             with m.If(ro_fill):
-                step = Mux(integer, f["out_c"], f["cw_out"])
-                m.d.sync += [rowoff[wk_idx].eq(ro_acc), ro_acc.eq(ro_acc + step)]
-            with m.If(wk_pix == f["npix"] - 1):
-                nxt = wk_ibase + f["in_img_stride"]
+                m.d.sync += [rowoff[wk_idx].eq(ro_acc), ro_acc.eq(ro_acc + ro_step)]
+            with m.If(wk_pix == npix_m1):
+                nxt = wk_iorg + f["in_img_stride"]
                 m.d.sync += [
-                    wk_pix.eq(0), wk_ox.eq(0), wk_bx.eq(-f["pad"]), wk_by.eq(-f["pad"]),
-                    wk_img.eq(wk_img + 1), wk_ibase.eq(nxt),
-                    wk_line.eq(f["addr0"] + nxt), wk_addr.eq(f["addr0"] + nxt),
+                    wk_pix.eq(0), wk_ox.eq(0), wk_bx.eq(f["pad"]), wk_by.eq(f["pad"]),
+                    wk_iorg.eq(nxt), wk_line.eq(nxt), wk_addr.eq(nxt),
                 ]
-            with m.Elif(wk_ox == f["walk_w"] - 1):
+                with m.If(wk_img != batch):
+                    m.d.sync += wk_img.eq(wk_img + 1)
+            with m.Elif(wk_ox == f["walk_w"]):
                 m.d.sync += [
-                    wk_ox.eq(0), wk_bx.eq(-f["pad"]), wk_by.eq(wk_by + f["walk_step"]),
+                    wk_ox.eq(0), wk_bx.eq(f["pad"]), wk_by.eq(wk_by + f["walk_step"]),
                     wk_line.eq(wk_line + f["walk_addr_y"]),
                     wk_addr.eq(wk_line + f["walk_addr_y"]),
                 ]
@@ -237,28 +268,27 @@ class Sequencer(wiring.Component):
         # ---- operand generator --------------------------------------------------------------
         gen_active = Signal()
         swap_pending = Signal()
-        g_pix0 = Signal(FB)
-        g_grp = Signal(FB)
+        g_grp = Signal(aw["thresholds"])
         g_px = Signal(8)
         g_py = Signal(8)
-        po_x = Signal(FB)
-        po_y = Signal(FB)
-        po_addr = Signal(signed(SW))
-        po_line = Signal(signed(SW))
-        g_b = Signal(4)
-        pbase = Signal(signed(SW))
+        po_x = Signal(CB)
+        po_y = Signal(CB)
+        po_addr = Signal(AW)
+        po_line = Signal(AW)
+        g_b = Signal(range(prog.MAX_PLANES))
+        pbase = Signal(AW)  # plane and pooling offset of the window
         g_dy = Signal(8)  # < kh (SMALL_FIELDS)
         g_dx = Signal(8)  # < kw
-        g_cw = Signal(FB)
-        ry = Signal(FB)
-        rx = Signal(FB)
-        woff = Signal(signed(SW))
-        waddr = Signal(FB + 1)
-        gbase = Signal(FB + 1)
+        g_cw = Signal(AW)
+        ry = Signal(CB)
+        rx = Signal(CB)
+        off = Signal(AW)  # pbase + offset of the word in the window
+        waddr = Signal(aw["weights"])
+        gbase = Signal(aw["weights"])
 
         v1 = Signal()
         st_last = Signal()
-        st_shift = Signal(4)
+        st_shift = Signal(range(prog.MAX_PLANES))
         st_mask = Signal(R)
         ops = eng.operands
         accepted = ops.valid & ops.ready
@@ -277,22 +307,23 @@ class Sequencer(wiring.Component):
             m.d.comb += ops.p.wgt[c].eq(self.wgt_rdata[c * W:(c + 1) * W])
         mask = Signal(R)
         for r in range(R):
-            yy = cb_by[r] + ry
-            xx = cb_bx[r] + rx
+            # coordinates modulo 2^CB: a pixel left of / above the map wraps to >= in_w / in_h
+            # (check_fits: in + 2 * pad <= 2^CB), so one unsigned compare per axis
+            yy = (cb_by[r] + ry)[:CB]
+            xx = (cb_bx[r] + rx)[:CB]
             m.d.comb += [
-                self.act_raddr[r].eq((cb_base[r] + pbase + woff)[:self.aw["activations"]]),
-                mask[r].eq(cb_valid[r] & (yy >= 0) & (yy < f["in_h"])
-                           & (xx >= 0) & (xx < f["in_w"])),
+                self.act_raddr[r].eq((cb_base[r] + off)[:AW]),
+                mask[r].eq(cb_valid[r] & (yy <= f["in_h"]) & (xx <= f["in_w"])),
                 ops.p.act[r].eq(Mux(st_mask[r], self.act_rdata[r], 0)),
             ]
-        end_cw = g_cw == f["cw"] - 1
-        end_dx = g_dx == f["kw"] - 1
-        end_dy = g_dy == f["kh"] - 1
-        end_plane = g_b == f["planes"] - 1
-        end_px = g_px == f["pool_k"] - 1
-        end_py = g_py == f["pool_k"] - 1
-        end_grp = g_grp == f["groups"] - 1
-        last_tile = g_pix0 + R >= npix_tot
+        end_cw = g_cw == f["cw"]
+        end_dx = g_dx == f["kw"]
+        end_dy = g_dy == f["kh"]
+        end_plane = g_b == f["planes"]
+        end_px = g_px == f["pool_k"]
+        end_py = g_py == f["pool_k"]
+        end_grp = g_grp == f["groups"]
+        last_tile = npix_tot <= R
         is_last = end_cw & end_dx & end_dy & end_plane
         with m.If(issue):
             m.d.sync += [v1.eq(beat), st_last.eq(is_last), st_shift.eq(g_b), st_mask.eq(mask)]
@@ -301,36 +332,37 @@ class Sequencer(wiring.Component):
             m.d.sync += swap_pending.eq(0)
         with m.If(beat):
             with m.If(~end_cw):
-                m.d.sync += [g_cw.eq(g_cw + 1), woff.eq(woff + 1), waddr.eq(waddr + 1)]
+                m.d.sync += [g_cw.eq(g_cw + 1), off.eq(off + 1), waddr.eq(waddr + 1)]
             with m.Elif(~end_dx):
-                m.d.sync += [g_cw.eq(0), g_dx.eq(g_dx + 1), rx.eq(rx + 1), woff.eq(woff + 1),
+                m.d.sync += [g_cw.eq(0), g_dx.eq(g_dx + 1), rx.eq(rx + 1), off.eq(off + 1),
                              waddr.eq(waddr + 1)]
             with m.Elif(~end_dy):
                 m.d.sync += [g_cw.eq(0), g_dx.eq(0), rx.eq(po_x), g_dy.eq(g_dy + 1),
-                             ry.eq(ry + 1), woff.eq(woff + 1 + f["row_skip"]),
+                             ry.eq(ry + 1), off.eq(off + f["row_skip"]),
                              waddr.eq(waddr + 1)]
             with m.Else():
-                m.d.sync += [g_cw.eq(0), g_dx.eq(0), g_dy.eq(0), woff.eq(0)]
+                m.d.sync += [g_cw.eq(0), g_dx.eq(0), g_dy.eq(0)]
                 with m.If(~end_plane):
-                    m.d.sync += [g_b.eq(g_b + 1), pbase.eq(pbase + f["plane_stride"]),
+                    np_ = pbase + f["plane_stride"]
+                    m.d.sync += [g_b.eq(g_b + 1), pbase.eq(np_), off.eq(np_),
                                  waddr.eq(gbase), rx.eq(po_x), ry.eq(po_y)]
                 with m.Else():
                     m.d.sync += g_b.eq(0)
                     with m.If(~end_px):
                         nx = po_addr + f["pool_addr_x"]
                         m.d.sync += [g_px.eq(g_px + 1), po_x.eq(po_x + f["pool_step"]),
-                                     po_addr.eq(nx), pbase.eq(nx), waddr.eq(gbase),
+                                     po_addr.eq(nx), pbase.eq(nx), off.eq(nx), waddr.eq(gbase),
                                      rx.eq(po_x + f["pool_step"]), ry.eq(po_y)]
                     with m.Elif(~end_py):
                         ny = po_line + f["pool_addr_y"]
                         m.d.sync += [g_px.eq(0), g_py.eq(g_py + 1), po_x.eq(0),
                                      po_y.eq(po_y + f["pool_step"]), po_line.eq(ny),
-                                     po_addr.eq(ny), pbase.eq(ny), waddr.eq(gbase),
+                                     po_addr.eq(ny), pbase.eq(ny), off.eq(ny), waddr.eq(gbase),
                                      rx.eq(0), ry.eq(po_y + f["pool_step"])]
                     with m.Else():
                         m.d.sync += [g_px.eq(0), g_py.eq(0), po_x.eq(0), po_y.eq(0),
-                                     po_addr.eq(0), po_line.eq(0), pbase.eq(0), rx.eq(0),
-                                     ry.eq(0)]
+                                     po_addr.eq(0), po_line.eq(0), pbase.eq(0), off.eq(0),
+                                     rx.eq(0), ry.eq(0)]
                         with m.If(~end_grp):
                             m.d.sync += [g_grp.eq(g_grp + 1), gbase.eq(gbase + f["kwords"]),
                                          waddr.eq(gbase + f["kwords"])]
@@ -340,7 +372,7 @@ class Sequencer(wiring.Component):
                             with m.If(last_tile):
                                 m.d.sync += gen_active.eq(0)
                             with m.Else():
-                                m.d.sync += g_pix0.eq(g_pix0 + R)
+                                m.d.sync += npix_tot.eq(npix_tot - R)
                                 with m.If(wk_full):
                                     m.d.sync += swap_banks()
                                 with m.Else():
@@ -350,22 +382,21 @@ class Sequencer(wiring.Component):
         tl = eng.tile
         iss_active = Signal()
         iss_ready = Signal()  # threshold word for the current address is on thr_rdata
-        i_pix0 = Signal(FB)
-        i_grp = Signal(FB)
-        i_grem = Signal(signed(FB + 1))
+        i_rem = Signal(NPB)  # pixels from the current tile on
+        i_grp = Signal(aw["thresholds"])
         i_px = Signal(8)
         i_py = Signal(8)
-        i_taddr = Signal(FB + 1)
+        i_taddr = Signal(aw["thresholds"])
         m.d.comb += self.thr_raddr.eq(i_taddr)
-        i_last_tile = i_pix0 + R >= npix_tot
-        i_end_px = i_px == f["pool_k"] - 1
-        i_end_py = i_py == f["pool_k"] - 1
-        i_end_grp = i_grp == f["groups"] - 1
+        i_last_tile = i_rem <= R
+        i_end_px = i_px == f["pool_k"]
+        i_end_py = i_py == f["pool_k"]
+        i_end_grp = i_grp == f["groups"]
         m.d.comb += [
             tl.valid.eq(iss_active & iss_ready),
             tl.p.mode.eq(Mux(integer, MODE_INTEGER, MODE_THRESHOLD)),
-            tl.p.rows.eq(Mux(i_last_tile, npix_tot - i_pix0, R)),
-            tl.p.chans.eq(Mux(i_grem >= C, C, i_grem)),
+            tl.p.rows.eq(Mux(i_last_tile, i_rem, R)),
+            tl.p.chans.eq(Mux(i_end_grp, lc_m1 + 1, C)),
             tl.p.pool_first.eq((i_px == 0) & (i_py == 0)),
             tl.p.pool_last.eq(i_end_px & i_end_py),
             tl.p.pixel_end.eq(i_end_px & i_end_py & i_end_grp),
@@ -390,28 +421,26 @@ class Sequencer(wiring.Component):
             with m.Else():
                 m.d.sync += [i_px.eq(0), i_py.eq(0)]
                 with m.If(~i_end_grp):
-                    m.d.sync += [i_grp.eq(i_grp + 1), i_grem.eq(i_grem - C),
-                                 i_taddr.eq(i_taddr + 1)]
+                    m.d.sync += [i_grp.eq(i_grp + 1), i_taddr.eq(i_taddr + 1)]
                 with m.Else():
-                    m.d.sync += [i_grp.eq(0), i_grem.eq(f["out_c"]), i_taddr.eq(f["thr_base"]),
-                                 i_pix0.eq(i_pix0 + R)]
+                    m.d.sync += [i_grp.eq(0), i_taddr.eq(f["thr_base"]), i_rem.eq(i_rem - R)]
                     with m.If(i_last_tile):
                         m.d.sync += iss_active.eq(0)
 
         # ---- writer: packed words and scores ---------------------------------------------------
         wr_active = Signal()
-        wr_tbase = Signal(FB + 1)
-        wr_rem = Signal(signed(FB + 1))  # pixels from this tile on
+        wr_tbase = Signal(AW)
+        wr_rem = Signal(NPB)  # pixels from this tile on
         wr_lastrow = Mux(wr_rem >= R, R - 1, wr_rem - 1)
         words = eng.words
         m.d.comb += [
             words.ready.eq(1),
-            self.act_waddr.eq(wr_tbase + rowoff[words.p.row] + words.p.index),
+            self.act_waddr.eq((wr_tbase + rowoff[words.p.row] + words.p.index)[:AW]),
             self.act_wdata.eq(words.p.data),
             self.act_we.eq(words.valid & wr_active),
         ]
         with m.If(words.valid & (words.p.row == wr_lastrow)
-                  & (words.p.index == f["cw_out"] - 1)):
+                  & (words.p.index == f["cw_out"])):
             m.d.sync += [wr_tbase.eq(wr_tbase + ro_acc), wr_rem.eq(wr_rem - R)]
             with m.If(wr_rem <= R):
                 m.d.sync += wr_active.eq(0)
@@ -424,18 +453,18 @@ class Sequencer(wiring.Component):
         s_buf = [Signal(signed(32), name=f"s_buf{c}") for c in range(C)]
         s_idx = Signal(range(C))
         s_cnt = Signal(range(C))
-        s_base = Signal(16)  # first channel of the column group being written
+        s_grp = Signal(OCB - LCB)  # column group being written (first channel s_grp * C)
         s_row = Signal(range(R))  # image (row) of the buffered beat
-        s_n = s_base + s_idx
+        s_n = Cat(s_idx[:LCB], s_grp)  # class index s_grp * C + s_idx (C = 2^LCB)
         s_val = Array(s_buf)[s_idx]
         s_end = s_busy & (s_idx == s_cnt)
         s_last_row = s_row == batch - 1
         best = Array(Signal(signed(32), name=f"best{r}") for r in range(R))
-        best_idx = Array(Signal(16, name=f"best_idx{r}") for r in range(R))
+        best_idx = Array(Signal(OCB, name=f"best_idx{r}") for r in range(R))
         s_first = Array(Signal(name=f"s_first{r}") for r in range(R))
         m.d.comb += [
             sc.ready.eq(~s_busy | s_end),
-            self.score_waddr.eq(rowoff[s_row] + s_n),
+            self.score_waddr.eq((rowoff[s_row] + s_n)[:aw["scores"]]),
             self.score_wdata.eq(s_val),
             self.score_we.eq(s_busy),
         ]
@@ -450,13 +479,13 @@ class Sequencer(wiring.Component):
             with m.If(s_end):
                 m.d.sync += [s_busy.eq(0), s_idx.eq(0)]
                 with m.If(s_last_row):
-                    m.d.sync += s_base.eq(s_base + C)
-                    with m.If(s_n == f["out_c"] - 1):
+                    m.d.sync += s_grp.eq(s_grp + 1)
+                    with m.If(s_grp == last_grp):
                         m.d.sync += wr_active.eq(0)
         with m.If(sc.valid & sc.ready):
-            nb = Mux(s_busy & s_last_row, s_base + C, s_base)
+            ng = Mux(s_busy & s_last_row, s_grp + 1, s_grp)
             m.d.sync += [s_busy.eq(1), s_idx.eq(0), s_row.eq(sc.p.row),
-                         s_cnt.eq(Mux(f["out_c"] - nb >= C, C - 1, f["out_c"] - nb - 1))]
+                         s_cnt.eq(Mux(ng == last_grp, lc_m1, C - 1))]
             for c in range(C):
                 m.d.sync += s_buf[c].eq(sc.p.score[c])
 
@@ -471,48 +500,70 @@ class Sequencer(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [busy.eq(1), self.cycles.eq(0), self.done.eq(0),
-                                 self.error.eq(0), f_idx.eq(0), f_base.eq(0),
-                                 batch.eq(Mux(self.batch == 0, 1, self.batch))]
+                                 self.error.eq(0), f_idx.eq(0), f_addr.eq(0),
+                                 batch.eq(Mux(self.batch == 0, 1, self.batch)),
+                                 batch_big.eq(self.batch > R)]
                     m.next = "HDR"
             with m.State("HDR"):
-                m.d.sync += f_idx.eq(f_idx + 1)
-                with m.Switch(f_idx - 1):
-                    with m.Case(_HDR["magic"]):
-                        m.d.sync += magic.eq(word)
-                    with m.Case(_HDR["n_layers"]):
-                        m.d.sync += n_layers.eq(word)
-                    with m.Case(_HDR["n_classes"]):
+                m.d.sync += [f_idx.eq(f_idx + 1), f_addr.eq(f_addr + 1)]
+                with m.Switch(f_idx):  # the word of address f_idx - 1 is on prog_rdata
+                    with m.Case(_HDR["magic"] + 1):
+                        m.d.sync += magic_ok.eq(word == prog.MAGIC)
+                    with m.Case(_HDR["n_layers"] + 1):
+                        m.d.sync += [n_layers_m1.eq(wm1), empty.eq(word[:16] == 0)]
+                    with m.Case(_HDR["n_classes"] + 1):
                         m.d.sync += n_classes.eq(word)
-                    with m.Case(_HDR["geometry"]):
-                        m.d.sync += geometry.eq(word)
-                    with m.Case(_HDR["max_batch"]):
+                    with m.Case(_HDR["geometry"] + 1):
+                        m.d.sync += geom_ok.eq(word == geom)
+                    with m.Case(_HDR["max_batch"] + 1):
                         m.d.sync += max_batch.eq(word)
                 with m.If(f_idx == _HDR["max_batch"] + 1):
                     m.next = "CHECK"
             with m.State("CHECK"):
-                with m.If(magic != prog.MAGIC):
+                with m.If(~magic_ok):
                     m.d.sync += [self.error.eq(ERR_MAGIC), busy.eq(0)]
                     m.next = "IDLE"
-                with m.Elif(geometry != geom):
+                with m.Elif(~geom_ok):
                     m.d.sync += [self.error.eq(ERR_GEOMETRY), busy.eq(0)]
                     m.next = "IDLE"
-                with m.Elif(n_layers == 0):
+                with m.Elif(empty):
                     m.d.sync += [self.error.eq(ERR_EMPTY), busy.eq(0)]
                     m.next = "IDLE"
-                with m.Elif((batch > max_batch) | (batch > R)):
+                with m.Elif(batch_big | (batch > max_batch)):
                     m.d.sync += [self.error.eq(ERR_BATCH), busy.eq(0)]
                     m.next = "IDLE"
                 with m.Else():
-                    m.d.sync += [layer.eq(0), f_base.eq(prog.HEADER_WORDS), f_idx.eq(0),
-                                 s_base.eq(0), s_idx.eq(0)]
+                    m.d.sync += [layer.eq(0), f_addr.eq(prog.HEADER_WORDS), f_idx.eq(0),
+                                 s_grp.eq(0), s_idx.eq(0)]
                     m.d.sync += [s_first[r].eq(1) for r in range(R)]
                     m.next = "DESC"
             with m.State("DESC"):
+                # f_addr stops at the next descriptor's first word
                 m.d.sync += f_idx.eq(f_idx + 1)
-                with m.Switch(f_idx - 1):
-                    for name in _USED:
-                        with m.Case(_DESC[name]):
-                            m.d.sync += f[name].eq(word)
+                with m.If(f_idx != len(prog.DESC_FIELDS)):
+                    m.d.sync += f_addr.eq(f_addr + 1)
+                with m.Switch(f_idx):  # the word of field f_idx - 1 is on prog_rdata
+                    for name, idx in _DESC.items():
+                        with m.Case(idx + 1):
+                            if name == "flags":
+                                m.d.sync += integer.eq(word[0])
+                            elif name == "in_base":
+                                m.d.sync += a0.eq(word)
+                            elif name == "addr0":
+                                m.d.sync += a0.eq(a0 + word[:AW])
+                            elif name == "npix":
+                                m.d.sync += [f["npix"].eq(word), npix_m1.eq(wm1)]
+                            elif name == "out_c":
+                                m.d.sync += f["out_c"].eq(wm1)
+                                with m.If(integer):
+                                    m.d.sync += ro_step.eq(word)
+                            elif name == "cw_out":
+                                m.d.sync += f["cw_out"].eq(wm1)
+                                with m.If(~integer):
+                                    m.d.sync += ro_step.eq(word)
+                            elif name in regs:
+                                reg, value = regs[name]
+                                m.d.sync += reg.eq(value)
                 with m.If(f_idx == len(prog.DESC_FIELDS)):
                     m.next = "SETUP"
             with m.State("SETUP"):
@@ -526,24 +577,22 @@ class Sequencer(wiring.Component):
                     m.d.sync += swap_banks()
                     m.d.sync += [
                         ro_fill.eq(0),
-                        gen_active.eq(1), swap_pending.eq(0), g_pix0.eq(0), g_grp.eq(0),
+                        gen_active.eq(1), swap_pending.eq(0), g_grp.eq(0),
                         g_px.eq(0), g_py.eq(0), po_x.eq(0), po_y.eq(0), po_addr.eq(0),
                         po_line.eq(0), g_b.eq(0), pbase.eq(0), g_dy.eq(0), g_dx.eq(0),
-                        g_cw.eq(0), ry.eq(0), rx.eq(0), woff.eq(0), waddr.eq(f["w_base"]),
+                        g_cw.eq(0), ry.eq(0), rx.eq(0), off.eq(0), waddr.eq(f["w_base"]),
                         gbase.eq(f["w_base"]),
-                        iss_active.eq(1), iss_ready.eq(0), i_pix0.eq(0), i_grp.eq(0),
-                        i_grem.eq(f["out_c"]), i_px.eq(0), i_py.eq(0),
-                        i_taddr.eq(f["thr_base"]),
+                        iss_active.eq(1), iss_ready.eq(0), i_rem.eq(npix_tot), i_grp.eq(0),
+                        i_px.eq(0), i_py.eq(0), i_taddr.eq(f["thr_base"]),
                         wr_active.eq(1), wr_tbase.eq(f["out_base"]), wr_rem.eq(npix_tot),
                     ]
                     m.next = "RUN"
             with m.State("RUN"):
                 with m.If(~gen_active & ~iss_active & ~wr_active & ~v1):
-                    with m.If(layer + 1 == n_layers):
+                    with m.If(layer == n_layers_m1):
                         m.d.sync += [busy.eq(0), self.done.eq(1)]
                         m.next = "IDLE"
                     with m.Else():
-                        m.d.sync += [layer.eq(layer + 1), f_base.eq(f_base + prog.DESC_WORDS),
-                                     f_idx.eq(0)]
+                        m.d.sync += [layer.eq(layer + 1), f_idx.eq(0)]
                         m.next = "DESC"
         return m

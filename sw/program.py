@@ -106,6 +106,12 @@ SCORE_MUL_BITS = 8
 SCORE_MULS = (-2, -1, 0, 1, 2)
 #: Most input bit-planes the datapath takes (8-bit pixels).
 MAX_PLANES = 8
+#: The sequencer computes spatial coordinates (window rows and columns, padding included)
+#: modulo ``2^COORD_BITS``; a pixel above or left of the map then wraps to a value
+#: ``>= in_h`` (``in_w``), so one unsigned compare per axis finds the padding. Exact as long
+#: as the padded input ``in_h + 2 * pad`` (and ``in_w + 2 * pad``) is at most
+#: ``2^COORD_BITS`` (:func:`check_fits`).
+COORD_BITS = 8
 #: Unsigned width of the sequencer's descriptor registers (addresses and counts) when a
 #: memory is unlimited; otherwise :func:`field_bits` sizes them from the memory depths.
 FIELD_BITS = 20
@@ -336,6 +342,13 @@ def _check_fits(model: CompiledModel, target: Target,
                             f"not fit the {LANE_T_BITS}-bit threshold lanes")
         if layer.kw > layer.in_w + 2 * layer.pad or layer.kh > layer.in_h + 2 * layer.pad:
             raise UserError(f"layer {layer.name!r}: kernel larger than its padded input")
+        for field, size in (("in_h", layer.in_h), ("in_w", layer.in_w)):
+            if size + 2 * layer.pad > 1 << COORD_BITS:
+                raise UserError(
+                    f"layer {layer.name!r}: padded input {field} + 2 * pad = {size} + "
+                    f"2 * {layer.pad} = {size + 2 * layer.pad} exceeds the sequencer's "
+                    f"{1 << COORD_BITS}-pixel coordinate range ({COORD_BITS}-bit "
+                    f"coordinates); use a smaller input map")
     if not 1 <= batch <= target.rows:
         raise UserError(f"batch {batch}: the accelerator runs 1..R = 1..{target.rows} images "
                         f"at once")
