@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from xnorflow import synth as S  # noqa: E402
 from xnorflow.hw.boards import DEFAULT_BAUD, PlatformTop, get_board  # noqa: E402
+from xnorflow.hw.memories import YOSYS_AFTER_READ  # noqa: E402
 
 
 def _count(body: str, pattern: str) -> int:
@@ -48,7 +49,8 @@ def breakdown(geometry: str, build: Path, flatten: bool = False, module: str = "
     plan = spec.make_platform().prepare(top, name="top")
     plan.extract(build)
     opt = "" if flatten else " -noflatten"
-    (build / "fit.ys").write_text(f"read_rtlil top.il\nsynth_ice40 -top {module} -spram{opt}\n"
+    (build / "fit.ys").write_text(f"read_rtlil top.il\n{YOSYS_AFTER_READ}\n"
+                                  f"synth_ice40 -top {module} -spram{opt}\n"
                                   "tee -o fit.stat stat\n")
     subprocess.run([os.environ["YOSYS"], "-q", "fit.ys"], cwd=build, check=True)
     stat = (build / "fit.stat").read_text()

@@ -72,6 +72,36 @@ def memory_depths(target: Target, memories: list[MemoryImage] | None = None) -> 
     return out
 
 
+#: Suffix of the memories' read-data registers. Synthesis (``xnorflow.synth``) drops their
+#: ``init`` attribute (:data:`YOSYS_AFTER_READ`) so the RAM blocks' own output registers
+#: implement them.
+RDATA_SUFFIX = "_rdq"
+#: Yosys command run right after reading the design: the read-data registers power up
+#: undefined (nothing reads them before a read has happened), which lets yosys merge them
+#: into the RAM blocks instead of emulating a power-up value of 0 with a flip-flop and a
+#: multiplexer per bit.
+YOSYS_AFTER_READ = f"setattr -unset init w:*{RDATA_SUFFIX}*"
+
+
+def _read(m: Module, mem: Memory, addr, en, name: str) -> Signal:
+    """A synchronous read of ``mem`` (latency 1; the data holds while ``en`` is low).
+
+    Built as an asynchronous read port plus a register so that yosys' ``memory_dff`` merges
+    the register into the port and applies the memory's ``no_rw_check`` attribute: the
+    design never uses read data from a cycle in which the same word is written (the
+    sequencer reads one activation region and writes the other; the host reads and writes
+    in separate commands), so read/write collisions need no old-data emulation (a ready-made
+    synchronous port gets it regardless: on the UP5K ~400 LUT4 + ~390 FF of write-data
+    registers and bypass multiplexers for these memories).
+    """
+    rp = mem.read_port(domain="comb")
+    q = Signal(mem.shape, name=f"{name}{RDATA_SUFFIX}", reset_less=True)
+    m.d.comb += rp.addr.eq(addr)
+    with m.If(en):
+        m.d.sync += q.eq(rp.data)
+    return q
+
+
 class AcceleratorMemories(wiring.Component):
     """All memories of the accelerator, with plain address/data ports.
 
@@ -144,10 +174,11 @@ class AcceleratorMemories(wiring.Component):
     def _spram_weights(self, m):
         """``weights`` as ``C*W/16`` SB_SPRAM256KA side by side (single-port: the write
         address wins when ``wgt_we``; the host writes only while the sequencer is idle).
-
         SPRAM cannot be initialised by the bitstream: the host loads the weights
-        (WRITE_MEM) after configuration. A hold register gives the read-enable semantics
-        of the other memories (data unchanged after a cycle with ``wgt_ren`` low).
+        (WRITE_MEM) after configuration. The read enable is the SPRAM's CHIPSELECT: a
+        deselected SPRAM keeps its DATAOUT (the primitive's model in yosys' ice40
+        ``cells_sim.v``), which gives the read-enable semantics of the other memories
+        without a 64-bit hold register and multiplexer.
         """
         w = self.target.word_bits("weights")
         addr = Signal(14)
@@ -161,7 +192,7 @@ class AcceleratorMemories(wiring.Component):
                 i_DATAIN=self.wgt_wdata[SPRAM_WIDTH * i:SPRAM_WIDTH * (i + 1)],
                 i_MASKWREN=0b1111,
                 i_WREN=self.wgt_we,
-                i_CHIPSELECT=1,
+                i_CHIPSELECT=self.wgt_ren | self.wgt_we,
                 i_CLOCK=ClockSignal(),
                 i_STANDBY=0,
                 i_SLEEP=0,
@@ -169,11 +200,7 @@ class AcceleratorMemories(wiring.Component):
                 o_DATAOUT=dout,
             )
             outs.append(dout)
-        ren_d = Signal()
-        hold = Signal(w)
-        m.d.sync += ren_d.eq(self.wgt_ren & ~self.wgt_we)
-        m.d.comb += self.wgt_rdata.eq(Mux(ren_d, Cat(*outs), hold))
-        m.d.sync += hold.eq(self.wgt_rdata)
+        m.d.comb += self.wgt_rdata.eq(Cat(*outs))
 
     def elaborate(self, platform):
         m = Module()
@@ -187,7 +214,7 @@ class AcceleratorMemories(wiring.Component):
             depth, w = self.depths[name], self.target.word_bits(name)
             img = self.images.get(name)
             init = [int(v) for v in img.words] if img is not None else []
-            mem = Memory(shape=w, depth=depth, init=init)
+            mem = Memory(shape=w, depth=depth, init=init, attrs={"no_rw_check": 1})
             m.submodules[name] = mem
             self.mems[name] = mem
             wp = mem.write_port()
@@ -196,15 +223,11 @@ class AcceleratorMemories(wiring.Component):
                          wp.en.eq(getattr(self, f"{p}_we"))]
             if name == "activations":
                 for r in range(self.target.rows):
-                    rp = mem.read_port()
-                    m.d.comb += [rp.addr.eq(self.act_raddr[r]), rp.en.eq(self.act_ren),
-                                 self.act_rdata[r].eq(rp.data)]
+                    m.d.comb += self.act_rdata[r].eq(
+                        _read(m, mem, self.act_raddr[r], self.act_ren, f"act{r}"))
             elif name == "weights":
-                rp = mem.read_port()
-                m.d.comb += [rp.addr.eq(self.wgt_raddr), rp.en.eq(self.wgt_ren),
-                             self.wgt_rdata.eq(rp.data)]
+                m.d.comb += self.wgt_rdata.eq(_read(m, mem, self.wgt_raddr, self.wgt_ren, p))
             else:
-                rp = mem.read_port()
-                m.d.comb += [rp.addr.eq(getattr(self, f"{p}_raddr")),
-                             getattr(self, f"{p}_rdata").eq(rp.data)]
+                m.d.comb += getattr(self, f"{p}_rdata").eq(
+                    _read(m, mem, getattr(self, f"{p}_raddr"), 1, p))
         return m

@@ -235,7 +235,8 @@ def geometry_target(spec, geometry: str, depths: dict | None = None):
         mems = {n: (w, int(depths.get(n, d))) for n, (w, d) in t.memories.items()}
         desc = ", ".join(f"{n}={v}" for n, v in sorted(depths.items()))
         return targets.Target(f"{t.name}-d", rows, cols, width, mems, board=t.board,
-                              description=f"{t.description}; depths {desc}")
+                              description=f"{t.description}; depths {desc}",
+                              acc_bits=t.acc_bits)
     if (rows, cols, width) == (base.rows, base.cols, base.width):
         return base
     if hasattr(targets, "with_geometry"):
@@ -251,7 +252,8 @@ def geometry_target(spec, geometry: str, depths: dict | None = None):
         mems[name] = (new_w, 1 << max(0, words.bit_length() - 1))
     try:
         return targets.Target(f"{base.name}-{rows}x{cols}x{width}", rows, cols, width, mems,
-                              board=base.board, description=f"{base.description}, re-shaped")
+                              board=base.board, description=f"{base.description}, re-shaped",
+                              acc_bits=base.acc_bits)
     except ValueError as e:
         raise UserError(f"geometry {geometry}: {e}") from None
 
@@ -259,6 +261,7 @@ def geometry_target(spec, geometry: str, depths: dict | None = None):
 def synthesize(cfg: SynthConfig, *, progress: bool = True) -> dict:
     """Build ``cfg`` and write bitstream, logs and report; return the report."""
     from xnorflow.hw.boards import DEFAULT_BAUD, PlatformTop, get_board
+    from xnorflow.hw.memories import YOSYS_AFTER_READ
 
     try:
         spec = get_board(cfg.board)
@@ -303,7 +306,8 @@ def synthesize(cfg: SynthConfig, *, progress: bool = True) -> dict:
     nextpnr_opts = f"--seed {int(cfg.seed)} --timing-allow-fail"
     t0 = time.monotonic()
     plan = platform.prepare(top, name="top", nextpnr_opts=nextpnr_opts,
-                            synth_opts="", script_after_synth="stat")
+                            synth_opts="", script_after_read=YOSYS_AFTER_READ,
+                            script_after_synth="stat")
     plan.extract(build)
     if sys.platform.startswith("win"):
         cmd = ["cmd", "/c", "build_top.bat"]
