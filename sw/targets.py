@@ -117,6 +117,10 @@ TARGETS: dict[str, Target] = {
              scores=256),
         board="icebreaker",
         description="iCEBreaker (iCE40 UP5K): weights in SPRAM, 64 bits/cycle",
+        # 18-bit accumulators: a 784-pixel 8-bit input layer (Fashion-MNIST MLP) needs
+        # 784 * 255 < 2^18; each bit less saves ~3 flip-flops per PE (accumulator, result,
+        # shifted term) and C in the result FIFO
+        acc_bits=18,
     ),
     # iCE40 HX8K: 32 EBR x 4 kbit, 7680 LCs, no SPRAM, no DSP.
     # weights 1K x 64 = 16 EBR, activations 1K x 16 x R=2 = 8 EBR, thresholds 128 x 128 = 4,
@@ -127,6 +131,7 @@ TARGETS: dict[str, Target] = {
              scores=128),
         board="ice40-hx8k-b-evn",
         description="iCE40-HX8K breakout board: everything in EBR",
+        acc_bits=18,  # as up5k
     ),
     # ECP5 LFE5U-85F: 208 EBR x 18 kbit (DP16KD, 512 x 36 at the widest), 84K LUTs.
     # weights 4K x 256 bits (8 x 8 = 64 EBR: the Fashion-MNIST CNN's fc256 needs 3.2K words),
@@ -140,6 +145,9 @@ TARGETS: dict[str, Target] = {
              scores=256),
         board="ulx3s-85f",
         description="ULX3S (ECP5 LFE5U-85F): everything in EBR",
+        # 20-bit accumulators: 8-bit inputs of up to 4112 bits per reduction (e.g. 64 x 64
+        # pixels), binary layers of up to 2^20 - 1 bits
+        acc_bits=20,
     ),
     "sim": sim_target(),
 }
