@@ -196,6 +196,8 @@ def target_record(target: Any) -> dict:
     }
     if getattr(target, "acc_bits", None) is not None:
         rec["acc_bits"] = int(target.acc_bits)
+    if getattr(target, "popcount_levels", None) is not None:
+        rec["popcount_levels"] = int(target.popcount_levels)  # timing only: not checked
     if getattr(target, "board", None):
         rec["board"] = str(target.board)
     return rec
@@ -207,7 +209,7 @@ def target_from_record(rec: dict, where: str | Path = MANIFEST) -> Any:
 
     try:
         mems = {n: (m["width"], m["depth"]) for n, m in rec["memories"].items()}
-        kw = {"acc_bits": rec["acc_bits"]} if "acc_bits" in rec else {}
+        kw = {k: rec[k] for k in ("acc_bits", "popcount_levels") if k in rec}
         return Target(rec["name"], rec["rows"], rec["cols"], rec["width"], memories=mems,
                       board=rec.get("board"), **kw)
     except (KeyError, TypeError, ValueError, AttributeError) as e:

@@ -301,7 +301,7 @@ def _integer_run(timing: EngineTiming, k: int, groups: int, n_valid: int, out_c:
     return a_prev + chans_prev + 3
 
 
-def network_perf(model, target, levels_per_stage: int = 2,
+def network_perf(model, target, levels_per_stage: int | None = None,
                  input_windows: bool | None = None, batch: int = 1) -> NetworkPerf:
     """Cycle-by-cycle model of a whole run of ``model`` (a :class:`~xnorflow.sw.ir.
     CompiledModel`) on ``target`` (a :class:`~xnorflow.sw.targets.Target`), as counted by
@@ -317,9 +317,12 @@ def network_perf(model, target, levels_per_stage: int = 2,
     under-predicted. ``input_windows`` as in :func:`xnorflow.sw.program.build_memories`
     (the first layer the hardware runs may be the window form of the model's). ``batch``:
     images per run (rows are then pixels of all images; utilisation counts all of them).
+    ``levels_per_stage`` defaults to the target's ``popcount_levels``.
     """
     from .program import hardware_model  # program does not import perf: no cycle
 
+    if levels_per_stage is None:
+        levels_per_stage = target.popcount_levels
     model, _ = hardware_model(model, target, input_windows)
     R, C, W = target.rows, target.cols, target.width
     timing = engine_timing(R, C, W, levels_per_stage)
@@ -350,7 +353,7 @@ def network_perf(model, target, levels_per_stage: int = 2,
                        macs_total, utilisation(macs_total, R, C, W, total))
 
 
-def predict_network_cycles(model, target, levels_per_stage: int = 2,
+def predict_network_cycles(model, target, levels_per_stage: int | None = None,
                            input_windows: bool | None = None, batch: int = 1) -> int:
     """Predicted sequencer cycles of one whole run (see :func:`network_perf`)."""
     return network_perf(model, target, levels_per_stage, input_windows, batch).cycles

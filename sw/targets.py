@@ -50,7 +50,9 @@ class Target:
     ``rows`` (R) output pixels and ``cols`` (C) output channels are computed at once, each PE
     taking one ``width``-bit (W) word per cycle. ``cols`` must be a power of two no larger
     than ``width`` (a column group's output bits then lie inside one activation word).
-    ``acc_bits`` is the accumulator width of the datapath.
+    ``acc_bits`` is the accumulator width of the datapath. ``popcount_levels`` is the
+    number of full-adder levels between the PE popcount's pipeline registers (fewer
+    registers and one cycle less latency for more levels; timing only, never results).
     """
 
     name: str
@@ -61,6 +63,7 @@ class Target:
     board: str | None = None
     description: str = ""
     acc_bits: int = 24
+    popcount_levels: int = 2
 
     def __post_init__(self) -> None:
         for attr in ("rows", "cols"):
@@ -121,6 +124,8 @@ TARGETS: dict[str, Target] = {
         # 784 * 255 < 2^18; each bit less saves ~3 flip-flops per PE (accumulator, result,
         # shifted term) and C in the result FIFO
         acc_bits=18,
+        # the 16-bit popcount in one register stage: ~17 flip-flops less per PE; 48 MHz
+        popcount_levels=4,
     ),
     # iCE40 HX8K: 32 EBR x 4 kbit, 7680 LCs, no SPRAM, no DSP.
     # weights 1K x 64 = 16 EBR, activations 1K x 16 x R=2 = 8 EBR, thresholds 128 x 128 = 4,
@@ -131,7 +136,7 @@ TARGETS: dict[str, Target] = {
              scores=128),
         board="ice40-hx8k-b-evn",
         description="iCE40-HX8K breakout board: everything in EBR",
-        acc_bits=18,  # as up5k
+        acc_bits=18, popcount_levels=4,  # as up5k
     ),
     # ECP5 LFE5U-85F: 208 EBR x 18 kbit (DP16KD, 512 x 36 at the widest), 84K LUTs.
     # weights 4K x 256 bits (8 x 8 = 64 EBR: the Fashion-MNIST CNN's fc256 needs 3.2K words),

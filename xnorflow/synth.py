@@ -236,7 +236,7 @@ def geometry_target(spec, geometry: str, depths: dict | None = None):
         desc = ", ".join(f"{n}={v}" for n, v in sorted(depths.items()))
         return targets.Target(f"{t.name}-d", rows, cols, width, mems, board=t.board,
                               description=f"{t.description}; depths {desc}",
-                              acc_bits=t.acc_bits)
+                              acc_bits=t.acc_bits, popcount_levels=t.popcount_levels)
     if (rows, cols, width) == (base.rows, base.cols, base.width):
         return base
     if hasattr(targets, "with_geometry"):
@@ -253,7 +253,8 @@ def geometry_target(spec, geometry: str, depths: dict | None = None):
     try:
         return targets.Target(f"{base.name}-{rows}x{cols}x{width}", rows, cols, width, mems,
                               board=base.board, description=f"{base.description}, re-shaped",
-                              acc_bits=base.acc_bits)
+                              acc_bits=base.acc_bits,
+                              popcount_levels=base.popcount_levels)
     except ValueError as e:
         raise UserError(f"geometry {geometry}: {e}") from None
 
@@ -729,11 +730,13 @@ def report_target(spec, report: dict):
     """The accelerator target a build report was synthesised for (geometry + memories)."""
     from xnorflow.sw.targets import Target
 
+    base = geometry_target(spec, report["geometry"])
     if not report.get("memories"):
-        return geometry_target(spec, report["geometry"])
+        return base
     rows, cols, width = parse_geometry(report["geometry"])
     mems = {n: (m["width"], m["depth"]) for n, m in report["memories"].items()}
-    return Target(report["target"], rows, cols, width, mems, board=spec.name)
+    return Target(report["target"], rows, cols, width, mems, board=spec.name,
+                  acc_bits=base.acc_bits, popcount_levels=base.popcount_levels)
 
 
 def swap_model(folder: str | Path, model_dir: str | Path, *, out: str | Path | None = None,
