@@ -100,7 +100,7 @@ class Sequencer(wiring.Component):
         # score_mul is one of prog.SCORE_MULS (checked by the program builder): the output
         # stage uses a shift instead of a multiplier per column
         self.engine = TileEngine(R, C, W, engine_max_k(target.acc_bits), prog.MAX_PLANES,
-                                 small_mul=True)
+                                 small_mul=True, levels_per_stage=target.popcount_levels)
         super().__init__({
             "start": In(1),
             "busy": Out(1),
