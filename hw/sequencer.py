@@ -158,7 +158,6 @@ class Sequencer(wiring.Component):
             "kh": (Signal(8, name="d_kh_m1"), wm1),
             "kw": (Signal(8, name="d_kw_m1"), wm1),
             "row_skip": (Signal(AW, name="d_row_skip1"), word[:AW] + 1),
-            "kwords": (Signal(aw["weights"], name="d_kwords"), word),
             "w_base": (Signal(aw["weights"], name="d_w_base"), word),
             "groups": (Signal(aw["thresholds"], name="d_groups_m1"), wm1),
             "out_c": (Signal(OCB, name="d_out_c_m1"), wm1),
@@ -166,13 +165,12 @@ class Sequencer(wiring.Component):
             "cw_out": (Signal(AW, name="d_cw_out_m1"), wm1),
             "thr_base": (Signal(aw["thresholds"], name="d_thr_base"), word),
             "score_mul": (Signal(signed(3), name="d_score_mul"), word),
-            "npix": (Signal(NPB, name="d_npix"), word),
             "walk_w": (Signal(CB, name="d_walk_w_m1"), wm1),
             "walk_step": (Signal(CB, name="d_walk_step"), word),
             "walk_addr_x": (Signal(AW, name="d_walk_addr_x"), word),
             "walk_addr_y": (Signal(AW, name="d_walk_addr_y"), word),
             "pad": (Signal(CB, name="d_mpad"), -word[:CB]),  # -pad (mod 2^CB)
-            "pool_k": (Signal(8, name="d_pool_k_m1"), wm1),
+            "pool_k": (Signal(prog.SMALL_FIELDS["pool_k"], name="d_pool_k_m1"), wm1),
             "pool_step": (Signal(CB, name="d_pool_step"), word),
             "pool_addr_x": (Signal(AW, name="d_pool_addr_x"), word),
             "pool_addr_y": (Signal(AW, name="d_pool_addr_y"), word),
@@ -269,8 +267,8 @@ class Sequencer(wiring.Component):
         gen_active = Signal()
         swap_pending = Signal()
         g_grp = Signal(aw["thresholds"])
-        g_px = Signal(8)
-        g_py = Signal(8)
+        g_px = Signal(prog.SMALL_FIELDS["pool_k"])  # pooling offset (SMALL_FIELDS)
+        g_py = Signal(prog.SMALL_FIELDS["pool_k"])
         po_x = Signal(CB)
         po_y = Signal(CB)
         po_addr = Signal(AW)
@@ -364,8 +362,10 @@ class Sequencer(wiring.Component):
                                      po_addr.eq(0), po_line.eq(0), pbase.eq(0), off.eq(0),
                                      rx.eq(0), ry.eq(0)]
                         with m.If(~end_grp):
-                            m.d.sync += [g_grp.eq(g_grp + 1), gbase.eq(gbase + f["kwords"]),
-                                         waddr.eq(gbase + f["kwords"])]
+                            # the window's last word is gbase + kwords - 1: the next group's
+                            # weights follow it
+                            m.d.sync += [g_grp.eq(g_grp + 1), gbase.eq(waddr + 1),
+                                         waddr.eq(waddr + 1)]
                         with m.Else():
                             m.d.sync += [g_grp.eq(0), gbase.eq(f["w_base"]),
                                          waddr.eq(f["w_base"])]
@@ -384,8 +384,8 @@ class Sequencer(wiring.Component):
         iss_ready = Signal()  # threshold word for the current address is on thr_rdata
         i_rem = Signal(NPB)  # pixels from the current tile on
         i_grp = Signal(aw["thresholds"])
-        i_px = Signal(8)
-        i_py = Signal(8)
+        i_px = Signal(prog.SMALL_FIELDS["pool_k"])
+        i_py = Signal(prog.SMALL_FIELDS["pool_k"])
         i_taddr = Signal(aw["thresholds"])
         m.d.comb += self.thr_raddr.eq(i_taddr)
         i_last_tile = i_rem <= R
@@ -552,7 +552,7 @@ class Sequencer(wiring.Component):
                             elif name == "addr0":
                                 m.d.sync += a0.eq(a0 + word[:AW])
                             elif name == "npix":
-                                m.d.sync += [f["npix"].eq(word), npix_m1.eq(wm1)]
+                                m.d.sync += npix_m1.eq(wm1)
                             elif name == "out_c":
                                 m.d.sync += f["out_c"].eq(wm1)
                                 with m.If(integer):
@@ -572,7 +572,7 @@ class Sequencer(wiring.Component):
                 m.next = "FILL"
             with m.State("FILL"):
                 with m.If(n_acc != batch):
-                    m.d.sync += [npix_tot.eq(npix_tot + f["npix"]), n_acc.eq(n_acc + 1)]
+                    m.d.sync += [npix_tot.eq(npix_tot + npix_m1 + 1), n_acc.eq(n_acc + 1)]
                 with m.If(wk_full & (n_acc == batch)):
                     m.d.sync += swap_banks()
                     m.d.sync += [

@@ -91,8 +91,8 @@ FLAG_POOL = 2
 SIGNED_FIELDS = ("addr0", "score_mul")
 INFO_FIELDS = ("acc_max", "layer_index")  # not read by the gateware
 #: Fields the sequencer keeps in fewer bits than :func:`field_bits` (small counts: bit-planes
-#: up to ``MAX_PLANES``, kernel, padding, pooling window and strides up to 255).
-SMALL_FIELDS = {"flags": 2, "planes": 4, "kh": 8, "kw": 8, "pad": 8, "pool_k": 8,
+#: up to ``MAX_PLANES``, kernel, padding and strides up to 255, pooling window up to 15).
+SMALL_FIELDS = {"flags": 2, "planes": 4, "kh": 8, "kw": 8, "pad": 8, "pool_k": 4,
                 "walk_step": 8, "pool_step": 8}
 LANE_MASK = (1 << LANE_BITS) - 1
 #: Threshold lane: bit 31 polarity -1, bit 30 pool with AND, bits 29..0 ``T`` (signed).
