@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..sw import perf
@@ -16,7 +16,7 @@ from .array import SystolicArray, check_geometry
 from .pe import acc_width, shift_width
 from .post import PostProcess, row_layout, score_layout, tile_layout, word_layout
 
-__all__ = ["TileEngine", "operand_layout"]
+__all__ = ["ResultFIFO", "TileEngine", "operand_layout"]
 
 
 def operand_layout(rows: int, cols: int, width: int, max_planes: int) -> data.StructLayout:
@@ -32,6 +32,95 @@ def operand_layout(rows: int, cols: int, width: int, max_planes: int) -> data.St
         "shift": shift_width(max_planes),
         "last": 1,
     })
+
+
+def _undefined_init(width: int, platform) -> dict:
+    """Attributes giving a register an undefined initial value in a build for a platform.
+
+    A RAM block's read-data register has no power-up value on the iCE40, so yosys emulates
+    a defined one (Amaranth always gives flip-flops one) with a LUT per bit. The result FIFO
+    never uses its read data before the first read, so in a platform build (``platform`` not
+    None) the register gets ``init = 'x``, written through the RTLIL backend's ``Undef``
+    constant; simulations (``platform`` None) keep the ordinary zero initial value.
+    """
+    if platform is None:
+        return {}
+    try:
+        from amaranth.back.rtlil import Undef
+    except ImportError:  # another Amaranth version: keep the (emulated) defined init
+        return {}
+    return {"init": Undef(width)}
+
+
+class ResultFIFO(wiring.Component):
+    """The engine's result FIFO: :class:`amaranth.lib.fifo.SyncFIFOBuffered` semantics and
+    timing, but with the RAM marked ``no_rw_check``.
+
+    Like ``SyncFIFOBuffered(width=width, depth=depth)``: ``depth - 1`` entries in a RAM with
+    a synchronous read port whose data register is the output (``r_data``), so an entry
+    written in cycle ``t`` into an empty FIFO is offered (``r_rdy``) from cycle ``t + 2``;
+    ``w_rdy`` is low when full (writes are then dropped). The RAM's read port never reads the
+    word being written in the same cycle (it reads only when ``level != 0`` and writes only
+    when ``level != depth - 1``, and the two pointers are equal only when the RAM is empty or
+    full), so ``no_rw_check`` tells yosys not to build the old-data-on-collision emulation
+    (on the iCE40: a delayed write of the whole row and a bypass mux, ~200 FF and ~100
+    LUT4 for the 4x4x16 engine). The RAM has a power-of-two depth (free pointer wrap).
+
+    Latency 2 cycles (write to ``r_rdy``); throughput one entry per cycle.
+    """
+
+    def __init__(self, width: int, depth: int):
+        if depth < 1:
+            raise ValueError(f"result FIFO depth must be >= 1, not {depth}")
+        self.width, self.depth = width, depth
+        super().__init__({
+            "w_en": In(1), "w_data": In(width), "w_rdy": Out(1),
+            "r_en": In(1), "r_data": Out(width), "r_rdy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        if self.depth == 1:  # one register, as SyncFIFOBuffered(depth=1)
+            full = Signal()
+            m.d.comb += [self.w_rdy.eq(~full), self.r_rdy.eq(full)]
+            with m.If(self.w_en & ~full):
+                m.d.sync += [self.r_data.eq(self.w_data), full.eq(1)]
+            with m.If(self.r_en & full):
+                m.d.sync += full.eq(0)
+            return m
+        inner = self.depth - 1
+        abits = max(1, (inner - 1).bit_length())
+        level = Signal(range(inner + 1))
+        produce = Signal(abits)
+        consume = Signal(abits)
+        m.submodules.storage = mem = Memory(shape=self.width, depth=1 << abits, init=[],
+                                            attrs={"no_rw_check": 1})
+        wp = mem.write_port()
+        # an asynchronous read port plus a reset-less register: yosys' memory_dff merges the
+        # register into the RAM block and then honours no_rw_check (a ready-made synchronous
+        # port keeps the old-data-on-collision rule whatever the attribute says)
+        rp = mem.read_port(domain="comb")
+        do_write = self.w_en & self.w_rdy
+        do_read = (level != 0) & (~self.r_rdy | self.r_en)
+        r_data = Signal(self.width, reset_less=True, attrs=_undefined_init(self.width, platform))
+        m.d.comb += [
+            self.w_rdy.eq(level != inner),
+            wp.addr.eq(produce), wp.data.eq(self.w_data), wp.en.eq(do_write),
+            rp.addr.eq(consume), self.r_data.eq(r_data),
+        ]
+        with m.If(do_read):
+            m.d.sync += r_data.eq(rp.data)
+        with m.If(do_write):
+            m.d.sync += produce.eq(produce + 1)
+        with m.If(do_read):
+            m.d.sync += [consume.eq(consume + 1), self.r_rdy.eq(1)]
+        with m.Elif(self.r_en):
+            m.d.sync += self.r_rdy.eq(0)
+        with m.If(do_write & ~do_read):
+            m.d.sync += level.eq(level + 1)
+        with m.Elif(do_read & ~do_write):
+            m.d.sync += level.eq(level - 1)
+        return m
 
 
 class TileEngine(wiring.Component):
@@ -157,7 +246,7 @@ class TileEngine(wiring.Component):
             R, self.cols, self.width, self.max_k, self.max_planes, self.levels_per_stage)
         assert array.latency == t.array_latency and array.min_tile_cycles + 1 == t.min_tile
         rl = row_layout(self.cols, self.acc_bits)
-        m.submodules.fifo = fifo = SyncFIFOBuffered(width=rl.size, depth=self.fifo_depth)
+        m.submodules.fifo = fifo = ResultFIFO(rl.size, self.fifo_depth)
         m.submodules.post = post = PostProcess(
             R, self.cols, self.width, self.acc_bits, self.score_width, self.mul_width,
             self.index_bits, pipelined=self.pipelined_post, small_mul=self.small_mul)
