@@ -1,5 +1,5 @@
-"""Output-stationary R x C systolic array of XNOR-popcount PEs, with input skew and output
-deskew."""
+"""Output-stationary R x C array of XNOR-popcount PEs: weights systolic down the columns,
+activations broadcast along the rows, results drained up the columns."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sw.perf import engine_timing
-from .pe import XnorPopcountPE, acc_width, control_layout, drain_layout
+from .pe import XnorPopcountPE, acc_width, control_layout
 
 __all__ = ["ARRAY_WIDTHS", "SystolicArray", "check_geometry", "result_layout"]
 
@@ -37,13 +37,17 @@ class SystolicArray(wiring.Component):
     One *beat* is word ``k`` of every row's activation vector (``act[r]``, row ``r`` = one
     output pixel) and of every column's weight vector (``wgt[c]``, column ``c`` = one output
     channel), plus its control (``valid``, ``last``, ``shift``). Beats enter unskewed; the
-    array delays row ``r`` by ``r`` cycles and column ``c`` by ``c`` cycles, then activation
-    words move right and weight words move down one PE per cycle, so PE ``(r, c)`` sees word
-    ``k`` of both operands in the same cycle. The control moves with the activations.
+    array delays row ``r``'s activation word and control by ``r`` cycles and hands them to
+    every PE of the row at once (a broadcast), while weight words enter the top row and move
+    down one PE per cycle, so PE ``(r, c)`` sees word ``k`` of both operands ``r`` cycles
+    after the beat, whatever ``c``. (A fully systolic array, activations also moving right
+    one PE per cycle, costs ``(C - 1) (W + control)`` flip-flops per row, a column skew of the
+    weights and a deskew of the results for no gain at these array sizes; on the iCE40 every
+    such register copy takes a whole logic cell.)
 
     On a ``last`` beat each PE moves its total into its result register (double buffer) and
     starts the next tile; results climb each column one row per cycle (the conveyor of
-    :class:`XnorPopcountPE`), leave at the top and are deskewed, so row ``r`` of a tile
+    :class:`XnorPopcountPE`) and leave at the top, all columns together, so row ``r`` of a tile
     appears on ``res`` (all ``cols`` accumulators at once) in cycle
     ``t_last + latency + 2 r``, where ``t_last`` is the cycle the ``last`` beat was presented.
 
@@ -67,7 +71,7 @@ class SystolicArray(wiring.Component):
     res : Out(result_layout(cols, acc_bits))
         Drained rows, in row order, one every 2 cycles.
 
-    Latency: :attr:`latency` = PE latency + ``cols - 1`` cycles to row 0, ``+ 2 r`` to row
+    Latency: :attr:`latency` = PE latency cycles to row 0, ``+ 2 r`` to row
     ``r``. Throughput: one beat per cycle. Two ``last`` beats must be at least
     :attr:`min_tile_cycles` = ``2 rows - 1`` cycles apart (else a conveyor slot would be
     overwritten); :class:`~xnorflow.hw.engine.TileEngine` enforces this.
@@ -108,29 +112,24 @@ class SystolicArray(wiring.Component):
                 value = s
             return value
 
-        # skew: row r (activation + control) by r cycles, column c (weight) by c cycles
+        # skew: row r (activation + control) by r cycles; every PE of the row takes the same
+        # delayed word (a broadcast: the PEs' identical input registers are one register
+        # after synthesis); weights enter every column in the same cycle and move down one
+        # row per cycle, so PE (r, c) sees word k of both operands r cycles after the beat
         for r in range(R):
-            m.d.comb += [
-                pes[r][0].a_i.eq(delay(m, self.act[r], r, f"act{r}", W, True)),
-                pes[r][0].c_i.eq(delay(m, self.ctl, r, f"ctl{r}", ctl_l)),
-            ]
-            for c in range(1, C):
-                m.d.comb += [pes[r][c].a_i.eq(pes[r][c - 1].a_o),
-                             pes[r][c].c_i.eq(pes[r][c - 1].c_o)]
+            a_r = delay(m, self.act[r], r, f"act{r}", W, True)
+            c_r = delay(m, self.ctl, r, f"ctl{r}", ctl_l)
+            for c in range(C):
+                m.d.comb += [pes[r][c].a_i.eq(a_r), pes[r][c].c_i.eq(c_r)]
         for c in range(C):
-            m.d.comb += pes[0][c].w_i.eq(delay(m, self.wgt[c], c, f"wgt{c}", W, True))
+            m.d.comb += pes[0][c].w_i.eq(self.wgt[c])
             for r in range(1, R):
                 m.d.comb += pes[r][c].w_i.eq(pes[r - 1][c].w_o)
             # conveyor: results climb the column; the bottom slot feeds bubbles
             for r in range(R - 1):
                 m.d.comb += pes[r][c].d_i.eq(pes[r + 1][c].d_o)
             m.d.comb += pes[R - 1][c].d_i.valid.eq(0)
-
-        # deskew: column c leaves the top c cycles after column 0; delay it by C - 1 - c
-        drain = drain_layout(self.acc_bits)
-        for c in range(C):
-            top = delay(m, pes[0][c].d_o, C - 1 - c, f"res{c}", drain)
-            m.d.comb += self.res.acc[c].eq(top.value)
-            if c == 0:
-                m.d.comb += self.res.valid.eq(top.valid)
+            # every column finishes a row in the same cycle: no deskew
+            m.d.comb += self.res.acc[c].eq(pes[0][c].d_o.value)
+        m.d.comb += self.res.valid.eq(pes[0][0].d_o.valid)
         return m

@@ -103,7 +103,7 @@ def engine_timing(rows: int, cols: int, width: int, levels_per_stage: int = 2,
     """Timing of ``TileEngine(rows, cols, width, ...)`` (the gateware reads it from here)."""
     _, pc = popcount_schedule(width, levels_per_stage)
     pe = pc + 3  # input register, popcount, shift register, accumulate/finish
-    array = pe + cols - 1  # + deskew of column 0 behind column C - 1
+    array = pe  # all columns of a row finish together (activations broadcast along rows)
     pop = array + FIFO_LATENCY
     depth = default_fifo_depth(rows, pop) if fifo_depth is None else int(fifo_depth)
     if depth == 1:
