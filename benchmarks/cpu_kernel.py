@@ -40,9 +40,8 @@ import torch.nn.functional as F  # noqa: E402
 from llvmlite import binding as llvm  # noqa: E402
 
 from xnorflow.sw import cpu_kernel as ck  # noqa: E402
-from xnorflow.sw import cpu_models as cm  # noqa: E402
 from xnorflow.sw import encoding as enc  # noqa: E402
-from xnorflow.sw import golden, reference  # noqa: E402
+from xnorflow.sw import golden, reference, synthetic  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GOALS = {"gemm_1t": 10.0, "gemm_2t": 10.0, "conv": 6.0, "cnn": 5.0, "reference": 20.0}
@@ -188,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- JIT warm-up (compilation or cache load, not timed) ----------------------------------
     t0 = time.perf_counter()
-    model = cm.fashion_cnn(seed=0)
+    model = synthetic.fashion_cnn(seed=0)
     prepared = ck.prepare(model)
     ck.run(prepared, rng.integers(0, 256, (2, 28, 28, 1), dtype=np.uint8))
     ck.xnor_gemm(np.zeros((4, 64), np.uint64), np.zeros((4, 64), np.uint64))
@@ -262,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     out()
 
     # ---- convolution -------------------------------------------------------------------------
-    conv = cm.random_layer(rng, name="conv3x3", kind="conv", in_h=16, in_w=16, in_c=256,
+    conv = synthetic.random_layer(rng, name="conv3x3", kind="conv", in_shape=(16, 16, 256),
                            out_c=256, k=3, pad=1)
     pconv = ck.prepare_layer(conv)
     xbits = rng.integers(0, 2, (1, 16, 16, 256), dtype=np.uint8)

@@ -5,7 +5,7 @@ Parts (``--part``; ``all`` runs the first three; each writes
 ``benchmarks/results/rtl.txt``):
 
 * ``random``: >= ``--layers`` (1000) random layers in random networks
-  (:func:`xnorflow.sim.random_models.random_network`) on random geometries, through golden,
+  (:func:`xnorflow.sw.synthetic.random_network`) on random geometries, through golden,
   cpu, amaranth and icarus; every hidden bit, score and prediction must equal golden. Many
   networks share one Icarus launch (one Verilog per geometry, sized for the batch).
 * ``digits``: the full digits test split (360 images) on Icarus, bit-exact vs golden.
@@ -81,9 +81,9 @@ def part_random(args) -> int:
     from tqdm import tqdm
 
     from xnorflow.sim import backends
-    from xnorflow.sim import random_models as rm
     from xnorflow.sim.compare import agreement
     from xnorflow.sim.host import readable_layers
+    from xnorflow.sw import synthetic
 
     base = args.seed
     doc = {"part": "random", "partial": True, "seed": base, "target_layers": args.layers,
@@ -99,17 +99,19 @@ def part_random(args) -> int:
     bar = tqdm(total=args.layers, desc="random layers", unit="layer")
     while doc["layers"] < args.layers:
         gseed = base + 7919 * len(doc["launches"])
-        geometry = rm.random_geometry(gseed)
-        target = rm.geometry_target(*geometry)
+        geometry = synthetic.random_geometry(gseed)
+        target = synthetic.geometry_target(*geometry)
         items, models = [], []
         for _ in range(args.batch):
             seed = base * 100003 + net
             net += 1
-            model = rm.random_network(seed, max_hw=args.max_hw, max_c=args.max_c,
-                                      max_out_c=args.max_out_c, max_hidden=args.max_hidden)
+            model = synthetic.random_network(seed, max_hw=args.max_hw, max_c=args.max_c,
+                                             max_out_c=args.max_out_c,
+                                             max_hidden=args.max_hidden)
             folder = WORK / "random" / f"net-{seed}"
-            rm.write_folder(model, target, folder)
-            items.append((backends.load_model(folder), rm.random_pixels(seed, model, args.images)))
+            synthetic.write_folder(model, target, folder)
+            items.append((backends.load_model(folder),
+                          synthetic.random_pixels(seed, model, args.images)))
             models.append((seed, model))
         # golden, cpu and amaranth per network first; a network the accelerator refuses
         # (an AcceleratorError from the host link) is recorded and left out of the launch
@@ -231,8 +233,8 @@ def flatten_input(model):
 def part_dataset(args, part: str, dataset: str, sim: str, target: str,
                  train_args: list[str]) -> int:
     from xnorflow.sim import backends
-    from xnorflow.sim import random_models as rm
     from xnorflow.sim.compare import agreement
+    from xnorflow.sw import synthetic
     from xnorflow.sw.data import load_dataset
     from xnorflow.sw.targets import get_target
 
@@ -249,7 +251,7 @@ def part_dataset(args, part: str, dataset: str, sim: str, target: str,
         ckpt = _ensure_checkpoint(dataset, WORK / part, train_args)
         orig = lower_checkpoint(ckpt)
         folder = WORK / part / f"compiled-flat-{target}"
-        rm.write_folder(flatten_input(orig), get_target(target), folder)
+        synthetic.write_folder(flatten_input(orig), get_target(target), folder)
     mf = backends.load_model(folder)
     if (mf.model.in_h, mf.model.in_w, mf.model.in_c) != x.shape[1:]:
         x = x.reshape(len(x), mf.model.in_h, mf.model.in_w, mf.model.in_c)
@@ -282,7 +284,7 @@ def part_dataset(args, part: str, dataset: str, sim: str, target: str,
             if args.model or "recompile" not in str(e):
                 raise
             print(f"recompiling {folder} after: {e}", file=sys.stderr, flush=True)
-            rm.write_folder(mf.model, get_target(target), folder)
+            synthetic.write_folder(mf.model, get_target(target), folder)
             mf = backends.load_model(folder)
             doc.setdefault("recompiled", []).append({"at_image": done, "reason": str(e)})
         try:

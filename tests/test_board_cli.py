@@ -17,7 +17,7 @@ import pytest
 
 from xnorflow.cli import main
 from xnorflow.hw import driver as d
-from xnorflow.sim import random_models as rm
+from xnorflow.sw import synthetic
 from xnorflow.sw.data import load_dataset
 from xnorflow.sw.images import MemoryImage
 from xnorflow.sw.program import decode_program, execute, pack_input
@@ -98,10 +98,10 @@ class DeviceModel(threading.Thread):
 
 @pytest.fixture
 def digits_model(tmp_path):
-    model = rm.random_network(11, in_shape=(8, 8, 1), in_bits=4, classes=10)
-    target = rm.geometry_target(2, 2, 16)
+    model = synthetic.random_network(11, in_shape=(8, 8, 1), in_bits=4, classes=10)
+    target = synthetic.geometry_target(2, 2, 16)
     folder = tmp_path / "model"
-    rm.write_folder(model, target, folder)
+    synthetic.write_folder(model, target, folder)
     return folder, model, target
 
 

@@ -187,18 +187,17 @@ def test_swap_model_into_bitstream(accel_build, tmp_path):
 
     from xnorflow.hw.accelerator import Accelerator
     from xnorflow.hw.driver import AcceleratorDriver, AmaranthStreamTransport
-    from xnorflow.sim import random_models as rm
-    from xnorflow.sw import golden
+    from xnorflow.sw import golden, synthetic
     from xnorflow.sw.images import MemoryImage
     from xnorflow.sw.program import decode_program
     from xnorflow.synth import report_target, swap_model
 
     _, out, report = accel_build
     target = report_target(BOARDS[report["board"]], report)
-    model = rm.random_network(3, in_shape=(4, 4, 1), in_bits=2, classes=4, max_out_c=4,
-                              layers=2)
+    model = synthetic.random_network(3, in_shape=(4, 4, 1), in_bits=2, classes=4,
+                                     max_out_c=4, layers=2)
     folder = tmp_path / "model"
-    rm.write_folder(model, rm.geometry_target(1, 1, 16), folder)
+    synthetic.write_folder(model, synthetic.geometry_target(1, 1, 16), folder)
     new = swap_model(out, folder, progress=False)
     ext = ".bin" if report["family"] == "ice40" else ".bit"
     assert new.name == f"top-model{ext}"
@@ -219,7 +218,7 @@ def test_swap_model_into_bitstream(accel_build, tmp_path):
     images = [MemoryImage(n, target.word_bits(n),
                           np.array([int(w, 16) for w in t.split()], dtype=np.uint64), "swap")
               for n, t in hexes.items()]
-    px = rm.random_pixels(5, model, 2)
+    px = synthetic.random_pixels(5, model, 2)
     ref = golden.run(model, px, width=16)
     dut = Accelerator(target, memories=images)
     got = []
@@ -252,7 +251,7 @@ def test_report_with_model(tmp_path):
     """make_report/report_markdown with a model: images/s at Fmax next to the UART bound."""
     from types import SimpleNamespace
 
-    from xnorflow.sim import random_models as rm
+    from xnorflow.sw import synthetic
     from xnorflow.synth import make_report, report_markdown
 
     (tmp_path / "top.rpt").write_text("Yosys 0.70 (git)\n" + YOSYS_LOG)
@@ -260,9 +259,9 @@ def test_report_with_model(tmp_path):
     spec = BOARDS["icebreaker"]
     top = SimpleNamespace(freq=48e6, pll=SimpleNamespace(params={"DIVF": 63}), baud=1_000_000,
                           divisor=48, timeout=2_400_000)
-    model = rm.random_network(2, in_shape=(8, 8, 1), in_bits=4, classes=10, max_out_c=8,
-                              layers=2)
-    target = rm.geometry_target(2, 2, 16)
+    model = synthetic.random_network(2, in_shape=(8, 8, 1), in_bits=4, classes=10,
+                                     max_out_c=8, layers=2)
+    target = synthetic.geometry_target(2, 2, 16)
     cfg = SynthConfig(board="icebreaker", geometry="2x2x16", model="runs/x")
     r = make_report(cfg, spec, top, tmp_path, 1.0, target, model,
                     {"design": "accelerator + UART bridge", "target": target.name})

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from xnorflow.sim import random_models as rm
+from xnorflow.sw import synthetic
 
 
 def make_folder(tmp_path, seed: int = 1, geometry=(4, 4, 32), **kw):
     """A compiled model folder of ``random_network(seed, **kw)`` for ``sim-RxCxW``."""
-    model = rm.random_network(seed, **kw)
+    model = synthetic.random_network(seed, **kw)
     folder = tmp_path / f"model-{seed}"
-    rm.write_folder(model, rm.geometry_target(*geometry), folder)
+    synthetic.write_folder(model, synthetic.geometry_target(*geometry), folder)
     return folder, model
 
 

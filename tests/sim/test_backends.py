@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from xnorflow.sim import backends
-from xnorflow.sim import random_models as rm
 from xnorflow.sim.compare import agreement
-from xnorflow.sw import golden
+from xnorflow.sw import golden, synthetic
 from xnorflow.sw.errors import UserError
 
 from .conftest import make_folder
@@ -17,7 +16,7 @@ from .conftest import make_folder
 @pytest.mark.parametrize("seed", [11, 12, 13])
 def test_software_backends_bit_exact(tmp_path, seed):
     folder, model = make_folder(tmp_path, seed)
-    px = rm.random_pixels(seed, model, 6)
+    px = synthetic.random_pixels(seed, model, 6)
     ref = golden.run(model, px)
     g = backends.run(folder, px, "golden")
     assert np.array_equal(g.scores, ref.scores)
@@ -31,7 +30,7 @@ def test_software_backends_bit_exact(tmp_path, seed):
 
 def test_reference_kernel_matches_golden(tmp_path):
     folder, model = make_folder(tmp_path, 21)
-    px = rm.random_pixels(21, model, 4)
+    px = synthetic.random_pixels(21, model, 4)
     ref = golden.run(model, px)
     r = backends.reference_network(model, px)
     assert np.array_equal(r.scores, ref.scores)
@@ -41,12 +40,12 @@ def test_reference_kernel_matches_golden(tmp_path):
 
 def test_torch_backend_needs_checkpoint_record(tmp_path):
     folder, model = make_folder(tmp_path, 5)
-    px = rm.random_pixels(5, model, 3)
+    px = synthetic.random_pixels(5, model, 3)
     with pytest.raises(backends.BackendUnavailable, match="records no checkpoint"):
         backends.run(folder, px, "torch")
     # a folder that records its checkpoint runs SW1's deploy mode, bit-exact with golden
     model.meta["checkpoint"] = "runs/x/checkpoint.pt"
-    rm.write_folder(model, rm.geometry_target(4, 4, 32), tmp_path / "with-ckpt")
+    synthetic.write_folder(model, synthetic.geometry_target(4, 4, 32), tmp_path / "with-ckpt")
     out = backends.run(tmp_path / "with-ckpt", px, "torch")
     g = backends.run(tmp_path / "with-ckpt", px, "golden")
     a = agreement(model, g, out)
@@ -55,7 +54,7 @@ def test_torch_backend_needs_checkpoint_record(tmp_path):
 
 def test_errors_are_user_errors(tmp_path):
     folder, model = make_folder(tmp_path, 3)
-    px = rm.random_pixels(3, model, 2)
+    px = synthetic.random_pixels(3, model, 2)
     with pytest.raises(UserError, match="unknown backend 'nope'"):
         backends.run(folder, px, "nope")
     with pytest.raises(UserError, match="no such model folder"):
@@ -86,7 +85,7 @@ def test_network_scoreboard_flags_first_difference(tmp_path):
     from xnorflow.sim.tb.scoreboard import NetworkScoreboard
 
     _, model = make_folder(tmp_path, 41, layers=3)
-    px = rm.random_pixels(41, model, 3)
+    px = synthetic.random_pixels(41, model, 3)
     ref = golden.run(model, px)
     sb = NetworkScoreboard(model, ref)
     for i in range(3):

@@ -51,16 +51,16 @@ def test_board_top_accelerator(tmp_path):
     with the host driver through cocotbext-uart, classification vs golden, bad frames."""
     import numpy as np
 
-    from xnorflow.sim import random_models as rm
+    from xnorflow.sw import synthetic
     from xnorflow.sw.data import load_dataset
 
     # digits-sized (8x8 4-bit pixels, 10 classes): a 3x3 conv with 4 channels, then dense;
     # small, so loading it over the simulated UART stays short (~770 bytes)
-    model = rm.random_network(2, in_shape=(8, 8, 1), in_bits=4, classes=10, max_out_c=8,
-                              layers=2)
-    target = rm.geometry_target(2, 2, 16)
+    model = synthetic.random_network(2, in_shape=(8, 8, 1), in_bits=4, classes=10,
+                                     max_out_c=8, layers=2)
+    target = synthetic.geometry_target(2, 2, 16)
     folder = tmp_path / "model"
-    rm.write_folder(model, target, folder)
+    synthetic.write_folder(model, target, folder)
     images = tmp_path / "images.npy"
     np.save(images, load_dataset("digits").x_test[:3])
     seed = random.SystemRandom().randrange(1 << 31)

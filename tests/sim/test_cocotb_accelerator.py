@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from xnorflow.sim import backends
-from xnorflow.sim import random_models as rm
 from xnorflow.sim.compare import agreement
 from xnorflow.sim.rtl import accelerator_verilog
 from xnorflow.sim.runner import run_cocotb
+from xnorflow.sw import synthetic
 
 from .conftest import make_folder
 
@@ -40,7 +40,7 @@ def small_model(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("accel")
     folder, model = make_folder(tmp, 17, geometry=(2, 2, 16), layers=3, in_shape=(5, 5, 3),
                                 in_bits=2, classes=4)
-    px = rm.random_pixels(17, model, 4)
+    px = synthetic.random_pixels(17, model, 4)
     np.save(tmp / "images.npy", px)
     return folder, model, tmp / "images.npy"
 

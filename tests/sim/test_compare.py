@@ -9,15 +9,15 @@ import pytest
 
 from xnorflow.cli import main
 from xnorflow.sim import backends
-from xnorflow.sim import random_models as rm
 from xnorflow.sim.compare import compare, find_synthesis_report, write_report
+from xnorflow.sw import synthetic
 
 from .conftest import make_folder
 
 
 def test_compare_report_exact(tmp_path):
     folder, model = make_folder(tmp_path, 31)
-    px = rm.random_pixels(31, model, 8)
+    px = synthetic.random_pixels(31, model, 8)
     labels = np.arange(8) % len(model.classes)
     r = compare(folder, px, ["golden", "cpu"], labels, progress=False)
     assert r.exact and r.agreements["cpu"].samples_agree == 8
@@ -40,7 +40,7 @@ def _corrupting(real, sample, layer, pos):
 
 def test_compare_names_first_mismatch(tmp_path, monkeypatch):
     folder, model = make_folder(tmp_path, 32, layers=3)
-    px = rm.random_pixels(32, model, 6)
+    px = synthetic.random_pixels(32, model, 6)
     pos = (0, 0, 1 % model.layers[1].out_c)
     monkeypatch.setitem(backends._RUNNERS, "cpu", _corrupting(backends._cpu, 4, 1, pos))
     r = compare(folder, px, ["golden", "cpu"], progress=False)
@@ -87,11 +87,11 @@ def test_compare_cli_errors_one_line(tmp_path, capsys, digits_folder, argv, msg)
 
 def test_compare_cli_other_target(tmp_path, capsys):
     """A folder whose target was redefined since it was compiled is refused in one line."""
-    model = rm.random_network(4, in_shape=(8, 8, 1), in_bits=2, classes=10)
+    model = synthetic.random_network(4, in_shape=(8, 8, 1), in_bits=2, classes=10)
     folder = tmp_path / "m"
     from xnorflow.sw.targets import sim_target
 
-    rm.write_folder(model, sim_target(2, 2, 16, name="sim"), folder)  # "sim" is 4x4x32
+    synthetic.write_folder(model, sim_target(2, 2, 16, name="sim"), folder)  # "sim" is 4x4x32
     rc = main(["compare", "--model", str(folder), "--backends", "golden", "-o",
                str(tmp_path / "r")])
     err = capsys.readouterr().err

@@ -12,8 +12,8 @@ import random
 import pytest
 
 from xnorflow.sim import backends
-from xnorflow.sim import random_models as rm
 from xnorflow.sim.compare import agreement
+from xnorflow.sw import synthetic
 
 pytestmark = pytest.mark.toolchain
 # the accelerator (HW2) and its host driver: skip, not fail, in a checkout without them
@@ -32,15 +32,15 @@ def _base_seed() -> int:
 def test_random_networks_all_backends(tmp_path):
     base = _base_seed()
     print(f"differential seed {base} (XNORFLOW_DIFF_SEED={base} repeats this run)")
-    geometry = rm.random_geometry(base)
-    target = rm.geometry_target(*geometry)
+    geometry = synthetic.random_geometry(base)
+    target = synthetic.geometry_target(*geometry)
     items = []
     for k in range(N_NETWORKS):
         seed = base + k
-        model = rm.random_network(seed, max_hw=5, max_c=24, max_out_c=12)
+        model = synthetic.random_network(seed, max_hw=5, max_c=24, max_out_c=12)
         folder = tmp_path / f"net{k}"
-        rm.write_folder(model, target, folder)
-        items.append((backends.load_model(folder), rm.random_pixels(seed, model, IMAGES)))
+        synthetic.write_folder(model, target, folder)
+        items.append((backends.load_model(folder), synthetic.random_pixels(seed, model, IMAGES)))
     rtl_outs = backends.run_rtl_batch("icarus", items, seed=base, idle=0.2, backpressure=0.2,
                                       progress=False)
     layers = 0

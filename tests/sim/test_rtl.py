@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from xnorflow.sim import random_models as rm
 from xnorflow.sim import rtl
 from xnorflow.sim.tb.standin import ByteTransform
+from xnorflow.sw import synthetic
 
 
 @pytest.fixture
@@ -55,8 +55,8 @@ def test_sizing_images():
     from xnorflow.sw.targets import get_target
 
     assert rtl.sizing_images(get_target("up5k"), {"weights": 1}) is None
-    t = rm.geometry_target(2, 4, 16)
-    model = rm.random_network(9)
+    t = synthetic.geometry_target(2, 4, 16)
+    model = synthetic.random_network(9)
     from xnorflow.sw.program import build_memories
 
     depths = rtl.needed_depths(t, [build_memories(model, t)])

@@ -16,9 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xnorflow.sw import cpu_kernel as ck
-from xnorflow.sw import cpu_models as cm
 from xnorflow.sw import encoding as enc
-from xnorflow.sw import golden, reference
+from xnorflow.sw import golden, reference, synthetic
 from xnorflow.sw.errors import UserError
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
@@ -95,15 +94,13 @@ def layers(draw):
         kind = "dense"  # the integer stage gives one score vector per image
     out_bits = draw(st.sampled_from([1, 1, 2])) if output == "threshold" else 1
     pool = draw(st.sampled_from([1, 2])) if output == "threshold" else 1
-    layer = cm.random_layer(
-        rng, name="layer", kind=kind, in_h=h, in_w=w, in_c=in_c, out_c=out_c, k=k,
+    layer = synthetic.random_layer(
+        rng, name="layer", kind=kind, in_shape=(h, w, in_c), out_c=out_c, k=k,
         stride=stride, pad=pad, in_bits=in_bits, signed_input=in_bits == 1, output=output,
         out_bits=out_bits,
     )
     if pool > 1 and layer.conv_h >= pool and layer.conv_w >= pool:
-        layer.pool_k = pool
-        layer.pool_stride = draw(st.integers(1, 2))
-        layer.pool_ops = rng.integers(0, 2, out_c, dtype=np.uint8)
+        synthetic.add_pool(rng, layer, pool, draw(st.integers(1, 2)))
     batch = draw(st.integers(1, 3))
     x = rng.integers(0, 1 << in_bits, (batch, h, w, in_c), dtype=np.uint8)
     return layer, x
@@ -122,11 +119,11 @@ def test_layer_equals_golden(case):
 def test_layer_paths_are_exercised():
     """The heuristics pick every path the property tests are meant to cover."""
     rng = np.random.default_rng(0)
-    first = cm.random_layer(rng, name="c1", kind="conv", in_h=5, in_w=5, in_c=1, out_c=8,
+    first = synthetic.random_layer(rng, name="c1", kind="conv", in_shape=(5, 5, 1), out_c=8,
                             pad=1, in_bits=8, signed_input=False)
-    planes = cm.random_layer(rng, name="c2", kind="conv", in_h=5, in_w=5, in_c=32, out_c=8,
+    planes = synthetic.random_layer(rng, name="c2", kind="conv", in_shape=(5, 5, 32), out_c=8,
                              in_bits=2, signed_input=False)
-    wide = cm.random_layer(rng, name="c3", kind="conv", in_h=5, in_w=5, in_c=128, out_c=8)
+    wide = synthetic.random_layer(rng, name="c3", kind="conv", in_shape=(5, 5, 128), out_c=8)
     chosen = [ck.prepare_layer(la) for la in (first, planes, wide)]
     assert [(p.path, p.dense, p.blocked) for p in chosen] == [
         ("integer", True, False), ("popcount", True, False), ("popcount", False, True)]
@@ -138,7 +135,7 @@ def test_layer_paths_are_exercised():
 def test_threshold_ties_and_pool_and():
     """Accumulators exactly on the threshold give 1 for both polarities; AND pooling."""
     rng = np.random.default_rng(3)
-    layer = cm.random_layer(rng, name="t", kind="conv", in_h=6, in_w=6, in_c=70, out_c=66,
+    layer = synthetic.random_layer(rng, name="t", kind="conv", in_shape=(6, 6, 70), out_c=66,
                             k=3, pad=1, pool_k=2, pool_stride=2)
     x = rng.integers(0, 2, (2, 6, 6, 70), dtype=np.uint8)
     acc = golden.layer_accumulators(layer, x)
@@ -170,7 +167,7 @@ def models(draw):
     specs.append(dict(kind="dense", out_c=draw(st.integers(1, 40)),
                       out_bits=draw(st.sampled_from([1, 2]))))
     specs.append(dict(kind="dense", out_c=draw(st.integers(2, 12))))
-    model = cm.random_model(rng, specs, h, h, in_c, in_bits=in_bits)
+    model = synthetic.random_model(rng, specs, (h, h, in_c), in_bits=in_bits)
     px = rng.integers(0, 256, (draw(st.integers(1, 4)), h, h, in_c), dtype=np.uint8)
     return model, px
 
@@ -183,7 +180,7 @@ def test_run_equals_golden(case):
 
 
 def test_fashion_cnn_equals_golden_and_fast_path():
-    model = cm.fashion_cnn(seed=1)
+    model = synthetic.fashion_cnn(seed=1)
     px = np.random.default_rng(1).integers(0, 256, (3, 28, 28, 1), dtype=np.uint8)
     want = golden.run(model, px)
     _assert_same_result(ck.run(model, px), want)
@@ -200,7 +197,7 @@ def test_fashion_cnn_equals_golden_and_fast_path():
 
 @TWO_THREADS
 def test_threads_give_identical_results():
-    model = cm.fashion_cnn(seed=2)
+    model = synthetic.fashion_cnn(seed=2)
     px = np.random.default_rng(2).integers(0, 256, (5, 28, 28, 1), dtype=np.uint8)
     prepared = ck.prepare(model)
     before = numba.get_num_threads()
@@ -222,12 +219,12 @@ def test_threads_give_identical_results():
 
 def test_packed_weights_are_32x_smaller_than_fp32():
     rng = np.random.default_rng(4)
-    layer = cm.random_layer(rng, name="c", kind="conv", in_h=4, in_w=4, in_c=256, out_c=256)
+    layer = synthetic.random_layer(rng, name="c", kind="conv", in_shape=(4, 4, 256), out_c=256)
     assert ck.weight_bytes(ck.prepare_layer(layer)) * 32 == layer.out_c * layer.k_valid * 4
 
 
 def test_bad_inputs_are_user_errors():
-    model = cm.fashion_cnn()
+    model = synthetic.fashion_cnn()
     with pytest.raises(UserError, match=r"expects \(28, 28, 1\)"):
         ck.run(model, np.zeros((2, 27, 28, 1), np.uint8))
     with pytest.raises(UserError, match="threads must be"):
