@@ -45,6 +45,12 @@ ERR_BATCH = 4
 _HDR = {f: i for i, f in enumerate(prog.HEADER_FIELDS)}
 _DESC = {f: i for i, f in enumerate(prog.DESC_FIELDS)}
 
+def Reg(*args, **kwargs) -> Signal:  # noqa: N802 -- a Signal constructor
+    """A register without reset: data and counters that are loaded before they are used (no
+    reset mux in front of their enable on iCE40)."""
+    return Signal(*args, reset_less=True, src_loc_at=1 + kwargs.pop("src_loc_at", 0), **kwargs)
+
+
 def engine_max_k(acc_bits: int, planes: int = prog.MAX_PLANES) -> int:
     """Largest ``max_k`` whose accumulator (``max_k * (2^planes - 1)``) fits ``acc_bits``."""
     return ((1 << acc_bits) - 1) // ((1 << planes) - 1)
@@ -147,80 +153,80 @@ class Sequencer(wiring.Component):
         MW = max(AW, NPB, OCB, CB, 8, aw["thresholds"], aw["program"])
         wm1 = Signal(MW)  # shared decrementer: word - 1
         m.d.comb += wm1.eq(word[:MW] - 1)
-        integer = Signal(name="d_integer")
-        a0 = Signal(AW, name="d_a0")  # in_base + addr0: window origin of image 0, output 0
+        integer = Reg(name="d_integer")
+        a0 = Reg(AW, name="d_a0")  # in_base + addr0: window origin of image 0, output 0
         regs = {  # field -> (register, value loaded from its word)
-            "planes": (Signal(range(prog.MAX_PLANES), name="d_planes_m1"), wm1),
-            "plane_stride": (Signal(AW, name="d_plane_stride"), word),
-            "in_h": (Signal(CB, name="d_in_h_m1"), wm1),
-            "in_w": (Signal(CB, name="d_in_w_m1"), wm1),
-            "cw": (Signal(AW, name="d_cw_m1"), wm1),
-            "kh": (Signal(8, name="d_kh_m1"), wm1),
-            "kw": (Signal(8, name="d_kw_m1"), wm1),
-            "row_skip": (Signal(AW, name="d_row_skip1"), word[:AW] + 1),
-            "w_base": (Signal(aw["weights"], name="d_w_base"), word),
-            "groups": (Signal(aw["thresholds"], name="d_groups_m1"), wm1),
-            "out_c": (Signal(OCB, name="d_out_c_m1"), wm1),
-            "out_base": (Signal(AW, name="d_out_base"), word),
-            "cw_out": (Signal(AW, name="d_cw_out_m1"), wm1),
-            "thr_base": (Signal(aw["thresholds"], name="d_thr_base"), word),
-            "score_mul": (Signal(signed(3), name="d_score_mul"), word),
-            "walk_w": (Signal(CB, name="d_walk_w_m1"), wm1),
-            "walk_step": (Signal(CB, name="d_walk_step"), word),
-            "walk_addr_x": (Signal(AW, name="d_walk_addr_x"), word),
-            "walk_addr_y": (Signal(AW, name="d_walk_addr_y"), word),
-            "pad": (Signal(CB, name="d_mpad"), -word[:CB]),  # -pad (mod 2^CB)
-            "pool_k": (Signal(prog.SMALL_FIELDS["pool_k"], name="d_pool_k_m1"), wm1),
-            "pool_step": (Signal(CB, name="d_pool_step"), word),
-            "pool_addr_x": (Signal(AW, name="d_pool_addr_x"), word),
-            "pool_addr_y": (Signal(AW, name="d_pool_addr_y"), word),
-            "in_img_stride": (Signal(AW, name="d_in_img_stride"), word),
+            "planes": (Reg(range(prog.MAX_PLANES), name="d_planes_m1"), wm1),
+            "plane_stride": (Reg(AW, name="d_plane_stride"), word),
+            "in_h": (Reg(CB, name="d_in_h_m1"), wm1),
+            "in_w": (Reg(CB, name="d_in_w_m1"), wm1),
+            "cw": (Reg(AW, name="d_cw_m1"), wm1),
+            "kh": (Reg(8, name="d_kh_m1"), wm1),
+            "kw": (Reg(8, name="d_kw_m1"), wm1),
+            "row_skip": (Reg(AW, name="d_row_skip1"), word[:AW] + 1),
+            "w_base": (Reg(aw["weights"], name="d_w_base"), word),
+            "groups": (Reg(aw["thresholds"], name="d_groups_m1"), wm1),
+            "out_c": (Reg(OCB, name="d_out_c_m1"), wm1),
+            "out_base": (Reg(AW, name="d_out_base"), word),
+            "cw_out": (Reg(AW, name="d_cw_out_m1"), wm1),
+            "thr_base": (Reg(aw["thresholds"], name="d_thr_base"), word),
+            "score_mul": (Reg(signed(3), name="d_score_mul"), word),
+            "walk_w": (Reg(CB, name="d_walk_w_m1"), wm1),
+            "walk_step": (Reg(CB, name="d_walk_step"), word),
+            "walk_addr_x": (Reg(AW, name="d_walk_addr_x"), word),
+            "walk_addr_y": (Reg(AW, name="d_walk_addr_y"), word),
+            "pad": (Reg(CB, name="d_mpad"), -word[:CB]),  # -pad (mod 2^CB)
+            "pool_k": (Reg(prog.SMALL_FIELDS["pool_k"], name="d_pool_k_m1"), wm1),
+            "pool_step": (Reg(CB, name="d_pool_step"), word),
+            "pool_addr_x": (Reg(AW, name="d_pool_addr_x"), word),
+            "pool_addr_y": (Reg(AW, name="d_pool_addr_y"), word),
+            "in_img_stride": (Reg(AW, name="d_in_img_stride"), word),
         }
         f = {name: reg for name, (reg, _) in regs.items()}
-        npix_m1 = Signal(NPB, name="d_npix_m1")
-        ro_step = Signal(ROB, name="d_ro_step")  # row offset step: out_c or cw_out
+        npix_m1 = Reg(NPB, name="d_npix_m1")
+        ro_step = Reg(ROB, name="d_ro_step")  # row offset step: out_c or cw_out
         lc_m1 = f["out_c"][:LCB]  # channels of the last column group - 1
         last_grp = f["out_c"][LCB:]  # index of the last column group
-        n_layers_m1 = Signal(aw["program"])
-        empty = Signal()
-        magic_ok = Signal()
-        geom_ok = Signal()
+        n_layers_m1 = Reg(aw["program"])
+        empty = Reg()
+        magic_ok = Reg()
+        geom_ok = Reg()
         n_classes = Signal(16)
-        max_batch = Signal(8)
+        max_batch = Reg(8)
 
         # ---- fetch -------------------------------------------------------------------------
-        f_idx = Signal(range(prog.DESC_WORDS + 2))
-        f_addr = Signal(aw["program"])
-        layer = Signal(aw["program"])
+        f_idx = Reg(range(prog.DESC_WORDS + 2))
+        f_addr = Reg(aw["program"])
+        layer = Reg(aw["program"])
         m.d.comb += self.prog_raddr.eq(f_addr)
 
         # ---- walker: window origins of the next tile's rows ---------------------------------
-        cb_valid = [Signal(name=f"cb_valid{r}") for r in range(R)]
-        cb_by = [Signal(CB, name=f"cb_by{r}") for r in range(R)]
-        cb_bx = [Signal(CB, name=f"cb_bx{r}") for r in range(R)]
-        cb_base = [Signal(AW, name=f"cb_base{r}") for r in range(R)]
-        nb_valid = Array(Signal(name=f"nb_valid{r}") for r in range(R))
-        nb_by = Array(Signal(CB, name=f"nb_by{r}") for r in range(R))
-        nb_bx = Array(Signal(CB, name=f"nb_bx{r}") for r in range(R))
-        nb_base = Array(Signal(AW, name=f"nb_base{r}") for r in range(R))
+        cb_valid = [Reg(name=f"cb_valid{r}") for r in range(R)]
+        cb_by = [Reg(CB, name=f"cb_by{r}") for r in range(R)]
+        cb_bx = [Reg(CB, name=f"cb_bx{r}") for r in range(R)]
+        cb_base = [Reg(AW, name=f"cb_base{r}") for r in range(R)]
+        nb_valid = Array(Reg(name=f"nb_valid{r}") for r in range(R))
+        nb_by = Array(Reg(CB, name=f"nb_by{r}") for r in range(R))
+        nb_bx = Array(Reg(CB, name=f"nb_bx{r}") for r in range(R))
+        nb_base = Array(Reg(AW, name=f"nb_base{r}") for r in range(R))
         wk_idx = Signal(range(R + 1))
-        wk_pix = Signal(NPB)
-        wk_ox = Signal(CB)
-        wk_by = Signal(CB)
-        wk_bx = Signal(CB)
-        wk_line = Signal(AW)
-        wk_addr = Signal(AW)
+        wk_pix = Reg(NPB)
+        wk_ox = Reg(CB)
+        wk_by = Reg(CB)
+        wk_bx = Reg(CB)
+        wk_line = Reg(AW)
+        wk_addr = Reg(AW)
         wk_full = wk_idx == R
-        wk_img = Signal(range(R + 1))  # image of the pixel being walked (saturates at batch)
-        wk_iorg = Signal(AW)  # its window origin of output 0: a0 + wk_img * in_img_stride
-        rowoff = Array(Signal(ROB, name=f"rowoff{r}") for r in range(R))
-        ro_acc = Signal(ROB)
+        wk_img = Reg(range(R + 1))  # image of the pixel being walked (saturates at batch)
+        wk_iorg = Reg(AW)  # its window origin of output 0: a0 + wk_img * in_img_stride
+        rowoff = Array(Reg(ROB, name=f"rowoff{r}") for r in range(R))
+        ro_acc = Reg(ROB)
         ro_fill = Signal()
-        batch = Signal(range(R + 1))  # images of this run (1..R), latched at start
-        batch_big = Signal()  # the requested batch exceeds R
-        npix_tot = Signal(NPB)  # batch * npix, accumulated during FILL; then the operand
+        batch = Reg(range(R + 1))  # images of this run (1..R), latched at start
+        batch_big = Reg()  # the requested batch exceeds R
+        npix_tot = Reg(NPB)  # batch * npix, accumulated during FILL; then the operand
         # generator's pixels left (from its current tile on)
-        n_acc = Signal(range(R + 1))
+        n_acc = Reg(range(R + 1))
 
         def walker_reset():
             return [wk_idx.eq(0), wk_pix.eq(0), wk_ox.eq(0), wk_by.eq(f["pad"]),
@@ -256,38 +262,40 @@ class Sequencer(wiring.Component):
                 m.d.sync += [wk_ox.eq(wk_ox + 1), wk_bx.eq(wk_bx + f["walk_step"]),
                              wk_addr.eq(wk_addr + f["walk_addr_x"])]
 
-        def swap_banks():
-            stmts = [wk_idx.eq(0)]
+        # the walker's bank becomes the current one (one assignment under one enable, so
+        # that the registers map to enable flip-flops without a multiplexer)
+        swap = Signal()
+        with m.If(swap):
+            m.d.sync += wk_idx.eq(0)
             for r in range(R):
-                stmts += [cb_valid[r].eq(nb_valid[r]), cb_by[r].eq(nb_by[r]),
-                          cb_bx[r].eq(nb_bx[r]), cb_base[r].eq(nb_base[r])]
-            return stmts
+                m.d.sync += [cb_valid[r].eq(nb_valid[r]), cb_by[r].eq(nb_by[r]),
+                             cb_bx[r].eq(nb_bx[r]), cb_base[r].eq(nb_base[r])]
 
         # ---- operand generator --------------------------------------------------------------
         gen_active = Signal()
         swap_pending = Signal()
-        g_grp = Signal(aw["thresholds"])
-        g_px = Signal(prog.SMALL_FIELDS["pool_k"])  # pooling offset (SMALL_FIELDS)
-        g_py = Signal(prog.SMALL_FIELDS["pool_k"])
-        po_x = Signal(CB)
-        po_y = Signal(CB)
-        po_addr = Signal(AW)
-        po_line = Signal(AW)
-        g_b = Signal(range(prog.MAX_PLANES))
-        pbase = Signal(AW)  # plane and pooling offset of the window
-        g_dy = Signal(8)  # < kh (SMALL_FIELDS)
-        g_dx = Signal(8)  # < kw
-        g_cw = Signal(AW)
-        ry = Signal(CB)
-        rx = Signal(CB)
-        off = Signal(AW)  # pbase + offset of the word in the window
-        waddr = Signal(aw["weights"])
-        gbase = Signal(aw["weights"])
+        g_grp = Reg(aw["thresholds"])
+        g_px = Reg(prog.SMALL_FIELDS["pool_k"])  # pooling offset (SMALL_FIELDS)
+        g_py = Reg(prog.SMALL_FIELDS["pool_k"])
+        po_x = Reg(CB)
+        po_y = Reg(CB)
+        po_addr = Reg(AW)
+        po_line = Reg(AW)
+        g_b = Reg(range(prog.MAX_PLANES))
+        pbase = Reg(AW)  # plane and pooling offset of the window
+        g_dy = Reg(8)  # < kh (SMALL_FIELDS)
+        g_dx = Reg(8)  # < kw
+        g_cw = Reg(AW)
+        ry = Reg(CB)
+        rx = Reg(CB)
+        off = Reg(AW)  # pbase + offset of the word in the window
+        waddr = Reg(aw["weights"])
+        gbase = Reg(aw["weights"])
 
         v1 = Signal()
-        st_last = Signal()
-        st_shift = Signal(range(prog.MAX_PLANES))
-        st_mask = Signal(R)
+        st_last = Reg()
+        st_shift = Reg(range(prog.MAX_PLANES))
+        st_mask = Reg(R)
         ops = eng.operands
         accepted = ops.valid & ops.ready
         issue = ~v1 | accepted
@@ -326,67 +334,74 @@ class Sequencer(wiring.Component):
         with m.If(issue):
             m.d.sync += [v1.eq(beat), st_last.eq(is_last), st_shift.eq(g_b), st_mask.eq(mask)]
         with m.If(gen_active & swap_pending & wk_full):
-            m.d.sync += swap_banks()
+            m.d.comb += swap.eq(1)
             m.d.sync += swap_pending.eq(0)
+        # one update per register, under one enable each (maps to enable flip-flops): the
+        # loops above, innermost first
+        row_end = beat & end_cw  # last word of a window row
+        win_end = row_end & end_dx & end_dy  # last word of the window (bit-plane)
+        pool_end = end_plane & end_px & end_py  # ... of the last plane and pooling offset
+        po_x_step = Signal(CB)
+        po_y_step = Signal(CB)
+        pb_next = Signal(AW)  # pbase of the next window
+        m.d.comb += [
+            po_x_step.eq(po_x + f["pool_step"]),
+            po_y_step.eq(po_y + f["pool_step"]),
+            pb_next.eq(Mux(~end_plane, pbase + f["plane_stride"],
+                           Mux(~end_px, po_addr + f["pool_addr_x"],
+                               Mux(~end_py, po_line + f["pool_addr_y"], 0)))),
+        ]
         with m.If(beat):
-            with m.If(~end_cw):
-                m.d.sync += [g_cw.eq(g_cw + 1), off.eq(off + 1), waddr.eq(waddr + 1)]
-            with m.Elif(~end_dx):
-                m.d.sync += [g_cw.eq(0), g_dx.eq(g_dx + 1), rx.eq(rx + 1), off.eq(off + 1),
-                             waddr.eq(waddr + 1)]
-            with m.Elif(~end_dy):
-                m.d.sync += [g_cw.eq(0), g_dx.eq(0), rx.eq(po_x), g_dy.eq(g_dy + 1),
-                             ry.eq(ry + 1), off.eq(off + f["row_skip"]),
-                             waddr.eq(waddr + 1)]
-            with m.Else():
-                m.d.sync += [g_cw.eq(0), g_dx.eq(0), g_dy.eq(0)]
-                with m.If(~end_plane):
-                    np_ = pbase + f["plane_stride"]
-                    m.d.sync += [g_b.eq(g_b + 1), pbase.eq(np_), off.eq(np_),
-                                 waddr.eq(gbase), rx.eq(po_x), ry.eq(po_y)]
+            m.d.sync += [
+                g_cw.eq(Mux(end_cw, 0, g_cw + 1)),
+                off.eq(Mux(end_cw & end_dx & end_dy, pb_next,
+                           off + Mux(end_cw & end_dx, f["row_skip"], 1))),
+                waddr.eq(Mux(~(end_cw & end_dx & end_dy), waddr + 1,
+                             Mux(~pool_end, gbase, Mux(end_grp, f["w_base"], waddr + 1)))),
+            ]
+        with m.If(row_end):
+            m.d.sync += [
+                g_dx.eq(Mux(end_dx, 0, g_dx + 1)),
+                rx.eq(Mux(~end_dx, rx + 1,
+                          Mux(~(end_dy & end_plane), po_x, Mux(~end_px, po_x_step, 0)))),
+            ]
+        with m.If(row_end & end_dx):
+            m.d.sync += [
+                g_dy.eq(Mux(end_dy, 0, g_dy + 1)),
+                ry.eq(Mux(~end_dy, ry + 1,
+                          Mux(~(end_plane & end_px), po_y, Mux(~end_py, po_y_step, 0)))),
+            ]
+        with m.If(win_end):
+            m.d.sync += [g_b.eq(Mux(end_plane, 0, g_b + 1)), pbase.eq(pb_next)]
+        with m.If(win_end & end_plane):
+            m.d.sync += [g_px.eq(Mux(end_px, 0, g_px + 1)), po_addr.eq(pb_next),
+                         po_x.eq(Mux(end_px, 0, po_x_step))]
+        with m.If(win_end & end_plane & end_px):
+            m.d.sync += [g_py.eq(Mux(end_py, 0, g_py + 1)), po_line.eq(pb_next),
+                         po_y.eq(Mux(end_py, 0, po_y_step))]
+        with m.If(win_end & pool_end):
+            # the window's last word is gbase + kwords - 1: the next group's weights follow it
+            m.d.sync += [g_grp.eq(Mux(end_grp, 0, g_grp + 1)),
+                         gbase.eq(Mux(end_grp, f["w_base"], waddr + 1))]
+            with m.If(end_grp):
+                with m.If(last_tile):
+                    m.d.sync += gen_active.eq(0)
                 with m.Else():
-                    m.d.sync += g_b.eq(0)
-                    with m.If(~end_px):
-                        nx = po_addr + f["pool_addr_x"]
-                        m.d.sync += [g_px.eq(g_px + 1), po_x.eq(po_x + f["pool_step"]),
-                                     po_addr.eq(nx), pbase.eq(nx), off.eq(nx), waddr.eq(gbase),
-                                     rx.eq(po_x + f["pool_step"]), ry.eq(po_y)]
-                    with m.Elif(~end_py):
-                        ny = po_line + f["pool_addr_y"]
-                        m.d.sync += [g_px.eq(0), g_py.eq(g_py + 1), po_x.eq(0),
-                                     po_y.eq(po_y + f["pool_step"]), po_line.eq(ny),
-                                     po_addr.eq(ny), pbase.eq(ny), off.eq(ny), waddr.eq(gbase),
-                                     rx.eq(0), ry.eq(po_y + f["pool_step"])]
+                    m.d.sync += npix_tot.eq(npix_tot - R)
+                    with m.If(wk_full):
+                        m.d.comb += swap.eq(1)
                     with m.Else():
-                        m.d.sync += [g_px.eq(0), g_py.eq(0), po_x.eq(0), po_y.eq(0),
-                                     po_addr.eq(0), po_line.eq(0), pbase.eq(0), off.eq(0),
-                                     rx.eq(0), ry.eq(0)]
-                        with m.If(~end_grp):
-                            # the window's last word is gbase + kwords - 1: the next group's
-                            # weights follow it
-                            m.d.sync += [g_grp.eq(g_grp + 1), gbase.eq(waddr + 1),
-                                         waddr.eq(waddr + 1)]
-                        with m.Else():
-                            m.d.sync += [g_grp.eq(0), gbase.eq(f["w_base"]),
-                                         waddr.eq(f["w_base"])]
-                            with m.If(last_tile):
-                                m.d.sync += gen_active.eq(0)
-                            with m.Else():
-                                m.d.sync += npix_tot.eq(npix_tot - R)
-                                with m.If(wk_full):
-                                    m.d.sync += swap_banks()
-                                with m.Else():
-                                    m.d.sync += swap_pending.eq(1)
+                        m.d.sync += swap_pending.eq(1)
 
         # ---- tile issuer ---------------------------------------------------------------------
         tl = eng.tile
         iss_active = Signal()
         iss_ready = Signal()  # threshold word for the current address is on thr_rdata
-        i_rem = Signal(NPB)  # pixels from the current tile on
-        i_grp = Signal(aw["thresholds"])
-        i_px = Signal(prog.SMALL_FIELDS["pool_k"])
-        i_py = Signal(prog.SMALL_FIELDS["pool_k"])
-        i_taddr = Signal(aw["thresholds"])
+        i_rem = Reg(NPB)  # pixels from the current tile on
+        i_grp = Reg(aw["thresholds"])
+        i_px = Reg(prog.SMALL_FIELDS["pool_k"])
+        i_py = Reg(prog.SMALL_FIELDS["pool_k"])
+        i_taddr = Reg(aw["thresholds"])
         m.d.comb += self.thr_raddr.eq(i_taddr)
         i_last_tile = i_rem <= R
         i_end_px = i_px == f["pool_k"]
@@ -429,8 +444,8 @@ class Sequencer(wiring.Component):
 
         # ---- writer: packed words and scores ---------------------------------------------------
         wr_active = Signal()
-        wr_tbase = Signal(AW)
-        wr_rem = Signal(NPB)  # pixels from this tile on
+        wr_tbase = Reg(AW)
+        wr_rem = Reg(NPB)  # pixels from this tile on
         wr_lastrow = Mux(wr_rem >= R, R - 1, wr_rem - 1)
         words = eng.words
         m.d.comb += [
@@ -450,18 +465,18 @@ class Sequencer(wiring.Component):
         # beat arrives before the buffer is drained.
         sc = eng.scores
         s_busy = Signal()
-        s_buf = [Signal(signed(32), name=f"s_buf{c}") for c in range(C)]
-        s_idx = Signal(range(C))
-        s_cnt = Signal(range(C))
-        s_grp = Signal(OCB - LCB)  # column group being written (first channel s_grp * C)
-        s_row = Signal(range(R))  # image (row) of the buffered beat
+        s_buf = [Reg(signed(32), name=f"s_buf{c}") for c in range(C)]
+        s_idx = Reg(range(C))
+        s_cnt = Reg(range(C))
+        s_grp = Reg(OCB - LCB)  # column group being written (first channel s_grp * C)
+        s_row = Reg(range(R))  # image (row) of the buffered beat
         s_n = Cat(s_idx[:LCB], s_grp)  # class index s_grp * C + s_idx (C = 2^LCB)
         s_val = Array(s_buf)[s_idx]
         s_end = s_busy & (s_idx == s_cnt)
         s_last_row = s_row == batch - 1
-        best = Array(Signal(signed(32), name=f"best{r}") for r in range(R))
-        best_idx = Array(Signal(OCB, name=f"best_idx{r}") for r in range(R))
-        s_first = Array(Signal(name=f"s_first{r}") for r in range(R))
+        best = Array(Reg(signed(32), name=f"best{r}") for r in range(R))
+        best_idx = Array(Reg(OCB, name=f"best_idx{r}") for r in range(R))
+        s_first = Array(Reg(name=f"s_first{r}") for r in range(R))
         m.d.comb += [
             sc.ready.eq(~s_busy | s_end),
             self.score_waddr.eq((rowoff[s_row] + s_n)[:aw["scores"]]),
@@ -492,14 +507,16 @@ class Sequencer(wiring.Component):
         # ---- top FSM ------------------------------------------------------------------------
         busy = Signal()
         m.d.comb += self.busy.eq(busy)
-        with m.If(busy):
-            m.d.sync += self.cycles.eq(self.cycles + 1)
+        run_start = Signal()
+        with m.If(busy | run_start):  # one enable: cleared at start, counts while busy
+            m.d.sync += self.cycles.eq(Mux(busy, self.cycles + 1, 0))
         m.d.comb += self.n_classes.eq(n_classes)
         geom = R | C << 8 | W << 16
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [busy.eq(1), self.cycles.eq(0), self.done.eq(0),
+                    m.d.comb += run_start.eq(1)
+                    m.d.sync += [busy.eq(1), self.done.eq(0),
                                  self.error.eq(0), f_idx.eq(0), f_addr.eq(0),
                                  batch.eq(Mux(self.batch == 0, 1, self.batch)),
                                  batch_big.eq(self.batch > R)]
@@ -574,7 +591,7 @@ class Sequencer(wiring.Component):
                 with m.If(n_acc != batch):
                     m.d.sync += [npix_tot.eq(npix_tot + npix_m1 + 1), n_acc.eq(n_acc + 1)]
                 with m.If(wk_full & (n_acc == batch)):
-                    m.d.sync += swap_banks()
+                    m.d.comb += swap.eq(1)
                     m.d.sync += [
                         ro_fill.eq(0),
                         gen_active.eq(1), swap_pending.eq(0), g_grp.eq(0),
