@@ -25,7 +25,7 @@ Scheduling contract (how the sequencer orders tiles so pooling and packing work)
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -137,13 +137,21 @@ class PostProcess(wiring.Component):
 
     small_mul : bool
         Support only ``score_mul`` in ``{-2, -1, 0, 1, 2}`` (what :mod:`xnorflow.sw.lower`
-        produces: 1, or 2 for the {-1,+1} dot product), computed with a shift and a negation
-        instead of one ``mul_width x acc_bits`` multiplier per column (default False: any
-        signed ``mul_width``-bit ``score_mul``). Other values give undefined scores; the
-        program builder (:mod:`xnorflow.sw.program`) rejects them.
+        produces: 1, or 2 for the {-1,+1} dot product), computed with a shift, and for a
+        negative ``score_mul`` an inverted offset and an inverted sum (``offset - x =
+        ~(~offset + x)``), instead of one ``mul_width x acc_bits`` multiplier per column
+        (default False: any signed ``mul_width``-bit ``score_mul``). Other values give
+        undefined scores; the program builder (:mod:`xnorflow.sw.program`) rejects them.
     pipelined : bool
-        Register the two intermediate stages (threshold/pool or product; shift into place
-        or offset add) for Fmax; default False (combinational up to the output registers).
+        Register the two intermediate stages (threshold/pool or score; shift into place)
+        for Fmax; default False (combinational up to the output registers).
+
+    Area: each column has one ``score_width``-bit adder (one carry chain) that serves both
+    modes: in threshold mode it computes ``acc + ~T + ~neg = acc - T - neg``, whose sign
+    bit (bit ``acc_bits + 1``) XOR ``neg`` is the output bit (``acc >= T``, or
+    ``acc <= T`` for ``neg``, as ``encoding.threshold_bits``), in integer mode ``offset +
+    score_mul * acc``. The descriptor is latched in that form (``~T`` and ``~neg``, the
+    decoded ``score_mul``), so the comparison needs no second chain and no operand muxes.
 
     Latency: a row taken in cycle ``t`` offers its first output in cycle ``t + latency``,
     :attr:`latency` = 3 when ``pipelined`` (:data:`LATENCY`), else 1. Throughput: one row
@@ -176,50 +184,59 @@ class PostProcess(wiring.Component):
             "scores": Out(stream.Signature(score_layout(rows, cols, score_width))),
         })
 
-    def elaborate(self, platform):
+    def elaborate(self, platform):  # noqa: C901 -- one pipeline, kept together for reading
         m = Module()
         R, C, W = self.rows, self.cols, self.width
         lw = W.bit_length() - 1
         vw = W - 1 + C  # partial word (< W bits) plus one tile's bits
         tw = self.acc_bits + 2  # clamped thresholds fit this many signed bits
-        pw = self.acc_bits + self.mul_width + 1  # product score_mul * acc
         sw = self.score_width
         assert enc.ACT_PAD_BIT == 0  # masked-off and flushed bits are zeros
 
         # ---- descriptor of the tile whose rows stage A takes ------------------------------
-        cfg = Signal(tile_layout(R, C, sw, self.mul_width))
+        # Latched in a form that lets one adder per column serve both modes (see _sum):
+        # threshold mode: lane = ~T (low tw bits), cin = polarity +1 (so the adder computes
+        # acc - T - neg), integer mode: lane = score_offset (or ~score_offset when small_mul
+        # and score_mul < 0), cin = 0.
+        mul_l = data.StructLayout({"two": 1, "zero": 1, "neg": 1} if self.small_mul
+                                  else {"mul": signed(self.mul_width)})
+        cfg = Signal(data.StructLayout({
+            "mode": 1, "rows": range(R + 1), "chans": range(C + 1), "pool_first": 1,
+            "pool_last": 1, "pixel_end": 1, "cin": data.ArrayLayout(1, C),
+            "pool_op": data.ArrayLayout(1, C), "lane": data.ArrayLayout(sw, C), "mul": mul_l}))
         cfg_ok = Signal()
         r = Signal(range(R))
 
         # ---- stage registers ------------------------------------------------------------
-        # A: threshold + pool (bits) or product; B: shift into place or add the offset;
+        # A: threshold + pool (bits) or the score; B: shift into place;
         # C: merge with the row's partial word and emit (the output registers)
         a_valid, b_valid = Signal(), Signal()
         a_bits = Signal(C)
-        a_prod = Signal(data.ArrayLayout(signed(pw), C))
+        a_score = Signal(data.ArrayLayout(sw, C))
         a_row = Signal(range(R))
         a_flags = Signal(data.StructLayout({
             "mode": 1, "valid_row": 1, "pool_last": 1, "pixel_end": 1, "last_row": 1,
             "chans": range(C + 1)}))
-        a_param = Signal(data.ArrayLayout(signed(sw), C))
         b_shifted = Signal(vw)
-        b_score = Signal(data.ArrayLayout(signed(sw), C))
+        b_score = Signal(data.ArrayLayout(sw, C))
         b_row = Signal(range(R))
         b_flags = Signal(data.StructLayout({
             "mode": 1, "valid_row": 1, "pool_last": 1, "pixel_end": 1, "last_row": 1}))
         b_n_full = Signal(range(self.max_words + 1))
         b_n_emit = Signal(range(self.max_words + 1))
 
-        pool_buf = Signal(data.ArrayLayout(C, R))
+        # per-row state as queues that rotate with the row order (rows come 0..R-1, again
+        # and again): entry 0 is the row in the stage, so there is no row multiplexer
+        pool_q = [Signal(C, name=f"pool_q{i}") for i in range(R)]   # stage A: pooled bits
         fill = Signal(range(W))            # stage B: bit offset of the next channel
-        pack_buf = Signal(data.ArrayLayout(max(1, W - 1), R))  # stage C: partial words
+        pack_q = [Signal(max(1, W - 1), name=f"pack_q{i}") for i in range(R)]  # stage C
         word_base = Signal(self.index_bits)                      # stage C: word index
 
         ev = Signal(vw)                                 # words being emitted
         en = Signal(range(self.max_words + 1))          # words left to emit
         eidx = Signal(self.index_bits)
         erow = Signal(range(R))
-        sc = Signal(data.ArrayLayout(signed(sw), C))
+        sc = Signal(data.ArrayLayout(sw, C))
         s_pending = Signal()
         srow = Signal(range(R))
 
@@ -261,21 +278,27 @@ class PostProcess(wiring.Component):
         with m.If(take & last_row):
             m.d.sync += cfg_ok.eq(0)
         with m.If(self.tile.valid & self.tile.ready):
-            m.d.sync += [cfg.eq(self.tile.p), cfg_ok.eq(1)]
+            m.d.sync += [cfg.eq(self._latch(self.tile.p, tw)), cfg_ok.eq(1)]
 
-        # ---- stage A: threshold + polarity, pooling (or the product of the score) -------
+        # ---- stage A: threshold + polarity and pooling, or the score: one adder --------
         acc = self.rows_i.p.acc
         bits = Signal(C)
         pooled = Signal(C)
-        old_pool = pool_buf[r]
+        old_pool = pool_q[0]
         for c in range(C):
-            t = cfg.param[c][:tw].as_signed()
+            total_c = self._sum(m, cfg, c, acc[c], sw)
+            # threshold mode: total_c[tw-1] is the sign of acc - T - neg (cin = ~neg), so
+            # bit = (acc - T - neg >= 0) ^ neg = total_c[tw-1] ^ cin
             m.d.comb += [
-                bits[c].eq(Mux(cfg.neg[c], acc[c] <= t, acc[c] >= t)),
+                bits[c].eq(total_c[tw - 1] ^ cfg.cin[c]),
                 pooled[c].eq(Mux(cfg.pool_first, bits[c],
                                  Mux(cfg.pool_op[c] == enc.POOL_AND,
                                      old_pool[c] & bits[c], old_pool[c] | bits[c]))),
             ]
+            with m.If(take):
+                # small_mul with score_mul < 0: the adder gave ~offset + |mul| acc
+                stage += a_score[c].eq(total_c ^ Mux(cfg.mul.neg, -1, 0) if self.small_mul
+                                       else total_c)
         with m.If(take):
             m.d.sync += r.eq(Mux(last_row, 0, r + 1))
             stage += [
@@ -286,15 +309,13 @@ class PostProcess(wiring.Component):
                 a_flags.pixel_end.eq(cfg.pixel_end),
                 a_flags.last_row.eq(last_row),
                 a_flags.chans.eq(cfg.chans),
-                a_param.eq(cfg.param),
             ]
             for c in range(C):
-                stage += [a_bits[c].eq(pooled[c] & (c < cfg.chans)),
-                          a_prod[c].eq(self._product(cfg.score_mul, acc[c]))]
-            with m.If(cfg.mode == MODE_THRESHOLD):
-                m.d.sync += pool_buf[r].eq(pooled)
+                stage += a_bits[c].eq(pooled[c] & (c < cfg.chans))
+            m.d.sync += [pool_q[i].eq(pool_q[i + 1]) for i in range(R - 1)]
+            m.d.sync += pool_q[R - 1].eq(Mux(cfg.mode == MODE_THRESHOLD, pooled, pool_q[0]))
 
-        # ---- stage B: place the bits at the fill offset (or add the score offset) --------
+        # ---- stage B: place the bits at the fill offset --------------------------------
         total = Signal(range(W + C))
         n_full = Signal(range(self.max_words + 1))
         rem = Signal(lw)
@@ -309,34 +330,71 @@ class PostProcess(wiring.Component):
                                a_flags.pixel_end, a_flags.last_row)),
                 b_n_full.eq(n_full),
                 b_n_emit.eq(n_full + (a_flags.pixel_end & (rem != 0))),
+                b_score.eq(a_score),
             ]
-            for c in range(C):
-                stage += b_score[c].eq(a_prod[c] + a_param[c])
             with m.If(packing & a_flags.last_row):
                 m.d.sync += fill.eq(Mux(a_flags.pixel_end, 0, rem))
 
         # ---- stage C: merge with the row's partial word, emit whole words ---------------
         v = Signal(vw)
-        m.d.comb += v.eq(pack_buf[b_row] | b_shifted)
+        m.d.comb += v.eq(pack_q[0] | b_shifted)
         leftover = Array([(v >> (W * j))[: max(1, W - 1)] for j in range(self.max_words + 1)])
         with m.If(b_move):
+            m.d.sync += [pack_q[i].eq(pack_q[i + 1]) for i in range(R - 1)]
+            m.d.sync += pack_q[R - 1].eq(pack_q[0])
             with m.If(b_flags.mode == MODE_INTEGER):
                 m.d.sync += [sc.eq(b_score), s_pending.eq(b_flags.valid_row), srow.eq(b_row)]
             with m.Elif(b_flags.pool_last):
                 m.d.sync += [
                     ev.eq(v), en.eq(Mux(b_flags.valid_row, b_n_emit, 0)),
                     eidx.eq(word_base), erow.eq(b_row),
-                    pack_buf[b_row].eq(Mux(b_flags.pixel_end, 0, leftover[b_n_full])),
+                    pack_q[R - 1].eq(Mux(b_flags.pixel_end, 0, leftover[b_n_full])),
                 ]
                 with m.If(b_flags.last_row):
                     m.d.sync += word_base.eq(Mux(b_flags.pixel_end, 0, word_base + b_n_full))
         return m
 
-    def _product(self, mul, acc):
-        """``mul * acc``: a multiplier, or (``small_mul``) a shift, a mask and a negation."""
-        if not self.small_mul:
-            return mul * acc
-        two = (mul == 2) | (mul == -2)
-        zero = mul == 0
-        mag = Mux(two, acc << 1, Mux(zero, 0, acc))
-        return Mux(mul[-1], -mag, mag)
+    def _latch(self, p, tw):
+        """The descriptor ``p`` in the form :meth:`_sum` uses (see ``elaborate``)."""
+        C, sw = self.cols, self.score_width
+        integer = p.mode == MODE_INTEGER
+        out = {"mode": p.mode, "rows": p.rows, "chans": p.chans, "pool_first": p.pool_first,
+               "pool_last": p.pool_last, "pixel_end": p.pixel_end}
+        if self.small_mul:
+            mul = p.score_mul
+            mneg = integer & mul[-1]
+            out["mul"] = Cat(integer & ((mul == 2) | (mul == -2)), integer & (mul == 0), mneg)
+        else:
+            mneg = 0
+            out["mul"] = p.score_mul
+        lanes, cins = [], []
+        for c in range(C):
+            t = p.param[c]
+            lanes.append(Mux(integer, Value.cast(t)[:sw] ^ Mux(mneg, (1 << sw) - 1, 0),
+                             ~Value.cast(t)[:tw])[:sw])
+            cins.append(~integer & ~p.neg[c])
+        out["cin"] = Cat(*cins)
+        out["pool_op"] = p.pool_op
+        out["lane"] = Cat(*lanes)
+        return Cat(*(out[k] for k in ("mode", "rows", "chans", "pool_first", "pool_last",
+                                      "pixel_end", "cin", "pool_op", "lane", "mul")))
+
+    def _sum(self, m, cfg, c, acc, sw):
+        """One adder per column, ``op + lane + cin`` (``sw`` bits), shared by both modes.
+
+        Threshold mode: ``op = acc``, ``lane = ~T``, ``cin = ~neg``: ``acc - T - neg``, whose
+        sign (bit ``acc_bits + 1``) decides the threshold. Integer mode: ``op = score_mul *
+        acc`` (``small_mul``: ``acc``, ``2 acc`` or 0, and the lane holds ``~offset`` for a
+        negative ``score_mul``: ``score = ~(~offset + |mul| acc)``, the caller inverts) plus
+        ``lane = offset``.
+        """
+        if self.small_mul:
+            two, zero = cfg.mul.two, cfg.mul.zero  # both 0 in threshold mode
+            op = Mux(two, acc << 1, Mux(zero, 0, acc))
+        else:
+            op = Mux(cfg.mode == MODE_INTEGER, cfg.mul.mul * acc, acc)
+        op_w = Signal(sw, name=f"op{c}")  # sign- (multiplier) or zero-extended operand
+        total = Signal(sw + 1, name=f"sum{c}")
+        # cin as the carry out of an extra low bit: one adder (one carry chain) in yosys
+        m.d.comb += [op_w.eq(op), total.eq(Cat(cfg.cin[c], op_w) + Cat(1, cfg.lane[c]))]
+        return total[1:]

@@ -151,3 +151,43 @@ def test_clamp_threshold_keeps_bits():
 def test_post_parameter_checks():
     with pytest.raises(ValueError, match="score_width 10 must be >= acc_bits \\+ 2 = 14"):
         PostProcess(2, 2, 16, 12, score_width=10)
+
+
+@pytest.mark.parametrize("score_width", [7, 32])
+def test_post_threshold_extremes(score_width):
+    """Thresholds at the ends of the clamped range (-1, 0, max, 2^acc_bits) and ties against
+    the smallest and largest accumulators, both polarities: the single adder per column
+    (sign of acc - T - neg) gives ``encoding.threshold_bits`` exactly."""
+    acc_bits, C, W = 5, 4, 16
+    top = (1 << acc_bits) - 1
+    accs = [0, 1, top - 1, top]
+    ts = [-1, 0, 1, top - 1, top, top + 1]
+    dut = PostProcess(1, C, W, acc_bits, score_width=score_width, mul_width=4, index_bits=4)
+    cases = [(t, neg) for t in ts for neg in (0, 1)]
+    tiles = [dict(mode=MODE_THRESHOLD, rows=1, chans=C, pool_first=1, pool_last=1,
+                  pixel_end=1, neg=[neg] * C, pool_op=[0] * C, param=[t] * C, score_mul=0)
+             for t, neg in cases]
+    got = []
+
+    async def tb(ctx):
+        ctx.set(dut.words.ready, 1)
+        for tile in tiles:
+            ctx.set(dut.tile.valid, 1)
+            ctx.set(dut.tile.payload, tile)
+            await ctx.tick().until(dut.tile.ready)
+            ctx.set(dut.tile.valid, 0)
+            ctx.set(dut.rows_i.valid, 1)
+            ctx.set(dut.rows_i.payload, {"acc": accs})
+            await ctx.tick().until(dut.rows_i.ready)
+            ctx.set(dut.rows_i.valid, 0)
+            assert ctx.get(dut.words.valid)  # offered in the cycle after the take
+            got.append(ctx.get(dut.words.payload.data))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    for (t, neg), word in zip(cases, got, strict=True):
+        exp = enc.threshold_bits(np.array(accs), np.full(C, t), np.full(C, -1 if neg else 1))
+        assert [(word >> c) & 1 for c in range(C)] == [int(b) for b in exp], (t, neg)
