@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from collections import deque
 
-from cocotb.triggers import Event, RisingEdge
+from cocotb.triggers import ClockCycles, Event, RisingEdge
 
 
 class StreamDriver:
@@ -207,3 +207,16 @@ class StreamTransport:
         """Drop everything in flight (after a design reset or abort)."""
         self.driver.clear()
         self.monitor.clear()
+
+
+async def reset_during_traffic(dut, link: StreamTransport, cycles: int) -> None:
+    """Hold ``dut.rst`` high for ``cycles`` clock cycles, possibly in the middle of a frame
+    or a run; ``link`` drops what it has in flight at the first edge and after release."""
+    clk = link.driver.clk
+    dut.rst.value = 1
+    await RisingEdge(clk)
+    link.reset()
+    await ClockCycles(clk, cycles)
+    dut.rst.value = 0
+    await RisingEdge(clk)
+    link.reset()

@@ -30,7 +30,13 @@ from cocotb.triggers import ClockCycles, RisingEdge
 from xnorflow.sim.backends import load_model
 from xnorflow.sim.host import HostSession, collect
 from xnorflow.sim.tb.scoreboard import NetworkScoreboard
-from xnorflow.sim.tb.streams import StreamDriver, StreamMonitor, StreamPair, StreamTransport
+from xnorflow.sim.tb.streams import (
+    StreamDriver,
+    StreamMonitor,
+    StreamPair,
+    StreamTransport,
+    reset_during_traffic,
+)
 from xnorflow.sw import golden
 
 
@@ -156,13 +162,7 @@ async def reset_mid_network(dut):
     await session.driver.write_input(px[1 % len(px)])
     await session.driver.start()
     await ClockCycles(dut.clk, rng.randrange(1, max(2, r0.cycles - 1)))
-    dut.rst.value = 1
-    await RisingEdge(dut.clk)
-    link.reset()
-    await ClockCycles(dut.clk, 3)
-    dut.rst.value = 0
-    await RisingEdge(dut.clk)
-    link.reset()
+    await reset_during_traffic(dut, link, 3)
     session = await HostSession.open(link, mf)
     for i in range(1, min(len(px), 3)):
         r = await session.infer(px[i])

@@ -9,11 +9,17 @@ import random
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles
 
 from xnorflow.sim.tb.scoreboard import Scoreboard
 from xnorflow.sim.tb.standin import transform
-from xnorflow.sim.tb.streams import StreamDriver, StreamMonitor, StreamPair, StreamTransport
+from xnorflow.sim.tb.streams import (
+    StreamDriver,
+    StreamMonitor,
+    StreamPair,
+    StreamTransport,
+    reset_during_traffic,
+)
 
 
 def _rng(dut, salt: str) -> random.Random:
@@ -61,13 +67,7 @@ async def stream_reset_midway(dut):
     first = bytes(rng.randrange(256) for _ in range(100))
     cocotb.start_soon(link.write(first))
     await ClockCycles(dut.clk, rng.randrange(20, 60))
-    dut.rst.value = 1
-    await RisingEdge(dut.clk)
-    link.reset()
-    await ClockCycles(dut.clk, 2)
-    dut.rst.value = 0
-    await RisingEdge(dut.clk)
-    link.reset()
+    await reset_during_traffic(dut, link, 2)
     second = bytes(rng.randrange(256) for _ in range(100))
     sb = Scoreboard("after reset")
     sb.expect([transform(b) for b in second])
