@@ -165,19 +165,28 @@ class SynthConfig:
 
 def _spinner_run(cmd, cwd: Path, env: dict, log_path: Path, stages, desc: str,
                  progress: bool) -> int:
-    """Run ``cmd`` with a spinner showing the stage (from files appearing) and elapsed time."""
+    """Run ``cmd`` with a spinner showing the stage (from files appearing) and elapsed time.
+
+    On a terminal the spinner redraws in place; otherwise (a log file, CI) one line is
+    printed per stage, so logs are not flooded with carriage-return redraws.
+    """
     from tqdm import tqdm
 
+    tty = sys.stderr.isatty()
     with open(log_path, "w") as logf:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=logf, stderr=subprocess.STDOUT)
         bar = tqdm(total=None, desc=desc, bar_format="{desc} [{elapsed}] {postfix}",
-                   disable=not progress, leave=True, file=sys.stderr)
+                   disable=not progress or not tty, leave=True, file=sys.stderr)
+        shown = None
         try:
             while proc.poll() is None:
                 stage = "yosys"
                 for name, marker in stages:
                     if (cwd / marker).exists():
                         stage = name
+                if progress and not tty and stage != shown:
+                    print(f"{desc}: {stage} ...", file=sys.stderr, flush=True)
+                shown = stage
                 bar.set_postfix_str(stage, refresh=False)
                 bar.update(0)
                 bar.refresh()
