@@ -167,7 +167,6 @@ class Sequencer(wiring.Component):
             "w_base": (Reg(aw["weights"], name="d_w_base"), word),
             "groups": (Reg(aw["thresholds"], name="d_groups_m1"), wm1),
             "out_c": (Reg(OCB, name="d_out_c_m1"), wm1),
-            "out_base": (Reg(AW, name="d_out_base"), word),
             "cw_out": (Reg(AW, name="d_cw_out_m1"), wm1),
             "thr_base": (Reg(aw["thresholds"], name="d_thr_base"), word),
             "score_mul": (Reg(signed(3), name="d_score_mul"), word),
@@ -228,39 +227,42 @@ class Sequencer(wiring.Component):
         # generator's pixels left (from its current tile on)
         n_acc = Reg(range(R + 1))
 
-        def walker_reset():
-            return [wk_idx.eq(0), wk_pix.eq(0), wk_ox.eq(0), wk_by.eq(f["pad"]),
-                    wk_bx.eq(f["pad"]), wk_line.eq(a0), wk_addr.eq(a0), wk_img.eq(0),
-                    wk_iorg.eq(a0)]
-
-        with m.If(~wk_full):
+        wk_load = Signal()  # SETUP: restart the walk at the layer's first pixel
+        adv = ~wk_full  # the walker writes one row of the next bank
+        img_end = wk_pix == npix_m1
+        line_end = img_end | (wk_ox == f["walk_w"])
+        start_at = Signal(AW)  # window origin of an image's first output pixel
+        line_next = Signal(AW)
+        m.d.comb += [start_at.eq(Mux(wk_load, a0, wk_iorg + f["in_img_stride"])),
+                     line_next.eq(wk_line + f["walk_addr_y"])]
+        with m.If(adv):
             m.d.sync += [
                 nb_valid[wk_idx].eq(wk_img != batch),
                 nb_by[wk_idx].eq(wk_by),
                 nb_bx[wk_idx].eq(wk_bx),
                 nb_base[wk_idx].eq(wk_addr),
                 wk_idx.eq(wk_idx + 1),
-                wk_pix.eq(wk_pix + 1),
             ]
             with m.If(ro_fill):
                 m.d.sync += [rowoff[wk_idx].eq(ro_acc), ro_acc.eq(ro_acc + ro_step)]
-            with m.If(wk_pix == npix_m1):
-                nxt = wk_iorg + f["in_img_stride"]
-                m.d.sync += [
-                    wk_pix.eq(0), wk_ox.eq(0), wk_bx.eq(f["pad"]), wk_by.eq(f["pad"]),
-                    wk_iorg.eq(nxt), wk_line.eq(nxt), wk_addr.eq(nxt),
-                ]
-                with m.If(wk_img != batch):
-                    m.d.sync += wk_img.eq(wk_img + 1)
-            with m.Elif(wk_ox == f["walk_w"]):
-                m.d.sync += [
-                    wk_ox.eq(0), wk_bx.eq(f["pad"]), wk_by.eq(wk_by + f["walk_step"]),
-                    wk_line.eq(wk_line + f["walk_addr_y"]),
-                    wk_addr.eq(wk_line + f["walk_addr_y"]),
-                ]
-            with m.Else():
-                m.d.sync += [wk_ox.eq(wk_ox + 1), wk_bx.eq(wk_bx + f["walk_step"]),
-                             wk_addr.eq(wk_addr + f["walk_addr_x"])]
+        # one update per register under one enable; wk_load has priority
+        with m.If(wk_load | adv):
+            m.d.sync += [
+                wk_pix.eq(Mux(wk_load | img_end, 0, wk_pix + 1)),
+                wk_ox.eq(Mux(wk_load | line_end, 0, wk_ox + 1)),
+                wk_bx.eq(Mux(wk_load | line_end, f["pad"], wk_bx + f["walk_step"])),
+                wk_addr.eq(Mux(wk_load | img_end, start_at,
+                               Mux(line_end, line_next, wk_addr + f["walk_addr_x"]))),
+            ]
+        with m.If(wk_load | (adv & line_end)):
+            m.d.sync += [
+                wk_by.eq(Mux(wk_load | img_end, f["pad"], wk_by + f["walk_step"])),
+                wk_line.eq(Mux(wk_load | img_end, start_at, line_next)),
+            ]
+        with m.If(wk_load | (adv & img_end)):
+            m.d.sync += wk_iorg.eq(start_at)
+        with m.If(wk_load | (adv & img_end & (wk_img != batch))):
+            m.d.sync += wk_img.eq(Mux(wk_load, 0, wk_img + 1))
 
         # the walker's bank becomes the current one (one assignment under one enable, so
         # that the registers map to enable flip-flops without a multiplexer)
@@ -344,6 +346,8 @@ class Sequencer(wiring.Component):
         po_x_step = Signal(CB)
         po_y_step = Signal(CB)
         pb_next = Signal(AW)  # pbase of the next window
+        w_inc = Signal(aw["weights"])
+        m.d.comb += w_inc.eq(waddr + 1)
         m.d.comb += [
             po_x_step.eq(po_x + f["pool_step"]),
             po_y_step.eq(po_y + f["pool_step"]),
@@ -356,8 +360,10 @@ class Sequencer(wiring.Component):
                 g_cw.eq(Mux(end_cw, 0, g_cw + 1)),
                 off.eq(Mux(end_cw & end_dx & end_dy, pb_next,
                            off + Mux(end_cw & end_dx, f["row_skip"], 1))),
-                waddr.eq(Mux(~(end_cw & end_dx & end_dy), waddr + 1,
-                             Mux(~pool_end, gbase, Mux(end_grp, f["w_base"], waddr + 1)))),
+                # a window restarts at gbase; after the last pooling offset the next group
+                # follows (waddr + 1), after the last group the next tile starts at w_base
+                waddr.eq(Mux(end_cw & end_dx & end_dy & ~(pool_end & ~end_grp),
+                             Mux(pool_end, f["w_base"], gbase), w_inc)),
             ]
         with m.If(row_end):
             m.d.sync += [
@@ -382,7 +388,7 @@ class Sequencer(wiring.Component):
         with m.If(win_end & pool_end):
             # the window's last word is gbase + kwords - 1: the next group's weights follow it
             m.d.sync += [g_grp.eq(Mux(end_grp, 0, g_grp + 1)),
-                         gbase.eq(Mux(end_grp, f["w_base"], waddr + 1))]
+                         gbase.eq(Mux(end_grp, f["w_base"], w_inc))]
             with m.If(end_grp):
                 with m.If(last_tile):
                     m.d.sync += gen_active.eq(0)
@@ -568,6 +574,8 @@ class Sequencer(wiring.Component):
                                 m.d.sync += a0.eq(word)
                             elif name == "addr0":
                                 m.d.sync += a0.eq(a0 + word[:AW])
+                            elif name == "out_base":  # the writer is idle
+                                m.d.sync += wr_tbase.eq(word)
                             elif name == "npix":
                                 m.d.sync += npix_m1.eq(wm1)
                             elif name == "out_c":
@@ -584,7 +592,8 @@ class Sequencer(wiring.Component):
                 with m.If(f_idx == len(prog.DESC_FIELDS)):
                     m.next = "SETUP"
             with m.State("SETUP"):
-                m.d.sync += walker_reset()
+                m.d.comb += wk_load.eq(1)
+                m.d.sync += wk_idx.eq(0)
                 m.d.sync += [ro_fill.eq(1), ro_acc.eq(0), npix_tot.eq(0), n_acc.eq(0)]
                 m.next = "FILL"
             with m.State("FILL"):
@@ -601,7 +610,7 @@ class Sequencer(wiring.Component):
                         gbase.eq(f["w_base"]),
                         iss_active.eq(1), iss_ready.eq(0), i_rem.eq(npix_tot), i_grp.eq(0),
                         i_px.eq(0), i_py.eq(0), i_taddr.eq(f["thr_base"]),
-                        wr_active.eq(1), wr_tbase.eq(f["out_base"]), wr_rem.eq(npix_tot),
+                        wr_active.eq(1), wr_rem.eq(npix_tot),
                     ]
                     m.next = "RUN"
             with m.State("RUN"):
