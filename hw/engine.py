@@ -14,7 +14,7 @@ from ..sw import perf
 from ..sw.errors import UserError
 from .array import SystolicArray, check_geometry
 from .pe import acc_width, shift_width
-from .post import PostProcess, row_layout, score_layout, tile_layout, word_layout
+from .post import PostProcess, row_layout, score_layout, tile_layout, undefined_init, word_layout
 
 __all__ = ["ResultFIFO", "TileEngine", "operand_layout"]
 
@@ -32,24 +32,6 @@ def operand_layout(rows: int, cols: int, width: int, max_planes: int) -> data.St
         "shift": shift_width(max_planes),
         "last": 1,
     })
-
-
-def _undefined_init(width: int, platform) -> dict:
-    """Attributes giving a register an undefined initial value in a build for a platform.
-
-    A RAM block's read-data register has no power-up value on the iCE40, so yosys emulates
-    a defined one (Amaranth always gives flip-flops one) with a LUT per bit. The result FIFO
-    never uses its read data before the first read, so in a platform build (``platform`` not
-    None) the register gets ``init = 'x``, written through the RTLIL backend's ``Undef``
-    constant; simulations (``platform`` None) keep the ordinary zero initial value.
-    """
-    if platform is None:
-        return {}
-    try:
-        from amaranth.back.rtlil import Undef
-    except ImportError:  # another Amaranth version: keep the (emulated) defined init
-        return {}
-    return {"init": Undef(width)}
 
 
 class ResultFIFO(wiring.Component):
@@ -102,7 +84,7 @@ class ResultFIFO(wiring.Component):
         rp = mem.read_port(domain="comb")
         do_write = self.w_en & self.w_rdy
         do_read = (level != 0) & (~self.r_rdy | self.r_en)
-        r_data = Signal(self.width, reset_less=True, attrs=_undefined_init(self.width, platform))
+        r_data = Signal(self.width, reset_less=True, attrs=undefined_init(self.width, platform))
         m.d.comb += [
             self.w_rdy.eq(level != inner),
             wp.addr.eq(produce), wp.data.eq(self.w_data), wp.en.eq(do_write),

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..sw import encoding as enc
@@ -40,6 +41,7 @@ __all__ = [
     "row_layout",
     "score_layout",
     "tile_layout",
+    "undefined_init",
     "word_layout",
 ]
 
@@ -50,6 +52,24 @@ LATENCY = 3
 MODE_THRESHOLD = 0
 #: ``tile.mode``: integer scores of the last layer (``scores`` stream).
 MODE_INTEGER = 1
+
+
+def undefined_init(width: int, platform) -> dict:
+    """Signal attributes giving a register an undefined initial value in a platform build.
+
+    A RAM block's read-data register has no power-up value on the iCE40, so yosys emulates
+    the defined one that Amaranth gives every flip-flop (a LUT per bit). For a read register
+    whose data is never used before its first read, a build for a platform (``platform`` not
+    None) gets ``init = 'x`` through the RTLIL backend's ``Undef`` constant; simulations
+    (``platform`` None) keep the ordinary zero initial value.
+    """
+    if platform is None:
+        return {}
+    try:
+        from amaranth.back.rtlil import Undef
+    except ImportError:  # another Amaranth version: keep the (emulated) defined init
+        return {}
+    return {"init": Undef(width)}
 
 
 def _bits(n: int) -> int:
@@ -229,7 +249,7 @@ class PostProcess(wiring.Component):
         # and again): entry 0 is the row in the stage, so there is no row multiplexer
         pool_q = [Signal(C, name=f"pool_q{i}") for i in range(R)]   # stage A: pooled bits
         fill = Signal(range(W))            # stage B: bit offset of the next channel
-        pack_q = [Signal(max(1, W - 1), name=f"pack_q{i}") for i in range(R)]  # stage C
+        b_fill_nz = Signal()               # stage B's fill was not 0 (see stage C)
         word_base = Signal(self.index_bits)                      # stage C: word index
 
         ev = Signal(vw)                                 # words being emitted
@@ -331,25 +351,50 @@ class PostProcess(wiring.Component):
                 b_n_full.eq(n_full),
                 b_n_emit.eq(n_full + (a_flags.pixel_end & (rem != 0))),
                 b_score.eq(a_score),
+                b_fill_nz.eq(fill != 0),
             ]
             with m.If(packing & a_flags.last_row):
                 m.d.sync += fill.eq(Mux(a_flags.pixel_end, 0, rem))
 
         # ---- stage C: merge with the row's partial word, emit whole words ---------------
+        # Each row's partial word (its low `fill` bits; all bits above are 0, so it is 0
+        # whenever fill is 0 and is masked then: neither reset nor an integer layer has to
+        # clear it). With R >= 2 the partial words live in a small RAM (a RAM block on the
+        # FPGAs, ram_style "block": R x (W-1) bits instead of R*(W-1) flip-flops): stage C
+        # takes rows in the order 0..R-1, so the read port fetches the next row's word while
+        # the current one is written (never the same address in one cycle: no_rw_check).
+        pw = max(1, W - 1)
+        pack_cur = Signal(pw, reset_less=True, attrs=undefined_init(pw, platform))
+        pack_new = Signal(pw)
+        pack_we = Signal()
+        if R >= 2:
+            crow = Signal(range(R))  # the row in stage C (== b_row while b_valid)
+            nxt = Mux(crow == R - 1, 0, crow + 1)
+            m.submodules.pack_mem = mem = Memory(
+                shape=pw, depth=R, init=[], attrs={"no_rw_check": 1, "ram_style": "block"})
+            rp = mem.read_port(domain="comb")  # + register: merged into the RAM block
+            wp = mem.write_port()
+            m.d.comb += [rp.addr.eq(Mux(b_move, nxt, crow)),
+                         wp.addr.eq(crow), wp.data.eq(pack_new), wp.en.eq(pack_we)]
+            m.d.sync += pack_cur.eq(rp.data)
+            with m.If(b_move):
+                m.d.sync += crow.eq(nxt)
+        else:
+            with m.If(pack_we):
+                m.d.sync += pack_cur.eq(pack_new)
         v = Signal(vw)
-        m.d.comb += v.eq(pack_q[0] | b_shifted)
-        leftover = Array([(v >> (W * j))[: max(1, W - 1)] for j in range(self.max_words + 1)])
+        m.d.comb += v.eq(Mux(b_fill_nz, pack_cur, 0) | b_shifted)
+        leftover = Array([(v >> (W * j))[:pw] for j in range(self.max_words + 1)])
+        m.d.comb += pack_new.eq(Mux(b_flags.pixel_end, 0, leftover[b_n_full]))
         with m.If(b_move):
-            m.d.sync += [pack_q[i].eq(pack_q[i + 1]) for i in range(R - 1)]
-            m.d.sync += pack_q[R - 1].eq(pack_q[0])
             with m.If(b_flags.mode == MODE_INTEGER):
                 m.d.sync += [sc.eq(b_score), s_pending.eq(b_flags.valid_row), srow.eq(b_row)]
             with m.Elif(b_flags.pool_last):
                 m.d.sync += [
                     ev.eq(v), en.eq(Mux(b_flags.valid_row, b_n_emit, 0)),
                     eidx.eq(word_base), erow.eq(b_row),
-                    pack_q[R - 1].eq(Mux(b_flags.pixel_end, 0, leftover[b_n_full])),
                 ]
+                m.d.comb += pack_we.eq(1)
                 with m.If(b_flags.last_row):
                     m.d.sync += word_base.eq(Mux(b_flags.pixel_end, 0, word_base + b_n_full))
         return m
