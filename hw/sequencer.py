@@ -276,21 +276,22 @@ class Sequencer(wiring.Component):
         # ---- operand generator --------------------------------------------------------------
         gen_active = Signal()
         swap_pending = Signal()
-        g_grp = Reg(aw["thresholds"])
-        g_px = Reg(prog.SMALL_FIELDS["pool_k"])  # pooling offset (SMALL_FIELDS)
-        g_py = Reg(prog.SMALL_FIELDS["pool_k"])
-        po_x = Reg(CB)
-        po_y = Reg(CB)
-        po_addr = Reg(AW)
-        po_line = Reg(AW)
-        g_b = Reg(range(prog.MAX_PLANES))
-        pbase = Reg(AW)  # plane and pooling offset of the window
-        g_dy = Reg(8)  # < kh (SMALL_FIELDS)
-        g_dx = Reg(8)  # < kw
-        g_cw = Reg(AW)
-        ry = Reg(CB)
-        rx = Reg(CB)
-        off = Reg(AW)  # pbase + offset of the word in the window
+        # loop counters and offsets (with reset: they must be 0 when a layer starts, see FILL)
+        g_grp = Signal(aw["thresholds"])
+        g_px = Signal(prog.SMALL_FIELDS["pool_k"])  # pooling offset (SMALL_FIELDS)
+        g_py = Signal(prog.SMALL_FIELDS["pool_k"])
+        po_x = Signal(CB)
+        po_y = Signal(CB)
+        po_addr = Signal(AW)
+        po_line = Signal(AW)
+        g_b = Signal(range(prog.MAX_PLANES))
+        pbase = Signal(AW)  # plane and pooling offset of the window
+        g_dy = Signal(8)  # < kh (SMALL_FIELDS)
+        g_dx = Signal(8)  # < kw
+        g_cw = Signal(AW)
+        ry = Signal(CB)
+        rx = Signal(CB)
+        off = Signal(AW)  # pbase + offset of the word in the window
         waddr = Reg(aw["weights"])
         gbase = Reg(aw["weights"])
 
@@ -404,9 +405,9 @@ class Sequencer(wiring.Component):
         iss_active = Signal()
         iss_ready = Signal()  # threshold word for the current address is on thr_rdata
         i_rem = Reg(NPB)  # pixels from the current tile on
-        i_grp = Reg(aw["thresholds"])
-        i_px = Reg(prog.SMALL_FIELDS["pool_k"])
-        i_py = Reg(prog.SMALL_FIELDS["pool_k"])
+        i_grp = Signal(aw["thresholds"])
+        i_px = Signal(prog.SMALL_FIELDS["pool_k"])
+        i_py = Signal(prog.SMALL_FIELDS["pool_k"])
         i_taddr = Reg(aw["thresholds"])
         m.d.comb += self.thr_raddr.eq(i_taddr)
         i_last_tile = i_rem <= R
@@ -603,13 +604,13 @@ class Sequencer(wiring.Component):
                     m.d.comb += swap.eq(1)
                     m.d.sync += [
                         ro_fill.eq(0),
-                        gen_active.eq(1), swap_pending.eq(0), g_grp.eq(0),
-                        g_px.eq(0), g_py.eq(0), po_x.eq(0), po_y.eq(0), po_addr.eq(0),
-                        po_line.eq(0), g_b.eq(0), pbase.eq(0), g_dy.eq(0), g_dx.eq(0),
-                        g_cw.eq(0), ry.eq(0), rx.eq(0), off.eq(0), waddr.eq(f["w_base"]),
+                        # the loop counters and offsets of the operand generator and the
+                        # tile issuer are 0 here: after reset, and after the last tile of the
+                        # previous layer (every loop ends on its last value and wraps to 0)
+                        gen_active.eq(1), swap_pending.eq(0), waddr.eq(f["w_base"]),
                         gbase.eq(f["w_base"]),
-                        iss_active.eq(1), iss_ready.eq(0), i_rem.eq(npix_tot), i_grp.eq(0),
-                        i_px.eq(0), i_py.eq(0), i_taddr.eq(f["thr_base"]),
+                        iss_active.eq(1), iss_ready.eq(0), i_rem.eq(npix_tot),
+                        i_taddr.eq(f["thr_base"]),
                         wr_active.eq(1), wr_rem.eq(npix_tot),
                     ]
                     m.next = "RUN"
