@@ -105,8 +105,12 @@ class Sequencer(wiring.Component):
         self.aw = {n: addr_width(d) for n, d in self.depths.items()}
         # score_mul is one of prog.SCORE_MULS (checked by the program builder): the output
         # stage uses a shift instead of a multiplier per column
+        # scores are prog.score_bits wide (checked by the program builder), sign-extended to
+        # the 32-bit scores memory
+        self.score_bits = prog.score_bits(target)
         self.engine = TileEngine(R, C, W, engine_max_k(target.acc_bits), prog.MAX_PLANES,
-                                 small_mul=True, levels_per_stage=target.popcount_levels)
+                                 score_width=self.score_bits, small_mul=True,
+                                 levels_per_stage=target.popcount_levels)
         super().__init__({
             "start": In(1),
             "busy": Out(1),
@@ -144,7 +148,8 @@ class Sequencer(wiring.Component):
         CB = prog.COORD_BITS  # spatial coordinates, modulo 2^CB (docs/program.md)
         NPB = max(self.depths["activations"], R).bit_length()  # pixel counts
         LCB = (C - 1).bit_length()  # channel index within a column group (C = 2^LCB)
-        OCB = max(aw["scores"], LCB) + 1  # class index (out_c - 1 < scores depth)
+        OCB = max(aw["scores"], LCB + 1)  # class index (out_c - 1 < scores depth)
+        SB = self.score_bits
         ROB = max(AW, aw["scores"])  # row offsets (activation or score addresses)
         m.submodules.engine = eng = self.engine
 
@@ -186,17 +191,17 @@ class Sequencer(wiring.Component):
         ro_step = Reg(ROB, name="d_ro_step")  # row offset step: out_c or cw_out
         lc_m1 = f["out_c"][:LCB]  # channels of the last column group - 1
         last_grp = f["out_c"][LCB:]  # index of the last column group
-        n_layers_m1 = Reg(aw["program"])
+
         empty = Reg()
         magic_ok = Reg()
         geom_ok = Reg()
-        n_classes = Signal(16)
-        max_batch = Reg(8)
+        n_classes = Signal(aw["scores"] + 1)  # at most the scores depth
+        batch_over = Reg()  # the batch exceeds the program's max_batch
 
         # ---- fetch -------------------------------------------------------------------------
         f_idx = Reg(range(prog.DESC_WORDS + 2))
         f_addr = Reg(aw["program"])
-        layer = Reg(aw["program"])
+        layers_left = Reg(aw["program"])  # layers after the current one
         m.d.comb += self.prog_raddr.eq(f_addr)
 
         # ---- walker: window origins of the next tile's rows ---------------------------------
@@ -472,7 +477,7 @@ class Sequencer(wiring.Component):
         # beat arrives before the buffer is drained.
         sc = eng.scores
         s_busy = Signal()
-        s_buf = [Reg(signed(32), name=f"s_buf{c}") for c in range(C)]
+        s_buf = [Reg(signed(SB), name=f"s_buf{c}") for c in range(C)]
         s_idx = Reg(range(C))
         s_cnt = Reg(range(C))
         s_grp = Reg(OCB - LCB)  # column group being written (first channel s_grp * C)
@@ -481,7 +486,7 @@ class Sequencer(wiring.Component):
         s_val = Array(s_buf)[s_idx]
         s_end = s_busy & (s_idx == s_cnt)
         s_last_row = s_row == batch - 1
-        best = Array(Reg(signed(32), name=f"best{r}") for r in range(R))
+        best = Array(Reg(signed(SB), name=f"best{r}") for r in range(R))
         best_idx = Array(Reg(OCB, name=f"best_idx{r}") for r in range(R))
         s_first = Array(Reg(name=f"s_first{r}") for r in range(R))
         m.d.comb += [
@@ -534,13 +539,13 @@ class Sequencer(wiring.Component):
                     with m.Case(_HDR["magic"] + 1):
                         m.d.sync += magic_ok.eq(word == prog.MAGIC)
                     with m.Case(_HDR["n_layers"] + 1):
-                        m.d.sync += [n_layers_m1.eq(wm1), empty.eq(word[:16] == 0)]
+                        m.d.sync += [layers_left.eq(wm1), empty.eq(word[:16] == 0)]
                     with m.Case(_HDR["n_classes"] + 1):
                         m.d.sync += n_classes.eq(word)
                     with m.Case(_HDR["geometry"] + 1):
                         m.d.sync += geom_ok.eq(word == geom)
                     with m.Case(_HDR["max_batch"] + 1):
-                        m.d.sync += max_batch.eq(word)
+                        m.d.sync += batch_over.eq(batch > word[:8])
                 with m.If(f_idx == _HDR["max_batch"] + 1):
                     m.next = "CHECK"
             with m.State("CHECK"):
@@ -553,11 +558,11 @@ class Sequencer(wiring.Component):
                 with m.Elif(empty):
                     m.d.sync += [self.error.eq(ERR_EMPTY), busy.eq(0)]
                     m.next = "IDLE"
-                with m.Elif(batch_big | (batch > max_batch)):
+                with m.Elif(batch_big | batch_over):
                     m.d.sync += [self.error.eq(ERR_BATCH), busy.eq(0)]
                     m.next = "IDLE"
                 with m.Else():
-                    m.d.sync += [layer.eq(0), f_addr.eq(prog.HEADER_WORDS), f_idx.eq(0),
+                    m.d.sync += [f_addr.eq(prog.HEADER_WORDS), f_idx.eq(0),
                                  s_grp.eq(0), s_idx.eq(0)]
                     m.d.sync += [s_first[r].eq(1) for r in range(R)]
                     m.next = "DESC"
@@ -616,10 +621,10 @@ class Sequencer(wiring.Component):
                     m.next = "RUN"
             with m.State("RUN"):
                 with m.If(~gen_active & ~iss_active & ~wr_active & ~v1):
-                    with m.If(layer == n_layers_m1):
+                    with m.If(layers_left == 0):
                         m.d.sync += [busy.eq(0), self.done.eq(1)]
                         m.next = "IDLE"
                     with m.Else():
-                        m.d.sync += [layer.eq(layer + 1), f_idx.eq(0)]
+                        m.d.sync += [layers_left.eq(layers_left - 1), f_idx.eq(0)]
                         m.next = "DESC"
         return m

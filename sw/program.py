@@ -104,6 +104,13 @@ SCORE_MUL_BITS = 8
 #: ``score_mul`` values the accelerator's output stage computes (shift + negation, no
 #: multiplier; :mod:`xnorflow.sw.lower` produces 1 and 2).
 SCORE_MULS = (-2, -1, 0, 1, 2)
+def score_bits(target: Target) -> int:
+    """Signed width of the accelerator's integer scores: ``acc_bits + 3`` (``|score_mul| <= 2``
+    doubles the accumulator; one more bit leaves the offset as much room again). The scores
+    memory stores them sign-extended to 32 bits."""
+    return target.acc_bits + 3
+
+
 #: Most input bit-planes the datapath takes (8-bit pixels).
 MAX_PLANES = 8
 #: The sequencer computes spatial coordinates (window rows and columns, padding included)
@@ -329,10 +336,12 @@ def _check_fits(model: CompiledModel, target: Target,
                     f"accelerator's output stage (a shift, no multiplier): use one of "
                     f"{', '.join(map(str, SCORE_MULS))}"
                 )
-            if worst >= 1 << (LANE_BITS - 1):
+            sb = score_bits(target)
+            if worst >= 1 << (sb - 1):
                 raise UserError(
-                    f"layer {layer.name!r}: scores reach {worst}, beyond the accelerator's "
-                    f"32-bit signed scores"
+                    f"layer {layer.name!r}: scores reach {worst} (|score_mul| * acc_max + "
+                    f"largest |score_offset|), beyond the accelerator's {sb}-bit signed scores "
+                    f"on target {target.name!r} (acc_bits + 3); use smaller score offsets"
                 )
         if layer.in_bits > MAX_PLANES:
             raise UserError(f"layer {layer.name!r}: {layer.in_bits} input bit-planes, the "
