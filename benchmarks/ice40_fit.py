@@ -51,9 +51,22 @@ def breakdown(geometry: str, build: Path, flatten: bool = False, module: str = "
     opt = "" if flatten else " -noflatten"
     (build / "fit.ys").write_text(f"read_rtlil top.il\n{YOSYS_AFTER_READ}\n"
                                   f"synth_ice40 -top {module} -spram{opt}\n"
-                                  "tee -o fit.stat stat\n")
+                                  "tee -o fit.stat stat\n"
+                                  + ("write_json fit.json\n" if flatten and module == "top"
+                                     else ""))
     subprocess.run([os.environ["YOSYS"], "-q", "fit.ys"], cwd=build, check=True)
     stat = (build / "fit.stat").read_text()
+    packed = ""
+    if flatten and module == "top":
+        # nextpnr's packer: the logic cells the design really needs (a flip-flop shares a
+        # cell only with the LUT that drives it alone; a carry only with a matching LUT)
+        subprocess.run([os.environ["NEXTPNR_ICE40"], "--quiet", "--pack-only", "--up5k",
+                        "--package", "sg48", "--json", "fit.json", "--pcf", "top.pcf",
+                        "--log", "pack.log"], cwd=build, capture_output=True)
+        m = re.search(r"ICESTORM_LC:\s+(\d+)/\s*(\d+)", (build / "pack.log").read_text())
+        if m:
+            packed = (f"nextpnr --pack-only: {m.group(1)} of {m.group(2)} logic cells "
+                      f"({100 * int(m.group(1)) / int(m.group(2)):.0f} %)")
     lines = [f"geometry {geometry}, target {target.name}, "
              + (f"only {module}, " if module != "top" else "")
              + f"{'flattened (as the real flow)' if flatten else 'per module (-noflatten)'}: "
@@ -72,6 +85,8 @@ def breakdown(geometry: str, build: Path, flatten: bool = False, module: str = "
     lines.append(f"{'total':56s} {tot[0]:6d} {tot[1]:6d} {tot[2]:6d} {tot[3]:4d} {tot[4]:5d}")
     lines.append(f"UP5K: 5280 LCs, 30 EBR, 4 SPRAM; LUT4 {100 * tot[0] / 5280:.0f} %, "
                  f"FF {100 * tot[1] / 5280:.0f} %, EBR {tot[3]}/30")
+    if packed:
+        lines.append(packed)
     return "\n".join(lines) + "\n"
 
 
@@ -79,7 +94,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("geometry", nargs="+", help="RxCxW, e.g. 4x4x16")
     ap.add_argument("--flatten", action="store_true",
-                    help="flatten like the real flow (totals only, fewer cells)")
+                    help="flatten like the real flow (totals only, fewer cells) and count the "
+                         "logic cells after nextpnr's packer")
     ap.add_argument("--top", default="top", metavar="MODULE",
                     help="synthesise only this module of the design, e.g. top.top.core.host, "
                          "top.top.core.sequencer, top.top.core.sequencer.engine.post (fast; printed, "
