@@ -89,6 +89,11 @@ def test_parse_logs():
     assert r["utilisation"]["ICESTORM_RAM"]["used"] == 3
     assert r["fmax"]["clk"] == {"fmax_mhz": 59.23, "constraint_mhz": 48.0, "pass": True}
     assert r["fmax"]["other"]["pass"] is False
+    assert r["total_lut4"] is None  # an iCE40 log has no ECP5 LUT total
+    ecp5 = parse_nextpnr_log("Info: Logic utilisation before packing:\n"
+                             "Info:     Total LUT4s:     17514/83640    20%\n"
+                             "Info:         logic LUTs:  13714/83640    16%\n")
+    assert ecp5["total_lut4"] == 17514
     cells = parse_yosys_stat(YOSYS_LOG)
     assert cells == {"SB_CARRY": 32, "SB_DFF": 2, "SB_DFFESR": 71, "SB_LUT4": 103}
 

@@ -138,7 +138,10 @@ def parse_nextpnr_log(log: str) -> dict:
         fmax[m[1]] = {"fmax_mhz": float(m[2]), "constraint_mhz": float(m[4]),
                       "pass": m[3] == "PASS"}
     seed = re.search(r"Generated random seed:\s*(\S+)|--seed[ =](\d+)", log)
-    return {"utilisation": util, "fmax": fmax, "seed_in_log": seed and (seed[1] or seed[2])}
+    # ECP5: every LUT4 the design uses (logic, the two of each carry cell, distributed RAM)
+    total = re.search(r"Total LUT4s:\s*(\d+)/", log)
+    return {"utilisation": util, "fmax": fmax, "seed_in_log": seed and (seed[1] or seed[2]),
+            "total_lut4": int(total[1]) if total else None}
 
 
 # ----------------------------------------------------------------------------------------
@@ -465,10 +468,13 @@ def make_report(cfg: SynthConfig, spec, top, build: Path, elapsed: float, target
         }
         lut_capacity = util.get("ICESTORM_LC", {}).get("available")
     else:
-        luts = cells.get("LUT4", 0)
+        # LUT4 cells plus the LUTs inside carry (CCU2C: 2 each) and RAM cells, as nextpnr
+        # counts them: the figure binary ops / LUT / cycle divides by
+        luts = pnr["total_lut4"] or cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
         ffs = sum(v for k, v in cells.items() if k.startswith("TRELLIS_FF"))
         res = {
             "lut4": luts,
+            "lut4_cells": cells.get("LUT4", 0),
             "ff": ffs,
             "carry": cells.get("CCU2C", 0),
             "logic_cells": util.get("TRELLIS_COMB", {}),
