@@ -215,8 +215,8 @@ class PostProcess(wiring.Component):
 
         # ---- descriptor of the tile whose rows stage A takes ------------------------------
         # Latched in a form that lets one adder per column serve both modes (see _sum):
-        # threshold mode: lane = ~T (low tw bits), cin = polarity +1 (so the adder computes
-        # acc - T - neg), integer mode: lane = score_offset (or ~score_offset when small_mul
+        # threshold mode: lane = ~T (low tw bits), cin = ~neg (so the adder computes
+        # acc - T - neg); integer mode: lane = score_offset (or ~score_offset when small_mul
         # and score_mul < 0), cin = 0.
         mul_l = data.StructLayout({"two": 1, "zero": 1, "neg": 1} if self.small_mul
                                   else {"mul": signed(self.mul_width)})
@@ -245,8 +245,8 @@ class PostProcess(wiring.Component):
         b_n_full = Signal(range(self.max_words + 1))
         b_n_emit = Signal(range(self.max_words + 1))
 
-        # per-row state as queues that rotate with the row order (rows come 0..R-1, again
-        # and again): entry 0 is the row in the stage, so there is no row multiplexer
+        # pooling bits per row as a queue that rotates with the row order (rows come
+        # 0..R-1, again and again): entry 0 is the current row, so there is no row mux
         pool_q = [Signal(C, name=f"pool_q{i}") for i in range(R)]   # stage A: pooled bits
         fill = Signal(range(W))            # stage B: bit offset of the next channel
         b_fill_nz = Signal()               # stage B's fill was not 0 (see stage C)
