@@ -18,7 +18,9 @@ drives HW1's :class:`~xnorflow.hw.engine.TileEngine` with three independent unit
   (:func:`xnorflow.sw.encoding.argmax_first`: a later score replaces the best only if it is
   strictly greater).
 
-Every address is an incremental sum of precomputed descriptor fields (no multipliers).
+Every address is an incremental sum of precomputed descriptor fields (no multipliers),
+kept only as wide as the memories need: activation addresses modulo the activation depth,
+spatial coordinates modulo ``2^COORD_BITS`` (``docs/accelerator.md``, "Widths").
 """
 
 from __future__ import annotations
