@@ -38,15 +38,17 @@ class ResultFIFO(wiring.Component):
     """The engine's result FIFO: :class:`amaranth.lib.fifo.SyncFIFOBuffered` semantics and
     timing, but with the RAM marked ``no_rw_check``.
 
-    Like ``SyncFIFOBuffered(width=width, depth=depth)``: ``depth - 1`` entries in a RAM with
-    a synchronous read port whose data register is the output (``r_data``), so an entry
-    written in cycle ``t`` into an empty FIFO is offered (``r_rdy``) from cycle ``t + 2``;
-    ``w_rdy`` is low when full (writes are then dropped). The RAM's read port never reads the
-    word being written in the same cycle (it reads only when ``level != 0`` and writes only
-    when ``level != depth - 1``, and the two pointers are equal only when the RAM is empty or
-    full), so ``no_rw_check`` tells yosys not to build the old-data-on-collision emulation
-    (on the iCE40: a delayed write of the whole row and a bypass mux, ~200 FF and ~100
-    LUT4 for the 4x4x16 engine). The RAM has a power-of-two depth (free pointer wrap).
+    Like ``SyncFIFOBuffered(width=width, depth=depth)``: ``depth - 1`` entries in a RAM whose
+    read-data register is the output (``r_data``), so an entry written in cycle ``t`` into
+    an empty FIFO is offered (``r_rdy``) from cycle ``t + 2``; ``w_rdy`` is low when full
+    (writes are then dropped). The RAM never reads the word being written in the same cycle
+    (it reads only when ``level != 0`` and writes only when ``level != depth - 1``, and the
+    two pointers are equal only when the RAM is empty or full), so ``no_rw_check`` tells
+    yosys not to build the old-data-on-collision emulation (on the iCE40: a delayed write of
+    the whole row and a bypass mux, ~150-200 FF and ~70-100 LUT4 for the 4x4x16 engine). The
+    read register's power-up value is undefined in a build for a platform
+    (:func:`~xnorflow.hw.post.undefined_init`: no per-bit init emulation either). The RAM
+    has a power-of-two depth (free pointer wrap).
 
     Latency 2 cycles (write to ``r_rdy``); throughput one entry per cycle.
     """
