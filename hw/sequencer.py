@@ -460,11 +460,12 @@ class Sequencer(wiring.Component):
         wr_active = Signal()
         wr_tbase = Reg(AW)
         wr_rem = Reg(NPB)  # pixels from this tile on
+        row_off = Signal(ROB)  # rowoff of the row being written
         wr_lastrow = Mux(wr_rem >= R, R - 1, wr_rem - 1)
         words = eng.words
         m.d.comb += [
             words.ready.eq(1),
-            self.act_waddr.eq((wr_tbase + rowoff[words.p.row] + words.p.index)[:AW]),
+            self.act_waddr.eq((wr_tbase + row_off + words.p.index)[:AW]),
             self.act_wdata.eq(words.p.data),
             self.act_we.eq(words.valid & wr_active),
         ]
@@ -493,7 +494,10 @@ class Sequencer(wiring.Component):
         s_first = Array(Reg(name=f"s_first{r}") for r in range(R))
         m.d.comb += [
             sc.ready.eq(~s_busy | s_end),
-            self.score_waddr.eq((rowoff[s_row] + s_n)[:aw["scores"]]),
+            self.score_waddr.eq((row_off + s_n)[:aw["scores"]]),
+            # one row-offset multiplexer for both writers: a threshold layer writes words
+            # only, the integer layer scores only
+            row_off.eq(rowoff[Mux(integer, s_row, words.p.row)]),
             self.score_wdata.eq(s_val),
             self.score_we.eq(s_busy),
         ]
