@@ -116,13 +116,19 @@ class Accelerator(wiring.Component):
         ]
         for r in range(1, R):
             m.d.comb += mem.act_raddr[r].eq(seq.act_raddr[r])
-        with m.Switch(host.mem_sel):
-            for name, rdata in (("program", mem.prog_rdata), ("weights", mem.wgt_rdata),
-                                ("thresholds", mem.thr_rdata),
-                                ("activations", mem.act_rdata[0]),
-                                ("scores", mem.score_rdata)):
-                with m.Case(ids[name]):
-                    m.d.comb += host.mem_rdata.eq(rdata)
+        # host reads: bit k comes from the memories at least k + 1 bits wide only (the host
+        # ignores the bits above the selected memory's width), the widest without a test
+        rdata = {"program": mem.prog_rdata, "weights": mem.wgt_rdata,
+                 "thresholds": mem.thr_rdata, "activations": mem.act_rdata[0],
+                 "scores": mem.score_rdata}
+        by_width = sorted(MEMORY_NAMES, key=lambda n: -len(rdata[n]))
+        cuts = sorted({len(v) for v in rdata.values()})
+        for lo, hi in zip([0, *cuts[:-1]], cuts, strict=True):
+            names = [n for n in by_width if len(rdata[n]) >= hi]
+            val = rdata[names[0]][lo:hi]
+            for n in names[1:]:
+                val = Mux(host.mem_sel == ids[n], rdata[n][lo:hi], val)
+            m.d.comb += host.mem_rdata[lo:hi].eq(val)
         # writes
         for name, p in (("program", "prog"), ("weights", "wgt"), ("thresholds", "thr")):
             m.d.comb += [getattr(mem, f"{p}_waddr").eq(host.mem_addr),

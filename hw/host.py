@@ -4,21 +4,53 @@ Frames and commands are specified in ``docs/host-protocol.md``; the constants an
 side live in :mod:`xnorflow.hw.driver`. This layer knows nothing of UARTs: a board top
 wraps ``host_in`` / ``host_out`` in a UART and may pulse ``abort`` (e.g. on a framing
 error or an inter-byte timeout) to return the decoder to waiting for a sync byte.
+
+Sized for small FPGAs: addresses are as wide as the memories need (a wider address the host
+sends is a range error, counted in one flag), the frame is counted by one down-counter of
+payload bytes, the parameter checks are made once per frame (registered one cycle after the
+last parameter byte, before the first word can be written) and one shift register of the
+widest word carries every word both ways: written words shift in a byte per cycle, read
+words are loaded once and shift out.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from contextlib import contextmanager
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sw.targets import MEMORY_NAMES, Target
 from . import driver as proto
+from .memories import addr_width
 
 __all__ = ["HostDecoder"]
 
 _ACT = proto.MEMORY_IDS["activations"]
 _SCORES = proto.MEMORY_IDS["scores"]
+
+
+def _any(conds) -> object:
+    out = Const(0, 1)
+    for c in conds:
+        out = out | c
+    return out
+
+
+def _gt(x, c: int):
+    """``x > c`` for a constant ``c``, as plain logic (no carry chain): from the top bit
+    down, ``x`` is greater where it has a 1 above a 0 of ``c`` with equal bits above."""
+    if c < 0:
+        return Const(1, 1)
+    if c >= (1 << len(x)) - 1:
+        return Const(0, 1)
+    t = len(x) - 1
+    if len(x) == 1:
+        return x[0] & (c == 0)
+    if c >> t & 1:
+        return x[t] & _gt(x[:t], c & ((1 << t) - 1))
+    return x[t] | _gt(x[:t], c)
 
 
 class HostDecoder(wiring.Component):
@@ -29,7 +61,7 @@ class HostDecoder(wiring.Component):
     target : Target
         Geometry reported by READ_STATUS and memory word widths.
     depths : dict
-        Words of each memory (bounds checks).
+        Words of each memory (bounds checks; the address width is the widest memory's).
 
     Members
     -------
@@ -43,7 +75,10 @@ class HostDecoder(wiring.Component):
     mem_sel : Out(3), mem_addr : Out(32), mem_wdata : Out(max width), mem_we : Out(1)
         Memory access (ids of :data:`~xnorflow.hw.driver.MEMORY_IDS`); only while the
         sequencer is idle. Reads: ``mem_rdata`` holds the word one cycle after ``mem_addr``.
+        Only the low :attr:`addr_bits` of ``mem_addr`` (the deepest memory's) can be
+        nonzero; ``mem_wdata`` is valid only with ``mem_we``.
     mem_rdata : In(max width)
+        Read data of memory ``mem_sel``; bits above that memory's width are ignored.
     start : Out(1)
         One-cycle pulse on an accepted START.
     busy, done, error, cycles, result, results, n_classes : In
@@ -52,15 +87,28 @@ class HostDecoder(wiring.Component):
         Images of the run a START launches (valid in the cycle of ``start``).
 
     Throughput: one request byte per cycle; responses one byte per cycle plus two cycles
-    per memory word read. Latency: the response header starts 2 cycles after the checksum
-    byte.
+    per memory word read (and one before the checksum). Latency: the response header starts
+    2 cycles after the checksum byte.
     """
 
     def __init__(self, target: Target, depths: dict):
+        if not isinstance(target, Target):
+            raise TypeError(f"target must be a Target, not {target!r}")
         self.target = target
         self.depths = dict(depths)
+        for n in MEMORY_NAMES:
+            if not isinstance(self.depths.get(n), int) or self.depths[n] < 1:
+                raise ValueError(f"depth of memory {n!r} must be a positive int, "
+                                 f"not {self.depths.get(n)!r}")
         self.widths = [target.word_bits(n) for n in MEMORY_NAMES]
         self.max_width = max(self.widths)
+        self.bpw = [proto.bytes_per_word(w) for w in self.widths]
+        for n, b in zip(MEMORY_NAMES, self.bpw, strict=True):
+            if b < 2 or b & (b - 1):
+                raise ValueError(f"memory {n!r}: {b} bytes per word; the decoder needs a "
+                                 "power of two >= 2")
+        #: Address bits presented on ``mem_addr`` (the deepest memory's).
+        self.addr_bits = max(addr_width(self.depths[n]) for n in MEMORY_NAMES)
         super().__init__({
             "host_in": In(stream.Signature(8)),
             "host_out": Out(stream.Signature(8)),
@@ -81,284 +129,345 @@ class HostDecoder(wiring.Component):
             "batch": Out(8),
         })
 
-    def elaborate(self, platform):  # noqa: C901
+    def elaborate(self, platform):  # noqa: C901 -- one FSM, kept together for reading
         m = Module()
         t = self.target
+        R = t.rows
         nmem = len(MEMORY_NAMES)
-        bpw = [proto.bytes_per_word(w) for w in self.widths]
-        for b in bpw:
-            assert b & (b - 1) == 0, "bytes per word must be a power of two"
-        lg = Array(Const(b.bit_length() - 1, 4) for b in bpw)
-        bpw_a = Array(Const(b, 8) for b in bpw)
-        depth_a = Array(Const(self.depths[n], 33) for n in MEMORY_NAMES)
-        depth_log2 = [max(0, (self.depths[n] - 1).bit_length()) for n in MEMORY_NAMES]
+        bpw = self.bpw
+        lg = [b.bit_length() - 1 for b in bpw]
+        depth = [self.depths[n] for n in MEMORY_NAMES]
+        depth_log2 = [max(0, (d - 1).bit_length()) for d in depth]
+        # the start address register holds 0..max depth (addr == depth with count 0 is in
+        # range); any higher bit the host sends only sets `addr_big` (a range error)
+        A = max(d.bit_length() for d in depth)
+        status_len = proto.STATUS_LEN
+        # bytes of the word shift register: the widest word, and every fixed response payload
+        nbuf = max(max(bpw), status_len, 4, 1 + 2 * R)
+        last_fix = 3 + max(status_len, 4, 1 + 2 * R)  # highest header + fixed byte index
 
         inp, out = self.host_in, self.host_out
-        cmd = Signal(8)
-        length = Signal(16)
-        rx = Signal(17)  # payload bytes received
-        acc = Signal(8)  # running sum of the request (cmd, length, payload)
-        mem = Signal(8)
-        addr = Signal(32)
-        count = Signal(16)
-        bi = Signal(8)  # byte index within a word
-        nb = Signal(8)  # START's batch byte
-        woff = Signal(16)  # words written so far (addr keeps the start for the checks)
-        wbuf = Signal(self.max_width)
-        status = Signal(8)
-
         take = inp.valid & inp.ready
+        sent = out.valid & out.ready
         byte = inp.payload
-        m.d.comb += self.mem_sel.eq(mem[:3])
-        m.d.comb += self.batch.eq(Mux(length == 1, nb, 1))
-        m.d.comb += self.mem_addr.eq(addr + woff)
 
-        is_write = (cmd == proto.CMD_WRITE_MEM) | (cmd == proto.CMD_WRITE_INPUT)
-        data_start = Mux(cmd == proto.CMD_WRITE_MEM, proto.PARAM_LEN, 0)
-        mem_ok = mem < nmem
-        shift = lg[mem[:3]]
-        nbytes = (count << shift)[:24]
-        range_ok = (addr + count) <= depth_a[mem[:3]]
-        # error of the frame from its parameters (valid once the parameter block is in)
-        p_err = Signal(8)
-        p_err_r = Signal(8)  # registered copy for the write enable (keeps the range and
-        m.d.sync += p_err_r.eq(p_err)  # length arithmetic off the memory write path)
+        cmd = Signal(8)
+        rem = Signal(16)  # request: payload bytes still to come; response: payload bytes
+        acc = Signal(8)  # minus the byte sum (request: to check `chk`; response: `chk`)
+        p0 = Signal(8, init=1)  # first payload byte: memory id, or START's batch
+        addr = Signal(A)
+        addr_big = Signal()  # the host's address has bits above A
+        count = Signal(16)
+        pi = Signal(range(8))  # parameter bytes received (saturates at 7)
+        pstb = Signal()  # the parameter block is complete since the last cycle
+        f_len1 = Signal()  # the length field alone is wrong for the command
+        f_len2 = Signal()  # WRITE_MEM: len != 7 + count*bpw; READ_MEM: answer > 65535
+        f_range = Signal()
+        chk_bad = Signal()
+        busy_c = Signal()  # busy / done when the checksum byte arrived
+        done_c = Signal()
+        status = Signal(4)
+        run_batch = Signal(range(R + 1), init=1)  # images of the last START
+        ri = Signal(range(last_fix + 1))  # response byte index (header and fixed part)
+        buf = Signal(8 * nbuf)
+
+        sel = p0[:3]
+        m.d.comb += [self.mem_sel.eq(sel), self.batch.eq(p0),
+                     self.mem_addr.eq(addr[:self.addr_bits])]
+
+        def by_mem(values):
+            """``values[mem]`` for the selected memory (any value for a bad id); one
+            comparison per distinct value."""
+            groups = {}
+            for i, v in enumerate(values):
+                groups.setdefault(repr(v), (v, []))[1].append(i)
+            order = sorted(groups.values(), key=lambda g: len(g[1]), reverse=True)
+            res = order[0][0]
+            for v, ids in order[1:]:
+                res = Mux(_any(sel == i for i in ids), v, res)
+            return res
+
+        is_wmem = cmd == proto.CMD_WRITE_MEM
+        is_winput = cmd == proto.CMD_WRITE_INPUT
+        mem_bad = _gt(p0, nmem - 1)
+        mem_bad_w = mem_bad | (p0 == _SCORES)
+
+        # ---- checks -----------------------------------------------------------------------
+        # length field alone (when its high byte arrives)
+        full = Cat(rem[:8], byte)
+        len1_err = Signal()
         with m.Switch(cmd):
             with m.Case(proto.CMD_WRITE_MEM):
-                with m.If(length < proto.PARAM_LEN):
-                    m.d.comb += p_err.eq(proto.ERR_LENGTH)
-                with m.Elif(~mem_ok | (mem == _SCORES)):
-                    m.d.comb += p_err.eq(proto.ERR_MEMORY)
-                with m.Elif(length != proto.PARAM_LEN + nbytes):
-                    m.d.comb += p_err.eq(proto.ERR_LENGTH)
-                with m.Elif(~range_ok):
-                    m.d.comb += p_err.eq(proto.ERR_RANGE)
-                with m.Elif(self.busy):
-                    m.d.comb += p_err.eq(proto.ERR_BUSY)
-            with m.Case(proto.CMD_WRITE_INPUT):
-                with m.If((length & (bpw[_ACT] - 1)) != 0):
-                    m.d.comb += p_err.eq(proto.ERR_LENGTH)
-                with m.Elif(~range_ok):
-                    m.d.comb += p_err.eq(proto.ERR_RANGE)
-                with m.Elif(self.busy):
-                    m.d.comb += p_err.eq(proto.ERR_BUSY)
+                m.d.comb += len1_err.eq(~_gt(full, proto.PARAM_LEN - 1))
             with m.Case(proto.CMD_READ_MEM):
-                with m.If(length != proto.PARAM_LEN):
-                    m.d.comb += p_err.eq(proto.ERR_LENGTH)
-                with m.Elif(~mem_ok):
-                    m.d.comb += p_err.eq(proto.ERR_MEMORY)
-                with m.Elif(~range_ok):
-                    m.d.comb += p_err.eq(proto.ERR_RANGE)
-                with m.Elif(nbytes > proto.MAX_PAYLOAD):
-                    m.d.comb += p_err.eq(proto.ERR_LENGTH)
-                with m.Elif(self.busy):
-                    m.d.comb += p_err.eq(proto.ERR_BUSY)
+                m.d.comb += len1_err.eq(full != proto.PARAM_LEN)
+            with m.Case(proto.CMD_WRITE_INPUT):
+                m.d.comb += len1_err.eq(full[:lg[_ACT]] != 0)
             with m.Case(proto.CMD_START):
-                with m.If(length > 1):
-                    m.d.comb += p_err.eq(proto.ERR_LENGTH)
-                with m.Elif((length == 1) & ((nb == 0) | (nb > t.rows))):
-                    m.d.comb += p_err.eq(proto.ERR_BATCH)
-                with m.Elif(self.busy):
-                    m.d.comb += p_err.eq(proto.ERR_BUSY)
+                m.d.comb += len1_err.eq(_gt(full, 1))
+            with m.Case(proto.CMD_READ_RESULT, proto.CMD_READ_RESULTS, proto.CMD_READ_STATUS):
+                m.d.comb += len1_err.eq(full != 0)
+        in_range_err = _gt(full >> lg[_ACT], depth[_ACT])  # WRITE_INPUT: count = len / bpw
+        # parameter block (cycle after its last byte; `rem` is then len - 7)
+        cb = by_mem([(count << l)[:16] for l in lg])  # count * bpw, bytes of the words
+        ovf = by_mem([count[16 - l:] != 0 for l in lg])  # ... above 65535
+        end = addr + count
+        range_err = addr_big | by_mem([_gt(end, d) for d in depth])
+        len2_err = Mux(is_wmem, ovf | (cb != rem), ovf)
+        m.d.sync += pstb.eq(0)
+        with m.If(pstb):
+            m.d.sync += [f_len2.eq(len2_err), f_range.eq(range_err)]
+
+        # status of the frame (in EXEC; flags are complete by then)
+        perr = Signal(4)
+        with m.Switch(cmd):
+            with m.Case(proto.CMD_WRITE_MEM):
+                with m.If(f_len1):
+                    m.d.comb += perr.eq(proto.ERR_LENGTH)
+                with m.Elif(mem_bad_w):
+                    m.d.comb += perr.eq(proto.ERR_MEMORY)
+                with m.Elif(f_len2):
+                    m.d.comb += perr.eq(proto.ERR_LENGTH)
+                with m.Elif(f_range):
+                    m.d.comb += perr.eq(proto.ERR_RANGE)
+                with m.Elif(busy_c):
+                    m.d.comb += perr.eq(proto.ERR_BUSY)
+            with m.Case(proto.CMD_WRITE_INPUT):
+                with m.If(f_len1):
+                    m.d.comb += perr.eq(proto.ERR_LENGTH)
+                with m.Elif(f_range):
+                    m.d.comb += perr.eq(proto.ERR_RANGE)
+                with m.Elif(busy_c):
+                    m.d.comb += perr.eq(proto.ERR_BUSY)
+            with m.Case(proto.CMD_READ_MEM):
+                with m.If(f_len1):
+                    m.d.comb += perr.eq(proto.ERR_LENGTH)
+                with m.Elif(mem_bad):
+                    m.d.comb += perr.eq(proto.ERR_MEMORY)
+                with m.Elif(f_range):
+                    m.d.comb += perr.eq(proto.ERR_RANGE)
+                with m.Elif(f_len2):
+                    m.d.comb += perr.eq(proto.ERR_LENGTH)
+                with m.Elif(busy_c):
+                    m.d.comb += perr.eq(proto.ERR_BUSY)
+            with m.Case(proto.CMD_START):
+                with m.If(f_len1):
+                    m.d.comb += perr.eq(proto.ERR_LENGTH)
+                with m.Elif((p0 == 0) | _gt(p0, R)):
+                    m.d.comb += perr.eq(proto.ERR_BATCH)
+                with m.Elif(busy_c):
+                    m.d.comb += perr.eq(proto.ERR_BUSY)
             with m.Case(proto.CMD_READ_RESULTS, proto.CMD_READ_RESULT):
-                with m.If(length != 0):
-                    m.d.comb += p_err.eq(proto.ERR_LENGTH)
-                with m.Elif(self.busy):
-                    m.d.comb += p_err.eq(proto.ERR_BUSY)
-                with m.Elif(~self.done):
-                    m.d.comb += p_err.eq(proto.ERR_NO_RESULT)
+                with m.If(f_len1):
+                    m.d.comb += perr.eq(proto.ERR_LENGTH)
+                with m.Elif(busy_c):
+                    m.d.comb += perr.eq(proto.ERR_BUSY)
+                with m.Elif(~done_c):
+                    m.d.comb += perr.eq(proto.ERR_NO_RESULT)
             with m.Case(proto.CMD_READ_STATUS):
-                with m.If(length != 0):
-                    m.d.comb += p_err.eq(proto.ERR_LENGTH)
+                with m.If(f_len1):
+                    m.d.comb += perr.eq(proto.ERR_LENGTH)
             with m.Default():
-                m.d.comb += p_err.eq(proto.ERR_UNKNOWN_CMD)
+                m.d.comb += perr.eq(proto.ERR_UNKNOWN_CMD)
+        status_c = Mux(chk_bad, proto.ERR_CHECKSUM, perr)
+        ok = status_c == 0
+        # words are written only if every parameter check passed (the top adds ~busy); the
+        # flags of the parameter block are registered in the `pstb` cycle, and a word cannot
+        # end then unless the length is wrong
+        wr_ok = ~(f_len1 | f_range | (is_wmem & (mem_bad_w | f_len2 | pstb)))
 
-        # ---- response ---------------------------------------------------------------------------
-        r_len = Signal(16)
-        r_idx = Signal(3)
-        r_sum = Signal(8)
-        fix_bytes = max(proto.STATUS_LEN, 1 + 2 * t.rows)
-        fix = Signal(8 * fix_bytes)
-        run_batch = Signal(8, init=1)  # images of the last START
-        fix_n = Signal(8)
-        wbytes = Signal(8)
-        obuf = Signal(self.max_width)
+        # response payload length (in EXEC, for an ok frame)
+        rlen = Signal(16)
+        with m.Switch(cmd):
+            with m.Case(proto.CMD_READ_MEM):
+                m.d.comb += rlen.eq(cb)
+            with m.Case(proto.CMD_READ_RESULT):
+                m.d.comb += rlen.eq(Cat(Const(0, 2), self.n_classes + 1))
+            with m.Case(proto.CMD_READ_RESULTS):
+                m.d.comb += rlen.eq(Cat(Const(1, 1), run_batch))
+            with m.Case(proto.CMD_READ_STATUS):
+                m.d.comb += rlen.eq(status_len)
+
+        # ---- the word shift register ------------------------------------------------------
+        # writes: bytes shift in at byte lane bpw-1 of the memory (the top lane for the
+        # widest), everything above lane 0 moves down a lane; after bpw bytes the word is
+        # in lanes 0..bpw-1. Reads: the word is loaded and shifts out of lane 0.
+        nxt = Signal(8 * nbuf)
+        wr_shift = Signal()  # a written byte shifts in (not a response byte out)
+        for i in range(nbuf):
+            above = byte if i == nbuf - 1 else buf[8 * (i + 1):8 * (i + 2)]
+            ins = [k for k in range(nmem) if bpw[k] - 1 == i]
+            lane = above
+            if ins and i != nbuf - 1:
+                lane = Mux(wr_shift & _any(sel == k for k in ins), byte, above)
+            m.d.comb += nxt[8 * i:8 * i + 8].eq(lane)
+        m.d.comb += self.mem_wdata.eq(nxt)
+        load, exec_, shift = Signal(), Signal(), Signal()
         flags = Cat(self.busy, self.done, self.error != 0)
-        status_payload = Cat(
-            Const(proto.PROTOCOL_VERSION, 8), Const(t.rows, 8), Const(t.cols, 8),
-            Const(t.width, 8), flags, Const(0, 5), self.error, Const(0, 4), self.cycles,
-            *[Const(d, 8) for d in depth_log2],
-        )
-        assert len(status_payload) == 8 * proto.STATUS_LEN
+        payloads = {  # fixed response payloads, loaded when the command executes
+            proto.CMD_READ_STATUS: Cat(
+                Const(proto.PROTOCOL_VERSION, 8), Const(t.rows, 8), Const(t.cols, 8),
+                Const(t.width, 8), flags, Const(0, 5), self.error, Const(0, 4), self.cycles,
+                *[Const(d, 8) for d in depth_log2]),
+            proto.CMD_READ_RESULT: Cat(self.result, self.n_classes),
+            proto.CMD_READ_RESULTS: Cat(run_batch.as_unsigned(), Const(0, 8 - len(run_batch)),
+                                        self.results.as_value()),
+        }
+        assert len(payloads[proto.CMD_READ_STATUS]) == 8 * status_len
+        lv = Signal(8 * nbuf)
+        m.d.comb += lv.eq(self.mem_rdata)
+        with m.If(exec_):
+            with m.Switch(cmd):
+                for c, v in payloads.items():
+                    with m.Case(c):
+                        m.d.comb += lv[:len(v)].eq(v)
+        with m.If(load):
+            m.d.sync += buf.eq(lv)
+        with m.Elif(shift):
+            m.d.sync += buf.eq(nxt)
+        word_end = by_mem([rem[:l] == 1 for l in lg])  # last byte of a word (rem counts down)
 
-        def emit(value):
-            return [out.payload.eq(value), out.valid.eq(1)]
+        # ---- response bytes ---------------------------------------------------------------
+        fb = Signal(8)  # header, then the fixed payload from the shift register
+        with m.Switch(ri):
+            with m.Case(0):
+                m.d.comb += fb.eq(proto.SYNC_RESPONSE)
+            with m.Case(1):
+                m.d.comb += fb.eq(status)
+            with m.Case(2):
+                m.d.comb += fb.eq(rem[:8])
+            with m.Case(3):
+                m.d.comb += fb.eq(rem[8:])
+            with m.Default():
+                m.d.comb += fb.eq(buf[:8])
+        fix_end = Signal()
+        with m.Switch(cmd):
+            with m.Case(proto.CMD_READ_STATUS):
+                m.d.comb += fix_end.eq(ri == 3 + status_len)
+            with m.Case(proto.CMD_READ_RESULT):
+                m.d.comb += fix_end.eq(ri == 3 + 4)
+            with m.Case(proto.CMD_READ_RESULTS):
+                m.d.comb += fix_end.eq(ri == Cat(Const(0, 1), run_batch) + 4)
+            with m.Default():
+                m.d.comb += fix_end.eq(ri == 3)
+        with m.If(status != 0):
+            m.d.comb += fix_end.eq(ri == 3)
 
-        sent = out.valid & out.ready
-        with m.If(sent):
-            m.d.sync += r_sum.eq(r_sum + out.payload)
+        # one subtractor for both checksums
+        resp = Signal()
+        diff = acc - Mux(resp, out.payload, byte)
+
+        @contextmanager
+        def state(name):
+            with m.State(name):
+                yield
+                with m.If(self.abort):  # from any state: drop the frame
+                    m.next = "SYNC"
 
         with m.FSM():
-            with m.State("SYNC"):
+            with state("SYNC"):
                 m.d.comb += inp.ready.eq(1)
                 with m.If(take & (byte == proto.SYNC_REQUEST)):
-                    m.d.sync += [rx.eq(0), acc.eq(0), bi.eq(0), mem.eq(0), addr.eq(0),
-                                 count.eq(0), woff.eq(0)]
+                    m.d.sync += [acc.eq(0), pi.eq(0), p0.eq(1), addr.eq(0), addr_big.eq(0)]
                     m.next = "CMD"
-                with m.If(self.abort):
-                    m.next = "SYNC"
-            with m.State("CMD"):
+            with state("CMD"):
                 m.d.comb += inp.ready.eq(1)
                 with m.If(take):
-                    m.d.sync += [cmd.eq(byte), acc.eq(acc + byte)]
+                    m.d.sync += [cmd.eq(byte), acc.eq(diff)]
                     m.next = "LEN0"
-                with m.If(self.abort):
-                    m.next = "SYNC"
-            with m.State("LEN0"):
+            with state("LEN0"):
                 m.d.comb += inp.ready.eq(1)
                 with m.If(take):
-                    m.d.sync += [length[:8].eq(byte), acc.eq(acc + byte)]
+                    m.d.sync += [rem[:8].eq(byte), acc.eq(diff)]
                     m.next = "LEN1"
-                with m.If(self.abort):
-                    m.next = "SYNC"
-            with m.State("LEN1"):
+            with state("LEN1"):
                 m.d.comb += inp.ready.eq(1)
-                full = Cat(length[:8], byte)
                 with m.If(take):
-                    m.d.sync += [length[8:].eq(byte), acc.eq(acc + byte)]
-                    with m.If(cmd == proto.CMD_WRITE_INPUT):
-                        m.d.sync += [mem.eq(_ACT), addr.eq(0),
-                                     count.eq(full >> (bpw[_ACT].bit_length() - 1))]
+                    m.d.sync += [rem[8:].eq(byte), acc.eq(diff), f_len1.eq(len1_err),
+                                 f_len2.eq(0), f_range.eq(is_winput & in_range_err)]
+                    with m.If(is_winput):
+                        m.d.sync += p0.eq(_ACT)
                     with m.If(full == 0):
                         m.next = "CHECK"
                     with m.Else():
                         m.next = "PAYLOAD"
-                with m.If(self.abort):
-                    m.next = "SYNC"
-            with m.State("PAYLOAD"):
+            with state("PAYLOAD"):
                 m.d.comb += inp.ready.eq(1)
                 with m.If(take):
-                    m.d.sync += [rx.eq(rx + 1), acc.eq(acc + byte)]
-                    with m.If(rx < data_start):
-                        with m.Switch(rx):
+                    m.d.sync += [rem.eq(rem - 1), acc.eq(diff)]
+                    with m.If(~is_winput & (pi != 7)):
+                        # parameter block: mem (or START's batch), addr (4), count (2)
+                        m.d.sync += pi.eq(pi + 1)
+                        with m.Switch(pi):
                             with m.Case(0):
-                                m.d.sync += mem.eq(byte)
-                            for i in range(4):
-                                with m.Case(1 + i):
-                                    m.d.sync += addr[8 * i:8 * i + 8].eq(byte)
-                            for i in range(2):
-                                with m.Case(5 + i):
-                                    m.d.sync += count[8 * i:8 * i + 8].eq(byte)
-                    with m.Elif(~is_write):
-                        with m.Switch(rx):  # READ_MEM parameters, START's batch byte
-                            with m.Case(0):
-                                m.d.sync += [mem.eq(byte), nb.eq(byte)]
-                            for i in range(4):
-                                with m.Case(1 + i):
-                                    m.d.sync += addr[8 * i:8 * i + 8].eq(byte)
-                            for i in range(2):
-                                with m.Case(5 + i):
-                                    m.d.sync += count[8 * i:8 * i + 8].eq(byte)
-                    with m.Else():
-                        # data byte of a write: little-endian into wbuf, write when complete
-                        newbuf = Signal(self.max_width)
-                        m.d.comb += newbuf.eq(wbuf)
-                        for i in range(self.max_width // 8):
-                            with m.If(bi == i):
-                                m.d.comb += newbuf[8 * i:8 * i + 8].eq(byte)
-                        m.d.sync += [wbuf.eq(newbuf), bi.eq(bi + 1)]
-                        with m.If(bi == bpw_a[mem[:3]] - 1):
-                            m.d.sync += [bi.eq(0), woff.eq(woff + 1)]
-                            m.d.comb += [self.mem_wdata.eq(newbuf),
-                                         self.mem_we.eq((p_err_r == 0) & ~self.abort)]
-                    with m.If(rx + 1 == length):
+                                m.d.sync += p0.eq(byte)
+                            for k in range(4):
+                                lo = 8 * k
+                                with m.Case(1 + k):
+                                    if lo < A:
+                                        n = min(8, A - lo)
+                                        m.d.sync += addr[lo:lo + n].eq(byte[:n])
+                                    if lo + 8 > A:
+                                        hi = byte[max(0, A - lo):]
+                                        m.d.sync += addr_big.eq(addr_big | (hi != 0))
+                            for k in range(2):
+                                with m.Case(5 + k):
+                                    m.d.sync += count[8 * k:8 * k + 8].eq(byte)
+                                    if k == 1:  # block complete: checks in the next cycle
+                                        m.d.sync += pstb.eq(1)
+                    with m.If(is_winput | (is_wmem & (pi == 7))):
+                        # data byte of a write: into the shift register, write when complete
+                        m.d.comb += [shift.eq(1), wr_shift.eq(1)]
+                        with m.If(word_end):
+                            m.d.comb += self.mem_we.eq(wr_ok & ~self.abort)
+                            m.d.sync += addr.eq(addr + 1)
+                    with m.If(rem == 1):
                         m.next = "CHECK"
-                with m.If(self.abort):
-                    m.next = "SYNC"
-            with m.State("CHECK"):
+            with state("CHECK"):
                 m.d.comb += inp.ready.eq(1)
                 with m.If(take):
-                    with m.If((acc + byte)[:8] != 0):
-                        m.d.sync += status.eq(proto.ERR_CHECKSUM)
-                    with m.Else():
-                        m.d.sync += status.eq(p_err)
+                    m.d.sync += [chk_bad.eq(acc != byte), busy_c.eq(self.busy),
+                                 done_c.eq(self.done)]
                     m.next = "EXEC"
-                with m.If(self.abort):
-                    m.next = "SYNC"
-            with m.State("EXEC"):
-                m.d.sync += [r_idx.eq(0), fix_n.eq(0), r_len.eq(0), bi.eq(0), woff.eq(0)]
-                with m.If(status == 0):
+            with state("EXEC"):
+                m.d.sync += [status.eq(status_c), rem.eq(Mux(ok, rlen, 0)), ri.eq(0)]
+                m.d.comb += [load.eq(1), exec_.eq(1)]  # the fixed payload, if any
+                with m.If(ok):
                     with m.Switch(cmd):
                         with m.Case(proto.CMD_START):
                             m.d.comb += self.start.eq(1)
-                            m.d.sync += run_batch.eq(self.batch)
-                        with m.Case(proto.CMD_READ_RESULTS):
-                            m.d.sync += [
-                                fix.eq(Cat(run_batch, *[self.results[r]
-                                                        for r in range(t.rows)])),
-                                fix_n.eq(1 + 2 * run_batch[:4]),
-                                r_len.eq(1 + 2 * run_batch[:4]),
-                            ]
-                        with m.Case(proto.CMD_READ_STATUS):
-                            m.d.sync += [fix.eq(status_payload), fix_n.eq(proto.STATUS_LEN),
-                                         r_len.eq(proto.STATUS_LEN)]
+                            m.d.sync += run_batch.eq(p0)
                         with m.Case(proto.CMD_READ_RESULT):
-                            m.d.sync += [fix.eq(Cat(self.result, self.n_classes)), fix_n.eq(4),
-                                         r_len.eq(4 + (self.n_classes << 2)),
-                                         mem.eq(_SCORES), addr.eq(0), count.eq(self.n_classes)]
-                        with m.Case(proto.CMD_READ_MEM):
-                            m.d.sync += r_len.eq(nbytes)
-                with m.If((status != 0) | ~((cmd == proto.CMD_READ_MEM)
-                                            | (cmd == proto.CMD_READ_RESULT))):
-                    m.d.sync += count.eq(0)
-                m.next = "RHDR"
-                with m.If(self.abort):
-                    m.next = "SYNC"
-            with m.State("RHDR"):
-                hdr = Array([Const(proto.SYNC_RESPONSE, 8), status, r_len[:8], r_len[8:]])
-                m.d.comb += emit(hdr[r_idx[:2]])
+                            m.d.sync += p0.eq(_SCORES)  # addr is 0: no parameter bytes
+                m.next = "FIX"
+            with state("FIX"):
+                m.d.comb += [out.valid.eq(1), out.payload.eq(fb), resp.eq(1)]
                 with m.If(sent):
-                    m.d.sync += r_idx.eq(r_idx + 1)
-                    with m.If(r_idx == 0):
-                        m.d.sync += r_sum.eq(0)  # the sync byte is not summed
-                    with m.If(r_idx == 3):
-                        m.next = "RFIX"
-                with m.If(self.abort):
-                    m.next = "SYNC"
-            with m.State("RFIX"):
-                with m.If(fix_n == 0):
-                    m.next = "RREAD"
-                with m.Else():
-                    m.d.comb += emit(fix[:8])
-                    with m.If(sent):
-                        m.d.sync += [fix.eq(fix >> 8), fix_n.eq(fix_n - 1)]
-                with m.If(self.abort):
-                    m.next = "SYNC"
-            with m.State("RREAD"):
-                with m.If(count == 0):
+                    m.d.sync += [ri.eq(ri + 1), acc.eq(Mux(ri == 0, 0, diff))]
+                    with m.If(ri >= 4):
+                        m.d.sync += rem.eq(rem - 1)
+                    with m.If(ri >= 4):
+                        m.d.comb += shift.eq(1)
+                    with m.If(fix_end):
+                        m.next = "RREAD"
+            with state("RREAD"):  # mem_addr = addr is presented in this cycle
+                with m.If(rem == 0):
                     m.next = "RCHK"
                 with m.Else():
-                    m.next = "RLATCH"  # mem_addr = addr is presented in this cycle
-                with m.If(self.abort):
-                    m.next = "SYNC"
-            with m.State("RLATCH"):
-                m.d.sync += [obuf.eq(self.mem_rdata), wbytes.eq(bpw_a[mem[:3]]),
-                             addr.eq(addr + 1), count.eq(count - 1)]
+                    m.next = "RLATCH"
+            with state("RLATCH"):
+                m.d.comb += load.eq(1)
+                m.d.sync += addr.eq(addr + 1)
                 m.next = "RWORD"
-                with m.If(self.abort):
-                    m.next = "SYNC"
-            with m.State("RWORD"):
-                m.d.comb += emit(obuf[:8])
+            with state("RWORD"):
+                m.d.comb += [out.valid.eq(1), out.payload.eq(buf[:8]), resp.eq(1)]
                 with m.If(sent):
-                    m.d.sync += [obuf.eq(obuf >> 8), wbytes.eq(wbytes - 1)]
-                    with m.If(wbytes == 1):
+                    m.d.comb += shift.eq(1)
+                    m.d.sync += [rem.eq(rem - 1), acc.eq(diff)]
+                    with m.If(word_end):
                         m.next = "RREAD"
-                with m.If(self.abort):
-                    m.next = "SYNC"
-            with m.State("RCHK"):
-                m.d.comb += emit(-r_sum)
+            with state("RCHK"):
+                m.d.comb += [out.valid.eq(1), out.payload.eq(acc)]
                 with m.If(sent):
-                    m.next = "SYNC"
-                with m.If(self.abort):
                     m.next = "SYNC"
         return m
