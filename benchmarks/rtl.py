@@ -12,6 +12,13 @@ Parts (``--part``; ``all`` runs the first three; each writes
 * ``fmnist``: the full Fashion-MNIST test set (10,000 images) on Verilator, bit-exact.
 * ``speed``: Icarus and Verilator on the same design and images (``--limit`` digits images
   through the digits network), simulated cycles per second of each and their ratio.
+* ``batching``: the first ``--limit`` images of ``--dataset`` (digits or fmnist) one per
+  START and then batched, in one launch: bit-exact vs golden both ways, cycles per image of
+  each (writes ``rtl.batching-<dataset>.json``).
+
+``digits`` and ``fmnist`` send ``--images-per-start`` images per START (default: the
+target's ``R`` rows, capped by the host at the program's ``max_batch``; the dense layers then
+fill that many array rows); ``--images-per-start 1`` runs one image per START.
 
 Each hardware run reports wall time, accelerator cycles per image and the simulator's speed
 in simulated clock cycles per second (cycles of the whole run, host link included, over the
@@ -23,6 +30,7 @@ Usage::
     .venv/bin/python benchmarks/rtl.py --part random --layers 1000
     .venv/bin/python benchmarks/rtl.py --part digits --model runs/mlp-up5k
     .venv/bin/python benchmarks/rtl.py --part fmnist --model runs/fmnist-ecp5
+    .venv/bin/python benchmarks/rtl.py --part batching --dataset fmnist --limit 16
 """
 
 from __future__ import annotations
@@ -230,14 +238,25 @@ def flatten_input(model):
     return flat
 
 
-def part_dataset(args, part: str, dataset: str, sim: str, target: str,
-                 train_args: list[str]) -> int:
+#: dataset parts: dataset, simulator, default target, training arguments of the checkpoint
+DATASET_PARTS = {
+    "digits": ("digits", "icarus", "up5k",
+               ["--model", "mlp", "--widths", "128,64", "--in-bits", "4", "--epochs", "30"]),
+    "fmnist": ("fashion-mnist", "verilator", "ecp5-85f", ["--model", "mlp", "--epochs", "5"]),
+}
+
+
+def _dataset_model(args, part: str):
+    """The part's compiled model folder (trained and compiled unless ``--model``), its test
+    images (``--limit``) in the folder's input shape, labels and golden outputs."""
     from xnorflow.sim import backends
     from xnorflow.sim.compare import agreement
     from xnorflow.sw import synthetic
     from xnorflow.sw.data import load_dataset
     from xnorflow.sw.targets import get_target
 
+    dataset, _, default_target, train_args = DATASET_PARTS[part]
+    target = args.target or default_target
     ds = load_dataset(dataset)
     x, y = ds.x_test, ds.y_test
     if args.limit:
@@ -255,11 +274,8 @@ def part_dataset(args, part: str, dataset: str, sim: str, target: str,
     mf = backends.load_model(folder)
     if (mf.model.in_h, mf.model.in_w, mf.model.in_c) != x.shape[1:]:
         x = x.reshape(len(x), mf.model.in_h, mf.model.in_w, mf.model.in_c)
-    doc = {"part": part, "partial": True, "dataset": dataset, "simulator": sim,
-           "model": str(folder), "model_meta": mf.model.meta, "target": mf.target.name,
-           "geometry": mf.target.geometry, "images": int(len(y)), "env": _env(),
-           "command": " ".join(sys.argv)}
     ref = _golden_batched(mf, x)
+    flat_check = None
     if (orig.in_h, orig.in_w) != (mf.model.in_h, mf.model.in_w):
         # the re-layout is exact; check it on the first images (the golden model of the
         # 28x28-segment layout is slow and memory-hungry)
@@ -268,9 +284,32 @@ def part_dataset(args, part: str, dataset: str, sim: str, target: str,
         sub = backends.Outputs("flat", ref.predictions[:n], ref.scores[:n],
                                [a[:n] for a in ref.activations])
         same = agreement(mf.model, g0, sub)
-        doc["flattened_equals_original"] = {"images": n, "exact": same.exact}
+        flat_check = {"images": n, "exact": same.exact}
         if not same.exact:
             raise SystemExit(f"flattened model differs from the original: {same.first}")
+    return folder, mf, x, y, ref, flat_check
+
+
+def _per_start(args, mf) -> int:
+    """Images per START: ``--images-per-start``, or (0) the target's R rows; the host caps
+    it at the program's ``max_batch``."""
+    return args.images_per_start or mf.target.rows
+
+
+def part_dataset(args, part: str) -> int:
+    from xnorflow.sim import backends
+    from xnorflow.sw import synthetic
+    from xnorflow.sw.targets import get_target
+
+    dataset, sim, default_target, _ = DATASET_PARTS[part]
+    target = args.target or default_target
+    folder, mf, x, y, ref, flat_check = _dataset_model(args, part)
+    doc = {"part": part, "partial": True, "dataset": dataset, "simulator": sim,
+           "model": str(folder), "model_meta": mf.model.meta, "target": mf.target.name,
+           "geometry": mf.target.geometry, "images": int(len(y)), "env": _env(),
+           "command": " ".join(sys.argv)}
+    if flat_check is not None:
+        doc["flattened_equals_original"] = flat_check
     t0 = time.perf_counter()
     chunks, done = [], 0
     step = args.chunk or len(y)
@@ -289,7 +328,7 @@ def part_dataset(args, part: str, dataset: str, sim: str, target: str,
             doc.setdefault("recompiled", []).append({"at_image": done, "reason": str(e)})
         try:
             outs = backends.run_rtl_batch(sim, [(mf, px)], seed=args.seed, progress=True,
-                                          deadline=args.deadline)
+                                          deadline=args.deadline, batch=_per_start(args, mf))
         except UserError as e:
             doc["stopped_by"] = str(e)
             break
@@ -307,6 +346,56 @@ def part_dataset(args, part: str, dataset: str, sim: str, target: str,
     return _dataset_summary(part, doc)
 
 
+def part_batching(args) -> int:
+    """The first ``--limit`` images of ``--dataset``'s part one per START and then batched
+    (``--images-per-start``, default R): bit-exact vs golden both ways, cycles per image."""
+    from xnorflow.sim import backends
+    from xnorflow.sim.compare import agreement
+
+    part = args.dataset
+    dataset, sim, _, _ = DATASET_PARTS[part]
+    folder, mf, x, y, ref, _ = _dataset_model(args, part)
+    doc = {"part": "batching", "dataset": dataset, "simulator": sim, "model": str(folder),
+           "target": mf.target.name, "geometry": mf.target.geometry, "images": int(len(y)),
+           "env": _env(), "command": " ".join(sys.argv), "runs": []}
+    # one launch (one build, one design): the images one per START, then again batched
+    outs = backends.run_rtl_batch(sim, [(mf, x), (mf, x)], seed=args.seed, progress=False,
+                                  batch=[1, _per_start(args, mf)])
+    for out in outs:
+        a = agreement(mf.model, ref, out)
+        doc["runs"].append({
+            "images_per_start": out.info["images_per_start"],
+            "bit_exact": a.exact, "samples_agree": a.samples_agree,
+            "bits_compared": a.bits_compared,
+            "first_mismatch": None if a.first is None else str(a.first),
+            "accelerator_cycles_per_image": float(out.cycles.mean()),
+            # the whole host link (inputs, START, status polls, results, hidden maps), less
+            # the one-off load of the model's memories at the start of the item
+            "sim_cycles_per_image": (out.sim_cycles - out.info["load_cycles"]) / len(y),
+            "load_cycles": out.info["load_cycles"],
+            "utilisation": mf.model.binary_macs / (mf.target.rows * mf.target.cols
+                                                   * mf.target.width) / out.cycles.mean(),
+            "loop_s": out.info["loop_s"], "build_s": out.info["build_s"]})
+    one, many = doc["runs"]
+    doc["sim_cycles_ratio"] = one["sim_cycles_per_image"] / many["sim_cycles_per_image"]
+    _write(f"batching-{part}", doc)
+    _summary([
+        f"## batched STARTs: first {len(y)} {dataset} test images on {sim} -- "
+        f"{doc['env']['date']}",
+        f"command: {doc['command']}",
+        f"model {folder} (target {doc['target']}, {doc['geometry']})",
+        *(f"{r['images_per_start']} image(s) per START: bit-exact vs golden "
+          f"{r['samples_agree']}/{len(y)} ({r['bits_compared']} hidden bits), accelerator "
+          f"{r['accelerator_cycles_per_image']:.1f} cycles/image (utilisation "
+          f"{100 * r['utilisation']:.2f} %), with the host link "
+          f"{r['sim_cycles_per_image']:.1f} simulated cycles/image (model load "
+          f"{r['load_cycles']} cycles not counted), {r['loop_s']:.1f} s in the simulator"
+          for r in doc["runs"]),
+        f"simulated cycles per image, one per START / batched: {doc['sim_cycles_ratio']:.2f}x",
+    ])
+    return 0 if one["bit_exact"] and many["bit_exact"] else 1
+
+
 def _dataset_summary(part: str, doc: dict) -> int:
     sim, dataset, folder, y = doc["simulator"], doc["dataset"], doc["model"], doc["images"]
     _summary([
@@ -319,8 +408,10 @@ def _dataset_summary(part: str, doc: dict) -> int:
         f"{doc['samples_agree']}/{doc['images_run']} (first mismatch: {doc['first_mismatch']})",
         f"accuracy {sim} {100 * doc['accuracy']:.2f} %, "
         f"golden {100 * doc['golden_accuracy']:.2f} %",
-        f"cycles/image {doc['cycles_per_image']:.1f}, utilisation "
-        f"{100 * doc['utilisation']:.2f} %",
+        f"{doc.get('images_per_start', 1)} image(s) per START; accelerator cycles/image "
+        f"{doc['cycles_per_image']:.1f}, utilisation {100 * doc['utilisation']:.2f} %; "
+        f"with the host link {doc['sim_cycles'] / max(1, doc['images_run']):.1f} "
+        "simulated cycles/image (model loads included)",
         f"wall {doc['wall_s']:.1f} s ({doc['images_per_s_wall']:.2f} images/s), simulated "
         f"{doc['sim_cycles']} cycles in {doc['sim_s']:.1f} s of simulation = "
         f"{doc['sim_cycles_per_s']:.0f} cycles/s",
@@ -372,6 +463,7 @@ def _partial_doc(doc, mf, chunks, ref, y, wall, done) -> None:
         "sim_cycles": sim_cycles, "sim_s": sim_s,
         "sim_cycles_per_s": sim_cycles / sim_s if sim_s else 0.0,
         "build_s": [c.info.get("build_s") for c in chunks],
+        "images_per_start": max(c.info.get("images_per_start", 1) for c in chunks),
     })
 
 
@@ -423,8 +515,8 @@ def part_speed(args) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", choices=("random", "digits", "fmnist", "speed", "all"),
-                   default="all")
+    p.add_argument("--part", choices=("random", "digits", "fmnist", "speed", "batching",
+                                      "all"), default="all")
     p.add_argument("--layers", type=int, default=1000)
     p.add_argument("--images", type=int, default=1, help="images per random network")
     p.add_argument("--batch", type=int, default=25, help="random networks per Icarus launch")
@@ -441,6 +533,11 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=None, help="only the first N test images")
     p.add_argument("--check-images", type=int, default=1000,
                    help="images on which the flat re-layout is checked equal to the original")
+    p.add_argument("--images-per-start", type=int, default=0,
+                   help="digits/fmnist/batching: images per START; 0 (default): the "
+                   "target's R rows, capped at the program's max_batch; 1: one per START")
+    p.add_argument("--dataset", choices=tuple(DATASET_PARTS), default="fmnist",
+                   help="batching: whose network and test images")
     p.add_argument("--chunk", type=int, default=None,
                    help="images per simulator launch (results written after each)")
     p.add_argument("--deadline", type=float, default=None,
@@ -456,14 +553,13 @@ def main(argv=None) -> int:
     if args.part in ("random", "all"):
         rc |= part_random(args)
     if args.part in ("digits", "all"):
-        rc |= part_dataset(args, "digits", "digits", "icarus", args.target or "up5k",
-                           ["--model", "mlp", "--widths", "128,64", "--in-bits", "4",
-                            "--epochs", "30"])
+        rc |= part_dataset(args, "digits")
     if args.part == "speed":
         rc |= part_speed(args)
     if args.part in ("fmnist", "all"):
-        rc |= part_dataset(args, "fmnist", "fashion-mnist", "verilator",
-                           args.target or "ecp5-85f", ["--model", "mlp", "--epochs", "5"])
+        rc |= part_dataset(args, "fmnist")
+    if args.part == "batching":
+        rc |= part_batching(args)
     return rc
 
 

@@ -69,8 +69,10 @@ class StallingTransport:
 
 
 def run_amaranth(mf, px: np.ndarray, *, waves: Path | None = None, seed: int = 0,
-                 idle: float = 0.0, backpressure: float = 0.0, progress: bool = True):
-    """Simulate ``px`` through ``Accelerator(mf.target)`` and return ``Outputs``."""
+                 idle: float = 0.0, backpressure: float = 0.0, progress: bool = True,
+                 batch: int = 1):
+    """Simulate ``px`` through ``Accelerator(mf.target)`` and return ``Outputs``;
+    ``batch`` images per START (at most the program's ``max_batch``)."""
     from amaranth.sim import Simulator
     from tqdm import tqdm
 
@@ -87,9 +89,12 @@ def run_amaranth(mf, px: np.ndarray, *, waves: Path | None = None, seed: int = 0
         transport = StallingTransport(ctx, dut, idle, backpressure, random.Random(seed))
         state["transport"] = transport
         session = await HostSession.open(transport, mf)
-        for i in tqdm(range(len(px)), desc="amaranth", unit="img", disable=not progress,
-                      leave=False):
-            results.append(await session.infer(px[i]))
+        step = state["step"] = max(1, min(batch, session.max_batch))
+        with tqdm(total=len(px), desc="amaranth", unit="img", disable=not progress,
+                  leave=False) as bar:
+            for i in range(0, len(px), step):
+                results.extend(await session.infer_batch(px[i:i + step]))
+                bar.update(len(px[i:i + step]))
 
     sim.add_testbench(tb)
     t0 = time.perf_counter()
@@ -103,5 +108,6 @@ def run_amaranth(mf, px: np.ndarray, *, waves: Path | None = None, seed: int = 0
     out.wall_s = wall
     out.sim_cycles = state["transport"].cycles
     out.waves = waves
-    out.info = {"seed": seed, "idle": idle, "backpressure": backpressure, "sim_s": wall}
+    out.info = {"seed": seed, "idle": idle, "backpressure": backpressure, "sim_s": wall,
+                "images_per_start": state["step"]}
     return out

@@ -267,44 +267,47 @@ def _require_accelerator() -> None:
 
 def _amaranth(mf: ModelFolder, px: np.ndarray, *, waves: Path | None = None, seed: int = 0,
               idle: float = 0.0, backpressure: float = 0.0, progress: bool = True,
-              **_) -> Outputs:
+              batch: int = 1, **_) -> Outputs:
     _require_accelerator()
     from .amaranth_sim import run_amaranth
 
     return run_amaranth(mf, px, waves=waves, seed=seed, idle=idle,
-                        backpressure=backpressure, progress=progress)
+                        backpressure=backpressure, progress=progress, batch=batch)
 
 
 def _rtl(sim: str):
     def run(mf: ModelFolder, px: np.ndarray, *, waves: Path | None = None, seed: int = 0,
             idle: float = 0.0, backpressure: float = 0.0, progress: bool = True,
-            **_) -> Outputs:
+            batch: int = 1, **_) -> Outputs:
         _require_accelerator()
         return run_rtl(sim, mf, px, waves=waves, seed=seed, idle=idle,
-                       backpressure=backpressure, progress=progress)
+                       backpressure=backpressure, progress=progress, batch=batch)
 
     return run
 
 
 def run_rtl(sim: str, mf: ModelFolder, px: np.ndarray, *, waves: Path | None = None,
             seed: int = 0, idle: float = 0.0, backpressure: float = 0.0,
-            progress: bool = True) -> Outputs:
+            progress: bool = True, batch: int = 1) -> Outputs:
     """Run ``px`` through the accelerator's Verilog on ``sim`` under cocotb."""
     return run_rtl_batch(sim, [(mf, px)], waves=waves, seed=seed, idle=idle,
-                         backpressure=backpressure, progress=progress)[0]
+                         backpressure=backpressure, progress=progress, batch=batch)[0]
 
 
 def run_rtl_batch(sim: str, items: list[tuple[ModelFolder, np.ndarray]], *,
                   waves: Path | None = None, seed: int = 0, idle: float = 0.0,
                   backpressure: float = 0.0, progress: bool = True,
-                  deadline: float | None = None) -> list[Outputs]:
+                  deadline: float | None = None,
+                  batch: int | list[int] = 1) -> list[Outputs]:
     """Run several (model folder, images) pairs of one target in one simulator launch.
 
     The Verilog is sized for all of them (:func:`xnorflow.sim.rtl.accelerator_verilog`);
-    the host driver loads each model before its images. ``Outputs.wall_s`` of each item is
-    the launch's wall time shared out by simulated cycles. With ``deadline`` (UNIX time) the
-    simulation stops after the image in progress at that time: items then hold fewer
-    outputs than inputs (or none), which callers must check.
+    the host driver loads each model before its images, and sends ``batch`` images per
+    START (at most the model's ``max_batch``; see :func:`run`), or ``batch[k]`` for item
+    ``k``. ``Outputs.wall_s`` of each item is the launch's wall time shared out by
+    simulated cycles. With ``deadline`` (UNIX time) the simulation stops after the START in
+    progress at that time: items then hold fewer outputs than inputs (or none), which
+    callers must check.
     """
     from .rtl import accelerator_verilog, cache_dir
     from .runner import run_cocotb
@@ -320,12 +323,13 @@ def run_rtl_batch(sim: str, items: list[tuple[ModelFolder, np.ndarray]], *,
     rtl = accelerator_verilog(target, [mf.memories for mf, _ in items])
     gen_s = time.perf_counter() - t0
     job = Path(tempfile.mkdtemp(prefix="job-", dir=cache_dir()))
+    per_item = [batch] * len(items) if isinstance(batch, int) else list(batch)
     spec_items = []
-    for k, (mf, px) in enumerate(items):
+    for k, ((mf, px), b) in enumerate(zip(items, per_item, strict=True)):
         np.save(job / f"inputs{k}.npy", px)
         spec_items.append({"model_dir": str(mf.path.resolve()),
                            "inputs": str(job / f"inputs{k}.npy"),
-                           "outputs": str(job / f"outputs{k}.npz")})
+                           "outputs": str(job / f"outputs{k}.npz"), "batch": int(b)})
     spec = {"items": spec_items, "seed": seed, "idle": idle, "backpressure": backpressure,
             "backend": sim, "progress": bool(progress), "deadline": deadline}
     (job / "job.json").write_text(json.dumps(spec))
@@ -374,13 +378,14 @@ _RUNNERS = {
 
 def run(model_dir: str | Path | ModelFolder, inputs, backend: str, *,
         waves: str | Path | None = None, seed: int = 0, idle: float = 0.0,
-        backpressure: float = 0.0, progress: bool = True) -> Outputs:
+        backpressure: float = 0.0, progress: bool = True, batch: int = 1) -> Outputs:
     """Run the images ``inputs`` (``uint8 (N, H, W, C)``) through ``backend``.
 
     ``waves`` (hardware backends) names a waveform file to write (VCD for ``amaranth`` and
     ``verilator``, FST for ``icarus``). ``idle``/``backpressure`` (RTL backends) are the
     probabilities of random idle cycles and backpressure on the host streams, drawn from
-    ``seed``.
+    ``seed``. ``batch`` (hardware backends): images per START, capped at the program's
+    ``max_batch`` (<= R); each image's ``cycles`` is then its share of its run's.
     """
     check_backend(backend)
     mf = model_dir if isinstance(model_dir, ModelFolder) else load_model(model_dir)
@@ -392,4 +397,4 @@ def run(model_dir: str | Path | ModelFolder, inputs, backend: str, *,
     if wpath is not None:
         wpath.parent.mkdir(parents=True, exist_ok=True)
     return _RUNNERS[backend](mf, px, waves=wpath, seed=seed, idle=idle,
-                             backpressure=backpressure, progress=progress)
+                             backpressure=backpressure, progress=progress, batch=batch)

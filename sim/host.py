@@ -5,7 +5,10 @@ The Amaranth, Icarus and Verilator backends (and a board) run the same sequence 
 geometry, checked against the model folder's target), ``load`` (program, weights and
 thresholds), then per image ``write_input``, ``start``, ``wait`` (the status carries the
 accelerator's cycle count of the run), ``result`` (class and scores) and a read-back of the
-hidden layers' output maps from the ``activations`` memory.
+hidden layers' output maps from the ``activations`` memory. :meth:`HostSession.infer_batch`
+runs ``N <= max_batch`` images per START instead (``docs/host-protocol.md``, Batches):
+one WRITE_INPUT of all ``N`` images, ``START N``, READ_RESULTS, the ``N`` score vectors
+and the ``N`` hidden maps of each layer (image ``n``'s map follows image ``n - 1``'s).
 
 Hidden maps live in two ping-pong regions (``docs/program.md``): layer ``i`` writes region
 ``(i + 1) % 2``, so a layer's output survives the run unless a later hidden layer writes the
@@ -70,7 +73,13 @@ class HostSession:
         """(Re)write every memory image (after a reset the host must assume nothing)."""
         await self.driver.load(self.mf.memories)
 
+    @property
+    def max_batch(self) -> int:
+        """Most images one START may take (the loaded program's ``max_batch``, <= R)."""
+        return int(self.driver.header["max_batch"])
+
     async def infer(self, pixels) -> ImageResult:
+        """One image ``(H, W, C)``: one START."""
         d = self.driver
         await d.write_input(pixels)
         await d.start()
@@ -81,23 +90,58 @@ class HostSession:
             hidden = await self.read_hidden_maps()
         return ImageResult(int(cls), [int(s) for s in scores], hidden, int(st.cycles))
 
+    async def infer_batch(self, pixels) -> list[ImageResult]:
+        """``N`` images ``(N, H, W, C)`` (``1 <= N <=`` :attr:`max_batch`) in one START.
+
+        The run's cycle count is shared out over its images (``cycles // N``, the first
+        ``cycles % N`` images one more), so the images' cycles sum to the run's. One image
+        takes the single-image path of :meth:`infer`.
+        """
+        px = np.asarray(pixels)
+        n = len(px)
+        if n == 1:
+            return [await self.infer(px[0])]
+        if not 1 <= n <= self.max_batch:
+            raise UserError(f"{self.mf.path}: a batch of {n} images; this program runs 1.."
+                            f"{self.max_batch} per START (max_batch)")
+        d = self.driver
+        await d.write_input(px)
+        await d.start(n)
+        st = await d.wait(poll=1_000_000)
+        classes = await d.results()
+        k = self.mf.model.layers[-1].out_c
+        words = await d.read_memory("scores", 0, n * k)
+        scores = np.asarray(words, dtype=np.uint32).view(np.int32).reshape(n, k)
+        hidden = await self._read_hidden(n) if self.read_hidden else [[] for _ in range(n)]
+        share, extra = divmod(int(st.cycles), n)
+        return [ImageResult(int(classes[i]), [int(s) for s in scores[i]], hidden[i],
+                            share + (i < extra)) for i in range(n)]
+
     async def read_hidden_maps(self) -> list[np.ndarray | None]:
+        """Every hidden layer's output map of the last one-image run (``None``: overwritten)."""
+        return (await self._read_hidden(1))[0]
+
+    async def _read_hidden(self, batch: int) -> list[list[np.ndarray | None]]:
+        """Per image of the last run of ``batch`` images: every hidden layer's map."""
         width = self.mf.target.width
-        out: list[np.ndarray | None] = []
+        out: list[list[np.ndarray | None]] = [[] for _ in range(batch)]
         hidden = [(i, layer) for i, layer in enumerate(self.mf.model.layers)
                   if layer.output == "threshold"]
         for (i, layer), ok in zip(hidden, self.readable, strict=True):
             if not ok:
-                out.append(None)
+                for maps in out:
+                    maps.append(None)
                 continue
             npix = layer.out_h * layer.out_w
             cw = enc.words_per_segment(layer.out_c, width)
             words = await self.driver.read_memory("activations", self.descs[i]["out_base"],
-                                                  npix * cw)
+                                                  batch * npix * cw)
             dtype = {16: np.uint16, 32: np.uint32, 64: np.uint64}[width]
             bits = enc.unpack_segments(np.asarray(words, dtype=np.uint64).astype(dtype),
-                                       npix, layer.out_c, width)
-            out.append(bits.reshape(layer.out_h, layer.out_w, layer.out_c))
+                                       batch * npix, layer.out_c, width)
+            for maps, m in zip(out, bits.reshape(batch, layer.out_h, layer.out_w, layer.out_c),
+                               strict=True):
+                maps.append(m)
         return out
 
 

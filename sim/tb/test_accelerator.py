@@ -86,8 +86,10 @@ async def run_job(dut):
 
     ``job.json`` holds ``items`` (model folder, inputs ``.npy``, outputs ``.npz``), all for
     one target; several models share one simulator launch (the host reloads the memories).
-    At ``deadline`` (UNIX time) or when a file ``stop`` appears beside ``job.json`` the job
-    ends after the current image; outputs then hold the images done.
+    An item's ``batch`` (default 1) images go in one START, at most the program's ``max_batch``
+    (:meth:`HostSession.infer_batch`). At ``deadline`` (UNIX time) or when a file ``stop``
+    appears beside ``job.json`` the job ends after the current START; outputs then hold the
+    images done.
     """
     from pathlib import Path
 
@@ -105,16 +107,20 @@ async def run_job(dut):
         start_cycles = pair.cycles
         t_item = time.perf_counter()
         session = await HostSession.open(link, mf)
+        load_cycles = pair.cycles - start_cycles
+        step = max(1, min(int(item.get("batch", 1)), session.max_batch))
         results = []
-        for i in range(len(px)):
+        for i in range(0, len(px), step):
             if _should_stop(job):
                 break
-            results.append(await session.infer(px[i]))
-            done += 1
-            if show and done % max(1, total // 20) == 0:
-                rate = done / (time.perf_counter() - t0)
-                print(f"{job['backend']}: {done}/{total} images, {rate:.2f} images/s",
-                      file=sys.stderr, flush=True)
+            batch = await session.infer_batch(px[i:i + step])
+            results += batch
+            every = max(1, total // 20)
+            if show and (done + len(batch)) // every > done // every:
+                rate = (done + len(batch)) / (time.perf_counter() - t0)
+                print(f"{job['backend']}: {done + len(batch)}/{total} images, "
+                      f"{rate:.2f} images/s", file=sys.stderr, flush=True)
+            done += len(batch)
         if not results:
             break
         out = collect(mf.model, results, job["backend"])
@@ -123,7 +129,8 @@ async def run_job(dut):
         # the basis of a simulator's cycles per second
         out.info = {"seed": job.get("seed", 0), "idle": job.get("idle", 0.0),
                     "backpressure": job.get("backpressure", 0.0),
-                    "loop_s": time.perf_counter() - t_item}
+                    "loop_s": time.perf_counter() - t_item, "images_per_start": step,
+                    "load_cycles": load_cycles}
         out.save(Path(item["outputs"]))
 
 

@@ -77,3 +77,33 @@ def test_icarus_waves(small_model, tmp_path):
     px = np.load(images)[:1]
     out = backends.run(folder, px, "icarus", waves=tmp_path / "run.fst", progress=False)
     assert out.waves == tmp_path / "run.fst" and out.waves.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("sim", ["amaranth", "icarus"])
+def test_batched_starts_are_exact(small_model, sim):
+    """``batch``: R = 2 images per START (one WRITE_INPUT, START 2, READ_RESULTS) under
+    random stalls; every hidden bit and score equals golden, and each run of two takes the
+    performance model's batch-2 cycle count (shared out over its images). Icarus runs the
+    same images one per START and batched as two items of one launch."""
+    from xnorflow.sw import perf
+
+    folder, model, images = small_model
+    mf = backends.load_model(folder)
+    px = np.load(images)[:3]  # runs of 2 and 1
+    seed = _seed()
+    if sim == "amaranth":
+        outs = [backends.run(folder, px, sim, seed=seed, idle=0.3, backpressure=0.3, batch=4,
+                             progress=False)]
+    else:
+        outs = backends.run_rtl_batch(sim, [(mf, px), (mf, px)], seed=seed, idle=0.3,
+                                      backpressure=0.3, progress=False, batch=[1, 4])
+    ref = backends.run(folder, px, "golden")
+    for out in outs:
+        a = agreement(model, ref, out)
+        assert a.exact and a.bits_compared > 0, (f"seed {seed}", a.first)
+    two = perf.predict_network_cycles(mf.model, mf.target, batch=2)
+    one = perf.predict_network_cycles(mf.model, mf.target, batch=1)
+    assert outs[-1].info["images_per_start"] == 2
+    assert outs[-1].cycles.tolist() == [(two + 1) // 2, two // 2, one]
+    if sim == "icarus":
+        assert outs[0].info["images_per_start"] == 1 and outs[0].cycles.tolist() == [one] * 3
