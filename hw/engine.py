@@ -59,7 +59,7 @@ class ResultFIFO(wiring.Component):
         self.width, self.depth = width, depth
         super().__init__({
             "w_en": In(1), "w_data": In(width), "w_rdy": Out(1),
-            "r_en": In(1), "r_data": Out(width), "r_rdy": Out(1),
+            "r_en": In(1), "r_data": Out(width), "r_rdy": Out(1), "r_next": Out(1),
         })
 
     def elaborate(self, platform):
@@ -100,6 +100,11 @@ class ResultFIFO(wiring.Component):
             m.d.sync += [consume.eq(consume + 1), self.r_rdy.eq(1)]
         with m.Elif(self.r_en):
             m.d.sync += self.r_rdy.eq(0)
+        # r_next: an entry behind r_data that was written two or more cycles ago (it would
+        # be offered now if r_data had been read earlier)
+        wrote = Signal()
+        m.d.sync += wrote.eq(do_write)
+        m.d.comb += self.r_next.eq(level > wrote)
         with m.If(do_write & ~do_read):
             m.d.sync += level.eq(level + 1)
         with m.Elif(do_read & ~do_write):
@@ -230,10 +235,15 @@ class TileEngine(wiring.Component):
             R, self.cols, self.width, self.max_k, self.max_planes, self.levels_per_stage)
         assert array.latency == t.array_latency and array.min_tile_cycles + 1 == t.min_tile
         rl = row_layout(self.cols, self.acc_bits)
-        m.submodules.fifo = fifo = ResultFIFO(rl.size, self.fifo_depth)
+        # without pipelined_post the output stage keeps an integer row in the FIFO's output
+        # register until its score is taken (after the row's FIFO credit was returned):
+        # one more entry (not with a 1-entry FIFO, whose latency is 1: a score register)
+        hold = not self.pipelined_post and self.fifo_depth >= 2
+        m.submodules.fifo = fifo = ResultFIFO(rl.size, self.fifo_depth + hold)
         m.submodules.post = post = PostProcess(
             R, self.cols, self.width, self.acc_bits, self.score_width, self.mul_width,
-            self.index_bits, pipelined=self.pipelined_post, small_mul=self.small_mul)
+            self.index_bits, pipelined=self.pipelined_post, small_mul=self.small_mul,
+            hold_rows=hold)
         assert post.latency + self.pipelined_post == t.post_latency
 
         # --- operand acceptance: spacing of `last` beats and result-FIFO credits ---------
@@ -282,7 +292,8 @@ class TileEngine(wiring.Component):
                 post.rows_i.valid.eq(fifo.r_rdy),
                 post.rows_i.p.eq(fifo.r_data),
                 fifo.r_en.eq(post.rows_i.ready),
-                pop.eq(fifo.r_rdy & post.rows_i.ready),
+                post.rows_next.eq(fifo.r_next),
+                pop.eq(post.taken),
             ]
         wiring.connect(m, wiring.flipped(self.tile), post.tile)
         wiring.connect(m, post.words, wiring.flipped(self.words))

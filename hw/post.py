@@ -154,6 +154,13 @@ class PostProcess(wiring.Component):
         Packed words (threshold mode, ``pool_last`` tiles, rows below ``rows`` only).
     scores : Out(stream.Signature(score_layout))
         Integer scores (integer mode, rows below ``rows`` only).
+    taken : Out(1)
+        A row is taken in this cycle (the result FIFO's credit returns). Without
+        ``hold_rows`` the same as a ``rows_i`` transfer.
+    rows_next : In(1)
+        ``hold_rows``: another row waits behind the one on ``rows_i`` and would already be
+        offered had that one left (:class:`~xnorflow.hw.engine.ResultFIFO` ``r_next``); 0
+        if unknown (then a row behind a held one is taken only once it is on ``rows_i``).
 
     small_mul : bool
         Support only ``score_mul`` in ``{-2, -1, 0, 1, 2}`` (what :mod:`xnorflow.sw.lower`
@@ -165,6 +172,15 @@ class PostProcess(wiring.Component):
     pipelined : bool
         Register the two intermediate stages (threshold/pool or score; shift into place)
         for Fmax; default False (combinational up to the output registers).
+    hold_rows : bool
+        Without ``pipelined``: an integer row stays on ``rows_i`` (``ready`` low) until its
+        score is taken, and the score is computed from it combinationally (no score
+        register; its ``C x score_width`` flip-flops). The row is still *taken* (``taken``)
+        in the cycle the registered design would take it, and the next row is taken from
+        behind it (``rows_next``), so rows, outputs and credits keep their cycles; its
+        source needs room for one more row (the engine's FIFO gets one more entry). A
+        threshold row right after a held integer row (a mode change) waits one cycle.
+        Default True (ignored when ``pipelined``).
 
     Area: each column has one ``score_width``-bit adder (one carry chain) that serves both
     modes: in threshold mode it computes ``acc + ~T + ~neg = acc - T - neg``, whose sign
@@ -184,7 +200,7 @@ class PostProcess(wiring.Component):
 
     def __init__(self, rows: int, cols: int, width: int, acc_bits: int, score_width: int = 32,
                  mul_width: int = 8, index_bits: int = 8, pipelined: bool = False,
-                 small_mul: bool = False):
+                 small_mul: bool = False, hold_rows: bool = True):
         if width & (width - 1) or width < 2:
             raise ValueError(f"post-processing word width must be a power of two, not {width}")
         if score_width < acc_bits + 2:
@@ -195,6 +211,7 @@ class PostProcess(wiring.Component):
         self.index_bits = index_bits
         self.pipelined = bool(pipelined)
         self.small_mul = bool(small_mul)
+        self.hold_rows = bool(hold_rows) and not self.pipelined
         self.latency = LATENCY if self.pipelined else 1
         self.max_words = -(-(width - 1 + cols) // width)  # words one row can emit per tile
         super().__init__({
@@ -202,6 +219,8 @@ class PostProcess(wiring.Component):
             "tile": In(stream.Signature(tile_layout(rows, cols, score_width, mul_width))),
             "words": Out(stream.Signature(word_layout(rows, width, index_bits))),
             "scores": Out(stream.Signature(score_layout(rows, cols, score_width))),
+            "rows_next": In(1),
+            "taken": Out(1),
         })
 
     def elaborate(self, platform):  # noqa: C901 -- one pipeline, kept together for reading
@@ -264,41 +283,92 @@ class PostProcess(wiring.Component):
         stage = m.d.sync if self.pipelined else m.d.comb
 
         # ---- outputs and the pipeline's flow control ---------------------------------------
+        held = self.hold_rows  # integer rows stay in the input register (see below)
+        pend = Signal()  # a score is offered
+        score_now = Signal(data.ArrayLayout(sw, C))  # held: the score of the input row
         m.d.comb += [
             self.words.valid.eq(en != 0),
             self.words.p.data.eq(ev[:W]),
             self.words.p.row.eq(erow),
             self.words.p.index.eq(eidx),
-            self.scores.valid.eq(s_pending),
+            self.scores.valid.eq(pend),
             self.scores.p.row.eq(srow),
-            self.scores.p.score.eq(sc),
+            self.scores.p.score.eq(score_now if held else sc),
         ]
         with m.If(self.words.valid & self.words.ready):
             m.d.sync += [ev.eq(ev >> W), en.eq(en - 1), eidx.eq(eidx + 1)]
-        with m.If(self.scores.valid & self.scores.ready):
-            m.d.sync += s_pending.eq(0)
         c_free = (((en == 0) | ((en == 1) & self.words.ready))
-                  & (~s_pending | self.scores.ready))
+                  & (~pend | self.scores.ready))
         take = Signal()
         a_move, b_move = Signal(), Signal()
-        if self.pipelined:
-            m.d.comb += [b_move.eq(b_valid & c_free),
-                         a_move.eq(a_valid & (~b_valid | b_move)),
-                         take.eq(self.rows_i.valid & cfg_ok & (~a_valid | a_move))]
-            with m.If(a_move | take):
-                m.d.sync += a_valid.eq(take)
-            with m.If(b_move | a_move):
-                m.d.sync += b_valid.eq(a_move)
-        else:
-            m.d.comb += [take.eq(self.rows_i.valid & cfg_ok & c_free),
-                         a_valid.eq(take), b_valid.eq(take), a_move.eq(take), b_move.eq(take)]
-        m.d.comb += self.rows_i.ready.eq(take)
         last_row = r == R - 1
-        m.d.comb += self.tile.ready.eq(~cfg_ok | (take & last_row))
-        with m.If(take & last_row):
-            m.d.sync += cfg_ok.eq(0)
-        with m.If(self.tile.valid & self.tile.ready):
-            m.d.sync += [cfg.eq(self._latch(self.tile.p, tw)), cfg_ok.eq(1)]
+        cur_mode = Signal()
+        cur_rows = Signal(range(R + 1))
+        if held:
+            # Integer rows are held in the input register (the result FIFO's RAM output)
+            # until their score is taken: the score is computed from it combinationally, so
+            # there is no score register. `tk`: the row in the input register was taken
+            # (`skip`: it gives no output, it leaves as soon as it is there). A row is taken
+            # when the former output stage would have taken it (same cycles, same FIFO
+            # credits: `taken`); the row after a held one is taken from behind it
+            # (`rows_next`) in the cycle the held one leaves, and arrives a cycle later,
+            # when its score is due. Threshold rows need their data when taken, so one
+            # that follows a held integer row waits a cycle (only at a mode change).
+            tk, skip = Signal(), Signal()
+            # an integer tile may be taken live, before its descriptor is latched (see the
+            # descriptor logic below): its rows need only mode and rows at the take
+            live = ~cfg_ok & self.tile.valid & (self.tile.p.mode == MODE_INTEGER)
+            m.d.comb += [
+                cur_mode.eq(Mux(cfg_ok, cfg.mode, MODE_INTEGER)),
+                cur_rows.eq(Mux(cfg_ok, cfg.rows, self.tile.p.rows)),
+                pend.eq(tk & ~skip & self.rows_i.valid),
+            ]
+            valid_now = r < cur_rows
+            cur_int = cur_mode == MODE_INTEGER
+            release_head = (tk & skip & self.rows_i.valid) | (pend & self.scores.ready)
+            avail = Mux(tk, self.rows_next & release_head, self.rows_i.valid)
+            m.d.comb += [
+                take.eq(avail & (cfg_ok | live) & c_free & (cur_int | ~tk)),
+                a_valid.eq(take), b_valid.eq(take), a_move.eq(take), b_move.eq(take),
+                self.rows_i.ready.eq(release_head | (take & ~tk & ~(cur_int & valid_now))),
+                self.taken.eq(take),
+            ]
+            with m.If(take):
+                m.d.sync += [tk.eq(cur_int & (valid_now | tk)), skip.eq(~valid_now),
+                             srow.eq(r)]
+            with m.Elif(release_head):
+                m.d.sync += tk.eq(0)
+            # the descriptor must not change while a score computed from it is offered
+            int_hold = ((pend & ~self.scores.ready)
+                        | (take & cfg_ok & (cfg.mode == MODE_INTEGER) & valid_now))
+            m.d.comb += self.tile.ready.eq(~int_hold & (~cfg_ok | (take & last_row)))
+            with m.If(take & last_row):
+                m.d.sync += cfg_ok.eq(0)
+            with m.If(self.tile.valid & self.tile.ready):
+                m.d.sync += cfg.eq(self._latch(self.tile.p, tw))
+                with m.If(~(take & ~cfg_ok & last_row)):  # a live tile's last row: done
+                    m.d.sync += cfg_ok.eq(1)
+        else:
+            m.d.comb += [pend.eq(s_pending), cur_mode.eq(cfg.mode), cur_rows.eq(cfg.rows)]
+            with m.If(self.scores.valid & self.scores.ready):
+                m.d.sync += s_pending.eq(0)
+            if self.pipelined:
+                m.d.comb += [b_move.eq(b_valid & c_free),
+                             a_move.eq(a_valid & (~b_valid | b_move)),
+                             take.eq(self.rows_i.valid & cfg_ok & (~a_valid | a_move))]
+                with m.If(a_move | take):
+                    m.d.sync += a_valid.eq(take)
+                with m.If(b_move | a_move):
+                    m.d.sync += b_valid.eq(a_move)
+            else:
+                m.d.comb += [take.eq(self.rows_i.valid & cfg_ok & c_free), a_valid.eq(take),
+                             b_valid.eq(take), a_move.eq(take), b_move.eq(take)]
+            m.d.comb += [self.rows_i.ready.eq(take), self.taken.eq(take)]
+            m.d.comb += self.tile.ready.eq(~cfg_ok | (take & last_row))
+            with m.If(take & last_row):
+                m.d.sync += cfg_ok.eq(0)
+            with m.If(self.tile.valid & self.tile.ready):
+                m.d.sync += [cfg.eq(self._latch(self.tile.p, tw)), cfg_ok.eq(1)]
 
         # ---- stage A: threshold + polarity and pooling, or the score: one adder --------
         acc = self.rows_i.p.acc
@@ -315,16 +385,17 @@ class PostProcess(wiring.Component):
                                  Mux(cfg.pool_op[c] == enc.POOL_AND,
                                      old_pool[c] & bits[c], old_pool[c] | bits[c]))),
             ]
+            # small_mul with score_mul < 0: the adder gave ~offset + |mul| acc
+            m.d.comb += score_now[c].eq(total_c ^ Mux(cfg.mul.neg, -1, 0) if self.small_mul
+                                        else total_c)
             with m.If(take):
-                # small_mul with score_mul < 0: the adder gave ~offset + |mul| acc
-                stage += a_score[c].eq(total_c ^ Mux(cfg.mul.neg, -1, 0) if self.small_mul
-                                       else total_c)
+                stage += a_score[c].eq(score_now[c])
         with m.If(take):
             m.d.sync += r.eq(Mux(last_row, 0, r + 1))
             stage += [
                 a_row.eq(r),
-                a_flags.mode.eq(cfg.mode),
-                a_flags.valid_row.eq(r < cfg.rows),
+                a_flags.mode.eq(cur_mode),
+                a_flags.valid_row.eq(r < cur_rows),
                 a_flags.pool_last.eq(cfg.pool_last),
                 a_flags.pixel_end.eq(cfg.pixel_end),
                 a_flags.last_row.eq(last_row),
@@ -333,7 +404,7 @@ class PostProcess(wiring.Component):
             for c in range(C):
                 stage += a_bits[c].eq(pooled[c] & (c < cfg.chans))
             m.d.sync += [pool_q[i].eq(pool_q[i + 1]) for i in range(R - 1)]
-            m.d.sync += pool_q[R - 1].eq(Mux(cfg.mode == MODE_THRESHOLD, pooled, pool_q[0]))
+            m.d.sync += pool_q[R - 1].eq(Mux(cur_mode == MODE_THRESHOLD, pooled, pool_q[0]))
 
         # ---- stage B: place the bits at the fill offset --------------------------------
         total = Signal(range(W + C))
@@ -388,7 +459,9 @@ class PostProcess(wiring.Component):
         m.d.comb += pack_new.eq(Mux(b_flags.pixel_end, 0, leftover[b_n_full]))
         with m.If(b_move):
             with m.If(b_flags.mode == MODE_INTEGER):
-                m.d.sync += [sc.eq(b_score), s_pending.eq(b_flags.valid_row), srow.eq(b_row)]
+                if not held:
+                    m.d.sync += [sc.eq(b_score), s_pending.eq(b_flags.valid_row),
+                                 srow.eq(b_row)]
             with m.Elif(b_flags.pool_last):
                 m.d.sync += [
                     ev.eq(v), en.eq(Mux(b_flags.valid_row, b_n_emit, 0)),

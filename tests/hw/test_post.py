@@ -63,12 +63,23 @@ def test_post_small_mul(mul, pipelined):
     _run(3, 4, 16, 1, MODE_INTEGER, pipelined, small_mul=True, mul=mul)
 
 
-def _run(rows, cols, width, passes, mode, pipelined, small_mul=False, mul=None):
+@pytest.mark.parametrize("small_mul", [False, True])
+@pytest.mark.parametrize("passes,mode", [(2, MODE_THRESHOLD), (1, MODE_INTEGER)])
+@pytest.mark.parametrize("rows,cols,width", [(1, 3, 16), (3, 5, 16)])
+def test_post_score_register(rows, cols, width, passes, mode, small_mul):
+    """``hold_rows=False`` (what the engine uses with a 1-entry FIFO): integer scores from a
+    score register instead of the held input row."""
+    _run(rows, cols, width, passes, mode, False, small_mul=small_mul,
+         mul=2 if small_mul else None, hold_rows=False)
+
+
+def _run(rows, cols, width, passes, mode, pipelined, small_mul=False, mul=None,
+         hold_rows=True):
     rng = np.random.default_rng(rows * 1000 + cols * 100 + width + passes)
     acc_bits = 9
     m, n = 2 * rows + 1, 2 * cols + 3 + (width if cols > 8 else 0)
     dut = PostProcess(rows, cols, width, acc_bits, score_width=20, mul_width=4, index_bits=4,
-                      pipelined=pipelined, small_mul=small_mul)
+                      pipelined=pipelined, small_mul=small_mul, hold_rows=hold_rows)
     rows_in, tiles, words, scores = _case(rng, rows, cols, width, m, n, passes, acc_bits, mode,
                                           mul)
     rnd = random.Random(7)
