@@ -121,14 +121,23 @@ class Accelerator(wiring.Component):
         rdata = {"program": mem.prog_rdata, "weights": mem.wgt_rdata,
                  "thresholds": mem.thr_rdata, "activations": mem.act_rdata[0],
                  "scores": mem.score_rdata}
-        by_width = sorted(MEMORY_NAMES, key=lambda n: -len(rdata[n]))
+        sel = host.mem_sel
+
+        def tree(cands, b):
+            """Binary multiplexer on the id bits from bit ``b`` down; ids that are not
+            candidates are don't-cares, so a split with one side empty costs nothing."""
+            if len(cands) == 1:
+                return next(iter(cands.values()))
+            ones = {i: v for i, v in cands.items() if i >> b & 1}
+            zeros = {i: v for i, v in cands.items() if not i >> b & 1}
+            if not ones or not zeros:
+                return tree(ones or zeros, b - 1)
+            return Mux(sel[b], tree(ones, b - 1), tree(zeros, b - 1))
+
         cuts = sorted({len(v) for v in rdata.values()})
         for lo, hi in zip([0, *cuts[:-1]], cuts, strict=True):
-            names = [n for n in by_width if len(rdata[n]) >= hi]
-            val = rdata[names[0]][lo:hi]
-            for n in names[1:]:
-                val = Mux(host.mem_sel == ids[n], rdata[n][lo:hi], val)
-            m.d.comb += host.mem_rdata[lo:hi].eq(val)
+            cands = {ids[n]: v[lo:hi] for n, v in rdata.items() if len(v) >= hi}
+            m.d.comb += host.mem_rdata[lo:hi].eq(tree(cands, len(sel) - 1))
         # writes
         for name, p in (("program", "prog"), ("weights", "wgt"), ("thresholds", "thr")):
             m.d.comb += [getattr(mem, f"{p}_waddr").eq(host.mem_addr),
