@@ -82,7 +82,8 @@ class HostDecoder(wiring.Component):
     start : Out(1)
         One-cycle pulse on an accepted START.
     busy, done, error, cycles, result, results, n_classes : In
-        Sequencer status (see :class:`~xnorflow.hw.sequencer.Sequencer`).
+        Sequencer status (see :class:`~xnorflow.hw.sequencer.Sequencer`). READ_RESULT
+        sends ``results[0]`` (image 0's class, the same as ``result``, which is unused).
     batch : Out(8)
         Images of the run a START launches (valid in the cycle of ``start``).
 
@@ -309,7 +310,9 @@ class HostDecoder(wiring.Component):
                 Const(proto.PROTOCOL_VERSION, 8), Const(t.rows, 8), Const(t.cols, 8),
                 Const(t.width, 8), flags, Const(0, 5), self.error, Const(0, 4), self.cycles,
                 *[Const(d, 8) for d in depth_log2]),
-            proto.CMD_READ_RESULT: Cat(self.result, self.n_classes),
+            # image 0's class is results[0]: the READ_RESULTS layout with n_classes after it,
+            # shifted once more (during the header) to drop the first byte
+            proto.CMD_READ_RESULT: Cat(Const(0, 8), self.results[0], self.n_classes),
             proto.CMD_READ_RESULTS: Cat(run_batch.as_unsigned(), Const(0, 8 - len(run_batch)),
                                         self.results.as_value()),
         }
@@ -446,7 +449,7 @@ class HostDecoder(wiring.Component):
                     m.d.sync += [ri.eq(ri + 1), acc.eq(Mux(ri == 0, 0, diff))]
                     with m.If(ri >= 4):
                         m.d.sync += rem.eq(rem - 1)
-                    with m.If(ri >= 4):
+                    with m.If((ri >= 4) | ((ri == 0) & (cmd == proto.CMD_READ_RESULT))):
                         m.d.comb += shift.eq(1)
                     with m.If(fix_end):
                         m.next = "RREAD"
