@@ -109,14 +109,17 @@ def sim_target(rows: int = 4, cols: int = 4, width: int = 32, name: str = "sim")
 
 TARGETS: dict[str, Target] = {
     # iCE40 UP5K: 30 EBR x 4 kbit, 4 SPRAM x 256 kbit (16 bits wide each), 5280 LCs.
-    # The four SPRAMs side by side are one 64-bit x 16K memory: the weights (C*W = 4*16).
-    # EBR: activations 512 x 16 x R=4 copies = 8 EBR, thresholds 256 x 128 bits = 8 EBR,
-    # program 256 x 32 = 2 EBR, scores 256 x 32 = 2 EBR, plus the tile engine's result FIFO
-    # (C * acc_bits = 96 bits wide: 6 EBR): 26 of 30. (1K activation words made it 34: the
-    # digits MLP 64-256-256-10 uses 64 of the 512 words.)
+    # 2x2x32: the largest geometry whose whole accelerator + UART fits the 5280 logic cells
+    # with room for placement (benchmarks/ice40_fit.py --flatten, nextpnr's packer: 2x2x32
+    # ~80 %, 2x4x16 ~90 %, 4x2x32 ~107 %, 4x4x16 ~120 %). 128 binary MACs per cycle; one
+    # image of an MLP uses one row, so a batch of 2 doubles MLP throughput.
+    # The four SPRAMs side by side are one 64-bit x 16K memory: the weights (C*W = 2*32).
+    # EBR: activations 512 x 32 x R=2 copies = 8 EBR, thresholds 512 x 64 bits (1024
+    # channels) = 8 EBR, program 256 x 32 = 2 EBR, scores 256 x 32 = 2 EBR, plus the tile
+    # engine's result FIFO and packing buffer.
     "up5k": Target(
-        "up5k", 4, 4, 16,
-        _mem(4, 4, 16, weights=16384, thresholds=256, program=256, activations=512,
+        "up5k", 2, 2, 32,
+        _mem(2, 2, 32, weights=16384, thresholds=512, program=256, activations=512,
              scores=256),
         board="icebreaker",
         description="iCEBreaker (iCE40 UP5K): weights in SPRAM, 64 bits/cycle",
@@ -124,7 +127,8 @@ TARGETS: dict[str, Target] = {
         # 784 * 255 < 2^18; each bit less saves ~3 flip-flops per PE (accumulator, result,
         # shifted term) and C in the result FIFO
         acc_bits=18,
-        # the 16-bit popcount in one register stage: ~17 flip-flops less per PE; 48 MHz
+        # four full-adder levels per popcount stage: ~30 flip-flops less per 32-bit PE than
+        # two; the UP5K runs at 48 MHz
         popcount_levels=4,
     ),
     # iCE40 HX8K: 32 EBR x 4 kbit, 7680 LCs, no SPRAM, no DSP.
