@@ -479,9 +479,10 @@ class PostProcess(wiring.Component):
         out = {"mode": p.mode, "rows": p.rows, "chans": p.chans, "pool_first": p.pool_first,
                "pool_last": p.pool_last, "pixel_end": p.pixel_end}
         if self.small_mul:
-            mul = p.score_mul
+            # score_mul is one of -2..2 (others are undefined): bits 2..0 tell them apart
+            mul = Value.cast(p.score_mul)
             mneg = integer & mul[-1]
-            out["mul"] = Cat(integer & ((mul == 2) | (mul == -2)), integer & (mul == 0), mneg)
+            out["mul"] = Cat(integer & mul[1] & ~mul[0], integer & ~(mul[1] | mul[0]), mneg)
         else:
             mneg = 0
             out["mul"] = p.score_mul
