@@ -143,8 +143,16 @@ class HostDecoder(wiring.Component):
         # range); any higher bit the host sends only sets `addr_big` (a range error)
         A = max(d.bit_length() for d in depth)
         status_len = proto.STATUS_LEN
-        # bytes of the word shift register: the widest word, and every fixed response payload
-        nbuf = max(max(bpw), status_len, 4, 1 + 2 * R)
+        # READ_STATUS: constant bytes, the snapshot (flags, error, cycles), constant bytes.
+        # Where the widest word is shorter than the whole payload, only the snapshot goes
+        # through the shift register (the constants come from a small table)
+        status_consts = [proto.PROTOCOL_VERSION, t.rows, t.cols, t.width]
+        snap_at, snap_len = len(status_consts), 6
+        assert snap_at + snap_len + len(depth_log2) == status_len
+        status_table = max(bpw) < status_len
+        # bytes of the word shift register: the widest word and the variable parts of the
+        # fixed answers (READ_STATUS, READ_RESULT(S))
+        nbuf = max(max(bpw), snap_len if status_table else status_len, 5, 1 + 2 * R)
         last_fix = 3 + max(status_len, 4, 1 + 2 * R)  # highest header + fixed byte index
 
         inp, out = self.host_in, self.host_out
@@ -307,16 +315,17 @@ class HostDecoder(wiring.Component):
         flags = Cat(self.busy, self.done, self.error != 0)
         payloads = {  # fixed response payloads, loaded when the command executes
             proto.CMD_READ_STATUS: Cat(
-                Const(proto.PROTOCOL_VERSION, 8), Const(t.rows, 8), Const(t.cols, 8),
-                Const(t.width, 8), flags, Const(0, 5), self.error, Const(0, 4), self.cycles,
-                *[Const(d, 8) for d in depth_log2]),
+                *([] if status_table else [Const(c, 8) for c in status_consts]),
+                flags, Const(0, 5), self.error, Const(0, 4), self.cycles,
+                *([] if status_table else [Const(c, 8) for c in depth_log2])),
             # image 0's class is results[0]: the READ_RESULTS layout with n_classes after it,
             # shifted once more (during the header) to drop the first byte
             proto.CMD_READ_RESULT: Cat(Const(0, 8), self.results[0], self.n_classes),
             proto.CMD_READ_RESULTS: Cat(run_batch.as_unsigned(), Const(0, 8 - len(run_batch)),
                                         self.results.as_value()),
         }
-        assert len(payloads[proto.CMD_READ_STATUS]) == 8 * status_len
+        assert len(payloads[proto.CMD_READ_STATUS]) == 8 * (snap_len if status_table
+                                                            else status_len)
         lv = Signal(8 * nbuf)
         m.d.comb += lv.eq(self.mem_rdata)
         with m.If(exec_):
@@ -341,6 +350,10 @@ class HostDecoder(wiring.Component):
                 m.d.comb += fb.eq(rem[:8])
             with m.Case(3):
                 m.d.comb += fb.eq(rem[8:])
+            for j, c in enumerate(status_consts + [None] * snap_len + depth_log2):
+                if c is not None and status_table:
+                    with m.Case(4 + j):
+                        m.d.comb += fb.eq(Mux(cmd == proto.CMD_READ_STATUS, c, buf[:8]))
             with m.Default():
                 m.d.comb += fb.eq(buf[:8])
         fix_end = Signal()
@@ -449,7 +462,10 @@ class HostDecoder(wiring.Component):
                     m.d.sync += [ri.eq(ri + 1), acc.eq(Mux(ri == 0, 0, diff))]
                     with m.If(ri >= 4):
                         m.d.sync += rem.eq(rem - 1)
-                    with m.If((ri >= 4) | ((ri == 0) & (cmd == proto.CMD_READ_RESULT))):
+                    from_buf = ri >= 4  # (the constants of READ_STATUS do not shift)
+                    if status_table:
+                        from_buf &= ~((cmd == proto.CMD_READ_STATUS) & (ri < 4 + snap_at))
+                    with m.If(from_buf | ((ri == 0) & (cmd == proto.CMD_READ_RESULT))):
                         m.d.comb += shift.eq(1)
                     with m.If(fix_end):
                         m.next = "RREAD"
