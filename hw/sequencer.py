@@ -112,7 +112,8 @@ class Sequencer(wiring.Component):
         self.score_bits = prog.score_bits(target)
         self.engine = TileEngine(R, C, W, engine_max_k(target.acc_bits), prog.MAX_PLANES,
                                  score_width=self.score_bits, small_mul=True,
-                                 levels_per_stage=target.popcount_levels)
+                                 levels_per_stage=target.popcount_levels,
+                                 pipelined_post=True)  # Fmax: see docs/accelerator.md
         super().__init__({
             "start": In(1),
             "busy": Out(1),

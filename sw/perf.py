@@ -269,8 +269,14 @@ def _integer_run(timing: EngineTiming, k: int, groups: int, n_valid: int, out_c:
     """Cycles from the first operand beat to the end of an integer layer (+ check), with
     the sequencer's score writer: a beat of ``C`` scores (one image) is buffered and written
     one score per cycle, so beats of several images can hold the output stage back (and,
-    through the result-FIFO credits, the next tile)."""
+    through the result-FIFO credits, the next tile).
+
+    With the pipelined output stage (``post_latency`` 4) a row goes FIFO -> input register
+    -> stage A -> stage B -> stage C (the score offered); each stage holds one row and a row
+    moves on in the cycle the next stage is free or is being freed, so up to four rows wait
+    behind a score the writer has not yet taken."""
     R, C, depth, pop = timing.rows, timing.cols, timing.fifo_depth, timing.pop_latency
+    piped = timing.post_latency > 1
     lasts: list[int] = []
     takes: list[int] = []
     t = 0
@@ -278,6 +284,7 @@ def _integer_run(timing: EngineTiming, k: int, groups: int, n_valid: int, out_c:
     a_prev = -(10 ** 9)
     chans_prev = 0
     pending: int | None = None
+    leave = [-(10 ** 9)] * 4  # pipelined: cycle the previous row left each stage
     for j in range(groups):
         tl = t + k - 1
         if lasts:
@@ -287,14 +294,28 @@ def _integer_run(timing: EngineTiming, k: int, groups: int, n_valid: int, out_c:
         lasts.append(tl)
         chans = min(C, out_c - j * C)
         for r in range(R):
-            x = max(tl + pop + 2 * r, x_prev + 1)
-            if pending is not None:
-                x = max(x, pending)
-            if r < n_valid:
-                a = max(x + 1, a_prev + chans_prev)
-                pending, a_prev, chans_prev = a, a, chans
+            if piped:
+                x = max(tl + pop + 2 * r, x_prev + 1, leave[0])
+                e = x + 1
+                for s in range(3):
+                    lv = max(e, leave[s + 1])
+                    leave[s] = lv
+                    e = lv + 1
+                if r < n_valid:
+                    a = max(e, a_prev + chans_prev)
+                    a_prev, chans_prev = a, chans
+                    leave[3] = a
+                else:
+                    leave[3] = e
             else:
-                pending = None
+                x = max(tl + pop + 2 * r, x_prev + 1)
+                if pending is not None:
+                    x = max(x, pending)
+                if r < n_valid:
+                    a = max(x + 1, a_prev + chans_prev)
+                    pending, a_prev, chans_prev = a, a, chans
+                else:
+                    pending = None
             takes.append(x)
             x_prev = x
         t = tl + 1
@@ -325,7 +346,7 @@ def network_perf(model, target, levels_per_stage: int | None = None,
         levels_per_stage = target.popcount_levels
     model, _ = hardware_model(model, target, input_windows)
     R, C, W = target.rows, target.cols, target.width
-    timing = engine_timing(R, C, W, levels_per_stage)
+    timing = engine_timing(R, C, W, levels_per_stage, pipelined_post=True)
     layers = []
     total = SEQ_HEADER_CYCLES
     macs_total = 0
@@ -341,7 +362,7 @@ def network_perf(model, target, levels_per_stage: int | None = None,
             sched = tile_sequence_cycles(timing, [k] * tiles)
             last_row = pixels - (m_t - 1) * R - 1
             take = sched.last_cycles[-1] + timing.pop_latency + 2 * last_row
-            run = take + _final_words(layer, C, W) + 3
+            run = take + timing.post_latency - 1 + _final_words(layer, C, W) + 3
         setup = seq_layer_setup_cycles(R)
         cyc = setup + run
         total += cyc
