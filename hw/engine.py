@@ -247,9 +247,14 @@ class TileEngine(wiring.Component):
         assert post.latency + self.pipelined_post == t.post_latency
 
         # --- operand acceptance: spacing of `last` beats and result-FIFO credits ---------
+        # `last_ok` is a register holding the condition for the current cycle, computed a
+        # cycle ahead from the next values of `since` and `reserved`, so `ready` (which the
+        # sequencer's whole next-state logic depends on) is one LUT behind a flip-flop
         since = Signal(range(t.min_tile + 1), init=t.min_tile)
         reserved = Signal(range(self.fifo_depth + 1))
-        last_ok = (since == t.min_tile) & (reserved + R <= self.fifo_depth)
+        since_next = Signal.like(since)
+        reserved_next = Signal.like(reserved)
+        last_ok = Signal(init=1)  # since == min_tile and reserved = 0 <= depth - R
         ops = self.operands
         fire = Signal()
         m.d.comb += [
@@ -263,11 +268,15 @@ class TileEngine(wiring.Component):
         ]
         take = fire & ops.p.last
         pop = Signal()
-        with m.If(take):
-            m.d.sync += since.eq(1)
-        with m.Elif(since != t.min_tile):
-            m.d.sync += since.eq(since + 1)
-        m.d.sync += reserved.eq(reserved + Mux(take, R, 0) - pop)
+        m.d.comb += [
+            since_next.eq(Mux(take, 1, Mux(since != t.min_tile, since + 1, since))),
+            reserved_next.eq(reserved + Mux(take, R, 0) - pop),
+        ]
+        m.d.sync += [
+            since.eq(since_next),
+            reserved.eq(reserved_next),
+            last_ok.eq((since_next == t.min_tile) & (reserved_next + R <= self.fifo_depth)),
+        ]
 
         # --- array -> FIFO -> output stage -------------------------------------------------
         m.d.comb += [
