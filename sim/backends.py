@@ -141,13 +141,9 @@ def load_model(model_dir: str | Path, target: Any = None) -> ModelFolder:
 
 def _target_from_record(rec: dict):
     """A ``Target`` rebuilt from a manifest record (targets made by ``sim_target``)."""
-    from xnorflow.sw.targets import Target
+    from xnorflow.sw.images import target_from_record
 
-    mems = {k: (v["width"], v["depth"]) for k, v in rec.get("memories", {}).items()}
-    try:
-        return Target(rec["name"], int(rec["rows"]), int(rec["cols"]), int(rec["width"]), mems)
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"manifest target record {rec!r} is incomplete ({e})") from None
+    return target_from_record(rec)
 
 
 def check_backend(name: str) -> str:
