@@ -10,7 +10,8 @@ sends is a range error, counted in one flag), the frame is counted by one down-c
 payload bytes, the parameter checks are made once per frame (registered one cycle after the
 last parameter byte, before the first word can be written) and one shift register of the
 widest word carries every word both ways: written words shift in a byte per cycle, read
-words are loaded once and shift out.
+words are loaded once and shift out, and so do the variable parts of the fixed answers
+(READ_STATUS snapshot, READ_RESULT(S)), loaded when the command executes.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class HostDecoder(wiring.Component):
     target : Target
         Geometry reported by READ_STATUS and memory word widths.
     depths : dict
-        Words of each memory (bounds checks; the address width is the widest memory's).
+        Words of each memory (bounds checks; the address width is the deepest memory's).
 
     Members
     -------
