@@ -96,7 +96,9 @@ def stale_modules() -> list[str]:
     start = _process_start()
     files = {p.resolve() for p in _source_files()}
     out = []
-    for name, mod in list(sys.modules.items()):
+    # copy() clones the dict in one step; iterating sys.modules can meet an import made by a
+    # finalizer (garbage collection) and raise "dictionary changed size during iteration"
+    for name, mod in sys.modules.copy().items():
         f = getattr(mod, "__file__", None)
         if not f:
             continue
