@@ -318,9 +318,11 @@ def synthesize(cfg: SynthConfig, *, progress: bool = True) -> dict:
     # --timing-allow-fail: a missed clock target is reported (timing_met), not an error
     nextpnr_opts = f"--seed {int(cfg.seed)} --timing-allow-fail"
     t0 = time.monotonic()
+    # ECP5: compressed bitstreams (~half the size; the 85F's is over 1 MB uncompressed)
+    extra = {"ecppack_opts": "--compress"} if spec.family == "ecp5" else {}
     plan = platform.prepare(top, name="top", nextpnr_opts=nextpnr_opts,
                             synth_opts="", script_after_read=YOSYS_AFTER_READ,
-                            script_after_synth="stat")
+                            script_after_synth="stat", **extra)
     plan.extract(build)
     if sys.platform.startswith("win"):
         cmd = ["cmd", "/c", "build_top.bat"]
