@@ -132,11 +132,12 @@ TARGETS: dict[str, Target] = {
         popcount_levels=4,
     ),
     # iCE40 HX8K: 32 EBR x 4 kbit, 7680 LCs, no SPRAM, no DSP.
-    # weights 1K x 64 = 16 EBR, activations 1K x 16 x R=2 = 8 EBR, thresholds 128 x 128 = 4,
-    # program 256 x 32 = 2, scores 128 x 32 = 1 (+1 spare): 31 of 32.
+    # weights 512 x 64 = 8 EBR, activations 512 x 16 x R=2 = 4 EBR, thresholds 128 x 128 = 8,
+    # program 256 x 32 = 2, scores 128 x 32 = 1, plus the engine's result FIFO (5) and packing
+    # buffer (1): 29 of 32 (1K weight and activation words needed 42).
     "hx8k": Target(
         "hx8k", 2, 4, 16,
-        _mem(2, 4, 16, weights=1024, thresholds=128, program=256, activations=1024,
+        _mem(2, 4, 16, weights=512, thresholds=128, program=256, activations=512,
              scores=128),
         board="ice40-hx8k-b-evn",
         description="iCE40-HX8K breakout board: everything in EBR",
