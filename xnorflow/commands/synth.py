@@ -7,11 +7,11 @@ import sys
 
 EXAMPLES = """\
 examples:
-  xnorflow synth --board icebreaker --geometry 4x4x16
+  xnorflow synth --board icebreaker --geometry 2x2x32 --freq 24
   xnorflow synth --board hx8k-evn --geometry 2x4x16 --model runs/mlp-hx8k --seed 3
   xnorflow synth --board ulx3s-85f --geometry 8x8x32 --freq 150
   xnorflow synth --board icebreaker --geometry 1x1x16 --design loopback   # UART echo only
-  xnorflow synth --board icebreaker --geometry 4x4x16 --swap-model runs/mlp-up5k
+  xnorflow synth --board icebreaker --geometry 2x2x32 --swap-model runs/mlp-up5k
       (no synthesis: writes top-<model>.bin with the model's memory images in the BRAMs
        of the existing build, using icebram/ecpbram)
 
