@@ -15,6 +15,7 @@ Writes benchmarks/results/network.txt and network.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -71,7 +72,7 @@ REASONS = {
 # Simulated validation cases: (model key or small maker, target)
 SIM_CASES = [  # (model, target geometry, batch)
     ("digits-mlp", "up5k", 1),
-    ("digits-mlp", "up5k", 4),
+    ("digits-mlp", "up5k", TARGETS["up5k"].rows),
     ("digits-mlp", "ecp5-85f", 8),
     ("cnn-8x8", "sim", 1),
     ("fmnist-cnn", "ecp5-85f", 1),
@@ -84,8 +85,11 @@ def small_cnn(seed=0):
 
 
 def geometry_target(name):
+    """The target's geometry, accumulator width and popcount pipelining with unlimited
+    memories (cycles depend on the geometry and the pipelining, not on the capacities)."""
     t = TARGETS[name]
-    return sim_target(t.rows, t.cols, t.width, name=f"{name}-geometry")
+    return dataclasses.replace(sim_target(t.rows, t.cols, t.width, name=f"{name}-geometry"),
+                               acc_bits=t.acc_bits, popcount_levels=t.popcount_levels)
 
 
 def simulate(model, target, batch=1):
