@@ -98,8 +98,8 @@ def main() -> int:
                          "logic cells after nextpnr's packer")
     ap.add_argument("--top", default="top", metavar="MODULE",
                     help="synthesise only this module of the design, e.g. top.top.core.host, "
-                         "top.top.core.sequencer, top.top.core.sequencer.engine.post (fast; printed, "
-                         "not written to benchmarks/results)")
+                         "top.top.core.sequencer, top.top.core.sequencer.engine.post (fast; "
+                         "printed, not written to benchmarks/results)")
     args = ap.parse_args()
     out = REPO / "benchmarks" / "results"
     for g in args.geometry:
