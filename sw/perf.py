@@ -271,20 +271,19 @@ def _integer_run(timing: EngineTiming, k: int, groups: int, n_valid: int, out_c:
     one score per cycle, so beats of several images can hold the output stage back (and,
     through the result-FIFO credits, the next tile).
 
-    With the pipelined output stage (``post_latency`` 4) a row goes FIFO -> input register
-    -> stage A -> stage B -> stage C (the score offered); each stage holds one row and a row
-    moves on in the cycle the next stage is free or is being freed, so up to four rows wait
-    behind a score the writer has not yet taken."""
+    The sequencer's engine has the pipelined output stage (``post_latency`` 4): a row goes
+    FIFO -> input register -> stage A -> stage B -> stage C (the score offered); each stage
+    holds one row and a row moves on in the cycle the next stage is free or is being freed,
+    so up to four rows wait behind a score the writer has not yet taken."""
     R, C, depth, pop = timing.rows, timing.cols, timing.fifo_depth, timing.pop_latency
-    piped = timing.post_latency > 1
+    assert timing.post_latency == 4, "the sequencer's engine has the pipelined output stage"
     lasts: list[int] = []
     takes: list[int] = []
     t = 0
     x_prev = -(10 ** 9)
     a_prev = -(10 ** 9)
     chans_prev = 0
-    pending: int | None = None
-    leave = [-(10 ** 9)] * 4  # pipelined: cycle the previous row left each stage
+    leave = [-(10 ** 9)] * 4  # cycle the previous row left each stage
     for j in range(groups):
         tl = t + k - 1
         if lasts:
@@ -294,28 +293,18 @@ def _integer_run(timing: EngineTiming, k: int, groups: int, n_valid: int, out_c:
         lasts.append(tl)
         chans = min(C, out_c - j * C)
         for r in range(R):
-            if piped:
-                x = max(tl + pop + 2 * r, x_prev + 1, leave[0])
-                e = x + 1
-                for s in range(3):
-                    lv = max(e, leave[s + 1])
-                    leave[s] = lv
-                    e = lv + 1
-                if r < n_valid:
-                    a = max(e, a_prev + chans_prev)
-                    a_prev, chans_prev = a, chans
-                    leave[3] = a
-                else:
-                    leave[3] = e
-            else:
-                x = max(tl + pop + 2 * r, x_prev + 1)
-                if pending is not None:
-                    x = max(x, pending)
-                if r < n_valid:
-                    a = max(x + 1, a_prev + chans_prev)
-                    pending, a_prev, chans_prev = a, a, chans
-                else:
-                    pending = None
+            x = max(tl + pop + 2 * r, x_prev + 1, leave[0])
+            e = x + 1
+            for s in range(3):
+                lv = max(e, leave[s + 1])
+                leave[s] = lv
+                e = lv + 1
+            if r < n_valid:  # the writer takes the score beat when done with the last one
+                a = max(e, a_prev + chans_prev)
+                a_prev, chans_prev = a, chans
+                leave[3] = a
+            else:  # no score: the row leaves stage C at once
+                leave[3] = e
             takes.append(x)
             x_prev = x
         t = tl + 1
