@@ -19,7 +19,7 @@ from xnorflow.sw.images import atomic_folder, report_destination
 
 #: Per data set: model, widths, epochs, learning rate, the target to compile for and the
 #: system clock of the bitstream (MHz; None: the board's default): the whole accelerator
-#: closes timing at 28-30 MHz on the UP5K and ~54 MHz on the ECP5-85F at 8x8x32
+#: reaches 27.6-28.3 MHz on the UP5K and 53.9 MHz on the ECP5-85F at 8x8x32
 #: (benchmarks/results/synth.md), so the iCEBreaker bitstream runs at 24 MHz and the ULX3S's
 #: at 48 MHz (the PLL gives 46.9).
 PRESETS = {
