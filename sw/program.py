@@ -88,7 +88,7 @@ DESC_FIELDS = (
 assert len(DESC_FIELDS) <= DESC_WORDS and len(HEADER_FIELDS) <= HEADER_WORDS
 FLAG_INTEGER = 1
 FLAG_POOL = 2
-SIGNED_FIELDS = ("addr0", "score_mul")
+SIGNED_FIELDS = ("addr0", "score_mul", "row_skip")
 INFO_FIELDS = ("acc_max", "layer_index")  # not read by the gateware
 #: Fields the sequencer keeps in fewer bits than :func:`field_bits` (small counts: bit-planes
 #: up to ``MAX_PLANES``, kernel, padding and strides up to 255, pooling window up to 15).

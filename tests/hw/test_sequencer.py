@@ -273,3 +273,22 @@ def test_scores_at_the_score_width(geometry, acc_bits):
     last.score_offset[1] -= 1
     with pytest.raises(UserError, match=rf"beyond the accelerator's {sb}-bit signed scores"):
         program.check_fits(model, target)
+
+
+@pytest.mark.parametrize("geometry", [(2, 4, 16), (3, 2, 32)], ids=["2x4x16", "3x2x32"])
+def test_window_wider_than_the_input(geometry):
+    """kw = 3 over a 2-pixel-wide padded input: the window-row jump row_skip is negative
+    (a signed descriptor field); on chip its modular address arithmetic handles it."""
+    model = synthetic.random_cnn(in_shape=(6, 2, 3), convs=((4, 3, 1, 1, 1),), dense=(5,),
+                                 in_bits=2, seed=5)
+    target = sim_target(*geometry)
+    mems = program.build_memories(model, target, input_windows=False)
+    header, descs = program.decode_program(mems[0].words)
+    assert descs[0]["row_skip"] < 0
+    img = synthetic.random_images(1, 6, 2, 3, seed=6)[0]
+    out = run_sequencer(target, mems, program.pack_input(img, header, target.width))
+    gold = golden.run(model, img)
+    assert out["error"] == 0 and out["done"] == 1
+    assert [signed32(v) for v in out["scores"][:5]] == gold.scores[0].tolist()
+    assert out["result"] == int(gold.predictions[0])
+    assert out["cycles"] == perf.predict_network_cycles(model, target, input_windows=False)

@@ -16,6 +16,9 @@ MODELS = {
     "cnn-overlap-pool": lambda: synthetic.random_cnn(
         in_shape=(10, 10, 2), convs=((6, 2, 1, 2, 3, 2), (33, 3, 2, 1, 1)), dense=(5,),
         in_bits=1, seed=4),
+    # a 3-wide window over a 2-wide padded input: row_skip = (in_w - kw) * cw < 0
+    "cnn-narrow": lambda: synthetic.random_cnn(
+        in_shape=(6, 2, 3), convs=((4, 3, 1, 1, 1),), dense=(5,), in_bits=2, seed=5),
 }
 GEOMETRIES = [(4, 4, 32), (3, 2, 16), (1, 8, 64), (5, 1, 16)]
 
