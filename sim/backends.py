@@ -120,7 +120,7 @@ def load_model(model_dir: str | Path, target: Any = None) -> ModelFolder:
     definition of it); ``target`` (a name or ``Target``) demands a specific one and refuses a
     folder compiled for another.
     """
-    from xnorflow.sw.images import load_model_folder, read_manifest
+    from xnorflow.sw.images import load_model_folder, read_manifest, target_from_record
     from xnorflow.sw.targets import get_target
 
     path = Path(model_dir)
@@ -132,18 +132,11 @@ def load_model(model_dir: str | Path, target: Any = None) -> ModelFolder:
         try:
             target = get_target(rec.get("name"))
         except UserError:
-            target = _target_from_record(rec)
+            target = target_from_record(rec)  # e.g. a sim_target's folder
     elif isinstance(target, str):
         target = get_target(target)
     manifest, model, memories = load_model_folder(path, target)
     return ModelFolder(path, manifest, model, memories, target)
-
-
-def _target_from_record(rec: dict):
-    """A ``Target`` rebuilt from a manifest record (targets made by ``sim_target``)."""
-    from xnorflow.sw.images import target_from_record
-
-    return target_from_record(rec)
 
 
 def check_backend(name: str) -> str:
