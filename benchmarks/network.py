@@ -98,7 +98,7 @@ def simulate(model, target, batch=1):
     from amaranth.sim import Simulator
 
     from xnorflow.hw.accelerator import Accelerator
-    from xnorflow.hw.driver import AcceleratorDriver, AmaranthStreamTransport
+    from xnorflow.hw.link import AcceleratorDriver, AmaranthStreamTransport
 
     mems = program.build_memories(model, target, max_batch=batch)
     imgs = synthetic.random_images(batch, model.in_h, model.in_w, model.in_c, seed=3)

@@ -88,9 +88,9 @@ def _env() -> dict:
 def part_random(args) -> int:
     from tqdm import tqdm
 
+    from xnorflow.hw.link import readable_layers
     from xnorflow.sim import backends
     from xnorflow.sim.compare import agreement
-    from xnorflow.sim.host import readable_layers
     from xnorflow.sw import synthetic
 
     base = args.seed

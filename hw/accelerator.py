@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..sw.images import MemoryImage
 from ..sw.targets import MEMORY_NAMES, Target
-from .host import HostDecoder
+from .link.decoder import HostDecoder
 from .memories import AcceleratorMemories, memory_depths
 from .sequencer import Sequencer
 
@@ -50,7 +50,7 @@ class Accelerator(wiring.Component):
         The last run finished and its result can be read.
 
     Throughput and latency: see :class:`~xnorflow.hw.sequencer.Sequencer` (compute) and
-    :class:`~xnorflow.hw.host.HostDecoder` (one byte per cycle each way);
+    :class:`~xnorflow.hw.link.decoder.HostDecoder` (one byte per cycle each way);
     :func:`xnorflow.sw.perf.predict_network_cycles` predicts a run's cycle count.
     """
 

@@ -7,17 +7,20 @@ Backends (:data:`BACKENDS`):
 * ``golden`` -- :func:`xnorflow.sw.golden.run`, the definition of correct.
 * ``cpu`` -- CPU's fast kernel (:func:`xnorflow.sw.cpu_kernel.run`) when it exists, else the
   reference GEMM kernel (:mod:`xnorflow.sw.reference`) on the golden model's im2col.
-* ``amaranth`` -- Amaranth's simulator running HW2's ``Accelerator`` on the model's target,
-  driven through HW2's host driver (:mod:`xnorflow.hw.driver`).
+* ``amaranth`` -- Amaranth's simulator running the ``Accelerator`` on the model's target,
+  driven by the host link's session (:class:`xnorflow.hw.link.HostSession`) through
+  :class:`~xnorflow.hw.link.AmaranthStreamTransport`.
 * ``icarus``, ``verilator`` -- the generated Verilog of the same ``Accelerator`` under cocotb
-  (:mod:`xnorflow.sim.tb.test_accelerator`), driven by the same host driver through
-  :class:`xnorflow.sim.tb.streams.StreamTransport`.
+  (:mod:`xnorflow.sim.tb.test_accelerator`), driven by the same session through
+  :class:`~xnorflow.hw.link.CocotbStreamTransport`.
+* ``board`` -- a real board running the model's bitstream, over a serial port (``port``,
+  ``baud``): the same session through :class:`~xnorflow.hw.link.SerialTransport`.
 
 Every backend returns :class:`Outputs`: predictions, integer scores, per-hidden-layer output
 maps (bits or levels) where the backend can read them, accumulators where it has them, and
-for the hardware backends the accelerator's cycles per image. Bad input (missing folder,
-unknown backend, a model compiled for another target) raises
-:class:`~xnorflow.sw.errors.UserError` with a one-line message.
+for the hardware backends (and a board) the accelerator's cycles per image. Bad input
+(missing folder, unknown backend, a model compiled for another target, a serial port that
+cannot be opened) raises :class:`~xnorflow.sw.errors.UserError` with a one-line message.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ import numpy as np
 
 from xnorflow.sw.errors import UserError
 
-BACKENDS = ("torch", "golden", "cpu", "amaranth", "icarus", "verilator")
+BACKENDS = ("torch", "golden", "cpu", "amaranth", "icarus", "verilator", "board")
+#: Simulated hardware (waveforms, random stream stalls).
 HARDWARE = ("amaranth", "icarus", "verilator")
 RTL = ("icarus", "verilator")
 
@@ -242,22 +246,37 @@ def _torch(mf: ModelFolder, px: np.ndarray, **_) -> Outputs:
 
 
 # ----- hardware backends ---------------------------------------------------------------
-def _require_accelerator() -> None:
-    for mod in ("xnorflow.hw.accelerator", "xnorflow.hw.driver"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name == mod:
-                raise BackendUnavailable(
-                    f"hardware backends need {mod}, which is not in this checkout yet"
-                ) from None
-            raise
+def open_session(transport, mf: ModelFolder, **kw):
+    """:meth:`xnorflow.hw.link.HostSession.open` for a model folder (``kw``: ``read_hidden``,
+    ``load``)."""
+    from xnorflow.hw.link import HostSession
+
+    return HostSession.open(transport, mf.model, mf.memories, mf.target, name=str(mf.path),
+                            **kw)
+
+
+def collect(model, results: list, backend: str) -> Outputs:
+    """Stack per-image :class:`~xnorflow.hw.link.ImageResult` s into :class:`Outputs`."""
+    n_hidden = sum(1 for layer in model.layers if layer.output == "threshold")
+    acts: list[np.ndarray | None] = []
+    for i in range(n_hidden):
+        maps = [r.hidden[i] if i < len(r.hidden) else None for r in results]
+        acts.append(None if not maps or any(m is None for m in maps)
+                    else np.stack(maps).astype(np.uint8))
+    n_cls = model.layers[-1].out_c
+    scores = np.array([r.scores for r in results], dtype=np.int64).reshape(len(results), n_cls)
+    return Outputs(
+        backend=backend,
+        predictions=np.array([r.prediction for r in results], dtype=np.int64),
+        scores=scores,
+        activations=acts,
+        cycles=np.array([r.cycles for r in results], dtype=np.int64),
+    )
 
 
 def _amaranth(mf: ModelFolder, px: np.ndarray, *, waves: Path | None = None, seed: int = 0,
               idle: float = 0.0, backpressure: float = 0.0, progress: bool = True,
               batch: int = 1, **_) -> Outputs:
-    _require_accelerator()
     from .amaranth_sim import run_amaranth
 
     return run_amaranth(mf, px, waves=waves, seed=seed, idle=idle,
@@ -268,7 +287,6 @@ def _rtl(sim: str):
     def run(mf: ModelFolder, px: np.ndarray, *, waves: Path | None = None, seed: int = 0,
             idle: float = 0.0, backpressure: float = 0.0, progress: bool = True,
             batch: int = 1, **_) -> Outputs:
-        _require_accelerator()
         return run_rtl(sim, mf, px, waves=waves, seed=seed, idle=idle,
                        backpressure=backpressure, progress=progress, batch=batch)
 
@@ -355,6 +373,67 @@ def run_rtl_batch(sim: str, items: list[tuple[ModelFolder, np.ndarray]], *,
     return outs
 
 
+def check_board_link(port: str | None, baud: int | None) -> None:
+    """Refuse a missing ``--port`` or a bad ``--baud`` for backend ``board`` (before any
+    backend runs)."""
+    if not port:
+        raise UserError("backend board needs --port, the board's serial port "
+                        "(e.g. --port /dev/ttyUSB1)")
+    if baud is not None and baud <= 0:
+        raise UserError(f"--baud must be a positive number of bits per second, not {baud}")
+
+
+def run_board(mf: ModelFolder, px: np.ndarray, *, port: str | None, baud: int | None = None,
+              timeout: float | None = None, batch: int = 1, progress: bool = True,
+              read_hidden: bool = True, load: bool = True) -> Outputs:
+    """Run ``px`` on a board over the serial ``port`` (a device path or a pyserial URL):
+    connect, check the geometry, load the model (unless ``load`` is false), classify
+    ``batch`` images per START (at most the program's ``max_batch``) and, with
+    ``read_hidden``, read every observable hidden map back. ``cycles`` are the board's own
+    counts; ``wall_s`` includes the load.
+
+    ``timeout`` (seconds, per read or write) defaults to twice the time of the longest frame
+    at ``baud``, at least 2 s.
+    """
+    import asyncio
+
+    from tqdm import tqdm
+
+    from xnorflow.hw.boards import DEFAULT_BAUD
+    from xnorflow.hw.link import MAX_PAYLOAD, SerialTransport
+
+    check_board_link(port, baud)
+    baud = DEFAULT_BAUD if baud is None else baud
+    if timeout is None:
+        timeout = max(2.0, 2 * 10 * (MAX_PAYLOAD + 5) / baud)  # 10 bits per character
+    results: list = []
+    state: dict = {}
+
+    async def go(link) -> None:
+        session = await open_session(link, mf, read_hidden=read_hidden, load=load)
+        state["t0"] = time.perf_counter()
+        state["step"] = session.images_per_start(batch)
+        with tqdm(total=len(px), desc="board", unit="img", disable=not progress,
+                  leave=False) as bar:
+            results.extend(await session.infer_all(px, batch, bar.update))
+
+    t0 = time.perf_counter()
+    with SerialTransport(port, baud, timeout=timeout) as link:
+        asyncio.run(go(link))
+    end = time.perf_counter()
+    out = collect(mf.model, results, "board")
+    out.wall_s = end - t0
+    out.info = {"port": port, "baud": baud, "images_per_start": state["step"],
+                "loaded": load, "load_s": round(state["t0"] - t0, 3),
+                "classify_s": round(end - state["t0"], 3)}
+    return out
+
+
+def _board(mf: ModelFolder, px: np.ndarray, *, port: str | None = None,
+           baud: int | None = None, progress: bool = True, batch: int = 1, **_) -> Outputs:
+    return run_board(mf, px, port=port, baud=baud, batch=batch, progress=progress)
+
+
 _RUNNERS = {
     "torch": _torch,
     "golden": _golden,
@@ -362,12 +441,14 @@ _RUNNERS = {
     "amaranth": _amaranth,
     "icarus": _rtl("icarus"),
     "verilator": _rtl("verilator"),
+    "board": _board,
 }
 
 
 def run(model_dir: str | Path | ModelFolder, inputs, backend: str, *,
         waves: str | Path | None = None, seed: int = 0, idle: float = 0.0,
-        backpressure: float = 0.0, progress: bool = True, batch: int = 1) -> Outputs:
+        backpressure: float = 0.0, progress: bool = True, batch: int = 1,
+        port: str | None = None, baud: int | None = None) -> Outputs:
     """Run the images ``inputs`` (``uint8 (N, H, W, C)``) through ``backend``.
 
     ``waves`` (hardware backends) names a waveform file to write (VCD for ``amaranth`` and
@@ -375,15 +456,20 @@ def run(model_dir: str | Path | ModelFolder, inputs, backend: str, *,
     probabilities of random idle cycles and backpressure on the host streams, drawn from
     ``seed``. ``batch`` (hardware backends): images per START, capped at the program's
     ``max_batch`` (<= R); each image's ``cycles`` is then its share of its run's.
+    ``port`` and ``baud`` (backend ``board``): the board's serial port and baud rate
+    (default :data:`xnorflow.hw.boards.DEFAULT_BAUD`).
     """
     check_backend(backend)
+    if backend == "board":
+        check_board_link(port, baud)
     mf = model_dir if isinstance(model_dir, ModelFolder) else load_model(model_dir)
     px = _check_inputs(mf.model, inputs)
     if waves is not None and backend not in HARDWARE:
-        raise UserError(f"--waves needs a hardware backend ({', '.join(HARDWARE)}), "
+        raise UserError(f"--waves needs a simulated hardware backend ({', '.join(HARDWARE)}), "
                         f"not {backend!r}")
     wpath = Path(waves).resolve() if waves is not None else None
     if wpath is not None:
         wpath.parent.mkdir(parents=True, exist_ok=True)
     return _RUNNERS[backend](mf, px, waves=wpath, seed=seed, idle=idle,
-                             backpressure=backpressure, progress=progress, batch=batch)
+                             backpressure=backpressure, progress=progress, batch=batch,
+                             port=port, baud=baud)

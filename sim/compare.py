@@ -26,7 +26,14 @@ import numpy as np
 from xnorflow.sw.errors import UserError
 from xnorflow.sw.ir import json_default
 
-from .backends import HARDWARE, ModelFolder, Outputs, check_backend, load_model
+from .backends import (
+    HARDWARE,
+    ModelFolder,
+    Outputs,
+    check_backend,
+    check_board_link,
+    load_model,
+)
 from .backends import run as run_backend
 from .tb.scoreboard import Mismatch, first_difference
 
@@ -231,8 +238,10 @@ def perf_stats(mf: ModelFolder, out: Outputs, synthesis: dict | None) -> dict:
 
 def compare(model_dir: str | Path, inputs, backends: list[str], labels=None, *,
             waves_dir: Path | None = None, seed: int = 0, progress: bool = True,
-            skip_unavailable: bool = False) -> CompareResult:
-    """Run ``inputs`` through every backend and compare each with the reference."""
+            skip_unavailable: bool = False, port: str | None = None,
+            baud: int | None = None) -> CompareResult:
+    """Run ``inputs`` through every backend and compare each with the reference
+    (``port``, ``baud``: the serial port of backend ``board``)."""
     from .backends import BackendUnavailable
 
     if not backends:
@@ -241,6 +250,8 @@ def compare(model_dir: str | Path, inputs, backends: list[str], labels=None, *,
         check_backend(b)
     if len(set(backends)) != len(backends):
         raise UserError(f"backend list {','.join(backends)} names a backend twice")
+    if "board" in backends:
+        check_board_link(port, baud)
     mf = load_model(model_dir)
     synthesis = find_synthesis_report(mf.target.geometry)
     outputs: dict[str, Outputs] = {}
@@ -253,7 +264,8 @@ def compare(model_dir: str | Path, inputs, backends: list[str], labels=None, *,
         if progress:
             print(f"compare: running {b} on {len(inputs)} images", flush=True)
         try:
-            outputs[b] = run_backend(mf, inputs, b, waves=wpath, seed=seed, progress=progress)
+            outputs[b] = run_backend(mf, inputs, b, waves=wpath, seed=seed, progress=progress,
+                                     port=port, baud=baud)
         except BackendUnavailable as e:
             if not skip_unavailable:
                 raise

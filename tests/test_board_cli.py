@@ -1,99 +1,28 @@
-"""``xnorflow board`` end to end over a real pseudo-terminal, against a Python device model.
+"""A board as a backend, end to end over a real pseudo-terminal, against a Python board model.
 
-No board is attached here, so the far end of a pty pair runs a model of the board: it speaks
-the host protocol (``docs/host-protocol.md``) byte by byte, keeps the memories it is sent,
-and computes results with :func:`xnorflow.sw.program.execute` (the executable definition of
-the sequencer). It recognises the input by its packed words (it knows the test images), so
-what is tested is the serial transport, the driver over a real tty, the load path and the
-CLI's check against the golden model -- not the gateware (the cocotb board-top tests do that).
+No board is attached here, so the far end of a pty pair runs :class:`tests.board_model.
+PtyBoard`: it speaks the host protocol byte by byte, keeps the memories it is sent and runs
+each START with :func:`xnorflow.sw.program.execute`. The host side is the real one: pyserial
+on the tty (:class:`xnorflow.hw.link.SerialTransport`), the driver, the session, the
+``board`` backend of ``xnorflow run`` / ``compare`` and ``xnorflow board`` -- not the
+gateware (the cocotb board-top tests do that).
 """
 
+import json
 import os
-import threading
-import tty
 
 import numpy as np
 import pytest
 
 from xnorflow.cli import main
-from xnorflow.hw import driver as d
-from xnorflow.sw import synthetic
+from xnorflow.hw import link
+from xnorflow.sim import backends
+from xnorflow.sw import golden, synthetic
 from xnorflow.sw.data import load_dataset
-from xnorflow.sw.images import MemoryImage
-from xnorflow.sw.program import decode_program, execute, pack_input
-from xnorflow.sw.targets import MEMORY_NAMES
+
+from .board_model import PtyBoard
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a POSIX pty")
-
-
-class DeviceModel(threading.Thread):
-    def __init__(self, fd: int, target, images):
-        super().__init__(daemon=True)
-        self.fd, self.target, self.images = fd, target, images
-        self.mem = {n: {} for n in MEMORY_NAMES}
-        self.result = None
-        self.frames = 0
-
-    def _read(self, n: int) -> bytes:
-        out = b""
-        while len(out) < n:
-            chunk = os.read(self.fd, n - len(out))
-            if not chunk:
-                raise EOFError
-            out += chunk
-        return out
-
-    def _respond(self, status: int, payload: bytes = b"") -> None:
-        body = bytes([status]) + len(payload).to_bytes(2, "little") + payload
-        os.write(self.fd, bytes([d.SYNC_RESPONSE]) + body + bytes([d.checksum(body)]))
-
-    def _words(self, name: str) -> list[int]:
-        m = self.mem[name]
-        return [m.get(i, 0) for i in range(max(m) + 1 if m else 0)]
-
-    def run(self) -> None:
-        t = self.target
-        try:
-            while True:
-                if self._read(1)[0] != d.SYNC_REQUEST:
-                    continue
-                head = self._read(3)
-                n = int.from_bytes(head[1:3], "little")
-                payload = self._read(n)
-                if (sum(head) + sum(payload) + self._read(1)[0]) & 0xFF:
-                    self._respond(d.ERR_CHECKSUM)
-                    continue
-                self.frames += 1
-                cmd = head[0]
-                if cmd == d.CMD_READ_STATUS:
-                    st = bytes([d.PROTOCOL_VERSION, t.rows, t.cols, t.width,
-                                2 if self.result else 0, 0]) + (0).to_bytes(4, "little")
-                    self._respond(d.OK, st + bytes(len(MEMORY_NAMES)))
-                elif cmd == d.CMD_WRITE_MEM:
-                    name = MEMORY_NAMES[payload[0]]
-                    addr = int.from_bytes(payload[1:5], "little")
-                    words = d.bytes_to_words(payload[7:], t.word_bits(name))
-                    for i, w in enumerate(words):
-                        self.mem[name][addr + i] = w
-                    self._respond(d.OK)
-                elif cmd == d.CMD_WRITE_INPUT:
-                    self.input = tuple(d.bytes_to_words(payload, t.width))
-                    self._respond(d.OK)
-                elif cmd == d.CMD_START:
-                    imgs = [MemoryImage(n, t.word_bits(n), np.array(self._words(n), dtype=object),
-                                        "") for n in ("program", "weights", "thresholds")]
-                    px = self.images[self.input]
-                    self.result = execute(imgs, px, t)
-                    self._respond(d.OK)
-                elif cmd == d.CMD_READ_RESULT:
-                    r = self.result
-                    body = r.predicted.to_bytes(2, "little") + len(r.scores).to_bytes(2, "little")
-                    body += b"".join(int(s).to_bytes(4, "little", signed=True) for s in r.scores)
-                    self._respond(d.OK, body)
-                else:
-                    self._respond(d.ERR_UNKNOWN_CMD)
-        except (EOFError, OSError):
-            return
 
 
 @pytest.fixture
@@ -105,29 +34,21 @@ def digits_model(tmp_path):
     return folder, model, target
 
 
+def digits(n: int) -> np.ndarray:
+    return load_dataset("digits").x_test[:n]
+
+
 def test_board_over_pty(digits_model, capsys):
     folder, model, target = digits_model
-    from xnorflow.sw.images import load_model_folder
-
-    _, _, memories = load_model_folder(folder)
-    header, _ = decode_program(next(m for m in memories if m.name == "program").words)
-    pixels = load_dataset("digits").x_test[:6]
-    lookup = {tuple(int(w) for w in pack_input(px, header, target.width)): px for px in pixels}
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    tty.setraw(master)
-    dev = DeviceModel(master, target, lookup)
-    dev.start()
-    try:
-        rc = main(["board", "--port", os.ttyname(slave), "--model", str(folder), "--count", "6",
+    with PtyBoard(target, digits(6)) as board:
+        rc = main(["board", "--port", board.port, "--model", str(folder), "--count", "6",
                    "--dataset", "digits", "--timeout", "5"])
-    finally:
-        os.close(slave)
     out = capsys.readouterr().out
+    assert board.failure is None
     assert rc == 0, out
     assert "class agrees with golden 6/6, scores agree 6/6" in out
-    assert dev.frames >= 3 + 6 * 4  # status + 3 memories + per image input/start/status/result
-    os.close(master)
+    # status + 3 memories, then per image input / start / 2 status polls / result
+    assert board.frames == 1 + 3 + 6 * 5
 
 
 def test_board_missing_port_is_one_line(digits_model, capsys):
@@ -138,26 +59,111 @@ def test_board_missing_port_is_one_line(digits_model, capsys):
     assert len(err) == 1 and "/dev/ttyXNORFLOW-missing" in err[0] and "cannot open" in err[0]
 
 
+def test_compare_golden_board_bit_exact(digits_model, tmp_path, capsys):
+    """``compare --backends golden,board``: every hidden bit the board can show, every score
+    and class equal to golden; the cycles are the board's own count."""
+    folder, model, target = digits_model
+    report = tmp_path / "report"
+    with PtyBoard(target, digits(6), cycles_per_image=777) as board:
+        rc = main(["compare", "--model", str(folder), "--backends", "golden,board",
+                   "--port", board.port, "--dataset", "digits", "--limit", "6",
+                   "-o", str(report)])
+    out = capsys.readouterr().out
+    assert board.failure is None
+    assert rc == 0, out
+    assert "6/6 samples bit-exact vs golden" in out and "all 2 backends bit-exact" in out
+    doc = json.loads((report / "report.json").read_text())
+    agree = doc["agreement"]["board"]
+    readable = link.readable_layers(model)
+    hidden = [layer for layer in model.layers if layer.output == "threshold"]
+    want_bits = sum(6 * layer.out_h * layer.out_w * layer.out_c
+                    for layer, ok in zip(hidden, readable, strict=True) if ok)
+    assert want_bits > 0 and agree["bits_compared"] == want_bits
+    assert agree["scores_compared"] == 6 * model.layers[-1].out_c
+    assert doc["performance"]["board"]["cycles_per_image"] == 777
+
+
+def test_board_backend_batches_equal_golden(digits_model):
+    """``batch`` images per START: READ_RESULTS, the scores memory and the batched hidden
+    maps read back over the tty."""
+    folder, model, target = digits_model
+    mf = backends.load_model(folder)
+    px = digits(5)
+    with PtyBoard(target, px) as board:
+        out = backends.run(mf, px, "board", port=board.port, batch=2, progress=False)
+    assert board.failure is None
+    assert out.info["images_per_start"] == 2  # the program's max_batch allows 2 (R = 2)
+    gold = golden.run(model, px, width=target.width)
+    assert out.predictions.tolist() == gold.predictions.tolist()
+    assert out.scores.tolist() == gold.scores.tolist()
+    checked = 0
+    for a, g in zip(out.activations, gold.activations, strict=True):
+        if a is not None:
+            assert np.array_equal(a, g)
+            checked += 1
+    assert checked == sum(link.readable_layers(model))
+
+
+def test_compare_reports_a_board_that_disagrees(digits_model, tmp_path, capsys):
+    """A board that answers a wrong score is a mismatch (exit 1), not a pass."""
+    folder, _, target = digits_model
+
+    class WrongBoard(PtyBoard):
+        def _run(self, batch):
+            super()._run(batch)
+            self.scores[0][3] += 1
+
+    with WrongBoard(target, digits(2)) as board:
+        rc = main(["compare", "--model", str(folder), "--backends", "golden,board",
+                   "--port", board.port, "--dataset", "digits", "--limit", "2",
+                   "-o", str(tmp_path / "r")])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "MISMATCH: backend board vs golden" in out and "samples bit-exact" in out
+
+
+def test_run_board_backend(digits_model, capsys):
+    folder, _, target = digits_model
+    with PtyBoard(target, digits(3), cycles_per_image=500) as board:
+        rc = main(["run", "--model", str(folder), "--backend", "board", "--port", board.port,
+                   "--limit", "3"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "board: digits test: 3 images" in out and "500.0 cycles/image" in out
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["compare", "--backends", "golden,board", "--port", "/dev/ttyXNORFLOW-missing"],
+     ["/dev/ttyXNORFLOW-missing", "cannot open"]),
+    (["compare", "--backends", "golden,board"], ["board", "--port"]),
+    (["run", "--backend", "board"], ["board", "--port"]),
+    (["run", "--backend", "board", "--port", "/dev/ttyXNORFLOW-missing", "--baud", "0"],
+     ["--baud", "0"]),
+])
+def test_board_backend_bad_port_is_one_line(digits_model, tmp_path, capsys, argv, words):
+    folder, _, _ = digits_model
+    rc = main(argv + ["--model", str(folder), "--limit", "2", *(
+        ["-o", str(tmp_path / "r")] if argv[0] == "compare" else [])])
+    cap = capsys.readouterr()
+    err = cap.err.strip().splitlines()
+    assert rc == 2, cap.out
+    assert len(err) == 1 and all(w in err[0] for w in words), err
+    assert not (tmp_path / "r").exists()
+
+
 def test_uart_bytes_per_image_matches_the_wire(digits_model):
     """The synthesis report's UART-bound images/s counts exactly the bytes the driver moves
     to classify one image (measured on the pty)."""
     import asyncio
 
-    from xnorflow.hw.serial_transport import SerialTransport
     from xnorflow.sw.images import load_model_folder
     from xnorflow.synth import predicted_rates, uart_bytes_per_image
 
     folder, model, target = digits_model
     _, _, memories = load_model_folder(folder)
-    header, _ = decode_program(next(m for m in memories if m.name == "program").words)
-    px = load_dataset("digits").x_test[:1]
-    lookup = {tuple(int(w) for w in pack_input(px[0], header, target.width)): px[0]}
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    tty.setraw(master)
-    DeviceModel(master, target, lookup).start()
+    px = digits(1)
 
-    class Counting(SerialTransport):
+    class Counting(link.SerialTransport):
         sent = received = 0
 
         async def write(self, data):
@@ -169,17 +175,15 @@ def test_uart_bytes_per_image_matches_the_wire(digits_model):
             Counting.received += len(got)
             return got
 
-    async def go(link):
-        drv = d.AcceleratorDriver(link)
+    async def go(port):
+        drv = link.AcceleratorDriver(port)
         await drv.connect()
         await drv.load(memories)
         Counting.sent = Counting.received = 0
         return await drv.classify(px[0])
 
-    with Counting(os.ttyname(slave), timeout=5) as link:
-        asyncio.run(go(link))
-    os.close(slave)
-    os.close(master)
+    with PtyBoard(target, px, busy_polls=0) as board, Counting(board.port, timeout=5) as port:
+        asyncio.run(go(port))
     assert Counting.sent + Counting.received == uart_bytes_per_image(model, target)
     rates = predicted_rates(model, target, 48e6, 1_000_000)
     assert rates["images_per_s_uart"] == pytest.approx(1e5 / uart_bytes_per_image(model, target))
@@ -187,3 +191,15 @@ def test_uart_bytes_per_image_matches_the_wire(digits_model):
 
     assert rates["cycles_per_image"] == predict_network_cycles(model, target)
     assert rates["images_per_s_compute"] == pytest.approx(48e6 / rates["cycles_per_image"])
+
+
+def test_board_of_another_geometry_is_one_line(digits_model, tmp_path, capsys):
+    """A board built for another geometry is refused before anything is loaded."""
+    folder, _, _ = digits_model
+    with PtyBoard(synthetic.geometry_target(4, 2, 16), digits(2)) as board:
+        rc = main(["compare", "--model", str(folder), "--backends", "golden,board",
+                   "--port", board.port, "--limit", "2", "-o", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and "compiled for 2x2x16" in err[0] and "is 4x2x16" in err[0], err
+    assert board.frames == 1 and not board.mem["program"]  # READ_STATUS only

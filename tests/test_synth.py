@@ -191,7 +191,7 @@ def test_swap_model_into_bitstream(accel_build, tmp_path):
     from amaranth.sim import Simulator
 
     from xnorflow.hw.accelerator import Accelerator
-    from xnorflow.hw.driver import AcceleratorDriver, AmaranthStreamTransport
+    from xnorflow.hw.link import AcceleratorDriver, AmaranthStreamTransport
     from xnorflow.sw import golden, synthetic
     from xnorflow.sw.images import MemoryImage
     from xnorflow.sw.program import decode_program

@@ -431,7 +431,7 @@ def uart_bytes_per_image(model, target) -> int:
     response (``docs/host-protocol.md``). More polls (a long run) only add bytes."""
     import numpy as np
 
-    from xnorflow.hw import driver as d
+    from xnorflow.hw import link as d
     from xnorflow.sw.program import build_memories, decode_program, pack_input
 
     program = next(m for m in build_memories(model, target) if m.name == "program")
@@ -440,8 +440,8 @@ def uart_bytes_per_image(model, target) -> int:
     n_in = len(pack_input(blank, header, target.width))  # what the driver sends
     last = model.layers[-1]
     request = (len(d.encode_write_input([0] * n_in, target.width))
-               + len(d.encode_frame(d.CMD_START)) + len(d.encode_frame(d.CMD_READ_STATUS))
-               + len(d.encode_frame(d.CMD_READ_RESULT)))
+               + len(d.encode_frame(d.Command.START)) + len(d.encode_frame(d.Command.READ_STATUS))
+               + len(d.encode_frame(d.Command.READ_RESULT)))
     response = 5 * 4 + d.STATUS_LEN + 4 + 4 * last.out_c  # 4 headers+checksums, payloads
     return request + response
 

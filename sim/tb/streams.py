@@ -10,7 +10,9 @@ classes write take effect after the edge, for the next cycle.
 Random idle cycles (the driver holds ``valid`` low) and backpressure (the monitor holds
 ``ready`` low) are drawn from a ``random.Random`` the test seeds and prints, in the style of
 cocotbext-axi's idle/backpressure inserters. Both obey Amaranth's stream rules: ``valid``
-never waits for ``ready``, and the payload is held while ``valid`` is high.
+never waits for ``ready``, and the payload is held while ``valid`` is high. The host driver
+talks through a driver and a monitor with
+:class:`xnorflow.hw.link.transports.CocotbStreamTransport`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import random
 from collections import deque
 
 from cocotb.triggers import ClockCycles, Event, RisingEdge
+
+from xnorflow.hw.link.transports import CocotbStreamTransport
 
 
 class StreamDriver:
@@ -185,31 +189,7 @@ class StreamPair:
             self.driver.step()
 
 
-class StreamTransport:
-    """The host driver's transport (``async write(bytes)`` / ``async read(n)``) over streams.
-
-    HW2's :mod:`xnorflow.hw.driver` talks to a board through a serial port with the same two
-    methods; in cocotb it talks to the simulated design through this class, so the tests run
-    the very driver that talks to hardware.
-    """
-
-    def __init__(self, driver: StreamDriver, monitor: StreamMonitor):
-        self.driver = driver
-        self.monitor = monitor
-
-    async def write(self, data: bytes) -> None:
-        await self.driver.write(data)
-
-    async def read(self, n: int) -> bytes:
-        return bytes(await self.monitor.read(n))
-
-    def reset(self) -> None:
-        """Drop everything in flight (after a design reset or abort)."""
-        self.driver.clear()
-        self.monitor.clear()
-
-
-async def reset_during_traffic(dut, link: StreamTransport, cycles: int) -> None:
+async def reset_during_traffic(dut, link: CocotbStreamTransport, cycles: int) -> None:
     """Hold ``dut.rst`` high for ``cycles`` clock cycles, possibly in the middle of a frame
     or a run; ``link`` drops what it has in flight at the first edge and after release."""
     clk = link.driver.clk

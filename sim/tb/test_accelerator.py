@@ -1,9 +1,10 @@
-"""cocotb tests of the whole accelerator (generated Verilog) through HW2's host driver.
+"""cocotb tests of the whole accelerator (generated Verilog) through the host driver.
 
-The host driver (:class:`xnorflow.hw.driver.AcceleratorDriver`, via
-:class:`xnorflow.sim.host.HostSession`) talks to the design over
-:class:`~xnorflow.sim.tb.streams.StreamTransport`: a :class:`StreamDriver` on ``host_in`` and a
-:class:`StreamMonitor` on ``host_out`` with seeded random idle cycles and backpressure.
+The host driver (:class:`xnorflow.hw.link.driver.AcceleratorDriver`, via
+:class:`xnorflow.hw.link.session.HostSession`) talks to the design over
+:class:`~xnorflow.hw.link.transports.CocotbStreamTransport`: a :class:`StreamDriver` on
+``host_in`` and a :class:`StreamMonitor` on ``host_out`` with seeded random idle cycles and
+backpressure.
 Results are checked by a :class:`NetworkScoreboard` against the golden model.
 
 Environment (set by the pytest launchers and :func:`xnorflow.sim.backends.run_rtl`):
@@ -27,14 +28,13 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from xnorflow.sim.backends import load_model
-from xnorflow.sim.host import HostSession, collect
+from xnorflow.hw.link.transports import CocotbStreamTransport
+from xnorflow.sim.backends import collect, load_model, open_session
 from xnorflow.sim.tb.scoreboard import NetworkScoreboard
 from xnorflow.sim.tb.streams import (
     StreamDriver,
     StreamMonitor,
     StreamPair,
-    StreamTransport,
     reset_during_traffic,
 )
 from xnorflow.sw import golden
@@ -63,7 +63,7 @@ async def _bench(dut, idle: float, backpressure: float, rng: random.Random):
     pair = StreamPair(drv, mon)
     await _reset(dut)  # outputs are X until the first reset edge
     cocotb.start_soon(pair.run())
-    return StreamTransport(drv, mon), pair
+    return CocotbStreamTransport(drv, mon), pair
 
 
 def _tb_inputs():
@@ -106,7 +106,7 @@ async def run_job(dut):
         px = np.load(item["inputs"])
         start_cycles = pair.cycles
         t_item = time.perf_counter()
-        session = await HostSession.open(link, mf)
+        session = await open_session(link, mf)
         load_cycles = pair.cycles - start_cycles
         step = max(1, min(int(item.get("batch", 1)), session.max_batch))
         results = []
@@ -142,7 +142,7 @@ async def scoreboard(dut, stalls):
     rng = _seeded(dut, f"scoreboard-{idle}-{backpressure}")
     mf, px, ref = _tb_inputs()
     link, _ = await _bench(dut, idle, backpressure, rng)
-    session = await HostSession.open(link, mf)
+    session = await open_session(link, mf)
     sb = NetworkScoreboard(mf.model, ref)
     order = list(range(len(px)))
     rng.shuffle(order)
@@ -160,7 +160,7 @@ async def reset_mid_network(dut):
     rng = _seeded(dut, "reset")
     mf, px, ref = _tb_inputs()
     link, pair = await _bench(dut, 0.2, 0.3, rng)
-    session = await HostSession.open(link, mf)
+    session = await open_session(link, mf)
     # first image normally: measures how long a network takes
     r0 = await session.infer(px[0])
     sb = NetworkScoreboard(mf.model, ref)
@@ -170,7 +170,7 @@ async def reset_mid_network(dut):
     await session.driver.start()
     await ClockCycles(dut.clk, rng.randrange(1, max(2, r0.cycles - 1)))
     await reset_during_traffic(dut, link, 3)
-    session = await HostSession.open(link, mf)
+    session = await open_session(link, mf)
     for i in range(1, min(len(px), 3)):
         r = await session.infer(px[i])
         sb.check(i, r.hidden, r.scores, r.prediction)

@@ -11,13 +11,13 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles
 
+from xnorflow.hw.link.transports import CocotbStreamTransport
 from xnorflow.sim.tb.scoreboard import Scoreboard
 from xnorflow.sim.tb.standin import transform
 from xnorflow.sim.tb.streams import (
     StreamDriver,
     StreamMonitor,
     StreamPair,
-    StreamTransport,
     reset_during_traffic,
 )
 
@@ -39,7 +39,7 @@ async def _setup(dut, idle: float, backpressure: float, rng: random.Random):
     cocotb.start_soon(pair.run())
     await ClockCycles(dut.clk, 3)
     dut.rst.value = 0
-    return StreamTransport(drv, mon), pair
+    return CocotbStreamTransport(drv, mon), pair
 
 
 @cocotb.test()

@@ -11,18 +11,11 @@ import pytest
 from amaranth.sim import Simulator
 
 from xnorflow.hw.accelerator import Accelerator
-from xnorflow.hw.driver import (
-    ERR_BATCH,
-    ERR_BUSY,
-    ERR_CHECKSUM,
-    ERR_LENGTH,
-    ERR_MEMORY,
-    ERR_NO_RESULT,
-    ERR_RANGE,
-    ERR_UNKNOWN_CMD,
+from xnorflow.hw.link import (
     AcceleratorDriver,
     AcceleratorError,
     AmaranthStreamTransport,
+    Status,
     encode_frame,
 )
 from xnorflow.sw import encoding as enc
@@ -172,23 +165,23 @@ def test_protocol_errors_never_hang():
             else:
                 codes.append(False)
 
-        await expect(encode_frame(0x77, b"xyz"), ERR_UNKNOWN_CMD)
+        await expect(encode_frame(0x77, b"xyz"), Status.UNKNOWN_COMMAND)
         bad = bytearray(encode_frame(0x06))
         bad[-1] ^= 1
-        await expect(bytes(bad), ERR_CHECKSUM)
-        await expect(encode_frame(0x02, bytes([9, 0, 0, 0, 0, 1, 0])), ERR_MEMORY)
+        await expect(bytes(bad), Status.CHECKSUM)
+        await expect(encode_frame(0x02, bytes([9, 0, 0, 0, 0, 1, 0])), Status.MEMORY)
         await expect(encode_frame(0x02, bytes([1]) + (10**6).to_bytes(4, "little")
-                                  + (1).to_bytes(2, "little")), ERR_RANGE)
-        await expect(encode_frame(0x02, bytes([1, 0, 0])), ERR_LENGTH)
-        await expect(encode_frame(0x05), ERR_NO_RESULT)
-        await expect(encode_frame(0x07), ERR_NO_RESULT)
-        await expect(encode_frame(0x04, bytes([3])), ERR_BATCH)  # R = 2
-        await expect(encode_frame(0x04, bytes([0])), ERR_BATCH)
+                                  + (1).to_bytes(2, "little")), Status.RANGE)
+        await expect(encode_frame(0x02, bytes([1, 0, 0])), Status.LENGTH)
+        await expect(encode_frame(0x05), Status.NO_RESULT)
+        await expect(encode_frame(0x07), Status.NO_RESULT)
+        await expect(encode_frame(0x04, bytes([3])), Status.BATCH)  # R = 2
+        await expect(encode_frame(0x04, bytes([0])), Status.BATCH)
         # scores are read-only
-        await expect(encode_frame(0x01, bytes([4, 0, 0, 0, 0, 1, 0]) + bytes(4)), ERR_MEMORY)
+        await expect(encode_frame(0x01, bytes([4, 0, 0, 0, 0, 1, 0]) + bytes(4)), Status.MEMORY)
         # a WRITE_MEM whose length disagrees with its count writes nothing
         before = await drv.read_memory("weights", 0, 2)
-        await expect(encode_frame(0x01, bytes([1, 0, 0, 0, 0, 2, 0]) + bytes(4)), ERR_LENGTH)
+        await expect(encode_frame(0x01, bytes([1, 0, 0, 0, 0, 2, 0]) + bytes(4)), Status.LENGTH)
         assert await drv.read_memory("weights", 0, 2) == before
         # an aborted half frame, then a clean command
         await drv.transport.write(bytes([0xA5, 0x01, 0x40]))
@@ -202,7 +195,7 @@ def test_protocol_errors_never_hang():
         drv.header = header
         await drv.write_input(np.zeros((8, 8, 1), np.uint8))
         await drv.start()
-        await expect(encode_frame(0x04), ERR_BUSY)
+        await expect(encode_frame(0x04), Status.BUSY)
         await drv.wait()
         cls, scores = await drv.result()
         codes.append(len(scores) == 10)

@@ -1,12 +1,13 @@
-"""The host command decoder (``hw/host.py``) inside the accelerator, frame by frame.
+"""The host command decoder (``hw/link/decoder.py``) inside the accelerator, frame by frame.
 
 Random request frames (every command, lengths and parameters around the limits: addresses
 at and beyond each memory's depth and beyond the decoder's narrow address register, counts
 whose byte length overflows 16 bits, bad memory ids, bad checksums) are sent with random
 idle cycles on ``host_in`` and random back-pressure on ``host_out``; each response must be
-the one ``docs/host-protocol.md`` defines (a plain Python model below, written from the
-document), and the memories must hold exactly the words of the accepted writes (widest
-words included). Several geometries, the ``up5k`` target's real depths among them.
+the one ``docs/host-protocol.md`` defines (a plain Python model written from the document,
+:func:`tests.board_model.expected_status`, which also serves the pty board model), and the
+memories must hold exactly the words of the accepted writes (widest words included). Several
+geometries, the ``up5k`` target's real depths among them.
 """
 
 import random
@@ -15,109 +16,38 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from xnorflow.hw import driver as d
+from xnorflow.hw import link as d
 from xnorflow.hw.accelerator import Accelerator
+from xnorflow.hw.link import Command, Status
 from xnorflow.sw import golden, perf, program, synthetic
 from xnorflow.sw.targets import MEMORY_NAMES, TARGETS, sim_target
 
-
-class StallTransport:
-    """Like :class:`~xnorflow.hw.driver.AmaranthStreamTransport`, with seeded random idle
-    cycles between request bytes and random ``ready`` low cycles on the response."""
-
-    def __init__(self, ctx, dut, rng, idle=0.3, backpressure=0.3, timeout=20_000):
-        self.ctx, self.dut, self.rng = ctx, dut, rng
-        self.idle, self.backpressure, self.timeout = idle, backpressure, timeout
-
-    async def write(self, data: bytes) -> None:
-        ctx, port = self.ctx, self.dut.host_in
-        for b in data:
-            while self.rng.random() < self.idle:
-                ctx.set(port.valid, 0)
-                await ctx.tick()
-            ctx.set(port.payload, int(b))
-            ctx.set(port.valid, 1)
-            await ctx.tick().until(port.ready)
-        ctx.set(port.valid, 0)
-
-    async def read(self, n: int) -> bytes:
-        ctx, port = self.ctx, self.dut.host_out
-        out = bytearray()
-        idle = 0
-        while len(out) < n and idle < self.timeout:
-            ready = int(self.rng.random() >= self.backpressure)
-            ctx.set(port.ready, ready)
-            _, _, valid, payload = await ctx.tick().sample(port.valid, port.payload)
-            if valid and ready:
-                out.append(int(payload))
-                idle = 0
-            else:
-                idle += 1
-        ctx.set(port.ready, 0)
-        return bytes(out)
+from ..board_model import expected_status
 
 
-def expected_status(target, depths, cmd, payload, chk_ok, busy=False, done=False):
-    """Status of a request frame per docs/host-protocol.md (checks in the documented order)."""
-    if not chk_ok:
-        return d.ERR_CHECKSUM
-    n = len(payload)
-    bpw = [d.bytes_per_word(target.word_bits(m)) for m in MEMORY_NAMES]
-    depth = [depths[m] for m in MEMORY_NAMES]
-    act = d.MEMORY_IDS["activations"]
-    if cmd in (d.CMD_WRITE_MEM, d.CMD_READ_MEM):
-        if (cmd == d.CMD_WRITE_MEM and n < 7) or (cmd == d.CMD_READ_MEM and n != 7):
-            return d.ERR_LENGTH
-        mem = payload[0]
-        addr = int.from_bytes(payload[1:5], "little")
-        count = int.from_bytes(payload[5:7], "little")
-        if mem >= len(MEMORY_NAMES) or (cmd == d.CMD_WRITE_MEM and MEMORY_NAMES[mem] == "scores"):
-            return d.ERR_MEMORY
-        if cmd == d.CMD_WRITE_MEM and n != 7 + count * bpw[mem]:
-            return d.ERR_LENGTH
-        if addr + count > depth[mem]:
-            return d.ERR_RANGE
-        if cmd == d.CMD_READ_MEM and count * bpw[mem] > d.MAX_PAYLOAD:
-            return d.ERR_LENGTH
-        return d.ERR_BUSY if busy else d.OK
-    if cmd == d.CMD_WRITE_INPUT:
-        if n % bpw[act]:
-            return d.ERR_LENGTH
-        if n // bpw[act] > depth[act]:
-            return d.ERR_RANGE
-        return d.ERR_BUSY if busy else d.OK
-    if cmd == d.CMD_START:
-        if n > 1:
-            return d.ERR_LENGTH
-        if n == 1 and not 1 <= payload[0] <= target.rows:
-            return d.ERR_BATCH
-        return d.ERR_BUSY if busy else d.OK
-    if cmd in (d.CMD_READ_RESULT, d.CMD_READ_RESULTS):
-        if n:
-            return d.ERR_LENGTH
-        if busy:
-            return d.ERR_BUSY
-        return d.OK if done else d.ERR_NO_RESULT
-    if cmd == d.CMD_READ_STATUS:
-        return d.ERR_LENGTH if n else d.OK
-    return d.ERR_UNKNOWN_CMD
+def stall_transport(ctx, dut, rng):
+    """The driver's Amaranth transport with seeded random idle cycles between request bytes
+    and random ``ready`` low cycles on the response."""
+    return d.AmaranthStreamTransport(ctx, dut, idle=0.3, backpressure=0.3, rng=rng,
+                                     timeout=20_000)
 
 
 def random_frame(rng, target, depths):
     """(cmd, payload, chk_ok) around the limits; payloads stay short enough to simulate."""
     bpw = {m: d.bytes_per_word(target.word_bits(m)) for m in MEMORY_NAMES}
     A = max(v.bit_length() for v in depths.values())
-    cmd = rng.choice([d.CMD_WRITE_MEM] * 4 + [d.CMD_READ_MEM] * 4 + [d.CMD_WRITE_INPUT] * 2
-                     + [d.CMD_READ_STATUS, d.CMD_READ_RESULT, d.CMD_READ_RESULTS,
+    cmd = rng.choice([Command.WRITE_MEM] * 4 + [Command.READ_MEM] * 4
+                     + [Command.WRITE_INPUT] * 2
+                     + [Command.READ_STATUS, Command.READ_RESULT, Command.READ_RESULTS,
                         rng.choice([0, 8, 0x41, 0xFF])])
     chk_ok = rng.random() > 0.08
-    if cmd in (d.CMD_WRITE_MEM, d.CMD_READ_MEM):
+    if cmd in (Command.WRITE_MEM, Command.READ_MEM):
         mem = rng.choice(range(len(MEMORY_NAMES))) if rng.random() > 0.1 else rng.choice(
             [5, 7, 8, 13, 0x85, 0xFF])
         name = MEMORY_NAMES[mem] if mem < len(MEMORY_NAMES) else "program"
         depth, b = depths[name], bpw[name]
         count = rng.choice([0, 1, 2, 3, rng.randrange(1, 9)])
-        if cmd == d.CMD_READ_MEM and rng.random() < 0.15:
+        if cmd == Command.READ_MEM and rng.random() < 0.15:
             # the answer would exceed 65535 bytes (range permitting)
             count = rng.choice([d.MAX_PAYLOAD // b + 1, 0xFFFF, 1 << (17 - b.bit_length())])
         addr = rng.choice([0, rng.randrange(depth), max(0, depth - count),
@@ -128,7 +58,7 @@ def random_frame(rng, target, depths):
         addr = max(0, addr)
         words = [rng.randrange(1 << target.word_bits(name)) for _ in range(min(count, 8))]
         params = bytes([mem]) + addr.to_bytes(4, "little") + count.to_bytes(2, "little")
-        if cmd == d.CMD_READ_MEM:
+        if cmd == Command.READ_MEM:
             payload = params
             if rng.random() < 0.1:
                 payload = payload[:rng.randrange(7)] if rng.random() < 0.5 else payload + b"\0"
@@ -147,7 +77,7 @@ def random_frame(rng, target, depths):
                 data = b""
             payload = params + data
         return cmd, payload, chk_ok
-    if cmd == d.CMD_WRITE_INPUT:
+    if cmd == Command.WRITE_INPUT:
         b = bpw["activations"]
         n = rng.choice([0, b, 4 * b, 8 * b, 3 * b + 1, 1])
         return cmd, bytes(rng.randrange(256) for _ in range(n)), chk_ok
@@ -172,7 +102,7 @@ def run_random(target, n_frames, seed):
     log = []
 
     async def tb(ctx):
-        tr = StallTransport(ctx, dut, rng)
+        tr = stall_transport(ctx, dut, rng)
         drv = d.AcceleratorDriver(tr, {n: w for n, (w, _) in target.memories.items()})
         for i in range(n_frames):
             cmd, payload, chk_ok = random_frame(rng, target, depths)
@@ -184,30 +114,30 @@ def run_random(target, n_frames, seed):
             rest = await tr.read(n + 1)
             log.append((cmd, payload.hex(), chk_ok, head[1], want))
             assert head[1] == want, log[-1]
-            body = d.decode_response(head, rest) if want == d.OK else rest[:-1]
-            if want != d.OK:
+            body = d.decode_response(head, rest) if want == Status.OK else rest[:-1]
+            if want != Status.OK:
                 assert n == 0 and (sum(head[1:]) + sum(rest)) & 0xFF == 0
             # a bad checksum does not undo the words of an otherwise good write
-            written = expected_status(target, depths, cmd, payload, True) == d.OK
-            if not written or (want != d.OK and cmd not in (d.CMD_WRITE_MEM,
-                                                             d.CMD_WRITE_INPUT)):
+            written = expected_status(target, depths, cmd, payload, True) == Status.OK
+            if not written or (want != Status.OK and cmd not in (Command.WRITE_MEM,
+                                                             Command.WRITE_INPUT)):
                 continue
-            if cmd == d.CMD_WRITE_MEM:
+            if cmd == Command.WRITE_MEM:
                 name = MEMORY_NAMES[payload[0]]
                 addr = int.from_bytes(payload[1:5], "little")
                 for j, w in enumerate(d.bytes_to_words(payload[7:], target.word_bits(name))):
                     model[name][addr + j] = w
-            elif cmd == d.CMD_WRITE_INPUT:
+            elif cmd == Command.WRITE_INPUT:
                 for j, w in enumerate(d.bytes_to_words(payload, target.width)):
                     model["activations"][j] = w
-            elif cmd == d.CMD_READ_MEM:
+            elif cmd == Command.READ_MEM:
                 name = MEMORY_NAMES[payload[0]]
                 addr = int.from_bytes(payload[1:5], "little")
                 got = d.bytes_to_words(body, target.word_bits(name))
                 count = int.from_bytes(payload[5:7], "little")
                 assert len(got) == count
                 assert got == [model[name].get(addr + j, 0) for j in range(count)], log[-1]
-            elif cmd == d.CMD_READ_STATUS:
+            elif cmd == Command.READ_STATUS:
                 st = d.decode_status(body)
                 assert (st.version, st.geometry) == (1, target.geometry)
                 assert st.depth_log2 == {m: max(0, (depths[m] - 1).bit_length())
@@ -235,8 +165,8 @@ GEOMETRIES = [("sim-2x2x16", sim_target(2, 2, 16)), ("up5k", TARGETS["up5k"]),
 def test_random_frames_match_the_protocol(name, target):
     codes = run_random(target, 60, seed=sum(map(ord, name)))
     # the random frames reached every answer but busy / bad batch (no run is started)
-    assert {d.OK, d.ERR_UNKNOWN_CMD, d.ERR_CHECKSUM, d.ERR_MEMORY, d.ERR_RANGE, d.ERR_LENGTH,
-            d.ERR_NO_RESULT} <= codes, codes
+    assert {Status.OK, Status.UNKNOWN_COMMAND, Status.CHECKSUM, Status.MEMORY, Status.RANGE,
+            Status.LENGTH, Status.NO_RESULT} <= codes, codes
 
 
 def test_widest_words_at_the_ends_of_every_memory():
@@ -258,7 +188,7 @@ def test_widest_words_at_the_ends_of_every_memory():
             assert await drv.read_memory(name, 2, 1) == [0]
             with pytest.raises(d.AcceleratorError) as e:
                 await drv.read_memory(name, depth - 1, 2)
-            assert e.value.status == d.ERR_RANGE
+            assert e.value.status == Status.RANGE
         return True
 
     assert simulate(target, None, body)
@@ -301,7 +231,7 @@ def test_batch_results_status_and_scores(geometry):
         return res, st, classes
 
     res, st, classes = simulate(target, mems, body,
-                                lambda ctx, dut: StallTransport(ctx, dut, rng))
+                                lambda ctx, dut: stall_transport(ctx, dut, rng))
     assert classes == [int(c) for c in gold.predictions]
     for i, (cls, scores) in enumerate(res):
         assert scores == gold.scores[i].tolist() and cls == int(gold.predictions[i])
@@ -344,7 +274,7 @@ def test_constant_comparator_is_exact(width):
     """``_gt`` (the decoder's carry-free ``x > constant``) against Python, every x and c."""
     from amaranth.hdl import Module, Signal
 
-    from xnorflow.hw.host import _gt
+    from xnorflow.hw.link.decoder import _gt
 
     m = Module()
     x = Signal(width)

@@ -22,9 +22,6 @@ from xnorflow.sw import synthetic
 from .conftest import make_folder
 
 pytestmark = pytest.mark.toolchain
-# the accelerator (HW2) and its host driver: skip, not fail, in a checkout without them
-pytest.importorskip("xnorflow.hw.accelerator")
-pytest.importorskip("xnorflow.hw.driver")
 
 
 def _seed() -> int:

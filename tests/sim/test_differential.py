@@ -16,9 +16,6 @@ from xnorflow.sim.compare import agreement
 from xnorflow.sw import synthetic
 
 pytestmark = pytest.mark.toolchain
-# the accelerator (HW2) and its host driver: skip, not fail, in a checkout without them
-pytest.importorskip("xnorflow.hw.accelerator")
-pytest.importorskip("xnorflow.hw.driver")
 
 N_NETWORKS = 2
 IMAGES = 1

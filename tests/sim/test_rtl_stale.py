@@ -1,10 +1,11 @@
 """The Verilog cache never stores a design built from modules older than their files.
 
-Regression: a benchmark process that had imported ``hw/host.py`` before its range-check fix
-generated the up5k accelerator after the fix was committed, so the key (hashed from the files
-on disk) named the new sources while the Verilog held the old decoder; every later
-``xnorflow run -b icarus`` on up5k then failed loading weights with "address range outside
-the memory" while the Amaranth backend (which runs the current modules) passed.
+Regression: a benchmark process that had imported ``hw/host.py`` (the host decoder, now
+``hw/link/decoder.py``) before its range-check fix generated the up5k accelerator after the
+fix was committed, so the key (hashed from the files on disk) named the new sources while
+the Verilog held the old decoder; every later ``xnorflow run -b icarus`` on up5k then failed
+loading weights with "address range outside the memory" while the Amaranth backend (which
+runs the current modules) passed.
 """
 
 from __future__ import annotations

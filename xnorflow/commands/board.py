@@ -1,4 +1,8 @@
-"""``xnorflow board``: load a compiled model into a board over UART and classify images."""
+"""``xnorflow board``: load a compiled model into a board over UART and classify images.
+
+A thin command over the ``board`` backend (:func:`xnorflow.sim.backends.run_board`, the
+host link's session over a serial port), checked against the golden model.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ examples:
 
 The board must run a bitstream from `xnorflow synth` for the model's target geometry
 (iCEBreaker: the FTDI's second port, usually /dev/ttyUSB1). Every board answer is checked
-against the golden model; the command fails if any image disagrees.
+against the golden model; the command fails if any image disagrees. To compare hidden
+layers too, or against other backends: xnorflow compare --backends golden,board --port ...
 """
 
 
@@ -27,7 +32,8 @@ def register(sub) -> None:
     )
     p.add_argument("--port", required=True, help="serial port (or pyserial URL)")
     p.add_argument("--model", required=True, help="compiled model folder (xnorflow compile)")
-    p.add_argument("--baud", type=int, default=1_000_000, help="baud rate (default 1000000)")
+    p.add_argument("--baud", type=int, default=None,
+                   help="baud rate (default: the rate xnorflow synth builds the board tops for)")
     p.add_argument("--count", type=int, default=20, help="test images to classify (default 20)")
     p.add_argument("--dataset", default=None,
                    help="data set of the test images (default: the model's, from its meta)")
@@ -56,54 +62,22 @@ def _images(model, dataset: str | None, count: int):
     return np.asarray(ds.x_test[:n]), np.asarray(ds.y_test[:n])
 
 
-async def classify_on_board(transport, memories, target, pixels, *, load: bool = True):
-    """Connect, (load), classify every image; returns ``(classes, scores, seconds)``."""
-    import time
-
-    from xnorflow.hw.driver import AcceleratorDriver
-    from xnorflow.sw.errors import UserError
-
-    drv = AcceleratorDriver(transport)
-    st = await drv.connect()
-    if (st.rows, st.cols, st.width) != (target.rows, target.cols, target.width):
-        raise UserError(f"the board runs geometry {st.geometry}, the model was compiled for "
-                        f"{target.geometry} ({target.name}); rebuild or recompile")
-    if load:
-        await drv.load(memories)
-    else:
-        from xnorflow.sw.program import decode_program
-
-        drv.header, _ = decode_program(next(m for m in memories if m.name == "program").words)
-    classes, scores = [], []
-    t0 = time.perf_counter()
-    for px in pixels:
-        c, s = await drv.classify(px)
-        classes.append(c)
-        scores.append(s)
-    return classes, scores, time.perf_counter() - t0
-
-
 def run(args) -> int:
-    import asyncio
-
     import numpy as np
 
-    from xnorflow.hw.serial_transport import SerialTransport
+    from xnorflow.sim import backends
     from xnorflow.sw import golden
-    from xnorflow.sw.images import load_model_folder, target_from_record
 
-    manifest, model, memories = load_model_folder(args.model)
-    target = target_from_record(manifest["target"])
-    pixels, labels = _images(model, args.dataset, args.count)
-    with SerialTransport(args.port, args.baud, timeout=args.timeout) as link:
-        classes, scores, secs = asyncio.run(
-            classify_on_board(link, memories, target, pixels, load=not args.no_load))
-    gold = golden.run(model, pixels, width=target.width)
-    agree_cls = int(np.sum(np.array(classes) == gold.predictions))
-    agree_scores = sum(list(map(int, s)) == list(map(int, g))
-                       for s, g in zip(scores, gold.scores, strict=True))
-    acc = float(np.mean(np.array(classes) == labels))
+    mf = backends.load_model(args.model)
+    pixels, labels = _images(mf.model, args.dataset, args.count)
+    out = backends.run_board(mf, pixels, port=args.port, baud=args.baud, timeout=args.timeout,
+                             read_hidden=False, load=not args.no_load, progress=False)
+    gold = golden.run(mf.model, pixels, width=mf.target.width)
+    agree_cls = int(np.sum(out.predictions == gold.predictions))
+    agree_scores = int(np.sum(np.all(out.scores == gold.scores, axis=1)))
+    acc = float(np.mean(out.predictions == labels))
     n = len(pixels)
     print(f"{n} images on {args.port}: class agrees with golden {agree_cls}/{n}, scores agree "
-          f"{agree_scores}/{n}; accuracy {acc:.3f}; {n / secs:.1f} images/s over the link")
+          f"{agree_scores}/{n}; accuracy {acc:.3f}; "
+          f"{n / out.info['classify_s']:.1f} images/s over the link")
     return 0 if agree_cls == n and agree_scores == n else 1

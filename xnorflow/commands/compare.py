@@ -6,7 +6,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from .run import add_data_args, check_shape, load_split
+from .run import add_board_args, add_data_args, check_shape, load_split
 
 HELP = "run several backends on the same images and check they agree bit for bit"
 
@@ -27,6 +27,7 @@ examples:
   xnorflow compare --model runs/mlp-up5k --backends golden,cpu,amaranth,icarus -o reports/mlp
   xnorflow compare --model runs/mlp-up5k --backends golden,verilator --limit 100 -o r
   xnorflow compare --model runs/mlp-up5k --backends golden,icarus --limit 2 --waves -o r
+  xnorflow compare --model runs/mlp-up5k --backends golden,board --port /dev/ttyUSB1 -o r
 """
 
 
@@ -38,12 +39,13 @@ def register(subparsers) -> None:
                    help="comma-separated backends (default: golden,cpu,amaranth,icarus)")
     add_data_args(p)
     p.add_argument("--waves", action="store_true",
-                   help="hardware backends dump a waveform into REPORT_DIR")
+                   help="simulated backends dump a waveform into REPORT_DIR")
     p.add_argument("--seed", type=int, default=0, help="seed of random stream stalls")
     p.add_argument("--skip-unavailable", action="store_true",
                    help="report backends that cannot run here instead of failing")
     p.add_argument("-o", "--output", metavar="REPORT_DIR", default="reports/compare",
                    help="report folder (default: reports/compare)")
+    add_board_args(p)
     p.set_defaults(func=run)
 
 
@@ -57,13 +59,15 @@ def run(args) -> int:
         raise UserError("--backends is empty; e.g. --backends golden,cpu,amaranth,icarus")
     for b in names:
         backends.check_backend(b)
+    if "board" in names:
+        backends.check_board_link(args.port, args.baud)
     mf = backends.load_model(args.model)
     x, y, ds = load_split(args)
     check_shape(mf, x, ds.name)
     with tempfile.TemporaryDirectory(prefix="xnorflow-waves-") as wdir:
         r = compare(args.model, x, names, labels=y,
                     waves_dir=Path(wdir) if args.waves else None, seed=args.seed,
-                    skip_unavailable=args.skip_unavailable)
+                    skip_unavailable=args.skip_unavailable, port=args.port, baud=args.baud)
         out = write_report(r, args.output)
     for b in r.backends:
         p = r.perf[b]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "classify a data set split with one backend (golden, cpu, torch, amaranth, icarus, ...)"
+HELP = "classify a data set split with one backend (golden, cpu, amaranth, icarus, board, ...)"
 
 DESCRIPTION = """\
 Run a compiled model folder (from `xnorflow compile`) on a data set split with one backend
@@ -13,8 +13,9 @@ accelerator's clock cycles per image and the simulator's speed.
 
 Backends: torch (PyTorch deploy mode, needs the checkpoint the folder was compiled from),
 golden (the NumPy golden model), cpu (fast CPU kernel), amaranth (Amaranth simulator),
-icarus and verilator (cocotb on the generated Verilog). The hardware backends drive the
-accelerator through the same host driver that talks to a board.
+icarus and verilator (cocotb on the generated Verilog), board (a board running the
+model's bitstream, over the serial port --port). The simulated backends drive the
+accelerator through the same host session that talks to a board.
 """
 
 EPILOG = """\
@@ -23,6 +24,7 @@ examples:
   xnorflow run --model runs/mlp-up5k --backend icarus --limit 20
   xnorflow run --model runs/fmnist-ecp5 --backend verilator --dataset fashion-mnist
   xnorflow run --model runs/mlp-up5k --backend amaranth --limit 2 --waves run.vcd
+  xnorflow run --model runs/mlp-up5k --backend board --port /dev/ttyUSB1 --limit 100
 """
 
 
@@ -42,12 +44,23 @@ def register(subparsers) -> None:
     p.add_argument("--model", "-m", required=True, metavar="DIR",
                    help="compiled model folder (xnorflow compile -o DIR)")
     p.add_argument("--backend", "-b", default="golden",
-                   help="torch, golden, cpu, amaranth, icarus or verilator (default: golden)")
+                   help="torch, golden, cpu, amaranth, icarus, verilator or board "
+                   "(default: golden)")
     add_data_args(p)
     p.add_argument("--waves", metavar="FILE", default=None,
-                   help="hardware backends: write a waveform (VCD; FST on icarus)")
+                   help="simulated backends: write a waveform (VCD; FST on icarus)")
     p.add_argument("--seed", type=int, default=0, help="seed of random stream stalls")
+    add_board_args(p)
     p.set_defaults(func=run)
+
+
+def add_board_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", default=None,
+                   help="backend board: the board's serial port (or a pyserial URL), "
+                   "e.g. /dev/ttyUSB1")
+    p.add_argument("--baud", type=int, default=None,
+                   help="backend board: baud rate (default: the rate xnorflow synth builds "
+                   "the board tops for)")
 
 
 def load_split(args):
@@ -77,10 +90,13 @@ def run(args) -> int:
     from xnorflow.sim import backends
 
     backends.check_backend(args.backend)
+    if args.backend == "board":
+        backends.check_board_link(args.port, args.baud)
     mf = backends.load_model(args.model)
     x, y, ds = load_split(args)
     check_shape(mf, x, ds.name)
-    out = backends.run(mf, x, args.backend, waves=args.waves, seed=args.seed)
+    out = backends.run(mf, x, args.backend, waves=args.waves, seed=args.seed, port=args.port,
+                       baud=args.baud)
     acc = out.accuracy(y)
     print(f"{args.backend}: {ds.name} {args.split}: {len(y)} images, accuracy "
           f"{100 * acc:.2f} % ({int((out.predictions == y).sum())}/{len(y)}), "

@@ -1,7 +1,9 @@
-"""Host-side session shared by every hardware backend: HW2's driver over any transport.
+"""The host session every hardware backend runs: a model loaded, images classified, hidden
+layers read back, through :class:`~xnorflow.hw.link.driver.AcceleratorDriver` over any
+transport.
 
-The Amaranth, Icarus and Verilator backends (and a board) run the same sequence through
-:class:`xnorflow.hw.driver.AcceleratorDriver`: ``connect`` (status: protocol version and
+The Amaranth, Icarus, Verilator and board backends (:mod:`xnorflow.sim.backends`) and
+``xnorflow board`` run the same sequence: ``connect`` (status: protocol version and
 geometry, checked against the model folder's target), ``load`` (program, weights and
 thresholds), then per image ``write_input``, ``start``, ``wait`` (the status carries the
 accelerator's cycle count of the run), ``result`` (class and scores) and a read-back of the
@@ -22,8 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xnorflow.sw import encoding as enc
-from xnorflow.sw.errors import UserError
+from ...sw import encoding as enc
+from ...sw.errors import UserError
+from ...sw.program import decode_program
+from .driver import AcceleratorDriver
+
+__all__ = ["HostSession", "ImageResult", "readable_layers"]
 
 
 @dataclass
@@ -43,40 +49,67 @@ def readable_layers(model) -> list[bool]:
 
 
 class HostSession:
-    """A connected, loaded accelerator: classify images and read hidden layers back."""
+    """A connected, loaded accelerator: classify images and read hidden layers back.
 
-    def __init__(self, driver, mf, read_hidden: bool = True):
+    Make one with :meth:`open`. ``model`` is the compiled model (``CompiledModel``: its
+    layers tell which hidden maps to read and how), ``memories`` its memory images,
+    ``target`` the geometry they were built for, ``name`` what error messages call the model
+    (its folder).
+    """
+
+    def __init__(self, driver: AcceleratorDriver, model, memories, target, name: str = "model",
+                 read_hidden: bool = True):
         self.driver = driver
-        self.mf = mf
+        self.model, self.memories, self.target, self.name = model, memories, target, name
         self.read_hidden = read_hidden
-        self.descs: list[dict] = []
-        self.readable = readable_layers(mf.model)
+        prog = next(m for m in memories if m.name == "program")
+        self.header, self.descs = decode_program(prog.words)
+        self.readable = readable_layers(model)
 
     @classmethod
-    async def open(cls, transport, mf, read_hidden: bool = True) -> HostSession:
-        from xnorflow.hw.driver import AcceleratorDriver
-        from xnorflow.sw.program import decode_program
-
+    async def open(cls, transport, model, memories, target, *, name: str = "model",
+                   read_hidden: bool = True, load: bool = True) -> HostSession:
+        """Connect over ``transport``, check the accelerator's geometry against ``target``
+        and (unless ``load`` is false: the accelerator already holds them) write the memory
+        images."""
         driver = AcceleratorDriver(transport)
         st = await driver.connect()
-        t = mf.target
-        if (st.rows, st.cols, st.width) != (t.rows, t.cols, t.width):
-            raise UserError(f"{mf.path}: compiled for {t.geometry} but the accelerator is "
-                            f"{st.geometry}; recompile for this target")
-        self = cls(driver, mf, read_hidden)
-        await self.load()
-        prog = next(m for m in mf.memories if m.name == "program")
-        _, self.descs = decode_program(prog.words)
+        if (st.rows, st.cols, st.width) != (target.rows, target.cols, target.width):
+            raise UserError(f"{name}: compiled for {target.geometry} ({target.name}) but the "
+                            f"accelerator is {st.geometry}; recompile for it or rebuild the "
+                            "bitstream")
+        self = cls(driver, model, memories, target, name, read_hidden)
+        if load:
+            await self.load()
+        else:
+            driver.header = self.header
         return self
 
     async def load(self) -> None:
         """(Re)write every memory image (after a reset the host must assume nothing)."""
-        await self.driver.load(self.mf.memories)
+        await self.driver.load(self.memories)
 
     @property
     def max_batch(self) -> int:
         """Most images one START may take (the loaded program's ``max_batch``, <= R)."""
-        return int(self.driver.header["max_batch"])
+        return int(self.header["max_batch"])
+
+    def images_per_start(self, batch: int) -> int:
+        """``batch`` capped to what one START may take (1 .. :attr:`max_batch`)."""
+        return max(1, min(int(batch), self.max_batch))
+
+    async def infer_all(self, pixels, batch: int = 1, on_start=None) -> list[ImageResult]:
+        """Every image of ``pixels`` ``(N, H, W, C)``, :meth:`images_per_start` of
+        ``batch`` per START; ``on_start(k)`` is called after each START of ``k`` images
+        (progress bars)."""
+        px = np.asarray(pixels)
+        step = self.images_per_start(batch)
+        out: list[ImageResult] = []
+        for i in range(0, len(px), step):
+            out += await self.infer_batch(px[i:i + step])
+            if on_start is not None:
+                on_start(len(px[i:i + step]))
+        return out
 
     async def infer(self, pixels) -> ImageResult:
         """One image ``(H, W, C)``: one START."""
@@ -102,14 +135,14 @@ class HostSession:
         if n == 1:
             return [await self.infer(px[0])]
         if not 1 <= n <= self.max_batch:
-            raise UserError(f"{self.mf.path}: a batch of {n} images; this program runs 1.."
+            raise UserError(f"{self.name}: a batch of {n} images; this program runs 1.."
                             f"{self.max_batch} per START (max_batch)")
         d = self.driver
         await d.write_input(px)
         await d.start(n)
         st = await d.wait(poll=1_000_000)
         classes = await d.results()
-        k = self.mf.model.layers[-1].out_c
+        k = self.model.layers[-1].out_c
         words = await d.read_memory("scores", 0, n * k)
         scores = np.asarray(words, dtype=np.uint32).view(np.int32).reshape(n, k)
         hidden = await self._read_hidden(n) if self.read_hidden else [[] for _ in range(n)]
@@ -123,9 +156,9 @@ class HostSession:
 
     async def _read_hidden(self, batch: int) -> list[list[np.ndarray | None]]:
         """Per image of the last run of ``batch`` images: every hidden layer's map."""
-        width = self.mf.target.width
+        width = self.target.width
         out: list[list[np.ndarray | None]] = [[] for _ in range(batch)]
-        hidden = [(i, layer) for i, layer in enumerate(self.mf.model.layers)
+        hidden = [(i, layer) for i, layer in enumerate(self.model.layers)
                   if layer.output == "threshold"]
         for (i, layer), ok in zip(hidden, self.readable, strict=True):
             if not ok:
@@ -143,24 +176,3 @@ class HostSession:
                                strict=True):
                 maps.append(m)
         return out
-
-
-def collect(model, results: list[ImageResult], backend: str):
-    """Stack per-image results into :class:`~xnorflow.sim.backends.Outputs` arrays."""
-    from .backends import Outputs
-
-    n_hidden = sum(1 for layer in model.layers if layer.output == "threshold")
-    acts: list[np.ndarray | None] = []
-    for i in range(n_hidden):
-        maps = [r.hidden[i] if i < len(r.hidden) else None for r in results]
-        acts.append(None if not maps or any(m is None for m in maps)
-                    else np.stack(maps).astype(np.uint8))
-    n_cls = model.layers[-1].out_c
-    scores = np.array([r.scores for r in results], dtype=np.int64).reshape(len(results), n_cls)
-    return Outputs(
-        backend=backend,
-        predictions=np.array([r.prediction for r in results], dtype=np.int64),
-        scores=scores,
-        activations=acts,
-        cycles=np.array([r.cycles for r in results], dtype=np.int64),
-    )

@@ -1,9 +1,10 @@
 """Host command decoder: the byte-stream command layer of the accelerator.
 
-Frames and commands are specified in ``docs/host-protocol.md``; the constants and the host
-side live in :mod:`xnorflow.hw.driver`. This layer knows nothing of UARTs: a board top
-wraps ``host_in`` / ``host_out`` in a UART and may pulse ``abort`` (e.g. on a framing
-error or an inter-byte timeout) to return the decoder to waiting for a sync byte.
+Frames and commands are specified in ``docs/host-protocol.md``; the constants are those of
+:mod:`xnorflow.hw.link.protocol`, the host side is :mod:`xnorflow.hw.link.driver`. This layer
+knows nothing of UARTs: a board top wraps ``host_in`` / ``host_out`` in a UART
+(:mod:`xnorflow.hw.uart`) and may pulse ``abort`` (e.g. on a framing error or an inter-byte
+timeout) to return the decoder to waiting for a sync byte.
 
 Sized for small FPGAs: addresses are as wide as the memories need (a wider address the host
 sends is a range error, counted in one flag), the frame is counted by one down-counter of
@@ -22,14 +23,24 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sw.targets import MEMORY_NAMES, Target
-from . import driver as proto
-from .memories import addr_width
+from ...sw.targets import MEMORY_NAMES, Target
+from ..memories import addr_width
+from .protocol import (
+    PARAM_LEN,
+    PROTOCOL_VERSION,
+    STATUS_LEN,
+    SYNC_REQUEST,
+    SYNC_RESPONSE,
+    Command,
+    MemoryId,
+    Status,
+    bytes_per_word,
+)
 
 __all__ = ["HostDecoder"]
 
-_ACT = proto.MEMORY_IDS["activations"]
-_SCORES = proto.MEMORY_IDS["scores"]
+_ACT = int(MemoryId["activations"])
+_SCORES = int(MemoryId["scores"])
 
 
 def _any(conds) -> object:
@@ -74,7 +85,7 @@ class HostDecoder(wiring.Component):
     abort : In(1)
         Drop the frame in progress (request or response) and wait for a sync byte.
     mem_sel : Out(3), mem_addr : Out(32), mem_wdata : Out(max width), mem_we : Out(1)
-        Memory access (ids of :data:`~xnorflow.hw.driver.MEMORY_IDS`); only while the
+        Memory access (ids of :data:`~xnorflow.hw.link.protocol.MemoryId`); only while the
         sequencer is idle. Reads: ``mem_rdata`` holds the word one cycle after ``mem_addr``.
         Only the low :attr:`addr_bits` of ``mem_addr`` (the deepest memory's) can be
         nonzero; ``mem_wdata`` is valid only with ``mem_we``.
@@ -104,7 +115,7 @@ class HostDecoder(wiring.Component):
                                  f"not {self.depths.get(n)!r}")
         self.widths = [target.word_bits(n) for n in MEMORY_NAMES]
         self.max_width = max(self.widths)
-        self.bpw = [proto.bytes_per_word(w) for w in self.widths]
+        self.bpw = [bytes_per_word(w) for w in self.widths]
         for n, b in zip(MEMORY_NAMES, self.bpw, strict=True):
             if b < 2 or b & (b - 1):
                 raise ValueError(f"memory {n!r}: {b} bytes per word; the decoder needs a "
@@ -143,11 +154,11 @@ class HostDecoder(wiring.Component):
         # the start address register holds 0..max depth (addr == depth with count 0 is in
         # range); any higher bit the host sends only sets `addr_big` (a range error)
         A = max(d.bit_length() for d in depth)
-        status_len = proto.STATUS_LEN
+        status_len = STATUS_LEN
         # READ_STATUS: constant bytes, the snapshot (flags, error, cycles), constant bytes.
         # Where the widest word is shorter than the whole payload, only the snapshot goes
         # through the shift register (the constants come from a small table)
-        status_consts = [proto.PROTOCOL_VERSION, t.rows, t.cols, t.width]
+        status_consts = [PROTOCOL_VERSION, t.rows, t.cols, t.width]
         snap_at, snap_len = len(status_consts), 6
         assert snap_at + snap_len + len(depth_log2) == status_len
         status_table = max(bpw) < status_len
@@ -197,8 +208,8 @@ class HostDecoder(wiring.Component):
                 res = Mux(_any(sel == i for i in ids), v, res)
             return res
 
-        is_wmem = cmd == proto.CMD_WRITE_MEM
-        is_winput = cmd == proto.CMD_WRITE_INPUT
+        is_wmem = cmd == Command.WRITE_MEM
+        is_winput = cmd == Command.WRITE_INPUT
         mem_bad = _gt(p0, nmem - 1)
         mem_bad_w = mem_bad | (p0 == _SCORES)
 
@@ -207,15 +218,15 @@ class HostDecoder(wiring.Component):
         full = Cat(rem[:8], byte)
         len1_err = Signal()
         with m.Switch(cmd):
-            with m.Case(proto.CMD_WRITE_MEM):
-                m.d.comb += len1_err.eq(~_gt(full, proto.PARAM_LEN - 1))
-            with m.Case(proto.CMD_READ_MEM):
-                m.d.comb += len1_err.eq(full != proto.PARAM_LEN)
-            with m.Case(proto.CMD_WRITE_INPUT):
+            with m.Case(Command.WRITE_MEM):
+                m.d.comb += len1_err.eq(~_gt(full, PARAM_LEN - 1))
+            with m.Case(Command.READ_MEM):
+                m.d.comb += len1_err.eq(full != PARAM_LEN)
+            with m.Case(Command.WRITE_INPUT):
                 m.d.comb += len1_err.eq(full[:lg[_ACT]] != 0)
-            with m.Case(proto.CMD_START):
+            with m.Case(Command.START):
                 m.d.comb += len1_err.eq(_gt(full, 1))
-            with m.Case(proto.CMD_READ_RESULT, proto.CMD_READ_RESULTS, proto.CMD_READ_STATUS):
+            with m.Case(Command.READ_RESULT, Command.READ_RESULTS, Command.READ_STATUS):
                 m.d.comb += len1_err.eq(full != 0)
         in_range_err = _gt(full >> lg[_ACT], depth[_ACT])  # WRITE_INPUT: count = len / bpw
         # parameter block (cycle after its last byte; `rem` is then len - 7)
@@ -231,55 +242,55 @@ class HostDecoder(wiring.Component):
         # status of the frame (in EXEC; flags are complete by then)
         perr = Signal(4)
         with m.Switch(cmd):
-            with m.Case(proto.CMD_WRITE_MEM):
+            with m.Case(Command.WRITE_MEM):
                 with m.If(f_len1):
-                    m.d.comb += perr.eq(proto.ERR_LENGTH)
+                    m.d.comb += perr.eq(Status.LENGTH)
                 with m.Elif(mem_bad_w):
-                    m.d.comb += perr.eq(proto.ERR_MEMORY)
+                    m.d.comb += perr.eq(Status.MEMORY)
                 with m.Elif(f_len2):
-                    m.d.comb += perr.eq(proto.ERR_LENGTH)
+                    m.d.comb += perr.eq(Status.LENGTH)
                 with m.Elif(f_range):
-                    m.d.comb += perr.eq(proto.ERR_RANGE)
+                    m.d.comb += perr.eq(Status.RANGE)
                 with m.Elif(busy_c):
-                    m.d.comb += perr.eq(proto.ERR_BUSY)
-            with m.Case(proto.CMD_WRITE_INPUT):
+                    m.d.comb += perr.eq(Status.BUSY)
+            with m.Case(Command.WRITE_INPUT):
                 with m.If(f_len1):
-                    m.d.comb += perr.eq(proto.ERR_LENGTH)
+                    m.d.comb += perr.eq(Status.LENGTH)
                 with m.Elif(f_range):
-                    m.d.comb += perr.eq(proto.ERR_RANGE)
+                    m.d.comb += perr.eq(Status.RANGE)
                 with m.Elif(busy_c):
-                    m.d.comb += perr.eq(proto.ERR_BUSY)
-            with m.Case(proto.CMD_READ_MEM):
+                    m.d.comb += perr.eq(Status.BUSY)
+            with m.Case(Command.READ_MEM):
                 with m.If(f_len1):
-                    m.d.comb += perr.eq(proto.ERR_LENGTH)
+                    m.d.comb += perr.eq(Status.LENGTH)
                 with m.Elif(mem_bad):
-                    m.d.comb += perr.eq(proto.ERR_MEMORY)
+                    m.d.comb += perr.eq(Status.MEMORY)
                 with m.Elif(f_range):
-                    m.d.comb += perr.eq(proto.ERR_RANGE)
+                    m.d.comb += perr.eq(Status.RANGE)
                 with m.Elif(f_len2):
-                    m.d.comb += perr.eq(proto.ERR_LENGTH)
+                    m.d.comb += perr.eq(Status.LENGTH)
                 with m.Elif(busy_c):
-                    m.d.comb += perr.eq(proto.ERR_BUSY)
-            with m.Case(proto.CMD_START):
+                    m.d.comb += perr.eq(Status.BUSY)
+            with m.Case(Command.START):
                 with m.If(f_len1):
-                    m.d.comb += perr.eq(proto.ERR_LENGTH)
+                    m.d.comb += perr.eq(Status.LENGTH)
                 with m.Elif((p0 == 0) | _gt(p0, R)):
-                    m.d.comb += perr.eq(proto.ERR_BATCH)
+                    m.d.comb += perr.eq(Status.BATCH)
                 with m.Elif(busy_c):
-                    m.d.comb += perr.eq(proto.ERR_BUSY)
-            with m.Case(proto.CMD_READ_RESULTS, proto.CMD_READ_RESULT):
+                    m.d.comb += perr.eq(Status.BUSY)
+            with m.Case(Command.READ_RESULTS, Command.READ_RESULT):
                 with m.If(f_len1):
-                    m.d.comb += perr.eq(proto.ERR_LENGTH)
+                    m.d.comb += perr.eq(Status.LENGTH)
                 with m.Elif(busy_c):
-                    m.d.comb += perr.eq(proto.ERR_BUSY)
+                    m.d.comb += perr.eq(Status.BUSY)
                 with m.Elif(~done_c):
-                    m.d.comb += perr.eq(proto.ERR_NO_RESULT)
-            with m.Case(proto.CMD_READ_STATUS):
+                    m.d.comb += perr.eq(Status.NO_RESULT)
+            with m.Case(Command.READ_STATUS):
                 with m.If(f_len1):
-                    m.d.comb += perr.eq(proto.ERR_LENGTH)
+                    m.d.comb += perr.eq(Status.LENGTH)
             with m.Default():
-                m.d.comb += perr.eq(proto.ERR_UNKNOWN_CMD)
-        status_c = Mux(chk_bad, proto.ERR_CHECKSUM, perr)
+                m.d.comb += perr.eq(Status.UNKNOWN_COMMAND)
+        status_c = Mux(chk_bad, Status.CHECKSUM, perr)
         ok = status_c == 0
         # words are written only if every parameter check passed (the top adds ~busy); the
         # flags of the parameter block are registered in the `pstb` cycle, and a word cannot
@@ -289,13 +300,13 @@ class HostDecoder(wiring.Component):
         # response payload length (in EXEC, for an ok frame)
         rlen = Signal(16)
         with m.Switch(cmd):
-            with m.Case(proto.CMD_READ_MEM):
+            with m.Case(Command.READ_MEM):
                 m.d.comb += rlen.eq(cb)
-            with m.Case(proto.CMD_READ_RESULT):
+            with m.Case(Command.READ_RESULT):
                 m.d.comb += rlen.eq(Cat(Const(0, 2), self.n_classes + 1))
-            with m.Case(proto.CMD_READ_RESULTS):
+            with m.Case(Command.READ_RESULTS):
                 m.d.comb += rlen.eq(Cat(Const(1, 1), run_batch))
-            with m.Case(proto.CMD_READ_STATUS):
+            with m.Case(Command.READ_STATUS):
                 m.d.comb += rlen.eq(status_len)
 
         # ---- the word shift register ------------------------------------------------------
@@ -315,17 +326,17 @@ class HostDecoder(wiring.Component):
         load, exec_, shift = Signal(), Signal(), Signal()
         flags = Cat(self.busy, self.done, self.error != 0)
         payloads = {  # fixed response payloads, loaded when the command executes
-            proto.CMD_READ_STATUS: Cat(
+            Command.READ_STATUS: Cat(
                 *([] if status_table else [Const(c, 8) for c in status_consts]),
                 flags, Const(0, 5), self.error, Const(0, 4), self.cycles,
                 *([] if status_table else [Const(c, 8) for c in depth_log2])),
             # image 0's class is results[0]: the READ_RESULTS layout with n_classes after it,
             # shifted once more (during the header) to drop the first byte
-            proto.CMD_READ_RESULT: Cat(Const(0, 8), self.results[0], self.n_classes),
-            proto.CMD_READ_RESULTS: Cat(run_batch.as_unsigned(), Const(0, 8 - len(run_batch)),
+            Command.READ_RESULT: Cat(Const(0, 8), self.results[0], self.n_classes),
+            Command.READ_RESULTS: Cat(run_batch.as_unsigned(), Const(0, 8 - len(run_batch)),
                                         self.results.as_value()),
         }
-        assert len(payloads[proto.CMD_READ_STATUS]) == 8 * (snap_len if status_table
+        assert len(payloads[Command.READ_STATUS]) == 8 * (snap_len if status_table
                                                             else status_len)
         lv = Signal(8 * nbuf)
         m.d.comb += lv.eq(self.mem_rdata)
@@ -344,7 +355,7 @@ class HostDecoder(wiring.Component):
         fb = Signal(8)  # header, then the fixed payload from the shift register
         with m.Switch(ri):
             with m.Case(0):
-                m.d.comb += fb.eq(proto.SYNC_RESPONSE)
+                m.d.comb += fb.eq(SYNC_RESPONSE)
             with m.Case(1):
                 m.d.comb += fb.eq(status)
             with m.Case(2):
@@ -354,16 +365,16 @@ class HostDecoder(wiring.Component):
             for j, c in enumerate(status_consts + [None] * snap_len + depth_log2):
                 if c is not None and status_table:
                     with m.Case(4 + j):
-                        m.d.comb += fb.eq(Mux(cmd == proto.CMD_READ_STATUS, c, buf[:8]))
+                        m.d.comb += fb.eq(Mux(cmd == Command.READ_STATUS, c, buf[:8]))
             with m.Default():
                 m.d.comb += fb.eq(buf[:8])
         fix_end = Signal()
         with m.Switch(cmd):
-            with m.Case(proto.CMD_READ_STATUS):
+            with m.Case(Command.READ_STATUS):
                 m.d.comb += fix_end.eq(ri == 3 + status_len)
-            with m.Case(proto.CMD_READ_RESULT):
+            with m.Case(Command.READ_RESULT):
                 m.d.comb += fix_end.eq(ri == 3 + 4)
-            with m.Case(proto.CMD_READ_RESULTS):
+            with m.Case(Command.READ_RESULTS):
                 m.d.comb += fix_end.eq(ri == Cat(Const(0, 1), run_batch) + 4)
             with m.Default():
                 m.d.comb += fix_end.eq(ri == 3)
@@ -384,7 +395,7 @@ class HostDecoder(wiring.Component):
         with m.FSM():
             with state("SYNC"):
                 m.d.comb += inp.ready.eq(1)
-                with m.If(take & (byte == proto.SYNC_REQUEST)):
+                with m.If(take & (byte == SYNC_REQUEST)):
                     m.d.sync += [acc.eq(0), pi.eq(0), p0.eq(1), addr.eq(0), addr_big.eq(0)]
                     m.next = "CMD"
             with state("CMD"):
@@ -451,10 +462,10 @@ class HostDecoder(wiring.Component):
                 m.d.comb += [load.eq(1), exec_.eq(1)]  # the fixed payload, if any
                 with m.If(ok):
                     with m.Switch(cmd):
-                        with m.Case(proto.CMD_START):
+                        with m.Case(Command.START):
                             m.d.comb += self.start.eq(1)
                             m.d.sync += run_batch.eq(p0)
-                        with m.Case(proto.CMD_READ_RESULT):
+                        with m.Case(Command.READ_RESULT):
                             m.d.sync += p0.eq(_SCORES)  # addr is 0: no parameter bytes
                 m.next = "FIX"
             with state("FIX"):
@@ -465,8 +476,8 @@ class HostDecoder(wiring.Component):
                         m.d.sync += rem.eq(rem - 1)
                     from_buf = ri >= 4  # (the constants of READ_STATUS do not shift)
                     if status_table:
-                        from_buf &= ~((cmd == proto.CMD_READ_STATUS) & (ri < 4 + snap_at))
-                    with m.If(from_buf | ((ri == 0) & (cmd == proto.CMD_READ_RESULT))):
+                        from_buf &= ~((cmd == Command.READ_STATUS) & (ri < 4 + snap_at))
+                    with m.If(from_buf | ((ri == 0) & (cmd == Command.READ_RESULT))):
                         m.d.comb += shift.eq(1)
                     with m.If(fix_end):
                         m.next = "RREAD"

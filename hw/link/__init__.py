@@ -1,0 +1,71 @@
+"""The host link, one unit: the accelerator's command decoder (gateware) beside the host
+driver that talks to it, its transports and the session every backend runs.
+
+``docs/host-protocol.md`` is the specification. The modules, from the wire up:
+
+* :mod:`~xnorflow.hw.link.protocol` -- sync bytes, :class:`Command`, :class:`Status`,
+  :data:`MemoryId`, payload layouts and the frame encoders/decoders (no I/O);
+* :mod:`~xnorflow.hw.link.decoder` -- :class:`HostDecoder`, the gateware that parses request
+  frames from the ``host_in`` byte stream, accesses the memories and answers on ``host_out``
+  (inside :class:`~xnorflow.hw.accelerator.Accelerator`; a board top puts the UART of
+  :mod:`xnorflow.hw.uart` around those streams);
+* :mod:`~xnorflow.hw.link.driver` -- :class:`AcceleratorDriver`, async, over any transport;
+* :mod:`~xnorflow.hw.link.transports` -- a serial port (pyserial), Amaranth's simulator and
+  cocotb (streams or UART pins);
+* :mod:`~xnorflow.hw.link.session` -- :class:`HostSession`: load a compiled model, classify
+  images or batches, read the hidden layers back.
+
+The driver the tests run in simulation is the one that talks to a board
+(``xnorflow board``, and the ``board`` backend of ``xnorflow run`` / ``compare``).
+"""
+
+from .decoder import HostDecoder
+from .driver import AcceleratorDriver
+from .protocol import (
+    MAX_PAYLOAD,
+    PARAM_LEN,
+    PROTOCOL_VERSION,
+    STATUS_LEN,
+    SYNC_REQUEST,
+    SYNC_RESPONSE,
+    AcceleratorError,
+    Command,
+    MemoryId,
+    Status,
+    StatusReport,
+    bytes_per_word,
+    bytes_to_words,
+    checksum,
+    decode_response,
+    decode_result,
+    decode_results,
+    decode_status,
+    encode_frame,
+    encode_params,
+    encode_read_memory,
+    encode_response,
+    encode_result,
+    encode_results,
+    encode_status,
+    encode_write_input,
+    encode_write_memory,
+    words_to_bytes,
+)
+from .session import HostSession, ImageResult, readable_layers
+from .transports import (
+    AmaranthStreamTransport,
+    CocotbStreamTransport,
+    CocotbUartTransport,
+    SerialTransport,
+)
+
+__all__ = [
+    "HostDecoder", "AcceleratorDriver", "HostSession", "ImageResult", "readable_layers",
+    "SerialTransport", "AmaranthStreamTransport", "CocotbStreamTransport",
+    "CocotbUartTransport", "SYNC_REQUEST", "SYNC_RESPONSE", "PROTOCOL_VERSION", "MAX_PAYLOAD",
+    "PARAM_LEN", "STATUS_LEN", "Command", "Status", "MemoryId", "AcceleratorError",
+    "StatusReport", "checksum", "bytes_per_word", "words_to_bytes", "bytes_to_words",
+    "encode_frame", "encode_params", "encode_write_memory", "encode_read_memory",
+    "encode_write_input", "encode_response", "decode_response", "decode_status",
+    "encode_status", "decode_result", "encode_result", "decode_results", "encode_results",
+]
