@@ -1,39 +1,175 @@
-"""The accelerator top: memories + sequencer + tile engine + host command decoder.
+"""The accelerator: memories + sequencer + array + output stage, and the host command decoder.
+
+:class:`AcceleratorCore` is everything but the byte protocol: a memory port for the host
+(writes of whole words, reads of activations and scores) and the run control. Its datapath is
+one pipeline without a stall: the sequencer plays the program's tables into the memories'
+read ports, the read data go straight into the array, the rows leaving the array go through
+the output stage into the activation (or scores) memory (``docs/accelerator.md``).
+:class:`Accelerator` puts the host decoder (:mod:`xnorflow.hw.link`) in front of it.
 
 One design runs any network that fits its memories: the images given at construction are
-the memories' initial contents, and every memory can be rewritten through the host
-interface (``docs/host-protocol.md``) while the sequencer is idle.
+the memories' initial contents, and every memory but ``scores`` can be rewritten by the host
+while the sequencer is idle.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sw.images import MemoryImage
 from ..sw.targets import MEMORY_NAMES, Target
+from .array import SystolicArray
 from .link.decoder import HostDecoder
-from .memories import AcceleratorMemories, memory_depths
+from .memories import AcceleratorMemories, addr_width, memory_depths
+from .post import OutputStage
 from .sequencer import Sequencer
 
-__all__ = ["Accelerator"]
+__all__ = ["Accelerator", "AcceleratorCore", "host_read_width", "host_write_width"]
+
+#: Memory ids the host may read (the others are write-only).
+HOST_READABLE = ("activations", "scores")
 
 
-class Accelerator(wiring.Component):
-    """XNOR-popcount accelerator with a byte-stream host interface.
+def host_write_width(target: Target) -> int:
+    """Bits of the widest word the host writes (the decoder's word register)."""
+    return max(target.word_bits(n) for n in MEMORY_NAMES if n != "scores")
+
+
+def host_read_width(target: Target) -> int:
+    """Bits of the widest word the host reads (activations or scores)."""
+    return max(target.word_bits(n) for n in HOST_READABLE)
+
+
+class AcceleratorCore(wiring.Component):
+    """The accelerator without its host protocol.
 
     Parameters
     ----------
     target : Target
-        Geometry ``R x C x W`` and memory capacities (unlimited capacities of the ``sim``
-        target become the smallest power of two holding the images, at least
-        :data:`~xnorflow.hw.memories.DEFAULT_DEPTHS`).
+        Geometry ``R x C x W``, accumulator width, popcount pipelining and memory capacities
+        (unlimited capacities of the ``sim`` target become the smallest power of two holding
+        the images, :func:`~xnorflow.sw.program.memory_depths`).
     memories : list of MemoryImage, optional
         Initial ``program``, ``weights`` and ``thresholds`` contents (from
         :func:`xnorflow.sw.program.build_memories`; an ``activations`` image is accepted
-        too, e.g. a preloaded input). Without images the memories start at zero and the
-        host loads a model over ``host_in``.
+        too). Without images the memories start at zero and the host loads a model.
+    depths : dict, optional
+        Memory depths (default :func:`~xnorflow.sw.program.memory_depths` of the images).
+
+    Members
+    -------
+    mem_sel : In(3)
+        Memory id (:data:`~xnorflow.sw.targets.MEMORY_NAMES` order) of the host's access.
+    mem_addr : In(address bits of the deepest memory)
+        Word address of the host's access (the low bits of the selected memory's).
+    mem_wdata : In(host_write_width), mem_we : In(1)
+        A word write (from registers: the core adds no logic in front of the write ports
+        but the owner multiplexer); ignored while ``busy`` and for ``scores``.
+    mem_rdata : Out(host_read_width)
+        Read data of ``activations`` or ``scores`` (32-bit lanes), one cycle after
+        ``mem_addr`` (while idle).
+    start : In(1), batch : In(8)
+        Start a run of ``batch`` images (0 means 1).
+    busy, done, error, cycles : Out
+        The sequencer's status (:class:`~xnorflow.hw.sequencer.Sequencer`).
+
+    A run takes :func:`xnorflow.sw.perf.program_cycles` cycles.
+    """
+
+    def __init__(self, target: Target, memories: list[MemoryImage] | None = None,
+                 depths: dict | None = None):
+        if not isinstance(target, Target):
+            raise TypeError(f"target must be a Target, not {target!r}")
+        self.target = target
+        self.images = list(memories or [])
+        self.depths = dict(depths) if depths else memory_depths(target, self.images)
+        self.memories = AcceleratorMemories(target, self.depths, self.images)
+        self.sequencer = Sequencer(target, self.depths)
+        self.array = SystolicArray(target.rows, target.cols, target.width, target.acc_bits,
+                                   target.popcount_levels)
+        self.output = OutputStage(target, self.depths)
+        self.addr_bits = max(addr_width(d) for d in self.depths.values())
+        super().__init__({
+            "mem_sel": In(3),
+            "mem_addr": In(self.addr_bits),
+            "mem_wdata": In(host_write_width(target)),
+            "mem_we": In(1),
+            "mem_rdata": Out(host_read_width(target)),
+            "start": In(1),
+            "batch": In(8),
+            "busy": Out(1),
+            "done": Out(1),
+            "error": Out(4),
+            "cycles": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.memories = mem = self.memories
+        m.submodules.sequencer = seq = self.sequencer
+        m.submodules.array = arr = self.array
+        m.submodules.output = out = self.output
+        t = self.target
+        R, C = t.rows, t.cols
+        busy = seq.busy
+        m.d.comb += [
+            seq.start.eq(self.start), seq.batch.eq(self.batch),
+            self.busy.eq(busy), self.done.eq(seq.done), self.error.eq(seq.error),
+            self.cycles.eq(seq.cycles),
+            # the pipeline: sequencer -> memories -> array -> output stage -> memories
+            mem.prog_a_raddr.eq(seq.prog_a_raddr), seq.prog_a_rdata.eq(mem.prog_a_rdata),
+            mem.prog_b_raddr.eq(seq.prog_b_raddr), seq.prog_b_rdata.eq(mem.prog_b_rdata),
+            mem.wgt_raddr.eq(seq.wgt_raddr),
+            arr.act.eq(mem.act_rdata), arr.wgt.eq(mem.wgt_rdata), arr.ctl.eq(seq.ctl),
+            out.res.eq(arr.res), out.tile_done.eq(arr.tile_done),
+            out.desc.eq(seq.desc), out.layer_start.eq(seq.layer_start),
+            out.clear.eq(seq.clear),
+            mem.thr_raddr.eq(out.thr_raddr), out.thr_rdata.eq(mem.thr_rdata),
+            mem.score_waddr.eq(out.score_waddr), mem.score_wdata.eq(out.score_wdata),
+            mem.score_we.eq(out.score_we),
+        ]
+        for r in range(1, R):
+            m.d.comb += mem.act_raddr[r].eq(seq.act_raddr[r])
+        ids = {name: i for i, name in enumerate(MEMORY_NAMES)}
+        sel, addr = self.mem_sel, self.mem_addr
+
+        def host_we(name):
+            return self.mem_we & ~busy & (sel == ids[name])
+
+        # host writes (the sequencer never writes these three)
+        for name, p in (("program", "prog"), ("weights", "wgt"), ("thresholds", "thr")):
+            m.d.comb += [getattr(mem, f"{p}_waddr").eq(addr),
+                         getattr(mem, f"{p}_wdata").eq(self.mem_wdata),
+                         getattr(mem, f"{p}_we").eq(host_we(name))]
+        # activations: the output stage writes while busy, the host otherwise (whole words)
+        lanes = t.width // C
+        m.d.comb += [
+            mem.act_raddr[0].eq(Mux(busy, seq.act_raddr[0], addr)),
+            mem.act_waddr.eq(Mux(busy, out.act_waddr, addr)),
+            mem.act_wdata.eq(Mux(busy, out.act_wdata, self.mem_wdata)),
+            mem.act_wen.eq(Mux(busy, out.act_wen,
+                               Mux(host_we("activations"), (1 << lanes) - 1, 0))),
+            mem.score_raddr.eq(addr),
+        ]
+        # host reads: activations (port 0) or scores; the selection is registered with the
+        # address, one cycle ahead of the data
+        was_scores = Signal()
+        m.d.sync += was_scores.eq(sel == ids["scores"])
+        m.d.comb += self.mem_rdata.eq(Mux(was_scores, mem.score_rdata, mem.act_rdata[0]))
+        return m
+
+
+class Accelerator(wiring.Component):
+    """The accelerator with its byte-stream host interface.
+
+    Parameters
+    ----------
+    target : Target
+        See :class:`AcceleratorCore`.
+    memories : list of MemoryImage, optional
+        See :class:`AcceleratorCore`.
 
     Members
     -------
@@ -49,19 +185,16 @@ class Accelerator(wiring.Component):
     done : Out(1)
         The last run finished and its result can be read.
 
-    Throughput and latency: see :class:`~xnorflow.hw.sequencer.Sequencer` (compute) and
-    :class:`~xnorflow.hw.link.decoder.HostDecoder` (one byte per cycle each way);
-    :func:`xnorflow.sw.perf.predict_network_cycles` predicts a run's cycle count.
+    Throughput and latency: :class:`AcceleratorCore` (compute) and
+    :class:`~xnorflow.hw.link.decoder.HostDecoder` (one byte per cycle each way).
     """
 
     def __init__(self, target: Target, memories: list[MemoryImage] | None = None):
-        if not isinstance(target, Target):
-            raise TypeError(f"target must be a Target, not {target!r}")
+        self.core = AcceleratorCore(target, memories)
         self.target = target
-        self.images = list(memories or [])
-        self.depths = memory_depths(target, self.images)
-        self.memories = AcceleratorMemories(target, self.depths, self.images)
-        self.sequencer = Sequencer(target, self.depths)
+        self.depths = self.core.depths
+        self.images = self.core.images
+        self.memories = self.core.memories
         self.host = HostDecoder(target, self.depths)
         super().__init__({
             "host_in": In(stream.Signature(8)),
@@ -73,82 +206,18 @@ class Accelerator(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.memories = mem = self.memories
-        m.submodules.sequencer = seq = self.sequencer
+        m.submodules.core = core = self.core
         m.submodules.host = host = self.host
-        R = self.target.rows
-
         wiring.connect(m, wiring.flipped(self.host_in), host.host_in)
         wiring.connect(m, host.host_out, wiring.flipped(self.host_out))
-        busy = seq.busy
         m.d.comb += [
             host.abort.eq(self.abort),
-            seq.start.eq(host.start),
-            host.busy.eq(busy),
-            host.done.eq(seq.done),
-            host.error.eq(seq.error),
-            host.cycles.eq(seq.cycles),
-            host.result.eq(seq.result),
-            host.results.eq(seq.results),
-            seq.batch.eq(host.batch),
-            host.n_classes.eq(seq.n_classes),
-            self.busy.eq(busy),
-            self.done.eq(seq.done),
-        ]
-        ids = {name: i for i, name in enumerate(MEMORY_NAMES)}
-
-        def hwe(name):
-            return host.mem_we & ~busy & (host.mem_sel == ids[name])
-
-        # reads: the sequencer owns every port while busy, the host otherwise
-        m.d.comb += [
-            mem.prog_raddr.eq(Mux(busy, seq.prog_raddr, host.mem_addr)),
-            mem.wgt_raddr.eq(Mux(busy, seq.wgt_raddr, host.mem_addr)),
-            mem.wgt_ren.eq(Mux(busy, seq.wgt_ren, 1)),
-            mem.thr_raddr.eq(Mux(busy, seq.thr_raddr, host.mem_addr)),
-            mem.act_raddr[0].eq(Mux(busy, seq.act_raddr[0], host.mem_addr)),
-            mem.act_ren.eq(Mux(busy, seq.act_ren, 1)),
-            mem.score_raddr.eq(host.mem_addr),
-            seq.prog_rdata.eq(mem.prog_rdata),
-            seq.wgt_rdata.eq(mem.wgt_rdata),
-            seq.thr_rdata.eq(mem.thr_rdata),
-            seq.act_rdata.eq(mem.act_rdata),
-        ]
-        for r in range(1, R):
-            m.d.comb += mem.act_raddr[r].eq(seq.act_raddr[r])
-        # host reads: bit k comes from the memories at least k + 1 bits wide only (the host
-        # ignores the bits above the selected memory's width), the widest without a test
-        rdata = {"program": mem.prog_rdata, "weights": mem.wgt_rdata,
-                 "thresholds": mem.thr_rdata, "activations": mem.act_rdata[0],
-                 "scores": mem.score_rdata}
-        sel = host.mem_sel
-
-        def tree(cands, b):
-            """Binary multiplexer on the id bits from bit ``b`` down; ids that are not
-            candidates are don't-cares, so a split with one side empty costs nothing."""
-            if len(cands) == 1:
-                return next(iter(cands.values()))
-            ones = {i: v for i, v in cands.items() if i >> b & 1}
-            zeros = {i: v for i, v in cands.items() if not i >> b & 1}
-            if not ones or not zeros:
-                return tree(ones or zeros, b - 1)
-            return Mux(sel[b], tree(ones, b - 1), tree(zeros, b - 1))
-
-        cuts = sorted({len(v) for v in rdata.values()})
-        for lo, hi in zip([0, *cuts[:-1]], cuts, strict=True):
-            cands = {ids[n]: v[lo:hi] for n, v in rdata.items() if len(v) >= hi}
-            m.d.comb += host.mem_rdata[lo:hi].eq(tree(cands, len(sel) - 1))
-        # writes
-        for name, p in (("program", "prog"), ("weights", "wgt"), ("thresholds", "thr")):
-            m.d.comb += [getattr(mem, f"{p}_waddr").eq(host.mem_addr),
-                         getattr(mem, f"{p}_wdata").eq(host.mem_wdata),
-                         getattr(mem, f"{p}_we").eq(hwe(name))]
-        m.d.comb += [
-            mem.act_waddr.eq(Mux(busy, seq.act_waddr, host.mem_addr)),
-            mem.act_wdata.eq(Mux(busy, seq.act_wdata, host.mem_wdata)),
-            mem.act_we.eq(Mux(busy, seq.act_we, hwe("activations"))),
-            mem.score_waddr.eq(seq.score_waddr),
-            mem.score_wdata.eq(seq.score_wdata),
-            mem.score_we.eq(seq.score_we),
+            core.mem_sel.eq(host.mem_sel), core.mem_addr.eq(host.mem_addr),
+            core.mem_wdata.eq(host.mem_wdata), core.mem_we.eq(host.mem_we),
+            host.mem_rdata.eq(core.mem_rdata),
+            core.start.eq(host.start), core.batch.eq(host.batch),
+            host.busy.eq(core.busy), host.done.eq(core.done), host.error.eq(core.error),
+            host.cycles.eq(core.cycles),
+            self.busy.eq(core.busy), self.done.eq(core.done),
         ]
         return m

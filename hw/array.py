@@ -1,5 +1,5 @@
-"""Output-stationary R x C array of XNOR-popcount PEs: weights systolic down the columns,
-activations broadcast along the rows, results drained up the columns."""
+"""Output-stationary R x C array of XNOR-popcount PEs: operands broadcast along rows and down
+columns, results drained up the columns."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sw.perf import engine_timing
-from .pe import XnorPopcountPE, acc_width, control_layout
+from .pe import XnorPopcountPE
 
-__all__ = ["ARRAY_WIDTHS", "SystolicArray", "check_geometry", "result_layout"]
+__all__ = ["ARRAY_WIDTHS", "SystolicArray", "check_geometry", "control_layout"]
 
 #: Word widths the array supports.
 ARRAY_WIDTHS = (16, 32, 64)
@@ -26,30 +26,28 @@ def check_geometry(rows, cols, width) -> None:
         raise ValueError(f"array word width must be one of {ARRAY_WIDTHS}, not {width!r}")
 
 
-def result_layout(cols: int, acc_bits: int) -> data.StructLayout:
-    """One drained row of a tile: ``valid`` and the ``cols`` accumulators of that row."""
-    return data.StructLayout({"valid": 1, "acc": data.ArrayLayout(acc_bits, cols)})
+def control_layout() -> data.StructLayout:
+    """Control of one beat: ``valid`` (else a bubble), ``last`` (the tile's final beat),
+    ``dbl`` (the first beat of a bit-plane after the first: accumulators double)."""
+    return data.StructLayout({"valid": 1, "last": 1, "dbl": 1})
 
 
 class SystolicArray(wiring.Component):
-    """Output-stationary systolic array of ``rows x cols`` :class:`XnorPopcountPE`.
+    """``rows x cols`` :class:`~xnorflow.hw.pe.XnorPopcountPE` with a systolic result drain.
 
-    One *beat* is word ``k`` of every row's activation vector (``act[r]``, row ``r`` = one
-    output pixel) and of every column's weight vector (``wgt[c]``, column ``c`` = one output
-    channel), plus its control (``valid``, ``last``, ``shift``). Beats enter unskewed; the
-    array delays row ``r``'s activation word and control by ``r`` cycles and hands them to
-    every PE of the row at once (a broadcast), while weight words enter the top row and move
-    down one PE per cycle, so PE ``(r, c)`` sees word ``k`` of both operands ``r`` cycles
-    after the beat, whatever ``c``. (A fully systolic array, activations also moving right
-    one PE per cycle, costs ``(C - 1) (W + control)`` flip-flops per row, a column skew of the
-    weights and a deskew of the results for no gain at these array sizes; on the iCE40 every
-    such register copy takes a whole logic cell.)
+    A *beat* is word ``k`` of every row's activation vector (``act[r]``: row ``r`` = one output
+    pixel) and of every column's weight vector (``wgt[c]``: column ``c`` = one output channel)
+    plus its control. Operands are not registered again here: ``act[r]`` and ``wgt[c]`` are
+    the memories' read registers, broadcast to the ``C`` PEs of row ``r`` and the ``R`` PEs of
+    column ``c``, so every PE sees beat ``k`` in the same cycle. The control is registered
+    once per row (its own copy, so no register drives more than one row's ``C`` PEs) and
+    delayed to line up with the popcount.
 
-    On a ``last`` beat each PE moves its total into its result register (double buffer) and
-    starts the next tile; results climb each column one row per cycle (the conveyor of
-    :class:`XnorPopcountPE`) and leave at the top, all columns together, so row ``r`` of a tile
-    appears on ``res`` (all ``cols`` accumulators at once) in cycle
-    ``t_last + latency + 2 r``, where ``t_last`` is the cycle the ``last`` beat was presented.
+    On a ``last`` beat every PE moves its total into its result slot at once and restarts;
+    the slots shift up one row per cycle and leave at the top, all columns together: row
+    ``r`` of a tile whose ``last`` beat was presented in cycle ``t`` appears on ``res`` in
+    cycle ``t + latency + r``. ``tile_done`` pulses in cycle ``t + latency - 1`` (one cycle
+    before row 0 leaves: a consumer latches its per-tile settings then).
 
     Parameters
     ----------
@@ -57,8 +55,10 @@ class SystolicArray(wiring.Component):
         Array geometry ``R x C`` (>= 1).
     width : int
         Word width ``W``, one of :data:`ARRAY_WIDTHS`.
-    max_k, max_planes : int
-        Accumulator sizing, see :func:`xnorflow.hw.pe.acc_width`.
+    acc_bits : int
+        Accumulator width (:func:`~xnorflow.hw.pe.acc_width`).
+    levels_per_stage : int
+        Full-adder levels between popcount pipeline registers.
 
     Members
     -------
@@ -66,70 +66,70 @@ class SystolicArray(wiring.Component):
         Activation words of the beat, one per row.
     wgt : In(ArrayLayout(width, cols))
         Weight words of the beat, one per column.
-    ctl : In(control_layout(max_planes))
-        ``valid`` (else the beat is a bubble), ``last``, ``shift``.
-    res : Out(result_layout(cols, acc_bits))
-        Drained rows, in row order, one every 2 cycles.
+    ctl : In(control_layout())
+        Control of the beat (:func:`control_layout`), same cycle as the operands.
+    res : Out(ArrayLayout(acc_bits, cols))
+        The row leaving the array this cycle.
+    tile_done : Out(1)
+        A tile's row 0 leaves in the next cycle.
 
-    Latency: :attr:`latency` = PE latency cycles to row 0, ``+ 2 r`` to row
-    ``r``. Throughput: one beat per cycle. Two ``last`` beats must be at least
-    :attr:`min_tile_cycles` = ``2 rows - 1`` cycles apart (else a conveyor slot would be
-    overwritten); :class:`~xnorflow.hw.engine.TileEngine` enforces this.
+    Latency: :attr:`latency` = popcount latency + 1 cycles to row 0. Throughput: one beat per
+    cycle; two ``last`` beats must be at least ``rows`` cycles apart (the drain takes one
+    cycle per row; the compiler's beat tables guarantee it, :func:`~xnorflow.sw.program.
+    tile_beats`).
     """
 
-    def __init__(self, rows: int, cols: int, width: int, max_k: int, max_planes: int = 1,
+    def __init__(self, rows: int, cols: int, width: int, acc_bits: int,
                  levels_per_stage: int = 2):
         check_geometry(rows, cols, width)
         self.rows, self.cols, self.width = rows, cols, width
-        self.max_k, self.max_planes = max_k, max_planes
+        self.acc_bits = acc_bits
         self.levels_per_stage = levels_per_stage
-        timing = engine_timing(rows, cols, width, levels_per_stage)
-        self.acc_bits = acc_width(max_k, max_planes)
-        self.pe_latency = timing.pe_latency
-        self.latency = timing.array_latency
-        self.min_tile_cycles = 2 * rows - 1
+        self.latency = engine_timing(rows, cols, width, levels_per_stage).array_latency
         super().__init__({
             "act": In(data.ArrayLayout(width, rows)),
             "wgt": In(data.ArrayLayout(width, cols)),
-            "ctl": In(control_layout(max_planes)),
-            "res": Out(result_layout(cols, self.acc_bits)),
+            "ctl": In(control_layout()),
+            "res": Out(data.ArrayLayout(acc_bits, cols)),
+            "tile_done": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         R, C, W = self.rows, self.cols, self.width
-        ctl_l = control_layout(self.max_planes)
-        pes = [[XnorPopcountPE(W, self.max_k, self.max_planes, self.levels_per_stage)
-                for _ in range(C)] for _ in range(R)]
+        pes = [[XnorPopcountPE(W, self.acc_bits, self.levels_per_stage) for _ in range(C)]
+               for _ in range(R)]
         for r in range(R):
             for c in range(C):
                 m.submodules[f"pe_{r}_{c}"] = pes[r][c]
-
-        def delay(m, value, n, name, shape, reset_less=False):
-            for i in range(n):
-                s = Signal(shape, name=f"{name}_d{i}", reset_less=reset_less)
-                m.d.sync += s.eq(value)
-                value = s
-            return value
-
-        # skew: row r (activation + control) by r cycles; every PE of the row takes the same
-        # delayed word (a broadcast: the PEs' identical input registers are one register
-        # after synthesis); weights enter every column in the same cycle and move down one
-        # row per cycle, so PE (r, c) sees word k of both operands r cycles after the beat
+        lat = pes[0][0].latency
+        assert lat >= 1  # the popcount's final adder is registered
         for r in range(R):
-            a_r = delay(m, self.act[r], r, f"act{r}", W, True)
-            c_r = delay(m, self.ctl, r, f"ctl{r}", ctl_l)
+            # the row's control, delayed to line up with the popcount; the last stage makes
+            # en / dbl / fin / clr plain register bits (fin and clr the same bit twice, clr
+            # powering up set), so their wires end at flip-flop enables, resets and the result
+            # multiplexers. `keep`: synthesis must not merge the rows' identical registers into
+            # one register with a fanout of R*C PEs
+            keep = {"keep": 1}
+            valid, last, dbl = self.ctl.valid, self.ctl.last, self.ctl.dbl
+            for i in range(lat - 1):
+                nv = Signal(name=f"v{r}_{i}", attrs=keep)
+                nl = Signal(name=f"l{r}_{i}", attrs=keep)
+                nd = Signal(name=f"dbl{r}_{i}", attrs=keep)
+                m.d.sync += [nv.eq(valid), nl.eq(last), nd.eq(dbl)]
+                valid, last, dbl = nv, nl, nd
+            en = Signal(name=f"en{r}", attrs=keep)
+            dd = Signal(name=f"dd{r}", attrs=keep)
+            fin = Signal(name=f"fin{r}", attrs=keep)
+            clr = Signal(name=f"clr{r}", init=1, attrs=keep)
+            m.d.sync += [en.eq(valid), dd.eq(dbl), fin.eq(valid & last), clr.eq(valid & last)]
+            if r == 0:
+                m.d.comb += self.tile_done.eq(fin)
             for c in range(C):
-                m.d.comb += [pes[r][c].a_i.eq(a_r), pes[r][c].c_i.eq(c_r)]
+                p = pes[r][c]
+                m.d.comb += [p.a.eq(self.act[r]), p.w.eq(self.wgt[c]),
+                             p.en.eq(en), p.dbl.eq(dd), p.fin.eq(fin), p.clr.eq(clr)]
+                m.d.comb += p.d_i.eq(pes[r + 1][c].d_o if r + 1 < R else 0)
         for c in range(C):
-            m.d.comb += pes[0][c].w_i.eq(self.wgt[c])
-            for r in range(1, R):
-                m.d.comb += pes[r][c].w_i.eq(pes[r - 1][c].w_o)
-            # conveyor: results climb the column; the bottom slot feeds bubbles
-            for r in range(R - 1):
-                m.d.comb += pes[r][c].d_i.eq(pes[r + 1][c].d_o)
-            m.d.comb += pes[R - 1][c].d_i.valid.eq(0)
-            # every column finishes a row in the same cycle: no deskew
-            m.d.comb += self.res.acc[c].eq(pes[0][c].d_o.value)
-        m.d.comb += self.res.valid.eq(pes[0][0].d_o.valid)
+            m.d.comb += self.res[c].eq(pes[0][c].d_o)
         return m

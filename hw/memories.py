@@ -1,39 +1,41 @@
 """The accelerator's on-chip memories (``amaranth.lib.memory``), initialised from images.
 
-Five memories (``docs/program.md``): ``program`` (32-bit layer descriptors), ``weights``
-(``C*W`` bits: one word per array column per read, i.e. ``C`` weight words per cycle),
-``thresholds`` (``C`` 32-bit lanes), ``activations`` (``W``-bit words with ``R`` read
-ports, so the array gets ``R`` activation words per cycle: synthesis replicates the memory
-once per read port, which is how "banked for R + C words per cycle" is met on every target)
-and ``scores`` (32-bit, written by the sequencer, read by the host).
+Five memories (``docs/program.md``): ``program`` (32-bit: header, descriptors, beat tables,
+row lists; two read ports, one for the beats and one for everything else), ``weights``
+(``C*W`` bits: ``C`` weight words per read), ``thresholds`` (``C`` lanes), ``activations``
+(``W``-bit words, ``R`` read ports: synthesis replicates the memory once per port, which is
+how the array gets ``R + C`` words per cycle; writes per ``C``-bit lane) and ``scores``
+(``C`` lanes, written by the output stage, read by the host).
 
-Each memory has one write port; whoever owns the memory (host decoder while the sequencer
-is idle, sequencer while it runs) drives it, the multiplexing lives in
-:class:`~xnorflow.hw.accelerator.Accelerator`.
+Every read port is synchronous and always enabled (data one cycle after the address; the
+accelerator never stalls). Each memory has one write port; whoever owns the memory (the host
+decoder while the sequencer is idle, the accelerator while it runs) drives it, the
+multiplexing lives in :class:`~xnorflow.hw.accelerator.Accelerator`. The gateware keeps only
+the bits of a threshold lane it uses (:func:`~xnorflow.hw.post.threshold_lane_bits`) and
+scores in :func:`~xnorflow.sw.program.score_bits` bits, sign-extended to 32-bit lanes on the
+host's read port; ``program``, ``weights`` and ``thresholds`` are write-only for the host.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, ClockSignal, Instance, Module, Mux, Signal
+from amaranth.hdl import Cat, ClockSignal, Instance, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..sw.errors import UserError
+from ..sw import program as prog
 from ..sw.images import MemoryImage
-from ..sw.program import decode_program
-from ..sw.targets import MEMORY_NAMES, Target
+from ..sw.program import DEFAULT_DEPTHS, memory_depths
+from ..sw.targets import LANE_BITS, MEMORY_NAMES, Target
+from .post import threshold_lane_bits
 
-__all__ = ["DEFAULT_DEPTHS", "AcceleratorMemories", "memory_depths", "addr_width"]
+__all__ = ["DEFAULT_DEPTHS", "AcceleratorMemories", "addr_width", "memory_depths",
+           "threshold_storage"]
 
 #: Boards whose ``weights`` memory is built from SB_SPRAM256KA blocks (iCE40 UP5K).
 SPRAM_BOARDS = ("icebreaker",)
 SPRAM_DEPTH = 16384
 SPRAM_WIDTH = 16
-
-#: Depths used for unlimited (``None``) capacities when no image asks for more.
-DEFAULT_DEPTHS = {"program": 512, "weights": 1024, "thresholds": 64, "activations": 1024,
-                  "scores": 256}
 
 
 def addr_width(depth: int) -> int:
@@ -41,35 +43,11 @@ def addr_width(depth: int) -> int:
     return max(1, (depth - 1).bit_length())
 
 
-def memory_depths(target: Target, memories: list[MemoryImage] | None = None) -> dict:
-    """Depth of each memory: the target's capacity, or for unlimited ones enough for the
-    images (and the program's activation and score needs) rounded up to a power of two."""
-    need = dict(DEFAULT_DEPTHS)
-    imgs = {m.name: m for m in memories or []}
-    for name, img in imgs.items():
-        need[name] = max(need.get(name, 1), img.depth)
-    if "program" in imgs:
-        try:
-            header, _ = decode_program(imgs["program"].words)
-        except UserError:
-            header = None  # not a program (e.g. a test pattern): no extra needs
-        if header is not None:
-            need["activations"] = max(need["activations"], header["act_words"])
-            need["scores"] = max(need["scores"],
-                                 header["n_classes"] * max(1, header["max_batch"]))
-    out = {}
-    for name in MEMORY_NAMES:
-        cap = target.depth(name)
-        if cap is None:
-            out[name] = 1 << (max(1, need[name]) - 1).bit_length()
-        else:
-            if name in imgs and imgs[name].depth > cap:
-                raise ValueError(
-                    f"memory image {name!r} has {imgs[name].depth} words, target "
-                    f"{target.name!r} holds {cap}"
-                )
-            out[name] = cap
-    return out
+def threshold_storage(lane: int, acc_bits: int) -> int:
+    """What the gateware stores of a 32-bit threshold lane: the low ``acc_bits + 2`` bits,
+    then bits 30 (pool with AND) and 31 (polarity -1, or the score offset's sign)."""
+    tw = acc_bits + 2
+    return (lane & ((1 << tw) - 1)) | ((lane >> prog.LANE_POOL_BIT) & 3) << tw
 
 
 #: Suffix of the memories' read-data registers. Synthesis (``xnorflow.synth``) drops their
@@ -83,22 +61,19 @@ RDATA_SUFFIX = "_rdq"
 YOSYS_AFTER_READ = f"setattr -unset init w:*{RDATA_SUFFIX}*"
 
 
-def _read(m: Module, mem: Memory, addr, en, name: str) -> Signal:
-    """A synchronous read of ``mem`` (latency 1; the data holds while ``en`` is low).
+def _read(m: Module, mem: Memory, addr, name: str) -> Signal:
+    """A synchronous read of ``mem`` (latency 1), always enabled.
 
     Built as an asynchronous read port plus a register so that yosys' ``memory_dff`` merges
     the register into the port and applies the memory's ``no_rw_check`` attribute: the
     design never uses read data from a cycle in which the same word is written (the
-    sequencer reads one activation region and writes the other; the host reads and writes
-    in separate commands), so read/write collisions need no old-data emulation (a ready-made
-    synchronous port gets it regardless: on the UP5K ~400 LUT4 + ~390 FF of write-data
-    registers and bypass multiplexers for these memories).
+    accelerator reads one activation region and writes the other; the host reads and writes
+    in separate commands), so read/write collisions need no old-data emulation.
     """
     rp = mem.read_port(domain="comb")
     q = Signal(mem.shape, name=f"{name}{RDATA_SUFFIX}", reset_less=True)
     m.d.comb += rp.addr.eq(addr)
-    with m.If(en):
-        m.d.sync += q.eq(rp.data)
+    m.d.sync += q.eq(rp.data)
     return q
 
 
@@ -108,35 +83,33 @@ class AcceleratorMemories(wiring.Component):
     Parameters
     ----------
     target : Target
-        Geometry and word widths.
+        Geometry, word widths and ``acc_bits``.
     depths : dict
         Words per memory (see :func:`memory_depths`).
     memories : list of MemoryImage, optional
-        Initial contents (``program``, ``weights``, ``thresholds``); others start at zero.
+        Initial contents (``program``, ``weights``, ``thresholds``, optionally
+        ``activations``); others start at zero.
 
     Members
     -------
-    <m>_raddr : In(addr bits), <m>_rdata : Out(word bits)
-        Read port of memory ``m`` (``prog``, ``wgt``, ``thr``, ``score``): synchronous,
-        always enabled, data one cycle after the address (latency 1, one read per cycle).
-    act_raddr : In(ArrayLayout(addr bits, R)), act_rdata : Out(ArrayLayout(W, R))
-        The ``R`` activation read ports (latency 1).
-    act_ren, wgt_ren : In(1)
-        Read enables of the activation and weight ports (low: the data output holds, which
-        is how the sequencer stalls its operand pipeline).
-    <m>_waddr, <m>_wdata, <m>_we : In
-        Write port of each memory (written at the clock edge when ``we``).
-    """
+    prog_a_raddr, prog_a_rdata, prog_b_raddr, prog_b_rdata :
+        The program's two read ports.
+    wgt_raddr, wgt_rdata : the weights read port (``C * W`` bits).
+    thr_raddr, thr_rdata : the thresholds read port (``C`` lanes of the stored bits).
+    act_raddr, act_rdata : ``R`` activation read ports.
+    score_raddr, score_rdata : the scores read port (``C`` sign-extended 32-bit lanes).
+    <m>_waddr, <m>_wdata, <m>_we : the write port of each memory; ``act_wen`` has one
+        enable per ``C``-bit lane, ``thr_wdata`` takes whole 32-bit lanes.
 
-    PORTS = {"program": "prog", "weights": "wgt", "thresholds": "thr",
-             "activations": "act", "scores": "score"}
+    Every read has latency 1, one read per cycle and port.
+    """
 
     def __init__(self, target: Target, depths: dict, memories: list[MemoryImage] | None = None):
         self.target = target
         self.depths = dict(depths)
         self.images = {m.name: m for m in memories or []}
         for name, img in self.images.items():
-            if name not in self.PORTS:
+            if name not in MEMORY_NAMES:
                 raise ValueError(f"unknown memory image {name!r}; memories: {MEMORY_NAMES}")
             if img.width != target.word_bits(name):
                 raise ValueError(
@@ -146,24 +119,26 @@ class AcceleratorMemories(wiring.Component):
             if img.depth > self.depths[name]:
                 raise ValueError(f"memory image {name!r}: {img.depth} words > depth "
                                  f"{self.depths[name]}")
-        members = {}
-        for name, p in self.PORTS.items():
-            aw, w = addr_width(self.depths[name]), target.word_bits(name)
-            if name == "activations":
-                members["act_raddr"] = In(data.ArrayLayout(aw, target.rows))
-                members["act_ren"] = In(1, init=1)
-                members["act_rdata"] = Out(data.ArrayLayout(w, target.rows))
-            elif name == "weights":
-                members["wgt_raddr"] = In(aw)
-                members["wgt_ren"] = In(1, init=1)
-                members["wgt_rdata"] = Out(w)
-            else:
-                members[f"{p}_raddr"] = In(aw)
-                members[f"{p}_rdata"] = Out(w)
-            members[f"{p}_waddr"] = In(aw)
-            members[f"{p}_wdata"] = In(w)
-            members[f"{p}_we"] = In(1)
-        super().__init__(members)
+        R, C, W = target.rows, target.cols, target.width
+        self.lane_bits = threshold_lane_bits(target.acc_bits)
+        self.score_bits = prog.score_bits(target)
+        aw = {n: addr_width(self.depths[n]) for n in MEMORY_NAMES}
+        super().__init__({
+            "prog_a_raddr": In(aw["program"]), "prog_a_rdata": Out(32),
+            "prog_b_raddr": In(aw["program"]), "prog_b_rdata": Out(32),
+            "prog_waddr": In(aw["program"]), "prog_wdata": In(32), "prog_we": In(1),
+            "wgt_raddr": In(aw["weights"]), "wgt_rdata": Out(C * W),
+            "wgt_waddr": In(aw["weights"]), "wgt_wdata": In(C * W), "wgt_we": In(1),
+            "thr_raddr": In(aw["thresholds"]),
+            "thr_rdata": Out(data.ArrayLayout(self.lane_bits, C)),
+            "thr_waddr": In(aw["thresholds"]), "thr_wdata": In(C * LANE_BITS), "thr_we": In(1),
+            "act_raddr": In(data.ArrayLayout(aw["activations"], R)),
+            "act_rdata": Out(data.ArrayLayout(W, R)),
+            "act_waddr": In(aw["activations"]), "act_wdata": In(W), "act_wen": In(W // C),
+            "score_raddr": In(aw["scores"]), "score_rdata": Out(C * LANE_BITS),
+            "score_waddr": In(aw["scores"]),
+            "score_wdata": In(data.ArrayLayout(self.score_bits, C)), "score_we": In(1),
+        })
 
     def uses_spram(self, platform) -> bool:
         """Whether ``weights`` is built from iCE40 SPRAM (only when building for a board)."""
@@ -174,12 +149,8 @@ class AcceleratorMemories(wiring.Component):
     def _spram_weights(self, m):
         """``weights`` as ``C*W/16`` SB_SPRAM256KA side by side (single-port: the write
         address wins when ``wgt_we``; the host writes only while the sequencer is idle).
-        SPRAM cannot be initialised by the bitstream: the host loads the weights
-        (WRITE_MEM) after configuration. The read enable is the SPRAM's CHIPSELECT: a
-        deselected SPRAM keeps its DATAOUT (the primitive's model in yosys' ice40
-        ``cells_sim.v``), which gives the read-enable semantics of the other memories
-        without a 64-bit hold register and multiplexer.
-        """
+        SPRAM cannot be initialised by the bitstream: the host loads the weights after
+        configuration."""
         w = self.target.word_bits("weights")
         addr = Signal(14)
         m.d.comb += addr.eq(Mux(self.wgt_we, self.wgt_waddr, self.wgt_raddr))
@@ -192,7 +163,7 @@ class AcceleratorMemories(wiring.Component):
                 i_DATAIN=self.wgt_wdata[SPRAM_WIDTH * i:SPRAM_WIDTH * (i + 1)],
                 i_MASKWREN=0b1111,
                 i_WREN=self.wgt_we,
-                i_CHIPSELECT=self.wgt_ren | self.wgt_we,
+                i_CHIPSELECT=1,
                 i_CLOCK=ClockSignal(),
                 i_STANDBY=0,
                 i_SLEEP=0,
@@ -204,30 +175,75 @@ class AcceleratorMemories(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        t = self.target
+        R, C = t.rows, t.cols
         self.mems = {}  # name -> Memory (simulation testbenches read `.data` through it)
-        spram = self.uses_spram(platform)
-        if spram:
-            self._spram_weights(m)
-        for name, p in self.PORTS.items():
-            if spram and name == "weights":
-                continue
-            depth, w = self.depths[name], self.target.word_bits(name)
-            img = self.images.get(name)
-            init = [int(v) for v in img.words] if img is not None else []
-            mem = Memory(shape=w, depth=depth, init=init, attrs={"no_rw_check": 1})
+
+        def memory(name, width, init=()):
+            mem = Memory(shape=width, depth=self.depths[name], init=list(init),
+                         attrs={"no_rw_check": 1})
             m.submodules[name] = mem
             self.mems[name] = mem
+            return mem
+
+        def words(name):
+            img = self.images.get(name)
+            return [int(v) for v in img.words] if img is not None else []
+
+        # program: two read ports (the beat player's and the rest)
+        mem = memory("program", 32, words("program"))
+        wp = mem.write_port()
+        m.d.comb += [wp.addr.eq(self.prog_waddr), wp.data.eq(self.prog_wdata),
+                     wp.en.eq(self.prog_we),
+                     self.prog_a_rdata.eq(_read(m, mem, self.prog_a_raddr, "prog_a")),
+                     self.prog_b_rdata.eq(_read(m, mem, self.prog_b_raddr, "prog_b"))]
+        # weights
+        if self.uses_spram(platform):
+            self._spram_weights(m)
+        else:
+            mem = memory("weights", C * t.width, words("weights"))
             wp = mem.write_port()
-            m.d.comb += [wp.addr.eq(getattr(self, f"{p}_waddr")),
-                         wp.data.eq(getattr(self, f"{p}_wdata")),
-                         wp.en.eq(getattr(self, f"{p}_we"))]
-            if name == "activations":
-                for r in range(self.target.rows):
-                    m.d.comb += self.act_rdata[r].eq(
-                        _read(m, mem, self.act_raddr[r], self.act_ren, f"act{r}"))
-            elif name == "weights":
-                m.d.comb += self.wgt_rdata.eq(_read(m, mem, self.wgt_raddr, self.wgt_ren, p))
-            else:
-                m.d.comb += getattr(self, f"{p}_rdata").eq(
-                    _read(m, mem, getattr(self, f"{p}_raddr"), 1, p))
+            m.d.comb += [wp.addr.eq(self.wgt_waddr), wp.data.eq(self.wgt_wdata),
+                         wp.en.eq(self.wgt_we),
+                         self.wgt_rdata.eq(_read(m, mem, self.wgt_raddr, "wgt"))]
+        # thresholds: the stored bits of each lane
+        lb = self.lane_bits
+
+        def store(value):
+            return Cat(*(threshold_storage_value(value[c * LANE_BITS:(c + 1) * LANE_BITS],
+                                                 t.acc_bits) for c in range(C)))
+
+        init = []
+        for v in words("thresholds"):
+            init.append(sum(threshold_storage((v >> (c * LANE_BITS)) & prog.LANE_MASK,
+                                              t.acc_bits) << (c * lb) for c in range(C)))
+        mem = memory("thresholds", C * lb, init)
+        wp = mem.write_port()
+        m.d.comb += [wp.addr.eq(self.thr_waddr), wp.data.eq(store(self.thr_wdata)),
+                     wp.en.eq(self.thr_we),
+                     self.thr_rdata.eq(_read(m, mem, self.thr_raddr, "thr"))]
+        # activations: R read ports, lane writes
+        mem = memory("activations", t.width, words("activations"))
+        wp = mem.write_port(granularity=C)
+        m.d.comb += [wp.addr.eq(self.act_waddr), wp.data.eq(self.act_wdata),
+                     wp.en.eq(self.act_wen)]
+        for r in range(R):
+            m.d.comb += self.act_rdata[r].eq(_read(m, mem, self.act_raddr[r], f"act{r}"))
+        # scores: C lanes of score_bits, sign-extended for the host
+        sb = self.score_bits
+        mem = memory("scores", C * sb)
+        wp = mem.write_port()
+        m.d.comb += [wp.addr.eq(self.score_waddr), wp.data.eq(self.score_wdata),
+                     wp.en.eq(self.score_we)]
+        q = _read(m, mem, self.score_raddr, "score")
+        for c in range(C):
+            ext = Signal(signed(LANE_BITS), name=f"score_lane{c}")
+            m.d.comb += [ext.eq(q[c * sb:(c + 1) * sb].as_signed()),
+                         self.score_rdata[c * LANE_BITS:(c + 1) * LANE_BITS].eq(ext)]
         return m
+
+
+def threshold_storage_value(lane, acc_bits: int):
+    """:func:`threshold_storage` on a 32-bit lane value in gateware (wiring only)."""
+    tw = acc_bits + 2
+    return Cat(lane[:tw], lane[prog.LANE_POOL_BIT], lane[prog.LANE_NEG_BIT])

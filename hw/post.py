@@ -1,519 +1,270 @@
-"""Output stage of the tile engine: threshold + polarity -> bits, pooling on bits, packing bits
-into words for the next layer, or integer scores for the last layer.
+"""Output stage: threshold + polarity -> bits, pooling on bits and lane writes of the next
+layer's words, or integer scores for the last layer.
 
 Semantics are those of :mod:`xnorflow.sw.encoding` exactly: ``threshold_bits`` (``acc >= T``
 for polarity +1, ``acc <= T`` for -1, a tie gives 1), ``POOL_OR`` / ``POOL_AND`` per channel,
-``pack_bits`` little-endian with activation pad bit ``ACT_PAD_BIT`` (0); integer output
-``score = score_mul * acc + score_offset`` (:mod:`xnorflow.sw.ir`).
-
-Scheduling contract (how the sequencer orders tiles so pooling and packing work):
-
-* **Pooling** spans several tiles, not rows: row ``r`` of a tile is *pooling window* ``r``
-  (one pooled output pixel), and the ``pool_k^2`` window offsets ``(dy, dx)`` are
-  ``pool_k^2`` consecutive tiles with the same columns (channels), the first flagged
-  ``pool_first`` and the last ``pool_last``. The stage keeps an ``R x C``-bit OR/AND buffer.
-  Without pooling every tile is both ``pool_first`` and ``pool_last``. This works for any
-  ``R``, any ``pool_k`` and ``pool_stride`` (overlapping windows recompute the shared pixels).
-* **Packing** spans the channel tiles of one set of pixels: the sequencer runs the channel
-  (column) tiles of the same rows consecutively (after their pooling offsets), lowest
-  channels first, and flags the tile holding a pixel's last channels ``pixel_end``. Each row
-  keeps a partial word; a tile adds its ``chans`` valid bits at the current bit offset and
-  emits every completed ``W``-bit word, and ``pixel_end`` flushes the last partial word
-  (pad bits 0). Words of a row come out in order with their word ``index`` within the
-  pixel's segment, so ``address = segment_base(pixel) + index``.
+activation pad bits ``ACT_PAD_BIT`` (0); integer output ``score = score_mul * acc +
+score_offset`` (:mod:`xnorflow.sw.ir`). The order of tiles, rows and writes is the one
+:func:`xnorflow.sw.program.execute` models (``docs/accelerator.md``, "Output stage").
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, Value, signed
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sw import encoding as enc
+from ..sw import program as prog
 
-__all__ = [
-    "LATENCY",
-    "MODE_INTEGER",
-    "MODE_THRESHOLD",
-    "PostProcess",
-    "clamp_threshold",
-    "row_layout",
-    "score_layout",
-    "tile_layout",
-    "undefined_init",
-    "word_layout",
-]
-
-#: Cycles from taking a row to offering its first output when ``pipelined`` (else 1).
-LATENCY = 3
-
-#: ``tile.mode``: binary output through threshold, pooling and packing (``words`` stream).
-MODE_THRESHOLD = 0
-#: ``tile.mode``: integer scores of the last layer (``scores`` stream).
-MODE_INTEGER = 1
+__all__ = ["OutputStage", "desc_layout", "threshold_lane_bits"]
 
 
-def undefined_init(width: int, platform) -> dict:
-    """Signal attributes giving a register an undefined initial value in a platform build.
-
-    A RAM block's read-data register has no power-up value on the iCE40, so yosys emulates
-    the defined one that Amaranth gives every flip-flop (a LUT per bit). For a read register
-    whose data is never used before its first read, a build for a platform (``platform`` not
-    None) gets ``init = 'x`` through the RTLIL backend's ``Undef`` constant; simulations
-    (``platform`` None) keep the ordinary zero initial value.
-    """
-    if platform is None:
-        return {}
-    try:
-        from amaranth.back.rtlil import Undef
-    except ImportError:  # another Amaranth version: keep the (emulated) defined init
-        return {}
-    return {"init": Undef(width)}
+def _aw(depth: int) -> int:
+    return max(1, (depth - 1).bit_length())
 
 
-def _bits(n: int) -> int:
-    return max(1, (n - 1).bit_length())
+def threshold_lane_bits(acc_bits: int) -> int:
+    """Bits the gateware keeps of a 32-bit threshold lane: ``T`` (or the score offset) in
+    ``acc_bits + 2`` bits, then the pool-AND bit and the polarity (or the offset's sign):
+    clamped thresholds lie in ``[-1, 2^acc_bits]`` and offsets fit ``acc_bits + 3`` signed
+    bits (:func:`xnorflow.sw.program.score_bits`)."""
+    return acc_bits + 4
 
 
-def clamp_threshold(t: int, acc_bits: int) -> int:
-    """Clamp a threshold into ``[-1, 2^acc_bits]`` without changing any output bit.
-
-    The accumulator lies in ``[0, 2^acc_bits - 1]``, so every ``T`` below 0 behaves like
-    ``-1`` and every ``T`` above the maximum like ``2^acc_bits`` for both polarities. The
-    clamped value fits a signed field of ``acc_bits + 2`` bits.
-    """
-    return max(-1, min(int(t), 1 << acc_bits))
-
-
-def row_layout(cols: int, acc_bits: int) -> data.StructLayout:
-    """One row of finished accumulators (one output pixel, ``cols`` channels)."""
-    return data.StructLayout({"acc": data.ArrayLayout(acc_bits, cols)})
-
-
-def tile_layout(rows: int, cols: int, score_width: int, mul_width: int) -> data.StructLayout:
-    """Per-tile output-stage descriptor (one beat of the ``tile`` stream per tile).
-
-    Fields: ``mode`` (:data:`MODE_THRESHOLD` / :data:`MODE_INTEGER`); ``rows`` valid rows
-    (1..R; rows at or above it are computed but produce no output); ``chans`` valid columns
-    (1..C; packing takes this many bits per row); ``pool_first``, ``pool_last``,
-    ``pixel_end`` (see the module docstring); per column ``neg`` (1 = polarity -1),
-    ``pool_op`` (:data:`~xnorflow.sw.encoding.POOL_OR` or ``POOL_AND``) and
-    ``param`` (threshold ``T`` in threshold mode, ``score_offset`` in integer mode, signed
-    ``score_width`` bits); ``score_mul`` (signed ``mul_width`` bits).
-    """
+def desc_layout(target, depths: dict) -> data.StructLayout:
+    """The descriptor fields the output stage uses (the sequencer's registers), as wide as
+    the memories they address need."""
+    aw = max(_aw(depths["activations"]), _aw(depths["scores"]))
     return data.StructLayout({
-        "mode": 1,
-        "rows": range(rows + 1),
-        "chans": range(cols + 1),
-        "pool_first": 1,
-        "pool_last": 1,
-        "pixel_end": 1,
-        "neg": data.ArrayLayout(1, cols),
-        "pool_op": data.ArrayLayout(1, cols),
-        "param": data.ArrayLayout(signed(score_width), cols),
-        "score_mul": signed(mul_width),
+        "integer": 1,
+        "score_mul": data.StructLayout({"two": 1, "zero": 1, "neg": 1}),
+        "passes_m1": 8,
+        "groups_m1": _aw(depths["thresholds"]),
+        "thr_base": _aw(depths["thresholds"]),
+        "out_stride": aw,
+        "out_base": aw,
+        "tile_words": aw,
+        "rows_total": _aw(depths["activations"]) + 1 + target.rows.bit_length(),
     })
 
 
-def word_layout(rows: int, width: int, index_bits: int) -> data.StructLayout:
-    """A packed output word: ``data`` (W bits), its ``row`` in the tile and its word
-    ``index`` within the pixel's segment."""
-    return data.StructLayout({"data": width, "row": range(rows), "index": index_bits})
+class OutputStage(wiring.Component):
+    """Turns the rows leaving the array into the next layer's activation words or scores.
 
+    Rows come one per cycle after ``tile_done`` (row ``r`` of a tile in the ``r + 1``-th
+    cycle after it, all ``R`` rows, never stalled). Per tile the stage latches its settings
+    at ``tile_done``: the column group's threshold word (read from ``thr_rdata``; at the
+    first pooling pass of each group), which pooling pass it is, and where its rows' words go.
+    The tiles arrive in the sequencer's order: per tile of ``R`` rows, per column group ``g``,
+    ``passes`` tiles (the pooling offsets). Counting them is all the stage needs to know
+    where it is; ``layer_start`` resets the count.
 
-def score_layout(rows: int, cols: int, score_width: int) -> data.StructLayout:
-    """Integer scores of one row: ``row`` in the tile and ``score[c]`` per column."""
-    return data.StructLayout({"row": range(rows),
-                              "score": data.ArrayLayout(signed(score_width), cols)})
-
-
-class PostProcess(wiring.Component):
-    """Threshold / pool / pack, or integer scores, on rows of finished accumulators.
+    Per row (a pipeline of two registers, then the write): one adder per column computes
+    ``acc - T - neg`` (threshold: the output bit is its sign XOR ``neg``, so ``acc >= T``, or
+    ``acc <= T`` for polarity -1, ties 1) or ``offset + score_mul * acc`` (integer; the
+    multiplier is a shift, a negative ``score_mul`` inverts the latched offset and the sum);
+    the bit is ORed/ANDed into the row's pooling bits (a queue of ``R`` entries that rotates
+    with the rows, so no row multiplexer), and at the last pooling pass the row's ``C`` bits
+    are written into lane ``g mod (W/C)`` of word ``g div (W/C)`` of its output pixel (the
+    first lane of a word writes the whole word, the other lanes 0, so pad channels read 0).
+    Integer tiles write each valid row's ``C`` scores as one ``scores`` word. Rows at or past
+    the batch's last row write nothing.
 
     Parameters
     ----------
-    rows, cols, width : int
-        Array geometry ``R x C`` and word width ``W`` (a power of two).
-    acc_bits : int
-        Accumulator width.
-    score_width : int
-        Signed width of thresholds, score offsets and scores (>= ``acc_bits + 2``).
-    mul_width : int
-        Signed width of ``score_mul``.
-    index_bits : int
-        Width of the word index of :func:`word_layout`.
+    target : Target
+        Geometry ``R x C x W`` and ``acc_bits``.
+    depths : dict
+        Words of each memory (address widths).
 
     Members
     -------
-    rows_i : In(stream.Signature(row_layout))
-        Rows ``0..R-1`` of each tile in order.
-    tile : In(stream.Signature(tile_layout))
-        One descriptor per tile; it is taken at (or before) the tile's first row.
-    words : Out(stream.Signature(word_layout))
-        Packed words (threshold mode, ``pool_last`` tiles, rows below ``rows`` only).
-    scores : Out(stream.Signature(score_layout))
-        Integer scores (integer mode, rows below ``rows`` only).
-    taken : Out(1)
-        A row is taken in this cycle (the result FIFO's credit returns). Without
-        ``hold_rows`` the same as a ``rows_i`` transfer.
-    rows_next : In(1)
-        ``hold_rows``: another row waits behind the one on ``rows_i`` and would already be
-        offered had that one left (:class:`~xnorflow.hw.engine.ResultFIFO` ``r_next``); 0
-        if unknown (then a row behind a held one is taken only once it is on ``rows_i``).
+    res : In(ArrayLayout(acc_bits, C))
+        The row leaving the array.
+    tile_done : In(1)
+        The array's tile pulse (row 0 leaves in the next cycle).
+    desc : In(desc_layout)
+        The layer's settings (stable from ``layer_start`` to the last write).
+    layer_start : In(1)
+        Restart the tile count and the write pointers.
+    clear : In(1)
+        Write the all-zero word at the top activation address (at START).
+    thr_raddr : Out, thr_rdata : In
+        The thresholds memory's read port (the stage owns it while the sequencer runs).
+    act_waddr, act_wdata, act_wen : Out
+        Activation write port (``act_wen``: one enable per ``C``-bit lane).
+    score_waddr, score_wdata, score_we : Out
+        Scores write port (``C`` lanes of :func:`~xnorflow.sw.program.score_bits` bits).
 
-    small_mul : bool
-        Support only ``score_mul`` in ``{-2, -1, 0, 1, 2}`` (what :mod:`xnorflow.sw.lower`
-        produces: 1, or 2 for the {-1,+1} dot product), computed with a shift, and for a
-        negative ``score_mul`` an inverted offset and an inverted sum (``offset - x =
-        ~(~offset + x)``), instead of one ``mul_width x acc_bits`` multiplier per column
-        (default False: any signed ``mul_width``-bit ``score_mul``). Other values give
-        undefined scores; the program builder (:mod:`xnorflow.sw.program`) rejects them.
-    pipelined : bool
-        Register the two intermediate stages (threshold/pool or score; shift into place)
-        for Fmax; default False (combinational up to the output registers).
-    hold_rows : bool
-        Without ``pipelined``: an integer row stays on ``rows_i`` (``ready`` low) until its
-        score is taken, and the score is computed from it combinationally (no score
-        register; its ``C x score_width`` flip-flops). The row is still *taken* (``taken``)
-        in the cycle the registered design would take it, and the next row is taken from
-        behind it (``rows_next``), so rows, outputs and credits keep their cycles; its
-        source needs room for one more row (the engine's FIFO gets one more entry). A
-        threshold row right after a held integer row (a mode change) waits one cycle.
-        Default True (ignored when ``pipelined``).
-
-    Area: each column has one ``score_width``-bit adder (one carry chain) that serves both
-    modes: in threshold mode it computes ``acc + ~T + ~neg = acc - T - neg``, whose sign
-    bit (bit ``acc_bits + 1``) XOR ``neg`` is the output bit (``acc >= T``, or
-    ``acc <= T`` for ``neg``, as ``encoding.threshold_bits``), in integer mode ``offset +
-    score_mul * acc``. The descriptor is latched in that form (``~T`` and ``~neg``, the
-    decoded ``score_mul``), so the comparison needs no second chain and no operand muxes.
-
-    Latency: a row taken in cycle ``t`` offers its first output in cycle ``t + latency``,
-    :attr:`latency` = 3 when ``pipelined`` (:data:`LATENCY`), else 1. Throughput: one row
-    per cycle when it emits at most one word; a row that emits ``n`` words takes ``n``
-    cycles (with ``cols <= width`` at most 2, only at ``pixel_end``); the stages move as
-    soon as the next one frees up.
-    Thresholds must be clamped (:func:`clamp_threshold`): the comparison uses the low
-    ``acc_bits + 2`` bits of ``param``.
+    Latency: row ``r`` of a tile is written in the third cycle after it leaves the array
+    (``tile_done`` + ``r`` + 3). Throughput: one row per cycle, one write per cycle.
     """
 
-    def __init__(self, rows: int, cols: int, width: int, acc_bits: int, score_width: int = 32,
-                 mul_width: int = 8, index_bits: int = 8, pipelined: bool = False,
-                 small_mul: bool = False, hold_rows: bool = True):
-        if width & (width - 1) or width < 2:
-            raise ValueError(f"post-processing word width must be a power of two, not {width}")
-        if score_width < acc_bits + 2:
-            raise ValueError(f"score_width {score_width} must be >= acc_bits + 2 = "
-                             f"{acc_bits + 2} so that clamped thresholds fit")
-        self.rows, self.cols, self.width = rows, cols, width
-        self.acc_bits, self.score_width, self.mul_width = acc_bits, score_width, mul_width
-        self.index_bits = index_bits
-        self.pipelined = bool(pipelined)
-        self.small_mul = bool(small_mul)
-        self.hold_rows = bool(hold_rows) and not self.pipelined
-        self.latency = LATENCY if self.pipelined else 1
-        self.max_words = -(-(width - 1 + cols) // width)  # words one row can emit per tile
+    def __init__(self, target, depths: dict):
+        self.target = target
+        self.depths = dict(depths)
+        R, C, W = target.rows, target.cols, target.width
+        if W % C:
+            raise ValueError(f"columns {C} must divide the word width {W}")
+        self.acc_bits = target.acc_bits
+        self.score_bits = prog.score_bits(target)
+        self.lane_bits = threshold_lane_bits(self.acc_bits)
+        self.lanes = W // C
+        self.desc_layout = desc_layout(target, depths)
         super().__init__({
-            "rows_i": In(stream.Signature(row_layout(cols, acc_bits))),
-            "tile": In(stream.Signature(tile_layout(rows, cols, score_width, mul_width))),
-            "words": Out(stream.Signature(word_layout(rows, width, index_bits))),
-            "scores": Out(stream.Signature(score_layout(rows, cols, score_width))),
-            "rows_next": In(1),
-            "taken": Out(1),
+            "res": In(data.ArrayLayout(self.acc_bits, C)),
+            "tile_done": In(1),
+            "desc": In(self.desc_layout),
+            "layer_start": In(1),
+            "clear": In(1),
+            "thr_raddr": Out(_aw(depths["thresholds"])),
+            "thr_rdata": In(data.ArrayLayout(self.lane_bits, C)),
+            "act_waddr": Out(_aw(depths["activations"])),
+            "act_wdata": Out(W),
+            "act_wen": Out(self.lanes),
+            "score_waddr": Out(_aw(depths["scores"])),
+            "score_wdata": Out(data.ArrayLayout(self.score_bits, C)),
+            "score_we": Out(1),
         })
 
     def elaborate(self, platform):  # noqa: C901 -- one pipeline, kept together for reading
         m = Module()
-        R, C, W = self.rows, self.cols, self.width
-        lw = W.bit_length() - 1
-        vw = W - 1 + C  # partial word (< W bits) plus one tile's bits
-        tw = self.acc_bits + 2  # clamped thresholds fit this many signed bits
-        sw = self.score_width
-        assert enc.ACT_PAD_BIT == 0  # masked-off and flushed bits are zeros
+        t = self.target
+        R, C = t.rows, t.cols
+        A = self.acc_bits
+        TW = A + 2  # clamped thresholds, two's complement
+        SB = self.score_bits  # one adder per column, SB bits, serves both modes
+        LN = self.lanes
+        d = self.desc
+        aw = len(d.out_base)
 
-        # ---- descriptor of the tile whose rows stage A takes ------------------------------
-        # Latched in a form that lets one adder per column serve both modes (see _sum):
-        # threshold mode: lane = ~T (low tw bits), cin = ~neg (so the adder computes
-        # acc - T - neg); integer mode: lane = score_offset (or ~score_offset when small_mul
-        # and score_mul < 0), cin = 0.
-        mul_l = data.StructLayout({"two": 1, "zero": 1, "neg": 1} if self.small_mul
-                                  else {"mul": signed(self.mul_width)})
-        cfg = Signal(data.StructLayout({
-            "mode": 1, "rows": range(R + 1), "chans": range(C + 1), "pool_first": 1,
-            "pool_last": 1, "pixel_end": 1, "cin": data.ArrayLayout(1, C),
-            "pool_op": data.ArrayLayout(1, C), "lane": data.ArrayLayout(sw, C), "mul": mul_l}))
-        cfg_ok = Signal()
-        r = Signal(range(R))
+        # ---- where the stage is: pooling pass, column group, lane, word, tile of rows --------
+        p = Signal(8)               # pooling pass of the next tile
+        g = Signal(len(d.groups_m1))
+        lane = Signal(range(LN))    # lane of group g in its word
+        jj = Signal(aw)             # word offset of group g within a row's output
+        tile_dest = Signal(aw)      # output address of the current tile's row 0
+        rows_left = Signal(len(d.rows_total))
+        end_p = p == d.passes_m1
+        end_g = g == d.groups_m1
+        end_lane = d.integer | (lane == LN - 1)
+        done = self.tile_done
+        with m.If(self.layer_start):
+            m.d.sync += [p.eq(0), g.eq(0), lane.eq(0), jj.eq(0), tile_dest.eq(d.out_base),
+                         rows_left.eq(d.rows_total), self.thr_raddr.eq(d.thr_base)]
+        with m.Elif(done):
+            m.d.sync += p.eq(Mux(end_p, 0, p + 1))
+            with m.If(p == 0):  # the group's threshold word is latched now: read the next
+                m.d.sync += self.thr_raddr.eq(Mux(end_g, d.thr_base, self.thr_raddr + 1))
+            with m.If(end_p):
+                m.d.sync += [g.eq(Mux(end_g, 0, g + 1)),
+                             lane.eq(Mux(end_g | end_lane, 0, lane + 1)),
+                             jj.eq(Mux(end_g, 0, Mux(end_lane, jj + 1, jj)))]
+                with m.If(end_g):
+                    m.d.sync += [tile_dest.eq(tile_dest + d.tile_words),
+                                 rows_left.eq(rows_left - R)]
 
-        # ---- stage registers ------------------------------------------------------------
-        # A: threshold + pool (bits) or the score; B: shift into place;
-        # C: merge with the row's partial word and emit (the output registers)
-        a_valid, b_valid = Signal(), Signal()
-        a_bits = Signal(C)
-        a_score = Signal(data.ArrayLayout(sw, C))
-        a_row = Signal(range(R))
-        a_flags = Signal(data.StructLayout({
-            "mode": 1, "valid_row": 1, "pool_last": 1, "pixel_end": 1, "last_row": 1,
-            "chans": range(C + 1)}))
-        b_shifted = Signal(vw)
-        b_score = Signal(data.ArrayLayout(sw, C))
-        b_row = Signal(range(R))
-        b_flags = Signal(data.StructLayout({
-            "mode": 1, "valid_row": 1, "pool_last": 1, "pixel_end": 1, "last_row": 1}))
-        b_n_full = Signal(range(self.max_words + 1))
-        b_n_emit = Signal(range(self.max_words + 1))
+        # ---- per-tile settings, latched at tile_done ------------------------------------------
+        # the threshold word in the form the adder wants: threshold mode lane = ~T, cin = ~neg
+        # (the adder computes acc - T - neg); integer mode lane = offset (inverted for a
+        # negative score_mul), cin = 0
+        cfg_lane = [Signal(SB, name=f"cfg_lane{c}", reset_less=True) for c in range(C)]
+        cfg_cin = Signal(C, reset_less=True)
+        cfg_and = Signal(C, reset_less=True)
+        pool_first = Signal(reset_less=True)
+        emit = Signal(reset_less=True)       # rows of this tile are written
+        n_rows = Signal(range(R + 1), reset_less=True)  # rows of the tile that are written
+        first_lane = Signal(reset_less=True)
+        lane_en = Signal(LN, reset_less=True)
+        rc = Signal(range(R + 1), init=R)   # row of the tile in stage 0 (R: none)
+        ptr = Signal(aw)                    # output address of the row in stage 0
+        mode_int = d.integer
+        mul = d.score_mul
+        with m.If(done):
+            m.d.sync += [pool_first.eq(p == 0), emit.eq(end_p | mode_int),
+                         n_rows.eq(Mux(rows_left >= R, R, rows_left)),
+                         first_lane.eq(lane == 0),
+                         lane_en.eq(Mux(lane == 0, (1 << LN) - 1, Const(1, LN) << lane)),
+                         rc.eq(0), ptr.eq(tile_dest + jj)]
+            with m.If(p == 0):
+                for c in range(C):
+                    raw = self.thr_rdata[c]
+                    low = raw[:TW]
+                    offset = Cat(low, raw[-1]).as_signed()  # the offset fits SB signed bits
+                    m.d.sync += [
+                        cfg_lane[c].eq(Mux(mode_int,
+                                           offset ^ Mux(mul.neg, (1 << SB) - 1, 0),
+                                           ~low)),
+                        cfg_cin[c].eq(~mode_int & ~raw[-1]),
+                        cfg_and[c].eq(raw[-2] == enc.POOL_AND),
+                    ]
+        with m.Elif(rc != R):
+            m.d.sync += [rc.eq(rc + 1), ptr.eq(ptr + d.out_stride)]
 
-        # pooling bits per row as a queue that rotates with the row order (rows come
-        # 0..R-1, again and again): entry 0 is the current row, so there is no row mux
-        pool_q = [Signal(C, name=f"pool_q{i}") for i in range(R)]   # stage A: pooled bits
-        fill = Signal(range(W))            # stage B: bit offset of the next channel
-        b_fill_nz = Signal()               # stage B's fill was not 0 (see stage C)
-        word_base = Signal(self.index_bits)                      # stage C: word index
+        # ---- stage 0: one adder per column; the row's settings move along with it --------------
+        s1_sum = [Signal(SB, name=f"s1_sum{c}", reset_less=True) for c in range(C)]
+        s1_row = Signal()           # a row of a tile is in stage 1
+        s1_write = Signal()         # ... and it is written
+        s1_cin = Signal(C, reset_less=True)
+        s1_and = Signal(C, reset_less=True)
+        s1_first = Signal(reset_less=True)
+        s1_first_lane = Signal(reset_less=True)
+        s1_lane_en = Signal(LN, reset_less=True)
+        s1_addr = Signal(aw, reset_less=True)
+        for c in range(C):
+            acc = self.res[c]
+            # integer: acc, 2 acc or 0 (score_mul in {-2..2}); threshold: acc
+            op = Mux(mode_int & mul.two, acc << 1, Mux(mode_int & mul.zero, 0, acc))
+            op_w = Signal(SB, name=f"op{c}")
+            total = Signal(SB + 1, name=f"sum{c}")
+            # cin as the carry out of an extra low bit: one carry chain
+            m.d.comb += [op_w.eq(op), total.eq(Cat(cfg_cin[c], op_w) + Cat(1, cfg_lane[c]))]
+            m.d.sync += s1_sum[c].eq(total[1:])
+        m.d.sync += [s1_row.eq(rc != R), s1_write.eq((rc < n_rows) & emit),
+                     s1_cin.eq(cfg_cin), s1_and.eq(cfg_and), s1_first.eq(pool_first),
+                     s1_first_lane.eq(first_lane), s1_lane_en.eq(lane_en), s1_addr.eq(ptr)]
 
-        ev = Signal(vw)                                 # words being emitted
-        en = Signal(range(self.max_words + 1))          # words left to emit
-        eidx = Signal(self.index_bits)
-        erow = Signal(range(R))
-        sc = Signal(data.ArrayLayout(sw, C))
-        s_pending = Signal()
-        srow = Signal(range(R))
-
-        # stage A and B results are registers when pipelined, else combinational
-        stage = m.d.sync if self.pipelined else m.d.comb
-
-        # ---- outputs and the pipeline's flow control ---------------------------------------
-        held = self.hold_rows  # integer rows stay in the input register (see below)
-        pend = Signal()  # a score is offered
-        score_now = Signal(data.ArrayLayout(sw, C))  # held: the score of the input row
-        m.d.comb += [
-            self.words.valid.eq(en != 0),
-            self.words.p.data.eq(ev[:W]),
-            self.words.p.row.eq(erow),
-            self.words.p.index.eq(eidx),
-            self.scores.valid.eq(pend),
-            self.scores.p.row.eq(srow),
-            self.scores.p.score.eq(score_now if held else sc),
-        ]
-        with m.If(self.words.valid & self.words.ready):
-            m.d.sync += [ev.eq(ev >> W), en.eq(en - 1), eidx.eq(eidx + 1)]
-        c_free = (((en == 0) | ((en == 1) & self.words.ready))
-                  & (~pend | self.scores.ready))
-        take = Signal()
-        a_move, b_move = Signal(), Signal()
-        last_row = r == R - 1
-        cur_mode = Signal()
-        cur_rows = Signal(range(R + 1))
-        if held:
-            # Integer rows are held in the input register (the result FIFO's RAM output)
-            # until their score is taken: the score is computed from it combinationally, so
-            # there is no score register. `tk`: the row in the input register was taken
-            # (`skip`: it gives no output, it leaves as soon as it is there). A row is taken
-            # when the former output stage would have taken it (same cycles, same FIFO
-            # credits: `taken`); the row after a held one is taken from behind it
-            # (`rows_next`) in the cycle the held one leaves, and arrives a cycle later,
-            # when its score is due. Threshold rows need their data when taken, so one
-            # that follows a held integer row waits a cycle (only at a mode change).
-            tk, skip = Signal(), Signal()
-            # an integer tile may be taken live, before its descriptor is latched (see the
-            # descriptor logic below): its rows need only mode and rows at the take
-            live = ~cfg_ok & self.tile.valid & (self.tile.p.mode == MODE_INTEGER)
-            m.d.comb += [
-                cur_mode.eq(Mux(cfg_ok, cfg.mode, MODE_INTEGER)),
-                cur_rows.eq(Mux(cfg_ok, cfg.rows, self.tile.p.rows)),
-                pend.eq(tk & ~skip & self.rows_i.valid),
-            ]
-            valid_now = r < cur_rows
-            cur_int = cur_mode == MODE_INTEGER
-            release_head = (tk & skip & self.rows_i.valid) | (pend & self.scores.ready)
-            avail = Mux(tk, self.rows_next & release_head, self.rows_i.valid)
-            m.d.comb += [
-                take.eq(avail & (cfg_ok | live) & c_free & (cur_int | ~tk)),
-                a_valid.eq(take), b_valid.eq(take), a_move.eq(take), b_move.eq(take),
-                self.rows_i.ready.eq(release_head | (take & ~tk & ~(cur_int & valid_now))),
-                self.taken.eq(take),
-            ]
-            with m.If(take):
-                m.d.sync += [tk.eq(cur_int & (valid_now | tk)), skip.eq(~valid_now),
-                             srow.eq(r)]
-            with m.Elif(release_head):
-                m.d.sync += tk.eq(0)
-            # the descriptor must not change while a score computed from it is offered
-            int_hold = ((pend & ~self.scores.ready)
-                        | (take & cfg_ok & (cfg.mode == MODE_INTEGER) & valid_now))
-            m.d.comb += self.tile.ready.eq(~int_hold & (~cfg_ok | (take & last_row)))
-            with m.If(take & last_row):
-                m.d.sync += cfg_ok.eq(0)
-            with m.If(self.tile.valid & self.tile.ready):
-                m.d.sync += cfg.eq(self._latch(self.tile.p, tw))
-                with m.If(~(take & ~cfg_ok & last_row)):  # a live tile's last row: done
-                    m.d.sync += cfg_ok.eq(1)
-        else:
-            m.d.comb += [pend.eq(s_pending), cur_mode.eq(cfg.mode), cur_rows.eq(cfg.rows)]
-            with m.If(self.scores.valid & self.scores.ready):
-                m.d.sync += s_pending.eq(0)
-            if self.pipelined:
-                m.d.comb += [b_move.eq(b_valid & c_free),
-                             a_move.eq(a_valid & (~b_valid | b_move)),
-                             take.eq(self.rows_i.valid & cfg_ok & (~a_valid | a_move))]
-                with m.If(a_move | take):
-                    m.d.sync += a_valid.eq(take)
-                with m.If(b_move | a_move):
-                    m.d.sync += b_valid.eq(a_move)
-            else:
-                m.d.comb += [take.eq(self.rows_i.valid & cfg_ok & c_free), a_valid.eq(take),
-                             b_valid.eq(take), a_move.eq(take), b_move.eq(take)]
-            m.d.comb += [self.rows_i.ready.eq(take), self.taken.eq(take)]
-            m.d.comb += self.tile.ready.eq(~cfg_ok | (take & last_row))
-            with m.If(take & last_row):
-                m.d.sync += cfg_ok.eq(0)
-            with m.If(self.tile.valid & self.tile.ready):
-                m.d.sync += [cfg.eq(self._latch(self.tile.p, tw)), cfg_ok.eq(1)]
-
-        # ---- stage A: threshold + polarity and pooling, or the score: one adder --------
-        acc = self.rows_i.p.acc
+        # ---- stage 1: bits and pooling, or scores; the write registers ---------------------------
+        pool_q = [Signal(C, name=f"pool_q{i}", reset_less=True) for i in range(R)]
         bits = Signal(C)
         pooled = Signal(C)
-        old_pool = pool_q[0]
+        old = pool_q[0]
         for c in range(C):
-            total_c = self._sum(m, cfg, c, acc[c], sw)
-            # threshold mode: total_c[tw-1] is the sign of acc - T - neg (cin = ~neg), so
-            # bit = (acc - T - neg >= 0) ^ neg = total_c[tw-1] ^ cin
             m.d.comb += [
-                bits[c].eq(total_c[tw - 1] ^ cfg.cin[c]),
-                pooled[c].eq(Mux(cfg.pool_first, bits[c],
-                                 Mux(cfg.pool_op[c] == enc.POOL_AND,
-                                     old_pool[c] & bits[c], old_pool[c] | bits[c]))),
+                bits[c].eq(s1_sum[c][TW - 1] ^ s1_cin[c]),
+                pooled[c].eq(Mux(s1_first, bits[c],
+                                 Mux(s1_and[c], old[c] & bits[c], old[c] | bits[c]))),
             ]
-            # small_mul with score_mul < 0: the adder gave ~offset + |mul| acc
-            m.d.comb += score_now[c].eq(total_c ^ Mux(cfg.mul.neg, -1, 0) if self.small_mul
-                                        else total_c)
-            with m.If(take):
-                stage += a_score[c].eq(score_now[c])
-        with m.If(take):
-            m.d.sync += r.eq(Mux(last_row, 0, r + 1))
-            stage += [
-                a_row.eq(r),
-                a_flags.mode.eq(cur_mode),
-                a_flags.valid_row.eq(r < cur_rows),
-                a_flags.pool_last.eq(cfg.pool_last),
-                a_flags.pixel_end.eq(cfg.pixel_end),
-                a_flags.last_row.eq(last_row),
-                a_flags.chans.eq(cfg.chans),
-            ]
-            for c in range(C):
-                stage += a_bits[c].eq(pooled[c] & (c < cfg.chans))
+        with m.If(s1_row & ~mode_int):
             m.d.sync += [pool_q[i].eq(pool_q[i + 1]) for i in range(R - 1)]
-            m.d.sync += pool_q[R - 1].eq(Mux(cur_mode == MODE_THRESHOLD, pooled, pool_q[0]))
-
-        # ---- stage B: place the bits at the fill offset --------------------------------
-        total = Signal(range(W + C))
-        n_full = Signal(range(self.max_words + 1))
-        rem = Signal(lw)
-        m.d.comb += [total.eq(fill + a_flags.chans), n_full.eq(total >> lw),
-                     rem.eq(total[:lw])]
-        packing = (a_flags.mode == MODE_THRESHOLD) & a_flags.pool_last
-        with m.If(a_move):
-            stage += [
-                b_shifted.eq(a_bits << fill),
-                b_row.eq(a_row),
-                b_flags.eq(Cat(a_flags.mode, a_flags.valid_row, a_flags.pool_last,
-                               a_flags.pixel_end, a_flags.last_row)),
-                b_n_full.eq(n_full),
-                b_n_emit.eq(n_full + (a_flags.pixel_end & (rem != 0))),
-                b_score.eq(a_score),
-                b_fill_nz.eq(fill != 0),
-            ]
-            with m.If(packing & a_flags.last_row):
-                m.d.sync += fill.eq(Mux(a_flags.pixel_end, 0, rem))
-
-        # ---- stage C: merge with the row's partial word, emit whole words ---------------
-        # Each row's partial word (its low `fill` bits; all bits above are 0, so it is 0
-        # whenever fill is 0 and is masked then: neither reset nor an integer layer has to
-        # clear it). With R >= 2 the partial words live in a small RAM (a RAM block on the
-        # FPGAs, ram_style "block": R x (W-1) bits instead of R*(W-1) flip-flops): stage C
-        # takes rows in the order 0..R-1, so the read port fetches the next row's word while
-        # the current one is written (never the same address in one cycle: no_rw_check).
-        pw = max(1, W - 1)
-        pack_cur = Signal(pw, reset_less=True, attrs=undefined_init(pw, platform))
-        pack_new = Signal(pw)
-        pack_we = Signal()
-        if R >= 2:
-            crow = Signal(range(R))  # the row in stage C (== b_row while b_valid)
-            nxt = Mux(crow == R - 1, 0, crow + 1)
-            m.submodules.pack_mem = mem = Memory(
-                shape=pw, depth=R, init=[], attrs={"no_rw_check": 1, "ram_style": "block"})
-            rp = mem.read_port(domain="comb")  # + register: merged into the RAM block
-            wp = mem.write_port()
-            m.d.comb += [rp.addr.eq(Mux(b_move, nxt, crow)),
-                         wp.addr.eq(crow), wp.data.eq(pack_new), wp.en.eq(pack_we)]
-            m.d.sync += pack_cur.eq(rp.data)
-            with m.If(b_move):
-                m.d.sync += crow.eq(nxt)
-        else:
-            with m.If(pack_we):
-                m.d.sync += pack_cur.eq(pack_new)
-        v = Signal(vw)
-        m.d.comb += v.eq(Mux(b_fill_nz, pack_cur, 0) | b_shifted)
-        leftover = Array([(v >> (W * j))[:pw] for j in range(self.max_words + 1)])
-        m.d.comb += pack_new.eq(Mux(b_flags.pixel_end, 0, leftover[b_n_full]))
-        with m.If(b_move):
-            with m.If(b_flags.mode == MODE_INTEGER):
-                if not held:
-                    m.d.sync += [sc.eq(b_score), s_pending.eq(b_flags.valid_row),
-                                 srow.eq(b_row)]
-            with m.Elif(b_flags.pool_last):
-                m.d.sync += [
-                    ev.eq(v), en.eq(Mux(b_flags.valid_row, b_n_emit, 0)),
-                    eidx.eq(word_base), erow.eq(b_row),
-                ]
-                m.d.comb += pack_we.eq(1)
-                with m.If(b_flags.last_row):
-                    m.d.sync += word_base.eq(Mux(b_flags.pixel_end, 0, word_base + b_n_full))
+            m.d.sync += pool_q[R - 1].eq(pooled)
+        assert enc.ACT_PAD_BIT == 0  # lanes above the first lane of a word start at 0
+        # lane l of the written word: the pooled bits, or 0 for the other lanes of a word's
+        # first lane and for the zero word (synchronous resets of those registers: no logic
+        # in front of them)
+        wlanes = [Signal(C, name=f"wlane{lane_i}", reset_less=True) for lane_i in range(LN)]
+        for lane_i in range(LN):
+            with m.If(self.clear | ((lane_i != 0) & s1_first_lane)):
+                m.d.sync += wlanes[lane_i].eq(0)
+            with m.Else():
+                m.d.sync += wlanes[lane_i].eq(pooled)
+        wen = Signal(LN)
+        m.d.sync += [
+            self.act_waddr.eq(Mux(self.clear, -1, s1_addr)),
+            wen.eq(Mux(self.clear, (1 << LN) - 1, Mux(s1_write & ~mode_int, s1_lane_en, 0))),
+            self.score_waddr.eq(s1_addr),
+            self.score_we.eq(s1_write & mode_int),
+        ]
+        for c in range(C):
+            # integer: ~(~offset + |mul| acc) = offset - |mul| acc for a negative score_mul
+            m.d.sync += self.score_wdata[c].eq(s1_sum[c] ^ Mux(mul.neg, -1, 0))
+        m.d.comb += [self.act_wdata.eq(Cat(*wlanes)), self.act_wen.eq(wen)]
         return m
 
-    def _latch(self, p, tw):
-        """The descriptor ``p`` in the form :meth:`_sum` uses (see ``elaborate``)."""
-        C, sw = self.cols, self.score_width
-        integer = p.mode == MODE_INTEGER
-        out = {"mode": p.mode, "rows": p.rows, "chans": p.chans, "pool_first": p.pool_first,
-               "pool_last": p.pool_last, "pixel_end": p.pixel_end}
-        if self.small_mul:
-            # score_mul is one of -2..2 (others are undefined): bits 2..0 tell them apart
-            mul = Value.cast(p.score_mul)
-            mneg = integer & mul[-1]
-            out["mul"] = Cat(integer & mul[1] & ~mul[0], integer & ~(mul[1] | mul[0]), mneg)
-        else:
-            mneg = 0
-            out["mul"] = p.score_mul
-        lanes, cins = [], []
-        for c in range(C):
-            t = p.param[c]
-            lanes.append(Mux(integer, Value.cast(t)[:sw] ^ Mux(mneg, (1 << sw) - 1, 0),
-                             ~Value.cast(t)[:tw])[:sw])
-            cins.append(~integer & ~p.neg[c])
-        out["cin"] = Cat(*cins)
-        out["pool_op"] = p.pool_op
-        out["lane"] = Cat(*lanes)
-        return Cat(*(out[k] for k in ("mode", "rows", "chans", "pool_first", "pool_last",
-                                      "pixel_end", "cin", "pool_op", "lane", "mul")))
 
-    def _sum(self, m, cfg, c, acc, sw):
-        """One adder per column, ``op + lane + cin`` (``sw`` bits), shared by both modes.
-
-        Threshold mode: ``op = acc``, ``lane = ~T``, ``cin = ~neg``: ``acc - T - neg``, whose
-        sign (bit ``acc_bits + 1``) decides the threshold. Integer mode: ``op = score_mul *
-        acc`` (``small_mul``: ``acc``, ``2 acc`` or 0, and the lane holds ``~offset`` for a
-        negative ``score_mul``: ``score = ~(~offset + |mul| acc)``, the caller inverts) plus
-        ``lane = offset``.
-        """
-        if self.small_mul:
-            two, zero = cfg.mul.two, cfg.mul.zero  # both 0 in threshold mode
-            op = Mux(two, acc << 1, Mux(zero, 0, acc))
-        else:
-            op = Mux(cfg.mode == MODE_INTEGER, cfg.mul.mul * acc, acc)
-        op_w = Signal(sw, name=f"op{c}")  # sign- (multiplier) or zero-extended operand
-        total = Signal(sw + 1, name=f"sum{c}")
-        # cin as the carry out of an extra low bit: one adder (one carry chain) in yosys
-        m.d.comb += [op_w.eq(op), total.eq(Cat(cfg.cin[c], op_w) + Cat(1, cfg.lane[c]))]
-        return total[1:]
+def decode_score_mul(value: Value) -> Value:
+    """The output stage's form of a 3-bit signed ``score_mul`` in ``{-2..2}``: ``two``,
+    ``zero``, ``neg`` (other values are refused by :func:`xnorflow.sw.program.check_fits`)."""
+    v = Value.cast(value)
+    return Cat(v[1] & ~v[0], ~(v[1] | v[0]), v[-1])

@@ -1,24 +1,31 @@
 """The accelerator program and memory layout: compiled model -> memory images, and back.
 
-``docs/program.md`` is the prose version of this module. Three memory images drive the
-accelerator (:func:`build_memories`):
+``docs/program.md`` is the prose version of this module. Format 2 moves every decision the
+hardware can be spared into the compiler: the gateware plays precomputed tables with flat
+counters and never computes a coordinate, a loop bound or a stall.
 
-* ``program`` (32-bit words): a 24-word header then one 32-word descriptor per layer. Every
-  address, count and stride the sequencer needs is precomputed here, so the gateware only
-  adds and compares (no multipliers on the sequencer's paths).
-* ``weights`` (``C * W``-bit words, lane ``c`` = bits ``[c*W, (c+1)*W)``): per layer and
-  column group ``g`` (output channels ``g*C .. g*C+C-1``), ``kh*kw*Cw`` words, word ``k``
-  holding packed weight word ``k`` (:func:`xnorflow.sw.golden.pack_weights` order:
-  ``(dy, dx, cw)``) of each channel of the group (missing channels: all ones).
-* ``thresholds`` (``C * 32``-bit words): one word per column group; lane ``c`` holds, for a
-  threshold layer, bit 31 = polarity is -1, bit 30 = the channel pools with AND, bits
-  29..0 = ``T`` (two's complement, clamped to ``[-1, acc_max + 1]``, which keeps every
-  decision); for the integer layer the 32-bit signed ``score_offset``.
+Memories (``R x C x W`` geometry, ``docs/program.md``):
 
-The ``activations`` memory (``W``-bit words, not an image: the host writes the input) holds
-two ping-pong regions; the ``scores`` memory receives the last
-layer's scores. :func:`execute` runs a program from the images alone, exactly as the
-sequencer does (same address arithmetic), and is tested equal to :func:`golden.run`.
+* ``program`` (32-bit words): a header, one descriptor per layer, then per layer a *beat
+  table* (one entry per operand beat of a tile set: the activation offset shared by every row,
+  the tap's position for the padding test, valid/last/plane flags) and a *row list* (one
+  entry per array row and tile: the window origin of the row's output pixel and how far its
+  window sticks out of the input map).
+* ``weights`` (``C * W``-bit words, lane ``c`` = bits ``[c*W, (c+1)*W)``): per layer and column
+  group ``g``, ``K = kh * kw * ceil(in_c / W)`` words, word ``k`` holding packed weight word
+  ``k`` (:func:`xnorflow.sw.golden.pack_weights` order) of each channel (missing: all ones).
+* ``thresholds`` (``C * 32``-bit words): one word per column group; lane ``c``: bit 31 =
+  polarity -1, bit 30 = pool with AND, bits 29..0 = ``T`` (clamped to ``[-1, acc_max + 1]``),
+  or for the integer layer the signed ``score_offset``.
+* ``activations`` (``W``-bit words, written by the host and the accelerator): the input,
+  the hidden maps (two ping-pong regions) and, at the top address, the all-zero word the
+  accelerator reads for a padded tap.
+* ``scores`` (``C * 32``-bit words, written by the accelerator): the last layer's scores,
+  lane ``c`` of word ``n * G + g`` = class ``g * C + c`` of image ``n``.
+
+:func:`execute` runs a program from the images alone exactly as the gateware does (same
+tables, same address arithmetic modulo the memory depth, same write order) and is tested
+equal to :func:`xnorflow.sw.golden.run`; :func:`program_cycles` counts its cycles.
 """
 
 from __future__ import annotations
@@ -32,126 +39,90 @@ from .errors import UserError
 from .golden import im2col_segments, pack_weights
 from .images import MemoryImage
 from .ir import CompiledModel, Layer
-from .targets import LANE_BITS, PROGRAM_BITS, Target
+from .targets import LANE_BITS, MEMORY_NAMES, PROGRAM_BITS, Target
 
-MAGIC = 0x58460001  # "XF", program format version 1
-HEADER_WORDS = 24
-DESC_WORDS = 32
-
-#: Header fields, in word order.
+MAGIC = 0x58460002  # "XF", program format 2
+#: Header words (the sequencer reads the first four).
 HEADER_FIELDS = (
-    "magic", "n_layers", "in_h", "in_w", "in_c", "in_bits", "n_classes", "geometry",
-    "input_base", "input_words", "act_words", "weight_words", "threshold_words",
-    "input_mode", "win_kh", "win_kw", "win_stride", "win_pad", "max_batch",
+    "magic", "geometry", "n_layers", "max_batch", "in_h", "in_w", "in_c", "in_bits",
+    "n_classes", "input_base", "input_words", "act_words", "input_mode", "window",
+    "score_base", "score_words",
 )
+HEADER_WORDS = len(HEADER_FIELDS)
 #: ``input_mode``: the host sends the image's bit-planes as per-pixel segments.
 INPUT_SEGMENTS = 0
 #: ``input_mode``: the host sends the first layer's windows (host-side im2col), see
 #: :func:`hardware_model`.
 INPUT_WINDOWS = 1
 
-#: Layer descriptor fields, in word order (docs/program.md explains each one).
-DESC_FIELDS = (
-    "flags",        # bit 0: integer output (last layer); bit 1: pooling
-    "in_base",      # activation address of input plane 0, pixel (0, 0), word 0
-    "planes",       # input bit-planes B
-    "plane_stride",  # words between planes: in_h * in_w * cw
-    "in_h",
-    "in_w",
-    "cw",           # words per input segment: ceil(in_c / W)
-    "kh",
-    "kw",
-    "row_skip",     # (in_w - kw) * cw: window offset jump at the end of a window row
-    "kwords",       # kh * kw * cw: reduction words per plane
-    "w_base",       # weights address of group 0, word 0
-    "groups",       # ceil(out_c / C)
-    "out_c",
-    "out_base",     # activation address of output pixel 0
-    "cw_out",       # ceil(out_c / W)
-    "thr_base",     # thresholds address of group 0
-    "score_mul",    # integer layer: score = score_mul * acc + offset (signed 8 bits)
-    "npix",         # output pixels: out_h * out_w (pooled pixels when pooling)
-    "walk_w",       # out_w
-    "walk_step",    # input pixels between neighbouring outputs: pool_stride * stride
-    "walk_addr_x",  # pool_stride * stride * cw
-    "walk_addr_y",  # pool_stride * stride * in_w * cw
-    "addr0",        # (-pad * in_w - pad) * cw (signed): output (0, 0)'s window origin
-    "pad",
-    "pool_k",       # pooling window (1: no pooling)
-    "pool_step",    # stride: input pixels between pooling-window offsets
-    "pool_addr_x",  # stride * cw
-    "pool_addr_y",  # stride * in_w * cw
-    "acc_max",      # largest accumulator (informational)
-    "layer_index",
-    "in_img_stride",  # planes * plane_stride: words between the input maps of two images
-)
-assert len(DESC_FIELDS) <= DESC_WORDS and len(HEADER_FIELDS) <= HEADER_WORDS
-FLAG_INTEGER = 1
-FLAG_POOL = 2
-SIGNED_FIELDS = ("addr0", "score_mul", "row_skip")
-INFO_FIELDS = ("acc_max", "layer_index")  # not read by the gateware
-#: Fields the sequencer keeps in fewer bits than :func:`field_bits` (small counts: bit-planes
-#: up to ``MAX_PLANES``, kernel, padding and strides up to 255, pooling window up to 15).
-SMALL_FIELDS = {"flags": 2, "planes": 4, "kh": 8, "kw": 8, "pad": 8, "pool_k": 4,
-                "walk_step": 8, "pool_step": 8}
-LANE_MASK = (1 << LANE_BITS) - 1
+#: Layer descriptor: field -> (word, lowest bit, bits, signed). Words 0..7 are read by the
+#: sequencer (:data:`DESC_READ` of them); 8 and 9 describe the output map for the host.
+DESC_LAYOUT = {
+    "integer": (0, 0, 1, False),       # the last layer: integer scores
+    "score_mul": (0, 4, 3, True),      # integer layer: score = score_mul * acc + offset
+    "passes": (0, 8, 8, False),        # tiles per tile set: pooling-window offsets (>= 1)
+    "groups": (0, 16, 16, False),      # column groups G = ceil(out_c / C)
+    "table": (1, 0, 16, False),        # program address of the beat table
+    "entries": (1, 16, 16, False),     # beat-table entries E (one tile set)
+    "rows": (2, 0, 16, False),         # program address of the row list
+    "rows_per_image": (2, 16, 16, False),  # rows (output pixels) of one image
+    "w_base": (3, 0, 32, False),       # weights address of group 0
+    "thr_base": (4, 0, 16, False),     # thresholds address of group 0
+    "out_stride": (4, 16, 16, False),  # output words per row: ceil(out_c / W), or G
+    "out_base": (5, 0, 32, False),     # activations (or scores) address of row 0's output
+    "tile_words": (6, 0, 32, False),   # R * out_stride: output words per tile of rows
+    "group_words": (7, 0, 16, False),  # K = kh * kw * ceil(in_c / W): weight words per group
+    "out_c": (8, 0, 16, False),        # informational: the output map, for the host
+    "index": (8, 16, 16, False),
+    "out_h": (9, 0, 16, False),
+    "out_w": (9, 16, 16, False),
+}
+DESC_WORDS = 10
+DESC_READ = 8
+#: Fields stored as ``value - 1`` (so that a count can never be 0).
+MINUS_ONE = ("passes", "groups", "entries")
+
+#: Beat-table entry: the activation offset (low 16 bits, added modulo the memory depth),
+#: four saturated tap distances (2 bits each) and flags.
+BEAT_OFF_BITS = 16
+BEAT_TAPS = 16  # dxl, dxr, dyt, dyb at bits 16, 18, 20, 22
+BEAT_VALID = 24  # an operand beat (else a bubble: nothing reaches the array)
+BEAT_LAST = 25  # the tile's last beat: the accumulators finish
+BEAT_DBL = 26  # the first beat of a bit-plane after the first: the accumulators double
+BEAT_REWIND = 27  # the first beat of a plane: the weights address restarts at the group's
+#: Row-list entry: the window origin (low 16 bits) and the padding it needs on each side.
+ROW_NEEDS = 16  # needL, needR, needT, needB at bits 16, 18, 20, 22
+#: Largest spatial padding (the row's needs and the taps' distances are 2-bit numbers).
+MAX_PAD = 3
+
 #: Threshold lane: bit 31 polarity -1, bit 30 pool with AND, bits 29..0 ``T`` (signed).
+LANE_MASK = (1 << LANE_BITS) - 1
 LANE_NEG_BIT = 31
 LANE_POOL_BIT = 30
 LANE_T_BITS = 30
-#: ``score_mul`` is a signed field of this many bits in the datapath.
-SCORE_MUL_BITS = 8
-#: ``score_mul`` values the accelerator's output stage computes (shift + negation, no
-#: multiplier; :mod:`xnorflow.sw.lower` produces 1 and 2).
+#: ``score_mul`` values the output stage computes (a shift and an inversion, no multiplier;
+#: :mod:`xnorflow.sw.lower` produces 1, or 2 for the {-1,+1} dot product).
 SCORE_MULS = (-2, -1, 0, 1, 2)
+#: Most input bit-planes the datapath takes (8-bit pixels).
+MAX_PLANES = 8
+#: Addresses and counts in the program's 16-bit fields.
+FIELD16 = 1 << 16
+
+
 def score_bits(target: Target) -> int:
-    """Signed width of the accelerator's integer scores: ``acc_bits + 3`` (``|score_mul| <= 2``
-    doubles the accumulator; one more bit leaves the offset as much room again). The scores
-    memory stores them sign-extended to 32 bits."""
+    """Signed width of the accelerator's integer scores: ``acc_bits + 3`` (``|score_mul| <=
+    2`` doubles the accumulator; one more bit leaves the offset as much room again). The
+    ``scores`` lanes hold them sign-extended to 32 bits."""
     return target.acc_bits + 3
 
 
-#: Most input bit-planes the datapath takes (8-bit pixels).
-MAX_PLANES = 8
-#: The sequencer computes spatial coordinates (window rows and columns, padding included)
-#: modulo ``2^COORD_BITS``; a pixel above or left of the map then wraps to a value
-#: ``>= in_h`` (``in_w``), so one unsigned compare per axis finds the padding. Exact as long
-#: as the padded input ``in_h + 2 * pad`` (and ``in_w + 2 * pad``) is at most
-#: ``2^COORD_BITS`` (:func:`check_fits`).
-COORD_BITS = 8
-#: Unsigned width of the sequencer's descriptor registers (addresses and counts) when a
-#: memory is unlimited; otherwise :func:`field_bits` sizes them from the memory depths.
-FIELD_BITS = 20
+def tile_beats(target: Target) -> int:
+    """Fewest beats (bubbles included) between two tiles' last beats: the array drains one
+    row per cycle, so a tile needs ``R`` cycles; the output stage needs two."""
+    return max(target.rows, 2)
 
 
-def field_bits(depths: dict, cols: int) -> int:
-    """Width of the sequencer's descriptor registers for memories of ``depths`` words.
-
-    Every address and count of a program that fits is below the largest of the activation,
-    weight and score depths and ``C`` times the threshold depth (channels); ``None`` (an
-    unlimited memory) means :data:`FIELD_BITS`.
-    """
-    vals = [depths.get("activations"), depths.get("weights"), depths.get("scores"),
-            None if depths.get("thresholds") is None else depths["thresholds"] * cols]
-    if any(v is None for v in vals):
-        return FIELD_BITS
-    return max(vals).bit_length() + 1
-
-
-@dataclass
-class Placement:
-    """Where each layer's data lives (word addresses)."""
-
-    region: tuple[int, int]  # bases of the ping and pong regions
-    act_words: int  # activation words used
-    in_base: list[int]
-    out_base: list[int]
-    w_base: list[int]
-    thr_base: list[int]
-    weight_words: int
-    threshold_words: int
-
-
+# ----- layout --------------------------------------------------------------------------------
 def _cw(channels: int, width: int) -> int:
     return enc.words_per_segment(channels, width)
 
@@ -161,7 +132,7 @@ def _groups(out_c: int, cols: int) -> int:
 
 
 def input_words(model_h: int, model_w: int, model_c: int, in_bits: int, width: int) -> int:
-    """Activation words taken by the input image's bit-planes."""
+    """Activation words of one input image's bit-planes."""
     return in_bits * model_h * model_w * _cw(model_c, width)
 
 
@@ -209,19 +180,45 @@ def hardware_model(model: CompiledModel, target: Target,
     return hw, True
 
 
+def _out_shape(layer: Layer) -> tuple[int, int]:
+    """Output map of ``layer`` as the accelerator writes it (pooled when it pools)."""
+    return (layer.out_h, layer.out_w) if _pools(layer) else (layer.conv_h, layer.conv_w)
+
+
+def _pools(layer: Layer) -> bool:
+    return layer.output == "threshold" and layer.pool_k > 1
+
+
+@dataclass
+class Placement:
+    """Where each layer's data lives (word addresses)."""
+
+    region: tuple[int, int]  # bases of the ping and pong regions
+    act_words: int  # activation words used (the zero word above them is not counted)
+    in_base: list[int]
+    out_base: list[int]
+    w_base: list[int]
+    thr_base: list[int]
+    weight_words: int
+    threshold_words: int
+    score_words: int  # per image
+
+
 def place(model: CompiledModel, target: Target, batch: int = 1) -> Placement:
     """Lay out a model's maps and parameters in the accelerator's memories.
 
     Layer ``i`` reads region ``i % 2`` and writes region ``(i + 1) % 2``; the input images
     (all bit-planes of image 0, then of image 1, ...) are at address 0 of region 0. Regions
-    hold ``batch`` images' maps one after the other.
+    hold ``batch`` images' maps one after the other. The last layer writes the ``scores``
+    memory from address 0.
     """
     w, cols = target.width, target.cols
     layers = model.layers
     first = layers[0]
     sizes = [batch * input_words(model.in_h, model.in_w, model.in_c, first.in_bits, w), 0]
     for i, layer in enumerate(layers[:-1]):
-        out = batch * layer.out_h * layer.out_w * _cw(layer.out_c, w)
+        oh, ow = _out_shape(layer)
+        out = batch * oh * ow * _cw(layer.out_c, w)
         sizes[(i + 1) % 2] = max(sizes[(i + 1) % 2], out)
     region = (0, sizes[0])
     in_base, out_base, w_base, thr_base = [], [], [], []
@@ -234,54 +231,177 @@ def place(model: CompiledModel, target: Target, batch: int = 1) -> Placement:
         wp += g * layer.kh * layer.kw * _cw(layer.in_c, w)
         thr_base.append(tp)
         tp += g
-    return Placement(region, sizes[0] + sizes[1], in_base, out_base, w_base, thr_base, wp, tp)
+    return Placement(region, sizes[0] + sizes[1], in_base, out_base, w_base, thr_base, wp, tp,
+                     _groups(layers[-1].out_c, cols))
 
 
-def _descriptor(i: int, layer: Layer, pl: Placement, target: Target) -> dict:
+# ----- beat tables and row lists ---------------------------------------------------------------
+def _span(layer: Layer) -> tuple[int, int]:
+    """Input pixels covered by one output pixel's windows (all pooling offsets): (y, x)."""
+    pk = layer.pool_k if _pools(layer) else 1
+    return (pk - 1) * layer.stride + layer.kh, (pk - 1) * layer.stride + layer.kw
+
+
+def beat_entry(off: int = 0, taps: int = 0xFF, *, valid: bool = False, last: bool = False,
+               dbl: bool = False, rewind: bool = False) -> int:
+    """One beat-table word (:data:`BEAT_VALID` ...)."""
+    return ((off & (FIELD16 - 1)) | (taps & 0xFF) << BEAT_TAPS | int(valid) << BEAT_VALID
+            | int(last) << BEAT_LAST | int(dbl) << BEAT_DBL | int(rewind) << BEAT_REWIND)
+
+
+def beat_table(layer: Layer, target: Target) -> list[int]:
+    """The beat table of ``layer``: the beats of one tile set (one column group of one tile of
+    rows), every pooling offset's tile in turn.
+
+    A tile is, for each bit-plane from the most significant down, every window word in
+    ``(dy, dx, cw)`` order; its beats carry the activation offset relative to the row's window
+    origin (plane, pooling offset and tap), the tap's position in the pooled window (for the
+    padding test, saturated at 3) and the flags: ``rewind`` on each plane's first beat (the
+    weights address restarts at the group's first word), ``dbl`` on the first beat of every
+    plane after the first (the accumulator doubles: ``A = 2 A + P``, i.e. ``sum_b 2^b P_b``),
+    ``last`` on the final beat. Bubbles (no operand) follow a tile shorter than
+    :func:`tile_beats`.
+    """
     w = target.width
     cw = _cw(layer.in_c, w)
+    planes = layer.in_bits
+    pk = layer.pool_k if _pools(layer) else 1
+    s = layer.stride
+    span_y, span_x = _span(layer)
+    plane_stride = layer.in_h * layer.in_w * cw
+    k_words = layer.kh * layer.kw * cw
+    beats = planes * k_words
+    out = []
+    for py in range(pk):
+        for px in range(pk):
+            for bi, b in enumerate(range(planes - 1, -1, -1)):
+                k = 0
+                for dy in range(layer.kh):
+                    for dx in range(layer.kw):
+                        uy, ux = py * s + dy, px * s + dx
+                        taps = (min(ux, 3) | min(span_x - 1 - ux, 3) << 2
+                                | min(uy, 3) << 4 | min(span_y - 1 - uy, 3) << 6)
+                        for j in range(cw):
+                            off = b * plane_stride + (uy * layer.in_w + ux) * cw + j
+                            out.append(beat_entry(
+                                off, taps, valid=True, rewind=k == 0, dbl=bi > 0 and k == 0,
+                                last=b == 0 and k == k_words - 1))
+                            k += 1
+            out.extend([beat_entry()] * max(0, tile_beats(target) - beats))
+    # the sequencer reads the next tile's row list (R entries) while the current tile's
+    # groups play: a tile of rows must last at least R + 1 cycles
+    groups = _groups(layer.out_c, target.cols)
+    out.extend([beat_entry()] * max(0, -(-(target.rows + 1) // groups) - len(out)))
+    return out
+
+
+def row_list(layer: Layer, target: Target, in_base: int, batch: int) -> list[int]:
+    """The row list of ``layer`` for ``batch`` images: one entry per output pixel (pooled
+    pixel when pooling), image after image, in raster order.
+
+    Entry: the activation address of the top-left input pixel of the pixel's windows (all
+    pooling offsets; in the padding it lies outside the map and the address wraps) and, per
+    side, how many of the windows' outer columns/rows lie in the padding (``0..pad``).
+    """
+    w = target.width
+    cw = _cw(layer.in_c, w)
+    ps = layer.pool_stride if _pools(layer) else 1
+    s = layer.stride
+    span_y, span_x = _span(layer)
+    oh, ow = _out_shape(layer)
+    img = layer.in_bits * layer.in_h * layer.in_w * cw
+    out = []
+    for n in range(batch):
+        for oy in range(oh):
+            for ox in range(ow):
+                y_lo, x_lo = oy * ps * s - layer.pad, ox * ps * s - layer.pad
+                origin = in_base + n * img + (y_lo * layer.in_w + x_lo) * cw
+                needs = [max(0, -x_lo), max(0, x_lo + span_x - layer.in_w),
+                         max(0, -y_lo), max(0, y_lo + span_y - layer.in_h)]
+                assert max(needs) <= min(layer.pad, MAX_PAD)
+                out.append((origin & (FIELD16 - 1))
+                           | sum(v << (ROW_NEEDS + 2 * i) for i, v in enumerate(needs)))
+    return out
+
+
+def _descriptor(i: int, layer: Layer, pl: Placement, target: Target, table: int, entries: int,
+                rows: int, batch_rows: int) -> dict:
     integer = layer.output == "integer"
-    pool = (not integer) and layer.pool_k > 1
-    ps = layer.pool_stride if pool else 1
+    g = _groups(layer.out_c, target.cols)
+    stride = g if integer else _cw(layer.out_c, target.width)
+    oh, ow = _out_shape(layer)
     return {
-        "flags": (FLAG_INTEGER if integer else 0) | (FLAG_POOL if pool else 0),
-        "in_base": pl.in_base[i],
-        "planes": layer.in_bits,
-        "plane_stride": layer.in_h * layer.in_w * cw,
-        "in_h": layer.in_h,
-        "in_w": layer.in_w,
-        "cw": cw,
-        "kh": layer.kh,
-        "kw": layer.kw,
-        "row_skip": (layer.in_w - layer.kw) * cw,
-        "kwords": layer.kh * layer.kw * cw,
-        "w_base": pl.w_base[i],
-        "groups": _groups(layer.out_c, target.cols),
-        "out_c": layer.out_c,
-        "out_base": pl.out_base[i],
-        "cw_out": _cw(layer.out_c, w),
-        "thr_base": pl.thr_base[i],
+        "integer": int(integer),
         "score_mul": int(layer.score_mul) if integer else 0,
-        "npix": layer.out_h * layer.out_w,
-        "walk_w": layer.out_w,
-        "walk_step": ps * layer.stride,
-        "walk_addr_x": ps * layer.stride * cw,
-        "walk_addr_y": ps * layer.stride * layer.in_w * cw,
-        "addr0": (-layer.pad * layer.in_w - layer.pad) * cw,
-        "pad": layer.pad,
-        "pool_k": layer.pool_k if pool else 1,
-        "pool_step": layer.stride,
-        "pool_addr_x": layer.stride * cw,
-        "pool_addr_y": layer.stride * layer.in_w * cw,
-        "acc_max": int(layer.acc_max),
-        "layer_index": i,
-        "in_img_stride": layer.in_bits * layer.in_h * layer.in_w * cw,
+        "passes": layer.pool_k ** 2 if _pools(layer) else 1,
+        "groups": g,
+        "table": table,
+        "entries": entries,
+        "rows": rows,
+        "rows_per_image": batch_rows,
+        "w_base": pl.w_base[i],
+        "thr_base": pl.thr_base[i],
+        "out_stride": stride,
+        "out_base": pl.out_base[i],
+        "tile_words": target.rows * stride,
+        "group_words": layer.kh * layer.kw * _cw(layer.in_c, target.width),
+        "out_c": layer.out_c,
+        "index": i,
+        "out_h": oh,
+        "out_w": ow,
     }
 
 
-def _fail(layer: str, memory: str, need_words: int, width: int, target: Target,
+def _pack_desc(d: dict) -> list[int]:
+    words = [0] * DESC_WORDS
+    for f, (word, lo, bits, _) in DESC_LAYOUT.items():
+        v = int(d[f]) - (f in MINUS_ONE)
+        words[word] |= (v & ((1 << bits) - 1)) << lo
+    return words
+
+
+def _unpack_desc(words: list[int]) -> dict:
+    d = {}
+    for f, (word, lo, bits, signed) in DESC_LAYOUT.items():
+        v = (int(words[word]) >> lo) & ((1 << bits) - 1)
+        if signed and v >> (bits - 1):
+            v -= 1 << bits
+        d[f] = v + (f in MINUS_ONE)
+    return d
+
+
+@dataclass
+class Program:
+    """A program being built: header, descriptors and the tables/row lists behind them."""
+
+    header: dict
+    descs: list[dict]
+    words: list[int]
+
+
+def _assemble(model: CompiledModel, target: Target, pl: Placement, batch: int) -> Program:
+    """Header, descriptors, beat tables and row lists of ``model`` (the hardware model)."""
+    n = len(model.layers)
+    words: list[int] = [0] * (HEADER_WORDS + DESC_WORDS * n)
+    descs = []
+    for i, layer in enumerate(model.layers):
+        table = beat_table(layer, target)
+        t_addr = len(words)
+        words += table
+        oh, ow = _out_shape(layer)
+        rows = row_list(layer, target, pl.in_base[i], batch)
+        r_addr = len(words)
+        words += rows
+        descs.append(_descriptor(i, layer, pl, target, t_addr, len(table), r_addr, oh * ow))
+    for i, d in enumerate(descs):
+        base = HEADER_WORDS + DESC_WORDS * i
+        words[base:base + DESC_WORDS] = _pack_desc(d)
+    return Program({}, descs, words)
+
+
+# ----- checks --------------------------------------------------------------------------------
+def _fail(layer: str, memory: str, need_words: int, width: int, avail: int, target: Target,
           what: str = "") -> UserError:
-    avail = target.depth(memory)
     return UserError(
         f"layer {layer!r}{what}: memory {memory!r} needs {need_words} words x {width} bits = "
         f"{need_words * width} bits but target {target.name!r} ({target.geometry}) has "
@@ -292,136 +412,169 @@ def _fail(layer: str, memory: str, need_words: int, width: int, target: Target,
 
 def check_fits(model: CompiledModel, target: Target,
                input_windows: bool | None = None, batch: int = 1) -> None:
-    """Raise :class:`UserError` unless ``model`` runs on ``target`` (see :func:`_check_fits`)."""
-    _check_fits(model, target, input_windows, batch)
-
-
-def _check_fits(model: CompiledModel, target: Target,
-                input_windows: bool | None = None, batch: int = 1) -> None:
-    """Raise :class:`UserError` unless ``model`` runs on ``target``.
+    """Raise :class:`UserError` unless ``model`` runs on ``target`` with ``batch`` images.
 
     Checks the datapath's limits (1-bit hidden activations, accumulator and score widths, an
-    integer last layer with one output pixel) and every memory's capacity; the message names
-    the layer, the memory, the bits needed and the bits available.
+    integer last layer with one output pixel, padding up to :data:`MAX_PAD`) and every
+    memory's capacity (the program's tables and row lists included); the message names the
+    layer, the memory, the bits needed and the bits available.
     """
     model.validate()
     model, _ = hardware_model(model, target, input_windows)
-    w = target.width
     for layer in model.layers:
-        if layer.output == "threshold" and layer.out_bits != 1:
-            raise UserError(
-                f"layer {layer.name!r}: out_bits={layer.out_bits}; the accelerator supports "
-                f"1-bit hidden activations only (multi-bit input is supported on the first "
-                f"layer); retrain with 1-bit activations or use --target sim with the golden "
-                f"backend"
-            )
-        if layer.acc_bits > target.acc_bits:
-            raise UserError(
-                f"layer {layer.name!r}: accumulator needs {layer.acc_bits} bits (acc_max "
-                f"{layer.acc_max}) but target {target.name!r} has {target.acc_bits}-bit "
-                f"accumulators"
-            )
-        if layer.output == "integer":
-            if layer.conv_h * layer.conv_w != 1:
-                raise UserError(
-                    f"layer {layer.name!r}: the integer last layer must have one output pixel, "
-                    f"not {layer.conv_h}x{layer.conv_w}"
-                )
-            off = np.abs(np.asarray(layer.score_offset, dtype=np.int64))
-            worst = abs(int(layer.score_mul)) * int(layer.acc_max) + int(off.max())
-            mul = int(layer.score_mul)
-            if mul not in SCORE_MULS:
-                raise UserError(
-                    f"layer {layer.name!r}: score_mul {mul} is not supported by the "
-                    f"accelerator's output stage (a shift, no multiplier): use one of "
-                    f"{', '.join(map(str, SCORE_MULS))}"
-                )
-            sb = score_bits(target)
-            if worst >= 1 << (sb - 1):
-                raise UserError(
-                    f"layer {layer.name!r}: scores reach {worst} (|score_mul| * acc_max + "
-                    f"largest |score_offset|), beyond the accelerator's {sb}-bit signed scores "
-                    f"on target {target.name!r} (acc_bits + 3); use smaller score offsets"
-                )
-        if layer.in_bits > MAX_PLANES:
-            raise UserError(f"layer {layer.name!r}: {layer.in_bits} input bit-planes, the "
-                            f"accelerator takes at most {MAX_PLANES}")
-        if layer.acc_max + 2 >= 1 << (LANE_T_BITS - 1):
-            raise UserError(f"layer {layer.name!r}: thresholds up to {layer.acc_max + 1} do "
-                            f"not fit the {LANE_T_BITS}-bit threshold lanes")
-        if layer.kw > layer.in_w + 2 * layer.pad or layer.kh > layer.in_h + 2 * layer.pad:
-            raise UserError(f"layer {layer.name!r}: kernel larger than its padded input")
-        for field, size in (("in_h", layer.in_h), ("in_w", layer.in_w)):
-            if size + 2 * layer.pad > 1 << COORD_BITS:
-                raise UserError(
-                    f"layer {layer.name!r}: padded input {field} + 2 * pad = {size} + "
-                    f"2 * {layer.pad} = {size + 2 * layer.pad} exceeds the sequencer's "
-                    f"{1 << COORD_BITS}-pixel coordinate range ({COORD_BITS}-bit "
-                    f"coordinates); use a smaller input map")
+        _check_layer(layer, target)
     if not 1 <= batch <= target.rows:
         raise UserError(f"batch {batch}: the accelerator runs 1..R = 1..{target.rows} images "
                         f"at once")
     pl = place(model, target, batch)
-    n_classes = model.layers[-1].out_c * batch
-    prog_words = HEADER_WORDS + DESC_WORDS * len(model.layers)
-    # the biggest consumer names the layer in messages
+    prog = _assemble(model, target, pl, batch)
+    w = target.width
+
     def biggest(per_layer):
         return max(zip(per_layer, (lay.name for lay in model.layers), strict=True))[1]
 
+    depths = {name: target.depth(name) for name in MEMORY_NAMES}
     checks = [
-        ("program", prog_words, model.layers[-1].name),
+        ("program", len(prog.words), biggest(
+            [d["entries"] + batch * d["rows_per_image"] for d in prog.descs])),
         ("weights", pl.weight_words, biggest(
             [_groups(lay.out_c, target.cols) * lay.kh * lay.kw * _cw(lay.in_c, w)
              for lay in model.layers])),
         ("thresholds", pl.threshold_words, biggest(
             [_groups(lay.out_c, target.cols) for lay in model.layers])),
-        ("activations", pl.act_words, biggest(
+        # the top word is the all-zero word of padded taps
+        ("activations", pl.act_words + 1, biggest(
             [lay.in_bits * lay.in_h * lay.in_w * _cw(lay.in_c, w) for lay in model.layers])),
-        ("scores", n_classes, model.layers[-1].name),
+        ("scores", pl.score_words * batch, model.layers[-1].name),
     ]
     for memory, need, name in checks:
-        depth = target.depth(memory)
+        depth = depths[memory]
         if depth is not None and need > depth:
-            raise _fail(name, memory, need, target.word_bits(memory), target)
-    # after the capacities: a memory overflow is the more useful message
-    for i, lay in enumerate(model.layers):
-        d = _descriptor(i, lay, pl, target)
-        fb = field_bits({n: target.depth(n) for n in target.memories}, target.cols)
-        big = [f for f in DESC_FIELDS if f not in SIGNED_FIELDS + INFO_FIELDS
-               and d[f] >= 1 << min(fb, SMALL_FIELDS.get(f, fb))]
-        if big:
-            bits = min(fb, SMALL_FIELDS.get(big[0], fb))
-            raise UserError(f"layer {lay.name!r}: descriptor field {big[0]} = {d[big[0]]} "
-                            f"exceeds the sequencer's {bits}-bit field")
+            raise _fail(name, memory, need, target.word_bits(memory), depth, target)
+    for d, lay in zip(prog.descs, model.layers, strict=True):
+        for f, (_, _, bits, signed) in DESC_LAYOUT.items():
+            v = d[f] - (f in MINUS_ONE)
+            if signed or f in ("out_c", "index", "out_h", "out_w"):
+                continue
+            if not 0 <= v < 1 << bits:
+                raise UserError(f"layer {lay.name!r}: descriptor field {f} = {d[f]} exceeds "
+                                f"its {bits}-bit field (docs/program.md)")
+    if len(prog.words) > FIELD16:
+        raise UserError(f"model {len(prog.words)} program words: the program's 16-bit "
+                        f"addresses reach {FIELD16} words")
 
 
+def _check_layer(layer: Layer, target: Target) -> None:
+    """The datapath's limits on one layer of the hardware model."""
+    name = layer.name
+    if layer.output == "threshold" and layer.out_bits != 1:
+        raise UserError(
+            f"layer {name!r}: out_bits={layer.out_bits}; the accelerator supports 1-bit "
+            f"hidden activations only (multi-bit input is supported on the first layer); "
+            f"retrain with 1-bit activations or use the golden or cpu backend")
+    if layer.in_bits > MAX_PLANES:
+        raise UserError(f"layer {name!r}: {layer.in_bits} input bit-planes, the accelerator "
+                        f"takes at most {MAX_PLANES}")
+    if layer.acc_bits > target.acc_bits:
+        raise UserError(
+            f"layer {name!r}: accumulator needs {layer.acc_bits} bits (acc_max "
+            f"{layer.acc_max}) but target {target.name!r} has {target.acc_bits}-bit "
+            f"accumulators")
+    if layer.pad > MAX_PAD:
+        raise UserError(f"layer {name!r}: spatial padding {layer.pad}; the accelerator pads "
+                        f"up to {MAX_PAD} pixels per side")
+    if layer.kw > layer.in_w + 2 * layer.pad or layer.kh > layer.in_h + 2 * layer.pad:
+        raise UserError(f"layer {name!r}: kernel larger than its padded input")
+    if _pools(layer) and layer.pool_k ** 2 > 1 << DESC_LAYOUT["passes"][2]:
+        raise UserError(f"layer {name!r}: pooling window {layer.pool_k}; the accelerator "
+                        f"pools windows of up to 16x16 pixels")
+    if layer.output == "integer":
+        if layer.conv_h * layer.conv_w != 1:
+            raise UserError(
+                f"layer {name!r}: the integer last layer must have one output pixel, not "
+                f"{layer.conv_h}x{layer.conv_w}")
+        mul = int(layer.score_mul)
+        if mul not in SCORE_MULS:
+            raise UserError(
+                f"layer {name!r}: score_mul {mul} is not supported by the accelerator's "
+                f"output stage (a shift, no multiplier): use one of "
+                f"{', '.join(map(str, SCORE_MULS))}")
+        off = np.abs(np.asarray(layer.score_offset, dtype=np.int64))
+        worst = abs(mul) * int(layer.acc_max) + int(off.max())
+        sb = score_bits(target)
+        if worst >= 1 << (sb - 1):
+            raise UserError(
+                f"layer {name!r}: scores reach {worst} (|score_mul| * acc_max + largest "
+                f"|score_offset|), beyond the accelerator's {sb}-bit signed scores on target "
+                f"{target.name!r} (acc_bits + 3); use smaller score offsets")
+
+
+# ----- memory depths -------------------------------------------------------------------------
+#: Depths used for unlimited (``None``) capacities when no image asks for more.
+DEFAULT_DEPTHS = {"program": 512, "weights": 1024, "thresholds": 64, "activations": 1024,
+                  "scores": 64}
+
+
+def memory_depths(target: Target, memories: list[MemoryImage] | None = None) -> dict:
+    """Depth of each memory: the target's capacity, or for an unlimited one enough for the
+    images (and the program's activation and score needs, the zero word included) rounded up
+    to a power of two (addresses wrap modulo the depth, docs/program.md)."""
+    need = dict(DEFAULT_DEPTHS)
+    imgs = {m.name: m for m in memories or []}
+    for name, img in imgs.items():
+        need[name] = max(need.get(name, 1), img.depth)
+    if "program" in imgs:
+        try:
+            header, _ = decode_program(imgs["program"].words)
+        except UserError:
+            header = None  # not a program (e.g. a test pattern): no extra needs
+        if header is not None:
+            need["activations"] = max(need["activations"], header["act_words"] + 1)
+            need["scores"] = max(need["scores"],
+                                 header["score_words"] * max(1, header["max_batch"]))
+    out = {}
+    for name in MEMORY_NAMES:
+        cap = target.depth(name)
+        if cap is None:
+            out[name] = 1 << (max(1, need[name]) - 1).bit_length()
+        else:
+            if name in imgs and imgs[name].depth > cap:
+                raise UserError(f"memory image {name!r} has {imgs[name].depth} words, target "
+                                f"{target.name!r} holds {cap}")
+            out[name] = cap
+    return out
+
+
+# ----- images --------------------------------------------------------------------------------
 def _lanes_to_words(lanes: np.ndarray, lane_bits: int) -> np.ndarray:
     """``(N, C)`` lane values -> ``N`` words of ``C * lane_bits`` bits (uint64 or object)."""
     n, c = lanes.shape
-    total = c * lane_bits
     mask = (1 << lane_bits) - 1
     out = [sum((int(lanes[i, j]) & mask) << (j * lane_bits) for j in range(c)) for i in range(n)]
-    if total <= 64:
-        return np.array(out, dtype=np.uint64)
-    return np.array(out, dtype=object)
+    return np.array(out, dtype=np.uint64 if c * lane_bits <= 64 else object)
 
 
-def _lane_value(lay: Layer, n: int, pool: bool) -> int:
+def _lane_value(lay: Layer, n: int) -> int:
     """Threshold-memory lane of output channel ``n`` (see the module docstring)."""
     if lay.output == "integer":
         return int(lay.score_offset[n]) & LANE_MASK
     t = int(np.clip(int(lay.thresholds[n, 0]), -1, lay.acc_max + 1))
     neg = 1 if int(lay.polarity[n]) < 0 else 0
-    op = int(lay.pool_ops[n]) == enc.POOL_AND if pool else 0
+    op = _pools(lay) and int(lay.pool_ops[n]) == enc.POOL_AND
     return neg << LANE_NEG_BIT | int(op) << LANE_POOL_BIT | (t & ((1 << LANE_T_BITS) - 1))
+
+
+#: Threshold lane of a missing channel (``g * C + c >= out_c``): ``acc >= 2^30 - 1`` is
+#: never true, so the padding bit is 0 (ACT_PAD_BIT).
+MISSING_LANE = (1 << (LANE_T_BITS - 1)) - 1
 
 
 def default_batch(model: CompiledModel, target: Target,
                   input_windows: bool | None = None) -> int:
-    """The largest batch ``1..R`` whose maps and scores fit the target's memories."""
+    """The largest batch ``1..R`` whose maps, tables and scores fit the target's memories."""
     for n in range(target.rows, 1, -1):
         try:
-            _check_fits(model, target, input_windows, n)
+            check_fits(model, target, input_windows, n)
         except UserError:
             continue
         return n
@@ -434,72 +587,67 @@ def build_memories(model: CompiledModel, target: Target, input_windows: bool | N
 
     ``input_windows``: feed the first layer host-side windows (:func:`hardware_model`;
     default: when it saves operand beats). ``max_batch``: most images one run may classify
-    (the activation regions are sized for it; default :func:`default_batch`). Raises
-    :class:`UserError` (via :func:`check_fits`) if the model does not fit.
+    (the activation regions and row lists are sized for it; default :func:`default_batch`).
+    Raises :class:`UserError` (via :func:`check_fits`) if the model does not fit.
     """
-    _check_fits(model, target, input_windows)
+    check_fits(model, target, input_windows)
     if max_batch is None:
         max_batch = default_batch(model, target, input_windows)
-    _check_fits(model, target, input_windows, max_batch)
+    check_fits(model, target, input_windows, max_batch)
     orig_first = model.layers[0]
     model, windows = hardware_model(model, target, input_windows)
     w, cols = target.width, target.cols
     pl = place(model, target, max_batch)
-    descs = [_descriptor(i, lay, pl, target) for i, lay in enumerate(model.layers)]
+    prog = _assemble(model, target, pl, max_batch)
     first = model.layers[0]
     header = {
         "magic": MAGIC,
+        "geometry": target.rows | target.cols << 8 | target.width << 16,
         "n_layers": len(model.layers),
+        "max_batch": max_batch,
         "in_h": orig_first.in_h,
         "in_w": orig_first.in_w,
         "in_c": orig_first.in_c,
         "in_bits": first.in_bits,
         "n_classes": model.layers[-1].out_c,
-        "geometry": target.rows | target.cols << 8 | target.width << 16,
         "input_base": 0,
         "input_words": input_words(model.in_h, model.in_w, model.in_c, first.in_bits, w),
         "act_words": pl.act_words,
-        "weight_words": pl.weight_words,
-        "threshold_words": pl.threshold_words,
         "input_mode": INPUT_WINDOWS if windows else INPUT_SEGMENTS,
-        "win_kh": orig_first.kh if windows else 0,
-        "win_kw": orig_first.kw if windows else 0,
-        "win_stride": orig_first.stride if windows else 0,
-        "win_pad": orig_first.pad if windows else 0,
-        "max_batch": max_batch,
+        "window": (orig_first.kh | orig_first.kw << 8 | orig_first.stride << 16
+                   | orig_first.pad << 24) if windows else 0,
+        "score_base": 0,
+        "score_words": pl.score_words,
     }
-    prog = np.zeros(HEADER_WORDS + DESC_WORDS * len(descs), dtype=np.uint64)
+    words = np.array(prog.words, dtype=np.uint64)
     for j, f in enumerate(HEADER_FIELDS):
-        prog[j] = header[f] & 0xFFFFFFFF
-    for i, d in enumerate(descs):
-        for j, f in enumerate(DESC_FIELDS):
-            prog[HEADER_WORDS + DESC_WORDS * i + j] = int(d[f]) & 0xFFFFFFFF
+        words[j] = header[f] & 0xFFFFFFFF
 
     wlanes = np.full((max(pl.weight_words, 1), cols), (1 << w) - 1, dtype=object)
-    tlanes = np.zeros((max(pl.threshold_words, 1), cols), dtype=object)
+    tlanes = np.full((max(pl.threshold_words, 1), cols), MISSING_LANE, dtype=object)
     for i, lay in enumerate(model.layers):
         packed = pack_weights(lay, w)  # (out_c, kwords)
         kwords = packed.shape[1]
-        pool = lay.output == "threshold" and lay.pool_k > 1
         for n in range(lay.out_c):
             g, c = divmod(n, cols)
             base = pl.w_base[i] + g * kwords
             wlanes[base : base + kwords, c] = [int(v) for v in packed[n]]
-            tlanes[pl.thr_base[i] + g, c] = _lane_value(lay, n, pool)
+            tlanes[pl.thr_base[i] + g, c] = _lane_value(lay, n)
     return [
-        MemoryImage("program", PROGRAM_BITS, prog,
-                    f"header {HEADER_WORDS} words + {DESC_WORDS} words per layer "
-                    f"(docs/program.md); {len(descs)} layers"),
+        MemoryImage("program", PROGRAM_BITS, words,
+                    f"program format 2 (docs/program.md): header {HEADER_WORDS} words, "
+                    f"{DESC_WORDS}-word descriptors, beat tables and row lists; "
+                    f"{len(prog.descs)} layers"),
         MemoryImage("weights", cols * w, _lanes_to_words(wlanes, w),
-                    f"lane c (bits c*{w}..) = column c; per layer, group g: kh*kw*cw words "
-                    f"(dy, dx, cw order), then pool-mask words (docs/program.md)"),
+                    f"lane c (bits c*{w}..) = column c; per layer and group g: kh*kw*cw words "
+                    f"(dy, dx, cw order) (docs/program.md)"),
         MemoryImage("thresholds", cols * LANE_BITS, _lanes_to_words(tlanes, LANE_BITS),
-                    "one word per column group; lane c = pol<0 << 31 | T (31-bit) or the "
-                    "32-bit score offset (docs/program.md)"),
+                    "one word per column group; lane c = pol<0 << 31 | pool AND << 30 | T "
+                    "(30-bit), or the 32-bit score offset (docs/program.md)"),
     ]
 
 
-# ----- decoding and the executable model ----------------------------------------------------
+# ----- decoding ------------------------------------------------------------------------------
 def _signed32(v: int) -> int:
     v = int(v) & 0xFFFFFFFF
     return v - (1 << 32) if v & 0x80000000 else v
@@ -511,19 +659,13 @@ def decode_program(words) -> tuple[dict, list[dict]]:
     if len(words) < HEADER_WORDS or words[0] != MAGIC:
         raise UserError(
             f"program image: magic {words[0] if words else None!r} != {MAGIC:#x}; not an "
-            f"xnorflow v1 program"
+            f"xnorflow format-2 program (recompile the model with this version)"
         )
     header = {f: words[j] for j, f in enumerate(HEADER_FIELDS)}
     n = header["n_layers"]
     if len(words) < HEADER_WORDS + n * DESC_WORDS:
         raise UserError(f"program image: {n} layers need {HEADER_WORDS + n * DESC_WORDS} words")
-    descs = []
-    for i in range(n):
-        base = HEADER_WORDS + i * DESC_WORDS
-        d = {f: words[base + j] for j, f in enumerate(DESC_FIELDS)}
-        for f in SIGNED_FIELDS:
-            d[f] = _signed32(d[f])
-        descs.append(d)
+    descs = [_unpack_desc(words[HEADER_WORDS + i * DESC_WORDS:]) for i in range(n)]
     return header, descs
 
 
@@ -551,42 +693,83 @@ def pack_input(pixels, header: dict, width: int) -> np.ndarray:
         return words.reshape(-1).astype(np.uint64)
     # windows: the contract's im2col (spatial padding included), each window's valid bits
     # then packed contiguously
-    kh, kw = header["win_kh"], header["win_kw"]
-    cols = im2col_segments(planes[:, None], kh, kw, header["win_stride"], header["win_pad"],
-                           width)  # (B, 1, Ho, Wo, kh*kw*cw)
+    win = header["window"]
+    kh, kw, stride, pad = win & 0xFF, win >> 8 & 0xFF, win >> 16 & 0xFF, win >> 24 & 0xFF
+    cols = im2col_segments(planes[:, None], kh, kw, stride, pad, width)  # (B,1,Ho,Wo,k*cw)
     npx = cols.shape[2] * cols.shape[3]
     bits = enc.unpack_segments(cols.reshape(b, npx, -1), kh * kw, shape[2], width)
     words = enc.pack_bits(bits.reshape(b, npx, kh * kw * shape[2]), width, enc.ACT_PAD_BIT)
     return words.reshape(-1).astype(np.uint64)
 
 
+def scores_from_words(words, header: dict, cols: int, batch: int = 1) -> np.ndarray:
+    """``(batch, n_classes)`` signed scores from ``scores`` memory words (``C`` 32-bit lanes,
+    image ``n``'s classes at words ``n * score_words ...``)."""
+    k, sw = header["n_classes"], header["score_words"]
+    out = np.zeros((batch, k), dtype=np.int64)
+    for n in range(batch):
+        for cls in range(k):
+            g, c = divmod(cls, cols)
+            out[n, cls] = _signed32(int(words[header["score_base"] + n * sw + g])
+                                    >> (c * LANE_BITS))
+    return out
+
+
+def hidden_from_words(words, desc: dict, width: int, batch: int = 1) -> np.ndarray:
+    """``(batch, out_h, out_w, out_c)`` bits of a hidden layer's output map from the
+    activation words at its ``out_base``."""
+    npix = desc["out_h"] * desc["out_w"]
+    bits = enc.unpack_segments(np.asarray(words, dtype=np.uint64), batch * npix,
+                               desc["out_c"], width)
+    return bits.reshape(batch, desc["out_h"], desc["out_w"], desc["out_c"])
+
+
+# ----- the executable model --------------------------------------------------------------------
 @dataclass
 class ExecResult:
-    """What :func:`execute` computed: every layer's output map words, scores and class."""
+    """What :func:`execute` computed for one image: every hidden layer's output map (read from
+    the activation memory right after the layer), scores and class, and the final activation
+    memory of the run."""
 
     activations: np.ndarray  # final activation memory (uint64 words)
-    layer_outputs: list[np.ndarray]  # hidden layers: (out_h, out_w, out_c) bits, from memory
+    layer_outputs: list[np.ndarray]  # hidden layers as written: (out_h, out_w, out_c) bits
     scores: np.ndarray  # int64 (n_classes,)
     predicted: int
 
 
-def _images_by_name(memories) -> dict:
-    return {m.name: m for m in memories}
+def readable_layers(descs: list[dict]) -> list[bool]:
+    """For each hidden layer: is its output map still in memory after the whole run (no later
+    hidden layer writes the same ping-pong region)?"""
+    hidden = [i for i, d in enumerate(descs) if not d["integer"]]
+    return [not any(j > i and (j - i) % 2 == 0 for j in hidden) for i in hidden]
 
 
-def _lane(words, lane: int, bits: int) -> np.ndarray:
-    mask = (1 << bits) - 1
-    return np.array([(int(v) >> (lane * bits)) & mask for v in words], dtype=np.uint64)
+def _beat(v: int) -> tuple[int, int, int, int, int, int]:
+    return (v & (FIELD16 - 1), (v >> BEAT_TAPS) & 0xFF, (v >> BEAT_VALID) & 1,
+            (v >> BEAT_LAST) & 1, (v >> BEAT_DBL) & 1, (v >> BEAT_REWIND) & 1)
+
+
+def _masked(taps: int, needs: np.ndarray) -> np.ndarray:
+    """Rows whose window tap lies in the padding (the gateware's 2-bit compares)."""
+    t = [(taps >> (2 * i)) & 3 for i in range(4)]
+    return np.any(np.array(t)[None, :] < needs, axis=1)
 
 
 def execute(memories: list[MemoryImage], pixels, target: Target) -> ExecResult:
-    """Run the program in ``memories`` on one ``uint8`` image, as the sequencer does.
+    """Run the program in ``memories`` on one ``uint8`` image, as the sequencer does."""
+    return execute_batch(memories, np.asarray(pixels)[None], target)[0]
+
+
+def execute_batch(memories: list[MemoryImage], images, target: Target) -> list[ExecResult]:
+    """Run the program on ``N`` images ``(N, H, W, C)`` in one run, as the gateware does.
 
     Uses only the memory images and the target geometry (no IR): the header gives the input
-    shape, each descriptor the addresses and counts. Address arithmetic and the order of
-    writes are those of the gateware (``docs/program.md``).
+    shape, the descriptors, beat tables and row lists everything else. Memory depths are
+    those of the gateware (:func:`memory_depths`; addresses wrap modulo them), the padding
+    test and the all-zero word, the plane doubling, the write order and the lane writes of
+    the output stage are the gateware's (docs/accelerator.md).
     """
-    imgs = _images_by_name(memories)
+    imgs = {m.name: m for m in memories}
     for name in ("program", "weights", "thresholds"):
         if name not in imgs:
             raise UserError(f"memory image {name!r} missing")
@@ -596,95 +779,107 @@ def execute(memories: list[MemoryImage], pixels, target: Target) -> ExecResult:
         raise UserError(
             f"program was built for {R}x{C}x{W}, target {target.name!r} is {target.geometry}"
         )
-    wmem = list(imgs["weights"].words)
-    tmem = list(imgs["thresholds"].words)
-    act = np.zeros(max(header["act_words"], 1), dtype=np.uint64)
-    inp = pack_input(pixels, header, W)
-    act[header["input_base"] : header["input_base"] + len(inp)] = inp
-    outputs: list[np.ndarray] = []
-    scores = np.zeros(header["n_classes"], dtype=np.int64)
+    images = np.asarray(images)
+    n_img = len(images)
+    if not 1 <= n_img <= header["max_batch"]:
+        raise UserError(f"a run of {n_img} images; the program takes 1..{header['max_batch']}")
+    depths = memory_depths(target, memories)
+    prog = np.zeros(depths["program"], dtype=np.int64)
+    prog[: imgs["program"].depth] = [int(v) for v in imgs["program"].words]
+    wmem = [int(v) for v in imgs["weights"].words]
+    wmem += [0] * (depths["weights"] - len(wmem))
+    tmem = [int(v) for v in imgs["thresholds"].words]
+    tmem += [0] * (depths["thresholds"] - len(tmem))
+    act = np.zeros(depths["activations"], dtype=np.uint64)
+    scores_mem = [0] * depths["scores"]
+    inp = np.concatenate([pack_input(px, header, W) for px in images])
+    base = header["input_base"]
+    act[base : base + len(inp)] = inp
+    outs: list[list[np.ndarray]] = [[] for _ in range(n_img)]
     for d in descs:
-        _execute_layer(d, act, wmem, tmem, scores, outputs, R, C, W)
-    return ExecResult(act, outputs, scores, int(enc.argmax_first(scores)))
+        _execute_layer(d, prog, act, wmem, tmem, scores_mem, n_img, R, C, W)
+        if d["integer"]:
+            continue
+        size = d["out_h"] * d["out_w"] * d["out_stride"]
+        maps = hidden_from_words(act[d["out_base"] : d["out_base"] + n_img * size], d, W,
+                                 n_img)
+        for n in range(n_img):
+            outs[n].append(maps[n])
+    scores = scores_from_words(scores_mem, header, C, n_img)
+    results = [ExecResult(act, outs[n], scores[n], int(enc.argmax_first(scores[n])))
+               for n in range(n_img)]
+    return results
 
 
-def _window_offsets(d: dict):
-    """Per reduction word ``(dy, dx, cw)``: window offset (as the sequencer accumulates it)."""
-    offs, vy, vx = [], [], []
-    off = 0
-    for dy in range(d["kh"]):
-        for dx in range(d["kw"]):
-            for _ in range(d["cw"]):
-                offs.append(off)
-                vy.append(dy)
-                vx.append(dx)
-                off += 1
-        off += d["row_skip"]
-    return np.array(offs, dtype=np.int64), np.array(vy), np.array(vx)
-
-
-def _split_lane(lane: int) -> tuple[int, int, int]:
-    """``(neg, pool_and, T)`` of a threshold lane."""
-    t = lane & ((1 << LANE_T_BITS) - 1)
-    if t >> (LANE_T_BITS - 1):
-        t -= 1 << LANE_T_BITS
-    return (lane >> LANE_NEG_BIT) & 1, (lane >> LANE_POOL_BIT) & 1, t
-
-
-def _execute_layer(d, act, wmem, tmem, scores, outputs, R, C, W) -> None:
-    """One layer, in the sequencer's order: tiles of R output pixels x column groups x
-    pooling offsets x bit-planes x window words."""
-    wordmask = np.uint64((1 << W) - 1)
-    npix, ow = d["npix"], d["walk_w"]
-    pix = np.arange(npix)
-    oy, ox = pix // ow, pix % ow
-    by = oy * d["walk_step"] - d["pad"]
-    bx = ox * d["walk_step"] - d["pad"]
-    row_addr = d["in_base"] + d["addr0"] + oy * d["walk_addr_y"] + ox * d["walk_addr_x"]
-    offs, vy, vx = _window_offsets(d)
-    integer = bool(d["flags"] & FLAG_INTEGER)
-    k = d["pool_k"]
-    cwo = d["cw_out"]
-    out_bits = np.zeros((npix, d["groups"] * C), dtype=np.uint8)
-    for g in range(d["groups"]):
-        wwords = wmem[d["w_base"] + g * d["kwords"] : d["w_base"] + (g + 1) * d["kwords"]]
-        lanes = [(int(tmem[d["thr_base"] + g]) >> (c * LANE_BITS)) & LANE_MASK for c in range(C)]
-        wl = [_lane(wwords, c, W) for c in range(C)]
-        pooled = np.zeros((npix, C), dtype=np.uint8)
-        for py in range(k):
-            for px in range(k):
-                iy = by[:, None] + py * d["pool_step"] + vy[None, :]
-                ix = bx[:, None] + px * d["pool_step"] + vx[None, :]
-                valid = (iy >= 0) & (iy < d["in_h"]) & (ix >= 0) & (ix < d["in_w"])
-                base = row_addr + py * d["pool_addr_y"] + px * d["pool_addr_x"]
-                acc = np.zeros((npix, C), dtype=np.int64)
-                for b in range(d["planes"]):
-                    addr = base[:, None] + b * d["plane_stride"] + offs[None, :]
-                    a = np.where(valid, act[np.where(valid, addr, 0)], np.uint64(0))
-                    for c in range(C):
-                        agree = ~(a ^ wl[c][None, :]) & wordmask
-                        acc[:, c] += enc.popcount(agree).sum(axis=1) << b
-                if integer:
-                    for c in range(C):
-                        n = g * C + c
-                        if n < d["out_c"]:
-                            scores[n] = d["score_mul"] * int(acc[0, c]) + _signed32(lanes[c])
+def _execute_layer(d, prog, act, wmem, tmem, scores_mem, n_img, R, C, W) -> None:
+    """One layer: tiles of ``R`` rows x column groups x the beat table (pooling passes)."""
+    depth = len(act)
+    amask = depth - 1
+    wmask = len(wmem) - 1
+    word_mask = (1 << W) - 1
+    lanes_per_word = W // C
+    rows_total = n_img * d["rows_per_image"]
+    table = [_beat(int(v)) for v in prog[d["table"] : d["table"] + d["entries"]]]
+    passes, groups = d["passes"], d["groups"]
+    integer = bool(d["integer"])
+    tile_dest = d["out_base"]
+    act[depth - 1] = 0  # the zero word (written at START)
+    for t in range(-(-rows_total // R)):
+        ents = [int(prog[(d["rows"] + t * R + r) % len(prog)]) for r in range(R)]
+        origin = np.array([e & (FIELD16 - 1) for e in ents], dtype=np.int64)
+        needs = np.array([[(e >> (ROW_NEEDS + 2 * i)) & 3 for i in range(4)] for e in ents])
+        n_valid = min(R, rows_total - t * R)
+        wbase = d["w_base"]
+        for g in range(groups):
+            lane_words = [int(tmem[(d["thr_base"] + g) % len(tmem)]) >> (c * LANE_BITS)
+                          for c in range(C)]
+            j, lane = divmod(g, 1 if integer else lanes_per_word)
+            acc = np.zeros((R, C), dtype=np.int64)
+            wa = wbase
+            p = 0
+            pooled = np.zeros((R, C), dtype=np.uint8)
+            for off, taps, valid, last, dbl, rewind in table:
+                if not valid:
                     continue
-                for c in range(C):
-                    neg, op, t = _split_lane(lanes[c])
-                    bit = (acc[:, c] <= t) if neg else (acc[:, c] >= t)
-                    bit = bit.astype(np.uint8)
-                    if py == 0 and px == 0:
-                        pooled[:, c] = bit
-                    elif op:
-                        pooled[:, c] &= bit
-                    else:
-                        pooled[:, c] |= bit
-        out_bits[:, g * C : (g + 1) * C] = pooled
-    if integer:
-        return
-    valid_bits = out_bits[:, : d["out_c"]]
-    words = enc.pack_bits(valid_bits, W, enc.ACT_PAD_BIT).astype(np.uint64)  # (npix, cwo)
-    addr = d["out_base"] + pix[:, None] * cwo + np.arange(cwo)[None, :]
-    act[addr] = words
-    outputs.append(valid_bits.reshape(npix // ow, ow, d["out_c"]))
+                wa = wbase if rewind else (wa + 1)
+                addr = np.where(_masked(taps, needs), amask, (origin + off) & amask)
+                a = [int(v) for v in act[addr]]
+                wl = [(wmem[wa & wmask] >> (c * W)) & word_mask for c in range(C)]
+                counts = np.array([[bin(~(a[r] ^ wl[c]) & word_mask).count("1")
+                                    for c in range(C)] for r in range(R)], dtype=np.int64)
+                acc = (acc << 1 if dbl else acc) + counts
+                if not last:
+                    continue
+                if integer:
+                    for r in range(n_valid):
+                        word = 0
+                        for c in range(C):
+                            score = d["score_mul"] * int(acc[r, c]) + _signed32(lane_words[c])
+                            word |= (score & LANE_MASK) << (c * LANE_BITS)
+                        scores_mem[(tile_dest + g + r * d["out_stride"]) % len(scores_mem)] = word
+                else:
+                    for c in range(C):
+                        lv = lane_words[c] & LANE_MASK
+                        neg, op = (lv >> LANE_NEG_BIT) & 1, (lv >> LANE_POOL_BIT) & 1
+                        t_val = lv & ((1 << LANE_T_BITS) - 1)
+                        if t_val >> (LANE_T_BITS - 1):
+                            t_val -= 1 << LANE_T_BITS
+                        bit = ((acc[:, c] <= t_val) if neg else (acc[:, c] >= t_val))
+                        bit = bit.astype(np.uint8)
+                        if p == 0:
+                            pooled[:, c] = bit
+                        elif op:
+                            pooled[:, c] &= bit
+                        else:
+                            pooled[:, c] |= bit
+                    if p == passes - 1:
+                        for r in range(n_valid):
+                            bits = int(sum(int(pooled[r, c]) << c for c in range(C)))
+                            a_out = (tile_dest + j + r * d["out_stride"]) & amask
+                            old = int(act[a_out]) if lane else 0
+                            keep = ~(((1 << C) - 1) << (lane * C)) & word_mask
+                            act[a_out] = np.uint64((old & keep) | bits << (lane * C))
+                acc[:] = 0
+                p += 1
+            wbase = wa + 1
+        tile_dest += d["tile_words"]
