@@ -65,8 +65,9 @@ class AcceleratorCore(wiring.Component):
     mem_addr : In(address bits of the deepest memory)
         Word address of the host's access (the low bits of the selected memory's).
     mem_wdata : In(host_write_width), mem_we : In(1)
-        A word write (from registers: the core adds no logic in front of the write ports
-        but the owner multiplexer); ignored while ``busy`` and for ``scores``.
+        A word write, the word in the top bits of ``mem_wdata`` (from registers: the core
+        adds no logic in front of the write ports but the owner multiplexer); ignored while
+        ``busy`` and for ``scores``.
     mem_rdata : Out(host_read_width)
         Read data of ``activations`` or ``scores`` (32-bit lanes), one cycle after
         ``mem_addr`` (while idle).
@@ -138,17 +139,21 @@ class AcceleratorCore(wiring.Component):
         def host_we(name):
             return self.mem_we & ~busy & (sel == ids[name])
 
-        # host writes (the sequencer never writes these three)
+        # host writes (the sequencer never writes these three); a word is in the top bits of
+        # mem_wdata (the decoder shifts bytes in at the top)
+        def top(name):
+            return self.mem_wdata[len(self.mem_wdata) - t.word_bits(name):]
+
         for name, p in (("program", "prog"), ("weights", "wgt"), ("thresholds", "thr")):
             m.d.comb += [getattr(mem, f"{p}_waddr").eq(addr),
-                         getattr(mem, f"{p}_wdata").eq(self.mem_wdata),
+                         getattr(mem, f"{p}_wdata").eq(top(name)),
                          getattr(mem, f"{p}_we").eq(host_we(name))]
         # activations: the output stage writes while busy, the host otherwise (whole words)
         lanes = t.width // C
         m.d.comb += [
             mem.act_raddr[0].eq(Mux(busy, seq.act_raddr[0], addr)),
             mem.act_waddr.eq(Mux(busy, out.act_waddr, addr)),
-            mem.act_wdata.eq(Mux(busy, out.act_wdata, self.mem_wdata)),
+            mem.act_wdata.eq(Mux(busy, out.act_wdata, top("activations"))),
             mem.act_wen.eq(Mux(busy, out.act_wen,
                                Mux(host_we("activations"), (1 << lanes) - 1, 0))),
             mem.score_raddr.eq(addr),
@@ -195,7 +200,8 @@ class Accelerator(wiring.Component):
         self.depths = self.core.depths
         self.images = self.core.images
         self.memories = self.core.memories
-        self.host = HostDecoder(target, self.depths)
+        self.host = HostDecoder(target, self.depths, host_write_width(target),
+                                host_read_width(target))
         super().__init__({
             "host_in": In(stream.Signature(8)),
             "host_out": Out(stream.Signature(8)),

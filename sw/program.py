@@ -564,9 +564,12 @@ def _lane_value(lay: Layer, n: int) -> int:
     return neg << LANE_NEG_BIT | int(op) << LANE_POOL_BIT | (t & ((1 << LANE_T_BITS) - 1))
 
 
-#: Threshold lane of a missing channel (``g * C + c >= out_c``): ``acc >= 2^30 - 1`` is
-#: never true, so the padding bit is 0 (ACT_PAD_BIT).
-MISSING_LANE = (1 << (LANE_T_BITS - 1)) - 1
+def missing_lane(target: Target) -> int:
+    """Threshold lane of a missing channel (``g * C + c >= out_c``): ``acc >= 2^acc_bits``
+    is never true, so the padding bit is 0 (ACT_PAD_BIT); the value fits the gateware's
+    clamped-threshold range (``acc_bits + 2`` signed bits)."""
+    return 1 << target.acc_bits
+
 
 
 def default_batch(model: CompiledModel, target: Target,
@@ -624,7 +627,8 @@ def build_memories(model: CompiledModel, target: Target, input_windows: bool | N
         words[j] = header[f] & 0xFFFFFFFF
 
     wlanes = np.full((max(pl.weight_words, 1), cols), (1 << w) - 1, dtype=object)
-    tlanes = np.full((max(pl.threshold_words, 1), cols), MISSING_LANE, dtype=object)
+    tlanes = np.full((max(pl.threshold_words, 1), cols), missing_lane(target),
+                     dtype=object)
     for i, lay in enumerate(model.layers):
         packed = pack_weights(lay, w)  # (out_c, kwords)
         kwords = packed.shape[1]
@@ -797,7 +801,7 @@ def execute_batch(memories: list[MemoryImage], images, target: Target) -> list[E
     act[base : base + len(inp)] = inp
     outs: list[list[np.ndarray]] = [[] for _ in range(n_img)]
     for d in descs:
-        _execute_layer(d, prog, act, wmem, tmem, scores_mem, n_img, R, C, W)
+        _execute_layer(d, prog, act, wmem, tmem, scores_mem, n_img, R, C, W, target.acc_bits)
         if d["integer"]:
             continue
         size = d["out_h"] * d["out_w"] * d["out_stride"]
@@ -811,11 +815,23 @@ def execute_batch(memories: list[MemoryImage], images, target: Target) -> list[E
     return results
 
 
-def _execute_layer(d, prog, act, wmem, tmem, scores_mem, n_img, R, C, W) -> None:
+def _stored_lane(lane: int, acc_bits: int) -> tuple[tuple[int, int, int], int]:
+    """A threshold lane as the gateware keeps it (``hw.memories.threshold_storage``): the low
+    ``acc_bits + 2`` bits and bits 30, 31. Returns ``((T, pool AND, polarity -1), offset)``:
+    ``T`` is the low bits in two's complement, the score offset the low bits with bit 31 as
+    its sign."""
+    tw = acc_bits + 2
+    low = lane & ((1 << tw) - 1)
+    neg, op = (lane >> LANE_NEG_BIT) & 1, (lane >> LANE_POOL_BIT) & 1
+    t = low - (1 << tw) if low >> (tw - 1) else low
+    offset = low - (1 << tw) if neg else low
+    return (t, op, neg), offset
+
+
+def _execute_layer(d, prog, act, wmem, tmem, scores_mem, n_img, R, C, W, acc_bits) -> None:
     """One layer: tiles of ``R`` rows x column groups x the beat table (pooling passes)."""
     depth = len(act)
     amask = depth - 1
-    wmask = len(wmem) - 1
     word_mask = (1 << W) - 1
     lanes_per_word = W // C
     rows_total = n_img * d["rows_per_image"]
@@ -844,7 +860,7 @@ def _execute_layer(d, prog, act, wmem, tmem, scores_mem, n_img, R, C, W) -> None
                 wa = wbase if rewind else (wa + 1)
                 addr = np.where(_masked(taps, needs), amask, (origin + off) & amask)
                 a = [int(v) for v in act[addr]]
-                wl = [(wmem[wa & wmask] >> (c * W)) & word_mask for c in range(C)]
+                wl = [(wmem[wa % len(wmem)] >> (c * W)) & word_mask for c in range(C)]
                 counts = np.array([[bin(~(a[r] ^ wl[c]) & word_mask).count("1")
                                     for c in range(C)] for r in range(R)], dtype=np.int64)
                 acc = (acc << 1 if dbl else acc) + counts
@@ -854,16 +870,13 @@ def _execute_layer(d, prog, act, wmem, tmem, scores_mem, n_img, R, C, W) -> None
                     for r in range(n_valid):
                         word = 0
                         for c in range(C):
-                            score = d["score_mul"] * int(acc[r, c]) + _signed32(lane_words[c])
+                            _, offset = _stored_lane(lane_words[c] & LANE_MASK, acc_bits)
+                            score = d["score_mul"] * int(acc[r, c]) + offset
                             word |= (score & LANE_MASK) << (c * LANE_BITS)
                         scores_mem[(tile_dest + g + r * d["out_stride"]) % len(scores_mem)] = word
                 else:
                     for c in range(C):
-                        lv = lane_words[c] & LANE_MASK
-                        neg, op = (lv >> LANE_NEG_BIT) & 1, (lv >> LANE_POOL_BIT) & 1
-                        t_val = lv & ((1 << LANE_T_BITS) - 1)
-                        if t_val >> (LANE_T_BITS - 1):
-                            t_val -= 1 << LANE_T_BITS
+                        (t_val, op, neg), _ = _stored_lane(lane_words[c] & LANE_MASK, acc_bits)
                         bit = ((acc[:, c] <= t_val) if neg else (acc[:, c] >= t_val))
                         bit = bit.astype(np.uint8)
                         if p == 0:

@@ -39,7 +39,7 @@ def _mem(rows: int, cols: int, width: int, *, weights, thresholds, program, acti
         "weights": (cols * width, weights),
         "thresholds": (cols * LANE_BITS, thresholds),
         "activations": (width, activations),
-        "scores": (LANE_BITS, scores),
+        "scores": (cols * LANE_BITS, scores),
     }
 
 
@@ -109,50 +109,43 @@ def sim_target(rows: int = 4, cols: int = 4, width: int = 32, name: str = "sim")
 
 TARGETS: dict[str, Target] = {
     # iCE40 UP5K: 30 EBR x 4 kbit, 4 SPRAM x 256 kbit (16 bits wide each), 5280 LCs.
-    # 2x2x32: the largest geometry whose whole accelerator + UART fits the 5280 logic cells
-    # with room for placement (benchmarks/ice40_fit.py --flatten, nextpnr's packer: 2x2x32
-    # ~80 %, 2x4x16 ~90 %, 4x2x32 ~107 %, 4x4x16 ~120 %). 128 binary MACs per cycle; one
-    # image of an MLP uses one row, so a batch of 2 doubles MLP throughput.
-    # The four SPRAMs side by side are one 64-bit x 16K memory: the weights (C*W = 2*32).
-    # EBR: activations 512 x 32 x R=2 copies = 8 EBR, thresholds 512 x 64 bits (1024
-    # channels) = 8 EBR, program 256 x 32 = 2 EBR, scores 256 x 32 = 2 EBR, plus the tile
-    # engine's result FIFO and packing buffer.
+    # 8x2x32 = 512 binary MACs per cycle with 64-bit weight words: the four SPRAMs side by
+    # side are one 16K x 64 memory, and each weight word serves 8 rows (4x4x32 would need
+    # 128 weight bits per cycle, 8 SPRAMs). EBR: activations 256 x 32 x R=8 read copies = 16,
+    # program 256 x 32 x 2 read ports = 4, thresholds 512 x (2 lanes x 22 bits) = 6, scores
+    # 256 x (2 x 21 bits) = 3: 29 of 30.
     "up5k": Target(
-        "up5k", 2, 2, 32,
-        _mem(2, 2, 32, weights=16384, thresholds=512, program=256, activations=512,
+        "up5k", 8, 2, 32,
+        _mem(8, 2, 32, weights=16384, thresholds=512, program=256, activations=256,
              scores=256),
         board="icebreaker",
         description="iCEBreaker (iCE40 UP5K): weights in SPRAM, 64 bits/cycle",
         # 18-bit accumulators: a 784-pixel 8-bit input layer (Fashion-MNIST MLP) needs
-        # 784 * 255 < 2^18; each bit less saves ~3 flip-flops per PE (accumulator, result,
-        # shifted term) and C in the result FIFO
+        # 784 * 255 < 2^18
         acc_bits=18,
-        # four full-adder levels per popcount stage: ~30 flip-flops less per 32-bit PE than
-        # two; the UP5K runs at 48 MHz
+        # four full-adder levels per popcount stage: fewer flip-flops per PE than two
         popcount_levels=4,
     ),
     # iCE40 HX8K: 32 EBR x 4 kbit, 7680 LCs, no SPRAM, no DSP.
-    # weights 512 x 64 = 8 EBR, activations 512 x 16 x R=2 = 4 EBR, thresholds 128 x 128 = 8,
-    # program 256 x 32 = 2, scores 128 x 32 = 1, plus the engine's result FIFO (5) and packing
-    # buffer (1): 29 of 32 (1K weight and activation words needed 42).
+    # 4x4x32: weights 256 x 128 = 8 EBR, activations 256 x 32 x R=4 = 8, thresholds
+    # 256 x (4 x 22) = 6, program 256 x 32 x 2 = 4, scores 256 x (4 x 21) = 6: 32 of 32.
     "hx8k": Target(
-        "hx8k", 2, 4, 16,
-        _mem(2, 4, 16, weights=512, thresholds=128, program=256, activations=512,
-             scores=128),
+        "hx8k", 4, 4, 32,
+        _mem(4, 4, 32, weights=256, thresholds=256, program=256, activations=256,
+             scores=256),
         board="ice40-hx8k-b-evn",
         description="iCE40-HX8K breakout board: everything in EBR",
         acc_bits=18, popcount_levels=4,  # as up5k
     ),
     # ECP5 LFE5U-85F: 208 EBR x 18 kbit (DP16KD, 512 x 36 at the widest), 84K LUTs.
-    # weights 4K x 256 bits (8 x 8 = 64 EBR: the Fashion-MNIST CNN's fc256 needs 3.2K words),
-    # activations 8K x 32 x R=8 copies (8 x 16 = 128 EBR: a 28x28 8-bit input is 6.3K
-    # words), thresholds 256 x 256 bits (8), program 1K x 32 (2), scores (1): 203 of 208.
-    # (4 x 16 x 32, same 64 PEs, would use ~142 EBR and run dense layers twice as fast;
-    # benchmarks/results/network.txt compares them.)
+    # 8x8x32: weights 3584 x 256 bits (7 x 8 = 56 EBR: the Fashion-MNIST CNN's fc256 needs
+    # 3.1K words), activations 8K x 32 x R=8 copies (8 x 16 = 128 EBR: a 28x28 8-bit input
+    # is 6.3K words), thresholds 256 x (8 x 24) = 6, program 1K x 32 x 2 read ports = 4,
+    # scores 512 x (8 x 23) = 6: 200 of 208.
     "ecp5-85f": Target(
         "ecp5-85f", 8, 8, 32,
-        _mem(8, 8, 32, weights=4096, thresholds=256, program=1024, activations=8192,
-             scores=256),
+        _mem(8, 8, 32, weights=3584, thresholds=256, program=1024, activations=8192,
+             scores=512),
         board="ulx3s-85f",
         description="ULX3S (ECP5 LFE5U-85F): everything in EBR",
         # 20-bit accumulators: 8-bit inputs of up to 4112 bits per reduction (e.g. 64 x 64

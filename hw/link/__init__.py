@@ -22,9 +22,12 @@ The driver the tests run in simulation is the one that talks to a board
 from .decoder import HostDecoder
 from .driver import AcceleratorDriver
 from .protocol import (
+    HOST_READABLE,
+    HOST_WRITABLE,
     MAX_PAYLOAD,
-    PARAM_LEN,
+    MAX_WORDS,
     PROTOCOL_VERSION,
+    REQUEST_HEADER,
     STATUS_LEN,
     SYNC_REQUEST,
     SYNC_RESPONSE,
@@ -37,21 +40,19 @@ from .protocol import (
     bytes_to_words,
     checksum,
     decode_response,
-    decode_result,
-    decode_results,
     decode_status,
-    encode_frame,
-    encode_params,
-    encode_read_memory,
+    encode_read,
+    encode_request,
     encode_response,
-    encode_result,
-    encode_results,
+    encode_start,
     encode_status,
-    encode_write_input,
-    encode_write_memory,
+    encode_status_request,
+    encode_write,
+    frame_word_bytes,
+    request_status,
     words_to_bytes,
 )
-from .session import HostSession, ImageResult, readable_layers
+from .session import HostSession, ImageResult
 from .transports import (
     AmaranthStreamTransport,
     CocotbStreamTransport,
@@ -60,12 +61,13 @@ from .transports import (
 )
 
 __all__ = [
-    "HostDecoder", "AcceleratorDriver", "HostSession", "ImageResult", "readable_layers",
+    "HostDecoder", "AcceleratorDriver", "HostSession", "ImageResult",
     "SerialTransport", "AmaranthStreamTransport", "CocotbStreamTransport",
-    "CocotbUartTransport", "SYNC_REQUEST", "SYNC_RESPONSE", "PROTOCOL_VERSION", "MAX_PAYLOAD",
-    "PARAM_LEN", "STATUS_LEN", "Command", "Status", "MemoryId", "AcceleratorError",
-    "StatusReport", "checksum", "bytes_per_word", "words_to_bytes", "bytes_to_words",
-    "encode_frame", "encode_params", "encode_write_memory", "encode_read_memory",
-    "encode_write_input", "encode_response", "decode_response", "decode_status",
-    "encode_status", "decode_result", "encode_result", "decode_results", "encode_results",
+    "CocotbUartTransport", "HOST_READABLE", "HOST_WRITABLE", "MAX_PAYLOAD", "MAX_WORDS",
+    "PROTOCOL_VERSION", "REQUEST_HEADER", "STATUS_LEN", "SYNC_REQUEST", "SYNC_RESPONSE",
+    "AcceleratorError", "Command", "MemoryId", "Status", "StatusReport", "bytes_per_word",
+    "bytes_to_words", "checksum", "decode_response", "decode_status", "encode_read",
+    "encode_request", "encode_response", "encode_start", "encode_status",
+    "encode_status_request", "encode_write", "frame_word_bytes", "request_status",
+    "words_to_bytes",
 ]

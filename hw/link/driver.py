@@ -10,26 +10,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...sw import encoding as enc
 from ...sw.images import MemoryImage
-from ...sw.program import decode_program, pack_input
+from ...sw.program import decode_program, pack_input, scores_from_words
 from .protocol import (
     MAX_PAYLOAD,
     PROTOCOL_VERSION,
     SYNC_RESPONSE,
     AcceleratorError,
-    Command,
     MemoryId,
     StatusReport,
     bytes_per_word,
     bytes_to_words,
     decode_response,
-    decode_result,
-    decode_results,
     decode_status,
-    encode_frame,
-    encode_read_memory,
-    encode_write_input,
-    encode_write_memory,
+    encode_read,
+    encode_start,
+    encode_status_request,
+    encode_write,
 )
 
 __all__ = ["AcceleratorDriver"]
@@ -40,7 +38,9 @@ class AcceleratorDriver:
 
     ``transport`` has ``async write(data: bytes)`` and ``async read(n: int) -> bytes``;
     ``widths`` maps memory names to word widths (``Target.memories``; or call
-    :meth:`connect` to read them from the status).
+    :meth:`connect` to read them from the status). The class of an image is the first argmax
+    of its scores (:func:`xnorflow.sw.encoding.argmax_first`), computed here: the accelerator
+    writes scores, the host reads them.
     """
 
     def __init__(self, transport, widths: dict | None = None):
@@ -61,7 +61,7 @@ class AcceleratorDriver:
         return decode_response(header, rest)
 
     async def status(self) -> StatusReport:
-        st = decode_status(await self.transact(encode_frame(Command.READ_STATUS)))
+        st = decode_status(await self.transact(encode_status_request()))
         self.status_cache = st
         return st
 
@@ -72,7 +72,9 @@ class AcceleratorDriver:
             raise AcceleratorError(f"accelerator speaks protocol {st.version}, driver "
                                    f"{PROTOCOL_VERSION}")
         self.widths = {"program": 32, "weights": st.cols * st.width,
-                       "thresholds": st.cols * 32, "activations": st.width, "scores": 32}
+                       "thresholds": st.cols * 32, "activations": st.width,
+                       "scores": st.cols * 32}
+        self.cols = st.cols
         return st
 
     def _width(self, name: str) -> int:
@@ -81,7 +83,7 @@ class AcceleratorDriver:
         return self.widths[name]
 
     async def write_memory(self, name: str, addr: int, words) -> None:
-        for frame in encode_write_memory(MemoryId[name], addr, words, self._width(name)):
+        for frame in encode_write(MemoryId[name], addr, words, self._width(name)):
             await self.transact(frame)
 
     async def read_memory(self, name: str, addr: int, count: int) -> list[int]:
@@ -90,8 +92,8 @@ class AcceleratorDriver:
         out: list[int] = []
         for i in range(0, count, per):
             n = min(per, count - i)
-            data = await self.transact(encode_read_memory(MemoryId[name], addr + i, n))
-            out += bytes_to_words(data, width)
+            out += bytes_to_words(await self.transact(encode_read(MemoryId[name], addr + i, n)),
+                                  width)
         return out
 
     async def load(self, memories: list[MemoryImage]) -> None:
@@ -104,29 +106,43 @@ class AcceleratorDriver:
             if img.name == "program":
                 self.header, _ = decode_program(img.words)
 
-    async def write_input(self, pixels) -> None:
-        """Write one image ``(H, W, C)`` or a batch ``(N, H, W, C)`` of ``uint8`` pixels."""
+    def _need_program(self) -> dict:
         if self.header is None:
             raise AcceleratorError("no program loaded through this driver; call load() first")
+        return self.header
+
+    async def write_input(self, pixels) -> None:
+        """Write one image ``(H, W, C)`` or a batch ``(N, H, W, C)`` of ``uint8`` pixels."""
+        header = self._need_program()
         width = self._width("activations")
         px = np.asarray(pixels)
         batch = px if px.ndim == 4 else px[None]
-        words = np.concatenate([pack_input(im, self.header, width) for im in batch])
-        await self.transact(encode_write_input([int(w) for w in words], width))
+        words = np.concatenate([pack_input(im, header, width) for im in batch])
+        await self.write_memory("activations", header["input_base"], [int(w) for w in words])
 
     async def start(self, batch: int = 1) -> None:
         """START a run of ``batch`` images (1..R, at most the program's ``max_batch``)."""
-        if batch != 1 and self.header is not None and batch > self.header["max_batch"]:
+        if self.header is not None and batch > self.header["max_batch"]:
             raise AcceleratorError(f"batch {batch} > the program's max_batch "
                                    f"{self.header['max_batch']}")
-        await self.transact(encode_frame(Command.START, b"" if batch == 1 else bytes([batch])))
+        await self.transact(encode_start(batch))
 
-    async def results(self) -> list[int]:
-        """Classes of every image of the last run."""
-        return decode_results(await self.transact(encode_frame(Command.READ_RESULTS)))
+    async def scores(self, batch: int = 1) -> np.ndarray:
+        """``(batch, n_classes)`` scores of the last run (from the ``scores`` memory)."""
+        header = self._need_program()
+        words = await self.read_memory("scores", header["score_base"],
+                                       batch * header["score_words"])
+        return scores_from_words([0] * header["score_base"] + words, header,
+                                 self._width("scores") // 32, batch)
+
+    async def results(self, batch: int = 1) -> list[tuple[int, list[int]]]:
+        """``(class, scores)`` of every image of the last run."""
+        sc = await self.scores(batch)
+        return [(int(enc.argmax_first(s)), [int(v) for v in s]) for s in sc]
 
     async def result(self) -> tuple[int, list[int]]:
-        return decode_result(await self.transact(encode_frame(Command.READ_RESULT)))
+        """``(class, scores)`` of the last run's (first) image."""
+        return (await self.results(1))[0]
 
     async def wait(self, poll: int = 1000) -> StatusReport:
         """Poll the status until the run is over; raise if it failed."""
@@ -149,12 +165,7 @@ class AcceleratorDriver:
         """Classify ``N`` images ``(N, H, W, C)`` in one run (``N <= max_batch``): the dense
         layers then use ``N`` of the ``R`` array rows. Returns ``(class, scores)`` each."""
         images = np.asarray(images)
-        n = len(images)
         await self.write_input(images)
-        await self.start(n)
+        await self.start(len(images))
         await self.wait()
-        classes = await self.results()
-        k = self.header["n_classes"]
-        raw = await self.read_memory("scores", 0, n * k)
-        scores = [v - (1 << 32) if v >> 31 else v for v in raw]
-        return [(classes[i], scores[i * k:(i + 1) * k]) for i in range(n)]
+        return await self.results(len(images))

@@ -1,10 +1,15 @@
 """The host protocol's facts, defined once: sync bytes, commands, status codes, memory ids,
-frame layout, and the functions that encode and decode frames (no I/O).
+frame layout, the checks a device makes and their order, and the functions that encode and
+decode frames (no I/O).
 
 ``docs/host-protocol.md`` specifies the protocol in prose; the gateware
 (:class:`~xnorflow.hw.link.decoder.HostDecoder`), the host driver
 (:class:`~xnorflow.hw.link.driver.AcceleratorDriver`) and any model of a device import these
 names instead of spelling the numbers again.
+
+Protocol 2: every request is ``A5 cmd p0 addr_lo addr_hi count_lo count_hi [data] chk`` (a
+fixed header: no length field to check), every response ``5A status len_lo len_hi payload
+chk``. Four commands: WRITE and READ words of a memory, START a run, STATUS.
 """
 
 from __future__ import annotations
@@ -17,39 +22,42 @@ from ...sw.errors import UserError
 from ...sw.targets import MEMORY_NAMES
 
 __all__ = [
-    "SYNC_REQUEST", "SYNC_RESPONSE", "PROTOCOL_VERSION", "MAX_PAYLOAD", "PARAM_LEN",
-    "STATUS_LEN", "Command", "Status", "MemoryId", "AcceleratorError", "StatusReport",
-    "checksum", "bytes_per_word", "words_to_bytes", "bytes_to_words", "encode_frame",
-    "encode_params", "encode_write_memory", "encode_read_memory", "encode_write_input",
-    "encode_response", "decode_response", "decode_status", "encode_status", "decode_result",
-    "encode_result", "decode_results", "encode_results",
+    "HOST_READABLE", "HOST_WRITABLE", "MAX_PAYLOAD", "MAX_WORDS", "PROTOCOL_VERSION",
+    "REQUEST_HEADER", "STATUS_LEN", "SYNC_REQUEST", "SYNC_RESPONSE", "AcceleratorError",
+    "Command", "MemoryId", "Status", "StatusReport", "bytes_per_word", "bytes_to_words",
+    "checksum", "decode_response", "decode_status", "encode_read", "encode_request",
+    "encode_response", "encode_start", "encode_status", "encode_status_request",
+    "encode_write", "frame_word_bytes", "request_status", "words_to_bytes",
 ]
 
 SYNC_REQUEST = 0xA5
 SYNC_RESPONSE = 0x5A
-PROTOCOL_VERSION = 1
-#: Largest payload of one frame (the length field is 16 bits).
+PROTOCOL_VERSION = 2
+#: Largest response payload (its length field is 16 bits): a READ answers at most this many
+#: bytes.
 MAX_PAYLOAD = 0xFFFF
-#: Bytes of a READ_STATUS response payload.
+#: Most words of one WRITE or READ (the count field is 16 bits).
+MAX_WORDS = 0xFFFF
+#: Request bytes after the sync byte and before any data: cmd, p0, address (2), count (2).
+REQUEST_HEADER = 6
+#: Bytes of a STATUS response payload.
 STATUS_LEN = 15
-#: Length of the WRITE_MEM / READ_MEM parameter block: mem id, address (4), count (2).
-PARAM_LEN = 7
+#: Memories the host may write, and read (the others are write-only, or read-only).
+HOST_WRITABLE = ("program", "weights", "thresholds", "activations")
+HOST_READABLE = ("activations", "scores")
 
 
 class Command(IntEnum):
-    """Request commands (the ``cmd`` byte of a request frame)."""
+    """Request commands (the ``cmd`` byte)."""
 
-    WRITE_MEM = 0x01
-    READ_MEM = 0x02
-    WRITE_INPUT = 0x03
-    START = 0x04
-    READ_RESULT = 0x05
-    READ_STATUS = 0x06
-    READ_RESULTS = 0x07
+    WRITE = 0x01   # p0 = memory id, count words at address: data follows
+    READ = 0x02    # p0 = memory id: the response carries count words from address
+    START = 0x04   # p0 = images of the run (1..R)
+    STATUS = 0x06  # the response carries the status (STATUS_LEN bytes)
 
 
 class Status(IntEnum):
-    """Response status codes (the ``status`` byte of a response frame)."""
+    """Response status codes, in the order a device checks them (:data:`CHECK_ORDER`)."""
 
     OK = 0
     UNKNOWN_COMMAND = 1
@@ -58,7 +66,6 @@ class Status(IntEnum):
     RANGE = 4
     LENGTH = 5
     BUSY = 6
-    NO_RESULT = 7
     BATCH = 8
 
     @property
@@ -69,11 +76,14 @@ class Status(IntEnum):
 
 _STATUS_TEXT = {
     Status.OK: "ok", Status.UNKNOWN_COMMAND: "unknown command",
-    Status.CHECKSUM: "bad checksum", Status.MEMORY: "bad memory id",
-    Status.RANGE: "address range outside the memory", Status.LENGTH: "bad length field",
-    Status.BUSY: "busy (a run is in progress)", Status.NO_RESULT: "no result (no finished run)",
-    Status.BATCH: "bad batch size (1..R images)",
+    Status.CHECKSUM: "bad checksum", Status.MEMORY: "bad memory id for this command",
+    Status.RANGE: "address range outside the memory",
+    Status.LENGTH: "answer longer than 65535 bytes",
+    Status.BUSY: "busy (a run is in progress)", Status.BATCH: "bad batch size (1..R images)",
 }
+#: When several checks fail, the status is the first of these (docs/host-protocol.md).
+CHECK_ORDER = (Status.CHECKSUM, Status.UNKNOWN_COMMAND, Status.MEMORY, Status.RANGE,
+               Status.LENGTH, Status.BATCH, Status.BUSY)
 
 #: Memory ids: one member per name of :data:`xnorflow.sw.targets.MEMORY_NAMES`, in that
 #: order (``MemoryId["weights"] == 1``).
@@ -99,6 +109,15 @@ def bytes_per_word(width: int) -> int:
     return -(-width // 8)
 
 
+def frame_word_bytes(target, mem: int) -> int:
+    """Bytes per word of memory id ``mem`` in a frame: the memory's (``target.word_bits``),
+    or 1 for an id that names no memory (so that a device still knows where the frame of a
+    WRITE with a bad id ends)."""
+    if 0 <= mem < len(MEMORY_NAMES):
+        return bytes_per_word(target.word_bits(MEMORY_NAMES[mem]))
+    return 1
+
+
 def words_to_bytes(words, width: int) -> bytes:
     """Little-endian bytes of ``words`` (each ``bytes_per_word(width)`` bytes)."""
     n = bytes_per_word(width)
@@ -112,51 +131,73 @@ def bytes_to_words(data: bytes, width: int) -> list[int]:
     return [int.from_bytes(data[i:i + n], "little") for i in range(0, len(data), n)]
 
 
-def _frame(sync: int, code: int, payload: bytes) -> bytes:
-    if not 0 <= code <= 0xFF:
-        raise ValueError(f"command or status must be a byte, not {code}")
-    if len(payload) > MAX_PAYLOAD:
-        raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
-    body = bytes([code]) + len(payload).to_bytes(2, "little") + bytes(payload)
-    return bytes([sync]) + body + bytes([checksum(body)])
+def encode_request(cmd: int, p0: int = 0, addr: int = 0, count: int = 0,
+                   data: bytes = b"") -> bytes:
+    """One request frame: ``A5 cmd p0 addr(2) count(2) data chk``."""
+    for name, v, hi in (("cmd", cmd, 0xFF), ("p0", p0, 0xFF), ("address", addr, 0xFFFF),
+                        ("count", count, MAX_WORDS)):
+        if not 0 <= int(v) <= hi:
+            raise ValueError(f"{name} {v} outside 0..{hi}")
+    body = (bytes([cmd, p0]) + int(addr).to_bytes(2, "little") + int(count).to_bytes(2, "little")
+            + bytes(data))
+    return bytes([SYNC_REQUEST]) + body + bytes([checksum(body)])
 
 
-def encode_frame(cmd: int, payload: bytes = b"") -> bytes:
-    """One request frame: ``A5 cmd len_lo len_hi payload checksum``."""
-    return _frame(SYNC_REQUEST, cmd, payload)
+def encode_write(mem: int, addr: int, words: Sequence[int], width: int) -> list[bytes]:
+    """WRITE frames for ``words`` at ``addr`` of memory ``mem`` (split at 65535 words)."""
+    words = list(words)
+    return [encode_request(Command.WRITE, mem, addr + i, len(words[i:i + MAX_WORDS]),
+                           words_to_bytes(words[i:i + MAX_WORDS], width))
+            for i in range(0, len(words), MAX_WORDS)]
+
+
+def encode_read(mem: int, addr: int, count: int) -> bytes:
+    """A READ frame (the response carries ``count`` words)."""
+    return encode_request(Command.READ, mem, addr, count)
+
+
+def encode_start(batch: int = 1) -> bytes:
+    """A START frame for a run of ``batch`` images."""
+    return encode_request(Command.START, batch)
+
+
+def encode_status_request() -> bytes:
+    """A STATUS frame: ``A5 06 00 00 00 00 00 FA``."""
+    return encode_request(Command.STATUS)
 
 
 def encode_response(status: int, payload: bytes = b"") -> bytes:
     """One response frame: ``5A status len_lo len_hi payload checksum`` (a device's side)."""
-    return _frame(SYNC_RESPONSE, status, payload)
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    body = bytes([status]) + len(payload).to_bytes(2, "little") + bytes(payload)
+    return bytes([SYNC_RESPONSE]) + body + bytes([checksum(body)])
 
 
-def encode_params(mem: int, addr: int, count: int) -> bytes:
-    """The WRITE_MEM / READ_MEM parameter block (:data:`PARAM_LEN` bytes)."""
-    return bytes([mem]) + int(addr).to_bytes(4, "little") + int(count).to_bytes(2, "little")
+def request_status(target, depths: dict, cmd: int, p0: int, addr: int, count: int,
+                   chk_ok: bool, busy: bool) -> Status:
+    """The status a device answers to a request (checks in :data:`CHECK_ORDER`).
 
-
-def encode_write_memory(mem: int, addr: int, words: Sequence[int], width: int) -> list[bytes]:
-    """WRITE_MEM frames for ``words`` at ``addr`` of memory ``mem`` (split to fit a frame)."""
-    bpw = bytes_per_word(width)
-    per = min(0xFFFF, (MAX_PAYLOAD - PARAM_LEN) // bpw)
-    frames = []
-    words = list(words)
-    for i in range(0, len(words), per):
-        chunk = words[i:i + per]
-        frames.append(encode_frame(Command.WRITE_MEM, encode_params(mem, addr + i, len(chunk))
-                                   + words_to_bytes(chunk, width)))
-    return frames
-
-
-def encode_read_memory(mem: int, addr: int, count: int) -> bytes:
-    """A READ_MEM frame (the response carries ``count`` words)."""
-    return encode_frame(Command.READ_MEM, encode_params(mem, addr, count))
-
-
-def encode_write_input(words: Sequence[int], width: int) -> bytes:
-    """A WRITE_INPUT frame: activation words from address 0."""
-    return encode_frame(Command.WRITE_INPUT, words_to_bytes(words, width))
+    ``depths``: words of each memory. A WRITE writes its words only if every check but the
+    checksum passes (the checksum arrives after them).
+    """
+    if not chk_ok:
+        return Status.CHECKSUM
+    if cmd not in tuple(Command):
+        return Status.UNKNOWN_COMMAND
+    if cmd in (Command.WRITE, Command.READ):
+        allowed = HOST_WRITABLE if cmd == Command.WRITE else HOST_READABLE
+        if not (p0 < len(MEMORY_NAMES) and MEMORY_NAMES[p0] in allowed):
+            return Status.MEMORY
+        if addr + count > depths[MEMORY_NAMES[p0]]:
+            return Status.RANGE
+        if cmd == Command.READ and count * frame_word_bytes(target, p0) > MAX_PAYLOAD:
+            return Status.LENGTH
+    if cmd == Command.START and not 1 <= p0 <= target.rows:
+        return Status.BATCH
+    if busy and cmd != Command.STATUS:
+        return Status.BUSY
+    return Status.OK
 
 
 def decode_response(header: bytes, rest: bytes) -> bytes:
@@ -181,7 +222,7 @@ def decode_response(header: bytes, rest: bytes) -> bytes:
 
 @dataclass
 class StatusReport:
-    """Decoded READ_STATUS payload."""
+    """Decoded STATUS payload."""
 
     version: int
     rows: int
@@ -208,40 +249,9 @@ def decode_status(payload: bytes) -> StatusReport:
 
 
 def encode_status(st: StatusReport) -> bytes:
-    """The READ_STATUS payload of ``st`` (a device's side; inverse of :func:`decode_status`).
+    """The STATUS payload of ``st`` (a device's side; inverse of :func:`decode_status`).
     Flag bit 2 (the last run failed) is set when ``st.error`` is nonzero."""
     flags = int(st.busy) | int(st.done) << 1 | int(st.error != 0) << 2
     return (bytes([st.version, st.rows, st.cols, st.width, flags, st.error])
             + int(st.cycles).to_bytes(4, "little")
             + bytes(st.depth_log2.get(name, 0) for name in MEMORY_NAMES))
-
-
-def decode_result(payload: bytes) -> tuple[int, list[int]]:
-    """``(class, scores)`` of a READ_RESULT payload (scores are signed 32-bit)."""
-    if len(payload) < 4:
-        raise AcceleratorError("result payload shorter than 4 bytes")
-    cls = int.from_bytes(payload[0:2], "little")
-    n = int.from_bytes(payload[2:4], "little")
-    if len(payload) != 4 + 4 * n:
-        raise AcceleratorError(f"result announced {n} scores, payload has {len(payload)} bytes")
-    scores = [int.from_bytes(payload[4 + 4 * i:8 + 4 * i], "little", signed=True)
-              for i in range(n)]
-    return cls, scores
-
-
-def encode_result(cls: int, scores: Sequence[int]) -> bytes:
-    """A READ_RESULT payload (a device's side; inverse of :func:`decode_result`)."""
-    return (int(cls).to_bytes(2, "little") + len(scores).to_bytes(2, "little")
-            + b"".join(int(s).to_bytes(4, "little", signed=True) for s in scores))
-
-
-def encode_results(classes: Sequence[int]) -> bytes:
-    """A READ_RESULTS payload (a device's side; inverse of :func:`decode_results`)."""
-    return bytes([len(classes)]) + b"".join(int(c).to_bytes(2, "little") for c in classes)
-
-
-def decode_results(payload: bytes) -> list[int]:
-    """Classes of every image of the last run (READ_RESULTS payload)."""
-    if not payload or len(payload) != 1 + 2 * payload[0]:
-        raise AcceleratorError(f"malformed READ_RESULTS payload of {len(payload)} bytes")
-    return [int.from_bytes(payload[1 + 2 * i:3 + 2 * i], "little") for i in range(payload[0])]

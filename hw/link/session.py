@@ -6,16 +6,17 @@ The Amaranth, Icarus, Verilator and board backends (:mod:`xnorflow.sim.backends`
 ``xnorflow board`` run the same sequence: ``connect`` (status: protocol version and
 geometry, checked against the model folder's target), ``load`` (program, weights and
 thresholds), then per image ``write_input``, ``start``, ``wait`` (the status carries the
-accelerator's cycle count of the run), ``result`` (class and scores) and a read-back of the
-hidden layers' output maps from the ``activations`` memory. :meth:`HostSession.infer_batch`
-runs ``N <= max_batch`` images per START instead (``docs/host-protocol.md``, Batches):
-one WRITE_INPUT of all ``N`` images, ``START N``, READ_RESULTS, the ``N`` score vectors
-and the ``N`` hidden maps of each layer (image ``n``'s map follows image ``n - 1``'s).
+accelerator's cycle count of the run), the scores (the class is their first argmax) and a
+read-back of the hidden layers' output maps from the ``activations`` memory.
+:meth:`HostSession.infer_batch` runs ``N <= max_batch`` images per START
+(``docs/host-protocol.md``, Batches): one WRITE of all ``N`` images, ``START N``, the ``N``
+score vectors and the ``N`` hidden maps of each layer (image ``n``'s map follows image
+``n - 1``'s).
 
 Hidden maps live in two ping-pong regions (``docs/program.md``): layer ``i`` writes region
 ``(i + 1) % 2``, so a layer's output survives the run unless a later hidden layer writes the
-same region. :func:`readable_layers` says which ones can be read; the others are reported as
-``None`` (not observable), never guessed.
+same region. :func:`xnorflow.sw.program.readable_layers` says which ones can be read; the
+others are reported as ``None`` (not observable), never guessed.
 """
 
 from __future__ import annotations
@@ -24,12 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...sw import encoding as enc
 from ...sw.errors import UserError
-from ...sw.program import decode_program
+from ...sw.program import decode_program, hidden_from_words, readable_layers
 from .driver import AcceleratorDriver
 
-__all__ = ["HostSession", "ImageResult", "readable_layers"]
+__all__ = ["HostSession", "ImageResult"]
 
 
 @dataclass
@@ -40,12 +40,6 @@ class ImageResult:
     scores: list[int]
     hidden: list[np.ndarray | None]
     cycles: int
-
-
-def readable_layers(model) -> list[bool]:
-    """For each hidden layer: is its output map still in memory after the whole run?"""
-    hidden = [i for i, layer in enumerate(model.layers) if layer.output == "threshold"]
-    return [not any(j > i and (j - i) % 2 == 0 for j in hidden) for i in hidden]
 
 
 class HostSession:
@@ -64,7 +58,7 @@ class HostSession:
         self.read_hidden = read_hidden
         prog = next(m for m in memories if m.name == "program")
         self.header, self.descs = decode_program(prog.words)
-        self.readable = readable_layers(model)
+        self.readable = readable_layers(self.descs)
 
     @classmethod
     async def open(cls, transport, model, memories, target, *, name: str = "model",
@@ -113,27 +107,16 @@ class HostSession:
 
     async def infer(self, pixels) -> ImageResult:
         """One image ``(H, W, C)``: one START."""
-        d = self.driver
-        await d.write_input(pixels)
-        await d.start()
-        st = await d.wait(poll=1_000_000)
-        cls, scores = await d.result()
-        hidden: list[np.ndarray | None] = []
-        if self.read_hidden:
-            hidden = await self.read_hidden_maps()
-        return ImageResult(int(cls), [int(s) for s in scores], hidden, int(st.cycles))
+        return (await self.infer_batch(np.asarray(pixels)[None]))[0]
 
     async def infer_batch(self, pixels) -> list[ImageResult]:
         """``N`` images ``(N, H, W, C)`` (``1 <= N <=`` :attr:`max_batch`) in one START.
 
         The run's cycle count is shared out over its images (``cycles // N``, the first
-        ``cycles % N`` images one more), so the images' cycles sum to the run's. One image
-        takes the single-image path of :meth:`infer`.
+        ``cycles % N`` images one more), so the images' cycles sum to the run's.
         """
         px = np.asarray(pixels)
         n = len(px)
-        if n == 1:
-            return [await self.infer(px[0])]
         if not 1 <= n <= self.max_batch:
             raise UserError(f"{self.name}: a batch of {n} images; this program runs 1.."
                             f"{self.max_batch} per START (max_batch)")
@@ -141,14 +124,11 @@ class HostSession:
         await d.write_input(px)
         await d.start(n)
         st = await d.wait(poll=1_000_000)
-        classes = await d.results()
-        k = self.model.layers[-1].out_c
-        words = await d.read_memory("scores", 0, n * k)
-        scores = np.asarray(words, dtype=np.uint32).view(np.int32).reshape(n, k)
+        results = await d.results(n)
         hidden = await self._read_hidden(n) if self.read_hidden else [[] for _ in range(n)]
         share, extra = divmod(int(st.cycles), n)
-        return [ImageResult(int(classes[i]), [int(s) for s in scores[i]], hidden[i],
-                            share + (i < extra)) for i in range(n)]
+        return [ImageResult(cls, scores, hidden[i], share + (i < extra))
+                for i, (cls, scores) in enumerate(results)]
 
     async def read_hidden_maps(self) -> list[np.ndarray | None]:
         """Every hidden layer's output map of the last one-image run (``None``: overwritten)."""
@@ -156,23 +136,16 @@ class HostSession:
 
     async def _read_hidden(self, batch: int) -> list[list[np.ndarray | None]]:
         """Per image of the last run of ``batch`` images: every hidden layer's map."""
-        width = self.target.width
         out: list[list[np.ndarray | None]] = [[] for _ in range(batch)]
-        hidden = [(i, layer) for i, layer in enumerate(self.model.layers)
-                  if layer.output == "threshold"]
-        for (i, layer), ok in zip(hidden, self.readable, strict=True):
+        hidden = [d for d in self.descs if not d["integer"]]
+        for d, ok in zip(hidden, self.readable, strict=True):
             if not ok:
                 for maps in out:
                     maps.append(None)
                 continue
-            npix = layer.out_h * layer.out_w
-            cw = enc.words_per_segment(layer.out_c, width)
-            words = await self.driver.read_memory("activations", self.descs[i]["out_base"],
-                                                  batch * npix * cw)
-            dtype = {16: np.uint16, 32: np.uint32, 64: np.uint64}[width]
-            bits = enc.unpack_segments(np.asarray(words, dtype=np.uint64).astype(dtype),
-                                       batch * npix, layer.out_c, width)
-            for maps, m in zip(out, bits.reshape(batch, layer.out_h, layer.out_w, layer.out_c),
-                               strict=True):
-                maps.append(m)
+            size = d["out_h"] * d["out_w"] * d["out_stride"]
+            words = await self.driver.read_memory("activations", d["out_base"], batch * size)
+            for maps, mp in zip(out, hidden_from_words(words, d, self.target.width, batch),
+                                strict=True):
+                maps.append(mp)
         return out
