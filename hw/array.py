@@ -43,11 +43,12 @@ class SystolicArray(wiring.Component):
     once per row (its own copy, so no register drives more than one row's ``C`` PEs) and
     delayed to line up with the popcount.
 
-    On a ``last`` beat every PE moves its total into its result slot at once and restarts;
-    the slots shift up one row per cycle and leave at the top, all columns together: row
-    ``r`` of a tile whose ``last`` beat was presented in cycle ``t`` appears on ``res`` in
-    cycle ``t + latency + r``. ``tile_done`` pulses in cycle ``t + latency - 1`` (one cycle
-    before row 0 leaves: a consumer latches its per-tile settings then).
+    A cycle after a tile's ``last`` count every PE moves its total into its result slot at
+    once (and the next tile's first count may already be added); the slots shift up one row
+    per cycle and leave at the top, all columns together: row ``r`` of a tile whose ``last``
+    beat was presented in cycle ``t`` appears on ``res`` in cycle ``t + latency + r``.
+    ``tile_done`` pulses in cycle ``t + latency - 1`` (one cycle before row 0 leaves: a
+    consumer latches its per-tile settings then).
 
     Parameters
     ----------
@@ -73,7 +74,7 @@ class SystolicArray(wiring.Component):
     tile_done : Out(1)
         A tile's row 0 leaves in the next cycle.
 
-    Latency: :attr:`latency` = popcount latency + 1 cycles to row 0. Throughput: one beat per
+    Latency: :attr:`latency` = popcount latency + 2 cycles to row 0. Throughput: one beat per
     cycle; two ``last`` beats must be at least ``rows`` cycles apart (the drain takes one
     cycle per row; the compiler's beat tables guarantee it, :func:`~xnorflow.sw.program.
     tile_beats`).
@@ -105,11 +106,11 @@ class SystolicArray(wiring.Component):
         lat = pes[0][0].latency
         assert lat >= 1  # the popcount's final adder is registered
         for r in range(R):
-            # the row's control, delayed to line up with the popcount; the last stage makes
-            # en / dbl / fin / clr plain register bits (fin and clr the same bit twice, clr
-            # powering up set), so their wires end at flip-flop enables, resets and the result
-            # multiplexers. `keep`: synthesis must not merge the rows' identical registers into
-            # one register with a fanout of R*C PEs
+            # the row's control, delayed to line up with the popcount: en and dbl with the
+            # count, clr (= load) a cycle after a tile's last count; all plain register bits
+            # (clr powers up set: the accumulators start at 0), so their wires end at
+            # flip-flop enables, resets and single multiplexers. `keep`: synthesis must not
+            # merge the rows' identical registers into one register with a fanout of R*C PEs
             keep = {"keep": 1}
             valid, last, dbl = self.ctl.valid, self.ctl.last, self.ctl.dbl
             for i in range(lat - 1):
@@ -122,13 +123,13 @@ class SystolicArray(wiring.Component):
             dd = Signal(name=f"dd{r}", attrs=keep)
             fin = Signal(name=f"fin{r}", attrs=keep)
             clr = Signal(name=f"clr{r}", init=1, attrs=keep)
-            m.d.sync += [en.eq(valid), dd.eq(dbl), fin.eq(valid & last), clr.eq(valid & last)]
+            m.d.sync += [en.eq(valid), dd.eq(dbl), fin.eq(valid & last), clr.eq(fin)]
             if r == 0:
-                m.d.comb += self.tile_done.eq(fin)
+                m.d.comb += self.tile_done.eq(clr)
             for c in range(C):
                 p = pes[r][c]
                 m.d.comb += [p.a.eq(self.act[r]), p.w.eq(self.wgt[c]),
-                             p.en.eq(en), p.dbl.eq(dd), p.fin.eq(fin), p.clr.eq(clr)]
+                             p.en.eq(en), p.dbl.eq(dd), p.clr.eq(clr), p.load.eq(clr)]
                 m.d.comb += p.d_i.eq(pes[r + 1][c].d_o if r + 1 < R else 0)
         for c in range(C):
             m.d.comb += self.res[c].eq(pes[0][c].d_o)

@@ -35,14 +35,18 @@ class XnorPopcountPE(wiring.Component):
     The PE owns no operand registers: ``a`` and ``w`` come straight from the row's and the
     column's shared registers (the memories' read registers), so the array's operand
     registers are ``R + C`` words, not ``2 R C``. Every cycle the PE counts
-    ``P = popcount(~(a ^ w))`` in a pipelined tree; its control (``en``, ``dbl``, ``fin``,
-    ``clr``, one register copy per array row) arrives already delayed to line up with ``P``.
-    For a valid beat (``en``) the accumulator becomes ``A + P``, or ``2 A + P`` with ``dbl``
-    (the first beat of a bit-plane after the first, planes most significant first: Horner's
-    rule gives ``sum_b 2^b P_b``). With ``fin`` (the tile's last beat) the total moves into
-    the result register ``d`` and the accumulator restarts at 0 (``clr`` has the same timing
-    as ``fin`` and powers up set), so the next tile may start in the next cycle. When not
-    finishing, ``d`` takes ``d_i`` (the PE below): finished results climb one row per cycle.
+    ``P = popcount(~(a ^ w))`` in a pipelined tree; its control (one register copy per array
+    row) arrives already delayed to line up with ``P``: ``en`` (a valid beat), ``dbl`` (the
+    first beat of a bit-plane after the first, planes most significant first: Horner's rule
+    gives ``sum_b 2^b P_b``) and ``clr`` (the cycle after a tile's last beat).
+
+    For a valid beat the accumulator becomes ``A + P``, where ``A`` is ``2 acc`` with ``dbl``,
+    0 with ``clr`` (a new tile) and ``acc`` otherwise; with ``clr`` and no valid beat it
+    becomes 0. In the ``clr`` cycle the result register ``d`` takes the finished total from
+    the accumulator (``load``, the same timing), otherwise the slot of the PE below (``d_i``):
+    finished results climb one row per cycle. The sum feeds the accumulator alone and the
+    clear shares the Horner multiplexer, so on the iCE40 every accumulator bit is one LUT +
+    carry + flip-flop cell, every result bit one LUT + flip-flop cell.
 
     Parameters
     ----------
@@ -57,7 +61,7 @@ class XnorPopcountPE(wiring.Component):
     -------
     a, w : In(width)
         Activation and weight words of this cycle (registered outside the PE).
-    en, dbl, fin, clr : In(1)
+    en, dbl, clr, load : In(1)
         Control lined up with the popcount result (see above), from the array.
     d_i : In(acc_bits)
         Result slot of the PE below (0 in the bottom row).
@@ -65,9 +69,9 @@ class XnorPopcountPE(wiring.Component):
         This PE's result slot.
 
     Latency: a beat presented on ``a``/``w`` in cycle ``t`` has its count added in cycle
-    ``t + latency`` (:attr:`latency` = popcount latency); a ``fin`` in that cycle puts the
-    total on ``d_o`` from cycle ``t + latency + 1``. Throughput: one word per cycle; tiles
-    may follow back to back.
+    ``t + latency`` (:attr:`latency` = popcount latency); a tile whose last beat is added in
+    cycle ``u`` is loaded into ``d`` in cycle ``u + 1`` (``clr``/``load``) and shows on
+    ``d_o`` from ``u + 2``. Throughput: one word per cycle; tiles may follow back to back.
     """
 
     def __init__(self, width: int, acc_bits: int, levels_per_stage: int = 2):
@@ -83,7 +87,7 @@ class XnorPopcountPE(wiring.Component):
         assert self.latency == engine_timing(1, 1, width, levels_per_stage).popcount_latency
         super().__init__({
             "a": In(width), "w": In(width),
-            "en": In(1), "dbl": In(1), "fin": In(1), "clr": In(1),
+            "en": In(1), "dbl": In(1), "clr": In(1), "load": In(1),
             "d_i": In(acc_bits), "d_o": Out(acc_bits),
         })
 
@@ -91,19 +95,18 @@ class XnorPopcountPE(wiring.Component):
         m = Module()
         m.submodules.popcount = pc = self.popcount
         m.d.comb += pc.i.eq(~(self.a ^ self.w))
-        # data registers without reset: the accumulator is cleared by `clr` (a plain register
-        # bit, so nothing sits in front of the flip-flops' synchronous reset), `d` is loaded
-        # before it is read
+        # data registers without reset: the accumulator is cleared through its multiplexer
+        # or its enable/reset (plain register bits), `d` is loaded before it is read
         acc = Signal(self.acc_bits, reset_less=True)
         d = Signal(self.acc_bits, reset_less=True)
-        total = Signal(self.acc_bits)
-        m.d.comb += total.eq(Mux(self.dbl, acc << 1, acc) + pc.o)
-        with m.If(self.clr):
+        base = Signal(self.acc_bits)
+        m.d.comb += base.eq(Mux(self.clr, 0, Mux(self.dbl, acc << 1, acc)))
+        with m.If(self.en):
+            m.d.sync += acc.eq(base + pc.o)
+        with m.Elif(self.clr):
             m.d.sync += acc.eq(0)
-        with m.Elif(self.en):
-            m.d.sync += acc.eq(total)
-        with m.If(self.fin):
-            m.d.sync += d.eq(total)
+        with m.If(self.load):
+            m.d.sync += d.eq(acc)
         with m.Else():
             m.d.sync += d.eq(self.d_i)
         m.d.comb += self.d_o.eq(d)

@@ -140,25 +140,30 @@ class OutputStage(wiring.Component):
         aw = len(d.out_base)
 
         # ---- where the stage is: pooling pass, column group, lane, word, tile of rows --------
+        # (each end-of-loop flag is a register, set a cycle ahead with its counter)
         p = Signal(8)               # pooling pass of the next tile
+        end_p = Signal()            # p == passes - 1
         g = Signal(len(d.groups_m1))
+        end_g = Signal()            # g == groups - 1
         lane = Signal(range(LN))    # lane of group g in its word
         jj = Signal(aw)             # word offset of group g within a row's output
         tile_dest = Signal(aw)      # output address of the current tile's row 0
         rows_left = Signal(len(d.rows_total))
-        end_p = p == d.passes_m1
-        end_g = g == d.groups_m1
         end_lane = d.integer | (lane == LN - 1)
         done = self.tile_done
         with m.If(self.layer_start):
-            m.d.sync += [p.eq(0), g.eq(0), lane.eq(0), jj.eq(0), tile_dest.eq(d.out_base),
-                         rows_left.eq(d.rows_total), self.thr_raddr.eq(d.thr_base)]
+            m.d.sync += [p.eq(0), end_p.eq(d.passes_m1 == 0), g.eq(0),
+                         end_g.eq(d.groups_m1 == 0), lane.eq(0), jj.eq(0),
+                         tile_dest.eq(d.out_base), rows_left.eq(d.rows_total),
+                         self.thr_raddr.eq(d.thr_base)]
         with m.Elif(done):
-            m.d.sync += p.eq(Mux(end_p, 0, p + 1))
+            m.d.sync += [p.eq(Mux(end_p, 0, p + 1)),
+                         end_p.eq(Mux(end_p, d.passes_m1 == 0, p + 1 == d.passes_m1))]
             with m.If(p == 0):  # the group's threshold word is latched now: read the next
                 m.d.sync += self.thr_raddr.eq(Mux(end_g, d.thr_base, self.thr_raddr + 1))
             with m.If(end_p):
                 m.d.sync += [g.eq(Mux(end_g, 0, g + 1)),
+                             end_g.eq(Mux(end_g, d.groups_m1 == 0, g + 1 == d.groups_m1)),
                              lane.eq(Mux(end_g | end_lane, 0, lane + 1)),
                              jj.eq(Mux(end_g, 0, Mux(end_lane, jj + 1, jj)))]
                 with m.If(end_g):
@@ -176,7 +181,7 @@ class OutputStage(wiring.Component):
         emit = Signal(reset_less=True)       # rows of this tile are written
         n_rows = Signal(range(R + 1), reset_less=True)  # rows of the tile that are written
         first_lane = Signal(reset_less=True)
-        lane_en = Signal(LN, reset_less=True)
+        tile_lane = Signal(range(LN), reset_less=True)
         rc = Signal(range(R + 1), init=R)   # row of the tile in stage 0 (R: none)
         ptr = Signal(aw)                    # output address of the row in stage 0
         mode_int = d.integer
@@ -184,8 +189,7 @@ class OutputStage(wiring.Component):
         with m.If(done):
             m.d.sync += [pool_first.eq(p == 0), emit.eq(end_p | mode_int),
                          n_rows.eq(Mux(rows_left >= R, R, rows_left)),
-                         first_lane.eq(lane == 0),
-                         lane_en.eq(Mux(lane == 0, (1 << LN) - 1, Const(1, LN) << lane)),
+                         first_lane.eq(lane == 0), tile_lane.eq(lane),
                          rc.eq(0), ptr.eq(tile_dest + jj)]
             with m.If(p == 0):
                 for c in range(C):
@@ -210,7 +214,7 @@ class OutputStage(wiring.Component):
         s1_and = Signal(C, reset_less=True)
         s1_first = Signal(reset_less=True)
         s1_first_lane = Signal(reset_less=True)
-        s1_lane_en = Signal(LN, reset_less=True)
+        s1_lane = Signal(range(LN), reset_less=True)
         s1_addr = Signal(aw, reset_less=True)
         for c in range(C):
             acc = self.res[c]
@@ -223,7 +227,7 @@ class OutputStage(wiring.Component):
             m.d.sync += s1_sum[c].eq(total[1:])
         m.d.sync += [s1_row.eq(rc != R), s1_write.eq((rc < n_rows) & emit),
                      s1_cin.eq(cfg_cin), s1_and.eq(cfg_and), s1_first.eq(pool_first),
-                     s1_first_lane.eq(first_lane), s1_lane_en.eq(lane_en), s1_addr.eq(ptr)]
+                     s1_first_lane.eq(first_lane), s1_lane.eq(tile_lane), s1_addr.eq(ptr)]
 
         # ---- stage 1: bits and pooling, or scores; the write registers ---------------------------
         pool_q = [Signal(C, name=f"pool_q{i}", reset_less=True) for i in range(R)]
@@ -252,7 +256,8 @@ class OutputStage(wiring.Component):
         wen = Signal(LN)
         m.d.sync += [
             self.act_waddr.eq(Mux(self.clear, -1, s1_addr)),
-            wen.eq(Mux(self.clear, (1 << LN) - 1, Mux(s1_write & ~mode_int, s1_lane_en, 0))),
+            wen.eq(Mux(self.clear | (s1_write & ~mode_int & s1_first_lane), (1 << LN) - 1,
+                       Mux(s1_write & ~mode_int, Const(1, LN) << s1_lane, 0))),
             self.score_waddr.eq(s1_addr),
             self.score_we.eq(s1_write & mode_int),
         ]

@@ -123,11 +123,12 @@ class Sequencer(wiring.Component):
         d = self.desc
 
         # ---- descriptor registers (the output stage reads `desc` directly) -------------------
+        # (as wide as the memories bound them: a program that fits never needs more)
         table = Reg(PA)
-        entries_m1 = Reg(16)
-        rows_per_image = Reg(16)
+        entries_m1 = Reg(PA)
+        rows_per_image = Reg(AW + 1)
         w_base = Reg(aw["weights"])
-        group_words = Reg(aw["weights"])
+        group_words = Reg(aw["weights"] + 1)
         row_addr = Reg(PA)
         next_desc = Reg(PA)
         n_batch = Reg(range(R + 1))  # images of this run
@@ -162,7 +163,7 @@ class Sequencer(wiring.Component):
 
         # ---- the beat player (program port B) ----------------------------------------------
         b_addr = Reg(PA)
-        b_left = Reg(16)
+        b_left = Reg(PA)
         b_end = Reg()           # b_addr holds the tile set's last entry
         playing = Signal()      # b_addr holds an entry to play
         m.d.comb += self.prog_b_raddr.eq(b_addr)
@@ -224,7 +225,7 @@ class Sequencer(wiring.Component):
             m.d.sync += self.cycles.eq(Mux(busy, self.cycles + 1, 0))
         geom = R | t.cols << 8 | t.width << 16
         acc_n = Reg(range(R + 1))  # images added into rows_total so far
-        drain = Reg(range(self.timing.popcount_latency + R + 5))
+        drain = Reg(range(self.timing.array_latency + R + 4))
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -303,7 +304,7 @@ class Sequencer(wiring.Component):
             with m.State("RUN"):
                 with m.If(playing & final):
                     m.d.sync += [playing.eq(0),
-                                 drain.eq(self.timing.popcount_latency + R + 4)]
+                                 drain.eq(self.timing.array_latency + R + 3)]
                     m.next = "DRAIN"
             with m.State("DRAIN"):
                 m.d.sync += drain.eq(drain - 1)

@@ -45,9 +45,9 @@ LAYER_FETCH = 9
 #: Prologue cycles beyond ``max(R, batch)``: the row list's read latency and the bank swap.
 PROLOGUE = 2
 #: Drain cycles beyond ``popcount latency + R`` after a layer's last beat: the address and
-#: memory registers, the array's result register, the output stage's two registers and the
-#: write, so that the next layer reads what this one wrote.
-DRAIN = 5
+#: memory registers, the array's clear and result registers, the output stage's two
+#: registers and the write, so that the next layer reads what this one wrote.
+DRAIN = 6
 
 
 def popcount_schedule(width: int, levels_per_stage: int = 2) -> tuple[int, int]:
@@ -86,7 +86,7 @@ class EngineTiming:
 def engine_timing(rows: int, cols: int, width: int, levels_per_stage: int = 2) -> EngineTiming:
     """Timing of ``SystolicArray(rows, cols, width, ...)`` (the gateware reads it here)."""
     _, pc = popcount_schedule(width, levels_per_stage)
-    return EngineTiming(rows, cols, width, pc, pc + 1)
+    return EngineTiming(rows, cols, width, pc, pc + 2)
 
 
 def utilisation(binary_macs: int, rows: int, cols: int, width: int, cycles: int) -> float:

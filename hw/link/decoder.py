@@ -131,16 +131,14 @@ class HostDecoder(wiring.Component):
         depth = [self.depths[n] for n in MEMORY_NAMES]
         inp, out = self.host_in, self.host_out
         take = inp.valid & inp.ready
-        sent = out.valid & out.ready
         byte = inp.payload
 
-        hdr = Signal(8 * REQUEST_HEADER)   # cmd, p0, address, count (little-endian)
+        # the header: cmd, p0, address, count (little-endian); address and count then serve
+        # as the frame's word address and words-left counters
+        hdr = Signal(8 * REQUEST_HEADER)
         cmd, p0 = hdr[0:8], hdr[8:16]
-        addr = Signal(16)                  # the word address (counts up through the frame)
-        count = hdr[32:48]
-        words = Signal(17)                 # words still to write or read (count, then down)
-        hi = Signal(range(REQUEST_HEADER + 1))
-        k = Signal(range(max(bpw)))        # byte of the current word
+        addr, count = hdr[16:32], hdr[32:48]
+        hi = Signal(range(REQUEST_HEADER))
         acc = Signal(8)                    # request: byte sum; response: byte sum so far
         shreg = Signal(self.write_width)
         sel = p0[:3]
@@ -158,19 +156,34 @@ class HostDecoder(wiring.Component):
         # ---- the checks, once per frame (registered in the cycle after the header) ----------
         is_w, is_r = cmd == Command.WRITE, cmd == Command.READ
         is_start, is_status = cmd == Command.START, cmd == Command.STATUS
-        f_cmd, f_mem, f_range, f_len, f_batch, f_busy = (Signal(name=n) for n in (
-            "f_cmd", "f_mem", "f_range", "f_len", "f_batch", "f_busy"))
+        f_cmd, f_mem, f_range, f_len, f_batch, f_busy, f_chk = (Signal(name=n) for n in (
+            "f_cmd", "f_mem", "f_range", "f_len", "f_batch", "f_busy", "f_chk"))
         writable = [MEMORY_NAMES[i] in HOST_WRITABLE for i in range(nmem)]
         readable = [MEMORY_NAMES[i] in HOST_READABLE for i in range(nmem)]
-        end = hdr[16:32] + count  # 17 bits
+        end = addr + count  # 17 bits
         bytes_total = Signal(17 + max(lg))
         m.d.comb += bytes_total.eq(by_mem([count << lg[i] for i in range(nmem)], count))
-        last_byte = k == by_mem([b - 1 for b in bpw], 0)
+        # word and byte position, each with its end flag as a register (set a cycle ahead)
+        k = Signal(range(max(bpw)))        # byte of the current word
+        k_last = Signal()                  # k is the word's last byte
+        k_max = Signal(range(max(bpw)))    # bytes per word of the frame's memory - 1
+        w_last = Signal()                  # count == 1: the current word is the last
+        step_byte = Signal()               # a byte of a word moves (k, k_last)
+        with m.If(step_byte):
+            m.d.sync += [k.eq(Mux(k_last, 0, k + 1)),
+                         k_last.eq(Mux(k_last, k_max == 0, k + 1 == k_max))]
+        step_word = Signal()               # a word is done (address and count move)
+        with m.If(step_word):
+            m.d.sync += [addr.eq(addr + 1), count.eq(count - 1), w_last.eq(count == 2)]
 
-        # ---- response bytes --------------------------------------------------------------------
+        # ---- response bytes: produced into a register (host_out.payload) a byte ahead -------
+        obyte = Signal(8)
+        ovalid = Signal()
+        m.d.comb += [out.payload.eq(obyte), out.valid.eq(ovalid)]
+        load = ~ovalid | out.ready  # the output register is free, or being freed
         status = Signal(4)
         rlen = Signal(16)
-        ri = Signal(range(STATUS_LEN + 4))  # response byte index (header, then status payload)
+        ri = Signal(range(STATUS_LEN + 4))  # response byte (header, then status payload)
         flags = Cat(self.busy, self.done, self.error != 0)
         depth_log2 = [max(0, (d - 1).bit_length()) for d in depth]
         fixed = [SYNC_RESPONSE, status, rlen[:8], rlen[8:],
@@ -184,18 +197,23 @@ class HostDecoder(wiring.Component):
                 with m.Case(i):
                     m.d.comb += fixed_byte.eq(v)
         read_byte = Signal(8)
-        rbytes = self.read_width // 8
         with m.Switch(k):
-            for i in range(rbytes):
+            for i in range(self.read_width // 8):
                 with m.Case(i):
                     m.d.comb += read_byte.eq(self.mem_rdata[8 * i:8 * i + 8])
+
+        def emit(value, add=True):
+            """Load ``value`` into the output register (and into the checksum)."""
+            m.d.sync += [obyte.eq(value), ovalid.eq(1)]
+            if add:
+                m.d.sync += acc.eq(acc + value)
 
         @contextmanager
         def state(name):
             with m.State(name):
                 yield
                 with m.If(self.abort):  # from any state: drop the frame
-                    m.d.sync += self.mem_we.eq(0)
+                    m.d.sync += [self.mem_we.eq(0), ovalid.eq(0)]
                     m.next = "SYNC"
 
         with m.FSM():
@@ -211,8 +229,9 @@ class HostDecoder(wiring.Component):
                     with m.If(hi == REQUEST_HEADER - 1):
                         m.next = "CHECK"
             with state("CHECK"):  # the header is complete: every check, registered
+                kmax = by_mem([b - 1 for b in bpw], 0)
                 m.d.sync += [
-                    addr.eq(hdr[16:32]), words.eq(count), k.eq(0),
+                    k.eq(0), k_max.eq(kmax), k_last.eq(kmax == 0), w_last.eq(count == 1),
                     f_cmd.eq(~(is_w | is_r | is_start | is_status)),
                     f_mem.eq((is_w & ~by_mem([Const(v) for v in writable], 0))
                              | (is_r & ~by_mem([Const(v) for v in readable], 0))),
@@ -228,41 +247,48 @@ class HostDecoder(wiring.Component):
             with state("DATA"):  # a WRITE's words: a byte per cycle, a cycle per word
                 ok = ~(f_cmd | f_mem | f_range | f_busy)
                 with m.If(self.mem_we):  # the word is written in this cycle
-                    m.d.sync += [self.mem_we.eq(0), addr.eq(addr + 1)]
-                    with m.If(words == 0):
+                    m.d.sync += self.mem_we.eq(0)
+                    m.d.comb += step_word.eq(1)
+                    with m.If(w_last):
                         m.next = "CHK"
                 with m.Else():
                     m.d.comb += inp.ready.eq(1)
                     with m.If(take):
-                        m.d.sync += [shreg.eq(Cat(shreg[8:], byte)), acc.eq(acc + byte),
-                                     k.eq(Mux(last_byte, 0, k + 1))]
-                        with m.If(last_byte):
-                            m.d.sync += [self.mem_we.eq(ok), words.eq(words - 1)]
-                            with m.If(~ok):
-                                m.d.sync += addr.eq(addr + 1)
-                                with m.If(words == 1):
+                        m.d.sync += [shreg.eq(Cat(shreg[8:], byte)), acc.eq(acc + byte)]
+                        m.d.comb += step_byte.eq(1)
+                        with m.If(k_last):
+                            m.d.sync += self.mem_we.eq(ok)
+                            with m.If(~ok):  # not written: the word is done at once
+                                m.d.comb += step_word.eq(1)
+                                with m.If(w_last):
                                     m.next = "CHK"
             with state("CHK"):
                 m.d.comb += inp.ready.eq(1)
                 with m.If(take):
-                    chk_bad = (acc + byte)[:8] != 0
-                    st = Mux(chk_bad, Status.CHECKSUM, Mux(f_cmd, Status.UNKNOWN_COMMAND,
-                             Mux(f_mem, Status.MEMORY, Mux(f_range, Status.RANGE,
-                                 Mux(f_len, Status.LENGTH, Mux(f_batch, Status.BATCH,
-                                     Mux(f_busy, Status.BUSY, Status.OK)))))))
-                    m.d.sync += [status.eq(st), ri.eq(0), k.eq(0), acc.eq(0)]
-                    m.next = "EXEC"
+                    m.d.sync += f_chk.eq((acc + byte)[:8] != 0)
+                    m.next = "STAT"
+            with state("STAT"):  # the status, in the order of protocol.CHECK_ORDER
+                m.d.sync += [
+                    status.eq(Mux(f_chk, Status.CHECKSUM, Mux(f_cmd, Status.UNKNOWN_COMMAND,
+                              Mux(f_mem, Status.MEMORY, Mux(f_range, Status.RANGE,
+                                  Mux(f_len, Status.LENGTH, Mux(f_batch, Status.BATCH,
+                                      Mux(f_busy, Status.BUSY, Status.OK)))))))),
+                    ri.eq(0), k.eq(0), k_last.eq(k_max == 0),
+                ]
+                m.next = "EXEC"
             with state("EXEC"):
                 ok = status == Status.OK
-                m.d.sync += rlen.eq(Mux(ok & is_r, bytes_total,
-                                        Mux(ok & is_status, STATUS_LEN, 0)))
+                m.d.sync += [rlen.eq(Mux(ok & is_r, bytes_total,
+                                         Mux(ok & is_status, STATUS_LEN, 0))), acc.eq(0)]
                 with m.If(ok & is_start):
                     m.d.comb += self.start.eq(1)
                 m.next = "RHDR"
             with state("RHDR"):  # 5A, status, length; then the status payload if any
-                m.d.comb += [out.valid.eq(1), out.payload.eq(fixed_byte)]
-                with m.If(sent):
-                    m.d.sync += [ri.eq(ri + 1), acc.eq(Mux(ri == 0, 0, acc + fixed_byte))]
+                with m.If(load):
+                    emit(fixed_byte, add=False)
+                    with m.If(ri != 0):
+                        m.d.sync += acc.eq(acc + fixed_byte)
+                    m.d.sync += ri.eq(ri + 1)
                     with m.If(ri == 3):
                         with m.If(rlen == 0):
                             m.next = "RCHK"
@@ -271,25 +297,31 @@ class HostDecoder(wiring.Component):
                         with m.Else():
                             m.next = "RWAIT"
             with state("RSTATUS"):
-                m.d.comb += [out.valid.eq(1), out.payload.eq(fixed_byte)]
-                with m.If(sent):
-                    m.d.sync += [ri.eq(ri + 1), acc.eq(acc + fixed_byte)]
+                with m.If(load):
+                    emit(fixed_byte)
+                    m.d.sync += ri.eq(ri + 1)
                     with m.If(ri == 3 + STATUS_LEN):
                         m.next = "RCHK"
             with state("RWAIT"):  # mem_addr = addr is presented now; the data come next
+                with m.If(load):
+                    m.d.sync += ovalid.eq(0)
                 m.next = "RWORD"
             with state("RWORD"):
-                m.d.comb += [out.valid.eq(1), out.payload.eq(read_byte)]
-                with m.If(sent):
-                    m.d.sync += [acc.eq(acc + read_byte), k.eq(Mux(last_byte, 0, k + 1))]
-                    with m.If(last_byte):
-                        m.d.sync += [addr.eq(addr + 1), words.eq(words - 1)]
-                        with m.If(words == 1):
+                with m.If(load):
+                    emit(read_byte)
+                    m.d.comb += step_byte.eq(1)
+                    with m.If(k_last):
+                        m.d.comb += step_word.eq(1)
+                        with m.If(w_last):
                             m.next = "RCHK"
                         with m.Else():
                             m.next = "RWAIT"
             with state("RCHK"):
-                m.d.comb += [out.valid.eq(1), out.payload.eq(-acc)]
-                with m.If(sent):
+                with m.If(load):
+                    emit(-acc, add=False)
+                    m.next = "RDONE"
+            with state("RDONE"):
+                with m.If(load):
+                    m.d.sync += ovalid.eq(0)
                     m.next = "SYNC"
         return m

@@ -1,106 +1,138 @@
-"""SystolicArray in Amaranth's simulator: skew, output-stationary accumulation, double-buffered
-drain (tile t drains while tile t+1 computes), exact output timing."""
+"""SystolicArray in Amaranth's simulator: every row of every tile, at its exact cycle, against
+the contract (:func:`xnorflow.sw.encoding.accumulate_planes` of XNOR popcounts)."""
 
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
 from xnorflow.hw.array import SystolicArray, check_geometry
+from xnorflow.hw.pe import acc_width
 from xnorflow.sw import encoding as enc
 
-GEOMETRIES = [(1, 1), (2, 3), (4, 4), (8, 8)]
-_DT = {16: np.uint16, 32: np.uint32, 64: np.uint64}
+DT = {16: np.uint16, 32: np.uint32, 64: np.uint64}
 
 
-def _heavy(r, c, w):
-    return r * c * w > 8 * 8 * 16
-
-
-def _params():
-    out = []
-    for r, c in GEOMETRIES:
-        for w in (16, 32, 64):
-            marks = [pytest.mark.slow] if _heavy(r, c, w) else []
-            out.append(pytest.param(r, c, w, marks=marks, id=f"{r}x{c}x{w}"))
-    return out
-
-
-def _run_tiles(rows, cols, width, spacing=None, p_bubble=0.25):
-    """Random tiles through the array; `last` beats at least `spacing` cycles apart
-    (default: the array's min_tile_cycles). Returns (got, expected) [(cycle, row accs)]."""
-    rng = np.random.default_rng(rows * 100 + cols * 10 + width)
-    planes = 2
-    dut = SystolicArray(rows, cols, width, max_k=8 * width, max_planes=planes)
-    gap = dut.min_tile_cycles if spacing is None else spacing
-    dt = _DT[width]
+def make_tiles(rng, rows, cols, width, planes, n_tiles, max_words=4):
+    """Random tiles: per beat one word per row and per column; tile results (R x C)."""
+    dt = DT[width]
     tiles = []
-    for i in range(6):
-        # short tiles (< 2R words) too: the test bench then spaces `last` beats by 2R cycles
-        k = int(rng.integers(1, 2 * rows + 4)) if i % 2 else int(rng.integers(1, 5))
-        a = rng.integers(0, 2**width, size=(k, rows), dtype=np.uint64).astype(dt)
-        w = rng.integers(0, 2**width, size=(k, cols), dtype=np.uint64).astype(dt)
-        sh = rng.integers(0, planes, size=k)
-        p = enc.popcount(~(a[:, :, None] ^ w[:, None, :]))  # (k, R, C)
-        acc = (p << sh[:, None, None]).sum(axis=0)
-        tiles.append((a, w, sh, acc))
-    last_at, got = [], []
+    for _ in range(n_tiles):
+        k = int(rng.integers(1, max_words + 1))
+        beats = []
+        per_plane = np.zeros((planes, rows, cols), np.int64)
+        for bi, b in enumerate(range(planes - 1, -1, -1)):
+            for i in range(k):
+                a = rng.integers(0, 2**width, size=rows, dtype=np.uint64).astype(dt)
+                w = rng.integers(0, 2**width, size=cols, dtype=np.uint64).astype(dt)
+                per_plane[b] += enc.popcount(~(a[:, None] ^ w[None, :]))
+                beats.append(([int(v) for v in a], [int(v) for v in w], int(bi > 0 and i == 0),
+                              int(b == 0 and i == k - 1)))
+        tiles.append((beats, enc.accumulate_planes(per_plane)))
+    return tiles
+
+
+def schedule(tiles, rows, rng, bubbles=0.25, spacing=None):
+    """The beat stream: bubbles at random, and before a tile's last beat enough bubbles that
+    two last beats are ``spacing`` (default ``rows``) cycles apart at least."""
+    spacing = rows if spacing is None else spacing
+    stream, last_at = [], None
+    for beats, _ in tiles:
+        for j, beat in enumerate(beats):
+            while rng.random() < bubbles:
+                stream.append(None)
+            if j == len(beats) - 1 and last_at is not None:
+                while len(stream) - last_at < spacing:
+                    stream.append(None)
+            stream.append(beat)
+        last_at = len(stream) - 1
+    return stream
+
+
+def run_array(rows, cols, width, planes, stream, levels=2):
+    acc_bits = acc_width(8 * width, planes)
+    dut = SystolicArray(rows, cols, width, acc_bits, levels)
+    out, done = [], []
 
     async def tb(ctx):
-        cycle = 0
-        for a, w, sh, _ in tiles:
-            for j in range(len(sh)):
-                is_last = j == len(sh) - 1
-                while rng.random() < p_bubble or (
-                        is_last and last_at and cycle - last_at[-1] < gap):
-                    ctx.set(dut.ctl, {"valid": 0, "last": 1, "shift": 0})
-                    await ctx.tick()
-                    cycle += 1
-                    _sample(ctx, cycle)
-                ctx.set(dut.act, [int(x) for x in a[j]])
-                ctx.set(dut.wgt, [int(x) for x in w[j]])
-                ctx.set(dut.ctl, {"valid": 1, "last": int(is_last), "shift": int(sh[j])})
-                if is_last:
-                    last_at.append(cycle)
-                await ctx.tick()
-                cycle += 1
-                _sample(ctx, cycle)
-        ctx.set(dut.ctl, {"valid": 0, "last": 0, "shift": 0})
-        for _ in range(dut.latency + 2 * rows + 2):
+        for t in range(len(stream) + dut.latency + rows + 2):
+            beat = stream[t] if t < len(stream) else None
+            ctx.set(dut.ctl.valid, int(beat is not None))
+            if beat is not None:
+                a, w, dbl, last = beat
+                for r in range(rows):
+                    ctx.set(dut.act[r], a[r])
+                for c in range(cols):
+                    ctx.set(dut.wgt[c], w[c])
+                ctx.set(dut.ctl.dbl, dbl)
+                ctx.set(dut.ctl.last, last)
+            else:
+                ctx.set(dut.ctl.last, 0)
+                ctx.set(dut.ctl.dbl, 0)
             await ctx.tick()
-            cycle += 1
-            _sample(ctx, cycle)
-
-    def _sample(ctx, cycle):
-        res = ctx.get(dut.res)
-        if res.valid:
-            got.append((cycle, [int(res.acc[c]) for c in range(cols)]))
+            # after the edge that ends cycle t: what the array shows during cycle t + 1
+            done.append(ctx.get(dut.tile_done))
+            out.append([ctx.get(dut.res[c]) for c in range(cols)])
+    # index by cycle: entry t is what the array shows during cycle t
+    out.insert(0, None)
+    done.insert(0, 0)
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(tb)
     sim.run()
-    expect = [(t + dut.latency + 2 * r, list(map(int, acc[r])))
-              for t, (_, _, _, acc) in zip(last_at, tiles, strict=True) for r in range(rows)]
-    return got, expect
+    return dut, out, done
 
 
-@pytest.mark.parametrize("rows,cols,width", _params())
-def test_array_tiles_with_bubbles(rows, cols, width):
-    got, expect = _run_tiles(rows, cols, width)
-    assert got == expect
+GEOMETRIES = [(1, 1, 16), (2, 3, 16), (4, 4, 32), (8, 2, 32), (3, 5, 64)]
 
 
-def test_array_min_tile_spacing_is_needed():
-    """`last` beats 2R - 2 cycles apart make a result overwrite one still climbing."""
-    got, expect = _run_tiles(4, 2, 16, spacing=2 * 4 - 2, p_bubble=0.0)
-    assert got != expect
+@pytest.mark.parametrize("planes", [1, 2, 8])
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: "x".join(map(str, g)))
+def test_rows_at_exact_cycles(geometry, planes):
+    rows, cols, width = geometry
+    rng = np.random.default_rng(rows * 100 + cols * 10 + planes)
+    tiles = make_tiles(rng, rows, cols, width, planes, 12)
+    stream = schedule(tiles, rows, rng)
+    dut, out, done = run_array(rows, cols, width, planes, stream)
+    lasts = [t for t, b in enumerate(stream) if b is not None and b[3]]
+    assert len(lasts) == len(tiles)
+    for t_last, (_, want) in zip(lasts, tiles, strict=True):
+        # the array registers nothing in front of the PEs: the last beat (cycle t) is counted
+        # in cycle t + latency - 1, when tile_done pulses; row r leaves in t + latency + r
+        assert done[t_last + dut.latency - 1] == 1
+        for r in range(rows):
+            assert out[t_last + dut.latency + r] == [int(v) for v in want[r]], (t_last, r)
+    assert sum(done) == len(tiles)
 
 
-def test_check_geometry():
-    check_geometry(1, 1, 16)
+@pytest.mark.slow
+def test_large_geometry():
+    rng = np.random.default_rng(5)
+    tiles = make_tiles(rng, 8, 8, 64, 2, 6)
+    stream = schedule(tiles, 8, rng)
+    dut, out, _ = run_array(8, 8, 64, 2, stream)
+    lasts = [t for t, b in enumerate(stream) if b is not None and b[3]]
+    for t_last, (_, want) in zip(lasts, tiles, strict=True):
+        for r in range(8):
+            assert out[t_last + dut.latency + r] == [int(v) for v in want[r]]
+
+
+def test_tiles_closer_than_rows_corrupt():
+    """The spacing rule is real: two last beats R - 1 cycles apart lose a row (the compiler's
+    beat tables never do this, program.tile_beats)."""
+    rows, cols, width = 4, 2, 16
+    rng = np.random.default_rng(9)
+    tiles = make_tiles(rng, rows, cols, width, 1, 6, max_words=1)
+    stream = schedule(tiles, rows, rng, bubbles=0, spacing=rows - 1)
+    dut, out, _ = run_array(rows, cols, width, 1, stream)
+    lasts = [t for t, b in enumerate(stream) if b is not None and b[3]]
+    wrong = sum(out[t + dut.latency + r] != [int(v) for v in want[r]]
+                for t, (_, want) in zip(lasts, tiles, strict=True) for r in range(rows))
+    assert wrong > 0
+
+
+def test_geometry_checks():
     with pytest.raises(ValueError, match="rows must be an int >= 1, not 0"):
-        check_geometry(0, 2, 32)
-    with pytest.raises(ValueError, match="cols must be an int >= 1, not 2.5"):
-        check_geometry(2, 2.5, 32)
-    with pytest.raises(ValueError, match=r"one of \(16, 32, 64\), not 8"):
-        SystolicArray(2, 2, 8, max_k=64)
+        check_geometry(0, 1, 16)
+    with pytest.raises(ValueError, match="word width must be one of"):
+        check_geometry(1, 1, 8)

@@ -4,7 +4,7 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.sim import DomainReset, Simulator
+from amaranth.sim import Simulator
 
 from xnorflow.hw.pe import XnorPopcountPE, acc_width
 from xnorflow.hw.popcount import PopCount
@@ -52,118 +52,75 @@ def test_acc_width_checks_values():
         acc_width(10, 9)
     with pytest.raises(ValueError, match="PE word width"):
         XnorPopcountPE(0, 10)
+    with pytest.raises(ValueError, match="acc_bits must be an int >= 6"):
+        XnorPopcountPE(32, 5)
 
 
-@pytest.mark.parametrize("planes", [1, 3])
-@pytest.mark.parametrize("width", [16, 32, 64])
-def test_pe_accumulates_tiles_with_stalls(width, planes):
-    """Random tiles (1..6 words, every plane), random bubbles, back-to-back `last` beats:
-    each tile total equals sum_b 2^b P_b (encoding.accumulate_planes) and appears exactly
-    `latency` cycles after its `last` beat."""
-    rng = np.random.default_rng(width + planes)
-    max_k = 6 * width
-    dut = XnorPopcountPE(width, max_k, planes)
+def random_tiles(rng, width, planes, n_tiles, max_words=5):
+    """Tiles of random words: each tile is ``planes`` bit-planes (most significant first) of
+    ``1..max_words`` words each; returns the beats ``(a, w, dbl, last)`` and each tile's
+    expected total, ``sum_b 2^b P_b`` (:func:`xnorflow.sw.encoding.accumulate_planes`)."""
     dt = {16: np.uint16, 32: np.uint32, 64: np.uint64}[width]
-    beats, expect = [], []
-    for _ in range(25):
-        n = int(rng.integers(1, 7))
-        a = rng.integers(0, 2**width, size=n, dtype=np.uint64).astype(dt)
-        w = rng.integers(0, 2**width, size=n, dtype=np.uint64).astype(dt)
-        sh = rng.integers(0, planes, size=n)
-        p = enc.popcount(~(a ^ w))
-        planes_p = np.zeros((planes,), np.int64)
-        for i in range(n):
-            planes_p[sh[i]] += p[i]
-        expect.append(int(enc.accumulate_planes(planes_p)))
-        for i in range(n):
-            beats.append((int(a[i]), int(w[i]), int(sh[i]), int(i == n - 1)))
-    got, last_at = [], []
-
-    async def tb(ctx):
-        ctx.set(dut.d_i.valid, 0)
-        cycle = 0
-        pending = list(beats)
-        while pending or cycle < (last_at[-1] if last_at else 0) + dut.latency + 2:
-            if pending and rng.random() < 0.7:
-                a, w, sh, last = pending.pop(0)
-                ctx.set(dut.a_i, a)
-                ctx.set(dut.w_i, w)
-                ctx.set(dut.c_i, {"valid": 1, "last": last, "shift": sh})
-                if last:
-                    last_at.append(cycle)
-            else:  # bubble with garbage words
-                ctx.set(dut.a_i, int(rng.integers(0, 2**16)))
-                ctx.set(dut.c_i, {"valid": 0, "last": 1, "shift": 0})
-            await ctx.tick()
-            cycle += 1
-            d = ctx.get(dut.d_o)
-            if d.valid:
-                got.append((cycle, int(d.value)))
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb)
-    sim.run()
-    assert [v for _, v in got] == expect
-    assert [c for c, _ in got] == [t + dut.latency for t in last_at]
+    beats, totals = [], []
+    for _ in range(n_tiles):
+        k = int(rng.integers(1, max_words + 1))
+        per_plane = np.zeros(planes, np.int64)
+        for bi, b in enumerate(range(planes - 1, -1, -1)):
+            a = rng.integers(0, 2**width, size=k, dtype=np.uint64).astype(dt)
+            w = rng.integers(0, 2**width, size=k, dtype=np.uint64).astype(dt)
+            per_plane[b] = int(enc.popcount(~(a ^ w)).sum())
+            for i in range(k):
+                beats.append((int(a[i]), int(w[i]), int(bi > 0 and i == 0),
+                              int(b == 0 and i == k - 1)))
+        totals.append(int(enc.accumulate_planes(per_plane)))
+    return beats, totals
 
 
-def test_pe_conveyor_passes_results_up():
-    """When not finishing, the result slot takes the slot below (the column conveyor)."""
-    dut = XnorPopcountPE(16, 64)
-
-    async def tb(ctx):
-        ctx.set(dut.c_i, {"valid": 0, "last": 0, "shift": 0})
-        ctx.set(dut.d_i, {"valid": 1, "value": 37})
-        await ctx.tick()
-        assert ctx.get(dut.d_o.valid) == 1 and ctx.get(dut.d_o.value) == 37
-        ctx.set(dut.d_i, {"valid": 0, "value": 5})
-        await ctx.tick()
-        assert ctx.get(dut.d_o.valid) == 0
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb)
-    sim.run()
-
-
-def test_pe_reset_mid_tile():
-    """A reset in the middle of a tile discards it; the next tile starts from zero."""
-    from amaranth.hdl import ClockDomain, Module
-
-    dut = XnorPopcountPE(16, 64)
-    top = Module()
-    top.domains.sync = cd = ClockDomain("sync")
-    top.submodules.pe = dut
+@pytest.mark.parametrize("planes", [1, 3, 8])
+@pytest.mark.parametrize("width", [16, 32, 64])
+def test_pe_accumulates_tiles_with_bubbles(width, planes):
+    """Random tiles (every plane, 1..5 words per plane), random bubbles between beats and
+    back-to-back tiles: each tile's total equals sum_b 2^b P_b and appears on ``d_o`` exactly
+    ``latency + 2`` cycles after its last beat; without ``load`` the slot takes ``d_i``."""
+    rng = np.random.default_rng(width * 10 + planes)
+    beats, totals = random_tiles(rng, width, planes, 20)
+    acc_bits = acc_width(5 * width, planes)
+    dut = XnorPopcountPE(width, acc_bits, 2)
+    lat = dut.latency
+    stream = []
+    for b in beats:
+        while rng.random() < 0.3:
+            stream.append(None)  # a bubble
+        stream.append(b)
     got = []
 
     async def tb(ctx):
-        def beat(a, w, last, valid=1):
-            ctx.set(dut.a_i, a)
-            ctx.set(dut.w_i, w)
-            ctx.set(dut.c_i, {"valid": valid, "last": last, "shift": 0})
-
-        beat(0xFFFF, 0xFFFF, 0)          # 16 agreements, tile not finished
-        await ctx.tick()
-        beat(0, 0, 0, valid=0)
-        await ctx.tick().repeat(dut.latency)
-        ctx.set(cd.rst, 1)
-        for _ in range(2):
-            try:
-                await ctx.tick()
-            except DomainReset:
-                pass
-        ctx.set(cd.rst, 0)
-        beat(0x00FF, 0xFFFF, 1)          # 8 agreements, one-word tile
-        await ctx.tick()
-        beat(0, 0, 0, valid=0)
-        for _ in range(dut.latency + 2):
+        # the PE's control arrives aligned with the popcount (the array delays it); clr and
+        # load come a cycle after a tile's last count
+        ctl = [(0, 0, 0)] * lat
+        clr = 1
+        for t in range(len(stream) + lat + 3):
+            beat = stream[t] if t < len(stream) else None
+            if beat is not None:
+                a, w, dbl, last = beat
+                ctx.set(dut.a, a)
+                ctx.set(dut.w, w)
+            ctl.append((int(beat is not None), beat[2] if beat else 0, beat[3] if beat else 0))
+            en, dbl, fin = ctl[t]
+            ctx.set(dut.en, en)
+            ctx.set(dut.dbl, dbl)
+            ctx.set(dut.clr, clr)
+            ctx.set(dut.load, clr)
+            ctx.set(dut.d_i, 12345 % (1 << acc_bits))
             await ctx.tick()
-            if ctx.get(dut.d_o.valid):
-                got.append(ctx.get(dut.d_o.value))
+            if clr and t > 0:
+                got.append(ctx.get(dut.d_o))
+            elif t > lat + 1:
+                assert ctx.get(dut.d_o) == 12345 % (1 << acc_bits)  # took d_i
+            clr = en & fin
 
-    sim = Simulator(top)
+    sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(tb)
     sim.run()
-    assert got == [8]
+    assert got == totals
