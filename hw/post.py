@@ -140,30 +140,31 @@ class OutputStage(wiring.Component):
         aw = len(d.out_base)
 
         # ---- where the stage is: pooling pass, column group, lane, word, tile of rows --------
-        # (each end-of-loop flag is a register, set a cycle ahead with its counter)
-        p = Signal(8)               # pooling pass of the next tile
-        end_p = Signal()            # p == passes - 1
-        g = Signal(len(d.groups_m1))
-        end_g = Signal()            # g == groups - 1
-        lane = Signal(range(LN))    # lane of group g in its word
-        jj = Signal(aw)             # word offset of group g within a row's output
+        # (down-counters, each with its end flag as a register set a cycle ahead)
+        p_left = Signal(8)          # pooling passes after the next tile's
+        first_p = Signal()          # the next tile is its group's first pass
+        end_p = Signal()            # ... and its last
+        g_left = Signal(len(d.groups_m1))
+        end_g = Signal()            # the next tile's group is its tile of rows' last
+        lane = Signal(range(LN))    # lane of the group in its word
+        jj = Signal(aw)             # word offset of the group within a row's output
         tile_dest = Signal(aw)      # output address of the current tile's row 0
         rows_left = Signal(len(d.rows_total))
         end_lane = d.integer | (lane == LN - 1)
         done = self.tile_done
         with m.If(self.layer_start):
-            m.d.sync += [p.eq(0), end_p.eq(d.passes_m1 == 0), g.eq(0),
-                         end_g.eq(d.groups_m1 == 0), lane.eq(0), jj.eq(0),
-                         tile_dest.eq(d.out_base), rows_left.eq(d.rows_total),
+            m.d.sync += [p_left.eq(d.passes_m1), first_p.eq(1), end_p.eq(d.passes_m1 == 0),
+                         g_left.eq(d.groups_m1), end_g.eq(d.groups_m1 == 0), lane.eq(0),
+                         jj.eq(0), tile_dest.eq(d.out_base), rows_left.eq(d.rows_total),
                          self.thr_raddr.eq(d.thr_base)]
         with m.Elif(done):
-            m.d.sync += [p.eq(Mux(end_p, 0, p + 1)),
-                         end_p.eq(Mux(end_p, d.passes_m1 == 0, p + 1 == d.passes_m1))]
-            with m.If(p == 0):  # the group's threshold word is latched now: read the next
+            m.d.sync += [p_left.eq(Mux(end_p, d.passes_m1, p_left - 1)), first_p.eq(end_p),
+                         end_p.eq(Mux(end_p, d.passes_m1 == 0, p_left == 1))]
+            with m.If(first_p):  # the group's threshold word is latched now: read the next
                 m.d.sync += self.thr_raddr.eq(Mux(end_g, d.thr_base, self.thr_raddr + 1))
             with m.If(end_p):
-                m.d.sync += [g.eq(Mux(end_g, 0, g + 1)),
-                             end_g.eq(Mux(end_g, d.groups_m1 == 0, g + 1 == d.groups_m1)),
+                m.d.sync += [g_left.eq(Mux(end_g, d.groups_m1, g_left - 1)),
+                             end_g.eq(Mux(end_g, d.groups_m1 == 0, g_left == 1)),
                              lane.eq(Mux(end_g | end_lane, 0, lane + 1)),
                              jj.eq(Mux(end_g, 0, Mux(end_lane, jj + 1, jj)))]
                 with m.If(end_g):
@@ -187,11 +188,11 @@ class OutputStage(wiring.Component):
         mode_int = d.integer
         mul = d.score_mul
         with m.If(done):
-            m.d.sync += [pool_first.eq(p == 0), emit.eq(end_p | mode_int),
+            m.d.sync += [pool_first.eq(first_p), emit.eq(end_p | mode_int),
                          n_rows.eq(Mux(rows_left >= R, R, rows_left)),
                          first_lane.eq(lane == 0), tile_lane.eq(lane),
                          rc.eq(0), ptr.eq(tile_dest + jj)]
-            with m.If(p == 0):
+            with m.If(first_p):
                 for c in range(C):
                     raw = self.thr_rdata[c]
                     low = raw[:TW]

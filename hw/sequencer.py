@@ -129,16 +129,16 @@ class Sequencer(wiring.Component):
         rows_per_image = Reg(AW + 1)
         w_base = Reg(aw["weights"])
         group_words = Reg(aw["weights"] + 1)
-        row_addr = Reg(PA)
-        next_desc = Reg(PA)
         n_batch = Reg(range(R + 1))  # images of this run
         layers_left = Reg(PA)        # layers after the current one
         magic_ok, geom_ok, empty, batch_over, batch_big = (Reg(name=n) for n in (
             "magic_ok", "geom_ok", "empty", "batch_over", "batch_big"))
 
-        # ---- program port A: header, descriptors, row lists -----------------------------------
-        f_addr = Reg(PA)
-        m.d.comb += self.prog_a_raddr.eq(f_addr)
+        # ---- program port A: header and descriptors (f_addr), row lists (rp) ------------------
+        f_addr = Reg(PA)   # header, then the next descriptor
+        rp = Reg(PA)       # the next row-list entry to read
+        rows_on = Signal()  # port A reads the row list (from the layer's prologue on)
+        m.d.comb += self.prog_a_raddr.eq(Mux(rows_on, rp, f_addr))
         idx = Reg(range(prog.DESC_READ + 2))  # word of the header/descriptor being read
 
         # ---- row banks: the current tile's rows (used by the beats) and the next tile's ---------
@@ -215,7 +215,7 @@ class Sequencer(wiring.Component):
         # the row pointer moves with each captured entry, and once more at a prefetch's start
         # (so the next capture reads the entry after the last)
         with m.If(pf_start | ((pf_slot != R) & (pf_slot != R - 1))):
-            m.d.sync += f_addr.eq(f_addr + 1)
+            m.d.sync += rp.eq(rp + 1)
 
         # ---- top FSM ------------------------------------------------------------------------
         busy = Signal()
@@ -263,7 +263,7 @@ class Sequencer(wiring.Component):
                 # descriptor field -> the register it loads (MINUS_ONE fields are stored - 1)
                 dest = {
                     "integer": d.integer, "passes": d.passes_m1, "groups": d.groups_m1,
-                    "table": table, "entries": entries_m1, "rows": row_addr,
+                    "table": table, "entries": entries_m1, "rows": rp,
                     "rows_per_image": rows_per_image, "w_base": w_base, "thr_base": d.thr_base,
                     "out_stride": d.out_stride, "out_base": d.out_base,
                     "tile_words": d.tile_words, "group_words": group_words,
@@ -281,9 +281,9 @@ class Sequencer(wiring.Component):
                                 else:
                                     m.d.sync += dest[name].eq(v)
                 with m.If(idx == prog.DESC_READ):
-                    # f_addr stopped at the next descriptor; the row list comes next
-                    m.d.sync += [next_desc.eq(f_addr + prog.DESC_WORDS - prog.DESC_READ),
-                                 f_addr.eq(row_addr), d.rows_total.eq(0), acc_n.eq(0)]
+                    # f_addr moves on to the next descriptor; the row list comes next
+                    m.d.sync += [f_addr.eq(f_addr + prog.DESC_WORDS - prog.DESC_READ),
+                                 rows_on.eq(1), d.rows_total.eq(0), acc_n.eq(0)]
                     m.next = "PRO"
             with m.State("PRO"):
                 # capture the first tile's R row entries; add up the batch's rows
@@ -310,10 +310,9 @@ class Sequencer(wiring.Component):
                 m.d.sync += drain.eq(drain - 1)
                 with m.If(drain == 0):
                     with m.If(layers_left == 0):
-                        m.d.sync += [busy.eq(0), self.done.eq(1)]
+                        m.d.sync += [busy.eq(0), self.done.eq(1), rows_on.eq(0)]
                         m.next = "IDLE"
                     with m.Else():
-                        m.d.sync += [layers_left.eq(layers_left - 1), f_addr.eq(next_desc),
-                                     idx.eq(0)]
+                        m.d.sync += [layers_left.eq(layers_left - 1), rows_on.eq(0), idx.eq(0)]
                         m.next = "DESC"
         return m

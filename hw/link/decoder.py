@@ -7,7 +7,7 @@ order are those of :mod:`xnorflow.hw.link.protocol`, the host side is
 on a framing error or an inter-byte timeout) to return the decoder to waiting for a sync byte.
 
 Sized for small FPGAs: every request has the same 6-byte header (no length field), the checks
-are made once per frame in the cycle after the header (registered flags), words written by
+are made once per frame in the three cycles after the header (registered flags), words written by
 the host shift in at the top of one word register (each memory takes the top bits: no
 per-memory multiplexer), a write is a registered pulse in a cycle in which the host stream
 waits (so the register is stable), and words read go out through a byte multiplexer on the
@@ -15,8 +15,6 @@ memory's read data (held while its bytes leave).
 """
 
 from __future__ import annotations
-
-from contextlib import contextmanager
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
@@ -139,7 +137,8 @@ class HostDecoder(wiring.Component):
         cmd, p0 = hdr[0:8], hdr[8:16]
         addr, count = hdr[16:32], hdr[32:48]
         hi = Signal(range(REQUEST_HEADER))
-        acc = Signal(8)                    # request: byte sum; response: byte sum so far
+        acc = Signal(8)                    # the request's byte sum (after the sync byte)
+        racc = Signal(8)                   # the response's byte sum so far
         shreg = Signal(self.write_width)
         sel = p0[:3]
         mem_ok_id = p0 < nmem
@@ -147,22 +146,29 @@ class HostDecoder(wiring.Component):
                      self.mem_wdata.eq(shreg)]
 
         def by_mem(values, default):
-            """``values[mem]`` for the selected memory (``default`` for another id)."""
-            res = default
-            for i, v in enumerate(values):
-                res = Mux(sel == i, v, res)
-            return Mux(mem_ok_id, res, default)
+            """``values[mem]`` for the selected memory (``default`` for another id): a
+            balanced multiplexer tree on the id bits (ids without a memory fold away)."""
+            def tree(ids, b):
+                ids = [i for i in ids if i < nmem] or [None]
+                if len(ids) == 1:
+                    return default if ids[0] is None else values[ids[0]]
+                ones = [i for i in ids if i >> b & 1]
+                zeros = [i for i in ids if not i >> b & 1]
+                if not ones or not zeros:
+                    return tree(ones or zeros, b - 1)
+                return Mux(sel[b], tree(ones, b - 1), tree(zeros, b - 1))
+            return Mux(mem_ok_id, tree(list(range(8)), 2), default)
 
-        # ---- the checks, once per frame (registered in the cycle after the header) ----------
+        # ---- the checks, once per frame (registered in the two cycles after the header) -----
         is_w, is_r = cmd == Command.WRITE, cmd == Command.READ
         is_start, is_status = cmd == Command.START, cmd == Command.STATUS
-        f_cmd, f_mem, f_range, f_len, f_batch, f_busy, f_chk = (Signal(name=n) for n in (
-            "f_cmd", "f_mem", "f_range", "f_len", "f_batch", "f_busy", "f_chk"))
+        f_cmd, f_mem, f_range, f_len, f_batch, f_busy, f_chk, f_ok = (Signal(name=n) for n in (
+            "f_cmd", "f_mem", "f_range", "f_len", "f_batch", "f_busy", "f_chk", "f_ok"))
         writable = [MEMORY_NAMES[i] in HOST_WRITABLE for i in range(nmem)]
         readable = [MEMORY_NAMES[i] in HOST_READABLE for i in range(nmem)]
-        end = addr + count  # 17 bits
+        end = Signal(17)                   # address + count, registered in the first cycle
         bytes_total = Signal(17 + max(lg))
-        m.d.comb += bytes_total.eq(by_mem([count << lg[i] for i in range(nmem)], count))
+        has_data = Signal()                # a WRITE of at least one word
         # word and byte position, each with its end flag as a register (set a cycle ahead)
         k = Signal(range(max(bpw)))        # byte of the current word
         k_last = Signal()                  # k is the word's last byte
@@ -175,12 +181,27 @@ class HostDecoder(wiring.Component):
         step_word = Signal()               # a word is done (address and count move)
         with m.If(step_word):
             m.d.sync += [addr.eq(addr + 1), count.eq(count - 1), w_last.eq(count == 2)]
+        start = Signal()                   # a registered pulse
+        m.d.sync += start.eq(0)
+        m.d.comb += self.start.eq(start)
 
-        # ---- response bytes: produced into a register (host_out.payload) a byte ahead -------
-        obyte = Signal(8)
-        ovalid = Signal()
+        # ---- response bytes: a two-byte queue in front of host_out ---------------------------
+        # the state machine fills `nb` whenever it is empty (a register: its decisions never
+        # wait on host_out.ready); `nb` moves to the output register `obyte` when that is free
+        # or leaving. The checksum adds each byte as it leaves (from the register).
+        obyte, nb = Signal(8), Signal(8)
+        ovalid, nb_valid = Signal(), Signal()
+        ocnt, nb_cnt = Signal(), Signal()  # the byte counts in the checksum
         m.d.comb += [out.payload.eq(obyte), out.valid.eq(ovalid)]
-        load = ~ovalid | out.ready  # the output register is free, or being freed
+        sent = ovalid & out.ready
+        with m.If(sent & ocnt):
+            m.d.sync += racc.eq(racc + obyte)
+        with m.If(nb_valid & (~ovalid | out.ready)):
+            m.d.sync += [obyte.eq(nb), ocnt.eq(nb_cnt), ovalid.eq(1), nb_valid.eq(0)]
+        with m.Elif(sent):
+            m.d.sync += ovalid.eq(0)
+        free = ~nb_valid
+        idle_out = ~nb_valid & ~ovalid     # every queued byte has left (and is counted)
         status = Signal(4)
         rlen = Signal(16)
         ri = Signal(range(STATUS_LEN + 4))  # response byte (header, then status payload)
@@ -202,126 +223,132 @@ class HostDecoder(wiring.Component):
                 with m.Case(i):
                     m.d.comb += read_byte.eq(self.mem_rdata[8 * i:8 * i + 8])
 
-        def emit(value, add=True):
-            """Load ``value`` into the output register (and into the checksum)."""
-            m.d.sync += [obyte.eq(value), ovalid.eq(1)]
-            if add:
-                m.d.sync += acc.eq(acc + value)
+        # the byte multiplexers feed a register (`pick`, every cycle); a state that queues a
+        # byte first lets its selection settle for a cycle (`ready2`), then queues `pick`
+        pick_fixed = Signal(8)
+        pick_read = Signal(8)
+        m.d.sync += [pick_fixed.eq(fixed_byte), pick_read.eq(read_byte)]
+        settled = Signal()  # the selection (ri, k) has not moved since the last cycle
 
-        @contextmanager
-        def state(name):
-            with m.State(name):
-                yield
-                with m.If(self.abort):  # from any state: drop the frame
-                    m.d.sync += [self.mem_we.eq(0), ovalid.eq(0)]
-                    m.next = "SYNC"
+        def emit(value, count=True):
+            """Queue ``value`` (in the checksum unless ``count`` is false)."""
+            m.d.sync += [nb.eq(value), nb_cnt.eq(count), nb_valid.eq(1), settled.eq(0)]
 
-        with m.FSM():
-            with state("SYNC"):
-                m.d.comb += inp.ready.eq(1)
-                with m.If(take & (byte == SYNC_REQUEST)):
-                    m.d.sync += [acc.eq(0), hi.eq(0)]
-                    m.next = "HDR"
-            with state("HDR"):
-                m.d.comb += inp.ready.eq(1)
-                with m.If(take):
-                    m.d.sync += [hdr.eq(Cat(hdr[8:], byte)), acc.eq(acc + byte), hi.eq(hi + 1)]
-                    with m.If(hi == REQUEST_HEADER - 1):
-                        m.next = "CHECK"
-            with state("CHECK"):  # the header is complete: every check, registered
-                kmax = by_mem([b - 1 for b in bpw], 0)
-                m.d.sync += [
-                    k.eq(0), k_max.eq(kmax), k_last.eq(kmax == 0), w_last.eq(count == 1),
-                    f_cmd.eq(~(is_w | is_r | is_start | is_status)),
-                    f_mem.eq((is_w & ~by_mem([Const(v) for v in writable], 0))
-                             | (is_r & ~by_mem([Const(v) for v in readable], 0))),
-                    f_range.eq((is_w | is_r) & by_mem([end > d for d in depth], 1)),
-                    f_len.eq(is_r & (bytes_total > MAX_PAYLOAD)),
-                    f_batch.eq(is_start & ((p0 == 0) | (p0 > t.rows))),
-                    f_busy.eq(self.busy & ~is_status),
-                ]
-                with m.If(is_w & (count != 0)):
-                    m.next = "DATA"
-                with m.Else():
-                    m.next = "CHK"
-            with state("DATA"):  # a WRITE's words: a byte per cycle, a cycle per word
-                ok = ~(f_cmd | f_mem | f_range | f_busy)
-                with m.If(self.mem_we):  # the word is written in this cycle
-                    m.d.sync += self.mem_we.eq(0)
+        # ---- the frame state machine, one-hot: every state test is one flip-flop ----------
+        names = ("SYNC", "HDR", "CHECK", "CHECK2", "CHECK3", "DATA", "CHK", "STAT", "EXEC", "RHDR",
+                 "RSTATUS", "RWAIT", "RWORD", "RCHK", "RDONE")
+        st = {n: Signal(name=f"st_{n.lower()}", init=int(n == "SYNC")) for n in names}
+
+        def go(frm, to):
+            m.d.sync += [st[frm].eq(0), st[to].eq(1)]
+
+        wdone = Signal()  # a word's last byte came: it is written (if ok) in this cycle
+        m.d.comb += inp.ready.eq(st["SYNC"] | st["HDR"] | st["CHK"] | (st["DATA"] & ~wdone))
+        # every request byte after the sync byte goes into the sum
+        with m.If(take & ~st["SYNC"]):
+            m.d.sync += acc.eq(acc + byte)
+        with m.If(st["SYNC"] & take & (byte == SYNC_REQUEST)):
+            m.d.sync += [acc.eq(0), hi.eq(0)]
+            go("SYNC", "HDR")
+        with m.If(st["HDR"] & take):
+            m.d.sync += [hdr.eq(Cat(hdr[8:], byte)), hi.eq(hi + 1)]
+            with m.If(hi == REQUEST_HEADER - 1):
+                go("HDR", "CHECK")
+        with m.If(st["CHECK"]):  # the header is complete: the sums, the per-memory values
+            m.d.sync += [
+                end.eq(addr + count),
+                bytes_total.eq(by_mem([count << lg[i] for i in range(nmem)], count)),
+                k.eq(0), k_max.eq(by_mem([b - 1 for b in bpw], 0)), w_last.eq(count == 1),
+                has_data.eq(is_w & (count != 0)),
+                f_cmd.eq(~(is_w | is_r | is_start | is_status)),
+                f_mem.eq((is_w & ~by_mem([Const(v) for v in writable], 0))
+                         | (is_r & ~by_mem([Const(v) for v in readable], 0))),
+                f_batch.eq(is_start & ((p0 == 0) | (p0 > t.rows))),
+                f_busy.eq(self.busy & ~is_status),
+            ]
+            go("CHECK", "CHECK2")
+        with m.If(st["CHECK2"]):  # the compares on the sums
+            m.d.sync += [
+                f_range.eq((is_w | is_r) & by_mem([end > d for d in depth], 1)),
+                f_len.eq(is_r & (bytes_total > MAX_PAYLOAD)), k_last.eq(k_max == 0),
+            ]
+            go("CHECK2", "CHECK3")
+        with m.If(st["CHECK3"]):  # may a WRITE write its words?
+            m.d.sync += f_ok.eq(~(f_cmd | f_mem | f_range | f_busy))
+            with m.If(has_data):
+                go("CHECK3", "DATA")
+            with m.Else():
+                go("CHECK3", "CHK")
+        with m.If(st["DATA"]):  # a WRITE's words: a byte per cycle, a cycle per word
+            with m.If(wdone):
+                m.d.sync += [self.mem_we.eq(0), wdone.eq(0)]
+                m.d.comb += step_word.eq(1)
+                with m.If(w_last):
+                    go("DATA", "CHK")
+            with m.Elif(take):
+                m.d.sync += shreg.eq(Cat(shreg[8:], byte))
+                m.d.comb += step_byte.eq(1)
+                with m.If(k_last):
+                    m.d.sync += [self.mem_we.eq(f_ok), wdone.eq(1)]
+        with m.If(st["CHK"] & take):
+            m.d.sync += f_chk.eq((acc + byte)[:8] != 0)
+            go("CHK", "STAT")
+        with m.If(st["STAT"]):  # the status, in the order of protocol.CHECK_ORDER
+            m.d.sync += [
+                status.eq(Mux(f_chk, Status.CHECKSUM, Mux(f_cmd, Status.UNKNOWN_COMMAND,
+                          Mux(f_mem, Status.MEMORY, Mux(f_range, Status.RANGE,
+                              Mux(f_len, Status.LENGTH, Mux(f_batch, Status.BATCH,
+                                  Mux(f_busy, Status.BUSY, Status.OK)))))))),
+                ri.eq(0), k.eq(0), k_last.eq(k_max == 0), settled.eq(0),
+            ]
+            go("STAT", "EXEC")
+        with m.If(st["EXEC"]):
+            ok = status == Status.OK
+            m.d.sync += [rlen.eq(Mux(ok & is_r, bytes_total,
+                                     Mux(ok & is_status, STATUS_LEN, 0))),
+                         racc.eq(0), start.eq(ok & is_start)]
+            go("EXEC", "RHDR")
+        with m.If(st["RHDR"]):  # 5A, status, length; then the status payload if any
+            m.d.sync += settled.eq(1)
+            with m.If(free & settled):
+                emit(pick_fixed, count=ri != 0)
+                m.d.sync += ri.eq(ri + 1)
+                with m.If(ri == 3):
+                    with m.If(rlen == 0):
+                        go("RHDR", "RCHK")
+                    with m.Elif(is_status):
+                        go("RHDR", "RSTATUS")
+                    with m.Else():
+                        go("RHDR", "RWAIT")
+        with m.If(st["RSTATUS"]):
+            m.d.sync += settled.eq(1)
+            with m.If(free & settled):
+                emit(pick_fixed)
+                m.d.sync += ri.eq(ri + 1)
+                with m.If(ri == 3 + STATUS_LEN):
+                    go("RSTATUS", "RCHK")
+        with m.If(st["RWAIT"]):  # mem_addr = addr is presented now; the data come next
+            m.d.sync += settled.eq(0)
+            go("RWAIT", "RWORD")
+        with m.If(st["RWORD"]):
+            m.d.sync += settled.eq(1)
+            with m.If(free & settled):
+                emit(pick_read)
+                m.d.comb += step_byte.eq(1)
+                with m.If(k_last):
                     m.d.comb += step_word.eq(1)
                     with m.If(w_last):
-                        m.next = "CHK"
-                with m.Else():
-                    m.d.comb += inp.ready.eq(1)
-                    with m.If(take):
-                        m.d.sync += [shreg.eq(Cat(shreg[8:], byte)), acc.eq(acc + byte)]
-                        m.d.comb += step_byte.eq(1)
-                        with m.If(k_last):
-                            m.d.sync += self.mem_we.eq(ok)
-                            with m.If(~ok):  # not written: the word is done at once
-                                m.d.comb += step_word.eq(1)
-                                with m.If(w_last):
-                                    m.next = "CHK"
-            with state("CHK"):
-                m.d.comb += inp.ready.eq(1)
-                with m.If(take):
-                    m.d.sync += f_chk.eq((acc + byte)[:8] != 0)
-                    m.next = "STAT"
-            with state("STAT"):  # the status, in the order of protocol.CHECK_ORDER
-                m.d.sync += [
-                    status.eq(Mux(f_chk, Status.CHECKSUM, Mux(f_cmd, Status.UNKNOWN_COMMAND,
-                              Mux(f_mem, Status.MEMORY, Mux(f_range, Status.RANGE,
-                                  Mux(f_len, Status.LENGTH, Mux(f_batch, Status.BATCH,
-                                      Mux(f_busy, Status.BUSY, Status.OK)))))))),
-                    ri.eq(0), k.eq(0), k_last.eq(k_max == 0),
-                ]
-                m.next = "EXEC"
-            with state("EXEC"):
-                ok = status == Status.OK
-                m.d.sync += [rlen.eq(Mux(ok & is_r, bytes_total,
-                                         Mux(ok & is_status, STATUS_LEN, 0))), acc.eq(0)]
-                with m.If(ok & is_start):
-                    m.d.comb += self.start.eq(1)
-                m.next = "RHDR"
-            with state("RHDR"):  # 5A, status, length; then the status payload if any
-                with m.If(load):
-                    emit(fixed_byte, add=False)
-                    with m.If(ri != 0):
-                        m.d.sync += acc.eq(acc + fixed_byte)
-                    m.d.sync += ri.eq(ri + 1)
-                    with m.If(ri == 3):
-                        with m.If(rlen == 0):
-                            m.next = "RCHK"
-                        with m.Elif(is_status):
-                            m.next = "RSTATUS"
-                        with m.Else():
-                            m.next = "RWAIT"
-            with state("RSTATUS"):
-                with m.If(load):
-                    emit(fixed_byte)
-                    m.d.sync += ri.eq(ri + 1)
-                    with m.If(ri == 3 + STATUS_LEN):
-                        m.next = "RCHK"
-            with state("RWAIT"):  # mem_addr = addr is presented now; the data come next
-                with m.If(load):
-                    m.d.sync += ovalid.eq(0)
-                m.next = "RWORD"
-            with state("RWORD"):
-                with m.If(load):
-                    emit(read_byte)
-                    m.d.comb += step_byte.eq(1)
-                    with m.If(k_last):
-                        m.d.comb += step_word.eq(1)
-                        with m.If(w_last):
-                            m.next = "RCHK"
-                        with m.Else():
-                            m.next = "RWAIT"
-            with state("RCHK"):
-                with m.If(load):
-                    emit(-acc, add=False)
-                    m.next = "RDONE"
-            with state("RDONE"):
-                with m.If(load):
-                    m.d.sync += ovalid.eq(0)
-                    m.next = "SYNC"
+                        go("RWORD", "RCHK")
+                    with m.Else():
+                        go("RWORD", "RWAIT")
+        with m.If(st["RCHK"] & idle_out):  # once every byte before it has left (and counted)
+            emit(-racc, count=False)
+            go("RCHK", "RDONE")
+        with m.If(st["RDONE"] & idle_out):
+            go("RDONE", "SYNC")
+        abort = Signal()  # registered: the bridge's abort is logic on its counters
+        m.d.sync += abort.eq(self.abort)
+        with m.If(abort):  # from any state: drop the frame
+            m.d.sync += [self.mem_we.eq(0), wdone.eq(0), ovalid.eq(0), nb_valid.eq(0)]
+            m.d.sync += [st[n].eq(n == "SYNC") for n in names]
         return m

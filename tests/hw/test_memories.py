@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from xnorflow.hw.memories import DEFAULT_DEPTHS, AcceleratorMemories, memory_depths
+from xnorflow.hw.memories import (
+    DEFAULT_DEPTHS,
+    AcceleratorMemories,
+    memory_depths,
+    threshold_storage,
+)
 from xnorflow.sw import program, synthetic
+from xnorflow.sw.errors import UserError
 from xnorflow.sw.images import MemoryImage
 from xnorflow.sw.targets import TARGETS, sim_target
 
@@ -18,15 +24,15 @@ def test_depths_follow_images_and_targets():
     header, _ = program.decode_program(mems[0].words)
     for m in mems:
         assert d[m.name] >= m.depth and d[m.name] & (d[m.name] - 1) == 0
-    assert d["activations"] >= header["act_words"]
-    assert d["scores"] >= header["n_classes"] * header["max_batch"]
+    assert d["activations"] >= header["act_words"] + 1  # the zero word at the top
+    assert d["scores"] >= header["score_words"] * header["max_batch"]
     assert memory_depths(TARGETS["up5k"])["weights"] == 16384
     assert memory_depths(sim_target())["program"] == DEFAULT_DEPTHS["program"]
 
 
 def test_image_too_deep_for_target():
     img = MemoryImage("program", 32, np.zeros(4096, np.uint64), "x")
-    with pytest.raises(ValueError, match="program"):
+    with pytest.raises(UserError, match="program"):
         memory_depths(TARGETS["hx8k"], [img])
 
 
@@ -43,29 +49,32 @@ def test_init_read_ports_and_writes():
     prog = rng.integers(0, 1 << 32, 20, dtype=np.uint64)
     wgt = rng.integers(0, 1 << 32, 10, dtype=np.uint64)
     act = rng.integers(0, 1 << 16, 30, dtype=np.uint64)
+    # threshold lanes: T (two's complement, low acc_bits + 2 bits kept), pool, polarity
+    thr_lanes = [[-1 & 0xFFFFFFFF, (1 << 31) | (1 << 30) | 77], [5, (1 << 30) | 3]]
+    thr = np.array([a | b << 32 for a, b in thr_lanes], dtype=np.uint64)
     imgs = [MemoryImage("program", 32, prog, "p"), MemoryImage("weights", 32, wgt, "w"),
-            MemoryImage("activations", 16, act, "a")]
+            MemoryImage("thresholds", 64, thr, "t"), MemoryImage("activations", 16, act, "a")]
     dut = AcceleratorMemories(target, memory_depths(target, imgs), imgs)
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     seen = {}
+    sb = program.score_bits(target)
 
     async def tb(ctx):
         for a in (0, 7, 19):
-            ctx.set(dut.prog_raddr, a)
+            ctx.set(dut.prog_a_raddr, a)
+            ctx.set(dut.prog_b_raddr, 19 - a)
             await ctx.tick()
-            seen[("p", a)] = ctx.get(dut.prog_rdata)
+            seen[("p", a)] = (ctx.get(dut.prog_a_rdata), ctx.get(dut.prog_b_rdata))
         for r, a in enumerate((1, 5, 29)):
             ctx.set(dut.act_raddr[r], a)
         await ctx.tick()
         seen["act"] = [ctx.get(dut.act_rdata[r]) for r in range(3)]
-        # read enable low holds the data
-        ctx.set(dut.act_ren, 0)
-        ctx.set(dut.act_raddr[0], 2)
-        await ctx.tick()
-        seen["held"] = ctx.get(dut.act_rdata[0])
-        ctx.set(dut.act_ren, 1)
-        # write then read back
+        for a in (0, 1):
+            ctx.set(dut.thr_raddr, a)
+            await ctx.tick()
+            seen[("t", a)] = [ctx.get(dut.thr_rdata[c]) for c in range(2)]
+        # a word written, then read back
         ctx.set(dut.wgt_waddr, 3)
         ctx.set(dut.wgt_wdata, 0xDEADBEEF)
         ctx.set(dut.wgt_we, 1)
@@ -74,8 +83,19 @@ def test_init_read_ports_and_writes():
         ctx.set(dut.wgt_raddr, 3)
         await ctx.tick()
         seen["w3"] = ctx.get(dut.wgt_rdata)
+        # activation lanes: C = 2 bits each, only the enabled lanes change
+        ctx.set(dut.act_waddr, 1)
+        ctx.set(dut.act_wdata, 0xFFFF)
+        ctx.set(dut.act_wen, 0b0000_0000_1000_0001)
+        await ctx.tick()
+        ctx.set(dut.act_wen, 0)
+        ctx.set(dut.act_raddr[0], 1)
+        await ctx.tick()
+        seen["lanes"] = ctx.get(dut.act_rdata[0])
+        # scores: lanes of score_bits, read back sign-extended to 32 bits
         ctx.set(dut.score_waddr, 5)
-        ctx.set(dut.score_wdata, 1234)
+        ctx.set(dut.score_wdata[0], -3 & ((1 << sb) - 1))
+        ctx.set(dut.score_wdata[1], 1234)
         ctx.set(dut.score_we, 1)
         await ctx.tick()
         ctx.set(dut.score_we, 0)
@@ -86,8 +106,28 @@ def test_init_read_ports_and_writes():
     sim.add_testbench(tb)
     sim.run()
     for a in (0, 7, 19):
-        assert seen[("p", a)] == int(prog[a])
+        assert seen[("p", a)] == (int(prog[a]), int(prog[19 - a]))
     assert seen["act"] == [int(act[1]), int(act[5]), int(act[29])]
-    assert seen["held"] == int(act[1])
+    for a in (0, 1):
+        assert seen[("t", a)] == [threshold_storage(v, target.acc_bits) for v in thr_lanes[a]]
     assert seen["w3"] == 0xDEADBEEF
-    assert seen["s5"] == 1234
+    want = (int(act[1]) & ~0b1100_0000_0000_0011) | 0b1100_0000_0000_0011
+    assert seen["lanes"] == want
+    assert seen["s5"] == (-3 & 0xFFFFFFFF) | 1234 << 32
+
+
+def test_threshold_storage_keeps_every_decision():
+    """The stored bits give back T (clamped range), the flags and a score offset."""
+    acc_bits = 10
+    for t in (-1, 0, 1, 1023, 1024):
+        lane = (1 << 31) | (t & ((1 << 30) - 1))
+        v = threshold_storage(lane, acc_bits)
+        tw = acc_bits + 2
+        low = v & ((1 << tw) - 1)
+        assert (low - (1 << tw) if low >> (tw - 1) else low) == t
+        assert v >> (tw + 1) == 1 and (v >> tw) & 1 == 0
+    for off in (-(1 << 12) + 1, -5, 0, 7, (1 << 12) - 1):  # acc_bits + 3 signed bits
+        v = threshold_storage(off & 0xFFFFFFFF, acc_bits)
+        tw = acc_bits + 2
+        rebuilt = (v & ((1 << tw) - 1)) | (v >> (tw + 1)) << tw
+        assert (rebuilt - (1 << (tw + 1)) if rebuilt >> tw else rebuilt) == off
