@@ -205,6 +205,9 @@ class HostDecoder(wiring.Component):
         status = Signal(4)
         rlen = Signal(16)
         ri = Signal(range(STATUS_LEN + 4))  # response byte (header, then status payload)
+        # the bytes a response sends but memory words, picked in two registered stages: per
+        # index a constant (a small ROM: one LUT per bit), a live value (status, length,
+        # flags, error, cycles: a short multiplexer) and which of the two it is
         flags = Cat(self.busy, self.done, self.error != 0)
         depth_log2 = [max(0, (d - 1).bit_length()) for d in depth]
         fixed = [SYNC_RESPONSE, status, rlen[:8], rlen[8:],
@@ -212,27 +215,53 @@ class HostDecoder(wiring.Component):
                  self.cycles[0:8], self.cycles[8:16], self.cycles[16:24], self.cycles[24:32],
                  *depth_log2]
         assert len(fixed) == 4 + STATUS_LEN
-        fixed_byte = Signal(8)
+        live = [(i, v) for i, v in enumerate(fixed) if not isinstance(v, int)]
+        const_byte, live_byte = Signal(8), Signal(8)
+        is_live = Signal()
         with m.Switch(ri):
             for i, v in enumerate(fixed):
                 with m.Case(i):
-                    m.d.comb += fixed_byte.eq(v)
-        read_byte = Signal(8)
-        with m.Switch(k):
-            for i in range(self.read_width // 8):
+                    if isinstance(v, int):
+                        m.d.comb += const_byte.eq(v)
+                    else:
+                        m.d.comb += is_live.eq(1)
+        with m.Switch(ri):
+            for i, v in live:
                 with m.Case(i):
-                    m.d.comb += read_byte.eq(self.mem_rdata[8 * i:8 * i + 8])
-
-        # the byte multiplexers feed a register (`pick`, every cycle); a state that queues a
-        # byte first lets its selection settle for a cycle (`ready2`), then queues `pick`
+                    m.d.comb += live_byte.eq(v)
+        stage_const, stage_live, stage_is_live = Signal(8), Signal(8), Signal()
         pick_fixed = Signal(8)
+        m.d.sync += [stage_const.eq(const_byte), stage_live.eq(live_byte),
+                     stage_is_live.eq(is_live),
+                     pick_fixed.eq(Mux(stage_is_live, stage_live, stage_const))]
+        # a memory word's byte: groups of four bytes first, then the group
+        rbytes = self.read_width // 8
+        groups = -(-rbytes // 4)
+        stage_group = [Signal(8, name=f"stage_group{j}") for j in range(groups)]
+        for j in range(groups):
+            with m.Switch(k[:2]):
+                for i in range(4):
+                    if 4 * j + i < rbytes:
+                        with m.Case(i):
+                            m.d.sync += stage_group[j].eq(
+                                self.mem_rdata[8 * (4 * j + i):8 * (4 * j + i) + 8])
         pick_read = Signal(8)
-        m.d.sync += [pick_fixed.eq(fixed_byte), pick_read.eq(read_byte)]
-        settled = Signal()  # the selection (ri, k) has not moved since the last cycle
+        if groups == 1:
+            m.d.comb += pick_read.eq(stage_group[0])
+        else:
+            with m.Switch(k[2:]):
+                for j in range(groups):
+                    with m.Case(j):
+                        m.d.comb += pick_read.eq(stage_group[j])
+        settled = Signal(2)  # cycles since the selection (ri, k) moved: 2 = its byte is ready
 
         def emit(value, count=True):
             """Queue ``value`` (in the checksum unless ``count`` is false)."""
             m.d.sync += [nb.eq(value), nb_cnt.eq(count), nb_valid.eq(1), settled.eq(0)]
+
+        ready2 = settled == 2
+        with m.If(settled != 2):
+            m.d.sync += settled.eq(settled + 1)
 
         # ---- the frame state machine, one-hot: every state test is one flip-flop ----------
         names = ("SYNC", "HDR", "CHECK", "CHECK2", "CHECK3", "DATA", "CHK", "STAT", "EXEC", "RHDR",
@@ -267,14 +296,17 @@ class HostDecoder(wiring.Component):
                 f_busy.eq(self.busy & ~is_status),
             ]
             go("CHECK", "CHECK2")
+        over = Signal(nmem)  # end > depth, per memory
         with m.If(st["CHECK2"]):  # the compares on the sums
             m.d.sync += [
-                f_range.eq((is_w | is_r) & by_mem([end > d for d in depth], 1)),
+                over.eq(Cat(*(end > d for d in depth))),
                 f_len.eq(is_r & (bytes_total > MAX_PAYLOAD)), k_last.eq(k_max == 0),
             ]
             go("CHECK2", "CHECK3")
-        with m.If(st["CHECK3"]):  # may a WRITE write its words?
-            m.d.sync += f_ok.eq(~(f_cmd | f_mem | f_range | f_busy))
+        with m.If(st["CHECK3"]):  # the selected memory's range; may a WRITE write its words?
+            range_bad = (is_w | is_r) & by_mem([over[i] for i in range(nmem)], 1)
+            m.d.sync += [f_range.eq(range_bad),
+                         f_ok.eq(~(f_cmd | f_mem | range_bad | f_busy))]
             with m.If(has_data):
                 go("CHECK3", "DATA")
             with m.Else():
@@ -296,8 +328,8 @@ class HostDecoder(wiring.Component):
         with m.If(st["STAT"]):  # the status, in the order of protocol.CHECK_ORDER
             m.d.sync += [
                 status.eq(Mux(f_chk, Status.CHECKSUM, Mux(f_cmd, Status.UNKNOWN_COMMAND,
-                          Mux(f_mem, Status.MEMORY, Mux(f_range, Status.RANGE,
-                              Mux(f_len, Status.LENGTH, Mux(f_batch, Status.BATCH,
+                          Mux(f_mem, Status.MEMORY, Mux(f_len, Status.LENGTH,
+                              Mux(f_range, Status.RANGE, Mux(f_batch, Status.BATCH,
                                   Mux(f_busy, Status.BUSY, Status.OK)))))))),
                 ri.eq(0), k.eq(0), k_last.eq(k_max == 0), settled.eq(0),
             ]
@@ -309,8 +341,7 @@ class HostDecoder(wiring.Component):
                          racc.eq(0), start.eq(ok & is_start)]
             go("EXEC", "RHDR")
         with m.If(st["RHDR"]):  # 5A, status, length; then the status payload if any
-            m.d.sync += settled.eq(1)
-            with m.If(free & settled):
+            with m.If(free & ready2):
                 emit(pick_fixed, count=ri != 0)
                 m.d.sync += ri.eq(ri + 1)
                 with m.If(ri == 3):
@@ -321,8 +352,7 @@ class HostDecoder(wiring.Component):
                     with m.Else():
                         go("RHDR", "RWAIT")
         with m.If(st["RSTATUS"]):
-            m.d.sync += settled.eq(1)
-            with m.If(free & settled):
+            with m.If(free & ready2):
                 emit(pick_fixed)
                 m.d.sync += ri.eq(ri + 1)
                 with m.If(ri == 3 + STATUS_LEN):
@@ -331,8 +361,7 @@ class HostDecoder(wiring.Component):
             m.d.sync += settled.eq(0)
             go("RWAIT", "RWORD")
         with m.If(st["RWORD"]):
-            m.d.sync += settled.eq(1)
-            with m.If(free & settled):
+            with m.If(free & ready2):
                 emit(pick_read)
                 m.d.comb += step_byte.eq(1)
                 with m.If(k_last):

@@ -82,8 +82,8 @@ _STATUS_TEXT = {
     Status.BUSY: "busy (a run is in progress)", Status.BATCH: "bad batch size (1..R images)",
 }
 #: When several checks fail, the status is the first of these (docs/host-protocol.md).
-CHECK_ORDER = (Status.CHECKSUM, Status.UNKNOWN_COMMAND, Status.MEMORY, Status.RANGE,
-               Status.LENGTH, Status.BATCH, Status.BUSY)
+CHECK_ORDER = (Status.CHECKSUM, Status.UNKNOWN_COMMAND, Status.MEMORY, Status.LENGTH,
+               Status.RANGE, Status.BATCH, Status.BUSY)
 
 #: Memory ids: one member per name of :data:`xnorflow.sw.targets.MEMORY_NAMES`, in that
 #: order (``MemoryId["weights"] == 1``).
@@ -189,10 +189,10 @@ def request_status(target, depths: dict, cmd: int, p0: int, addr: int, count: in
         allowed = HOST_WRITABLE if cmd == Command.WRITE else HOST_READABLE
         if not (p0 < len(MEMORY_NAMES) and MEMORY_NAMES[p0] in allowed):
             return Status.MEMORY
-        if addr + count > depths[MEMORY_NAMES[p0]]:
-            return Status.RANGE
         if cmd == Command.READ and count * frame_word_bytes(target, p0) > MAX_PAYLOAD:
             return Status.LENGTH
+        if addr + count > depths[MEMORY_NAMES[p0]]:
+            return Status.RANGE
     if cmd == Command.START and not 1 <= p0 <= target.rows:
         return Status.BATCH
     if busy and cmd != Command.STATUS:
