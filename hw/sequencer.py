@@ -226,10 +226,13 @@ class Sequencer(wiring.Component):
         geom = R | t.cols << 8 | t.width << 16
         acc_n = Reg(range(R + 1))  # images added into rows_total so far
         drain = Reg(range(self.timing.array_latency + R + 4))
+        # the output stage's pulses are registers (a cycle late: its first tile comes later)
+        m.d.sync += [self.clear.eq(0), self.layer_start.eq(0)]
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.comb += [run_start.eq(1), self.clear.eq(1)]
+                    m.d.comb += run_start.eq(1)
+                    m.d.sync += self.clear.eq(1)
                     m.d.sync += [busy.eq(1), self.done.eq(0), self.error.eq(0), f_addr.eq(0),
                                  idx.eq(0),
                                  n_batch.eq(Mux(self.batch == 0, 1, self.batch)),
@@ -294,7 +297,8 @@ class Sequencer(wiring.Component):
                     m.d.comb += pf_start.eq(1)
                     m.d.sync += idx.eq(0)
                 with m.Elif(pf_slot == R):  # captured: this cycle swaps them in
-                    m.d.comb += [swap.eq(1), pf_start.eq(1), self.layer_start.eq(1)]
+                    m.d.comb += [swap.eq(1), pf_start.eq(1)]
+                    m.d.sync += self.layer_start.eq(1)
                     m.d.sync += [b_addr.eq(table), b_left.eq(entries_m1),
                                  b_end.eq(entries_m1 == 0), playing.eq(1),
                                  g_left.eq(d.groups_m1), g_end.eq(d.groups_m1 == 0),

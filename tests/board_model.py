@@ -1,14 +1,14 @@
 """A Python model of a board on the host link, for tests that have no board.
 
-:func:`expected_status` is the protocol's checks, written from ``docs/host-protocol.md``
-(``tests/hw/test_host.py`` holds the gateware decoder to it frame by frame).
-:class:`PtyBoard` serves the protocol on the far end of a pseudo-terminal, so the real
-:class:`~xnorflow.hw.link.SerialTransport` (pyserial on a tty), driver and session talk to it
-as to a board: it keeps the memories it is sent, answers every command, and runs a START with
-:func:`xnorflow.sw.program.execute` (the executable definition of the sequencer) on each image
-of the batch. It recognises an input by its packed words (it is given the test images), so
-what such a test checks is the host side -- transport, driver, session, backends, CLI -- not
-the gateware (the Amaranth and cocotb tests do that).
+:class:`PtyBoard` serves the protocol (``docs/host-protocol.md``, its checks those of
+:func:`xnorflow.hw.link.protocol.request_status`) on the far end of a pseudo-terminal, so the
+real :class:`~xnorflow.hw.link.SerialTransport` (pyserial on a tty), driver and session talk
+to it as to a board: it keeps the memories it is sent, answers every command, and runs a
+START with :func:`xnorflow.sw.program.execute_batch` (the executable definition of the
+accelerator) on the images in its activation memory. It recognises an input by its packed
+words (it is given the test images), so what such a test checks is the host side --
+transport, driver, session, backends, CLI -- not the gateware (the Amaranth and cocotb tests
+do that).
 """
 
 from __future__ import annotations
@@ -19,59 +19,12 @@ import tty
 
 import numpy as np
 
-from xnorflow.hw.link import Command, MemoryId, Status
+from xnorflow.hw.link import Command, Status
 from xnorflow.hw.link import protocol as wire
 from xnorflow.sw import encoding as enc
 from xnorflow.sw.images import MemoryImage
-from xnorflow.sw.program import FLAG_INTEGER, decode_program, execute, pack_input
-from xnorflow.sw.targets import MEMORY_NAMES
-
-
-def expected_status(target, depths, cmd, payload, chk_ok, busy=False, done=False) -> Status:
-    """Status of a request frame per docs/host-protocol.md (checks in the documented order)."""
-    if not chk_ok:
-        return Status.CHECKSUM
-    n = len(payload)
-    bpw = [wire.bytes_per_word(target.word_bits(m)) for m in MEMORY_NAMES]
-    depth = [depths[m] for m in MEMORY_NAMES]
-    act = MemoryId["activations"]
-    if cmd in (Command.WRITE_MEM, Command.READ_MEM):
-        if (cmd == Command.WRITE_MEM and n < wire.PARAM_LEN) or (cmd == Command.READ_MEM
-                                                            and n != wire.PARAM_LEN):
-            return Status.LENGTH
-        mem = payload[0]
-        addr = int.from_bytes(payload[1:5], "little")
-        count = int.from_bytes(payload[5:7], "little")
-        if mem >= len(MEMORY_NAMES) or (cmd == Command.WRITE_MEM and mem == MemoryId["scores"]):
-            return Status.MEMORY
-        if cmd == Command.WRITE_MEM and n != wire.PARAM_LEN + count * bpw[mem]:
-            return Status.LENGTH
-        if addr + count > depth[mem]:
-            return Status.RANGE
-        if cmd == Command.READ_MEM and count * bpw[mem] > wire.MAX_PAYLOAD:
-            return Status.LENGTH
-        return Status.BUSY if busy else Status.OK
-    if cmd == Command.WRITE_INPUT:
-        if n % bpw[act]:
-            return Status.LENGTH
-        if n // bpw[act] > depth[act]:
-            return Status.RANGE
-        return Status.BUSY if busy else Status.OK
-    if cmd == Command.START:
-        if n > 1:
-            return Status.LENGTH
-        if n == 1 and not 1 <= payload[0] <= target.rows:
-            return Status.BATCH
-        return Status.BUSY if busy else Status.OK
-    if cmd in (Command.READ_RESULT, Command.READ_RESULTS):
-        if n:
-            return Status.LENGTH
-        if busy:
-            return Status.BUSY
-        return Status.OK if done else Status.NO_RESULT
-    if cmd == Command.READ_STATUS:
-        return Status.LENGTH if n else Status.OK
-    return Status.UNKNOWN_COMMAND
+from xnorflow.sw.program import decode_program, execute_batch, pack_input
+from xnorflow.sw.targets import LANE_BITS, MEMORY_NAMES
 
 
 class PtyBoard(threading.Thread):
@@ -87,25 +40,28 @@ class PtyBoard(threading.Thread):
     cycles_per_image : int
         The cycle count a run of ``N`` images reports (``N`` times this).
     busy_polls : int
-        READ_STATUS polls after a START that still answer busy.
+        STATUS polls after a START that still answer busy.
+    corrupt_score : bool
+        Report one score of every run wrong by one (a test that ``compare`` can fail).
 
     Use as a context manager: the thread serves until the test leaves the ``with`` block.
     :attr:`frames` counts the frames answered, :attr:`failure` holds what stopped it early.
     """
 
-    def __init__(self, target, images, cycles_per_image: int = 1234, busy_polls: int = 1):
+    def __init__(self, target, images, cycles_per_image: int = 1234, busy_polls: int = 1,
+                 corrupt_score: bool = False):
         super().__init__(daemon=True)
         self.target = target
         self.images = list(images)
         self.cycles_per_image, self.busy_polls = cycles_per_image, busy_polls
-        self.depths = {n: target.depth(n) or 1 << 32 for n in MEMORY_NAMES}
+        self.corrupt_score = corrupt_score
+        self.depths = {n: target.depth(n) or 1 << 16 for n in MEMORY_NAMES}
         self.mem: dict[str, dict[int, int]] = {n: {} for n in MEMORY_NAMES}
         self.frames = 0
         self.failure: BaseException | None = None
         self.busy_left = 0
         self.cycles = 0
-        self.classes: list[int] = []
-        self.scores: list[list[int]] = []
+        self.done = False
         self.master, self.slave = os.openpty()
         tty.setraw(self.master)
         tty.setraw(self.slave)
@@ -135,10 +91,15 @@ class PtyBoard(threading.Thread):
             while True:
                 if self._read(1)[0] != wire.SYNC_REQUEST:
                     continue
-                head = self._read(3)
-                payload = self._read(int.from_bytes(head[1:3], "little"))
-                chk_ok = (sum(head) + sum(payload) + self._read(1)[0]) & 0xFF == 0
-                status, body = self.serve(head[0], payload, chk_ok)
+                head = self._read(wire.REQUEST_HEADER)
+                cmd, p0 = head[0], head[1]
+                addr = int.from_bytes(head[2:4], "little")
+                count = int.from_bytes(head[4:6], "little")
+                data = b""
+                if cmd == Command.WRITE:
+                    data = self._read(count * wire.frame_word_bytes(self.target, p0))
+                chk_ok = (sum(head) + sum(data) + self._read(1)[0]) & 0xFF == 0
+                status, body = self.serve(cmd, p0, addr, count, data, chk_ok)
                 os.write(self.master, wire.encode_response(status, body))
                 self.frames += 1
         except (EOFError, OSError):
@@ -155,44 +116,34 @@ class PtyBoard(threading.Thread):
         for i, w in enumerate(words):
             self.mem[name][addr + i] = int(w)
 
-    def serve(self, cmd: int, payload: bytes, chk_ok: bool) -> tuple[int, bytes]:
+    def serve(self, cmd, p0, addr, count, data, chk_ok) -> tuple[int, bytes]:
         """The response ``(status, payload)`` to one request frame."""
         t = self.target
-        busy, done = self.busy_left > 0, bool(self.classes)
-        status = expected_status(t, self.depths, cmd, payload, chk_ok, busy, done)
-        # a WRITE_MEM / WRITE_INPUT with a bad checksum has written its words
-        written = expected_status(t, self.depths, cmd, payload, True, busy, done) == Status.OK
-        if written and cmd == Command.WRITE_MEM:
-            name = MEMORY_NAMES[payload[0]]
-            self._write(name, int.from_bytes(payload[1:5], "little"),
-                        wire.bytes_to_words(payload[wire.PARAM_LEN:], t.word_bits(name)))
-        elif written and cmd == Command.WRITE_INPUT:
-            self._write("activations", 0, wire.bytes_to_words(payload, t.width))
+        busy = self.busy_left > 0
+        status = wire.request_status(t, self.depths, cmd, p0, addr, count, chk_ok, busy)
+        # a WRITE with a bad checksum has written its words
+        if cmd == Command.WRITE and wire.request_status(
+                t, self.depths, cmd, p0, addr, count, True, busy) == Status.OK:
+            name = MEMORY_NAMES[p0]
+            self._write(name, addr, wire.bytes_to_words(data, t.word_bits(name)))
         if status != Status.OK:
             return status, b""
-        if cmd == Command.READ_MEM:
-            name = MEMORY_NAMES[payload[0]]
-            words = self._words(name, int.from_bytes(payload[1:5], "little"),
-                                int.from_bytes(payload[5:7], "little"))
-            return status, wire.words_to_bytes(words, t.word_bits(name))
+        if cmd == Command.READ:
+            name = MEMORY_NAMES[p0]
+            return status, wire.words_to_bytes(self._words(name, addr, count), t.word_bits(name))
         if cmd == Command.START:
-            self._run(payload[0] if payload else 1)
-        elif cmd == Command.READ_RESULT:
-            return status, wire.encode_result(self.classes[0], self.scores[0])
-        elif cmd == Command.READ_RESULTS:
-            return status, wire.encode_results(self.classes)
-        elif cmd == Command.READ_STATUS:
+            self._run(p0)
+        elif cmd == Command.STATUS:
             report = wire.StatusReport(wire.PROTOCOL_VERSION, t.rows, t.cols, t.width, busy,
-                                       done and not busy, 0,
+                                       self.done and not busy, 0,
                                        self.cycles // (2 if busy else 1), {})
             self.busy_left = max(0, self.busy_left - 1)
             return status, wire.encode_status(report)
         return status, b""
 
     def _run(self, batch: int) -> None:
-        """Run ``batch`` images: results, scores memory, every hidden map in the activation
-        memory (image ``n``'s after image ``n - 1``'s, layer after layer, as the sequencer
-        leaves them)."""
+        """Run ``batch`` images: the scores memory and every hidden map in the activation
+        memory (image ``n``'s after image ``n - 1``'s, layer after layer)."""
         t = self.target
         widths = {n: t.word_bits(n) for n in MEMORY_NAMES}
         header, descs = decode_program(self._words("program", 0, len(self.mem["program"])))
@@ -202,17 +153,22 @@ class PtyBoard(threading.Thread):
         packed = {tuple(int(w) for w in pack_input(px, header, t.width)): px
                   for px in self.images}
         iw = header["input_words"]
-        runs = [execute(images, packed[tuple(self._words("activations", k * iw, iw))], t)
-                for k in range(batch)]
-        hidden = [d for d in descs if not d["flags"] & FLAG_INTEGER]
+        pixels = [packed[tuple(self._words("activations", header["input_base"] + k * iw, iw))]
+                  for k in range(batch)]
+        runs = execute_batch(images, np.asarray(pixels), t)
+        hidden = [d for d in descs if not d["integer"]]
         for k, r in enumerate(runs):
             for d, bits in zip(hidden, r.layer_outputs, strict=True):
                 npix = bits.shape[0] * bits.shape[1]
                 words = enc.pack_bits(bits.reshape(npix, -1), t.width, enc.ACT_PAD_BIT)
                 self._write("activations", d["out_base"] + k * words.size, words.reshape(-1))
-            n_cls = len(r.scores)
-            self._write("scores", k * n_cls, [int(s) & 0xFFFFFFFF for s in r.scores])
-        self.classes = [r.predicted for r in runs]
-        self.scores = [[int(s) for s in r.scores] for r in runs]
+            scores = [int(v) for v in r.scores]
+            if self.corrupt_score:
+                scores[-1] += 1
+            lanes = [scores[i:i + t.cols] for i in range(0, len(scores), t.cols)]
+            self._write("scores", header["score_base"] + k * header["score_words"],
+                        [sum((v & 0xFFFFFFFF) << (c * LANE_BITS) for c, v in enumerate(g))
+                         for g in lanes])
         self.cycles = self.cycles_per_image * batch
+        self.done = True
         self.busy_left = self.busy_polls

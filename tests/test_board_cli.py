@@ -17,7 +17,7 @@ import pytest
 from xnorflow.cli import main
 from xnorflow.hw import link
 from xnorflow.sim import backends
-from xnorflow.sw import golden, synthetic
+from xnorflow.sw import golden, program, synthetic
 from xnorflow.sw.data import load_dataset
 
 from .board_model import PtyBoard
@@ -47,7 +47,7 @@ def test_board_over_pty(digits_model, capsys):
     assert board.failure is None
     assert rc == 0, out
     assert "class agrees with golden 6/6, scores agree 6/6" in out
-    # status + 3 memories, then per image input / start / 2 status polls / result
+    # status + 3 memories, then per image input / start / 2 status polls / scores
     assert board.frames == 1 + 3 + 6 * 5
 
 
@@ -74,7 +74,8 @@ def test_compare_golden_board_bit_exact(digits_model, tmp_path, capsys):
     assert "6/6 samples bit-exact vs golden" in out and "all 2 backends bit-exact" in out
     doc = json.loads((report / "report.json").read_text())
     agree = doc["agreement"]["board"]
-    readable = link.readable_layers(model)
+    readable = program.readable_layers(
+        program.decode_program(backends.load_model(folder).memories[0].words)[1])
     hidden = [layer for layer in model.layers if layer.output == "threshold"]
     want_bits = sum(6 * layer.out_h * layer.out_w * layer.out_c
                     for layer, ok in zip(hidden, readable, strict=True) if ok)
@@ -84,8 +85,8 @@ def test_compare_golden_board_bit_exact(digits_model, tmp_path, capsys):
 
 
 def test_board_backend_batches_equal_golden(digits_model):
-    """``batch`` images per START: READ_RESULTS, the scores memory and the batched hidden
-    maps read back over the tty."""
+    """``batch`` images per START: the scores memory and the batched hidden maps read back
+    over the tty."""
     folder, model, target = digits_model
     mf = backends.load_model(folder)
     px = digits(5)
@@ -101,19 +102,15 @@ def test_board_backend_batches_equal_golden(digits_model):
         if a is not None:
             assert np.array_equal(a, g)
             checked += 1
-    assert checked == sum(link.readable_layers(model))
+    assert checked == sum(program.readable_layers(
+        program.decode_program(mf.memories[0].words)[1]))
 
 
 def test_compare_reports_a_board_that_disagrees(digits_model, tmp_path, capsys):
     """A board that answers a wrong score is a mismatch (exit 1), not a pass."""
     folder, _, target = digits_model
 
-    class WrongBoard(PtyBoard):
-        def _run(self, batch):
-            super()._run(batch)
-            self.scores[0][3] += 1
-
-    with WrongBoard(target, digits(2)) as board:
+    with PtyBoard(target, digits(2), corrupt_score=True) as board:
         rc = main(["compare", "--model", str(folder), "--backends", "golden,board",
                    "--port", board.port, "--dataset", "digits", "--limit", "2",
                    "-o", str(tmp_path / "r")])

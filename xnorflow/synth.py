@@ -426,24 +426,14 @@ def predicted_rates(model, target, fmax_hz: float, baud: int) -> dict:
 
 
 def uart_bytes_per_image(model, target) -> int:
-    """Bytes on the wire (both directions) to classify one image with the host driver's
-    ``classify``: WRITE_INPUT, START, one READ_STATUS poll and READ_RESULT, each with its
-    response (``docs/host-protocol.md``). More polls (a long run) only add bytes."""
-    import numpy as np
-
-    from xnorflow.hw import link as d
-    from xnorflow.sw.program import build_memories, decode_program, pack_input
+    """Bytes on the wire (both directions) to classify one image with the host driver
+    (:func:`xnorflow.hw.link.protocol.classify_wire_bytes`)."""
+    from xnorflow.hw.link.protocol import classify_wire_bytes
+    from xnorflow.sw.program import build_memories, decode_program
 
     program = next(m for m in build_memories(model, target) if m.name == "program")
     header, _ = decode_program(program.words)
-    blank = np.zeros((model.in_h, model.in_w, model.in_c), dtype=np.uint8)
-    n_in = len(pack_input(blank, header, target.width))  # what the driver sends
-    last = model.layers[-1]
-    request = (len(d.encode_write_input([0] * n_in, target.width))
-               + len(d.encode_frame(d.Command.START)) + len(d.encode_frame(d.Command.READ_STATUS))
-               + len(d.encode_frame(d.Command.READ_RESULT)))
-    response = 5 * 4 + d.STATUS_LEN + 4 + 4 * last.out_c  # 4 headers+checksums, payloads
-    return request + response
+    return classify_wire_bytes(header, target)
 
 
 def make_report(cfg: SynthConfig, spec, top, build: Path, elapsed: float, target, model,

@@ -25,7 +25,7 @@ __all__ = [
     "HOST_READABLE", "HOST_WRITABLE", "MAX_PAYLOAD", "MAX_WORDS", "PROTOCOL_VERSION",
     "REQUEST_HEADER", "STATUS_LEN", "SYNC_REQUEST", "SYNC_RESPONSE", "AcceleratorError",
     "Command", "MemoryId", "Status", "StatusReport", "bytes_per_word", "bytes_to_words",
-    "checksum", "decode_response", "decode_status", "encode_read", "encode_request",
+    "checksum", "classify_wire_bytes", "decode_response", "decode_status", "encode_read", "encode_request",
     "encode_response", "encode_start", "encode_status", "encode_status_request",
     "encode_write", "frame_word_bytes", "request_status", "words_to_bytes",
 ]
@@ -198,6 +198,21 @@ def request_status(target, depths: dict, cmd: int, p0: int, addr: int, count: in
     if busy and cmd != Command.STATUS:
         return Status.BUSY
     return Status.OK
+
+
+def classify_wire_bytes(header: dict, target) -> int:
+    """Bytes on the wire (both directions) for the driver to classify one image: a WRITE of
+    its input words, START, one STATUS poll and a READ of its scores, each with its response
+    (``header``: the program's, :func:`xnorflow.sw.program.decode_program`). More polls (a
+    long run) only add bytes."""
+    frame = 1 + REQUEST_HEADER + 1  # sync, header, checksum
+    response = 5  # sync, status, length (2), checksum
+    words_in = header["input_words"] * bytes_per_word(target.word_bits("activations"))
+    scores = header["score_words"] * bytes_per_word(target.word_bits("scores"))
+    return (frame + words_in + response          # WRITE the input
+            + frame + response                   # START
+            + frame + response + STATUS_LEN      # STATUS
+            + frame + response + scores)         # READ the scores
 
 
 def decode_response(header: bytes, rest: bytes) -> bytes:
