@@ -131,6 +131,8 @@ class Sequencer(wiring.Component):
         group_words = Reg(aw["weights"] + 1)
         n_batch = Reg(range(R + 1))  # images of this run
         layers_left = Reg(PA)        # layers after the current one
+        last_layer = Reg()           # layers_left == 0 (a register: the FSM's exits are short)
+        bad_hdr = Reg()              # magic, geometry, empty or batch > R already wrong
         magic_ok, geom_ok, empty, batch_over, batch_big = (Reg(name=n) for n in (
             "magic_ok", "geom_ok", "empty", "batch_over", "batch_big"))
 
@@ -226,6 +228,7 @@ class Sequencer(wiring.Component):
         geom = R | t.cols << 8 | t.width << 16
         acc_n = Reg(range(R + 1))  # images added into rows_total so far
         drain = Reg(range(self.timing.array_latency + R + 4))
+        drain_end = Reg()  # drain == 0 next cycle
         # the output stage's pulses are registers (a cycle late: its first tile comes later)
         m.d.sync += [self.clear.eq(0), self.layer_start.eq(0)]
         with m.FSM():
@@ -246,15 +249,17 @@ class Sequencer(wiring.Component):
                     with m.Case(2):
                         m.d.sync += geom_ok.eq(word == geom)
                     with m.Case(3):
-                        m.d.sync += [layers_left.eq(word - 1), empty.eq(word[:16] == 0)]
+                        m.d.sync += [layers_left.eq(word - 1), empty.eq(word[:16] == 0),
+                                     last_layer.eq(word[:16] == 1)]
                     with m.Case(4):
-                        m.d.sync += batch_over.eq(n_batch > word[:8])
+                        m.d.sync += [batch_over.eq(n_batch > word[:8]),
+                                     bad_hdr.eq(~magic_ok | ~geom_ok | empty | batch_big)]
                         m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.sync += [f_addr.eq(prog.HEADER_WORDS), idx.eq(0)]
                 err = Mux(~magic_ok, ERR_MAGIC, Mux(~geom_ok, ERR_GEOMETRY,
                           Mux(empty, ERR_EMPTY, Mux(batch_big | batch_over, ERR_BATCH, 0))))
-                with m.If(err != 0):
+                with m.If(bad_hdr | batch_over):
                     m.d.sync += [self.error.eq(err), busy.eq(0)]
                     m.next = "IDLE"
                 with m.Else():
@@ -308,15 +313,16 @@ class Sequencer(wiring.Component):
             with m.State("RUN"):
                 with m.If(playing & final):
                     m.d.sync += [playing.eq(0),
-                                 drain.eq(self.timing.array_latency + R + 3)]
+                                 drain.eq(self.timing.array_latency + R + 3), drain_end.eq(0)]
                     m.next = "DRAIN"
             with m.State("DRAIN"):
-                m.d.sync += drain.eq(drain - 1)
-                with m.If(drain == 0):
-                    with m.If(layers_left == 0):
+                m.d.sync += [drain.eq(drain - 1), drain_end.eq(drain == 1)]
+                with m.If(drain_end):
+                    with m.If(last_layer):
                         m.d.sync += [busy.eq(0), self.done.eq(1), rows_on.eq(0)]
                         m.next = "IDLE"
                     with m.Else():
-                        m.d.sync += [layers_left.eq(layers_left - 1), rows_on.eq(0), idx.eq(0)]
+                        m.d.sync += [layers_left.eq(layers_left - 1), rows_on.eq(0), idx.eq(0),
+                                     last_layer.eq(layers_left == 1)]
                         m.next = "DESC"
         return m

@@ -412,6 +412,13 @@ def _fail(layer: str, memory: str, need_words: int, width: int, avail: int, targ
 
 def check_fits(model: CompiledModel, target: Target,
                input_windows: bool | None = None, batch: int = 1) -> None:
+    """Raise :class:`UserError` unless ``model`` runs on ``target`` (see :func:`_check_fits`;
+    :func:`build_memories` calls that one, so a caller may wrap this)."""
+    _check_fits(model, target, input_windows, batch)
+
+
+def _check_fits(model: CompiledModel, target: Target,
+                input_windows: bool | None = None, batch: int = 1) -> None:
     """Raise :class:`UserError` unless ``model`` runs on ``target`` with ``batch`` images.
 
     Checks the datapath's limits (1-bit hidden activations, accumulator and score widths, an
@@ -577,7 +584,7 @@ def default_batch(model: CompiledModel, target: Target,
     """The largest batch ``1..R`` whose maps, tables and scores fit the target's memories."""
     for n in range(target.rows, 1, -1):
         try:
-            check_fits(model, target, input_windows, n)
+            _check_fits(model, target, input_windows, n)
         except UserError:
             continue
         return n
@@ -593,10 +600,10 @@ def build_memories(model: CompiledModel, target: Target, input_windows: bool | N
     (the activation regions and row lists are sized for it; default :func:`default_batch`).
     Raises :class:`UserError` (via :func:`check_fits`) if the model does not fit.
     """
-    check_fits(model, target, input_windows)
+    _check_fits(model, target, input_windows)
     if max_batch is None:
         max_batch = default_batch(model, target, input_windows)
-    check_fits(model, target, input_windows, max_batch)
+    _check_fits(model, target, input_windows, max_batch)
     orig_first = model.layers[0]
     model, windows = hardware_model(model, target, input_windows)
     w, cols = target.width, target.cols
