@@ -14,6 +14,7 @@ __all__ = [
     "XnorPopcountPE",
     "acc_width",
     "control_layout",
+    "engine_max_k",
     "drain_layout",
     "shift_width",
 ]
@@ -38,6 +39,13 @@ def acc_width(max_k: int, max_planes: int = 1) -> int:
     """
     _check_k_planes(max_k, max_planes)
     return (max_k * ((1 << max_planes) - 1)).bit_length()
+
+
+def engine_max_k(acc_bits: int, planes: int = MAX_PLANES) -> int:
+    """Largest ``max_k`` whose accumulator (``max_k * (2^planes - 1)``) fits ``acc_bits``: the
+    PE that a target with ``acc_bits``-bit accumulators builds (``acc_width`` of it is
+    ``acc_bits`` for ``acc_bits >= planes + 1``)."""
+    return ((1 << acc_bits) - 1) // ((1 << planes) - 1)
 
 
 def shift_width(max_planes: int) -> int:

@@ -33,6 +33,7 @@ from ..sw import program as prog
 from ..sw.targets import Target
 from .engine import TileEngine
 from .memories import addr_width
+from .pe import engine_max_k
 from .post import MODE_INTEGER, MODE_THRESHOLD
 
 __all__ = ["ERR_MAGIC", "ERR_GEOMETRY", "ERR_EMPTY", "ERR_BATCH", "Sequencer", "engine_max_k"]
@@ -51,11 +52,6 @@ def Reg(*args, **kwargs) -> Signal:  # noqa: N802 -- a Signal constructor
     """A register without reset: data and counters that are loaded before they are used (no
     reset mux in front of their enable on iCE40)."""
     return Signal(*args, reset_less=True, src_loc_at=1 + kwargs.pop("src_loc_at", 0), **kwargs)
-
-
-def engine_max_k(acc_bits: int, planes: int = prog.MAX_PLANES) -> int:
-    """Largest ``max_k`` whose accumulator (``max_k * (2^planes - 1)``) fits ``acc_bits``."""
-    return ((1 << acc_bits) - 1) // ((1 << planes) - 1)
 
 
 class Sequencer(wiring.Component):

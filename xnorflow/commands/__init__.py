@@ -4,4 +4,4 @@
 adds its sub-parser (with ``--help`` text and examples) and sets ``func=run``.
 """
 
-COMMANDS = ("train", "compile", "run", "compare", "synth", "sweep", "board", "demo")
+COMMANDS = ("train", "compile", "run", "compare", "synth", "asic", "sweep", "board", "demo")
