@@ -1,7 +1,8 @@
 """ASIC-oriented figures (issue 20): every block at the targets' geometries on open cell
 libraries, with area per binary MAC and the array's share of the accelerator's logic.
 
-Run: ``.venv/bin/python benchmarks/asic.py [--only 2x2x32,4x4x32] [--blocks accelerator]``.
+Run: ``.venv/bin/python benchmarks/asic.py [--only 2x2x32,4x4x32] [--blocks accelerator]``
+(``--only ""``: only the clock-target sweep of the popcount and the PE).
 Each (geometry, block) is one ``xnorflow asic`` report (:func:`xnorflow.asic.run_asic`; the
 full reports, netlists and logs stay in ``build/asic/<geometry>/``); the rows go to
 ``benchmarks/results/asic.json`` and the table to ``asic.md``. A run replaces only the rows
@@ -126,6 +127,14 @@ def write_md(results: dict, path: Path) -> None:
     lines += ["", "Memories (black boxes: listed, not mapped; a memory with R read ports is one "
               "R-port RAM or R copies):", "", *mems, "", "What was built:", ""]
     lines += [f"- {geo}: " + "; ".join(ds) for geo, ds in designs.items()]
+    sweep = results.get("clock_sweep")
+    if sweep:
+        lines += ["", "Clock target (`--clock-ns`: ABC's delay target for OSU018, OpenSTA's "
+                  "period) against the result:", "",
+                  "| block | clock target ns | OSU018 cells | OSU018 um^2 | worst reg-to-reg ns |",
+                  "|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['geometry']} {r['block']} | {r['clock_ns']:g} | {r['osu018_cells']:,} | "
+                  f"{r['osu018_um2']:,.0f} | {r['min_period_ns']:.3f} |" for r in sweep]
     lines += ["", "Tools: " + "; ".join(f"{k}: {v}" for k, v in tools.items()) + ".", "",
               f"Clock target for ABC's mapping to OSU018 and for OpenSTA: {clock} ns. The last "
               "column is the seconds each block took and the 1-minute load average beside it "
@@ -142,10 +151,13 @@ def main() -> int:
     ap.add_argument("--blocks", default=",".join(BLOCKS),
                     help="comma-separated blocks (default: all)")
     ap.add_argument("--rewrite", action="store_true", help="no runs: rewrite asic.md")
+    ap.add_argument("--no-clock-sweep", action="store_true",
+                    help="skip the popcount/PE runs at 1, 3 and 10 ns clock targets")
     args = ap.parse_args()
     jpath = OUT / "asic.json"
     results = json.loads(jpath.read_text()) if jpath.exists() else {"reports": {}}
-    geometries = args.only.split(",") if args.only else GEOMETRIES
+    # --only "" runs no geometry (the clock sweep alone)
+    geometries = [g for g in args.only.split(",") if g] if args.only is not None else GEOMETRIES
     blocks = tuple(b for b in BLOCKS if b in args.blocks.split(","))
     if not args.rewrite:
         for geo in geometries:
@@ -159,9 +171,31 @@ def main() -> int:
                 results["reports"].setdefault(geo, {})[b] = _slim(rep)
             print(f"{geo}: {time.time() - t0:.0f} s, load {os.getloadavg()[0]:.1f}", flush=True)
             _save(results, jpath)
+    if not args.rewrite and not args.no_clock_sweep and {"popcount", "pe"} <= set(blocks):
+        results["clock_sweep"] = clock_sweep()
     _save(results, jpath)
     print((OUT / "asic.md").read_text())
     return 0
+
+
+#: Clock targets of :func:`clock_sweep` (ns).
+SWEEP_NS = (1.0, 3.0, 10.0)
+
+
+def clock_sweep(geometry: str = "4x4x32") -> list[dict]:
+    """The popcount and the PE mapped to OSU018 with ABC delay targets of 1, 3 and 10 ns:
+    how much the implied clock depends on ``--clock-ns``."""
+    rows = []
+    for ns in SWEEP_NS:
+        res = run_asic(AsicConfig(geometry, ("popcount", "pe"), clock_ns=ns,
+                                  out_dir=str(REPO / "build" / "asic" / f"clock-{ns:g}ns")),
+                       progress=False)
+        for b, rep in res["blocks"].items():
+            osu = rep["osu018"]
+            rows.append({"geometry": geometry, "block": b, "clock_ns": ns,
+                         "osu018_cells": osu["cells"], "osu018_um2": osu["area_um2"],
+                         "min_period_ns": osu["worst_path"]["min_period_ns"]})
+    return rows
 
 
 def _save(results: dict, jpath: Path) -> None:

@@ -25,6 +25,7 @@ from xnorflow.asic import (
     BLOCKS,
     LIMITS,
     AsicConfig,
+    drop_zero_memory_init,
     map_design,
     parse_blocks,
     parse_clock_ns,
@@ -311,6 +312,14 @@ def test_parse_sta_and_register_names():
                "  DFFPOSX1 _1158_ (\n    .CLK(clk),\n    .D(x),\n    .Q(d_o[24])\n  );\n")
     assert register_names(netlist, ["_1160_", "_1158_", "_9_"]) == {
         "_1160_": "pe.acc[1]", "_1158_": "d_o[24]", "_9_": "_9_"}
+
+
+def test_zero_memory_init_is_dropped_rom_contents_kept():
+    ram = "  reg [31:0] \\program  [1:0];\n  initial begin\n    \\program [0] = 32'd0;\n" \
+          "    \\program [1] = 32'h00000000;\n  end\n  assign x = y;\n"
+    assert drop_zero_memory_init(ram) == "  reg [31:0] \\program  [1:0];\n  assign x = y;\n"
+    rom = "  initial begin\n    rom[0] = 4'h3;\n    rom[1] = 4'h0;\n  end\n"
+    assert drop_zero_memory_init(rom) == rom
 
 
 def test_inputs():

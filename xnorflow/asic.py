@@ -39,7 +39,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from xnorflow.sw.errors import UserError
@@ -94,7 +94,6 @@ class AsicConfig:
     blocks: tuple[str, ...] = BLOCKS
     clock_ns: float = DEFAULT_CLOCK_NS
     out_dir: str | None = None
-    extra: dict = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------
@@ -177,8 +176,8 @@ def block_verilog(block: str, target):
         gen = rtl.generate(f"asic_array_{R}x{C}x{W}_a{acc}_l{levels}",
                            lambda: SystolicArray(R, C, W, max_k, MAX_PLANES, levels), params)
     elif block == "accelerator":
-        desc = (f"Accelerator({target.name} {target.geometry}): array, tile engine, output "
-                f"stage, sequencer, host decoder; memories as black boxes")
+        desc = (f"Accelerator({target.name} {target.geometry}): the whole accelerator as "
+                f"hw/accelerator.py builds it, memories as black boxes")
         gen = rtl.accelerator_verilog(target)
     else:
         raise UserError(f"block {block!r}: choose from {', '.join(BLOCKS)}")
@@ -241,6 +240,20 @@ delete t:$scopeinfo
 attrmap -remove init
 write_rtlil elaborated.il
 """
+
+
+_ZERO_INIT = re.compile(
+    r"^[ \t]*initial begin\n(?:[ \t]*\\?[\w$.]+ ?\[\d+\] = \d+'[bodh]0+;\n)+[ \t]*end\n", re.M)
+
+
+def drop_zero_memory_init(verilog: str) -> str:
+    """``verilog`` without the ``initial`` blocks that only set memory words to zero.
+
+    Amaranth writes a memory's initial contents word by word; yosys' Verilog frontend takes
+    minutes over a 16K-word memory, and a RAM of an ASIC has no initial contents anyway. A
+    block with any non-zero word (a ROM's contents) is kept.
+    """
+    return _ZERO_INIT.sub("", verilog)
 
 
 def _map_script(memories: list[dict], libs: dict, clock_ns: float) -> str:
@@ -368,8 +381,7 @@ def map_design(verilog: Path, toplevel: str, work: Path, libs, clock_ns: float,
     for the accelerator's blocks."""
     from xnorflow.asic_libs import cell_source, install_hint
 
-    if verilog.resolve() != (work / "design.v").resolve():
-        shutil.copyfile(verilog, work / "design.v")
+    (work / "design.v").write_text(drop_zero_memory_init(verilog.read_text()))
     flows, missing = _flow_libs(libs)
 
     stage("yosys: elaborate")
