@@ -441,7 +441,10 @@ def test_missing_libraries_are_named_not_fatal(tmp_path, monkeypatch, capsys):
     import xnorflow.asic_libs as al
 
     monkeypatch.setattr(al, "find_libraries", lambda: Libraries(None, None, None))
+    env = dict(os.environ)
     res = run_asic(AsicConfig("4x4x16", ("popcount",), out_dir=str(tmp_path)), progress=False)
+    # the environment is left alone ($YOSYS would change how Amaranth writes later Verilog)
+    assert dict(os.environ) == env
     rep = res["blocks"]["popcount"]
     assert rep["generic"]["cells"] > 0
     assert "not installed" in rep["sky130hd"]["not_run"]

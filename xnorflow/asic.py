@@ -192,7 +192,15 @@ def block_verilog(block: str, target):
 def _yosys(script: Path, log: Path, cwd: Path) -> None:
     from xnorflow.synth import SynthError, require_tool
 
-    exe = require_tool("YOSYS")
+    # require_tool sets $YOSYS (and the other tool variables) in os.environ, and Amaranth
+    # then writes Verilog with that yosys instead of its builtin one: the Verilog of a later
+    # block would depend on what ran before it. Leave the environment as it was.
+    before = dict(os.environ)
+    try:
+        exe = require_tool("YOSYS")
+    finally:
+        os.environ.clear()
+        os.environ.update(before)
     # relative paths: YoWASP's yosys sees the file system through its working directory
     r = subprocess.run([exe, "-q", "-l", log.name, "-s", script.name], cwd=cwd,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -383,6 +391,12 @@ def map_design(verilog: Path, toplevel: str, work: Path, libs, clock_ns: float,
 
     (work / "design.v").write_text(drop_zero_memory_init(verilog.read_text()))
     flows, missing = _flow_libs(libs)
+    # the liberties go beside the design: the scripts name them relative to the work folder,
+    # which YoWASP's yosys can always read (not every absolute path is mounted in its sandbox)
+    local = {}
+    for flow, lib in flows.items():
+        shutil.copyfile(lib, work / lib.name)
+        local[flow] = lib.name
 
     stage("yosys: elaborate")
     (work / "elaborate.ys").write_text(_ELABORATE.format(verilog="design.v", top=toplevel))
@@ -393,9 +407,11 @@ def map_design(verilog: Path, toplevel: str, work: Path, libs, clock_ns: float,
 
     stage("yosys: map")
     (work / "osu018.constr").write_text("set_driving_cell INVX1\nset_load 10\n")
-    (work / "map.ys").write_text(_map_script(memories, flows, clock_ns))
+    sources = "".join(f"# {name}: a copy of {flows[flow]}\n" for flow, name in local.items())
+    (work / "map.ys").write_text(sources + _map_script(memories, local, clock_ns))
     _yosys(work / "map.ys", work / "map.log", work)
-    (work / "elaborated.il").unlink()  # large, and re-made from design.v in seconds
+    for name in ["elaborated.il", *local.values()]:  # large: re-made or copied in seconds
+        (work / name).unlink()
 
     gen_stat = _stat(work / "generic.stat.json")
     if gen_stat["memory_boxes"] != len(memories):
