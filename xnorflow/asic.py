@@ -629,7 +629,9 @@ def summary_markdown(reports: dict[str, dict], cfg: AsicConfig) -> str:
     d = derived(reports)
     if d:
         lines += ["", "Derived:", ""]
-        lines += [f"- {k}: {v}" for k, v in d.items()]
+        lines += [f"- {k.replace('_', ' ')}: "
+                  + (f"{100 * v:.1f} %" if k.startswith("array_share") else f"{v:,}")
+                  for k, v in d.items()]
     lines += ["", "Libraries: generic = " + FLOW_LABELS["generic"]["library"] + "; sky130hd = "
               + FLOW_LABELS["sky130hd"]["library"] + " (" + FLOW_LABELS["sky130hd"]["limits"]
               + "); OSU018 = " + FLOW_LABELS["osu018"]["library"] + " ("
