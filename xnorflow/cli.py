@@ -7,7 +7,7 @@ import importlib
 import sys
 
 from . import __version__
-from .commands import COMMANDS
+from .commands import COMMANDS, MODULES
 
 EPILOG = """\
 The whole flow in one command:   xnorflow demo
@@ -16,6 +16,9 @@ Step by step:
   xnorflow compile runs/mlp --target up5k -o runs/mlp-up5k
   xnorflow compare --model runs/mlp-up5k --backends golden,cpu,amaranth,icarus
   xnorflow synth --board icebreaker --geometry 4x4x32 --model runs/mlp-up5k
+From Brevitas/QONNX and back (pip install 'xnorflow[interop]'):
+  xnorflow import tfc.onnx --input-shape 8x8x1 -o runs/tfc && xnorflow compile runs/tfc ...
+  xnorflow export runs/mlp-up5k --qonnx mlp.onnx
 Each subcommand has its own --help with examples.
 """
 
@@ -31,10 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"xnorflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
+        mod = MODULES.get(name, name)
         try:
-            module = importlib.import_module(f".commands.{name}", __package__)
+            module = importlib.import_module(f".commands.{mod}", __package__)
         except ModuleNotFoundError as e:
-            if e.name == f"{__package__}.commands.{name}":
+            if e.name == f"{__package__}.commands.{mod}":
                 continue  # subcommand not built yet
             raise
         module.register(sub)

@@ -9,7 +9,8 @@ from pathlib import Path
 HELP = "compile a trained checkpoint into memory images for an accelerator target"
 
 DESCRIPTION = """\
-Lower a checkpoint written by `xnorflow train -o DIR` to the integer IR, check that it fits
+Lower a checkpoint written by `xnorflow train -o DIR` to the integer IR (or read the IR of a
+folder written by `xnorflow import`, or of another compiled folder), check that it fits
 the target's memories (nothing is written if it does not), build the weight, threshold and
 program images and write them, with the IR and a size report, to a new folder:
 
@@ -27,6 +28,7 @@ examples:
   xnorflow compile runs/mlp --target up5k -o runs/mlp-up5k
   xnorflow compile runs/fmnist --target ecp5-85f -o runs/fmnist-ecp5 --force
   xnorflow compile runs/mlp --target sim -o runs/mlp-sim      # no memory limits
+  xnorflow compile runs/tfc-imported --target up5k -o runs/tfc-up5k   # from xnorflow import
 """
 
 
@@ -41,7 +43,8 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT_DIR",
-                   help="folder written by xnorflow train (or its checkpoint.pt)")
+                   help="folder written by xnorflow train (or its checkpoint.pt), or a model "
+                   "folder holding an IR (model.json: xnorflow import, or a compiled folder)")
     p.add_argument(
         "--target",
         "-t",
@@ -75,7 +78,8 @@ def compile_checkpoint(checkpoint: str | Path, target_name: str, out_dir: str | 
     """
     from xnorflow.sw.errors import UserError
     from xnorflow.sw.images import check_destination, write_model_folder
-    from xnorflow.sw.lower import lower_checkpoint
+    from xnorflow.sw.ir import CompiledModel
+    from xnorflow.sw.lower import CHECKPOINT, lower_checkpoint
     from xnorflow.sw.program import build_memories, check_fits
     from xnorflow.sw.size import size_report
     from xnorflow.sw.targets import get_target
@@ -85,10 +89,14 @@ def compile_checkpoint(checkpoint: str | Path, target_name: str, out_dir: str | 
     if not ckpt.exists():
         raise UserError(f"{ckpt}: checkpoint not found (train one with xnorflow train -o DIR)")
     check_destination(out_dir, force)
-    try:
-        model = lower_checkpoint(ckpt)
-    except FileNotFoundError as e:
-        raise UserError(f"{ckpt}: not a complete checkpoint ({e.filename or e}: missing)") from None
+    if ckpt.is_dir() and (ckpt / "model.json").is_file() and not (ckpt / CHECKPOINT).is_file():
+        model = CompiledModel.load(ckpt)  # an IR folder (xnorflow import, or compiled)
+    else:
+        try:
+            model = lower_checkpoint(ckpt)
+        except FileNotFoundError as e:
+            raise UserError(f"{ckpt}: not a complete checkpoint ({e.filename or e}: "
+                            "missing)") from None
     model.validate()
     if "fp32_params" not in model.meta:
         n = fp32_parameter_count(ckpt)
