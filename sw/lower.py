@@ -290,7 +290,15 @@ def load_checkpoint(path: str | Path) -> tuple[BinaryNet, dict]:
 
 
 def lower_checkpoint(path: str | Path) -> CompiledModel:
-    """Load a checkpoint written by ``xnorflow train`` and lower it (records its sha256)."""
+    """Load a checkpoint written by ``xnorflow train`` and lower it (records its sha256).
+
+    A folder that already holds an IR and no checkpoint (``model.json``: written by
+    ``xnorflow import``, or a compiled folder) is read as it is, so ``xnorflow compile`` takes
+    it like a trained checkpoint.
+    """
+    p = Path(path)
+    if p.is_dir() and (p / "model.json").is_file() and not (p / CHECKPOINT).is_file():
+        return CompiledModel.load(p)
     ckpt, _ = _checkpoint_paths(path)
     model, state = load_checkpoint(ckpt)
     digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()

@@ -99,8 +99,9 @@ def _label(node) -> str:
     o = _origin(node)
     name = o.get("node") or node.name or "(unnamed)"
     src = o.get("op")
-    kind = node.op_type if not src or src == node.op_type else f"{node.op_type} (from {src})"
-    return f"{kind} node {name!r}"
+    if not src or src == node.op_type:
+        return f"{node.op_type} node {name!r}"
+    return f"{src} node {name!r} (its {node.op_type} after qonnx's lowering)"
 
 
 def _attr(node, name: str, default=None):
@@ -524,6 +525,12 @@ class _Importer:
                                    "BipolarQuant before it); xnorflow needs integer pixels")
         v = vals[:, 0].astype(np.float64)
         uniq = np.unique(v)
+        if len(uniq) < 2:
+            raise QonnxImportError(
+                f"{_label(quant)}: maps every pixel (input = pixel / {self.divisor:g}) to "
+                f"{uniq[0]:g}; nothing to compute (Brevitas exports a 1-bit unsigned "
+                "QuantIdentity as BipolarQuant, +1 for every input >= 0: feed 2x - 1 to a "
+                "binary quantiser instead)")
         if quant.op_type == "Quant" and len(uniq) & (len(uniq) - 1):
             raise QonnxImportError(
                 f"{_label(quant)}: maps the 256 pixel values (input = pixel / "
@@ -760,8 +767,9 @@ class _Importer:
                 if len(q) > (1 << MAX_LEVEL_BITS):
                     raise QonnxImportError(f"{_label(quant)}: {bw}-bit activations; xnorflow's "
                                            f"have at most {MAX_LEVEL_BITS} bits")
-                vals = int_quant(((q - z[0]) * s[0]).astype(np.float32), s[0], z[0], bw, signed,
-                                 narrow, _attr(quant, "rounding_mode", "ROUND"))
+                vals = int_quant(((q - z[0]) * s[0]).astype(np.float32), s[:1], z[:1],
+                                 np.asarray([bw], dtype=np.float32), signed, narrow,
+                                 _attr(quant, "rounding_mode", "ROUND"))
                 vals = np.sort(np.asarray(vals, dtype=np.float32))
         else:  # MultiThreshold
             th = np.asarray(self.const(quant.input[1]))

@@ -78,8 +78,7 @@ def compile_checkpoint(checkpoint: str | Path, target_name: str, out_dir: str | 
     """
     from xnorflow.sw.errors import UserError
     from xnorflow.sw.images import check_destination, write_model_folder
-    from xnorflow.sw.ir import CompiledModel
-    from xnorflow.sw.lower import CHECKPOINT, lower_checkpoint
+    from xnorflow.sw.lower import lower_checkpoint
     from xnorflow.sw.program import build_memories, check_fits
     from xnorflow.sw.size import size_report
     from xnorflow.sw.targets import get_target
@@ -89,14 +88,10 @@ def compile_checkpoint(checkpoint: str | Path, target_name: str, out_dir: str | 
     if not ckpt.exists():
         raise UserError(f"{ckpt}: checkpoint not found (train one with xnorflow train -o DIR)")
     check_destination(out_dir, force)
-    if ckpt.is_dir() and (ckpt / "model.json").is_file() and not (ckpt / CHECKPOINT).is_file():
-        model = CompiledModel.load(ckpt)  # an IR folder (xnorflow import, or compiled)
-    else:
-        try:
-            model = lower_checkpoint(ckpt)
-        except FileNotFoundError as e:
-            raise UserError(f"{ckpt}: not a complete checkpoint ({e.filename or e}: "
-                            "missing)") from None
+    try:
+        model = lower_checkpoint(ckpt)
+    except FileNotFoundError as e:
+        raise UserError(f"{ckpt}: not a complete checkpoint ({e.filename or e}: missing)") from None
     model.validate()
     if "fp32_params" not in model.meta:
         n = fp32_parameter_count(ckpt)

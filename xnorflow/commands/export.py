@@ -40,13 +40,11 @@ def register(subparsers) -> None:
 def load_any(path: str | Path):
     """The IR of a compiled/imported folder (model.json) or of a trained checkpoint."""
     from xnorflow.sw.errors import UserError
-    from xnorflow.sw.ir import CompiledModel
     from xnorflow.sw.lower import CHECKPOINT, lower_checkpoint
 
     p = Path(path)
-    if p.is_dir() and (p / "model.json").is_file():
-        return CompiledModel.load(p)
-    if (p.is_dir() and (p / CHECKPOINT).is_file()) or p.is_file():
+    if p.is_dir() and ((p / "model.json").is_file() or (p / CHECKPOINT).is_file()) \
+            or p.is_file():
         return lower_checkpoint(p)
     raise UserError(f"{p}: neither a model folder (model.json) nor a trained checkpoint "
                     f"({CHECKPOINT})")
