@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -336,24 +336,15 @@ class _Tensor:
     pad: int = 0  # explicit Pad nodes waiting for the next convolution
 
 
-@dataclass
-class _PendingLayer:
-    name: str
-    layer: Layer
-    onnx: dict = field(default_factory=dict)
-
-
 class _Importer:
     def __init__(self, model, divisor: float, input_shape, source: str):
         self.m = model
         self.divisor = float(divisor)
         self.input_shape = input_shape
         self.source = source
-        self.opset = next((o.version for o in model.model.opset_import if o.domain in ("",
-                                                                                       "ai.onnx")),
-                          13)
+        std = [o.version for o in model.model.opset_import if o.domain in ("", "ai.onnx")]
+        self.opset = std[0] if std else 13
         self.inexact: list[str] = []
-        self.layers: list[Layer] = []
 
     # -- small helpers
     def const(self, name: str) -> np.ndarray | None:

@@ -457,3 +457,23 @@ def test_cli_refusal_is_one_line(tmp_path, capsys):
     assert "--input-shape must be HxWxC" in capsys.readouterr().err
     assert main(["export", str(tmp_path), "--qonnx", str(tmp_path / "x.onnx")]) == 2
     assert "neither a model folder" in capsys.readouterr().err
+
+
+def test_cli_exports_a_trained_checkpoint(tmp_path, capsys):
+    """`xnorflow export` lowers a checkpoint folder first; importing the file gives that IR."""
+    import json
+
+    from xnorflow.cli import main
+    from xnorflow.sw.qonnx_import import import_qonnx
+
+    cfg = make_config("mlp", "digits", (8, 8, 1), CLASSES, "xnor", [16], 8)
+    model = _randomise_bn(build_model(cfg), 3)
+    ckpt = tmp_path / "run"
+    ckpt.mkdir()
+    torch.save({"state_dict": model.state_dict(), "epoch": 1}, ckpt / "checkpoint.pt")
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "run.onnx"
+    assert main(["export", str(ckpt), "--qonnx", str(out)]) == 0
+    _same_ir(lower.lower(model), import_qonnx(out))
+    assert main(["export", str(ckpt), "--qonnx", str(out)]) == 2  # exists, no --force
+    assert "already exists" in capsys.readouterr().err

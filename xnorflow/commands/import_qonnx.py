@@ -102,9 +102,9 @@ def run(args) -> int:
         cm.save(tmp)
         (tmp / "import.json").write_text(json.dumps(report, indent=2, default=json_default))
     for ly in cm.layers:
-        geo = f"{ly.kh}x{ly.kw}/{ly.stride} pad {ly.pad}" if ly.kind == "conv" else ""
+        geo = f" ({ly.kh}x{ly.kw}/{ly.stride}, pad {ly.pad})" if ly.kind == "conv" else ""
         pool = f", pool {ly.pool_k}" if ly.pool_k > 1 else ""
-        print(f"{ly.name}: {ly.kind} {ly.in_h}x{ly.in_w}x{ly.in_c} -> {ly.out_c} {geo}{pool}, "
+        print(f"{ly.name}: {ly.kind} {ly.in_h}x{ly.in_w}x{ly.in_c} -> {ly.out_c}{geo}{pool}, "
               f"{ly.in_bits}-bit {'+-1' if ly.signed_input else 'unsigned'} in, "
               f"{ly.output} out  <- {ly.meta.get('onnx_node')}")
     for note in cm.meta["inexact_scales"]:
