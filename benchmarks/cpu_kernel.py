@@ -44,7 +44,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from llvmlite import binding as llvm  # noqa: E402
-from numba import njit  # noqa: E402
+from numba import njit, prange  # noqa: E402
 
 from xnorflow.sw import cpu_kernel as ck  # noqa: E402
 from xnorflow.sw import cpu_threads, golden, reference, synthetic  # noqa: E402
@@ -202,6 +202,48 @@ def _peak16(a, c, reps):
             t7 += ck._ctpop(x ^ d7)
         c0 += np.uint64(1)
     return (s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7) + (t0 + t1 + t2 + t3 + t4 + t5 + t6 + t7)
+
+
+@njit(parallel=True)
+def _empty_prange(n, out):
+    for t in prange(n):
+        out[t] = t
+
+
+@njit(nogil=True)
+def _empty_job(ctrl, gen, ntiles, out):
+    while True:
+        t = cpu_threads.grab(ctrl, gen, ntiles)
+        if t < 0:
+            return
+        out[t] = t
+        cpu_threads.tile_done(ctrl)
+
+
+def launch_overheads(conv_job_args: tuple) -> dict:
+    """Median microseconds of launching empty work: a 16-iteration ``prange`` loop at 1 and 2
+    threads, a 16-tile pool job at 2 threads, and numba's dispatch of the conv's pool job
+    with no tile (what a worker pays to join)."""
+    buf = np.zeros(16, np.int64)
+    ctrl = np.zeros(32, np.int64)
+
+    def med(fn, n=300) -> float:
+        fn()
+        ts = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return statistics.median(ts) * 1e6
+
+    res = {}
+    for t in (1, 2):
+        numba.set_num_threads(t)
+        res[f"prange_{t}t_us"] = med(lambda: _empty_prange(16, buf))
+    res["pool_2t_us"] = med(lambda: cpu_threads.run(_empty_job, 16, (buf,), 2))
+    res["join_dispatch_us"] = med(lambda: ck._popcount_job(ctrl, -5, 0, *conv_job_args))
+    numba.set_num_threads(1)
+    return res
 
 
 def load_text(la) -> str:
@@ -439,6 +481,8 @@ def summary(out, res: dict, threads_list, batch, n, k, gemm_packed) -> None:
         f"{pk['peak_mac_per_s'] / 1e9:.0f} G/s = {100 * pk['fraction']:.0f} % | "
         f"{'met' if pk['fraction'] >= GOALS['peak'] else '**missed**'} |")
     for name, d in res["scaling"].items():
+        if name == "launch_us":
+            continue
         out(f"| {name}: 2-thread / 1-thread throughput (pool; prange "
             f"{d['speedup_prange']:.2f}x) | >= {GOALS['scaling']}x | {d['speedup_pool']:.2f}x "
             f"| {'met' if d['speedup_pool'] >= GOALS['scaling'] else '**missed**'} |")
@@ -732,6 +776,18 @@ def main(argv: list[str] | None = None) -> int:
                     ck.PARALLEL = "pool"
             return f
 
+        xp = xin.get_packed()
+        lay = pconv.layer
+        job_args = (xp, lay.kh, lay.kw, lay.stride, lay.pad, lay.conv_h, lay.conv_w, lay.in_c,
+                    pconv.dense, pconv.w.shape[1], pconv.w, pconv.wt, pconv.blocked,
+                    pconv.tile_px, 0, pconv.tsig, pconv.tval, np.empty((1, 1), np.int64), False,
+                    np.empty((256, 4), np.uint64), np.empty((1, 1), np.uint8))
+        ov = launch_overheads(job_args)
+        res["scaling"]["launch_us"] = ov
+        out(f"  launch overhead (median of 300, empty work): prange 16 iterations "
+            f"{ov['prange_1t_us']:.1f} us at 1 thread, {ov['prange_2t_us']:.1f} us at 2; pool "
+            f"16 tiles at 2 threads {ov['pool_2t_us']:.1f} us; a worker's dispatch of the conv "
+            f"job {ov['join_dispatch_us']:.1f} us")
         for name, make in workloads.items():
             med, fastest, _ = interleave([local(make(1)), local(make(2)),
                                           local(with_prange(make(2)))], args.repeats)

@@ -1,7 +1,7 @@
 """A small spinning thread pool for the CPU kernel's tile loops (numba ``nogil`` functions).
 
 Why not ``numba.prange``: a ``parallel=True`` launch costs about 50 us here (workqueue layer,
-measured by ``benchmarks/cpu_kernel.py``, section "threading"), even with one thread, and a
+measured by ``benchmarks/cpu_kernel.py``, "launch overhead"), even with one thread, and a
 sleeping worker is woken through the kernel (futex, an inter-processor interrupt under KVM);
 the benchmark's GEMM and conv take 0.15-0.3 ms, so the launch alone ate most of what a second
 thread could give. This pool keeps its workers in a short busy-wait after each job:
