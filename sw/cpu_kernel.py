@@ -33,8 +33,9 @@ Techniques (numba, JIT-compiled on first use and cached on disk):
   straight into packed ``uint64`` segments (pad bits 0); OR/AND pooling is then bitwise on
   words with per-channel masks. Multi-bit (DoReFa) outputs go through ``uint8`` levels.
 * **Threads.** Output pixels are split into tiles of ~32 KB of accumulators and tiles run
-  in parallel (``numba.prange``, handed out dynamically); every tile is computed
-  independently, so any thread count gives identical bits.
+  in parallel on a small spinning thread pool (:mod:`xnorflow.sw.cpu_threads`; tiles handed
+  out one at a time; ``numba.prange`` stays selectable through :data:`PARALLEL`); every tile
+  is computed independently, so any thread count gives identical bits.
 
 Public API: :func:`xnor_gemm`, :func:`binary_matmul`, :func:`layer_accumulators`,
 :func:`layer_forward`, :func:`prepare`, :func:`run` (whole networks, returns a
