@@ -1,0 +1,157 @@
+"""Recipe ablation for the Fashion-MNIST MLP goal (issue 16): width, epochs, BN momentum,
+label smoothing, knowledge distillation from a float CNN teacher.
+
+Each run trains one configuration with :func:`xnorflow.sw.train.train` (seed 0, Adam +
+cosine, 8-bit first layer, approxsign STE), checks it compiles for ``ecp5-85f`` and records
+float-sim and deploy accuracy on the whole test set (deploy = the integer IR; train() checks
+that every prediction agrees with float-sim). Runs already in the results JSON are skipped,
+so the script can be resumed or extended with ``--only``.
+
+    .venv/bin/python benchmarks/recipe.py                  # every run (hours on 2 cores)
+    .venv/bin/python benchmarks/recipe.py --only w512-e20  # one run
+    .venv/bin/python benchmarks/recipe.py --teacher-only   # just the float teacher
+
+Writes benchmarks/results/recipe.fashion-mlp.json / .md and the teacher's logits to
+runs/teacher-fashion-cnn.npy (git-ignored; its accuracy goes into the JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from xnorflow.sw.data import load_dataset
+from xnorflow.sw.lower import lower_checkpoint
+from xnorflow.sw.program import check_fits
+from xnorflow.sw.targets import get_target
+from xnorflow.sw.teacher import train_teacher
+from xnorflow.sw.train import atomic_write_bytes, train
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+STEM = "recipe.fashion-mlp"
+TEACHER = ROOT / "runs" / "teacher-fashion-cnn.npy"
+TEACHER_EPOCHS = 12
+TARGET = "ecp5-85f"
+
+BASE_CFG = {"model": "mlp", "dataset": "fashion-mnist", "mode": "xnor", "in_bits": 8,
+            "ste": "approxsign"}
+BASE_HP = {"epochs": 20, "batch": 64, "lr": 0.005}
+
+
+def runs() -> list[dict]:
+    """The ablation, in the order it was run (each changes one thing from its parent)."""
+    def r(name, widths, note, **hp):
+        return {"name": name, "cfg": {**BASE_CFG, "widths": widths}, "hp": {**BASE_HP, **hp},
+                "note": note}
+    return [
+        r("w512-e20", [512, 512], "wider than main's 256,256 (20 epochs, lr 5e-3, batch 64)"),
+        r("w1024x128-e20", [1024, 128], "wide first layer, narrow second (fits ecp5-85f)"),
+        r("w512-e20-bnm01", [512, 512], "BN momentum 0.01 instead of 0.1", bn_momentum=0.01),
+        r("w512-e20-ls", [512, 512], "label smoothing 0.1", label_smoothing=0.1),
+        r("w512-e20-kd", [512, 512], "distillation from the float CNN teacher (alpha 0.7, T 4)",
+          teacher="TEACHER", kd_alpha=0.7, kd_temp=4.0),
+        r("w672-e20-kd", [672, 672], "672,672 (the widest square MLP that fits) + distillation",
+          teacher="TEACHER", kd_alpha=0.7, kd_temp=4.0),
+    ]
+
+
+def markdown(doc: dict) -> str:
+    m = doc["meta"]
+    lines = ["# Recipe ablation: Fashion-MNIST MLP (goal >= 89 % deploy, compiles for ecp5-85f)",
+             "", f"Command: `{m['command']}`  ", f"Host {m['host']}, torch threads "
+             f"{m['threads']}; every run is seed 0, Adam + cosine, 8-bit first layer, "
+             "approxsign STE; accuracies on the whole 10000-image test set.", ""]
+    t = doc.get("teacher")
+    if t:
+        lines += [f"Float teacher (xnorflow.sw.teacher.FloatCNN, {t['epochs']} epochs on "
+                  f"{t['device']}, {t['time_s']:.0f} s): test accuracy "
+                  f"{100 * t['test_acc']:.2f} %, training-set accuracy "
+                  f"{100 * t['train_acc']:.2f} %.", ""]
+    lines += ["| run | widths | change | epochs | float-sim | deploy | agree | fits "
+              f"{TARGET} | device | train s | load avg |", "|---|---|---|---|---|---|---|---|"
+              "---|---|---|"]
+    for r in doc["runs"]:
+        lines.append(f"| {r['name']} | {','.join(map(str, r['widths']))} | {r['note']} | "
+                     f"{r['epochs']} | {100 * r['float_acc']:.2f} % | "
+                     f"{100 * r['deploy_acc']:.2f} % | {r['agreement']:.4f} | "
+                     f"{'yes' if r['fits'] is True else r['fits']} | {r['device']} | "
+                     f"{r['train_time_s']:.0f} | {r['loadavg']} |")
+    lines += ["", "Per-epoch histories and hyper-parameters are in the JSON beside this file."]
+    return "\n".join(lines) + "\n"
+
+
+def save(doc: dict) -> None:
+    atomic_write_bytes(RESULTS / f"{STEM}.json", (json.dumps(doc, indent=1) + "\n").encode())
+    atomic_write_bytes(RESULTS / f"{STEM}.md", markdown(doc).encode())
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default=None, help="run only the runs whose name contains this")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--teacher-only", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    path = RESULTS / f"{STEM}.json"
+    doc = json.loads(path.read_text()) if path.is_file() else {"runs": []}
+    doc["meta"] = {"command": "python benchmarks/recipe.py " + " ".join(argv or sys.argv[1:]),
+                   "host": platform.node(), "threads": args.threads}
+    data = load_dataset("fashion-mnist")
+    todo = [r for r in runs() if not args.only or args.only in r["name"]]
+    need_teacher = args.teacher_only or any(r["hp"].get("teacher") for r in todo)
+    if need_teacher and not TEACHER.is_file():
+        print(f"training the float teacher ({TEACHER_EPOCHS} epochs)", flush=True)
+        doc["teacher"] = train_teacher(data, TEACHER, epochs=TEACHER_EPOCHS,
+                                       device=args.device)
+        doc["teacher"]["loadavg_start"] = [round(v, 2) for v in os.getloadavg()]
+        save(doc)
+    if args.teacher_only:
+        return 0
+    done = {r["name"] for r in doc["runs"]}
+    for run in todo:
+        if run["name"] in done:
+            print(f"{run['name']}: already in {path.name}, skipped", flush=True)
+            continue
+        hp = dict(run["hp"])
+        if hp.get("teacher") == "TEACHER":
+            hp["teacher"] = TEACHER
+        load = [round(v, 2) for v in os.getloadavg()]
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.time()
+            m = train(run["cfg"], tmp, data=data, progress=False, device=args.device,
+                      log=lambda s, n=run["name"]: print(f"  {n}: {s}", flush=True), **hp)
+            wall = time.time() - t0
+            try:
+                check_fits(lower_checkpoint(tmp), get_target(TARGET))
+                fits = True
+            except Exception as e:  # noqa: BLE001 - recorded, not fatal
+                fits = f"no: {str(e).splitlines()[0]}"
+        f = m["final"]
+        doc["runs"].append({
+            "name": run["name"], "note": run["note"], "widths": run["cfg"]["widths"],
+            "config": m["config"], "hparams": {k: str(v) if isinstance(v, Path) else v
+                                               for k, v in m["hparams"].items()},
+            "epochs": hp["epochs"], "float_acc": f["float_acc"], "deploy_acc": f["deploy_acc"],
+            "agreement": f["agreement"], "fits": fits, "device": m["hparams"]["device"],
+            "train_time_s": round(m["train_time_s"], 1), "wall_s": round(wall, 1),
+            "loadavg": load, "history": m["history"]})
+        save(doc)
+        print(f"{run['name']}: deploy {100 * f['deploy_acc']:.2f} %, float-sim "
+              f"{100 * f['float_acc']:.2f} %, fits {fits}, {wall:.0f} s", flush=True)
+    save(doc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
