@@ -52,15 +52,18 @@ def runs() -> list[dict]:
     def r(name, widths, note, **hp):
         return {"name": name, "cfg": {**BASE_CFG, "widths": widths}, "hp": {**BASE_HP, **hp},
                 "note": note}
+    kd = {"teacher": "TEACHER", "kd_alpha": 0.7, "kd_temp": 4.0}
     return [
         r("w512-e20", [512, 512], "wider than main's 256,256 (20 epochs, lr 5e-3, batch 64)"),
-        r("w1024x128-e20", [1024, 128], "wide first layer, narrow second (fits ecp5-85f)"),
-        r("w512-e20-bnm01", [512, 512], "BN momentum 0.01 instead of 0.1", bn_momentum=0.01),
-        r("w512-e20-ls", [512, 512], "label smoothing 0.1", label_smoothing=0.1),
-        r("w512-e20-kd", [512, 512], "distillation from the float CNN teacher (alpha 0.7, T 4)",
-          teacher="TEACHER", kd_alpha=0.7, kd_temp=4.0),
-        r("w672-e20-kd", [672, 672], "672,672 (the widest square MLP that fits) + distillation",
-          teacher="TEACHER", kd_alpha=0.7, kd_temp=4.0),
+        r("w512-e20-kd", [512, 512], "+ distillation from the float CNN teacher (alpha 0.7, "
+          "T 4)", **kd),
+        r("w512-e50-kd", [512, 512], "+ distillation, 50 epochs", epochs=50, **kd),
+        r("w1024x128-e20-kd", [1024, 128], "wide first layer, narrow second (fits ecp5-85f), "
+          "+ distillation", **kd),
+        r("w512-e20-kd-bnm01", [512, 512], "+ distillation, BN momentum 0.01 instead of 0.1",
+          bn_momentum=0.01, **kd),
+        r("w512-e20-kd-ls", [512, 512], "+ distillation, label smoothing 0.1",
+          label_smoothing=0.1, **kd),
     ]
 
 
