@@ -74,6 +74,7 @@ HEADLINE_CNNS = [
 ]
 FASHION_CNN_HEADLINE_HP = {"epochs": 100, "batch": 64, "lr": 0.005}
 TEACHER_EPOCHS = 12
+WARM_STEPS = 5
 
 DIGITS_HP = {"epochs": 60, "batch": 32, "lr": 0.01}
 FASHION_MLP_HP = {"epochs": 20, "batch": 64, "lr": 0.005}
@@ -225,8 +226,11 @@ def run_job(job: dict, data, quick: bool, models_dir: Path | None,
                    trained_on={"device": m["hparams"].get("device", "cpu"),
                                "device_name": device_name(m["hparams"].get("device", "cpu")),
                                "host": platform.node(), "epochs": len(m["history"]),
-                               "train_time_s": round(t_train, 1), "loadavg_start": load,
+                               "train_time_s": round(t_train, 1),
+                               "loadavg_start": load if from_dir is None else None,
                                "torch": torch.__version__})
+        if from_dir is not None:
+            res["evaluated_from"] = str(from_dir)
         fpred = predict(model, data.x_test)
         res["float_acc"] = float((fpred == data.y_test).mean())
         res["weight_bits"] = int(sum(b.op.weight.numel() for b in model.blocks))
@@ -384,55 +388,77 @@ def _pool_job(args: tuple) -> dict:
                 "seed": job["seed"], "error": f"{type(e).__name__}: {e}"}
 
 
+def _timed_steps(job: dict, data, device: str, n_steps: int) -> tuple[float, float]:
+    """(wall, CPU) seconds of train() on ``n_steps`` steps of ``job`` (start-up included)."""
+    from xnorflow.sw.data import Dataset
+
+    hp = job["hp"]
+    extra = {k: hp[k] for k in ("bn_momentum", "label_smoothing") if k in hp}
+    n = n_steps * hp["batch"]
+    cut = Dataset(data.name, data.x_train[:n], data.y_train[:n], data.x_test[:1],
+                  data.y_test[:1], data.classes)
+    with tempfile.TemporaryDirectory() as tmp:
+        w0, c0 = time.time(), time.process_time()
+        train(job["cfg"], tmp, epochs=1, batch=hp["batch"], lr=hp["lr"], seed=job["seed"],
+              progress=False, log=lambda *a: None, data=cut, final_eval=False, device=device,
+              **extra)
+        return time.time() - w0, time.process_time() - c0
+
+
 def estimate(todo: list[dict], data, device: str, steps: int, out: Path, meta: dict) -> None:
     """Time ``steps`` training steps and a test-set evaluation slice of every row on
     ``device`` (the real training loop on a cut data set) and extrapolate to whole runs."""
-    from xnorflow.sw.data import Dataset
     from xnorflow.sw.train import predict
 
     rows = []
     for job in todo:
         hp = job["hp"]
-        n = steps * hp["batch"]
-        cut = Dataset(data.name, data.x_train[:n], data.y_train[:n], data.x_test[:1],
-                      data.y_test[:1], data.classes)
         load = [round(v, 2) for v in os.getloadavg()]
-        with tempfile.TemporaryDirectory() as tmp:
-            extra = {k: hp[k] for k in ("bn_momentum", "label_smoothing") if k in hp}
-            t0 = time.time()
-            train(job["cfg"], tmp, epochs=1, batch=hp["batch"], lr=hp["lr"], seed=job["seed"],
-                  progress=False, log=lambda *a: None, data=cut, final_eval=False,
-                  device=device, **extra)
-            t_steps = time.time() - t0
-            model, _ = load_checkpoint(tmp)
-            model.to(device)
-            m_eval = min(500, len(data.x_test))
-            t1 = time.time()
-            predict(model, data.x_test[:m_eval])
-            t_eval = (time.time() - t1) * len(data.x_test) / m_eval
-        per_epoch = t_steps * (len(data.x_train) // hp["batch"]) / steps + t_eval
+        _timed_steps(job, data, device, 1)  # one-time start-up costs, not counted
+        short = _timed_steps(job, data, device, WARM_STEPS)
+        long = _timed_steps(job, data, device, WARM_STEPS + steps)  # the difference: steps
+        step_wall, step_cpu = ((b - a) / steps for a, b in zip(short, long, strict=True))
+        model = build_model(make_config(job["cfg"]["model"], data.name, data.shape,
+                                        data.classes, **{k: v for k, v in job["cfg"].items()
+                                                         if k not in ("model", "dataset")}))
+        model.to(device)
+        m_eval = min(500, len(data.x_test))
+        w0, c0 = time.time(), time.process_time()
+        predict(model, data.x_test[:m_eval])
+        scale = len(data.x_test) / m_eval
+        eval_wall, eval_cpu = (time.time() - w0) * scale, (time.process_time() - c0) * scale
+        per_step = len(data.x_train) // hp["batch"]
+        wall = step_wall * per_step + eval_wall
+        cpu = step_cpu * per_step + eval_cpu
         rows.append({"name": job["name"], "row": job["row"], "device": device,
                      "device_name": device_name(device), "steps_timed": steps,
-                     "batch": hp["batch"], "s_per_step": t_steps / steps,
-                     "eval_s_per_epoch": t_eval, "s_per_epoch": per_epoch,
-                     "epochs": hp["epochs"], "run_hours": per_epoch * hp["epochs"] / 3600,
-                     "loadavg": load})
-        print(f"{job['name']}: {per_epoch:.0f} s/epoch on {device}, {hp['epochs']} epochs = "
-              f"{per_epoch * hp['epochs'] / 3600:.1f} h (load {load})", flush=True)
+                     "batch": hp["batch"], "s_per_step_wall": step_wall,
+                     "s_per_step_cpu": step_cpu, "eval_s_per_epoch_wall": eval_wall,
+                     "eval_s_per_epoch_cpu": eval_cpu, "s_per_epoch_wall": wall,
+                     "s_per_epoch_cpu": cpu, "epochs": hp["epochs"],
+                     "run_hours_cpu": cpu * hp["epochs"] / 3600,
+                     "run_hours_wall": wall * hp["epochs"] / 3600, "loadavg": load})
+        print(f"{job['name']}: {cpu:.0f} CPU-s/epoch ({wall:.0f} s wall at load {load}), "
+              f"{hp['epochs']} epochs = {cpu * hp['epochs'] / 3600:.1f} h of one core",
+              flush=True)
     doc = {"meta": meta, "estimates": rows}
     lines = ["# Estimated training time of the headline rows", "",
              f"Command: `{meta['command']}`  ", f"Host {meta['host']}, torch threads "
              f"{meta['threads']}, load average at start {meta['loadavg_start']}.", "",
-             f"Each row: {steps} training steps timed (the real training loop, the first "
-             "steps included) plus the float-sim evaluation of 500 test images, scaled to an "
-             "epoch of the 60000-image training set and the 10000-image test set. These are "
-             "ESTIMATES from a short measurement on a shared machine, not training runs.", "",
-             "| row | device | s/step | s/epoch | epochs | estimated run | load avg |",
-             "|---|---|---|---|---|---|---|"]
+             "Each row: after one untimed warm-up call, the real training loop timed on "
+             f"{WARM_STEPS} and on "
+             f"{WARM_STEPS} + {steps} steps (the difference is {steps} steps without the "
+             "start-up), plus the float-sim evaluation of 500 test images, scaled to an epoch "
+             "(every training image once, the whole test set evaluated). CPU seconds are the "
+             "process's own (one torch thread), so they hold for an unloaded core; wall "
+             "seconds are what the loaded shared machine gave. These are ESTIMATES from a "
+             "short measurement, not training runs.", "",
+             "| row | device | CPU s/step | CPU s/epoch | wall s/epoch | epochs | estimated "
+             "run (one core) | load avg |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['row']} | {r['device_name']} | {r['s_per_step']:.3f} | "
-                     f"{r['s_per_epoch']:.0f} | {r['epochs']} | {r['run_hours']:.1f} h | "
-                     f"{r['loadavg']} |")
+        lines.append(f"| {r['row']} | {r['device_name']} | {r['s_per_step_cpu']:.3f} | "
+                     f"{r['s_per_epoch_cpu']:.0f} | {r['s_per_epoch_wall']:.0f} | "
+                     f"{r['epochs']} | {r['run_hours_cpu']:.1f} h | {r['loadavg']} |")
     atomic_write_bytes(out / "accuracy.headline.estimate.json",
                        (json.dumps(doc, indent=1) + "\n").encode())
     atomic_write_bytes(out / "accuracy.headline.estimate.md", ("\n".join(lines) + "\n").encode())

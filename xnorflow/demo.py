@@ -33,6 +33,8 @@ PRESETS = {
                                    board="icebreaker", freq_mhz=24),
 }
 DEFAULT_BACKENDS = ("torch", "golden", "cpu", "amaranth", "icarus")
+#: the repository root (committed trained models live in benchmarks/results/models/)
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -69,6 +71,45 @@ def _preset(dataset: str, model: str) -> dict:
                         f"known: {known}") from None
 
 
+def use_trained(src: Path, dest: Path, data) -> dict:
+    """Copy a committed trained model (``checkpoint.pt`` + ``config.json``) into ``dest`` and
+    evaluate it as ``xnorflow train`` would (float-sim, deploy, agreement) on ``data``."""
+    from xnorflow.sw.lower import CHECKPOINT, CONFIG, load_checkpoint
+    from xnorflow.sw.train import METRICS, _plot_curve, _write_json, evaluate
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in (CHECKPOINT, CONFIG):
+        shutil.copy2(src / name, dest / name)
+    model, state = load_checkpoint(dest)
+    final = evaluate(model, data)
+    hist = state.get("history", [])
+    metrics = {"config": state.get("config", model.config), "history": hist, "final": final,
+               "float_acc": final["float_acc"], "deploy_acc": final.get("deploy_acc"),
+               "source": str(src), "epochs": int(state.get("epoch", len(hist)))}
+    _write_json(dest / METRICS, metrics)
+    try:
+        _plot_curve(dest, hist)
+    except Exception:  # noqa: BLE001 - a plot must never fail the demo
+        pass
+    return metrics
+
+
+def _trained_preset(p: dict, dataset: str, model: str, epochs: int | None, log) -> dict:
+    """A preset naming a committed trained model: use it, unless ``--epochs`` asks to retrain
+    (with the preset's hyper-parameters) or it is not there (an installed copy without the
+    repository's benchmarks/)."""
+    name = p.get("checkpoint")
+    if name is None:
+        return p
+    path = ROOT / name
+    if epochs is not None or not (path / "checkpoint.pt").is_file():
+        if epochs is None:
+            log(f"demo: {path} not found (installed without the repository?): training "
+                f"{p['epochs']} epochs with the preset's hyper-parameters instead")
+        return {**p, "retrain": True}
+    return {**p, "checkpoint": str(path)}
+
+
 def run_demo(out: str | Path, dataset: str = "digits", model: str = "mlp", *,
              epochs: int | None = None, limit: int | None = None, hw_limit: int | None = 64,
              backends: tuple[str, ...] = DEFAULT_BACKENDS, synth: bool = True, seed: int = 0,
@@ -82,7 +123,7 @@ def run_demo(out: str | Path, dataset: str = "digits", model: str = "mlp", *,
     from xnorflow.sw.data import load_dataset
     from xnorflow.sw.train import train
 
-    p = _preset(dataset, model)
+    p = _trained_preset(_preset(dataset, model), dataset, model, epochs, log)
     if epochs is not None:
         p["epochs"] = epochs
     out = Path(out)
@@ -119,16 +160,23 @@ def _run(work: Path, res: DemoResult, data, dataset: str, model: str, p: dict, l
     from xnorflow.sim.compare import compare, write_report
 
     ckpt, compiled = work / "checkpoint", work / "model"
-    with _timed(res, "train", log) as st:
-        cfg = {"model": model, "dataset": dataset, "mode": "xnor"}
-        if p.get("ste"):
-            cfg["ste"] = p["ste"]
-        if p["widths"]:
-            cfg["widths"] = p["widths"]
-        res.train = train(cfg, ckpt, epochs=p["epochs"], batch=p["batch"], lr=p["lr"],
-                          seed=seed, data=data)
-        st.detail = (f"{p['epochs']} epochs, deploy accuracy "
-                     f"{res.train.get('deploy_acc', float('nan')):.2%}")
+    trained = p.get("checkpoint")
+    if trained is not None and not p.get("retrain"):
+        with _timed(res, "trained model", log) as st:
+            res.train = use_trained(Path(trained), ckpt, data)
+            st.detail = (f"{res.train['source']}: deploy accuracy "
+                         f"{res.train.get('deploy_acc', float('nan')):.2%}")
+    else:
+        with _timed(res, "train", log) as st:
+            cfg = {"model": model, "dataset": dataset, "mode": "xnor"}
+            if p.get("ste"):
+                cfg["ste"] = p["ste"]
+            if p["widths"]:
+                cfg["widths"] = p["widths"]
+            res.train = train(cfg, ckpt, epochs=p["epochs"], batch=p["batch"], lr=p["lr"],
+                              seed=seed, data=data)
+            st.detail = (f"{p['epochs']} epochs, deploy accuracy "
+                         f"{res.train.get('deploy_acc', float('nan')):.2%}")
     with _timed(res, f"compile ({p['target']})", log) as st:
         _, res.size = compile_checkpoint(ckpt, p["target"], compiled)
         st.detail = (f"{res.size['image_bits']['total']:,} bits of images, "
@@ -281,6 +329,9 @@ def _markdown(res: DemoResult) -> str:
     total = sum(s.seconds for s in res.stages)
     lines += [f"| total | {total:.1f} | |", ""]
     lines += ["## Model", ""]
+    if t and t.get("source"):
+        lines += [f"- the committed trained model `{t['source']}` ({t.get('epochs')} epochs, "
+                  "trained by benchmarks/accuracy.py; `--epochs N` retrains instead)"]
     if t:
         lines += [f"- trained: float-sim test accuracy {_pct(t.get('float_acc'))}, deploy "
                   f"(integer) accuracy {_pct(t.get('deploy_acc'))}, float/deploy agreement "
