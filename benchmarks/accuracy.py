@@ -170,7 +170,8 @@ def device_name(device: str) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
-def integer_predictions(cm, x: np.ndarray, golden_limit: int | None) -> dict:
+def integer_predictions(cm, x: np.ndarray, golden_limit: int | None, device: str = "cpu",
+                        threads: int = 1) -> dict:
     """Predictions of the integer model by every software backend.
 
     The golden model (the definition, slow: it packs every pixel into its own words) runs on
@@ -182,14 +183,15 @@ def integer_predictions(cm, x: np.ndarray, golden_limit: int | None) -> dict:
     g = [golden.run(cm, x[i : min(i + 500, n)]).predictions for i in range(0, n, 500)]
     out = {"golden": np.concatenate(g), "golden_images": n, "golden_time_s": time.time() - t}
     t = time.time()
-    out["deploy"] = deploy.run(cm, x).predictions
+    out["deploy"] = deploy.run(cm, x, device=device).predictions
     out["deploy_time_s"] = time.time() - t
     try:
         from xnorflow.sw import cpu_kernel
     except ImportError:  # pragma: no cover - the kernel is optional here
         return out
     t = time.time()
-    out["cpu_kernel"] = cpu_kernel.run(cm, x, threads=1, intermediates=False).predictions
+    out["cpu_kernel"] = cpu_kernel.run(cm, x, threads=threads,
+                                       intermediates=False).predictions
     out["cpu_kernel_time_s"] = time.time() - t
     return out
 
@@ -231,14 +233,16 @@ def run_job(job: dict, data, quick: bool, models_dir: Path | None,
                                "torch": torch.__version__})
         if from_dir is not None:
             res["evaluated_from"] = str(from_dir)
-        fpred = predict(model, data.x_test)
+        fpred = predict(model.to(device), data.x_test)  # float-sim on the training device
+        model.to("cpu")  # lowering reads the weights on the CPU
         res["float_acc"] = float((fpred == data.y_test).mean())
         res["weight_bits"] = int(sum(b.op.weight.numel() for b in model.blocks))
         if model.config["mode"] == "bwn":
             res.update(deploy_acc=None, note="bwn: real activations, not deployable")
         else:
             cm = lower(model)
-            p = integer_predictions(cm, data.x_test, golden_limit)
+            p = integer_predictions(cm, data.x_test, golden_limit, device,
+                                    torch.get_num_threads())
             dpred, gpred, ng = p["deploy"], p["golden"], p["golden_images"]
             res.update({k: (round(v, 1) if k.endswith("_s") else v) for k, v in p.items()
                         if not isinstance(v, np.ndarray)})
@@ -250,7 +254,7 @@ def run_job(job: dict, data, quick: bool, models_dir: Path | None,
             gpred = dpred  # below: float-sim against the integer model on 100 %
             if model.config.get("beta"):
                 model.set_beta(False)
-                nb = predict(model, data.x_test)
+                nb = predict(model, data.x_test)  # on the CPU: the model was moved back
                 res["float_acc_beta_dropped"] = float((nb == data.y_test).mean())
                 res["float_vs_deploy_agreement"] = float((nb == gpred).mean())
                 res["beta_cost"] = res["float_acc"] - res["deploy_acc"]

@@ -157,8 +157,13 @@ def test_cuda_training_matches_cpu_and_deploy_is_exact(tmp_path, digits):
     model.to("cpu")
     from xnorflow.sw import deploy
 
-    dpred = deploy.run(lower(model), digits.x_test).predictions
-    assert np.array_equal(dpred, predict(model, digits.x_test))
+    cm = lower(model)
+    d_cpu = deploy.run(cm, digits.x_test, hidden=True)
+    d_gpu = deploy.run(cm, digits.x_test, hidden=True, device="cuda")
+    assert np.array_equal(d_cpu.predictions, predict(model, digits.x_test))
+    assert np.array_equal(d_cpu.scores, d_gpu.scores)
+    for a, b in zip(d_cpu.activations, d_gpu.activations, strict=True):
+        assert np.array_equal(a, b)
 
 
 @pytest.mark.skipif(not HAS_CUDA or torch.cuda.device_count() < 2, reason="needs 2 GPUs")
