@@ -1,4 +1,5 @@
-"""The ``xnorflow`` command line: train, compile, run, compare, synth, sweep, board, demo."""
+"""The ``xnorflow`` command line: train, teacher, compile, run, compare, synth, asic, sweep,
+board, demo, import, export."""
 
 from __future__ import annotations
 
