@@ -573,7 +573,8 @@ def main(argv=None) -> int:
     t0 = time.time()
     results = []
     stem = (f"accuracy.{args.part}" + (f".{args.only}" if args.only else "")
-            + (".ablation" if args.ablation_only else ""))
+            + (".ablation" if args.ablation_only else "")
+            + (".goals" if args.goals_only else ""))
 
     def record(r: dict, i: int) -> None:
         results.append(r)
