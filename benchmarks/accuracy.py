@@ -60,7 +60,7 @@ MAX_HEADLINE_CKPT = 4 * 1024 * 1024
 #: issue 16's headline rows: Fashion-MNIST models that compile for this target
 HEADLINE_TARGET = "ecp5-85f"
 #: the MLP recipe found by benchmarks/recipe.py (results/recipe.fashion-mlp.md)
-FASHION_MLP_RECIPE = {"widths": [512, 512], "hp": {"epochs": 100, "batch": 64, "lr": 0.005,
+FASHION_MLP_RECIPE = {"widths": [512, 512], "hp": {"epochs": 40, "batch": 64, "lr": 0.005,
                                                    "teacher": "TEACHER", "kd_alpha": 0.7,
                                                    "kd_temp": 4.0}}
 #: VGG-style stacks (several 3x3 convs per stage) that fit ecp5-85f's 1 Mbit of weights
@@ -561,7 +561,7 @@ def main(argv=None) -> int:
     if args.from_checkpoint is not None and len(todo) != 1:
         ap.error(f"--from-checkpoint needs exactly one selected job, not {len(todo)}")
     teacher = None
-    if any(j["hp"].get("teacher") for j in todo):
+    if any(j["hp"].get("teacher") for j in todo) and args.from_checkpoint is None:
         from xnorflow.sw.teacher import train_teacher
 
         teacher = out / "teacher.npy"
