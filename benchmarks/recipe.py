@@ -64,6 +64,8 @@ def runs() -> list[dict]:
           "10 epochs, distillation", epochs=10, **kd),
         r("w512-e10-kd-bnm01", [512, 512], "as w512-e10-kd, BN momentum 0.01 instead of 0.1",
           epochs=10, bn_momentum=0.01, **kd),
+        r("w512-e40", [512, 512], "as w512-e40-kd without distillation (added after w512-e10 "
+          "matched w512-e10-kd)", epochs=40),
         r("w512-e10-kd-ls", [512, 512], "as w512-e10-kd, label smoothing 0.1", epochs=10,
           label_smoothing=0.1, **kd),
     ]
