@@ -337,8 +337,9 @@ def _markdown(res: DemoResult) -> str:
     lines += [f"| total | {total:.1f} | |", ""]
     lines += ["## Model", ""]
     if t and t.get("source"):
-        lines += [f"- the committed trained model `{t['source']}` ({t.get('epochs')} epochs, "
-                  "trained by benchmarks/accuracy.py; `--epochs N` retrains instead)"]
+        lines += [f"- the committed trained model `{t['source']}` ({t.get('epochs')} epochs; "
+                  "its training is recorded in benchmarks/results/; `--epochs N` retrains "
+                  "instead)"]
     if t:
         lines += [f"- trained: float-sim test accuracy {_pct(t.get('float_acc'))}, deploy "
                   f"(integer) accuracy {_pct(t.get('deploy_acc'))}, float/deploy agreement "
