@@ -68,6 +68,8 @@ def runs() -> list[dict]:
           "matched w512-e10-kd)", epochs=40),
         r("w512-e10-kd-ls", [512, 512], "as w512-e10-kd, label smoothing 0.1", epochs=10,
           label_smoothing=0.1, **kd),
+        r("w512-e40-kd-s1", [512, 512], "w512-e40-kd with seed 1 (initial weights and data "
+          "order; the same teacher)", epochs=40, seed=1, **kd),
     ]
 
 
@@ -75,8 +77,9 @@ def markdown(doc: dict) -> str:
     m = doc["meta"]
     lines = ["# Recipe ablation: Fashion-MNIST MLP (goal >= 89 % deploy, compiles for ecp5-85f)",
              "", f"Command: `{m['command']}`  ", f"Host {m['host']}, torch threads "
-             f"{m['threads']}; every run is seed 0, Adam + cosine, 8-bit first layer, "
-             "approxsign STE; accuracies on the whole 10000-image test set.", ""]
+             f"{m['threads']}; every run is seed 0 unless its name ends in -sN, Adam + "
+             "cosine, 8-bit first layer, approxsign STE; accuracies on the whole 10000-image "
+             "test set.", ""]
     t = doc.get("teacher")
     if t:
         lines += [f"Float teacher (xnorflow.sw.teacher.FloatCNN, {t['epochs']} epochs on "

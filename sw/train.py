@@ -10,8 +10,10 @@
 Every file is written to a temporary name in the same folder and moved into place with
 ``os.replace``, so a crash never leaves a half-written checkpoint. A non-finite loss stops
 training with :class:`TrainingDiverged` and leaves the last good checkpoint untouched.
-``nproc > 1`` runs ``nproc`` processes with ``torch.distributed`` (gloo on CPU, nccl on
-CUDA) and DistributedDataParallel; rank 0 writes the files.
+``device`` is ``auto`` (CUDA when torch sees it), ``cpu`` or ``cuda``; the data set lives on
+the device for the whole run and checkpoints are saved device-free (every tensor on the CPU).
+``nproc > 1`` runs ``nproc`` processes with ``torch.distributed`` (gloo on the CPU; NCCL and
+one GPU per rank on CUDA) and DistributedDataParallel; rank 0 writes the files.
 """
 
 from __future__ import annotations
@@ -221,12 +223,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-#: Training hyper-parameters and their defaults (``train(**hp)``; recorded in metrics.json).
-DEFAULT_HP = {"epochs": 10, "batch": 64, "lr": 1e-3, "seed": 0, "nproc": 1, "augment": 0,
-              "final_eval": True, "device": "auto", "bn_momentum": 0.1, "weight_decay": 0.0,
-              "label_smoothing": 0.0, "teacher": None, "kd_alpha": 0.0, "kd_temp": 4.0}
-
-
 def train(config: dict, out: str | Path, epochs: int = 10, batch: int = 64, lr: float = 1e-3,
           seed: int = 0, resume: bool = False, nproc: int = 1, data_path: str | None = None,
           progress: bool = True, log=print, data: Dataset | None = None,
@@ -337,7 +333,6 @@ def _kd_loss(logits: torch.Tensor, teacher: torch.Tensor, temp: float) -> torch.
 
 def _train_loop(rank: int, world: int, config: dict, out: Path, hp: dict, resume: bool,
                 data: Dataset, progress: bool, log) -> dict:
-    hp = {**DEFAULT_HP, **hp}
     epochs, batch, lr, seed = hp["epochs"], hp["batch"], hp["lr"], hp["seed"]
     dev = rank_device(hp["device"], rank, world)
     torch.manual_seed(seed)
