@@ -76,7 +76,9 @@ def runs() -> list[dict]:
 def markdown(doc: dict) -> str:
     m = doc["meta"]
     lines = ["# Recipe ablation: Fashion-MNIST MLP (goal >= 89 % deploy, compiles for ecp5-85f)",
-             "", f"Command: `{m['command']}`  ", f"Host {m['host']}, torch threads "
+             "", f"Command of the last invocation: `{m['command']}` (runs already in the JSON "
+             "are skipped, so the table gathers the runs of every invocation, in the order "
+             "they ran)  ", f"Host {m['host']}, torch threads "
              f"{m['threads']}; every run is seed 0 unless its name ends in -sN, Adam + "
              "cosine, 8-bit first layer, approxsign STE; accuracies on the whole 10000-image "
              "test set.", ""]
@@ -111,9 +113,13 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--teacher-only", action="store_true")
+    ap.add_argument("--render", action="store_true", help="only rewrite the .md from the JSON")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     path = RESULTS / f"{STEM}.json"
+    if args.render:
+        atomic_write_bytes(RESULTS / f"{STEM}.md", markdown(json.loads(path.read_text())).encode())
+        return 0
     doc = json.loads(path.read_text()) if path.is_file() else {"runs": []}
     doc["meta"] = {"command": "python benchmarks/recipe.py " + " ".join(argv or sys.argv[1:]),
                    "host": platform.node(), "threads": args.threads}
