@@ -43,14 +43,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xnorflow.sw import deploy, golden
+from xnorflow.sw import deploy, files, golden
 from xnorflow.sw.data import load_dataset
 from xnorflow.sw.errors import UserError
 from xnorflow.sw.lower import CONFIG, load_checkpoint, lower
 from xnorflow.sw.models import build_model, make_config
 from xnorflow.sw.program import check_fits
 from xnorflow.sw.targets import get_target
-from xnorflow.sw.train import atomic_write_bytes, predict, resolve_device, train
+from xnorflow.sw.train import predict, resolve_device, train
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -281,7 +281,7 @@ def run_job(job: dict, data, quick: bool, models_dir: Path | None,
             if buf.tell() < limit:
                 dest = models_dir / job["name"]
                 dest.mkdir(parents=True, exist_ok=True)
-                atomic_write_bytes(dest / "checkpoint.pt", buf.getvalue())
+                files.write_bytes(dest / "checkpoint.pt", buf.getvalue())
                 shutil.copy(Path(tmp) / CONFIG, dest / CONFIG)
                 res["checkpoint"] = (str(dest.relative_to(ROOT)) if dest.is_relative_to(ROOT)
                                      else str(dest))
@@ -463,9 +463,8 @@ def estimate(todo: list[dict], data, device: str, steps: int, out: Path, meta: d
         lines.append(f"| {r['row']} | {r['device_name']} | {r['s_per_step_cpu']:.3f} | "
                      f"{r['s_per_epoch_cpu']:.0f} | {r['s_per_epoch_wall']:.0f} | "
                      f"{r['epochs']} | {r['run_hours_cpu']:.1f} h | {r['loadavg']} |")
-    atomic_write_bytes(out / "accuracy.headline.estimate.json",
-                       (json.dumps(doc, indent=1) + "\n").encode())
-    atomic_write_bytes(out / "accuracy.headline.estimate.md", ("\n".join(lines) + "\n").encode())
+    files.write_text(out / "accuracy.headline.estimate.json", json.dumps(doc, indent=1) + "\n")
+    files.write_text(out / "accuracy.headline.estimate.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -512,8 +511,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.render is not None:
         doc = json.loads(args.render.read_text())
-        atomic_write_bytes(args.render.with_suffix(".md"),
-                           markdown(args.part, doc["results"], doc["meta"]).encode())
+        files.write_text(args.render.with_suffix(".md"),
+                         markdown(args.part, doc["results"], doc["meta"]))
         return 0
     try:
         device = resolve_device(args.device)
@@ -588,8 +587,8 @@ def main(argv=None) -> int:
         ok = [x for x in results if "error" not in x]
         doc = {"meta": meta, "results": ok,
                "failed": [x for x in results if "error" in x]}
-        atomic_write_bytes(out / f"{stem}.json", (json.dumps(doc, indent=1) + "\n").encode())
-        atomic_write_bytes(out / f"{stem}.md", markdown(args.part, ok, meta).encode())
+        files.write_text(out / f"{stem}.json", json.dumps(doc, indent=1) + "\n")
+        files.write_text(out / f"{stem}.md", markdown(args.part, ok, meta))
 
     if args.parallel > 1 and args.from_checkpoint is None:
         import multiprocessing

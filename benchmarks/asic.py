@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from xnorflow.asic import BLOCKS, FLOW_LABELS, LIMITS, AsicConfig, derived, run_asic  # noqa: E402
+from xnorflow.sw import files  # noqa: E402
 from xnorflow.sw.targets import TARGETS  # noqa: E402
 
 GEOMETRIES = [TARGETS["up5k"].geometry, TARGETS["hx8k"].geometry, "4x4x32",
@@ -139,9 +140,7 @@ def write_md(results: dict, path: Path) -> None:
               f"Clock target for ABC's mapping to OSU018 and for OpenSTA: {clock} ns. The last "
               "column is the seconds each block took and the 1-minute load average beside it "
               "(a shared 2-core machine).", ""]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
+    files.write_text(path, "\n".join(lines))
 
 
 def main() -> int:
@@ -202,9 +201,7 @@ def _save(results: dict, jpath: Path) -> None:
     results["derived"] = {geo: d for geo, _, d in _per_geometry(results)}
     results["limits"] = list(LIMITS)
     results["labels"] = FLOW_LABELS
-    tmp = jpath.with_name(f".{jpath.name}.tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(jpath)
+    files.write_text(jpath, json.dumps(results, indent=2) + "\n")
     write_md(results, OUT / "asic.md")
 
 

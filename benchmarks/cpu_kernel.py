@@ -35,7 +35,6 @@ import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -47,7 +46,7 @@ from llvmlite import binding as llvm  # noqa: E402
 from numba import njit, prange  # noqa: E402
 
 from xnorflow.sw import cpu_kernel as ck  # noqa: E402
-from xnorflow.sw import cpu_threads, golden, reference, synthetic  # noqa: E402
+from xnorflow.sw import cpu_threads, files, golden, reference, synthetic  # noqa: E402
 from xnorflow.sw import encoding as enc  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -846,14 +845,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.save:
         dest = args.out
-        dest.parent.mkdir(parents=True, exist_ok=True)
         for suffix, text in ((".txt", "\n".join(lines) + "\n"),
                              (".json", json.dumps(res, indent=2, default=float) + "\n")):
-            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}{suffix}.")
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, dest.with_name(dest.name + suffix))
+            files.write_text(dest.with_name(dest.name + suffix), text)
         print(f"wrote {dest}.txt and .json", file=sys.stderr)
     return 0
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
+from xnorflow.sw import files
 from xnorflow.sw.errors import UserError
 from xnorflow.sw.lower import lower
 from xnorflow.sw.models import build_model, make_config, parse_widths
 from xnorflow.sw.program import check_fits
 from xnorflow.sw.targets import get_target
-from xnorflow.sw.train import atomic_write_bytes
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CANDIDATES = [("mlp", w) for w in ("256,256", "512,512", "640,640", "672,672", "768,768",
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
             ok = f"no: {e}"
         lines.append(f"| {model} | `{widths}` | {bits / 1e6:.2f} M | {ok} |")
         print(lines[-1], flush=True)
-    atomic_write_bytes(RESULTS / f"fits.{args.target}.md", ("\n".join(lines) + "\n").encode())
+    files.write_text(RESULTS / f"fits.{args.target}.md", "\n".join(lines) + "\n")
     return 0
 
 

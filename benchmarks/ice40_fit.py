@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 from xnorflow import synth as S  # noqa: E402
 from xnorflow.hw.boards import DEFAULT_BAUD, PlatformTop, get_board  # noqa: E402
 from xnorflow.hw.memories import YOSYS_AFTER_READ  # noqa: E402
+from xnorflow.sw import files  # noqa: E402
 
 
 def _count(body: str, pattern: str) -> int:
@@ -109,9 +110,7 @@ def main() -> int:
         if args.top != "top":
             continue
         dst = out / f"ice40_fit.{g}{'.flat' if args.flatten else ''}.txt"
-        tmp_dst = dst.with_suffix(".tmp")
-        tmp_dst.write_text(text)
-        tmp_dst.replace(dst)
+        files.write_text(dst, text)
     return 0
 
 

@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from xnorflow.sw import files
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 OUT = RESULTS / "interop"
@@ -223,9 +225,9 @@ def main() -> int:
                                       "model")},
         "wall_s": round(time.time() - t_start, 1),
     }
-    (RESULTS / "interop.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    files.write_text(RESULTS / "interop.json", json.dumps(doc, indent=2, default=str) + "\n")
     log(f"wall time {doc['wall_s']:.0f} s")
-    (RESULTS / "interop.txt").write_text("\n".join(lines) + "\n")
+    files.write_text(RESULTS / "interop.txt", "\n".join(lines) + "\n")
     ok = (rc_sw == 0 and rc_hw == 0 and cls_onnx == 0 and sum(hidden_diff) == 0
           and (args.no_synth or synth is not None))
     return 0 if ok else 1

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xnorflow.sw import files
+
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 SETUP = ROOT / "scripts" / "setup_peers.sh"
@@ -37,13 +39,6 @@ def ready(peers_dir: Path) -> tuple[bool, str]:
     r = subprocess.run(["bash", str(SETUP), "--check", "--dir", str(peers_dir)],
                        capture_output=True, text=True)
     return r.returncode == 0, (r.stdout + r.stderr).strip()
-
-
-def _save_atomic(path: Path, arrays: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-    os.close(fd)
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
 
 
 class LCE:
@@ -79,7 +74,8 @@ class LCE:
             paths[spec["name"]] = out
             if not out.exists():
                 npz = stem.with_suffix(".npz")
-                _save_atomic(npz, {k: np.asarray(v, np.float32) for k, v in weights.items()})
+                with files.atomic_file(npz, suffix=".npz") as tmp:
+                    np.savez(tmp, **{k: np.asarray(v, np.float32) for k, v in weights.items()})
                 todo.append({**{k: v for k, v in spec.items() if k != "weights"},
                              "weights": str(npz), "out": str(out)})
         if todo:

@@ -29,12 +29,13 @@ from pathlib import Path
 
 import torch
 
+from xnorflow.sw import files
 from xnorflow.sw.data import load_dataset
 from xnorflow.sw.lower import lower_checkpoint
 from xnorflow.sw.program import check_fits
 from xnorflow.sw.targets import get_target
 from xnorflow.sw.teacher import train_teacher
-from xnorflow.sw.train import atomic_write_bytes, train
+from xnorflow.sw.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -102,8 +103,8 @@ def markdown(doc: dict) -> str:
 
 
 def save(doc: dict) -> None:
-    atomic_write_bytes(RESULTS / f"{STEM}.json", (json.dumps(doc, indent=1) + "\n").encode())
-    atomic_write_bytes(RESULTS / f"{STEM}.md", markdown(doc).encode())
+    files.write_text(RESULTS / f"{STEM}.json", json.dumps(doc, indent=1) + "\n")
+    files.write_text(RESULTS / f"{STEM}.md", markdown(doc))
 
 
 def main(argv=None) -> int:
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     path = RESULTS / f"{STEM}.json"
     if args.render:
-        atomic_write_bytes(RESULTS / f"{STEM}.md", markdown(json.loads(path.read_text())).encode())
+        files.write_text(RESULTS / f"{STEM}.md", markdown(json.loads(path.read_text())))
         return 0
     doc = json.loads(path.read_text()) if path.is_file() else {"runs": []}
     doc["meta"] = {"command": "python benchmarks/recipe.py " + " ".join(argv or sys.argv[1:]),

@@ -23,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from xnorflow.sw import files  # noqa: E402
 from xnorflow.synth import REPO as _R  # noqa: E402,F401
 from xnorflow.synth import SynthConfig, parse_yosys_stat, synthesize, tool_env  # noqa: E402
 
@@ -172,9 +173,7 @@ def main() -> int:
             results["builds"] = json.loads(jpath.read_text()).get("builds", [])
         results["builds"] = [b for b in results["builds"] if b.get("key") != key] + [row]
         _sort(results)
-        tmp = jpath.with_name(f".{jpath.name}.tmp")
-        tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
-        tmp.replace(jpath)
+        files.write_text(jpath, json.dumps(results, indent=2, default=str) + "\n")
         write_md(results, out / "synth.md")
         print(f"  -> {json.dumps(row, default=str)}", flush=True)
     write_md(results, out / "synth.md")
@@ -192,7 +191,7 @@ def import_rows(src: Path, boards: set | None) -> int:
             rows[b.get("key")] = b
     results["builds"] = list(rows.values())
     _sort(results)
-    jpath.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    files.write_text(jpath, json.dumps(results, indent=2, default=str) + "\n")
     write_md(results, out / "synth.md")
     print((out / "synth.md").read_text())
     return 0
@@ -254,7 +253,7 @@ def write_md(results: dict, path: Path) -> None:
               "", f"Bare 64-bit popcount (`hw/popcount.py`, yosys `synth_ice40`): {p['lut4']} "
               f"LUT4 + {p['carry']} SB_CARRY, {p['ff']} FF; goal {p['goal']}: "
               f"{'met' if p['met'] else 'missed'}."]
-    path.write_text("\n".join(lines) + "\n")
+    files.write_text(path, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from xnorflow.sw import files
 from xnorflow.sw.errors import UserError
 
 BACKENDS = ("torch", "golden", "cpu", "amaranth", "icarus", "verilator", "board")
@@ -84,9 +84,8 @@ class Outputs:
         meta = {"backend": self.backend, "n_act": len(self.activations),
                 "sim_cycles": self.sim_cycles, "info": self.info}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        with files.atomic_file(path, suffix=".npz") as tmp:
+            np.savez(tmp, **arrays)
 
     @classmethod
     def load(cls, path: Path) -> Outputs:

@@ -387,10 +387,10 @@ def plot(r: CompareResult, path: Path) -> None:
 
 def write_report(r: CompareResult, out_dir: str | Path) -> Path:
     """Write ``report.md``, ``report.json`` and ``report.png`` into ``out_dir`` atomically."""
-    from xnorflow.sw.images import atomic_folder, report_destination
+    from xnorflow.sw.files import atomic_folder
 
     out = Path(out_dir)
-    with atomic_folder(out, True, report_destination) as tmp:
+    with atomic_folder(out) as tmp:
         for b, p in r.waves.items():
             src = Path(p)
             if src.is_file() and src.parent != out:

@@ -9,8 +9,8 @@ Verilator about a minute, so both are cached:
   memory images when they are baked in), the Amaranth version and the bytes of every source
   file under ``hw/`` and ``sw/`` -- any edit to the gateware or the contract invalidates it;
 * the cache lives in ``$XNORFLOW_CACHE_DIR`` (default ``~/.cache/xnorflow``), under
-  ``rtl/<name>-<key>/<name>.v``, written atomically (temp file + rename) so concurrent test
-  workers never see half a file;
+  ``rtl/<name>-<key>/<name>.v``, written atomically (:mod:`xnorflow.sw.files`) so concurrent
+  test workers never see half a file;
 * the key hashes the files on disk, but ``build`` runs the modules this process imported: a
   long-running process (a benchmark, a test session) that imported ``hw/``/``sw/`` modules
   before someone edited them would store its old design under the new sources' key, and
@@ -26,12 +26,13 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from xnorflow.sw import files
 
 #: Folders whose sources are part of every cache key (the gateware and the contract/IR).
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -123,19 +124,6 @@ def cache_key(params: dict[str, Any]) -> str:
     return h.hexdigest()[:16]
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @dataclass(frozen=True)
 class GeneratedRTL:
     """One generated Verilog file: ``path``, its ``toplevel`` module and its cache ``key``."""
@@ -185,8 +173,8 @@ def generate(
     if folder == private:
         params = {**params, "private_because": stale or "sources changed while building"}
     path = folder / f"{name}.v"
-    atomic_write_text(path, text)
-    atomic_write_text(folder / "params.json", json.dumps(params, indent=2, default=str))
+    files.write_text(path, text)
+    files.write_text(folder / "params.json", json.dumps(params, indent=2, default=str))
     return GeneratedRTL(path, toplevel, key, cached=False)
 
 

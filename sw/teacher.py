@@ -64,7 +64,8 @@ def train_teacher(data: Dataset, out: str | Path, epochs: int = 10, batch: int =
                   log=print) -> dict:
     """Train a :class:`FloatCNN` on ``data``; write ``out`` (``.npy`` training logits) and
     ``out.json`` (test accuracy, epochs, device, time). Returns the JSON document."""
-    from .train import atomic_write_bytes, random_shift, resolve_device
+    from . import files
+    from .train import random_shift, resolve_device
 
     out = Path(out)
     dev = torch.device(resolve_device(device))
@@ -95,12 +96,12 @@ def train_teacher(data: Dataset, out: str | Path, epochs: int = 10, batch: int =
     buf = io.BytesIO()
     np.save(buf, logits)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, buf.getvalue())
+    files.write_bytes(out, buf.getvalue())
     doc = {"dataset": data.name, "train_images": n, "classes": data.num_classes,
            "test_acc": history[-1]["test_acc"] if history else None, "train_acc": train_acc,
            "epochs": epochs, "batch": batch, "lr": lr, "seed": seed, "augment": augment,
            "device": str(dev), "time_s": time.time() - t0, "history": history}
-    atomic_write_bytes(Path(f"{out}.json"), (json.dumps(doc, indent=1) + "\n").encode())
+    files.write_text(Path(f"{out}.json"), json.dumps(doc, indent=1) + "\n")
     return doc
 
 

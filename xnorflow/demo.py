@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xnorflow.sw.errors import UserError
-from xnorflow.sw.images import atomic_folder, report_destination
+from xnorflow.sw.files import atomic_folder
 
 #: Per data set: model, widths, epochs, learning rate, the target to compile for and the
 #: system clock of the bitstream (MHz; None: the board's default): the whole accelerator
@@ -136,7 +136,7 @@ def run_demo(out: str | Path, dataset: str = "digits", model: str = "mlp", *,
     out = Path(out)
     data = load_dataset(dataset, data_path)  # fails early, naming the files, if data is missing
     res = DemoResult(out)
-    with atomic_folder(out, True, report_destination) as work:
+    with atomic_folder(out) as work:
         res.out_work = work
         _run(work, res, data, dataset, model, p, limit, hw_limit, backends, synth, seed, log,
              train)

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xnorflow.sw import files
 from xnorflow.sw.errors import UserError
 
 #: Amaranth's tool variable -> YoWASP executable.
@@ -552,13 +553,11 @@ def _tool_versions(yosys_log: str, family: str) -> dict:
 
 def _publish(out: Path, build: Path, spec, report: dict, placeholders: dict) -> None:
     """Write bitstream, logs, placeholders and report into ``out`` atomically."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with files.atomic_folder(out) as tmp:
         bit = "top.bin" if spec.family == "ice40" else "top.bit"
-        shutil.copy2(build / bit, tmp / bit)
-        shutil.copy2(build / "top.rpt", tmp / "yosys.log")
-        shutil.copy2(build / "top.tim", tmp / "nextpnr.log")
+        shutil.copyfile(build / bit, tmp / bit)
+        shutil.copyfile(build / "top.rpt", tmp / "yosys.log")
+        shutil.copyfile(build / "top.tim", tmp / "nextpnr.log")
         if placeholders:
             (tmp / "placeholder").mkdir()
             for name, image in placeholders.items():
@@ -567,16 +566,6 @@ def _publish(out: Path, build: Path, spec, report: dict, placeholders: dict) -> 
         report["files"] += ["report.json", "report.md"]
         (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
         (tmp / "report.md").write_text(report_markdown(report))
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _fmt(x, unit: str = "") -> str:
@@ -842,10 +831,7 @@ def swap_model(folder: str | Path, model_dir: str | Path, *, out: str | Path | N
                 cur = nxt
             swap_check = {"ram_bits_changed": changed, "image_bits_differing": expected}
             _run_tool("ECPPACK", ["--compress", "--input", cur, "--bit", "final"], cwd=tmp)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        part = dest.with_name(dest.name + ".part")
-        shutil.copyfile(tmp / "final", part)
-        part.replace(dest)
+        files.write_bytes(dest, (tmp / "final").read_bytes())
     placeholders = {p.stem for p in (folder / "placeholder").glob("*.hex")}
     info = {
         "bitstream": dest.name,
@@ -857,5 +843,5 @@ def swap_model(folder: str | Path, model_dir: str | Path, *, out: str | Path | N
         "note": "memories in not_in_bitstream (SPRAM, or a depth that is not a whole number "
                 "of RAM blocks) keep no model contents: load them over the UART",
     }
-    (dest.parent / f"{dest.stem}.swap.json").write_text(json.dumps(info, indent=2) + "\n")
+    files.write_text(dest.parent / f"{dest.stem}.swap.json", json.dumps(info, indent=2) + "\n")
     return dest

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 HELP = "export a compiled (or trained) model as QONNX"
@@ -54,10 +52,11 @@ def run(args) -> int:
     from onnx import save_model
 
     from xnorflow.sw.errors import UserError
+    from xnorflow.sw.files import atomic_file
     from xnorflow.sw.qonnx_export import export_qonnx
     from xnorflow.sw.qonnx_import import need_interop
 
-    need_interop("xnorflow export")
+    need_interop()
     out = Path(args.qonnx)
     if out.exists() and not args.force:
         raise UserError(f"{out}: already exists; pass --force to replace it")
@@ -67,15 +66,8 @@ def run(args) -> int:
         raise UserError(f"--input-divisor must be > 0, not {args.input_divisor}")
     model = load_any(args.model)
     proto = export_qonnx(model, args.input_divisor)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_file(out, suffix=".onnx") as tmp:
         save_model(proto, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     print(f"exported {args.model} -> {out}: {len(model.layers)} layers, {len(proto.graph.node)} "
           f"nodes, input 1x{model.in_c}x{model.in_h}x{model.in_w} = pixel / "
           f"{args.input_divisor:g}")

@@ -73,11 +73,11 @@ def check_ir_destination(out_dir, force: bool = False) -> Path:
 
 
 def run(args) -> int:
-    from xnorflow.sw.images import atomic_folder
+    from xnorflow.sw.files import atomic_folder
     from xnorflow.sw.ir import json_default
     from xnorflow.sw.qonnx_import import import_qonnx, need_interop
 
-    need_interop("xnorflow import")
+    need_interop()
     shape = parse_shape(args.input_shape)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     check_ir_destination(args.output, args.force)
@@ -98,7 +98,7 @@ def run(args) -> int:
         "inexact_scales": cm.meta["inexact_scales"],
         "logit_bias": cm.meta["logit_bias"],
     }
-    with atomic_folder(args.output, args.force, check=check_ir_destination) as tmp:
+    with atomic_folder(args.output, lambda out: check_ir_destination(out, args.force)) as tmp:
         cm.save(tmp)
         (tmp / "import.json").write_text(json.dumps(report, indent=2, default=json_default))
     for ly in cm.layers:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+
+from xnorflow.sw import files
 
 EXAMPLES = """\
 examples:
@@ -102,19 +103,13 @@ def write_outputs(rows: list[dict], out: Path) -> None:
     w.writeheader()
     for r in rows:
         w.writerow({k: r.get(k, "") for k in COLUMNS})
-    _atomic(out / "sweep.csv", buf.getvalue())
+    files.write_text(out / "sweep.csv", buf.getvalue())
     md = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
         md.append("| " + " | ".join("" if r.get(k) is None else str(r.get(k, ""))
                                     for k in COLUMNS) + " |")
-    _atomic(out / "sweep.md", "\n".join(md) + "\n")
+    files.write_text(out / "sweep.md", "\n".join(md) + "\n")
     plot(rows, out / "sweep.png")
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -142,10 +137,9 @@ def plot(rows: list[dict], path: Path) -> None:
     if ax.get_legend_handles_labels()[0]:
         ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.png")
-    fig.savefig(tmp, dpi=120)
+    with files.atomic_file(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def sweep(boards: list[str], geometries: list[str], *, design: str = "accelerator",
