@@ -28,9 +28,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from xnorflow import synth as S  # noqa: E402
-from xnorflow.hw.boards import DEFAULT_BAUD, PlatformTop, get_board  # noqa: E402
+from xnorflow.hw.boards import DEFAULT_BAUD, PlatformTop, make_platform  # noqa: E402
 from xnorflow.hw.memories import YOSYS_AFTER_READ  # noqa: E402
 from xnorflow.sw import files  # noqa: E402
+from xnorflow.sw.boards import get_board  # noqa: E402
 
 
 def _count(body: str, pattern: str) -> int:
@@ -43,11 +44,10 @@ def breakdown(geometry: str, build: Path, flatten: bool = False, module: str = "
     S.tool_env()
     spec = get_board("icebreaker")
     target = S.geometry_target(spec, geometry)
-    ph = S.placeholder_memories(target, seed=1, no_init=S.NO_INIT.get(spec.name, ()),
-                                depth_multiple=S.SWAP_DEPTH_MULTIPLE[spec.family])
+    ph = S.placeholder_memories(target, spec, seed=1)
     core = Accelerator(target, memories=list(ph.values()))
     top = PlatformTop(spec, core, baud=DEFAULT_BAUD)
-    plan = spec.make_platform().prepare(top, name="top")
+    plan = make_platform(spec).prepare(top, name="top")
     plan.extract(build)
     opt = "" if flatten else " -noflatten"
     (build / "fit.ys").write_text(f"read_rtlil top.il\n{YOSYS_AFTER_READ}\n"

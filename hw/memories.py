@@ -19,6 +19,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..sw.boards import BOARDS
 from ..sw.errors import UserError
 from ..sw.images import MemoryImage
 from ..sw.program import decode_program
@@ -26,8 +27,6 @@ from ..sw.targets import MEMORY_NAMES, Target
 
 __all__ = ["DEFAULT_DEPTHS", "AcceleratorMemories", "memory_depths", "addr_width"]
 
-#: Boards whose ``weights`` memory is built from SB_SPRAM256KA blocks (iCE40 UP5K).
-SPRAM_BOARDS = ("icebreaker",)
 SPRAM_DEPTH = 16384
 SPRAM_WIDTH = 16
 
@@ -166,9 +165,11 @@ class AcceleratorMemories(wiring.Component):
         super().__init__(members)
 
     def uses_spram(self, platform) -> bool:
-        """Whether ``weights`` is built from iCE40 SPRAM (only when building for a board)."""
+        """Whether ``weights`` is built from iCE40 SPRAM (only when building for a board that
+        keeps it without initial contents, :attr:`xnorflow.sw.boards.Board.no_init`)."""
         w = self.target.word_bits("weights")
-        return (platform is not None and self.target.board in SPRAM_BOARDS
+        board = BOARDS.get(self.target.board)
+        return (platform is not None and board is not None and "weights" in board.no_init
                 and w % SPRAM_WIDTH == 0 and self.depths["weights"] <= SPRAM_DEPTH)
 
     def _spram_weights(self, m):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .boards import board_of_target
 from .errors import UserError
 
 #: Memory names of the accelerator, in memory-id order (the host protocol uses these ids).
@@ -121,14 +122,14 @@ TARGETS: dict[str, Target] = {
         "up5k", 2, 2, 32,
         _mem(2, 2, 32, weights=16384, thresholds=512, program=256, activations=512,
              scores=256),
-        board="icebreaker",
+        board=board_of_target("up5k").name,
         description="iCEBreaker (iCE40 UP5K): weights in SPRAM, 64 bits/cycle",
         # 18-bit accumulators: a 784-pixel 8-bit input layer (Fashion-MNIST MLP) needs
         # 784 * 255 < 2^18; each bit less saves ~3 flip-flops per PE (accumulator, result,
         # shifted term) and C in the result FIFO
         acc_bits=18,
         # four full-adder levels per popcount stage: ~30 flip-flops less per 32-bit PE than
-        # two; the UP5K runs at 48 MHz
+        # two (the PE's popcount is not the UP5K's critical path)
         popcount_levels=4,
     ),
     # iCE40 HX8K: 32 EBR x 4 kbit, 7680 LCs, no SPRAM, no DSP.
@@ -139,7 +140,7 @@ TARGETS: dict[str, Target] = {
         "hx8k", 2, 4, 16,
         _mem(2, 4, 16, weights=512, thresholds=128, program=256, activations=512,
              scores=128),
-        board="ice40-hx8k-b-evn",
+        board=board_of_target("hx8k").name,
         description="iCE40-HX8K breakout board: everything in EBR",
         acc_bits=18, popcount_levels=4,  # as up5k
     ),
@@ -153,7 +154,7 @@ TARGETS: dict[str, Target] = {
         "ecp5-85f", 8, 8, 32,
         _mem(8, 8, 32, weights=4096, thresholds=256, program=1024, activations=8192,
              scores=256),
-        board="ulx3s-85f",
+        board=board_of_target("ecp5-85f").name,
         description="ULX3S (ECP5 LFE5U-85F): everything in EBR",
         # 20-bit accumulators: 8-bit inputs of up to 4112 bits per reduction (e.g. 64 x 64
         # pixels), binary layers of up to 2^20 - 1 bits

@@ -66,12 +66,12 @@ def test_preset_with_a_committed_model(tmp_path, monkeypatch):
 
 
 def test_committed_preset_models_compile_for_their_targets():
-    from xnorflow.demo import PRESETS, ROOT
+    from xnorflow.demo import PRESETS, ROOT, _preset
     from xnorflow.sw.lower import lower_checkpoint
     from xnorflow.sw.program import check_fits
     from xnorflow.sw.targets import get_target
 
-    named = [p for p in PRESETS.values() if p.get("checkpoint")]
+    named = [_preset(*key) for key, p in PRESETS.items() if p.get("checkpoint")]
     assert named  # the Fashion-MNIST MLP preset uses the committed headline model
     for p in named:
         check_fits(lower_checkpoint(ROOT / p["checkpoint"]), get_target(p["target"]))

@@ -17,18 +17,16 @@ from pathlib import Path
 from xnorflow.sw.errors import UserError
 from xnorflow.sw.files import atomic_folder
 
-#: Per data set: model, widths, epochs, learning rate, the target to compile for and the
-#: system clock of the bitstream (MHz; None: the board's default): the whole accelerator
-#: reaches 27.6-28.3 MHz on the UP5K and 53.9 MHz on the ECP5-85F at 8x8x32
-#: (benchmarks/results/synth.md), so the iCEBreaker bitstream runs at 24 MHz and the ULX3S's
-#: at 48 MHz (the PLL gives 46.9).
+#: Per data set: model, widths, epochs, learning rate and the board
+#: (:mod:`xnorflow.sw.boards`) whose target the model is compiled for and whose bitstream is
+#: built, at the board's default clock (one the whole accelerator meets there).
 PRESETS = {
     # the hyper-parameters of benchmarks/accuracy.py's goal row (98.06% mean over 3 seeds)
     ("digits", "mlp"): dict(widths=None, epochs=60, lr=1e-2, batch=32, ste="approxsign",
-                            target="up5k", board="icebreaker", freq_mhz=24),
+                            board="icebreaker"),
     # the CNN's activation maps do not fit the UP5K's block RAM: the ULX3S (ECP5-85F) instead
     ("fashion-mnist", "cnn"): dict(widths=None, epochs=4, lr=2e-3, batch=128,
-                                   target="ecp5-85f", board="ulx3s-85f", freq_mhz=48),
+                                   board="ulx3s-85f"),
     # the best Fashion-MNIST MLP actually trained (benchmarks/results/
     # accuracy.headline.fashion-mlp512-kd.md: 89.64 % deploy, 40 epochs, distilled from a float
     # teacher; the 256,256 preset it replaces reached at most 88.43 %), used as committed;
@@ -37,7 +35,7 @@ PRESETS = {
     ("fashion-mnist", "mlp"): dict(widths=[512, 512], epochs=40, lr=5e-3, batch=64,
                                    ste="approxsign",
                                    checkpoint="benchmarks/results/models/fashion-mlp512-kd-s0",
-                                   target="ecp5-85f", board="ulx3s-85f", freq_mhz=48),
+                                   board="ulx3s-85f"),
 }
 DEFAULT_BACKENDS = ("torch", "golden", "cpu", "amaranth", "icarus")
 #: the repository root (committed trained models live in benchmarks/results/models/)
@@ -70,8 +68,12 @@ class DemoResult:
 
 
 def _preset(dataset: str, model: str) -> dict:
+    """The preset with its board's ``target`` filled in."""
+    from xnorflow.sw.boards import get_board
+
     try:
-        return dict(PRESETS[(dataset, model)])
+        p = dict(PRESETS[(dataset, model)])
+        return {**p, "target": get_board(p["board"]).target}
     except KeyError:
         known = ", ".join(f"--dataset {d} --model {m}" for d, m in PRESETS)
         raise UserError(f"no demo preset for --dataset {dataset} --model {model}; "
@@ -202,7 +204,6 @@ def _run(work: Path, res: DemoResult, data, dataset: str, model: str, p: dict, l
             try:
                 res.synth = synthesize(SynthConfig(board=p["board"], geometry=t.geometry,
                                                    model=str(compiled),
-                                                   freq_mhz=p.get("freq_mhz"),
                                                    out_dir=str(work / "bitstream"),
                                                    build_dir=str(work / "build")))
                 st.detail = _synth_line(res.synth)

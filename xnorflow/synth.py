@@ -48,8 +48,6 @@ TOOLS = {
     "OPENFPGALOADER": "true",  # never programs from here (do_program=False), but ULX3S asks
 }
 DESIGNS = ("accelerator", "array", "loopback")
-#: Memories that a board keeps in RAM without initial contents (iCE40 SPRAM), per board.
-NO_INIT = {"icebreaker": ("weights",)}
 REPO = Path(__file__).resolve().parent.parent
 REPORT_VERSION = 1
 
@@ -274,13 +272,11 @@ def geometry_target(spec, geometry: str, depths: dict | None = None):
 
 def synthesize(cfg: SynthConfig, *, progress: bool = True) -> dict:
     """Build ``cfg`` and write bitstream, logs and report; return the report."""
-    from xnorflow.hw.boards import DEFAULT_BAUD, PlatformTop, get_board
+    from xnorflow.hw.boards import DEFAULT_BAUD, PlatformTop, make_platform
     from xnorflow.hw.memories import YOSYS_AFTER_READ
+    from xnorflow.sw.boards import get_board
 
-    try:
-        spec = get_board(cfg.board)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    spec = get_board(cfg.board)
     parse_geometry(cfg.geometry)
     env_tools = tool_env()
     for var in ("YOSYS", f"NEXTPNR_{spec.family.upper()}",
@@ -296,9 +292,7 @@ def synthesize(cfg: SynthConfig, *, progress: bool = True) -> dict:
     placeholders = {}
     if cfg.design == "accelerator":
         target = geometry_target(spec, cfg.geometry, cfg.depths)
-        placeholders = placeholder_memories(target, seed=cfg.seed,
-                                            no_init=NO_INIT.get(spec.name, ()),
-                                            depth_multiple=SWAP_DEPTH_MULTIPLE[spec.family])
+        placeholders = placeholder_memories(target, spec, seed=cfg.seed)
     core, target, info = make_core(cfg, spec, memories=list(placeholders.values()) or None)
 
     freq = None if cfg.freq_mhz is None else cfg.freq_mhz * 1e6
@@ -315,7 +309,7 @@ def synthesize(cfg: SynthConfig, *, progress: bool = True) -> dict:
         shutil.rmtree(build)
     build.mkdir(parents=True)
 
-    platform = spec.make_platform()
+    platform = make_platform(spec)
     # --timing-allow-fail: a missed clock target is reported (timing_met), not an error
     nextpnr_opts = f"--seed {int(cfg.seed)} --timing-allow-fail"
     t0 = time.monotonic()
@@ -362,20 +356,16 @@ def _failure_message(build: Path, spec) -> str:
     return f"build failed for {spec.name} (log: {build / 'build.log'})"
 
 
-#: icebram/ecpbram replace whole RAM blocks: a swappable memory's depth must be a multiple
-#: of what the tool demands (icebram: 256 words, ecpbram: 512 words).
-SWAP_DEPTH_MULTIPLE = {"ice40": 256, "ecp5": 512}
-
-
-def placeholder_memories(target, seed: int, no_init: tuple = (), depth_multiple: int = 1) -> dict:
+def placeholder_memories(target, board, seed: int) -> dict:
     """Random (seeded) contents for every memory of ``target`` with a bounded depth.
 
     Synthesising with random contents keeps every memory a RAM with a unique, recognisable
     pattern, which is what ``icebram``/``ecpbram`` need to find and replace it later. Only
-    the model memories (:data:`MODEL_MEMORIES`) get one, except those in ``no_init``
-    (memories in SPRAM, which cannot be initialised) and those whose depth is not a multiple
-    of ``depth_multiple`` (the RAM block depth). The program placeholder starts with a
-    valid empty header (so the accelerator runs nothing until a model is swapped in).
+    the model memories (:data:`MODEL_MEMORIES`) get one, except those ``board`` builds
+    without initial contents (``board.no_init``: SPRAM) and those whose depth is not a
+    whole number of RAM blocks (``swap_depth_multiple`` of the board's family). The program
+    placeholder starts with a valid empty header (so the accelerator runs nothing until a
+    model is swapped in).
     """
     import numpy as np
 
@@ -385,9 +375,9 @@ def placeholder_memories(target, seed: int, no_init: tuple = (), depth_multiple:
     rng = np.random.default_rng(0xB17 + seed)
     out = {}
     for name, (width, depth) in sorted(target.memories.items()):
-        if depth is None or name not in MODEL_MEMORIES or name in no_init:
+        if depth is None or name not in MODEL_MEMORIES or name in board.no_init:
             continue
-        if depth % depth_multiple:  # cannot be swapped: leave it uninitialised
+        if depth % board.family_facts.swap_depth_multiple:  # cannot be swapped: no init
             continue
         words = [int.from_bytes(rng.bytes((width + 7) // 8), "little") & ((1 << width) - 1)
                  for _ in range(depth)]
@@ -494,7 +484,7 @@ def make_report(cfg: SynthConfig, spec, top, build: Path, elapsed: float, target
     report = {
         "report_version": REPORT_VERSION,
         "board": spec.name,
-        "device": f"{spec.make_platform().device}",
+        "device": spec.device,
         "family": spec.family,
         "geometry": cfg.geometry,
         "design": info["design"],
@@ -554,7 +544,7 @@ def _tool_versions(yosys_log: str, family: str) -> dict:
 def _publish(out: Path, build: Path, spec, report: dict, placeholders: dict) -> None:
     """Write bitstream, logs, placeholders and report into ``out`` atomically."""
     with files.atomic_folder(out) as tmp:
-        bit = "top.bin" if spec.family == "ice40" else "top.bit"
+        bit = spec.family_facts.bitstream
         shutil.copyfile(build / bit, tmp / bit)
         shutil.copyfile(build / "top.rpt", tmp / "yosys.log")
         shutil.copyfile(build / "top.tim", tmp / "nextpnr.log")
@@ -759,7 +749,7 @@ def swap_model(folder: str | Path, model_dir: str | Path, *, out: str | Path | N
     without a placeholder (SPRAM, which has no initial contents) are listed in
     ``swap.json`` as "load over UART". Returns the new bitstream's path.
     """
-    from xnorflow.hw.boards import get_board
+    from xnorflow.sw.boards import get_board
     from xnorflow.sw.ir import CompiledModel
 
     folder = Path(folder)
@@ -776,7 +766,7 @@ def swap_model(folder: str | Path, model_dir: str | Path, *, out: str | Path | N
     if not images:
         raise UserError(f"{folder}/placeholder: no placeholder memories to replace")
     name = Path(model_dir).resolve().name
-    ext = ".bin" if spec.family == "ice40" else ".bit"
+    ext = Path(spec.family_facts.bitstream).suffix
     dest = Path(out) if out else folder / f"top-{name}{ext}"
     # YoWASP tools see only their working folder: copy everything in, use relative names
     with tempfile.TemporaryDirectory(prefix="xnorflow-swap-") as tmpd:
@@ -798,7 +788,7 @@ def swap_model(folder: str | Path, model_dir: str | Path, *, out: str | Path | N
                 copies = int(found[1]) if found else 0
                 if copies < 1:
                     raise SynthError(f"icebram found no instance of memory {mem!r} in "
-                                     f"{folder / 'top.bin'}")
+                                     f"{folder / spec.family_facts.bitstream}")
                 expected += copies * _hex_flips((tmp / f"from-{mem}.hex").read_text(),
                                                 (tmp / f"to-{mem}.hex").read_text())
                 cur = nxt

@@ -23,7 +23,7 @@ the UART-bound images/s). The first run compiles the YoWASP tools (about a minut
 
 
 def register(sub) -> None:
-    from xnorflow.hw.boards import BOARDS
+    from xnorflow.sw.boards import BOARDS
 
     p = sub.add_parser(
         "synth",
@@ -42,8 +42,9 @@ def register(sub) -> None:
                    help="compiled model folder: report its predicted images/s")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
     p.add_argument("--freq", type=float, default=None,
-                   help="system clock in MHz made by the PLL (default: the board's, "
-                   "icebreaker 48, hx8k-evn 120, ulx3s-85f 150)")
+                   help="system clock in MHz made by the PLL (default: the board's, one the "
+                   "whole accelerator meets: " + ", ".join(
+                       f"{b.name} {b.default_freq / 1e6:g}" for b in BOARDS.values()) + ")")
     p.add_argument("--baud", type=int, default=None, help="UART baud rate (default 1000000)")
     p.add_argument("--design", default="accelerator", choices=["accelerator", "array", "loopback"],
                    help="what to put behind the UART bridge (default: accelerator)")
@@ -58,7 +59,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from xnorflow.hw.boards import get_board
+    from xnorflow.sw.boards import get_board
     from xnorflow.synth import SynthConfig, swap_model, synthesize
 
     spec = get_board(args.board)
