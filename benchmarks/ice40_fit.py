@@ -27,11 +27,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from xnorflow import synth as S  # noqa: E402
 from xnorflow.hw.boards import DEFAULT_BAUD, PlatformTop, make_platform  # noqa: E402
 from xnorflow.hw.memories import YOSYS_AFTER_READ  # noqa: E402
 from xnorflow.sw import files  # noqa: E402
 from xnorflow.sw.boards import get_board  # noqa: E402
+from xnorflow.synth.build import board_target, placeholder_memories  # noqa: E402
+from xnorflow.synth.tools import tool_env  # noqa: E402
 
 
 def _count(body: str, pattern: str) -> int:
@@ -41,10 +42,10 @@ def _count(body: str, pattern: str) -> int:
 def breakdown(geometry: str, build: Path, flatten: bool = False, module: str = "top") -> str:
     from xnorflow.hw.accelerator import Accelerator
 
-    S.tool_env()
+    tool_env()
     spec = get_board("icebreaker")
-    target = S.geometry_target(spec, geometry)
-    ph = S.placeholder_memories(target, spec, seed=1)
+    target = board_target(spec, geometry)
+    ph = placeholder_memories(target, spec, seed=1)
     core = Accelerator(target, memories=list(ph.values()))
     top = PlatformTop(spec, core, baud=DEFAULT_BAUD)
     plan = make_platform(spec).prepare(top, name="top")

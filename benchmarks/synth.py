@@ -24,8 +24,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from xnorflow.sw import files  # noqa: E402
-from xnorflow.synth import REPO as _R  # noqa: E402,F401
-from xnorflow.synth import SynthConfig, parse_yosys_stat, synthesize, tool_env  # noqa: E402
+from xnorflow.sw.boards import bitstream_folder  # noqa: E402
+from xnorflow.synth import SynthConfig, synthesize, tool_env  # noqa: E402
+from xnorflow.synth.report import parse_nextpnr_log, parse_yosys_stat  # noqa: E402
 
 # Memory depths that fit the iCE40s' 4-kbit EBRs at these geometries (a W-bit x 256-word
 # memory costs ceil(W / 16) EBRs): the board targets' weights (1 Mbit on the UP5K, meant for
@@ -95,11 +96,14 @@ def popcount_luts(width: int = 64) -> dict:
             "goal": "<= 120 LUT4", "met": cells.get("SB_LUT4", 0) <= 120}
 
 
+def build_folder(board: str, geometry: str, seed: int) -> Path:
+    """Where a build of this benchmark runs (kept: a failed build's logs are read back)."""
+    return REPO / "build" / "synth" / board / f"{geometry}-s{seed}"
+
+
 def attempt_figures(board: str, geometry: str, seed: int) -> dict | None:
     """Resources of a failed build, from the logs it left (e.g. how many LCs it needed)."""
-    from xnorflow.synth import parse_nextpnr_log
-
-    d = REPO / "build" / "synth" / board / f"{geometry}-s{seed}"
+    d = build_folder(board, geometry, seed)
     out = {}
     if (d / "top.rpt").exists():
         cells = parse_yosys_stat((d / "top.rpt").read_text(errors="replace"))
@@ -117,7 +121,11 @@ def build(board: str, geometry: str, design: str, seed: int, depths: dict) -> di
     t0 = time.time()
     try:
         return synthesize(SynthConfig(board=board, geometry=geometry, design=design, seed=seed,
-                                      freq_mhz=GOAL_MHZ[board], depths=depths), progress=True)
+                                      freq_mhz=GOAL_MHZ[board], depths=depths,
+                                      out_dir=str(bitstream_folder(board, geometry,
+                                                                   REPO / "bitstreams")),
+                                      build_dir=str(build_folder(board, geometry, seed))),
+                          progress=True)
     except Exception as e:  # a build that does not fit is a result too
         line = f"{type(e).__name__}: {str(e).splitlines()[0][:400]}"
         print(f"  {board} {geometry} {design} failed after {time.time() - t0:.0f} s: {line}",

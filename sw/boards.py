@@ -12,6 +12,10 @@ Everything else reads these records: :mod:`xnorflow.sw.targets` (a target's boar
 :mod:`xnorflow.synth` (placeholders, swaps, reports) and the demo's presets. This module
 imports nothing but the standard library, so ``sw`` reads it without Amaranth.
 
+It also says where a board's builds live and what their report looks like
+(:func:`bitstream_folder`, :data:`REPORT_VERSION`, :func:`load_report`): ``xnorflow synth``
+writes them, ``xnorflow compare`` and ``--swap-model`` read them.
+
 ``default_freq`` is the system clock a build asks for unless told otherwise: one the whole
 accelerator meets on that board (``benchmarks/results/synth.md``), not a goal. The goals
 (48 / 120 / 150 MHz) are in ``docs/synthesis.md`` and ``benchmarks/synth.py``.
@@ -19,11 +23,14 @@ accelerator meets on that board (``benchmarks/results/synth.md``), not a goal. T
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import UserError
 
-__all__ = ["BOARDS", "FAMILIES", "Board", "Family", "board_of_target", "get_board"]
+__all__ = ["BOARDS", "FAMILIES", "REPORT_VERSION", "Board", "Family", "bitstream_folder",
+           "board_of_target", "get_board", "load_report", "synthesis_report"]
 
 
 @dataclass(frozen=True)
@@ -119,3 +126,49 @@ def get_board(name: str) -> Board:
 def board_of_target(target: str) -> Board | None:
     """The board whose compiler target is called ``target`` (None for ``sim``)."""
     return next((b for b in BOARDS.values() if b.target == target), None)
+
+
+# ----- where builds live, and their report -----------------------------------------------
+#: Version of a build's ``report.json`` (``docs/synthesis.md``); a reader refuses others.
+REPORT_VERSION = 1
+
+
+def bitstream_folder(board: str, geometry: str, root: str | Path | None = None) -> Path:
+    """Where ``xnorflow synth`` puts a build by default: ``<root>/<board>/<geometry>``, with
+    ``root`` = ``./bitstreams`` under the working folder."""
+    return Path("bitstreams" if root is None else root) / board / geometry
+
+
+def load_report(folder: str | Path) -> dict:
+    """The ``report.json`` of the build in ``folder``; :class:`UserError` if it is missing,
+    not JSON, or of another :data:`REPORT_VERSION`."""
+    path = Path(folder) / "report.json"
+    if not path.is_file():
+        raise UserError(f"{path}: missing; build the bitstream first with xnorflow synth")
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: not a readable report ({e})") from None
+    version = report.get("report_version") if isinstance(report, dict) else None
+    if version != REPORT_VERSION:
+        raise UserError(f"{path}: report_version {version!r}, this xnorflow reads "
+                        f"{REPORT_VERSION}; rebuild it with xnorflow synth")
+    return report
+
+
+def synthesis_report(board: str | None, geometry: str,
+                     root: str | Path | None = None) -> dict | None:
+    """The report of the whole accelerator built for ``board`` at ``geometry`` (in
+    :func:`bitstream_folder`), or None: no board (a ``sim`` target), no build, a report of
+    another version, a stand-in design (the bare array, the loopback), or no Fmax."""
+    if board is None:
+        return None
+    try:
+        report = load_report(bitstream_folder(board, geometry, root))
+    except UserError:
+        return None
+    if not str(report.get("design", "")).startswith("accelerator"):
+        return None
+    if not isinstance(report.get("fmax_mhz"), (int, float)) or report["fmax_mhz"] <= 0:
+        return None
+    return report

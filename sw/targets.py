@@ -20,6 +20,7 @@ Capacities are chosen so that every memory of a target fits the FPGA's RAM toget
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .boards import board_of_target
@@ -172,3 +173,51 @@ def get_target(name: str) -> Target:
         raise UserError(
             f"unknown target {name!r}; valid targets: {', '.join(TARGETS)}"
         ) from None
+
+
+def parse_geometry(text: str) -> tuple[int, int, int]:
+    """``"4x4x32"`` -> ``(4, 4, 32)`` (rows x cols x word width); :class:`UserError` else."""
+    m = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*x\s*(\d+)\s*", str(text))
+    if not m or min(int(g) for g in m.groups()) < 1:
+        raise UserError(f"geometry {text!r}: expected ROWSxCOLSxWIDTH, e.g. 4x4x32")
+    return int(m[1]), int(m[2]), int(m[3])
+
+
+def with_geometry(base: Target, rows: int, cols: int, width: int) -> Target:
+    """``base`` (a board's target) re-shaped for another array geometry.
+
+    Each memory keeps its total bits (the RAM the board has), re-shaped for the new word
+    widths: depth = the largest power of two that fits (activations are stored R times).
+    The same geometry gives ``base`` itself; one that no target may have (see
+    :class:`Target`) is a :class:`UserError`.
+    """
+    if (rows, cols, width) == (base.rows, base.cols, base.width):
+        return base
+    geometry = f"{rows}x{cols}x{width}"
+    try:
+        probe = sim_target(rows, cols, width)
+        mems = {}
+        for name, (old_w, old_d) in base.memories.items():
+            new_w = probe.memories[name][0]
+            copies_old, copies_new = (base.rows, rows) if name == "activations" else (1, 1)
+            words = (old_w * old_d * copies_old) // (new_w * copies_new)
+            mems[name] = (new_w, 1 << max(0, words.bit_length() - 1))
+        return Target(f"{base.name}-{geometry}", rows, cols, width, mems, board=base.board,
+                      description=f"{base.description}, re-shaped", acc_bits=base.acc_bits,
+                      popcount_levels=base.popcount_levels)
+    except ValueError as e:
+        raise UserError(f"geometry {geometry}: {e}") from None
+
+
+def with_depths(base: Target, depths: dict[str, int]) -> Target:
+    """``base`` with the depths of the memories named in ``depths`` (name -> words)
+    replaced; the target's name gets ``-d``."""
+    bad = set(depths) - set(base.memories)
+    if bad:
+        raise UserError(f"unknown memories {sorted(bad)} in the depths; "
+                        f"choose from {', '.join(base.memories)}")
+    mems = {n: (w, int(depths.get(n, d))) for n, (w, d) in base.memories.items()}
+    desc = ", ".join(f"{n}={v}" for n, v in sorted(depths.items()))
+    return Target(f"{base.name}-d", base.rows, base.cols, base.width, mems, board=base.board,
+                  description=f"{base.description}; depths {desc}", acc_bits=base.acc_bits,
+                  popcount_levels=base.popcount_levels)

@@ -11,14 +11,9 @@ from xnorflow.hw.boards import ecp5_pll, ice40_pll
 from xnorflow.sw import files
 from xnorflow.sw.boards import BOARDS
 from xnorflow.sw.errors import UserError
-from xnorflow.synth import (
-    SynthConfig,
-    parse_geometry,
-    parse_nextpnr_log,
-    parse_yosys_stat,
-    synthesize,
-    tool_env,
-)
+from xnorflow.sw.targets import parse_geometry
+from xnorflow.synth import SynthConfig, synthesize, tool_env
+from xnorflow.synth.report import parse_nextpnr_log, parse_yosys_stat
 
 # The default run's real build is the systolic array behind the UART bridge (~10 s): the
 # whole accelerator takes yosys about two minutes even at 1x1x16 and needs ~5900 LCs, more
@@ -203,7 +198,7 @@ def test_swap_model_into_bitstream(accel_build, tmp_path):
     from xnorflow.sw import golden, synthetic
     from xnorflow.sw.images import MemoryImage
     from xnorflow.sw.program import decode_program
-    from xnorflow.synth import report_target, swap_model
+    from xnorflow.synth.swap import report_target, swap_model
 
     _, out, report = accel_build
     target = report_target(BOARDS[report["board"]], report)
@@ -225,7 +220,7 @@ def test_swap_model_into_bitstream(accel_build, tmp_path):
     assert check["ram_bits_changed"] > 100
 
     # the images that are now in the bitstream, read back from the hex swap_model wrote
-    from xnorflow.synth import model_hex_images
+    from xnorflow.synth.swap import model_hex_images
 
     hexes = model_hex_images(model, target, out / "placeholder")
     images = [MemoryImage(n, target.word_bits(n),
@@ -257,7 +252,7 @@ def test_report_with_model(tmp_path):
     from types import SimpleNamespace
 
     from xnorflow.sw import synthetic
-    from xnorflow.synth import make_report, report_markdown
+    from xnorflow.synth.report import make_report, report_markdown
 
     (tmp_path / "top.rpt").write_text("Yosys 0.70 (git)\n" + YOSYS_LOG)
     (tmp_path / "top.tim").write_text(NEXTPNR_LOG)
@@ -283,7 +278,7 @@ def test_report_with_model(tmp_path):
 def test_failure_message_says_what_did_not_fit(tmp_path):
     from types import SimpleNamespace
 
-    from xnorflow.synth import _failure_message
+    from xnorflow.synth.report import failure_message
 
     (tmp_path / "top.tim").write_text(
         "Info: Device utilisation:\n"
@@ -291,7 +286,7 @@ def test_failure_message_says_what_did_not_fit(tmp_path):
         "Info: \t        ICESTORM_RAM:    22/   30    73%\n"
         "ERROR: Unable to place cell 'x', no BELs remaining to implement cell type "
         "'ICESTORM_LC'\n")
-    msg = _failure_message(tmp_path, SimpleNamespace(name="icebreaker"))
+    msg = failure_message(tmp_path, SimpleNamespace(name="icebreaker"))
     assert msg.startswith("nextpnr failed for icebreaker: ERROR: Unable to place cell")
     assert "the design needs ICESTORM_LC 12708/5280 (240 %)" in msg
     assert "ICESTORM_RAM" not in msg  # only what was over capacity

@@ -130,8 +130,7 @@ def resolve_target(geometry: str):
     """The compiler target a geometry stands for: the board target with that geometry (its
     accumulator width, popcount pipelining and memory depths), else the ``sim`` target at that
     geometry (unlimited memories, built at their default depths)."""
-    from xnorflow.sw.targets import TARGETS, sim_target
-    from xnorflow.synth import parse_geometry
+    from xnorflow.sw.targets import TARGETS, parse_geometry, sim_target
 
     rows, cols, width = parse_geometry(geometry)
     for t in TARGETS.values():
@@ -190,7 +189,7 @@ def block_verilog(block: str, target):
 # ----------------------------------------------------------------------------------------
 
 def _yosys(script: Path, log: Path, cwd: Path) -> None:
-    from xnorflow.synth import SynthError, require_tool
+    from xnorflow.synth.tools import SynthError, require_tool
 
     # require_tool sets $YOSYS (and the other tool variables) in os.environ, and Amaranth
     # then writes Verilog with that yosys instead of its builtin one: the Verilog of a later

@@ -67,7 +67,7 @@ def run(args) -> int:
         return 0
     if args.geometry is None:
         raise UserError("--geometry is required, e.g. --geometry 4x4x32")
-    from xnorflow.synth import parse_geometry
+    from xnorflow.sw.targets import parse_geometry
 
     parse_geometry(args.geometry)
     blocks = parse_blocks(args.block)

@@ -150,7 +150,8 @@ def sweep(boards: list[str], geometries: list[str], *, design: str = "accelerato
 
     from xnorflow.sw.boards import get_board
     from xnorflow.sw.errors import UserError
-    from xnorflow.synth import parse_geometry, tool_env
+    from xnorflow.sw.targets import parse_geometry
+    from xnorflow.synth import tool_env
 
     for b in boards:
         get_board(b)

@@ -15,7 +15,7 @@ examples:
       (no synthesis: writes top-<model>.bin with the model's memory images in the BRAMs
        of the existing build, using icebram/ecpbram)
 
-Output goes to bitstreams/<board>/<geometry>/ (or --out): the bitstream (top.bin for iCE40,
+Output goes to ./bitstreams/<board>/<geometry>/ (or --out): the bitstream (top.bin for iCE40,
 top.bit for ECP5), yosys.log, nextpnr.log, report.json and report.md (LUTs, FFs, RAM
 blocks, DSPs, Fmax per clock, the seed, and the images/s of --model at that Fmax next to
 the UART-bound images/s). The first run compiles the YoWASP tools (about a minute).
@@ -50,7 +50,8 @@ def register(sub) -> None:
                    help="what to put behind the UART bridge (default: accelerator)")
     p.add_argument("--depth", action="append", default=[], metavar="MEMORY=WORDS",
                    help="override a memory's depth (repeatable), e.g. --depth weights=512")
-    p.add_argument("--out", default=None, help="output folder (default bitstreams/B/G)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default ./bitstreams/BOARD/GEOMETRY)")
     p.add_argument("--swap-model", default=None, metavar="DIR",
                    help="do not synthesise: put DIR's memory images into the existing "
                    "bitstream's RAMs (icebram/ecpbram)")
@@ -69,11 +70,9 @@ def run(args) -> int:
 
         geometry = get_target(spec.target).geometry
     if args.swap_model:
-        from pathlib import Path
+        from xnorflow.sw.boards import bitstream_folder
 
-        from xnorflow.synth import REPO
-
-        folder = Path(args.out) if args.out else REPO / "bitstreams" / spec.name / geometry
+        folder = args.out or bitstream_folder(spec.name, geometry)
         out = swap_model(folder, args.swap_model, progress=not args.quiet)
         print(f"wrote {out}")
         return 0
