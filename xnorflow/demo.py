@@ -165,8 +165,8 @@ def _timed(res: DemoResult, name: str, log):
 
 def _run(work: Path, res: DemoResult, data, dataset: str, model: str, p: dict, limit, hw_limit,
          backends, synth: bool, seed: int, log, train) -> None:
-    from xnorflow.commands.compile import compile_checkpoint
     from xnorflow.sim.compare import compare, write_report
+    from xnorflow.sw.compiler import compile_checkpoint
 
     ckpt, compiled = work / "checkpoint", work / "model"
     trained = p.get("checkpoint")

@@ -24,6 +24,7 @@ the UART-bound images/s). The first run compiles the YoWASP tools (about a minut
 
 def register(sub) -> None:
     from xnorflow.sw.boards import BOARDS
+    from xnorflow.synth.build import DESIGNS
 
     p = sub.add_parser(
         "synth",
@@ -46,7 +47,7 @@ def register(sub) -> None:
                    "whole accelerator meets: " + ", ".join(
                        f"{b.name} {b.default_freq / 1e6:g}" for b in BOARDS.values()) + ")")
     p.add_argument("--baud", type=int, default=None, help="UART baud rate (default 1000000)")
-    p.add_argument("--design", default="accelerator", choices=["accelerator", "array", "loopback"],
+    p.add_argument("--design", default="accelerator", choices=DESIGNS,
                    help="what to put behind the UART bridge (default: accelerator)")
     p.add_argument("--depth", action="append", default=[], metavar="MEMORY=WORDS",
                    help="override a memory's depth (repeatable), e.g. --depth weights=512")
