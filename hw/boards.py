@@ -36,6 +36,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from ..sw.boards import Board
+from ..sw.errors import require_extra
 from .uart import UARTBridge, uart_divisor
 
 __all__ = [
@@ -56,11 +57,9 @@ DEFAULT_TIMEOUT_S = 0.05
 
 
 def make_platform(board: Board):
-    """A fresh instance of ``board``'s ``amaranth-boards`` platform."""
-    import importlib
-
+    """A fresh instance of ``board``'s ``amaranth-boards`` platform (the ``[synth]`` extra)."""
     module, cls = board.platform.split(":")
-    return getattr(importlib.import_module(f"amaranth_boards.{module}"), cls)()
+    return getattr(require_extra(f"amaranth_boards.{module}", "synth"), cls)()
 
 
 @dataclass(frozen=True)

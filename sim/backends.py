@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from xnorflow.sw import files
-from xnorflow.sw.errors import UserError
+from xnorflow.sw.errors import UserError, require_extra
 
 BACKENDS = ("torch", "golden", "cpu", "amaranth", "icarus", "verilator", "board")
 #: Simulated hardware (waveforms, random stream stalls).
@@ -318,6 +318,7 @@ def run_rtl_batch(sim: str, items: list[tuple[ModelFolder, np.ndarray]], *,
     from .rtl import accelerator_verilog, cache_dir
     from .runner import run_cocotb
 
+    require_extra("cocotb_tools.runner", "sim")  # before minutes of Verilog and builds
     if not items:
         return []
     target = items[0][0].target

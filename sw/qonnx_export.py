@@ -147,7 +147,7 @@ def _layer(b: _Builder, x: str, layer: Layer, rank: int) -> tuple[str, int]:
 
 def export_qonnx(model: CompiledModel, divisor: float = DEFAULT_DIVISOR):
     """Build the QONNX ``ModelProto`` of a compiled model (see the module docstring)."""
-    need_interop("QONNX export")
+    need_interop()
     from onnx import TensorProto, helper, numpy_helper
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.transformation.infer_shapes import InferShapes

