@@ -1,6 +1,7 @@
 """The tile engine: systolic array + feeders + result FIFO + output stage behind streams.
 
-This is the interface the sequencer (issue 6) builds on; see ``docs/accelerator.md``.
+This is the interface the sequencer (:mod:`xnorflow.hw.sequencer`) builds on; see
+``docs/accelerator.md``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from amaranth.lib.wiring import In, Out
 from ..sw import perf
 from ..sw.errors import UserError
 from .array import SystolicArray, check_geometry
+from .memories import RDATA_SUFFIX
 from .pe import acc_width, shift_width
-from .post import PostProcess, row_layout, score_layout, tile_layout, undefined_init, word_layout
+from .post import PostProcess, row_layout, score_layout, tile_layout, word_layout
 
 __all__ = ["ResultFIFO", "TileEngine", "operand_layout"]
 
@@ -46,8 +48,8 @@ class ResultFIFO(wiring.Component):
     two pointers are equal only when the RAM is empty or full), so ``no_rw_check`` tells
     yosys not to build the old-data-on-collision emulation (on the iCE40: a delayed write of
     the whole row and a bypass mux, ~150-200 FF and ~70-100 LUT4 for the 4x4x16 engine). The
-    read register's power-up value is undefined in a build for a platform
-    (:func:`~xnorflow.hw.post.undefined_init`: no per-bit init emulation either). The RAM
+    read register's power-up value is undefined in synthesis (its name ends in
+    :data:`~xnorflow.hw.memories.RDATA_SUFFIX`: no per-bit init emulation either). The RAM
     has a power-of-two depth (free pointer wrap).
 
     Latency 2 cycles (write to ``r_rdy``); throughput one entry per cycle.
@@ -86,7 +88,7 @@ class ResultFIFO(wiring.Component):
         rp = mem.read_port(domain="comb")
         do_write = self.w_en & self.w_rdy
         do_read = (level != 0) & (~self.r_rdy | self.r_en)
-        r_data = Signal(self.width, reset_less=True, attrs=undefined_init(self.width, platform))
+        r_data = Signal(self.width, name=f"r_data{RDATA_SUFFIX}", reset_less=True)
         m.d.comb += [
             self.w_rdy.eq(level != inner),
             wp.addr.eq(produce), wp.data.eq(self.w_data), wp.en.eq(do_write),

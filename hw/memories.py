@@ -71,15 +71,18 @@ def memory_depths(target: Target, memories: list[MemoryImage] | None = None) -> 
     return out
 
 
-#: Suffix of the memories' read-data registers. Synthesis (``xnorflow.synth``) drops their
-#: ``init`` attribute (:data:`YOSYS_AFTER_READ`) so the RAM blocks' own output registers
-#: implement them.
+#: Suffix of RAM read-data registers (the memories' here, the tile engine's result FIFO's,
+#: the output stage's packing buffer's): the one way to give a register no power-up value.
+#: Synthesis (``xnorflow.synth``) drops their ``init`` attribute (:data:`YOSYS_AFTER_READ`)
+#: so the RAM blocks' own output registers implement them; simulation keeps the zero init.
 RDATA_SUFFIX = "_rdq"
 #: Yosys command run right after reading the design: the read-data registers power up
 #: undefined (nothing reads them before a read has happened), which lets yosys merge them
 #: into the RAM blocks instead of emulating a power-up value of 0 with a flip-flop and a
-#: multiplexer per bit.
-YOSYS_AFTER_READ = f"setattr -unset init w:*{RDATA_SUFFIX}*"
+#: multiplexer per bit. ``%x:+[Q]`` adds the wires on the same flip-flop output: Amaranth
+#: gives a port driven by the register (``m.d.comb += port.eq(q)``) the register's ``init``
+#: too, and yosys would keep that one.
+YOSYS_AFTER_READ = f"setattr -unset init w:*{RDATA_SUFFIX}* %x:+[Q] w:* %i"
 
 
 def _read(m: Module, mem: Memory, addr, en, name: str) -> Signal:

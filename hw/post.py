@@ -31,6 +31,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..sw import encoding as enc
+from .memories import RDATA_SUFFIX
 
 __all__ = [
     "LATENCY",
@@ -41,7 +42,6 @@ __all__ = [
     "row_layout",
     "score_layout",
     "tile_layout",
-    "undefined_init",
     "word_layout",
 ]
 
@@ -52,24 +52,6 @@ LATENCY = 3
 MODE_THRESHOLD = 0
 #: ``tile.mode``: integer scores of the last layer (``scores`` stream).
 MODE_INTEGER = 1
-
-
-def undefined_init(width: int, platform) -> dict:
-    """Signal attributes giving a register an undefined initial value in a platform build.
-
-    A RAM block's read-data register has no power-up value on the iCE40, so yosys emulates
-    the defined one that Amaranth gives every flip-flop (a LUT per bit). For a read register
-    whose data is never used before its first read, a build for a platform (``platform`` not
-    None) gets ``init = 'x`` through the RTLIL backend's ``Undef`` constant; simulations
-    (``platform`` None) keep the ordinary zero initial value.
-    """
-    if platform is None:
-        return {}
-    try:
-        from amaranth.back.rtlil import Undef
-    except ImportError:  # another Amaranth version: keep the (emulated) defined init
-        return {}
-    return {"init": Undef(width)}
 
 
 def _bits(n: int) -> int:
@@ -435,7 +417,8 @@ class PostProcess(wiring.Component):
         # takes rows in the order 0..R-1, so the read port fetches the next row's word while
         # the current one is written (never the same address in one cycle: no_rw_check).
         pw = max(1, W - 1)
-        pack_cur = Signal(pw, reset_less=True, attrs=undefined_init(pw, platform))
+        # a RAM read register (R >= 2): no power-up value in synthesis (RDATA_SUFFIX)
+        pack_cur = Signal(pw, name=f"pack_cur{RDATA_SUFFIX}", reset_less=True)
         pack_new = Signal(pw)
         pack_we = Signal()
         if R >= 2:

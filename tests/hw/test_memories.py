@@ -91,3 +91,29 @@ def test_init_read_ports_and_writes():
     assert seen["held"] == int(act[1])
     assert seen["w3"] == 0xDEADBEEF
     assert seen["s5"] == 1234
+
+
+@pytest.mark.toolchain
+def test_read_registers_lose_their_power_up_value_in_synthesis(tmp_path):
+    """YOSYS_AFTER_READ (the synthesis flow runs it first) takes ``init`` off every RAM read
+    register named with RDATA_SUFFIX and off the port it drives, and off nothing else."""
+    import subprocess
+
+    from amaranth.back import rtlil
+
+    from xnorflow.hw.engine import ResultFIFO
+    from xnorflow.hw.memories import YOSYS_AFTER_READ
+    from xnorflow.synth.tools import require_tool
+
+    (tmp_path / "f.il").write_text(rtlil.convert(ResultFIFO(8, 4), name="top"))
+
+    def with_init(script: str) -> set[str]:
+        subprocess.run([require_tool("YOSYS"), "-q", "-p",
+                        f"read_rtlil f.il; {script} tee -o w.txt select -list w:* a:init %i"],
+                       cwd=tmp_path, capture_output=True, text=True, check=True)
+        return {w.split("/")[-1] for w in (tmp_path / "w.txt").read_text().split()}
+
+    before, after = with_init(""), with_init(f"{YOSYS_AFTER_READ};")
+    assert {"r_data_rdq", "r_data"} <= before  # Amaranth gives the port the register's init
+    assert before - after == {"r_data_rdq", "r_data"}
+    assert "level" in after
