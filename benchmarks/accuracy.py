@@ -1,4 +1,4 @@
-"""Accuracy benchmark of issues 3 and 16: the goals table and the ablation, in deploy mode.
+"""Accuracy benchmark: the README's goals tables and the ablation, in deploy mode.
 
 Every model is trained with :func:`xnorflow.sw.train.train`, lowered with
 :func:`xnorflow.sw.lower.lower` and run by the golden model (:func:`xnorflow.sw.golden.run`)
@@ -12,7 +12,7 @@ Run from the repository root (1 torch thread per process; the machine is shared)
     .venv/bin/python benchmarks/accuracy.py --part fashion    # ~45 min
     .venv/bin/python benchmarks/accuracy.py --part digits --quick   # smoke test, tiny epochs
 
-``--part headline`` trains issue 16's Fashion-MNIST goal rows (models that must compile for
+``--part headline`` trains the Fashion-MNIST headline goal rows (models that must compile for
 ``ecp5-85f``), meant for a GPU: ``--device cuda --parallel N`` trains N rows at once on one
 GPU, each in its own process; ``--data-path`` reads the data from a folder carried along;
 ``--out`` takes the results and checkpoints. Every row records where it was trained (device,
@@ -57,7 +57,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 MAX_CKPT = 2 * 1024 * 1024
 MAX_HEADLINE_CKPT = 4 * 1024 * 1024
 
-#: issue 16's headline rows: Fashion-MNIST models that compile for this target
+#: the headline rows (docs/training.md): Fashion-MNIST models that compile for this target
 HEADLINE_TARGET = "ecp5-85f"
 #: the MLP recipe found by benchmarks/recipe.py (results/recipe.fashion-mlp.md)
 FASHION_MLP_RECIPE = {"widths": [512, 512], "hp": {"epochs": 40, "batch": 64, "lr": 0.005,
@@ -185,10 +185,8 @@ def integer_predictions(cm, x: np.ndarray, golden_limit: int | None, device: str
     t = time.time()
     out["deploy"] = deploy.run(cm, x, device=device).predictions
     out["deploy_time_s"] = time.time() - t
-    try:
-        from xnorflow.sw import cpu_kernel
-    except ImportError:  # pragma: no cover - the kernel is optional here
-        return out
+    from xnorflow.sw import cpu_kernel
+
     t = time.time()
     out["cpu_kernel"] = cpu_kernel.run(cm, x, threads=threads,
                                        intermediates=False).predictions
@@ -312,7 +310,7 @@ def deploy_text(results: list[dict], meta: dict) -> str:
 
 
 def where(r: dict) -> str:
-    """Where a row was trained: device, epochs, training time (issue 16)."""
+    """Where a row was trained: device, epochs, training time."""
     t = r.get("trained_on")
     if not t:
         return f"CPU (not recorded), {r['hparams']['epochs']} epochs, {r['train_time_s']:.0f} s"

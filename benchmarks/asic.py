@@ -1,4 +1,4 @@
-"""ASIC-oriented figures (issue 20): every block at the targets' geometries on open cell
+"""ASIC-oriented figures (docs/asic.md): every block at the targets' geometries on open cell
 libraries, with area per binary MAC and the array's share of the accelerator's logic.
 
 Run: ``.venv/bin/python benchmarks/asic.py [--only 2x2x32,4x4x32] [--blocks accelerator]``

@@ -1,4 +1,4 @@
-"""Recipe ablation for the Fashion-MNIST MLP goal (issue 16): width, epochs, BN momentum,
+"""Recipe ablation for the Fashion-MNIST MLP goal (docs/training.md): width, epochs, BN momentum,
 label smoothing, knowledge distillation from a float CNN teacher.
 
 Each run trains one configuration with :func:`xnorflow.sw.train.train` (seed 0, Adam +

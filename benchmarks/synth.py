@@ -1,8 +1,8 @@
-"""Synthesis goals of issue 8: builds every target with one nextpnr seed and checks the goals.
+"""Synthesis goals (README): builds every target with one nextpnr seed and checks the goals.
 
 Run: ``.venv/bin/python benchmarks/synth.py [--seed 1] [--only icebreaker,hx8k-evn,...]``.
 Writes ``benchmarks/results/synth.json`` and ``synth.md``; each build leaves its bitstream,
-logs and report in ``bitstreams/<board>/<geometry>/``. Rows: the issue's goal geometries
+logs and report in ``bitstreams/<board>/<geometry>/``. Rows: the goal geometries
 (whole accelerator + UART), the board targets' own geometries (the bitstreams the compiler
 targets: ``xnorflow compile --target up5k`` runs on ``icebreaker``'s), and the bare array +
 UART at the goal geometries for reference (its Fmax and LUTs, no memories or control). A

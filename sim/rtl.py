@@ -1,9 +1,9 @@
 """Verilog generation from the Amaranth design, cached by a hash of parameters and sources.
 
 :func:`generate` turns any ``wiring.Component`` into one Verilog file through
-``amaranth.back.verilog`` (the builtin yosys); :func:`accelerator_verilog` does it for HW2's
-``Accelerator`` on a given target. Generating the accelerator takes seconds, compiling it for
-Verilator about a minute, so both are cached:
+``amaranth.back.verilog`` (the builtin yosys); :func:`accelerator_verilog` does it for the
+:class:`~xnorflow.hw.accelerator.Accelerator` on a given target. Generating the accelerator
+takes seconds, compiling it for Verilator about a minute, so both are cached:
 
 * the key is a SHA-256 over the caller's parameters (target geometry, memory capacities,
   memory images when they are baked in), the Amaranth version and the bytes of every source
@@ -197,7 +197,7 @@ def needed_depths(target: Any, models_memories: list) -> dict[str, int]:
     """Depths the accelerator needs to hold every model in ``models_memories``.
 
     ``models_memories`` is a list of memory-image lists (one per model folder); the result is
-    HW2's :func:`~xnorflow.hw.memories.memory_depths` maximised over them.
+    :func:`~xnorflow.hw.memories.memory_depths` maximised over them.
     """
     from xnorflow.hw.memories import memory_depths
 
@@ -214,7 +214,8 @@ def sizing_images(target: Any, depths: dict[str, int] | None) -> list | None:
     Only unlimited (``None``) capacities of the target depend on images; for a target whose
     memories all have fixed sizes this returns ``None``. The contents are zero: every model
     is loaded through the host link, so one Verilog file serves every model that fits.
-    ``program`` and ``scores`` keep HW2's default depths; a model needing more is refused.
+    ``program`` and ``scores`` keep the default depths (``hw.memories.DEFAULT_DEPTHS``); a
+    model needing more is refused.
     """
     import numpy as np
 
@@ -248,7 +249,7 @@ def accelerator_for(target: Any, models_memories: list):
 def accelerator_verilog(
     target: Any, models_memories: list | None = None, *, root: Path | None = None
 ) -> GeneratedRTL:
-    """Verilog of HW2's ``Accelerator`` for ``target`` (cached; see the module docstring).
+    """Verilog of the ``Accelerator`` for ``target`` (cached; see the module docstring).
 
     ``target`` is a :class:`xnorflow.sw.targets.Target` or a target name. The memories start
     at zero and every model is loaded through the host link, so one Verilog file (and one

@@ -191,11 +191,9 @@ def target_record(target: Any) -> dict:
         "geometry": f"{target.rows}x{target.cols}x{target.width}",
         "memories": mems,
     }
-    if getattr(target, "acc_bits", None) is not None:
-        rec["acc_bits"] = int(target.acc_bits)
-    if getattr(target, "popcount_levels", None) is not None:
-        rec["popcount_levels"] = int(target.popcount_levels)  # timing only: not checked
-    if getattr(target, "board", None):
+    rec["acc_bits"] = int(target.acc_bits)
+    rec["popcount_levels"] = int(target.popcount_levels)  # timing only: not checked
+    if target.board:
         rec["board"] = str(target.board)
     return rec
 

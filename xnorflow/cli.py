@@ -35,14 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"xnorflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        mod = MODULES.get(name, name)
-        try:
-            module = importlib.import_module(f".commands.{mod}", __package__)
-        except ModuleNotFoundError as e:
-            if e.name == f"{__package__}.commands.{mod}":
-                continue  # subcommand not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f".commands.{MODULES.get(name, name)}", __package__).register(sub)
     return parser
 
 

@@ -133,7 +133,6 @@ def test_find_synthesis_report(tmp_path):
 
 def test_compare_waves_and_hardware_columns(tmp_path, capsys):
     """golden vs amaranth on one digits image with --waves: VCD in the report, cycles shown."""
-    pytest.importorskip("xnorflow.hw.accelerator")
     folder, _ = make_folder(tmp_path, 8, geometry=(2, 2, 16), layers=2, in_shape=(8, 8, 1),
                             in_bits=1, classes=10, max_out_c=8)
     out = tmp_path / "r"

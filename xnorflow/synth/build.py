@@ -74,10 +74,8 @@ def make_core(cfg: SynthConfig, spec, memories=None):
                       "XOR-folded; no memories, no sequencer)", "target": target.name}
     if cfg.design != "accelerator":
         raise UserError(f"design {cfg.design!r}: choose one of {', '.join(DESIGNS)}")
-    try:
-        from xnorflow.hw.accelerator import Accelerator
-    except ImportError as e:
-        raise SynthError(f"the accelerator is not available ({e}); build --design loopback") from e
+    from xnorflow.hw.accelerator import Accelerator
+
     target = board_target(spec, cfg.geometry, cfg.depths)
     return Accelerator(target, memories=memories), target, {
         "design": "accelerator + UART bridge", "target": target.name}

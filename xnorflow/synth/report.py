@@ -85,16 +85,12 @@ def failure_message(build: Path, spec) -> str:
 
 def predicted_rates(model, target, fmax_hz: float, baud: int) -> dict:
     """Images/s of ``model`` at ``fmax_hz`` (performance model) and as bounded by the UART."""
-    out: dict = {}
-    try:
-        from xnorflow.sw.perf import predict_network_cycles
+    from xnorflow.sw.perf import predict_network_cycles
 
-        cycles = int(predict_network_cycles(model, target))
-        out["cycles_per_image"] = cycles
-        out["images_per_s_compute"] = fmax_hz / cycles if cycles else None
-    except ImportError as e:
-        out["images_per_s_compute"] = None
-        out["note_compute"] = f"performance model not available ({e})"
+    out: dict = {}
+    cycles = int(predict_network_cycles(model, target))
+    out["cycles_per_image"] = cycles
+    out["images_per_s_compute"] = fmax_hz / cycles if cycles else None
     bytes_per_image = uart_bytes_per_image(model, target)
     out["uart_bytes_per_image"] = bytes_per_image
     out["images_per_s_uart"] = baud / 10 / bytes_per_image
