@@ -23,8 +23,8 @@ prepared command for a GPU machine.
 
 Writes ``benchmarks/results/accuracy.<part>.json`` and ``.md`` (``--quick`` writes under
 ``--out``, default ``benchmarks/results/quick``) and keeps checkpoints smaller than 2 MB
-(model state only; 4 MB for headline rows) in ``<out>/models/<name>/`` for the demo and
-compile tests.
+(model state only; 4 MB for headline rows) in ``<out>/models/<name>/``: not committed, but
+the two that tests and the demo read (``benchmarks/README.md``); this script regenerates them.
 """
 
 from __future__ import annotations
