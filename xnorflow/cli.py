@@ -16,7 +16,7 @@ Step by step:
   xnorflow train --model mlp --dataset digits -o runs/mlp
   xnorflow compile runs/mlp --target up5k -o runs/mlp-up5k
   xnorflow compare --model runs/mlp-up5k --backends golden,cpu,amaranth,icarus
-  xnorflow synth --board icebreaker --geometry 4x4x32 --model runs/mlp-up5k
+  xnorflow synth --board icebreaker --model runs/mlp-up5k
 From Brevitas/QONNX and back (pip install 'xnorflow[interop]'):
   xnorflow import tfc.onnx --input-shape 8x8x1 -o runs/tfc && xnorflow compile runs/tfc ...
   xnorflow export runs/mlp-up5k --qonnx mlp.onnx

@@ -25,9 +25,9 @@ The format is described in docs/memory-images.md.
 EPILOG = """\
 examples:
   xnorflow compile runs/mlp --target up5k -o runs/mlp-up5k
-  xnorflow compile runs/fmnist --target ecp5-85f -o runs/fmnist-ecp5 --force
+  xnorflow compile runs/cnn --target ecp5-85f -o runs/cnn-ecp5 --force
   xnorflow compile runs/mlp --target sim -o runs/mlp-sim      # no memory limits
-  xnorflow compile runs/tfc-imported --target up5k -o runs/tfc-up5k   # from xnorflow import
+  xnorflow compile runs/tfc --target up5k -o runs/tfc-up5k   # from xnorflow import
 """
 
 

@@ -20,7 +20,7 @@ lowered first. Needs: pip install 'xnorflow[interop]'. See docs/interop.md.
 EPILOG = """\
 examples:
   xnorflow export runs/mlp-up5k --qonnx mlp.onnx
-  xnorflow export runs/mlp --qonnx mlp.onnx --input-divisor 1      # input = raw pixels
+  xnorflow export runs/mlp --qonnx mlp-raw.onnx --input-divisor 1  # input = raw pixels
 """
 
 

@@ -22,7 +22,7 @@ EPILOG = """\
 examples:
   xnorflow run --model runs/mlp-up5k --backend golden --dataset digits --split test
   xnorflow run --model runs/mlp-up5k --backend icarus --limit 20
-  xnorflow run --model runs/fmnist-ecp5 --backend verilator --dataset fashion-mnist
+  xnorflow run --model runs/cnn-ecp5 --backend verilator --dataset fashion-mnist -n 100
   xnorflow run --model runs/mlp-up5k --backend amaranth --limit 2 --waves run.vcd
   xnorflow run --model runs/mlp-up5k --backend board --port /dev/ttyUSB1 --limit 100
 """

@@ -7,7 +7,7 @@ from pathlib import Path
 
 EXAMPLES = """\
 examples:
-  xnorflow sweep --boards icebreaker,hx8k-evn --geometries 1x1x16,2x2x16,4x4x16
+  xnorflow sweep --boards icebreaker,hx8k-evn --geometries 1x2x32,2x2x32
   xnorflow sweep --boards ulx3s-85f --geometries 4x4x32,8x8x32 --jobs 1 -o reports/ecp5
   xnorflow sweep --boards icebreaker --geometries 2x2x16 --design loopback
 
@@ -30,8 +30,8 @@ def register(sub) -> None:
     )
     p.add_argument("--boards", default="icebreaker,hx8k-evn",
                    help="comma-separated boards (default icebreaker,hx8k-evn)")
-    p.add_argument("--geometries", default="1x1x16,2x2x16,2x4x16,4x4x16",
-                   help="comma-separated ROWSxCOLSxWIDTH (default 1x1x16,2x2x16,2x4x16,4x4x16)")
+    p.add_argument("--geometries", default="1x2x32,2x2x32",
+                   help="comma-separated ROWSxCOLSxWIDTH (default 1x2x32,2x2x32)")
     p.add_argument("--design", default="accelerator", choices=DESIGNS)
     p.add_argument("--seed", type=int, default=1, help="nextpnr seed for every build")
     p.add_argument("-j", "--jobs", type=int, default=2, help="parallel builds (default 2)")

@@ -7,13 +7,18 @@ import sys
 
 EXAMPLES = """\
 examples:
-  xnorflow synth --board icebreaker --geometry 2x2x32 --freq 24
-  xnorflow synth --board hx8k-evn --geometry 2x4x16 --model runs/mlp-hx8k --seed 3
-  xnorflow synth --board ulx3s-85f --geometry 8x8x32 --freq 150
+  xnorflow synth --board icebreaker        # the up5k target's 2x2x32 at 24 MHz (defaults)
+  xnorflow synth --board icebreaker --model runs/mlp-up5k --seed 3
+  xnorflow synth --board hx8k-evn --freq 60
+  xnorflow synth --board ulx3s-85f         # 8x8x32 at 48 MHz, about 11 minutes
   xnorflow synth --board icebreaker --geometry 1x1x16 --design loopback   # UART echo only
-  xnorflow synth --board icebreaker --geometry 2x2x32 --swap-model runs/mlp-up5k
+  xnorflow synth --board icebreaker --swap-model runs/mlp-up5k
       (no synthesis: writes top-<model>.bin with the model's memory images in the BRAMs
        of the existing build, using icebram/ecpbram)
+
+A model compiled for a board's target (runs/mlp-up5k: --target up5k) runs on that board's
+default geometry; other geometries re-shape the target's memories (--geometry), and what
+does not fit the FPGA fails in nextpnr with what it needed.
 
 Output goes to ./bitstreams/<board>/<geometry>/ (or --out): the bitstream (top.bin for iCE40,
 top.bit for ECP5), yosys.log, nextpnr.log, report.json and report.md (LUTs, FFs, RAM
