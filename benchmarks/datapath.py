@@ -39,7 +39,7 @@ from xnorflow.hw.array import SystolicArray  # noqa: E402
 from xnorflow.hw.engine import TileEngine  # noqa: E402
 from xnorflow.hw.pe import XnorPopcountPE  # noqa: E402
 from xnorflow.hw.popcount import PopCount  # noqa: E402
-from xnorflow.sw import perf  # noqa: E402
+from xnorflow.sw import files, perf  # noqa: E402
 
 BIN = ROOT / ".venv" / "bin"
 ENV = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
@@ -230,9 +230,7 @@ def main(argv=None) -> int:
     for suffix, content in ((".txt", text), (".json", json.dumps(
             dict(utilisation=util, popcount=luts, fmax_up5k=fmax, fmax_ecp5=fmax5),
             indent=2) + "\n")):
-        tmp = out.with_suffix(suffix + ".tmp")
-        tmp.write_text(content)
-        tmp.replace(out.with_suffix(suffix))
+        files.write_text(out.with_suffix(suffix), content)
     return 0
 
 

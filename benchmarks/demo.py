@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from xnorflow.sw import files
+
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "demo"
 
@@ -56,7 +58,7 @@ def main() -> int:
             f"wall time: {wall:.0f} s\nexit code: {rc}\n"
             f"load average at start: {load}; cores: {os.cpu_count()}\n"
             f"date: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}\n")
-    (OUT / "timing.txt").write_text(text)
+    files.write_text(OUT / "timing.txt", text)
     print(text, end="")
     return 0
 

@@ -27,9 +27,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from xnorflow import synth as S  # noqa: E402
-from xnorflow.hw.boards import DEFAULT_BAUD, PlatformTop, get_board  # noqa: E402
+from xnorflow.hw.boards import DEFAULT_BAUD, PlatformTop, make_platform  # noqa: E402
 from xnorflow.hw.memories import YOSYS_AFTER_READ  # noqa: E402
+from xnorflow.sw import files  # noqa: E402
+from xnorflow.sw.boards import get_board  # noqa: E402
+from xnorflow.synth.build import board_target, placeholder_memories  # noqa: E402
+from xnorflow.synth.tools import tool_env  # noqa: E402
 
 
 def _count(body: str, pattern: str) -> int:
@@ -39,14 +42,13 @@ def _count(body: str, pattern: str) -> int:
 def breakdown(geometry: str, build: Path, flatten: bool = False, module: str = "top") -> str:
     from xnorflow.hw.accelerator import Accelerator
 
-    S.tool_env()
+    tool_env()
     spec = get_board("icebreaker")
-    target = S.geometry_target(spec, geometry)
-    ph = S.placeholder_memories(target, seed=1, no_init=S.NO_INIT.get(spec.name, ()),
-                                depth_multiple=S.SWAP_DEPTH_MULTIPLE[spec.family])
+    target = board_target(spec, geometry)
+    ph = placeholder_memories(target, spec, seed=1)
     core = Accelerator(target, memories=list(ph.values()))
     top = PlatformTop(spec, core, baud=DEFAULT_BAUD)
-    plan = spec.make_platform().prepare(top, name="top")
+    plan = make_platform(spec).prepare(top, name="top")
     plan.extract(build)
     opt = "" if flatten else " -noflatten"
     (build / "fit.ys").write_text(f"read_rtlil top.il\n{YOSYS_AFTER_READ}\n"
@@ -109,9 +111,7 @@ def main() -> int:
         if args.top != "top":
             continue
         dst = out / f"ice40_fit.{g}{'.flat' if args.flatten else ''}.txt"
-        tmp_dst = dst.with_suffix(".tmp")
-        tmp_dst.write_text(text)
-        tmp_dst.replace(dst)
+        files.write_text(dst, text)
     return 0
 
 

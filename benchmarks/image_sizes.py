@@ -12,8 +12,8 @@ in two layouts of the first dense layer:
 
 For each, every target: does it fit (check_fits), and the size report (sw/size.py).
 Then the models ``xnorflow train`` builds by default (mlp 256-256, cnn 32-64:256, untrained:
-sizes do not depend on the weights' values) through SW1's real lowering, for digits (8x8x1)
-and Fashion-MNIST (28x28x1) input shapes.
+sizes do not depend on the weights' values) through the real lowering (``sw.lower``), for
+digits (8x8x1) and Fashion-MNIST (28x28x1) input shapes.
 
 Run:  .venv/bin/python benchmarks/image_sizes.py > benchmarks/results/image_sizes.txt
 """

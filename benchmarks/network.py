@@ -17,15 +17,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
-from xnorflow.sw import golden, perf, program, synthetic
+from xnorflow.sw import files, golden, perf, program, synthetic
 from xnorflow.sw.errors import UserError
 from xnorflow.sw.targets import TARGETS, sim_target
 
@@ -219,10 +217,7 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     for name, text in (("network.txt", "\n".join(lines) + "\n"),
                        ("network.json", json.dumps(data, indent=2) + "\n")):
-        fd, tmp = tempfile.mkstemp(dir=OUT, prefix=f".{name}.")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, OUT / name)
+        files.write_text(OUT / name, text)
     return 0
 
 

@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xnorflow.sw import files
 from xnorflow.sw.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,11 +55,7 @@ WORK = ROOT / "build" / "bench-rtl"
 
 
 def _write(part: str, doc: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"rtl.{part}.json"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, path)
+    files.write_text(RESULTS / f"rtl.{part}.json", json.dumps(doc, indent=2) + "\n")
 
 
 def _summary(lines: list[str]) -> None:

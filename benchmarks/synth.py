@@ -1,8 +1,8 @@
-"""Synthesis goals of issue 8: builds every target with one nextpnr seed and checks the goals.
+"""Synthesis goals (README): builds every target with one nextpnr seed and checks the goals.
 
 Run: ``.venv/bin/python benchmarks/synth.py [--seed 1] [--only icebreaker,hx8k-evn,...]``.
 Writes ``benchmarks/results/synth.json`` and ``synth.md``; each build leaves its bitstream,
-logs and report in ``bitstreams/<board>/<geometry>/``. Rows: the issue's goal geometries
+logs and report in ``bitstreams/<board>/<geometry>/``. Rows: the goal geometries
 (whole accelerator + UART), the board targets' own geometries (the bitstreams the compiler
 targets: ``xnorflow compile --target up5k`` runs on ``icebreaker``'s), and the bare array +
 UART at the goal geometries for reference (its Fmax and LUTs, no memories or control). A
@@ -23,8 +23,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from xnorflow.synth import REPO as _R  # noqa: E402,F401
-from xnorflow.synth import SynthConfig, parse_yosys_stat, synthesize, tool_env  # noqa: E402
+from xnorflow.sw import files  # noqa: E402
+from xnorflow.sw.boards import bitstream_folder  # noqa: E402
+from xnorflow.synth import SynthConfig, synthesize, tool_env  # noqa: E402
+from xnorflow.synth.report import parse_nextpnr_log, parse_yosys_stat  # noqa: E402
 
 # Memory depths that fit the iCE40s' 4-kbit EBRs at these geometries (a W-bit x 256-word
 # memory costs ceil(W / 16) EBRs): the board targets' weights (1 Mbit on the UP5K, meant for
@@ -34,6 +36,9 @@ from xnorflow.synth import SynthConfig, parse_yosys_stat, synthesize, tool_env  
 ICE40_DEPTHS = {"weights": 256, "thresholds": 256, "activations": 256, "program": 256,
                 "scores": 64}
 
+#: The clock goals; every build asks its PLL for its board's goal (not the board's default
+#: clock, one the accelerator meets), so that timing closure is judged at the goal.
+GOAL_MHZ = {"icebreaker": 48, "hx8k-evn": 120, "ulx3s-85f": 150}
 _ICE40_GOAL = ">= 48 MHz, <= 90 % LCs (whole accelerator + UART)"
 _ECP5_GOAL = ">= 150 MHz, >= 0.35 binary ops/LUT/cycle (whole accelerator)"
 
@@ -91,11 +96,14 @@ def popcount_luts(width: int = 64) -> dict:
             "goal": "<= 120 LUT4", "met": cells.get("SB_LUT4", 0) <= 120}
 
 
+def build_folder(board: str, geometry: str, seed: int) -> Path:
+    """Where a build of this benchmark runs (kept: a failed build's logs are read back)."""
+    return REPO / "build" / "synth" / board / f"{geometry}-s{seed}"
+
+
 def attempt_figures(board: str, geometry: str, seed: int) -> dict | None:
     """Resources of a failed build, from the logs it left (e.g. how many LCs it needed)."""
-    from xnorflow.synth import parse_nextpnr_log
-
-    d = REPO / "build" / "synth" / board / f"{geometry}-s{seed}"
+    d = build_folder(board, geometry, seed)
     out = {}
     if (d / "top.rpt").exists():
         cells = parse_yosys_stat((d / "top.rpt").read_text(errors="replace"))
@@ -113,7 +121,11 @@ def build(board: str, geometry: str, design: str, seed: int, depths: dict) -> di
     t0 = time.time()
     try:
         return synthesize(SynthConfig(board=board, geometry=geometry, design=design, seed=seed,
-                                      depths=depths), progress=True)
+                                      freq_mhz=GOAL_MHZ[board], depths=depths,
+                                      out_dir=str(bitstream_folder(board, geometry,
+                                                                   REPO / "bitstreams")),
+                                      build_dir=str(build_folder(board, geometry, seed))),
+                          progress=True)
     except Exception as e:  # a build that does not fit is a result too
         line = f"{type(e).__name__}: {str(e).splitlines()[0][:400]}"
         print(f"  {board} {geometry} {design} failed after {time.time() - t0:.0f} s: {line}",
@@ -172,9 +184,7 @@ def main() -> int:
             results["builds"] = json.loads(jpath.read_text()).get("builds", [])
         results["builds"] = [b for b in results["builds"] if b.get("key") != key] + [row]
         _sort(results)
-        tmp = jpath.with_name(f".{jpath.name}.tmp")
-        tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
-        tmp.replace(jpath)
+        files.write_text(jpath, json.dumps(results, indent=2, default=str) + "\n")
         write_md(results, out / "synth.md")
         print(f"  -> {json.dumps(row, default=str)}", flush=True)
     write_md(results, out / "synth.md")
@@ -192,7 +202,7 @@ def import_rows(src: Path, boards: set | None) -> int:
             rows[b.get("key")] = b
     results["builds"] = list(rows.values())
     _sort(results)
-    jpath.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    files.write_text(jpath, json.dumps(results, indent=2, default=str) + "\n")
     write_md(results, out / "synth.md")
     print((out / "synth.md").read_text())
     return 0
@@ -254,7 +264,7 @@ def write_md(results: dict, path: Path) -> None:
               "", f"Bare 64-bit popcount (`hw/popcount.py`, yosys `synth_ice40`): {p['lut4']} "
               f"LUT4 + {p['carry']} SB_CARRY, {p['ff']} FF; goal {p['goal']}: "
               f"{'met' if p['met'] else 'missed'}."]
-    path.write_text("\n".join(lines) + "\n")
+    files.write_text(path, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
 """Board tops: the accelerator behind a UART bridge, with a PLL-generated system clock.
 
+The boards themselves (device, oscillator, default clock, target, platform) are described
+in :mod:`xnorflow.sw.boards`; this module builds their gateware.
+
 Two layers:
 
 * :class:`BoardTop` is board-independent and simulatable: UART pins on one side
@@ -32,19 +35,19 @@ from amaranth.lib import io, stream, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
+from ..sw.boards import Board
+from ..sw.errors import require_extra
 from .uart import UARTBridge, uart_divisor
 
 __all__ = [
-    "BOARDS",
-    "BoardSpec",
     "BoardTop",
     "DatapathCore",
     "EchoCore",
     "PLLParams",
     "PlatformTop",
     "ecp5_pll",
-    "get_board",
     "ice40_pll",
+    "make_platform",
 ]
 
 #: Default UART baud rate of the board tops (FTDI FT2232H bridges on all three boards run it).
@@ -53,54 +56,10 @@ DEFAULT_BAUD = 1_000_000
 DEFAULT_TIMEOUT_S = 0.05
 
 
-@dataclass(frozen=True)
-class BoardSpec:
-    """A supported board: its ``amaranth-boards`` platform and clocking.
-
-    ``target`` is the ``xnorflow.sw.targets`` name whose memory capacities fit this FPGA,
-    ``default_freq`` the system clock the top asks its PLL for unless told otherwise.
-    """
-
-    name: str
-    platform: str  # "module:Class" in amaranth_boards
-    family: str  # "ice40" or "ecp5"
-    clock: str  # oscillator resource name
-    clock_freq: float  # oscillator frequency, Hz
-    default_freq: float  # default system clock, Hz
-    target: str
-    description: str
-    pll_pad: bool = False  # iCE40: the oscillator pin is the PLL's own pad (SB_PLL40_PAD)
-
-    def make_platform(self):
-        """A fresh instance of the ``amaranth-boards`` platform."""
-        import importlib
-
-        module, cls = self.platform.split(":")
-        return getattr(importlib.import_module(f"amaranth_boards.{module}"), cls)()
-
-
-BOARDS: dict[str, BoardSpec] = {
-    b.name: b
-    for b in (
-        BoardSpec("icebreaker", "icebreaker:ICEBreakerPlatform", "ice40", "clk12", 12e6, 48e6,
-                  "up5k", "iCEBreaker v1.0 (iCE40 UP5K-SG48), FTDI UART on pins 6/9",
-                  pll_pad=True),
-        BoardSpec("hx8k-evn", "ice40_hx8k_b_evn:ICE40HX8KBEVNPlatform", "ice40", "clk12", 12e6,
-                  120e6, "hx8k", "Lattice iCE40-HX8K breakout (iCE40HX8K-CT256), FTDI UART"),
-        BoardSpec("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "ecp5", "clk25", 25e6, 150e6,
-                  "ecp5-85f", "Radiona ULX3S with LFE5U-85F-6BG381, FTDI UART"),
-    )
-}
-
-
-def get_board(name: str) -> BoardSpec:
-    """Look up a board by name; ``ValueError`` lists the known boards."""
-    try:
-        return BOARDS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown board {name!r}; choose one of {', '.join(sorted(BOARDS))}"
-        ) from None
+def make_platform(board: Board):
+    """A fresh instance of ``board``'s ``amaranth-boards`` platform (the ``[synth]`` extra)."""
+    module, cls = board.platform.split(":")
+    return getattr(require_extra(f"amaranth_boards.{module}", "synth"), cls)()
 
 
 @dataclass(frozen=True)
@@ -310,8 +269,8 @@ class PlatformTop(wiring.Component):
 
     Parameters
     ----------
-    board : BoardSpec
-        Which board (see :data:`BOARDS`).
+    board : Board
+        Which board (see :data:`xnorflow.sw.boards.BOARDS`).
     core : wiring.Component
         The core (the accelerator).
     freq : float
@@ -326,7 +285,7 @@ class PlatformTop(wiring.Component):
     reset until the PLL locks (plus two cycles of reset synchronisation).
     """
 
-    def __init__(self, board: BoardSpec, core: wiring.Component, *, freq: float | None = None,
+    def __init__(self, board: Board, core: wiring.Component, *, freq: float | None = None,
                  baud: int = DEFAULT_BAUD, timeout_s: float = DEFAULT_TIMEOUT_S):
         self.board = board
         req = board.default_freq if freq is None else float(freq)

@@ -24,6 +24,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..sw import program as prog
+from ..sw.boards import BOARDS
 from ..sw.images import MemoryImage
 from ..sw.program import DEFAULT_DEPTHS, memory_depths
 from ..sw.targets import LANE_BITS, MEMORY_NAMES, Target
@@ -32,8 +33,6 @@ from .post import threshold_lane_bits
 __all__ = ["DEFAULT_DEPTHS", "AcceleratorMemories", "addr_width", "memory_depths",
            "threshold_storage"]
 
-#: Boards whose ``weights`` memory is built from SB_SPRAM256KA blocks (iCE40 UP5K).
-SPRAM_BOARDS = ("icebreaker",)
 SPRAM_DEPTH = 16384
 SPRAM_WIDTH = 16
 
@@ -50,15 +49,18 @@ def threshold_storage(lane: int, acc_bits: int) -> int:
     return (lane & ((1 << tw) - 1)) | ((lane >> prog.LANE_POOL_BIT) & 3) << tw
 
 
-#: Suffix of the memories' read-data registers. Synthesis (``xnorflow.synth``) drops their
-#: ``init`` attribute (:data:`YOSYS_AFTER_READ`) so the RAM blocks' own output registers
-#: implement them.
+#: Suffix of RAM read-data registers (every read port here): the one way to give a register
+#: no power-up value.
+#: Synthesis (``xnorflow.synth``) drops their ``init`` attribute (:data:`YOSYS_AFTER_READ`)
+#: so the RAM blocks' own output registers implement them; simulation keeps the zero init.
 RDATA_SUFFIX = "_rdq"
 #: Yosys command run right after reading the design: the read-data registers power up
 #: undefined (nothing reads them before a read has happened), which lets yosys merge them
 #: into the RAM blocks instead of emulating a power-up value of 0 with a flip-flop and a
-#: multiplexer per bit.
-YOSYS_AFTER_READ = f"setattr -unset init w:*{RDATA_SUFFIX}*"
+#: multiplexer per bit. ``%x:+[Q]`` adds the wires on the same flip-flop output: Amaranth
+#: gives a port driven by the register (``m.d.comb += port.eq(q)``) the register's ``init``
+#: too, and yosys would keep that one.
+YOSYS_AFTER_READ = f"setattr -unset init w:*{RDATA_SUFFIX}* %x:+[Q] w:* %i"
 
 
 def _read(m: Module, mem: Memory, addr, name: str) -> Signal:
@@ -141,9 +143,11 @@ class AcceleratorMemories(wiring.Component):
         })
 
     def uses_spram(self, platform) -> bool:
-        """Whether ``weights`` is built from iCE40 SPRAM (only when building for a board)."""
+        """Whether ``weights`` is built from iCE40 SPRAM (only when building for a board that
+        keeps it without initial contents, :attr:`xnorflow.sw.boards.Board.no_init`)."""
         w = self.target.word_bits("weights")
-        return (platform is not None and self.target.board in SPRAM_BOARDS
+        board = BOARDS.get(self.target.board)
+        return (platform is not None and board is not None and "weights" in board.no_init
                 and w % SPRAM_WIDTH == 0 and self.depths["weights"] <= SPRAM_DEPTH)
 
     def _spram_weights(self, m):

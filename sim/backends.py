@@ -2,11 +2,10 @@
 
 Backends (:data:`BACKENDS`):
 
-* ``torch`` -- PyTorch deploy mode, through SW1's API, when the model folder records the
+* ``torch`` -- PyTorch deploy mode (:mod:`xnorflow.sw.deploy`), when the model folder records the
   checkpoint it was compiled from; otherwise unavailable with a message saying so.
 * ``golden`` -- :func:`xnorflow.sw.golden.run`, the definition of correct.
-* ``cpu`` -- CPU's fast kernel (:func:`xnorflow.sw.cpu_kernel.run`) when it exists, else the
-  reference GEMM kernel (:mod:`xnorflow.sw.reference`) on the golden model's im2col.
+* ``cpu`` -- the fast CPU kernel (:func:`xnorflow.sw.cpu_kernel.run`).
 * ``amaranth`` -- Amaranth's simulator running the ``Accelerator`` on the model's target,
   driven by the host link's session (:class:`xnorflow.hw.link.HostSession`) through
   :class:`~xnorflow.hw.link.AmaranthStreamTransport`.
@@ -25,9 +24,7 @@ cannot be opened) raises :class:`~xnorflow.sw.errors.UserError` with a one-line 
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -36,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from xnorflow.sw.errors import UserError
+from xnorflow.sw import files
+from xnorflow.sw.errors import UserError, require_extra
 
 BACKENDS = ("torch", "golden", "cpu", "amaranth", "icarus", "verilator", "board")
 #: Simulated hardware (waveforms, random stream stalls).
@@ -84,9 +82,8 @@ class Outputs:
         meta = {"backend": self.backend, "n_act": len(self.activations),
                 "sim_cycles": self.sim_cycles, "info": self.info}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        with files.atomic_file(path, suffix=".npz") as tmp:
+            np.savez(tmp, **arrays)
 
     @classmethod
     def load(cls, path: Path) -> Outputs:
@@ -117,7 +114,7 @@ class ModelFolder:
 
 
 def load_model(model_dir: str | Path, target: Any = None) -> ModelFolder:
-    """Load ``model_dir`` (SW2's format) and resolve its target.
+    """Load ``model_dir`` (a model folder, :mod:`xnorflow.sw.images`) and resolve its target.
 
     The target is the one named in the manifest (looked up with
     :func:`xnorflow.sw.targets.get_target`, which also refuses a folder compiled for an older
@@ -184,59 +181,24 @@ def _golden(mf: ModelFolder, px: np.ndarray, **_) -> Outputs:
     return _from_golden_result("golden", r, time.perf_counter() - t)
 
 
-def reference_network(model, px: np.ndarray, width: int = 64):
-    """Run a network with the reference GEMM kernel: im2col, ``xnor_gemm`` per plane.
-
-    A second, independent accumulation path (one GEMM over all output channels instead of
-    the golden model's per-channel broadcast); output stages are the golden model's.
-    """
-    from xnorflow.sw import encoding as enc
-    from xnorflow.sw import golden, reference
-
-    x = enc.quantize_pixels(px, model.layers[0].in_bits)
-    acts, accs = [], []
-    for layer in model.layers:
-        planes = golden.layer_input_planes(layer, x)
-        cols = golden.im2col_segments(planes, layer.kh, layer.kw, layer.stride, layer.pad, width)
-        wts = golden.pack_weights(layer, width)
-        b, n, ho, wo, kw = cols.shape
-        p = reference.xnor_gemm(cols.reshape(-1, kw), wts).reshape(b, n, ho, wo, layer.out_c)
-        acc = enc.accumulate_planes(p)
-        accs.append(acc)
-        x = golden.output_stage(layer, acc)
-        if layer.output == "threshold":
-            acts.append(x)
-    scores = x
-    return golden.GoldenResult(acts, accs, scores, model.layers[-1].scale * scores,
-                               enc.argmax_first(scores))
-
-
 def _cpu(mf: ModelFolder, px: np.ndarray, **_) -> Outputs:
+    from xnorflow.sw import cpu_kernel
+
     t = time.perf_counter()
-    try:
-        cpu_kernel = importlib.import_module("xnorflow.sw.cpu_kernel")
-    except ModuleNotFoundError as e:
-        if e.name != "xnorflow.sw.cpu_kernel":
-            raise
-        r = reference_network(mf.model, px)
-        return _from_golden_result("cpu", r, time.perf_counter() - t, {"kernel": "reference"})
     r = cpu_kernel.run(mf.model, px)
     return _from_golden_result("cpu", r, time.perf_counter() - t, {"kernel": "cpu_kernel"})
 
 
 def _torch(mf: ModelFolder, px: np.ndarray, **_) -> Outputs:
-    """SW1's deploy mode (:func:`xnorflow.sw.deploy.run`, PyTorch convolutions)."""
-    meta = dict(getattr(mf.model, "meta", {}) or {})
-    ckpt = meta.get("checkpoint")
+    """PyTorch deploy mode (:func:`xnorflow.sw.deploy.run`, PyTorch convolutions)."""
+    ckpt = (mf.model.meta or {}).get("checkpoint")
     if not ckpt:
         raise BackendUnavailable(
             f"{mf.path}: backend torch runs the PyTorch model the folder was compiled from, "
             "but this folder records no checkpoint (compile it from `xnorflow train` output)"
         )
-    try:
-        deploy = importlib.import_module("xnorflow.sw.deploy")
-    except ModuleNotFoundError as e:
-        raise BackendUnavailable(f"backend torch needs {e.name} (PyTorch deploy mode)") from None
+    from xnorflow.sw import deploy
+
     t = time.perf_counter()
     r = deploy.run(mf.model, px, hidden=True)
     out = Outputs("torch", np.asarray(r.predictions), np.asarray(r.scores),
@@ -319,6 +281,7 @@ def run_rtl_batch(sim: str, items: list[tuple[ModelFolder, np.ndarray]], *,
     from .rtl import accelerator_verilog, cache_dir
     from .runner import run_cocotb
 
+    require_extra("cocotb_tools.runner", "sim")  # before minutes of Verilog and builds
     if not items:
         return []
     target = items[0][0].target

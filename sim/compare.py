@@ -8,9 +8,9 @@ score and every prediction, sample by sample. :func:`write_report` writes a fold
 The first difference is named by sample, layer and output position.
 
 Performance columns for hardware backends: cycles per image (the accelerator's own count),
-utilisation ``= binary MACs / (R * C * W) / cycles`` and, when a synthesis report exists for
-the target's geometry (``bitstreams/<board>/<geometry>/report.json``, the newest one),
-images/s at its Fmax.
+utilisation ``= binary MACs / (R * C * W) / cycles`` and, when the accelerator has been
+synthesised for the target's board and geometry (``bitstreams/<board>/<geometry>/report.json``
+under the working folder, of the current ``report_version``), images/s at its Fmax.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from xnorflow.sw.boards import bitstream_folder, synthesis_report
 from xnorflow.sw.errors import UserError
 from xnorflow.sw.ir import json_default
 
@@ -131,51 +132,20 @@ def first_mismatch(model, ref: Outputs, out: Outputs, s: int) -> Mismatch:
     return Mismatch(s, "prediction", (), int(ref.predictions[s]), int(out.predictions[s]))
 
 
-def find_synthesis_report(geometry: str, roots: list[Path] | None = None) -> dict | None:
-    """The newest ``bitstreams/*/<geometry>/report.json`` of the accelerator with an Fmax.
+def find_synthesis_report(target, root: Path | None = None) -> dict | None:
+    """Fmax of the whole accelerator built for ``target``'s board at its geometry.
 
-    Returns ``{"path", "board", "fmax_mhz"}`` or ``None``. Reports of stand-in designs (the
-    bare systolic array or the UART loopback, whose ``design`` does not start with
-    ``accelerator``) are skipped: their Fmax says nothing about the accelerator's images/s.
-    Looked up under the current folder and the source checkout.
+    Reads ``bitstreams/<board>/<geometry>/report.json`` under the working folder (or
+    ``root``), the default output of ``xnorflow synth``
+    (:func:`xnorflow.sw.boards.synthesis_report`: a report of the current version, of the
+    accelerator itself, with an Fmax). Returns ``{"path", "board", "fmax_mhz"}`` or
+    ``None`` (a ``sim`` target, no such build).
     """
-    if roots is None:
-        here = Path(__file__).resolve().parent.parent
-        roots = list(dict.fromkeys([Path.cwd() / "bitstreams", here / "bitstreams"]))
-    found = []
-    for root in roots:
-        if root.is_dir():
-            found += list(root.glob(f"*/{geometry}/report.json"))
-    found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-    for p in found:
-        try:
-            doc = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if not str(doc.get("design", "accelerator")).startswith("accelerator"):
-            continue
-        fmax = _find_fmax(doc)
-        if fmax:
-            return {"path": str(p), "board": p.parent.parent.name, "fmax_mhz": float(fmax)}
-    return None
-
-
-def _find_fmax(doc: Any) -> float | None:
-    if isinstance(doc, dict):
-        for key in ("fmax_mhz", "fmax_MHz", "Fmax_MHz", "fmax"):
-            v = doc.get(key)
-            if isinstance(v, (int, float)) and v > 0:
-                return float(v)
-            if isinstance(v, dict):
-                inner = _find_fmax(v)
-                if inner:
-                    return inner
-        for v in doc.values():
-            if isinstance(v, dict):
-                inner = _find_fmax(v)
-                if inner:
-                    return inner
-    return None
+    report = synthesis_report(target.board, target.geometry, root)
+    if report is None:
+        return None
+    path = bitstream_folder(target.board, target.geometry, root) / "report.json"
+    return {"path": str(path), "board": report["board"], "fmax_mhz": float(report["fmax_mhz"])}
 
 
 @dataclass
@@ -253,7 +223,7 @@ def compare(model_dir: str | Path, inputs, backends: list[str], labels=None, *,
     if "board" in backends:
         check_board_link(port, baud)
     mf = load_model(model_dir)
-    synthesis = find_synthesis_report(mf.target.geometry)
+    synthesis = find_synthesis_report(mf.target)
     outputs: dict[str, Outputs] = {}
     unavailable: dict[str, str] = {}
     waves: dict[str, str] = {}
@@ -314,7 +284,8 @@ def format_markdown(r: CompareResult) -> str:
         s = r.synthesis
         lines.append(f"- synthesis: {s['board']} Fmax {s['fmax_mhz']:.2f} MHz (`{s['path']}`)")
     else:
-        lines.append(f"- synthesis: no report for geometry {t['geometry']} under bitstreams/")
+        where = f"bitstreams/{t['board']}/{t['geometry']}/" if t.get("board") else "(no board)"
+        lines.append(f"- synthesis: no report of the accelerator in {where}")
     lines += ["", "## Accuracy and performance", "",
               "| backend | accuracy | wall s | cycles/image | utilisation | images/s at Fmax |",
               "|---|---|---|---|---|---|"]
@@ -387,10 +358,10 @@ def plot(r: CompareResult, path: Path) -> None:
 
 def write_report(r: CompareResult, out_dir: str | Path) -> Path:
     """Write ``report.md``, ``report.json`` and ``report.png`` into ``out_dir`` atomically."""
-    from xnorflow.sw.images import atomic_folder, report_destination
+    from xnorflow.sw.files import atomic_folder
 
     out = Path(out_dir)
-    with atomic_folder(out, True, report_destination) as tmp:
+    with atomic_folder(out) as tmp:
         for b, p in r.waves.items():
             src = Path(p)
             if src.is_file() and src.parent != out:

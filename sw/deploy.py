@@ -37,28 +37,36 @@ class DeployResult:
     activations: list[np.ndarray] | None = None
 
 
-def layer_accumulators(layer: Layer, x) -> np.ndarray:
-    """Hardware accumulators ``(N, Ho, Wo, out_c)`` of one layer for input levels/bits ``x``."""
+def layer_accumulators(layer: Layer, x, device: str | torch.device = "cpu") -> np.ndarray:
+    """Hardware accumulators ``(N, Ho, Wo, out_c)`` of one layer for input levels/bits ``x``.
+
+    The float64 convolution runs on ``device`` and is rounded to integers there, so the
+    result is exact on any device (the values are small integers, far below 2^53).
+    """
     x = np.asarray(x)
     if x.ndim != 4 or x.shape[1:] != (layer.in_h, layer.in_w, layer.in_c):
         raise ValueError(f"layer {layer.name!r}: input shape {x.shape}, expected "
                          f"(N, {layer.in_h}, {layer.in_w}, {layer.in_c})")
     vals = enc.bits_to_values(x) if layer.signed_input else x.astype(np.int64)
-    v = torch.from_numpy(vals.astype(np.float64)).permute(0, 3, 1, 2)
+    v = torch.from_numpy(vals.astype(np.float64)).to(device).permute(0, 3, 1, 2)
     p = layer.pad
     if p:
         v = F.pad(v, (p, p, p, p), value=pad_value(layer.signed_input))
-    w = torch.from_numpy(enc.bits_to_values(layer.weights).astype(np.float64))
+    w = torch.from_numpy(enc.bits_to_values(layer.weights).astype(np.float64)).to(device)
     dot = F.conv2d(v, w.permute(0, 3, 1, 2), stride=layer.stride)
-    dot = torch.round(dot).to(torch.int64).permute(0, 2, 3, 1).numpy()
+    dot = torch.round(dot).to(torch.int64).permute(0, 2, 3, 1).cpu().numpy()
     if layer.signed_input:
         return (dot + layer.k_valid) // 2
     return dot + ((1 << layer.in_bits) - 1) * layer.n_neg
 
 
 def run(model: CompiledModel, pixels, batch_size: int = 1000,
-        hidden: bool = False) -> DeployResult:
-    """Run a compiled model on ``uint8`` images ``(N, H, W, C)`` in batches."""
+        hidden: bool = False, device: str | torch.device = "cpu") -> DeployResult:
+    """Run a compiled model on ``uint8`` images ``(N, H, W, C)`` in batches.
+
+    ``device`` runs the convolutions there (e.g. ``cuda``); thresholds, pooling and scores
+    stay in NumPy, with the golden model's code.
+    """
     px = np.asarray(pixels)
     if px.ndim == 3:
         px = px[None]
@@ -69,7 +77,7 @@ def run(model: CompiledModel, pixels, batch_size: int = 1000,
     for s in range(0, px.shape[0], batch_size):
         x = enc.quantize_pixels(px[s : s + batch_size], model.layers[0].in_bits)
         for i, layer in enumerate(model.layers):
-            x = output_stage(layer, layer_accumulators(layer, x))
+            x = output_stage(layer, layer_accumulators(layer, x, device))
             if hidden and layer.output == "threshold":
                 acts[i].append(x)
         scores.append(x)

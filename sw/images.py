@@ -16,12 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -29,6 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .errors import UserError
+from .files import atomic_folder
 from .ir import CompiledModel
 
 FORMAT_VERSION = 1
@@ -194,11 +191,9 @@ def target_record(target: Any) -> dict:
         "geometry": f"{target.rows}x{target.cols}x{target.width}",
         "memories": mems,
     }
-    if getattr(target, "acc_bits", None) is not None:
-        rec["acc_bits"] = int(target.acc_bits)
-    if getattr(target, "popcount_levels", None) is not None:
-        rec["popcount_levels"] = int(target.popcount_levels)  # timing only: not checked
-    if getattr(target, "board", None):
+    rec["acc_bits"] = int(target.acc_bits)
+    rec["popcount_levels"] = int(target.popcount_levels)  # timing only: not checked
+    if target.board:
         rec["board"] = str(target.board)
     return rec
 
@@ -250,7 +245,7 @@ def _check_fits_record(path: Path, name: str, width: int, depth: int, recorded: 
         )
 
 
-# ----- atomic folders --------------------------------------------------------------------
+# ----- destinations ----------------------------------------------------------------------
 def _is_replaceable(folder: Path) -> bool:
     """A folder ``--force`` may replace: empty, or a model folder (has a manifest)."""
     return folder.is_dir() and ((folder / MANIFEST).is_file() or not any(folder.iterdir()))
@@ -270,51 +265,6 @@ def check_destination(out_dir: str | Path, force: bool = False) -> Path:
                 "refusing to replace it even with --force: choose another -o"
             )
     return out
-
-
-def report_destination(out_dir: str | Path, force: bool = True) -> Path:
-    """Destination check for report folders: any existing folder may be replaced."""
-    out = Path(out_dir)
-    if (out.exists() or out.is_symlink()) and (out.is_symlink() or not out.is_dir()):
-        raise UserError(f"{out}: exists and is not a folder; choose another -o")
-    return out
-
-
-@contextmanager
-def atomic_folder(out_dir: str | Path, force: bool = False,
-                  check: Callable[[str | Path, bool], Path] | None = None) -> Iterator[Path]:
-    """Yield a fresh temporary folder next to ``out_dir``; rename it to ``out_dir`` on success.
-
-    If the body raises, the temporary folder is removed and ``out_dir`` is untouched. An
-    existing ``out_dir`` is only replaced with ``force`` and when ``check(out_dir, force)``
-    allows it (default :func:`check_destination`: only an empty or model folder); it is moved
-    aside first and restored if the final rename fails.
-    """
-    check = check or check_destination
-    out = check(out_dir, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
-        yield tmp
-        check(out, force)  # the world may have changed while we worked
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.rmdir(old)
-            os.rename(out, old)
-            try:
-                os.rename(tmp, out)
-            except BaseException:
-                os.rename(old, out)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # ----- writing ---------------------------------------------------------------------------
@@ -360,7 +310,7 @@ def write_model_folder(
     if size is None:
         size = size_report(model, memories, target)
 
-    with atomic_folder(out_dir, force) as tmp:
+    with atomic_folder(out_dir, lambda out: check_destination(out, force)) as tmp:
         mem_records = []
         for m in memories:
             hpath, bpath = tmp / f"{m.name}.hex", tmp / f"{m.name}.bin"

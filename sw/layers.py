@@ -20,10 +20,12 @@ Latent weights are clipped to ``[-1, 1]`` after every optimiser step (BinaryConn
 :func:`clip_weights`); the straight-through estimator is the hardtanh one
 (``grad * [|x| <= 1]``) or ApproxSign of Bi-Real Net (``grad * max(0, 2 - 2|x|)``).
 
-Exactness: in eval mode the binary dot products are computed in float64 and returned as
-float32; they are integers below 2^24 (checked by the compiler), so they are exact whatever
-the summation order, and every later step is a chain of elementwise, correctly rounded,
-monotone float32 operations, which the compiler (:mod:`xnorflow.sw.lower`) evaluates on the
+Exactness: in eval mode the binary dot products are computed in float64, rounded to the
+nearest integer (a no-op for an exact algorithm; it also absorbs the tiny errors of FFT or
+Winograd convolutions a GPU library may pick) and returned as float32; they are integers below
+2^24 (checked by the compiler), so they are exact whatever the summation order or device,
+and every later step is a chain of elementwise, correctly rounded, monotone float32
+operations, which the compiler (:mod:`xnorflow.sw.lower`) evaluates on the
 *same* code path (:meth:`Block.pre_pool` then :meth:`Block.activation_levels`) to find the
 integer thresholds. Deploy mode therefore reproduces float-sim bit for bit (without ``beta``).
 """
@@ -230,7 +232,9 @@ class BinaryLinear(_BinaryOp):
         wb = self.binary_weight()
         if self.training:
             return F.linear(x, wb)
-        return F.linear(x.double(), wb.double()).float()  # exact integers (see module doc)
+        # exact integers (see module doc); the round makes them exact whatever algorithm the
+        # device's float64 GEMM uses (a no-op where it is exact already, as on the CPU)
+        return torch.round(F.linear(x.double(), wb.double())).float()
 
     def forward(self, x: torch.Tensor, k: torch.Tensor | None = None) -> torch.Tensor:
         y = self.scale_dot(self.dot(x))
@@ -268,7 +272,7 @@ class BinaryConv2d(_BinaryOp):
         xp = self.pad(x)
         if self.training:
             return F.conv2d(xp, wb, stride=self.stride)
-        return F.conv2d(xp.double(), wb.double(), stride=self.stride).float()
+        return torch.round(F.conv2d(xp.double(), wb.double(), stride=self.stride)).float()
 
     def forward(self, x: torch.Tensor, k: torch.Tensor | None = None) -> torch.Tensor:
         y = self.scale_dot(self.dot(x))

@@ -39,8 +39,8 @@ from .ir import CompiledModel, Layer
 from .layers import BinaryConv2d, BinaryLinear, Block, LogitHead
 from .models import BinaryNet, build_model
 
-__all__ = ["lower", "lower_checkpoint", "load_checkpoint", "fold_thresholds", "FLOAT32_EXACT",
-           "MAX_ACC_BITS"]
+__all__ = ["lower", "lower_checkpoint", "load_checkpoint", "fold_thresholds", "verify_thresholds",
+           "torch_levels", "NotMonotoneError", "FLOAT32_EXACT", "MAX_ACC_BITS"]
 
 #: Dot products must stay below this for float32 training/float-sim to be exact.
 FLOAT32_EXACT = 1 << 24
@@ -51,77 +51,104 @@ CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
 
 
-def fold_thresholds(levels_fn, to_dot, acc_max: int, channels: int, nlev: int,
+class NotMonotoneError(AssertionError):
+    """Folded thresholds disagree with the chain they came from (the chain is not monotone)."""
+
+
+def fold_thresholds(level_of_acc, acc_max: int, channels: int, nlev: int,
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Exact thresholds for a per-channel monotone map ``acc -> level`` in ``0..nlev``.
 
-    ``levels_fn(dot)`` maps a float32 tensor ``(M, channels)`` of dot products to int64 levels
-    (the float-sim code path); ``to_dot(acc)`` maps int64 accumulators ``(M, channels)`` to
-    float32 dot products. Returns ``thresholds (channels, nlev)`` int64 and ``polarity
-    (channels,)`` int8 such that ``sum_j threshold_bits(acc, T[:, j], pol) == level(acc)``
-    for every ``acc`` in ``0..acc_max``.
+    ``level_of_acc(acc)`` maps an int64 array ``(M, channels)`` of hardware accumulators to
+    int64 levels (for a trained model: the float-sim code path, see :func:`torch_levels`; for an
+    imported QONNX model: the ONNX nodes themselves). Returns ``thresholds (channels, nlev)``
+    int64 and ``polarity (channels,)`` int8 such that ``sum_j threshold_bits(acc, T[:, j], pol)
+    == level(acc)`` for every ``acc`` in ``0..acc_max`` when the map is monotone per channel
+    (:func:`verify_thresholds` checks that it is).
     """
-    with torch.no_grad():
-        def lev(acc: torch.Tensor) -> torch.Tensor:
-            return levels_fn(to_dot(acc)).to(torch.int64)
 
-        l0 = lev(torch.zeros(1, channels, dtype=torch.int64))[0]
-        l1 = lev(torch.full((1, channels), acc_max, dtype=torch.int64))[0]
-        inc, dec = l1 > l0, l1 < l0
-        j = torch.arange(1, nlev + 1, dtype=torch.int64)[:, None]  # (J, 1)
-        fixed = torch.where(l0 >= j, 0, acc_max + 1)  # constant and non-decreasing ends
-        fixed = torch.where(inc & (l1 < j), acc_max + 1, fixed)
-        fixed = torch.where(dec & (l1 >= j), acc_max, fixed)
-        fixed = torch.where(dec & (l0 < j), -1, fixed)
-        search = (inc & (l0 < j) & (l1 >= j)) | (dec & (l0 >= j) & (l1 < j))
-        lo = torch.zeros(nlev, channels, dtype=torch.int64)
-        hi = torch.full((nlev, channels), acc_max, dtype=torch.int64)
-        # invariant: non-decreasing -> level(lo) < j <= level(hi); non-increasing -> reversed
-        while True:
-            active = search & (hi - lo > 1)
-            if not bool(active.any()):
-                break
-            mid = (lo + hi) // 2
-            q = lev(mid) >= j
-            move_hi = torch.where(inc, q, ~q)
-            hi = torch.where(active & move_hi, mid, hi)
-            lo = torch.where(active & ~move_hi, mid, lo)
-        t = torch.where(search, torch.where(inc, hi, lo), fixed)
-    pol = np.where(dec.numpy(), -1, 1).astype(np.int8)
-    return t.T.contiguous().numpy().astype(np.int64), pol
+    def lev(acc: np.ndarray) -> np.ndarray:
+        return np.asarray(level_of_acc(np.ascontiguousarray(acc, dtype=np.int64)),
+                          dtype=np.int64)
+
+    l0 = lev(np.zeros((1, channels), dtype=np.int64))[0]
+    l1 = lev(np.full((1, channels), acc_max, dtype=np.int64))[0]
+    inc, dec = l1 > l0, l1 < l0
+    j = np.arange(1, nlev + 1, dtype=np.int64)[:, None]  # (J, 1)
+    fixed = np.where(l0 >= j, 0, acc_max + 1)  # constant and non-decreasing ends
+    fixed = np.where(inc & (l1 < j), acc_max + 1, fixed)
+    fixed = np.where(dec & (l1 >= j), acc_max, fixed)
+    fixed = np.where(dec & (l0 < j), -1, fixed)
+    search = (inc & (l0 < j) & (l1 >= j)) | (dec & (l0 >= j) & (l1 < j))
+    lo = np.zeros((nlev, channels), dtype=np.int64)
+    hi = np.full((nlev, channels), acc_max, dtype=np.int64)
+    # invariant: non-decreasing -> level(lo) < j <= level(hi); non-increasing -> reversed
+    while True:
+        active = search & (hi - lo > 1)
+        if not active.any():
+            break
+        mid = (lo + hi) // 2
+        q = lev(mid) >= j
+        move_hi = np.where(inc, q, ~q)
+        hi = np.where(active & move_hi, mid, hi)
+        lo = np.where(active & ~move_hi, mid, lo)
+    t = np.where(search, np.where(inc, hi, lo), fixed)
+    pol = np.where(dec, -1, 1).astype(np.int8)
+    return np.ascontiguousarray(t.T).astype(np.int64), pol
 
 
-def verify_thresholds(levels_fn, to_dot, acc_max: int, t: np.ndarray, pol: np.ndarray,
-                      name: str, chunk: int = 4096, exhaustive_limit: int = 1 << 22) -> None:
-    """Check the folded thresholds against the float chain.
+def check_points(acc_max: int, t: np.ndarray, chunk: int = 4096,
+                 exhaustive_limit: int = 1 << 22) -> list[np.ndarray]:
+    """Accumulator rows ``(M, channels)`` on which folded thresholds are checked.
 
-    Every accumulator value of every channel is checked when ``(acc_max + 1) * channels``
-    is at most ``exhaustive_limit``; otherwise the values ``T - 2 .. T + 2`` around every
-    threshold plus 4097 evenly spaced values (the ends included).
+    Every accumulator value of every channel when ``(acc_max + 1) * channels`` is at most
+    ``exhaustive_limit``; otherwise the values ``T - 2 .. T + 2`` around every threshold plus
+    4097 evenly spaced values (the ends included).
     """
     channels = t.shape[0]
     if (acc_max + 1) * channels <= exhaustive_limit:
-        rows = [torch.arange(a0, min(acc_max + 1, a0 + chunk), dtype=torch.int64)[:, None]
-                .expand(-1, channels) for a0 in range(0, acc_max + 1, chunk)]
-    else:
-        near = torch.from_numpy(t.T.astype(np.int64))  # (J, channels)
-        near = torch.cat([near + d for d in (-2, -1, 0, 1, 2)]).clamp(0, acc_max)
-        even = torch.linspace(0, acc_max, 4097).round().to(torch.int64)[:, None]
-        rows = [near, even.expand(-1, channels)]
-    with torch.no_grad():
-        for acc in rows:
-            acc = acc.contiguous()
-            want = levels_fn(to_dot(acc)).to(torch.int64).numpy()
-            got = sum(enc.threshold_bits(acc.numpy(), t[:, j], pol).astype(np.int64)
-                      for j in range(t.shape[1]))
-            if not np.array_equal(want, got):
-                bad = np.argwhere(want != got)[0]
-                raise AssertionError(
-                    f"layer {name!r}: folded thresholds disagree with the float chain at "
-                    f"acc={int(acc[bad[0], bad[1]])}, channel {int(bad[1])}: float gives "
-                    f"{int(want[tuple(bad)])}, thresholds give {int(got[tuple(bad)])} "
-                    "(the chain is not monotone?)"
-                )
+        ends = [(a0, min(acc_max + 1, a0 + chunk)) for a0 in range(0, acc_max + 1, chunk)]
+        return [np.broadcast_to(np.arange(a, b, dtype=np.int64)[:, None], (b - a, channels))
+                for a, b in ends]
+    near = t.T.astype(np.int64)  # (J, channels)
+    near = np.clip(np.concatenate([near + d for d in (-2, -1, 0, 1, 2)]), 0, acc_max)
+    even = np.round(np.linspace(0, acc_max, 4097)).astype(np.int64)[:, None]
+    return [near, np.broadcast_to(even, (even.shape[0], channels))]
+
+
+def verify_thresholds(level_of_acc, acc_max: int, t: np.ndarray, pol: np.ndarray,
+                      name: str, chunk: int = 4096, exhaustive_limit: int = 1 << 22) -> None:
+    """Check folded thresholds against the map they came from (see :func:`check_points`).
+
+    Raises :class:`NotMonotoneError` naming the layer, channel and accumulator value.
+    """
+    for acc in check_points(acc_max, t, chunk, exhaustive_limit):
+        acc = np.ascontiguousarray(acc)
+        want = np.asarray(level_of_acc(acc), dtype=np.int64)
+        got = sum(enc.threshold_bits(acc, t[:, j], pol).astype(np.int64)
+                  for j in range(t.shape[1]))
+        if not np.array_equal(want, got):
+            bad = np.argwhere(want != got)[0]
+            raise NotMonotoneError(
+                f"layer {name!r}: folded thresholds disagree with the float chain at "
+                f"acc={int(acc[bad[0], bad[1]])}, channel {int(bad[1])}: float gives "
+                f"{int(want[tuple(bad)])}, thresholds give {int(got[tuple(bad)])} "
+                "(the chain is not monotone?)"
+            )
+
+
+def torch_levels(levels_fn, to_dot):
+    """``level_of_acc`` for :func:`fold_thresholds` from torch functions.
+
+    ``levels_fn(dot)`` maps a float32 tensor ``(M, channels)`` of dot products to levels (the
+    float-sim code path); ``to_dot(acc)`` maps int64 accumulators to float32 dot products.
+    """
+
+    def level_of_acc(acc: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return levels_fn(to_dot(torch.from_numpy(acc))).to(torch.int64).numpy()
+
+    return level_of_acc
 
 
 def _weights_hwc(block: Block, in_map: tuple[int, int, int], first: bool) -> np.ndarray:
@@ -207,9 +234,10 @@ def lower(model: BinaryNet, meta: dict | None = None, verify: bool = True) -> Co
             def levels_fn(dot, block=block, nxt=nxt):
                 return nxt.activation_levels(block.pre_pool(dot))
 
-            t, pol = fold_thresholds(levels_fn, to_dot, acc_max, out_c, (1 << nbits) - 1)
+            level_of_acc = torch_levels(levels_fn, to_dot)
+            t, pol = fold_thresholds(level_of_acc, acc_max, out_c, (1 << nbits) - 1)
             if verify:
-                verify_thresholds(levels_fn, to_dot, acc_max, t, pol, name)
+                verify_thresholds(level_of_acc, acc_max, t, pol, name)
             layer.thresholds, layer.polarity = t, pol
             layer.out_bits, layer.out_signed = nbits, bool(nxt.act.signed)
             if block.pool > 1:
@@ -262,7 +290,15 @@ def load_checkpoint(path: str | Path) -> tuple[BinaryNet, dict]:
 
 
 def lower_checkpoint(path: str | Path) -> CompiledModel:
-    """Load a checkpoint written by ``xnorflow train`` and lower it (records its sha256)."""
+    """Load a checkpoint written by ``xnorflow train`` and lower it (records its sha256).
+
+    A folder that already holds an IR and no checkpoint (``model.json``: written by
+    ``xnorflow import``, or a compiled folder) is read as it is, so ``xnorflow compile`` takes
+    it like a trained checkpoint.
+    """
+    p = Path(path)
+    if p.is_dir() and (p / "model.json").is_file() and not (p / CHECKPOINT).is_file():
+        return CompiledModel.load(p)
     ckpt, _ = _checkpoint_paths(path)
     model, state = load_checkpoint(ckpt)
     digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()

@@ -38,3 +38,29 @@ def binary_matmul(a_bits, w_bits, width: int = 64) -> np.ndarray:
     a = enc.pack_bits(a_bits, width, enc.ACT_PAD_BIT)
     w = enc.pack_bits(w_bits, width, enc.WEIGHT_PAD_BIT)
     return enc.dot_from_popcount(xnor_gemm(a, w), k)
+
+
+def run(model, px: np.ndarray, width: int = 64):
+    """A whole network through the reference GEMM kernel: im2col, :func:`xnor_gemm` per plane.
+
+    A second, independent accumulation path (one GEMM over all output channels instead of
+    the golden model's per-channel broadcast); output stages are the golden model's.
+    """
+    from . import golden
+
+    x = enc.quantize_pixels(px, model.layers[0].in_bits)
+    acts, accs = [], []
+    for layer in model.layers:
+        planes = golden.layer_input_planes(layer, x)
+        cols = golden.im2col_segments(planes, layer.kh, layer.kw, layer.stride, layer.pad, width)
+        wts = golden.pack_weights(layer, width)
+        b, n, ho, wo, kw = cols.shape
+        p = xnor_gemm(cols.reshape(-1, kw), wts).reshape(b, n, ho, wo, layer.out_c)
+        acc = enc.accumulate_planes(p)
+        accs.append(acc)
+        x = golden.output_stage(layer, acc)
+        if layer.output == "threshold":
+            acts.append(x)
+    scores = x
+    return golden.GoldenResult(acts, accs, scores, model.layers[-1].scale * scores,
+                               enc.argmax_first(scores))

@@ -20,8 +20,10 @@ Capacities are chosen so that every memory of a target fits the FPGA's RAM toget
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
+from .boards import board_of_target
 from .errors import UserError
 
 #: Memory names of the accelerator, in memory-id order (the host protocol uses these ids).
@@ -118,7 +120,7 @@ TARGETS: dict[str, Target] = {
         "up5k", 8, 2, 32,
         _mem(8, 2, 32, weights=16384, thresholds=512, program=256, activations=256,
              scores=256),
-        board="icebreaker",
+        board=board_of_target("up5k").name,
         description="iCEBreaker (iCE40 UP5K): weights in SPRAM, 64 bits/cycle",
         # 18-bit accumulators: a 784-pixel 8-bit input layer (Fashion-MNIST MLP) needs
         # 784 * 255 < 2^18
@@ -135,7 +137,7 @@ TARGETS: dict[str, Target] = {
         "hx8k", 4, 4, 32,
         _mem(4, 4, 32, weights=256, thresholds=256, program=256, activations=256,
              scores=256),
-        board="ice40-hx8k-b-evn",
+        board=board_of_target("hx8k").name,
         description="iCE40-HX8K breakout board: everything in EBR",
         acc_bits=18, popcount_levels=3,  # as up5k
     ),
@@ -148,7 +150,7 @@ TARGETS: dict[str, Target] = {
         "ecp5-85f", 8, 8, 32,
         _mem(8, 8, 32, weights=3584, thresholds=256, program=1024, activations=8192,
              scores=512),
-        board="ulx3s-85f",
+        board=board_of_target("ecp5-85f").name,
         description="ULX3S (ECP5 LFE5U-85F): everything in EBR",
         # 20-bit accumulators: 8-bit inputs of up to 4112 bits per reduction (e.g. 64 x 64
         # pixels), binary layers of up to 2^20 - 1 bits
@@ -166,3 +168,51 @@ def get_target(name: str) -> Target:
         raise UserError(
             f"unknown target {name!r}; valid targets: {', '.join(TARGETS)}"
         ) from None
+
+
+def parse_geometry(text: str) -> tuple[int, int, int]:
+    """``"4x4x32"`` -> ``(4, 4, 32)`` (rows x cols x word width); :class:`UserError` else."""
+    m = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*x\s*(\d+)\s*", str(text))
+    if not m or min(int(g) for g in m.groups()) < 1:
+        raise UserError(f"geometry {text!r}: expected ROWSxCOLSxWIDTH, e.g. 4x4x32")
+    return int(m[1]), int(m[2]), int(m[3])
+
+
+def with_geometry(base: Target, rows: int, cols: int, width: int) -> Target:
+    """``base`` (a board's target) re-shaped for another array geometry.
+
+    Each memory keeps its total bits (the RAM the board has), re-shaped for the new word
+    widths: depth = the largest power of two that fits (activations are stored R times).
+    The same geometry gives ``base`` itself; one that no target may have (see
+    :class:`Target`) is a :class:`UserError`.
+    """
+    if (rows, cols, width) == (base.rows, base.cols, base.width):
+        return base
+    geometry = f"{rows}x{cols}x{width}"
+    try:
+        probe = sim_target(rows, cols, width)
+        mems = {}
+        for name, (old_w, old_d) in base.memories.items():
+            new_w = probe.memories[name][0]
+            copies_old, copies_new = (base.rows, rows) if name == "activations" else (1, 1)
+            words = (old_w * old_d * copies_old) // (new_w * copies_new)
+            mems[name] = (new_w, 1 << max(0, words.bit_length() - 1))
+        return Target(f"{base.name}-{geometry}", rows, cols, width, mems, board=base.board,
+                      description=f"{base.description}, re-shaped", acc_bits=base.acc_bits,
+                      popcount_levels=base.popcount_levels)
+    except ValueError as e:
+        raise UserError(f"geometry {geometry}: {e}") from None
+
+
+def with_depths(base: Target, depths: dict[str, int]) -> Target:
+    """``base`` with the depths of the memories named in ``depths`` (name -> words)
+    replaced; the target's name gets ``-d``."""
+    bad = set(depths) - set(base.memories)
+    if bad:
+        raise UserError(f"unknown memories {sorted(bad)} in the depths; "
+                        f"choose from {', '.join(base.memories)}")
+    mems = {n: (w, int(depths.get(n, d))) for n, (w, d) in base.memories.items()}
+    desc = ", ".join(f"{n}={v}" for n, v in sorted(depths.items()))
+    return Target(f"{base.name}-d", base.rows, base.cols, base.width, mems, board=base.board,
+                  description=f"{base.description}; depths {desc}", acc_bits=base.acc_bits,
+                  popcount_levels=base.popcount_levels)

@@ -7,20 +7,20 @@
     metrics.json    per-epoch history and the final float-sim / deploy accuracies
     curve.png       the training curve (loss, train and test accuracy per epoch)
 
-Every file is written to a temporary name in the same folder and moved into place with
-``os.replace``, so a crash never leaves a half-written checkpoint. A non-finite loss stops
+Every file is written atomically (:mod:`xnorflow.sw.files`), so a crash never leaves a
+half-written checkpoint. A non-finite loss stops
 training with :class:`TrainingDiverged` and leaves the last good checkpoint untouched.
-``nproc > 1`` runs ``nproc`` processes with ``torch.distributed`` (gloo on CPU, nccl on
-CUDA) and DistributedDataParallel; rank 0 writes the files.
+``device`` is ``auto`` (CUDA when torch sees it), ``cpu`` or ``cuda``; the data set lives on
+the device for the whole run and checkpoints are saved device-free (every tensor on the CPU).
+``nproc > 1`` runs ``nproc`` processes with ``torch.distributed`` (gloo on the CPU; NCCL and
+one GPU per rank on CUDA) and DistributedDataParallel; rank 0 writes the files.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import socket
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,13 +29,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from . import files
 from .data import Dataset, load_dataset
 from .errors import UserError
 from .layers import clip_weights
 from .lower import CHECKPOINT, CONFIG, load_checkpoint, lower
 from .models import BinaryNet, build_model, make_config
 
-__all__ = ["TrainingDiverged", "train", "evaluate", "predict", "atomic_write_bytes"]
+__all__ = ["TrainingDiverged", "train", "evaluate", "predict"]
 
 METRICS = "metrics.json"
 CURVE = "curve.png"
@@ -45,41 +46,29 @@ class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save_checkpoint(out: Path, state: dict) -> None:
     import io
 
     buf = io.BytesIO()
     torch.save(state, buf)
-    atomic_write_bytes(out / CHECKPOINT, buf.getvalue())
+    files.write_bytes(out / CHECKPOINT, buf.getvalue())
 
 
 def _write_json(path: Path, doc: dict) -> None:
-    atomic_write_bytes(path, (json.dumps(doc, indent=2) + "\n").encode())
+    files.write_text(path, json.dumps(doc, indent=2) + "\n")
 
 
-def predict(model: BinaryNet, x: np.ndarray, batch: int = 1000) -> np.ndarray:
-    """Float-sim predictions (eval-mode forward, argmax of logits)."""
+def predict(model: BinaryNet, x, batch: int = 1000) -> np.ndarray:
+    """Float-sim predictions (eval-mode forward, argmax of logits) as a NumPy array.
+
+    ``x`` is a ``uint8`` NumPy array or tensor; batches run on the model's device.
+    """
     was = model.training
     model.eval()
     out = []
     with torch.no_grad():
         for s in range(0, len(x), batch):
-            out.append(model(x[s : s + batch]).argmax(dim=1).numpy())
+            out.append(model(x[s : s + batch]).argmax(dim=1).cpu().numpy())
     if was:
         model.train()
     return np.concatenate(out) if out else np.zeros(0, np.int64)
@@ -128,21 +117,86 @@ def _plot_curve(out: Path, history: list[dict]) -> None:
     ax[1].set(xlabel="epoch", ylabel="accuracy")
     ax[1].legend()
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{CURVE}.", suffix=".png", dir=out)
-    os.close(fd)
-    fig.savefig(tmp, dpi=80)
+    with files.atomic_file(out / CURVE, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)
-    os.replace(tmp, out / CURVE)
 
 
-def random_shift(x: np.ndarray, shift: int, rng: np.random.Generator) -> np.ndarray:
-    """Augmentation: move each ``(N, H, W, C)`` image by up to ``shift`` pixels (zero fill)."""
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when torch sees a CUDA device, else ``cpu``; ``cpu``; ``cuda``
+    or ``cuda:N``. Raises :class:`UserError` (one line) for an unknown name or for CUDA asked
+    for where there is none.
+    """
+    name = str(name).strip().lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return "cpu"
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: no CUDA device is available here (torch "
+                            f"{torch.__version__} sees none); use --device cpu or auto")
+        if ":" in name and int(name[5:]) >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA "
+                            "device(s) here")
+        return name
+    raise UserError(f"--device {name!r}: choose auto, cpu, cuda or cuda:N")
+
+
+def rank_device(device: str, rank: int, world: int) -> torch.device:
+    """The device of DDP rank ``rank``: ``cuda:rank`` for ``cuda``, else ``device`` itself."""
+    if device == "cuda" and world > 1:
+        return torch.device("cuda", rank)
+    return torch.device(device)
+
+
+def dist_backend(device: str) -> str:
+    """The ``torch.distributed`` backend for ``device``: NCCL on CUDA, gloo on the CPU."""
+    return "nccl" if device.startswith("cuda") else "gloo"
+
+
+def check_nproc(device: str, nproc: int) -> None:
+    """Refuse more CUDA processes than devices (one GPU per DDP rank)."""
+    if nproc < 1:
+        raise UserError(f"--nproc {nproc}: must be >= 1")
+    if device.startswith("cuda") and nproc > 1:
+        if ":" in device:
+            raise UserError(f"--device {device} with --nproc {nproc}: DDP gives rank r GPU r; "
+                            "use --device cuda")
+        n = torch.cuda.device_count()
+        if nproc > n:
+            raise UserError(f"--nproc {nproc}: only {n} CUDA device(s) here (one per process)")
+
+
+def random_shift(x: torch.Tensor, shift: int, rng: np.random.Generator) -> torch.Tensor:
+    """Augmentation: move each ``(N, H, W, C)`` image by up to ``shift`` pixels (zero fill).
+
+    The offsets come from ``rng`` (NumPy, so a run draws the same ones on any device); the
+    images stay on their device.
+    """
     if shift <= 0:
         return x
     n, h, w, _ = x.shape
-    padded = np.pad(x, ((0, 0), (shift, shift), (shift, shift), (0, 0)))
-    d = rng.integers(0, 2 * shift + 1, size=(n, 2))
-    return np.stack([padded[i, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(d)])
+    padded = F.pad(x, (0, 0, shift, shift, shift, shift))
+    d = torch.from_numpy(rng.integers(0, 2 * shift + 1, size=(n, 2))).to(x.device)
+    rows = d[:, :1] + torch.arange(h, device=x.device)  # (N, H)
+    cols = d[:, 1:] + torch.arange(w, device=x.device)  # (N, W)
+    nidx = torch.arange(n, device=x.device)[:, None, None]
+    return padded[nidx, rows[:, :, None], cols[:, None, :]]
+
+
+def _to_cpu(obj):
+    """A copy of a (nested) state dict with every tensor on the CPU (device-free files)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
 
 
 def _free_port() -> int:
@@ -154,17 +208,27 @@ def _free_port() -> int:
 def train(config: dict, out: str | Path, epochs: int = 10, batch: int = 64, lr: float = 1e-3,
           seed: int = 0, resume: bool = False, nproc: int = 1, data_path: str | None = None,
           progress: bool = True, log=print, data: Dataset | None = None,
-          augment: int = 0, final_eval: bool = True) -> dict:
+          augment: int = 0, final_eval: bool = True, device: str = "auto",
+          bn_momentum: float = 0.1, weight_decay: float = 0.0, label_smoothing: float = 0.0,
+          teacher: str | Path | None = None, kd_alpha: float = 0.0,
+          kd_temp: float = 4.0) -> dict:
     """Train ``config`` (see :func:`xnorflow.sw.models.make_config`) into folder ``out``.
 
     ``config`` may be partial (``model``, ``dataset``, ``mode``, ...); the input shape and
     classes are filled in from the data set. Returns the metrics dict also written to
     ``out/metrics.json``. ``augment`` > 0 shifts training images randomly by up to that many
     pixels. ``final_eval=False`` skips the end-of-training float-sim/deploy report (callers
-    that evaluate themselves). Raises :class:`TrainingDiverged` on a non-finite loss.
+    that evaluate themselves). ``device``: ``auto`` (CUDA when present), ``cpu``, ``cuda``;
+    the data set is moved to the device once. ``bn_momentum`` is BatchNorm's running-average
+    momentum, ``weight_decay`` Adam's (on the latent weights), ``label_smoothing`` that of the
+    cross-entropy. ``teacher`` names a ``.npy`` file of float teacher logits for the training
+    images (:mod:`xnorflow.sw.teacher`): the loss is then ``(1 - kd_alpha) * CE + kd_alpha *
+    T^2 * KL(teacher || student)`` at temperature ``kd_temp`` (knowledge distillation).
+    Raises :class:`TrainingDiverged` on a non-finite loss.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(device)
+    check_nproc(device, nproc)
     if resume:
         cfg_path = out / CONFIG
         if not (out / CHECKPOINT).is_file() or not cfg_path.is_file():
@@ -178,9 +242,30 @@ def train(config: dict, out: str | Path, epochs: int = 10, batch: int = 64, lr: 
                              **{k: v for k, v in config.items()
                                 if k not in ("model", "dataset", "input_shape", "classes")})
         build_model(config)  # validate before writing anything
+    for name, v, lo, hi in (("--bn-momentum", bn_momentum, 0.0, 1.0),
+                            ("--label-smoothing", label_smoothing, 0.0, 1.0),
+                            ("--kd-alpha", kd_alpha, 0.0, 1.0)):
+        if not lo <= v <= hi:
+            raise UserError(f"{name} {v}: must be in [{lo}, {hi}]")
+    if not weight_decay >= 0:
+        raise UserError(f"--weight-decay {weight_decay}: must be >= 0")
+    if not kd_temp > 0:
+        raise UserError(f"--kd-temp {kd_temp}: must be > 0")
+    if teacher is not None:
+        from .teacher import load_teacher_logits
+
+        load_teacher_logits(teacher, data)  # a bad file is refused before anything is written
+        teacher = str(teacher)
+    elif kd_alpha > 0:
+        raise UserError(f"--kd-alpha {kd_alpha}: needs --teacher LOGITS.npy")
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
         _write_json(out / CONFIG, config)
     hp = {"epochs": epochs, "batch": batch, "lr": lr, "seed": seed, "nproc": nproc,
-          "augment": augment, "final_eval": final_eval}
+          "augment": augment, "final_eval": final_eval, "device": device,
+          "bn_momentum": bn_momentum, "weight_decay": weight_decay,
+          "label_smoothing": label_smoothing, "teacher": teacher, "kd_alpha": kd_alpha,
+          "kd_temp": kd_temp}
     if nproc > 1:
         import torch.multiprocessing as mp
 
@@ -199,9 +284,11 @@ def _worker(rank: int, nproc: int, port: int, config: dict, out: str, hp: dict, 
             data: Dataset) -> None:
     import torch.distributed as dist
 
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=nproc)
+    dev = rank_device(hp["device"], rank, nproc)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    dist.init_process_group(dist_backend(hp["device"]), init_method=f"tcp://127.0.0.1:{port}",
+                            rank=rank, world_size=nproc)
     torch.set_num_threads(1)
     try:
         _train_loop(rank, nproc, config, Path(out), hp, resume, data, progress=rank == 0,
@@ -212,28 +299,56 @@ def _worker(rank: int, nproc: int, port: int, config: dict, out: str, hp: dict, 
         dist.destroy_process_group()
 
 
+def _set_bn_momentum(model: torch.nn.Module, momentum: float) -> None:
+    from .layers import ChannelBN
+
+    for m in model.modules():
+        if isinstance(m, ChannelBN):
+            m.momentum = momentum
+
+
+def _kd_loss(logits: torch.Tensor, teacher: torch.Tensor, temp: float) -> torch.Tensor:
+    """Hinton's distillation term ``T^2 * KL(softmax(t / T) || softmax(s / T))``."""
+    return F.kl_div(F.log_softmax(logits / temp, dim=1), F.log_softmax(teacher / temp, dim=1),
+                    reduction="batchmean", log_target=True) * (temp * temp)
+
+
 def _train_loop(rank: int, world: int, config: dict, out: Path, hp: dict, resume: bool,
                 data: Dataset, progress: bool, log) -> dict:
     epochs, batch, lr, seed = hp["epochs"], hp["batch"], hp["lr"], hp["seed"]
+    dev = rank_device(hp["device"], rank, world)
     torch.manual_seed(seed)
     model = build_model(config)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
     start, history = 0, []
+    opt_state = None
     if resume:
         model, state = load_checkpoint(out)
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        opt.load_state_dict(state["optimizer"])
+        opt_state = state["optimizer"]
         start, history = int(state["epoch"]), list(state.get("history", []))
         seed = int(state.get("seed", seed))
+    model.to(dev)
+    _set_bn_momentum(model, hp["bn_momentum"])
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=hp["weight_decay"])
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)  # moves the state to the parameters' device
     for g in opt.param_groups:
         g["lr"] = lr
+        g["weight_decay"] = hp["weight_decay"]
         g.setdefault("initial_lr", lr)
     net = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        net = DDP(model)
-    x_tr, y_tr = data.x_train, torch.from_numpy(data.y_train)
+        net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    # the whole data set lives on the device: no host round trip per batch
+    x_tr = torch.from_numpy(data.x_train).to(dev)
+    y_tr = torch.from_numpy(data.y_train).to(dev)
+    x_te = torch.from_numpy(data.x_test).to(dev)
+    t_tr = None
+    if hp["teacher"]:
+        from .teacher import load_teacher_logits
+
+        t_tr = torch.from_numpy(load_teacher_logits(hp["teacher"], data)).to(dev)
     n = len(x_tr)
     per_rank = max(1, batch // world)
     steps = max(1, (n // world) // per_rank)
@@ -245,22 +360,27 @@ def _train_loop(rank: int, world: int, config: dict, out: Path, hp: dict, resume
         for g in opt.param_groups:  # cosine schedule over the whole run
             g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * epoch / total))
         perm = np.random.default_rng(seed * 1000 + epoch).permutation(n)
-        mine = perm[: (n // world) * world][rank::world]
+        mine = torch.from_numpy(perm[: (n // world) * world][rank::world]).to(dev)
         aug_rng = np.random.default_rng([seed, epoch, rank])
-        loss_sum, correct, seen = 0.0, 0, 0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        correct = torch.zeros((), dtype=torch.int64, device=dev)
+        seen = 0
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
                    leave=False, unit="batch")
         for s in bar:
             idx = mine[s * per_rank : (s + 1) * per_rank]
-            xb, yb = random_shift(x_tr[idx], hp.get("augment", 0), aug_rng), y_tr[idx]
+            xb, yb = random_shift(x_tr[idx], hp["augment"], aug_rng), y_tr[idx]
             logits = net(xb)
-            loss = F.cross_entropy(logits, yb)
-            bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0])
+            loss = F.cross_entropy(logits, yb, label_smoothing=hp["label_smoothing"])
+            if t_tr is not None and hp["kd_alpha"] > 0:
+                loss = ((1 - hp["kd_alpha"]) * loss
+                        + hp["kd_alpha"] * _kd_loss(logits, t_tr[idx], hp["kd_temp"]))
+            bad = (~torch.isfinite(loss.detach())).to(torch.float32).reshape(1)
             if world > 1:
                 import torch.distributed as dist
 
                 dist.all_reduce(bad)
-            if bad.item() > 0:
+            if bad.item() > 0:  # the one host sync per step: a NaN must stop before step()
                 diverged = (f"loss became {loss.item()} in epoch {epoch + 1}, step {s + 1}; "
                             f"stopped, the last good checkpoint ({out / CHECKPOINT}, "
                             f"epoch {epoch}) is kept; try a lower --lr")
@@ -269,23 +389,25 @@ def _train_loop(rank: int, world: int, config: dict, out: Path, hp: dict, resume
             loss.backward()
             opt.step()
             clip_weights(model)
-            loss_sum += loss.item() * len(idx)
-            correct += int((logits.argmax(1) == yb).sum())
+            loss_sum += loss.detach().double() * len(idx)
+            correct += (logits.detach().argmax(1) == yb).sum()
             seen += len(idx)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
-                            refresh=False)
+            if progress and s % 20 == 0:
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}",
+                                acc=f"{correct.item() / seen:.3f}", refresh=False)
         bar.close()
         if diverged:
             break
         if rank == 0:
-            test_acc = float((predict(model, data.x_test) == data.y_test).mean())
-            history.append({"epoch": epoch + 1, "loss": loss_sum / max(seen, 1),
-                            "train_acc": correct / max(seen, 1), "test_acc": test_acc,
-                            "lr": opt.param_groups[0]["lr"], "time_s": time.time() - t0})
-            log(f"epoch {epoch + 1}/{epochs}: loss {loss_sum / max(seen, 1):.4f} train "
-                f"{correct / max(seen, 1):.4f} test (float-sim) {test_acc:.4f}")
-            _save_checkpoint(out, {"state_dict": model.state_dict(),
-                                   "optimizer": opt.state_dict(), "epoch": epoch + 1,
+            test_acc = float((predict(model, x_te) == data.y_test).mean())
+            ep_loss, ep_acc = loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1)
+            history.append({"epoch": epoch + 1, "loss": ep_loss, "train_acc": ep_acc,
+                            "test_acc": test_acc, "lr": opt.param_groups[0]["lr"],
+                            "time_s": time.time() - t0})
+            log(f"epoch {epoch + 1}/{epochs}: loss {ep_loss:.4f} train {ep_acc:.4f} test "
+                f"(float-sim) {test_acc:.4f}")
+            _save_checkpoint(out, {"state_dict": _to_cpu(model.state_dict()),
+                                   "optimizer": _to_cpu(opt.state_dict()), "epoch": epoch + 1,
                                    "history": history, "config": config, "seed": seed,
                                    "hparams": hp})
     if rank != 0:

@@ -154,7 +154,7 @@ def test_uart_bytes_per_image_matches_the_wire(digits_model):
     import asyncio
 
     from xnorflow.sw.images import load_model_folder
-    from xnorflow.synth import predicted_rates, uart_bytes_per_image
+    from xnorflow.synth.report import predicted_rates, uart_bytes_per_image
 
     folder, model, target = digits_model
     _, _, memories = load_model_folder(folder)

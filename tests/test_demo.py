@@ -39,3 +39,39 @@ def test_demo_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "nowhere" in err[0]
     assert not (tmp_path / "x").exists()
+
+
+def test_preset_with_a_committed_model(tmp_path, monkeypatch):
+    """A preset naming a trained model uses it (evaluated as train would); a missing one, or
+    --epochs, falls back to training with the preset's hyper-parameters."""
+    from xnorflow import demo
+    from xnorflow.sw.data import load_digits
+    from xnorflow.sw.train import train
+
+    d = load_digits()
+    src = tmp_path / "models" / "m"
+    train({"model": "mlp", "dataset": "digits", "widths": [16]}, src, epochs=1, data=d,
+          progress=False, log=lambda *a, **k: None)
+    monkeypatch.setattr(demo, "ROOT", tmp_path)
+    p = {"widths": None, "epochs": 3, "checkpoint": "models/m"}
+    logs = []
+    assert demo._trained_preset(p, "digits", "mlp", None, logs.append)["checkpoint"] == str(src)
+    assert demo._trained_preset(p, "digits", "mlp", 2, logs.append)["retrain"] is True
+    missing = demo._trained_preset({**p, "checkpoint": "models/none"}, "digits", "mlp", None,
+                                   logs.append)
+    assert missing["retrain"] is True and "not found" in logs[-1]
+    m = demo.use_trained(src, tmp_path / "copy", d)
+    assert m["final"]["agreement"] == 1.0 and m["source"] == str(src) and m["epochs"] == 1
+    assert (tmp_path / "copy" / "metrics.json").is_file()
+
+
+def test_committed_preset_models_compile_for_their_targets():
+    from xnorflow.demo import PRESETS, ROOT, _preset
+    from xnorflow.sw.lower import lower_checkpoint
+    from xnorflow.sw.program import check_fits
+    from xnorflow.sw.targets import get_target
+
+    named = [_preset(*key) for key, p in PRESETS.items() if p.get("checkpoint")]
+    assert named  # the Fashion-MNIST MLP preset uses the committed headline model
+    for p in named:
+        check_fits(lower_checkpoint(ROOT / p["checkpoint"]), get_target(p["target"]))

@@ -5,7 +5,7 @@ import csv
 import pytest
 
 from xnorflow.cli import main
-from xnorflow.commands.sweep import mark_pareto, write_outputs
+from xnorflow.synth.sweep import mark_pareto, write_outputs
 
 
 def test_pareto_and_outputs(tmp_path):

@@ -2,20 +2,18 @@
 
 import json
 import os
+import stat
 
 import pytest
 
 from xnorflow.cli import main
-from xnorflow.hw.boards import BOARDS, ecp5_pll, ice40_pll
+from xnorflow.hw.boards import ecp5_pll, ice40_pll
+from xnorflow.sw import files
+from xnorflow.sw.boards import BOARDS
 from xnorflow.sw.errors import UserError
-from xnorflow.synth import (
-    SynthConfig,
-    parse_geometry,
-    parse_nextpnr_log,
-    parse_yosys_stat,
-    synthesize,
-    tool_env,
-)
+from xnorflow.sw.targets import parse_geometry
+from xnorflow.synth import SynthConfig, synthesize, tool_env
+from xnorflow.synth.report import parse_nextpnr_log, parse_yosys_stat
 
 # The default run's real build is the systolic array behind the UART bridge (~10 s): the
 # whole accelerator takes yosys about two minutes even at 1x1x16 and needs ~5900 LCs, more
@@ -26,7 +24,8 @@ DESIGN = "array"
 @pytest.mark.parametrize(
     "f_out,expect",
     # values printed by `yowasp-icepll -i 12 -o F`
-    [(48e6, (0, 63, 4, 1, 48e6)), (120e6, (0, 79, 3, 1, 120e6)), (30e6, (0, 79, 5, 1, 30e6))],
+    [(48e6, (0, 63, 4, 1, 48e6)), (120e6, (0, 79, 3, 1, 120e6)), (30e6, (0, 79, 5, 1, 30e6)),
+     (24e6, (0, 63, 5, 1, 24e6)), (72e6, (0, 47, 3, 1, 72e6))],
 )
 def test_ice40_pll_matches_icepll(f_out, expect):
     p = ice40_pll(12e6, f_out)
@@ -142,9 +141,11 @@ def accel_build(request, tmp_path_factory):
 @pytest.mark.toolchain
 def test_real_ice40_build(ice40_build):
     tmp_path, out, report = ice40_build
-    files = sorted(p.name for p in out.iterdir())
+    names = sorted(p.name for p in out.iterdir())
     for name in ("top.bin", "yosys.log", "nextpnr.log", "report.json", "report.md"):
-        assert name in files
+        assert name in names
+    # published with the permissions of an ordinary mkdir (the umask), not tempfile's 0700
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~files.umask()
     # an iCE40 UP5K bitstream is ~104 KB (fixed size: CRAM + BRAM of the whole chip)
     assert 100_000 < (out / "top.bin").stat().st_size < 110_000
     on_disk = json.loads((out / "report.json").read_text())
@@ -154,11 +155,13 @@ def test_real_ice40_build(ice40_build):
     assert 50 < res["lut4"] < 5280 and 30 < res["ff"] < 5280
     assert res["logic_cells"]["available"] == 5280
     assert res["logic_cells"]["used"] >= res["lut4"] * 0.5
-    assert on_disk["clock"]["system_mhz"] == 48.0
-    assert on_disk["uart"]["divisor"] == 48  # 48 MHz / 1 Mbaud
+    # the board's default clock (24 MHz on the iCEBreaker), from the PLL
+    assert on_disk["clock"]["system_mhz"] == BOARDS["icebreaker"].default_freq / 1e6 == 24.0
+    assert on_disk["uart"]["divisor"] == 24  # 24 MHz / 1 Mbaud
+    assert on_disk["device"] == "iCE40UP5K"
     fmax = on_disk["fmax_mhz"]
     assert fmax is not None and 10 < fmax < 400
-    assert on_disk["timing_met"] == (fmax >= 48.0)
+    assert on_disk["timing_met"] == (fmax >= 24.0)
     assert report["fmax"][report["clock"]["name"]]["fmax_mhz"] == fmax
     md = (out / "report.md").read_text()
     assert f"{fmax:.2f}" in md and "LUT4" in md and "seed 7" in md
@@ -195,7 +198,7 @@ def test_swap_model_into_bitstream(accel_build, tmp_path):
     from xnorflow.sw import golden, synthetic
     from xnorflow.sw.images import MemoryImage
     from xnorflow.sw.program import decode_program
-    from xnorflow.synth import report_target, swap_model
+    from xnorflow.synth.swap import report_target, swap_model
 
     _, out, report = accel_build
     target = report_target(BOARDS[report["board"]], report)
@@ -217,7 +220,7 @@ def test_swap_model_into_bitstream(accel_build, tmp_path):
     assert check["ram_bits_changed"] > 100
 
     # the images that are now in the bitstream, read back from the hex swap_model wrote
-    from xnorflow.synth import model_hex_images
+    from xnorflow.synth.swap import model_hex_images
 
     hexes = model_hex_images(model, target, out / "placeholder")
     images = [MemoryImage(n, target.word_bits(n),
@@ -244,20 +247,12 @@ def test_swap_model_into_bitstream(accel_build, tmp_path):
         assert scores == [int(s) for s in ref.scores[i]] and cls == int(ref.predictions[i])
 
 
-def test_boards_have_targets():
-    from xnorflow.sw.targets import get_target
-
-    for b in BOARDS.values():
-        assert get_target(b.target).name == b.target
-        assert b.make_platform().default_clk == b.clock
-
-
 def test_report_with_model(tmp_path):
     """make_report/report_markdown with a model: images/s at Fmax next to the UART bound."""
     from types import SimpleNamespace
 
     from xnorflow.sw import synthetic
-    from xnorflow.synth import make_report, report_markdown
+    from xnorflow.synth.report import make_report, report_markdown
 
     (tmp_path / "top.rpt").write_text("Yosys 0.70 (git)\n" + YOSYS_LOG)
     (tmp_path / "top.tim").write_text(NEXTPNR_LOG)
@@ -283,7 +278,7 @@ def test_report_with_model(tmp_path):
 def test_failure_message_says_what_did_not_fit(tmp_path):
     from types import SimpleNamespace
 
-    from xnorflow.synth import _failure_message
+    from xnorflow.synth.report import failure_message
 
     (tmp_path / "top.tim").write_text(
         "Info: Device utilisation:\n"
@@ -291,7 +286,7 @@ def test_failure_message_says_what_did_not_fit(tmp_path):
         "Info: \t        ICESTORM_RAM:    22/   30    73%\n"
         "ERROR: Unable to place cell 'x', no BELs remaining to implement cell type "
         "'ICESTORM_LC'\n")
-    msg = _failure_message(tmp_path, SimpleNamespace(name="icebreaker"))
+    msg = failure_message(tmp_path, SimpleNamespace(name="icebreaker"))
     assert msg.startswith("nextpnr failed for icebreaker: ERROR: Unable to place cell")
     assert "the design needs ICESTORM_LC 12708/5280 (240 %)" in msg
     assert "ICESTORM_RAM" not in msg  # only what was over capacity

@@ -1,4 +1,5 @@
-"""The ``xnorflow`` command line: train, compile, run, compare, synth, sweep, board, demo."""
+"""The ``xnorflow`` command line: train, teacher, compile, run, compare, synth, asic, sweep,
+board, demo, import, export."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import importlib
 import sys
 
 from . import __version__
-from .commands import COMMANDS
+from .commands import COMMANDS, MODULES
 
 EPILOG = """\
 The whole flow in one command:   xnorflow demo
@@ -15,7 +16,10 @@ Step by step:
   xnorflow train --model mlp --dataset digits -o runs/mlp
   xnorflow compile runs/mlp --target up5k -o runs/mlp-up5k
   xnorflow compare --model runs/mlp-up5k --backends golden,cpu,amaranth,icarus
-  xnorflow synth --board icebreaker --geometry 4x4x32 --model runs/mlp-up5k
+  xnorflow synth --board icebreaker --model runs/mlp-up5k
+From Brevitas/QONNX and back (pip install 'xnorflow[interop]'):
+  xnorflow import tfc.onnx --input-shape 8x8x1 -o runs/tfc && xnorflow compile runs/tfc ...
+  xnorflow export runs/mlp-up5k --qonnx mlp.onnx
 Each subcommand has its own --help with examples.
 """
 
@@ -31,13 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"xnorflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f".commands.{name}", __package__)
-        except ModuleNotFoundError as e:
-            if e.name == f"{__package__}.commands.{name}":
-                continue  # subcommand not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f".commands.{MODULES.get(name, name)}", __package__).register(sub)
     return parser
 
 

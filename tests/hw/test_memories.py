@@ -131,3 +131,46 @@ def test_threshold_storage_keeps_every_decision():
         tw = acc_bits + 2
         rebuilt = (v & ((1 << tw) - 1)) | (v >> (tw + 1)) << tw
         assert (rebuilt - (1 << (tw + 1)) if rebuilt >> tw else rebuilt) == off
+
+
+@pytest.mark.toolchain
+def test_read_registers_lose_their_power_up_value_in_synthesis(tmp_path):
+    """YOSYS_AFTER_READ (the synthesis flow runs it first) takes ``init`` off every RAM read
+    register named with RDATA_SUFFIX and off the port it drives, and off nothing else."""
+    import subprocess
+
+    from amaranth.back import rtlil
+    from amaranth.hdl import Module, Signal
+    from amaranth.lib import wiring
+    from amaranth.lib.memory import Memory
+    from amaranth.lib.wiring import In, Out
+
+    from xnorflow.hw.memories import YOSYS_AFTER_READ, _read
+    from xnorflow.synth.tools import require_tool
+
+    class Top(wiring.Component):
+        addr: In(4)
+        r_data: Out(8)
+        count: Out(4)
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.mem = mem = Memory(shape=8, depth=16, init=range(16))
+            m.d.comb += self.r_data.eq(_read(m, mem, self.addr, "r_data"))
+            level = Signal(4, init=3)  # an ordinary register keeps its power-up value
+            m.d.sync += level.eq(level + 1)
+            m.d.comb += self.count.eq(level)
+            return m
+
+    (tmp_path / "f.il").write_text(rtlil.convert(Top(), name="top"))
+
+    def with_init(script: str) -> set[str]:
+        subprocess.run([require_tool("YOSYS"), "-q", "-p",
+                        f"read_rtlil f.il; {script} tee -o w.txt select -list w:* a:init %i"],
+                       cwd=tmp_path, capture_output=True, text=True, check=True)
+        return {w.split("/")[-1] for w in (tmp_path / "w.txt").read_text().split()}
+
+    before, after = with_init(""), with_init(f"{YOSYS_AFTER_READ};")
+    assert {"r_data_rdq", "r_data"} <= before  # Amaranth gives the port the register's init
+    assert before - after == {"r_data_rdq", "r_data"}
+    assert "level" in after

@@ -28,22 +28,12 @@ def test_software_backends_bit_exact(tmp_path, seed):
         assert a.accumulators_compared == sum(x.size for x in ref.accumulators)
 
 
-def test_reference_kernel_matches_golden(tmp_path):
-    folder, model = make_folder(tmp_path, 21)
-    px = synthetic.random_pixels(21, model, 4)
-    ref = golden.run(model, px)
-    r = backends.reference_network(model, px)
-    assert np.array_equal(r.scores, ref.scores)
-    for a, b in zip(ref.accumulators, r.accumulators, strict=True):
-        assert np.array_equal(a, b)
-
-
 def test_torch_backend_needs_checkpoint_record(tmp_path):
     folder, model = make_folder(tmp_path, 5)
     px = synthetic.random_pixels(5, model, 3)
     with pytest.raises(backends.BackendUnavailable, match="records no checkpoint"):
         backends.run(folder, px, "torch")
-    # a folder that records its checkpoint runs SW1's deploy mode, bit-exact with golden
+    # a folder that records its checkpoint runs the deploy mode, bit-exact with golden
     model.meta["checkpoint"] = "runs/x/checkpoint.pt"
     synthetic.write_folder(model, synthetic.geometry_target(4, 4, 32), tmp_path / "with-ckpt")
     out = backends.run(tmp_path / "with-ckpt", px, "torch")

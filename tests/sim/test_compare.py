@@ -105,22 +105,34 @@ def test_run_cli(capsys, digits_folder):
 
 
 def test_find_synthesis_report(tmp_path):
-    assert find_synthesis_report("4x4x32", [tmp_path / "bitstreams"]) is None
-    p = tmp_path / "bitstreams" / "icebreaker" / "4x4x16" / "report.json"
+    """Fmax comes from the report of the target's own board and geometry, of this version."""
+    from xnorflow.sw.targets import TARGETS, with_geometry
+
+    root = tmp_path / "bitstreams"
+    up5k = with_geometry(TARGETS["up5k"], 4, 4, 16)
+    assert find_synthesis_report(up5k, root) is None
+    p = root / "icebreaker" / "4x4x16" / "report.json"
     p.parent.mkdir(parents=True)
-    p.write_text(json.dumps({"timing": {"fmax_mhz": 23.5}}))
-    found = find_synthesis_report("4x4x16", [tmp_path / "bitstreams"])
-    assert found == {"path": str(p), "board": "icebreaker", "fmax_mhz": 23.5}
+    good = {"report_version": 1, "board": "icebreaker", "design": "accelerator + UART bridge",
+            "fmax_mhz": 48.1}
+    p.write_text(json.dumps(good))
+    assert find_synthesis_report(up5k, root) == {"path": str(p), "board": "icebreaker",
+                                                 "fmax_mhz": 48.1}
+    # another board's build of the same geometry is not this target's
+    assert find_synthesis_report(with_geometry(TARGETS["hx8k"], 4, 4, 16), root) is None
+    assert find_synthesis_report(TARGETS["sim"], root) is None  # no board
     # a stand-in design's report (the bare array behind the UART) never gives images/s
-    p.write_text(json.dumps({"design": "systolic array + UART bridge", "fmax_mhz": 55.2}))
-    assert find_synthesis_report("4x4x16", [tmp_path / "bitstreams"]) is None
-    p.write_text(json.dumps({"design": "accelerator + UART bridge", "fmax_mhz": 48.1}))
-    assert find_synthesis_report("4x4x16", [tmp_path / "bitstreams"])["fmax_mhz"] == 48.1
+    p.write_text(json.dumps({**good, "design": "systolic array + UART bridge"}))
+    assert find_synthesis_report(up5k, root) is None
+    # nor a report of another version, or one without the version
+    p.write_text(json.dumps({**good, "report_version": 2}))
+    assert find_synthesis_report(up5k, root) is None
+    p.write_text(json.dumps({k: v for k, v in good.items() if k != "report_version"}))
+    assert find_synthesis_report(up5k, root) is None
 
 
 def test_compare_waves_and_hardware_columns(tmp_path, capsys):
     """golden vs amaranth on one digits image with --waves: VCD in the report, cycles shown."""
-    pytest.importorskip("xnorflow.hw.accelerator")
     folder, _ = make_folder(tmp_path, 8, geometry=(2, 2, 16), layers=2, in_shape=(8, 8, 1),
                             in_bits=1, classes=10, max_out_c=8)
     out = tmp_path / "r"

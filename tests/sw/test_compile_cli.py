@@ -1,7 +1,8 @@
 """``xnorflow compile`` through ``xnorflow.cli.main``: success, and one-line errors.
 
-The lowering is replaced here by a stand-in that reads an IR saved in the "checkpoint"
-folder, so that these tests check the command's own logic (order of checks, atomic output,
+The lowering is replaced here (in :mod:`xnorflow.sw.compiler`, which the command runs) by a
+stand-in that reads an IR saved in the "checkpoint" folder, so that these tests check the
+compile step's logic (order of checks, atomic output,
 error messages) quickly with hand-built models; the real program builder and targets are used,
 wrapped to record the order of the calls. The end-to-end test from a trained checkpoint is
 ``test_compile_e2e.py``.
@@ -9,14 +10,11 @@ wrapped to record the order of the calls. The end-to-end test from a trained che
 
 from __future__ import annotations
 
-import sys
-import types
-
 import numpy as np
 import pytest
 
 from xnorflow import cli
-from xnorflow.sw import program
+from xnorflow.sw import compiler, program
 from xnorflow.sw.images import load_model_folder
 from xnorflow.sw.ir import CompiledModel
 from xnorflow.sw.targets import TARGETS
@@ -41,11 +39,9 @@ def flow(monkeypatch):
         calls.append("build")
         return _real(model, tgt)
 
-    lower = types.ModuleType("xnorflow.sw.lower")
-    lower.lower_checkpoint = lower_checkpoint
-    monkeypatch.setitem(sys.modules, "xnorflow.sw.lower", lower)
-    monkeypatch.setattr(program, "check_fits", check_fits)
-    monkeypatch.setattr(program, "build_memories", build_memories)
+    monkeypatch.setattr(compiler, "lower_checkpoint", lower_checkpoint)
+    monkeypatch.setattr(compiler, "check_fits", check_fits)
+    monkeypatch.setattr(compiler, "build_memories", build_memories)
     return calls
 
 
@@ -109,7 +105,7 @@ def test_checkpoint_missing_a_file(flow, monkeypatch, tmp_path, capsys):
     def lower_checkpoint(path):
         open(path / "weights.pt")  # noqa: SIM115 - what a real loader would do
 
-    monkeypatch.setattr(sys.modules["xnorflow.sw.lower"], "lower_checkpoint", lower_checkpoint)
+    monkeypatch.setattr(compiler, "lower_checkpoint", lower_checkpoint)
     (tmp_path / "ck").mkdir()
     err = one_line_error(capsys, cli.main(["compile", str(tmp_path / "ck"), "-o",
                                            str(tmp_path / "out")]))
@@ -135,13 +131,13 @@ def test_model_that_does_not_fit_writes_nothing(flow, tmp_path, capsys):
 
 
 def test_failure_while_building_leaves_no_folder(flow, ckpt, monkeypatch, tmp_path, capsys):
-    def build_memories(model, tgt, _real=program.build_memories):
+    def build_memories(model, tgt, _real=compiler.build_memories):
         mems = _real(model, tgt)
         prog = next(m for m in mems if m.name == "program")
         prog.words = np.append(prog.words, np.uint64(1 << 40))  # too wide: a bug
         return mems
 
-    monkeypatch.setattr(program, "build_memories", build_memories)
+    monkeypatch.setattr(compiler, "build_memories", build_memories)
     with pytest.raises(ValueError, match="does not fit 32 bits"):
         cli.main(["compile", str(ckpt), "-o", str(tmp_path / "out")])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]

@@ -1,5 +1,5 @@
-"""End to end: train a tiny digits MLP (SW1's trainer), ``xnorflow compile`` it for ``sim``
-and ``up5k`` (SW1's lowering, HW2's program builder), load the folder back and check that the
+"""End to end: train a tiny digits MLP (``sw.train``), ``xnorflow compile`` it for ``sim``
+and ``up5k`` (``sw.lower``, ``sw.program``'s builder), load the folder back and check that the
 golden model on the loaded IR, and the sequencer model on the loaded images, give exactly what
 the IR gave before it was saved."""
 
@@ -17,7 +17,7 @@ from xnorflow.sw.images import load_model_folder
 
 @pytest.fixture(scope="module")
 def trained_digits(tmp_path_factory):
-    """A tiny digits MLP trained for a few steps with SW1's trainer."""
+    """A tiny digits MLP trained for a few steps with ``sw.train``."""
     from xnorflow.sw.data import Dataset, load_digits
     from xnorflow.sw.lower import lower_checkpoint
     from xnorflow.sw.train import train

@@ -14,7 +14,8 @@ from xnorflow.sw.train import predict
 def test_ddp_two_processes_one_epoch(tmp_path):
     out = tmp_path / "ddp"
     assert main(["train", "--model", "mlp", "--dataset", "digits", "--widths", "64,64",
-                 "--epochs", "1", "--nproc", "2", "--quiet", "-o", str(out)]) == 0
+                 "--epochs", "1", "--nproc", "2", "--device", "cpu", "--quiet", "-o",
+                 str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["hparams"]["nproc"] == 2 and len(metrics["history"]) == 1
     d = load_digits()

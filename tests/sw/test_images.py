@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xnorflow.sw import golden, images
+from xnorflow.sw import files, golden, images
 from xnorflow.sw.errors import UserError
 from xnorflow.sw.images import (
     ImageError,
@@ -295,7 +295,7 @@ def test_failure_of_the_final_rename_restores_the_old_folder(compiled, monkeypat
             raise OSError("rename failed")
         return real_rename(src, dst)
 
-    monkeypatch.setattr(images.os, "rename", rename)
+    monkeypatch.setattr(files.os, "rename", rename)
     with pytest.raises(OSError, match="rename failed"):
         write_model_folder(out, mlp(seed=3), tgt, build_memories(mlp(seed=3), tgt), force=True)
     assert sorted(p.name for p in out.parent.iterdir()) == ["out"]

@@ -151,16 +151,17 @@ def test_fold_thresholds_brute_force():
     def to_dot(acc):
         return (acc - 30).to(torch.float32)
 
-    t, pol = lower.fold_thresholds(levels, to_dot, 60, 6, 3)
+    level_of_acc = lower.torch_levels(levels, to_dot)
+    t, pol = lower.fold_thresholds(level_of_acc, 60, 6, 3)
     acc = np.arange(61)[:, None]
     got = sum(enc.threshold_bits(acc, t[:, j], pol).astype(int) for j in range(3))
     want = levels(to_dot(torch.from_numpy(acc).expand(-1, 6))).numpy()
     assert np.array_equal(got, want)
-    lower.verify_thresholds(levels, to_dot, 60, t, pol, "synthetic")
-    lower.verify_thresholds(levels, to_dot, 60, t, pol, "sampled", exhaustive_limit=0)
+    lower.verify_thresholds(level_of_acc, 60, t, pol, "synthetic")
+    lower.verify_thresholds(level_of_acc, 60, t, pol, "sampled", exhaustive_limit=0)
     for limit in (1 << 22, 0):  # exhaustive and sampled checks both catch a wrong threshold
-        with pytest.raises(AssertionError, match="synthetic"):
-            lower.verify_thresholds(levels, to_dot, 60, t + 1, pol, "synthetic",
+        with pytest.raises(lower.NotMonotoneError, match="synthetic"):
+            lower.verify_thresholds(level_of_acc, 60, t + 1, pol, "synthetic",
                                     exhaustive_limit=limit)
 
 

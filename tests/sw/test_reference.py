@@ -30,3 +30,17 @@ def test_reference_gemm_chunking_and_golden_agree():
     w = golden.pack_weights(layer, 64)
     p = reference.xnor_gemm(a, w, chunk=37)
     assert np.array_equal(p, golden.layer_accumulators(layer, x, 64).reshape(300, 7))
+
+
+def test_reference_network_matches_golden():
+    """The reference kernel on a whole network (one GEMM over all output channels) is a
+    second accumulation path: its accumulators and scores equal the golden model's."""
+    from xnorflow.sw import synthetic
+
+    model = synthetic.random_network(21)
+    px = synthetic.random_pixels(21, model, 4)
+    ref = golden.run(model, px)
+    r = reference.run(model, px)
+    assert np.array_equal(r.scores, ref.scores)
+    for a, b in zip(ref.accumulators, r.accumulators, strict=True):
+        assert np.array_equal(a, b)

@@ -53,3 +53,25 @@ def test_ice40_ram_budget():
 
 def test_sim_target_geometry():
     assert sim_target(2, 2, 16).geometry == "2x2x16"
+
+
+def test_with_geometry_keeps_each_memorys_bits():
+    from xnorflow.sw.targets import with_depths, with_geometry
+
+    up = TARGETS["up5k"]
+    assert with_geometry(up, up.rows, up.cols, up.width) is up
+    t = with_geometry(up, 4, 4, 16)
+    assert (t.name, t.board, t.geometry, t.acc_bits) == ("up5k-4x4x16", "icebreaker",
+                                                         "4x4x16", up.acc_bits)
+    for name, (w, d) in t.memories.items():
+        copies, old_copies = (4, up.rows) if name == "activations" else (1, 1)
+        old_bits = up.word_bits(name) * up.depth(name) * old_copies
+        assert w == sim_target(4, 4, 16).word_bits(name)
+        assert w * d * copies <= old_bits < 2 * w * d * copies  # largest power of two
+    d = with_depths(t, {"weights": 512})
+    assert d.name == "up5k-4x4x16-d" and d.depth("weights") == 512
+    assert d.depth("program") == t.depth("program")
+    with pytest.raises(UserError, match="unknown memories"):
+        with_depths(t, {"nope": 1})
+    with pytest.raises(UserError, match="geometry 4x3x16"):
+        with_geometry(up, 4, 3, 16)

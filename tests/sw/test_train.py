@@ -75,9 +75,9 @@ def test_files_resume_and_nan_keeps_last_good_checkpoint(tmp_path, digits, monke
     good = hashlib.sha256((tmp_path / "checkpoint.pt").read_bytes()).hexdigest()
     real_ce, calls = train_mod.F.cross_entropy, []
 
-    def ce_goes_nan(logits, y):  # the loss becomes NaN at the 3rd step of epoch 3
+    def ce_goes_nan(logits, y, **kw):  # the loss becomes NaN at the 3rd step of epoch 3
         calls.append(1)
-        loss = real_ce(logits, y)
+        loss = real_ce(logits, y, **kw)
         return loss * float("nan") if len(calls) >= 3 else loss
 
     monkeypatch.setattr(train_mod.F, "cross_entropy", ce_goes_nan)

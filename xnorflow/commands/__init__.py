@@ -4,4 +4,8 @@
 adds its sub-parser (with ``--help`` text and examples) and sets ``func=run``.
 """
 
-COMMANDS = ("train", "compile", "run", "compare", "synth", "sweep", "board", "demo")
+COMMANDS = ("train", "teacher", "compile", "run", "compare", "synth", "asic", "sweep", "board",
+            "demo", "import", "export")
+
+#: Subcommands whose module name differs from the command (``import`` is a Python keyword).
+MODULES = {"import": "import_qonnx"}

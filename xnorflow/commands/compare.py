@@ -15,8 +15,9 @@ Run a compiled model folder on the same images with several backends and compare
 hidden-layer output bit, accumulator, score and prediction against the golden model (or the
 first backend when golden is not listed). Writes REPORT_DIR/report.md, report.json and
 report.png: accuracy per backend, per-sample agreement, cycles per image, utilisation
-(binary MACs / (R*C*W) / cycles) and images/s at the Fmax of the newest synthesis report for
-the target's geometry (bitstreams/*/<geometry>/report.json) when one exists.
+(binary MACs / (R*C*W) / cycles) and images/s at the Fmax of the accelerator synthesised
+for the target's board and geometry (./bitstreams/<board>/<geometry>/report.json, from
+`xnorflow synth`) when one exists.
 
 Exits 0 when every backend is bit-exact, 1 on any mismatch (the first differing sample,
 layer and output position are printed), 2 on bad input.

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 HELP = "compile a trained checkpoint into memory images for an accelerator target"
 
 DESCRIPTION = """\
-Lower a checkpoint written by `xnorflow train -o DIR` to the integer IR, check that it fits
+Lower a checkpoint written by `xnorflow train -o DIR` to the integer IR (or read the IR of a
+folder written by `xnorflow import`, or of another compiled folder), check that it fits
 the target's memories (nothing is written if it does not), build the weight, threshold and
 program images and write them, with the IR and a size report, to a new folder:
 
@@ -25,8 +25,9 @@ The format is described in docs/memory-images.md.
 EPILOG = """\
 examples:
   xnorflow compile runs/mlp --target up5k -o runs/mlp-up5k
-  xnorflow compile runs/fmnist --target ecp5-85f -o runs/fmnist-ecp5 --force
+  xnorflow compile runs/cnn --target ecp5-85f -o runs/cnn-ecp5 --force
   xnorflow compile runs/mlp --target sim -o runs/mlp-sim      # no memory limits
+  xnorflow compile runs/tfc --target up5k -o runs/tfc-up5k   # from xnorflow import
 """
 
 
@@ -41,7 +42,8 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT_DIR",
-                   help="folder written by xnorflow train (or its checkpoint.pt)")
+                   help="folder written by xnorflow train (or its checkpoint.pt), or a model "
+                   "folder holding an IR (model.json: xnorflow import, or a compiled folder)")
     p.add_argument(
         "--target",
         "-t",
@@ -55,53 +57,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def fp32_parameter_count(checkpoint: Path) -> int | None:
-    """Float parameters of the trained model (the size report's fp32 baseline), or None."""
-    try:
-        from xnorflow.sw.lower import load_checkpoint
-
-        net, _ = load_checkpoint(checkpoint)
-    except Exception:  # noqa: BLE001 - only a better baseline; lowering already read it
-        return None
-    return int(sum(p.numel() for p in net.parameters()))
-
-
-def compile_checkpoint(checkpoint: str | Path, target_name: str, out_dir: str | Path,
-                       force: bool = False) -> tuple[dict, dict]:
-    """The whole compile step; returns ``(manifest, size_report)``.
-
-    Order: check the destination and the checkpoint, lower, check the model fits (before
-    anything is written), build the memory images, write the folder atomically.
-    """
-    from xnorflow.sw.errors import UserError
-    from xnorflow.sw.images import check_destination, write_model_folder
-    from xnorflow.sw.lower import lower_checkpoint
-    from xnorflow.sw.program import build_memories, check_fits
-    from xnorflow.sw.size import size_report
-    from xnorflow.sw.targets import get_target
-
-    target = get_target(target_name)  # UserError listing the valid names
-    ckpt = Path(checkpoint)
-    if not ckpt.exists():
-        raise UserError(f"{ckpt}: checkpoint not found (train one with xnorflow train -o DIR)")
-    check_destination(out_dir, force)
-    try:
-        model = lower_checkpoint(ckpt)
-    except FileNotFoundError as e:
-        raise UserError(f"{ckpt}: not a complete checkpoint ({e.filename or e}: missing)") from None
-    model.validate()
-    if "fp32_params" not in model.meta:
-        n = fp32_parameter_count(ckpt)
-        if n is not None:
-            model.meta["fp32_params"] = n
-    check_fits(model, target)
-    memories = build_memories(model, target)
-    size = size_report(model, memories, target)
-    manifest = write_model_folder(out_dir, model, target, memories, force=force, size=size)
-    return manifest, size
-
-
 def run(args: argparse.Namespace) -> int:
+    from xnorflow.sw.compiler import compile_checkpoint
     from xnorflow.sw.size import format_size_markdown, summary_line
 
     manifest, size = compile_checkpoint(args.checkpoint, args.target, args.output, args.force)

@@ -22,7 +22,7 @@ EPILOG = """\
 examples:
   xnorflow run --model runs/mlp-up5k --backend golden --dataset digits --split test
   xnorflow run --model runs/mlp-up5k --backend icarus --limit 20
-  xnorflow run --model runs/fmnist-ecp5 --backend verilator --dataset fashion-mnist
+  xnorflow run --model runs/cnn-ecp5 --backend verilator --dataset fashion-mnist -n 100
   xnorflow run --model runs/mlp-up5k --backend amaranth --limit 2 --waves run.vcd
   xnorflow run --model runs/mlp-up5k --backend board --port /dev/ttyUSB1 --limit 100
 """
@@ -88,6 +88,7 @@ def check_shape(mf, x, dataset: str) -> None:
 
 def run(args) -> int:
     from xnorflow.sim import backends
+    from xnorflow.sim.compare import perf_stats
 
     backends.check_backend(args.backend)
     if args.backend == "board":
@@ -101,13 +102,11 @@ def run(args) -> int:
     print(f"{args.backend}: {ds.name} {args.split}: {len(y)} images, accuracy "
           f"{100 * acc:.2f} % ({int((out.predictions == y).sum())}/{len(y)}), "
           f"wall {out.wall_s:.2f} s")
-    if out.cycles is not None and len(out.cycles):
-        t = mf.target
-        cyc = float(out.cycles.mean())
-        util = mf.model.binary_macs / (t.rows * t.cols * t.width) / cyc
-        line = (f"{args.backend}: {cyc:.1f} cycles/image on {t.geometry} "
-                f"(min {int(out.cycles.min())}, max {int(out.cycles.max())}), "
-                f"utilisation {100 * util:.1f} %")
+    perf = perf_stats(mf, out, None)
+    if "cycles_per_image" in perf:
+        line = (f"{args.backend}: {perf['cycles_per_image']:.1f} cycles/image on "
+                f"{mf.target.geometry} (min {perf['cycles_min']}, max {perf['cycles_max']}), "
+                f"utilisation {100 * perf['utilisation']:.1f} %")
         if out.sim_cycles and out.info.get("sim_s"):
             line += f", simulator {out.sim_cycles / out.info['sim_s']:.0f} cycles/s"
         print(line)

@@ -7,15 +7,20 @@ import sys
 
 EXAMPLES = """\
 examples:
-  xnorflow synth --board icebreaker --geometry 2x2x32 --freq 24
-  xnorflow synth --board hx8k-evn --geometry 2x4x16 --model runs/mlp-hx8k --seed 3
-  xnorflow synth --board ulx3s-85f --geometry 8x8x32 --freq 150
+  xnorflow synth --board icebreaker        # the up5k target's 2x2x32 at 24 MHz (defaults)
+  xnorflow synth --board icebreaker --model runs/mlp-up5k --seed 3
+  xnorflow synth --board hx8k-evn --freq 60
+  xnorflow synth --board ulx3s-85f         # 8x8x32 at 48 MHz, about 11 minutes
   xnorflow synth --board icebreaker --geometry 1x1x16 --design loopback   # UART echo only
-  xnorflow synth --board icebreaker --geometry 2x2x32 --swap-model runs/mlp-up5k
+  xnorflow synth --board icebreaker --swap-model runs/mlp-up5k
       (no synthesis: writes top-<model>.bin with the model's memory images in the BRAMs
        of the existing build, using icebram/ecpbram)
 
-Output goes to bitstreams/<board>/<geometry>/ (or --out): the bitstream (top.bin for iCE40,
+A model compiled for a board's target (runs/mlp-up5k: --target up5k) runs on that board's
+default geometry; other geometries re-shape the target's memories (--geometry), and what
+does not fit the FPGA fails in nextpnr with what it needed.
+
+Output goes to ./bitstreams/<board>/<geometry>/ (or --out): the bitstream (top.bin for iCE40,
 top.bit for ECP5), yosys.log, nextpnr.log, report.json and report.md (LUTs, FFs, RAM
 blocks, DSPs, Fmax per clock, the seed, and the images/s of --model at that Fmax next to
 the UART-bound images/s). The first run compiles the YoWASP tools (about a minute).
@@ -23,7 +28,8 @@ the UART-bound images/s). The first run compiles the YoWASP tools (about a minut
 
 
 def register(sub) -> None:
-    from xnorflow.hw.boards import BOARDS
+    from xnorflow.sw.boards import BOARDS
+    from xnorflow.synth.build import DESIGNS
 
     p = sub.add_parser(
         "synth",
@@ -42,14 +48,16 @@ def register(sub) -> None:
                    help="compiled model folder: report its predicted images/s")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
     p.add_argument("--freq", type=float, default=None,
-                   help="system clock in MHz made by the PLL (default: the board's, "
-                   "icebreaker 48, hx8k-evn 120, ulx3s-85f 150)")
+                   help="system clock in MHz made by the PLL (default: the board's, one the "
+                   "whole accelerator meets: " + ", ".join(
+                       f"{b.name} {b.default_freq / 1e6:g}" for b in BOARDS.values()) + ")")
     p.add_argument("--baud", type=int, default=None, help="UART baud rate (default 1000000)")
-    p.add_argument("--design", default="accelerator", choices=["accelerator", "array", "loopback"],
+    p.add_argument("--design", default="accelerator", choices=DESIGNS,
                    help="what to put behind the UART bridge (default: accelerator)")
     p.add_argument("--depth", action="append", default=[], metavar="MEMORY=WORDS",
                    help="override a memory's depth (repeatable), e.g. --depth weights=512")
-    p.add_argument("--out", default=None, help="output folder (default bitstreams/B/G)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default ./bitstreams/BOARD/GEOMETRY)")
     p.add_argument("--swap-model", default=None, metavar="DIR",
                    help="do not synthesise: put DIR's memory images into the existing "
                    "bitstream's RAMs (icebram/ecpbram)")
@@ -58,7 +66,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from xnorflow.hw.boards import get_board
+    from xnorflow.sw.boards import get_board
     from xnorflow.synth import SynthConfig, swap_model, synthesize
 
     spec = get_board(args.board)
@@ -68,11 +76,9 @@ def run(args) -> int:
 
         geometry = get_target(spec.target).geometry
     if args.swap_model:
-        from pathlib import Path
+        from xnorflow.sw.boards import bitstream_folder
 
-        from xnorflow.synth import REPO
-
-        folder = Path(args.out) if args.out else REPO / "bitstreams" / spec.name / geometry
+        folder = args.out or bitstream_folder(spec.name, geometry)
         out = swap_model(folder, args.swap_model, progress=not args.quiet)
         print(f"wrote {out}")
         return 0

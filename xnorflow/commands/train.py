@@ -15,6 +15,11 @@ examples:
   xnorflow train --model mlp --dataset digits --beta -o runs/beta      # beta dropped at deploy
   xnorflow train -o runs/mlp --resume --epochs 40                      # continue a run
   xnorflow train --model mlp --dataset digits --nproc 2 -o runs/ddp    # DDP, 2 processes
+  xnorflow train --model cnn --dataset fashion-mnist --widths 64,64p,128,128p,256p4:256 \
+      --device cuda --epochs 100 -o runs/vgg                              # VGG-style, on a GPU
+  xnorflow teacher --dataset fashion-mnist -o runs/teacher.npy           # float teacher, then
+  xnorflow train --model mlp --dataset fashion-mnist --widths 512,512 \
+      --teacher runs/teacher.npy --kd-alpha 0.7 -o runs/kd                 # distillation
 
 Writes OUT/checkpoint.pt (atomic), OUT/config.json, OUT/metrics.json (per-epoch history,
 final float-sim and deploy accuracy) and OUT/curve.png. Lower it with
@@ -46,7 +51,10 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--widths", default=None,
-                   help="hidden widths: mlp '256,256'; cnn 'conv,...:dense,...' e.g. 32,64:256")
+                   help="hidden widths: mlp '256,256'; cnn 'CONV,...:DENSE,...', a conv token "
+                   "being CHANNELS[kK][sS][p[P]] (kernel K, default 3; stride S; p = 2x2 "
+                   "max-pool after it, pP = PxP), e.g. 64,64p,128,128p:512; plain integers "
+                   "(32,64:256) pool after every conv (docs/training.md)")
     p.add_argument("--in-bits", type=int, default=8,
                    help="bits of the first layer's input pixels, 1..8 (default 8)")
     p.add_argument("--act-bits", type=int, default=2,
@@ -61,8 +69,25 @@ def register(sub) -> None:
     p.add_argument("-o", "--out", required=True, type=Path, help="output folder")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in OUT (its config.json wins over model flags)")
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA when torch sees a GPU, else CPU), cpu, cuda or cuda:N; the "
+                   "data set is kept on the device")
     p.add_argument("--nproc", type=int, default=1,
-                   help="processes for DistributedDataParallel (gloo on CPU)")
+                   help="processes for DistributedDataParallel: NCCL, one GPU each, on CUDA; "
+                   "gloo on the CPU")
+    p.add_argument("--bn-momentum", type=float, default=0.1,
+                   help="BatchNorm running-average momentum (default 0.1)")
+    p.add_argument("--weight-decay", type=float, default=0.0,
+                   help="Adam weight decay on the latent weights (default 0)")
+    p.add_argument("--label-smoothing", type=float, default=0.0,
+                   help="cross-entropy label smoothing (default 0)")
+    p.add_argument("--teacher", type=Path, default=None, metavar="LOGITS.npy",
+                   help="float teacher logits of the training images (xnorflow teacher) for "
+                   "knowledge distillation")
+    p.add_argument("--kd-alpha", type=float, default=0.7,
+                   help="weight of the distillation term when --teacher is given (default 0.7)")
+    p.add_argument("--kd-temp", type=float, default=4.0,
+                   help="distillation temperature (default 4)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per process (default 1: the machine is shared)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -76,8 +101,6 @@ def run(args) -> int:
     from xnorflow.sw.models import parse_widths
     from xnorflow.sw.train import train
 
-    if args.nproc < 1:
-        raise UserError(f"--nproc {args.nproc}: must be >= 1")
     if not args.lr > 0 or args.lr == float("inf"):
         raise UserError(f"--lr {args.lr}: must be a positive number")
     if args.epochs < 1:
@@ -89,6 +112,10 @@ def run(args) -> int:
               "relu": args.relu}
     metrics = train(config, args.out, epochs=args.epochs, batch=args.batch, lr=args.lr,
                     seed=args.seed, resume=args.resume, nproc=args.nproc,
-                    data_path=args.data_path, progress=not args.quiet, augment=args.augment)
+                    data_path=args.data_path, progress=not args.quiet, augment=args.augment,
+                    device=args.device, bn_momentum=args.bn_momentum,
+                    weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+                    teacher=args.teacher, kd_alpha=args.kd_alpha if args.teacher else 0.0,
+                    kd_temp=args.kd_temp)
     print(f"wrote {args.out}/checkpoint.pt, config.json, metrics.json")
     return 0 if metrics else 1

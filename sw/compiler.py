@@ -1,0 +1,57 @@
+"""The compile step: a trained checkpoint -> integer IR -> memory images, in a model folder.
+
+:func:`compile_checkpoint` is what ``xnorflow compile`` (and the demo) run: check the
+destination and the checkpoint, lower (:mod:`xnorflow.sw.lower`), check the model fits the
+target (:func:`xnorflow.sw.program.check_fits`, before anything is written), build the memory
+images and write the folder atomically (:func:`xnorflow.sw.images.write_model_folder`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import UserError
+from .images import check_destination, write_model_folder
+from .lower import load_checkpoint, lower_checkpoint
+from .program import build_memories, check_fits
+from .size import size_report
+from .targets import get_target
+
+__all__ = ["compile_checkpoint", "fp32_parameter_count"]
+
+
+def fp32_parameter_count(checkpoint: Path) -> int | None:
+    """Float parameters of the trained model (the size report's fp32 baseline), or None."""
+    try:
+        net, _ = load_checkpoint(checkpoint)
+    except Exception:  # noqa: BLE001 - only a better baseline; lowering already read it
+        return None
+    return int(sum(p.numel() for p in net.parameters()))
+
+
+def compile_checkpoint(checkpoint: str | Path, target_name: str, out_dir: str | Path,
+                       force: bool = False) -> tuple[dict, dict]:
+    """The whole compile step; returns ``(manifest, size_report)``.
+
+    Order: check the destination and the checkpoint, lower, check the model fits (before
+    anything is written), build the memory images, write the folder atomically.
+    """
+    target = get_target(target_name)  # UserError listing the valid names
+    ckpt = Path(checkpoint)
+    if not ckpt.exists():
+        raise UserError(f"{ckpt}: checkpoint not found (train one with xnorflow train -o DIR)")
+    check_destination(out_dir, force)
+    try:
+        model = lower_checkpoint(ckpt)
+    except FileNotFoundError as e:
+        raise UserError(f"{ckpt}: not a complete checkpoint ({e.filename or e}: missing)") from None
+    model.validate()
+    if "fp32_params" not in model.meta:
+        n = fp32_parameter_count(ckpt)
+        if n is not None:
+            model.meta["fp32_params"] = n
+    check_fits(model, target)
+    memories = build_memories(model, target)
+    size = size_report(model, memories, target)
+    manifest = write_model_folder(out_dir, model, target, memories, force=force, size=size)
+    return manifest, size

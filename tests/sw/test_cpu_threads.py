@@ -1,0 +1,74 @@
+"""The CPU kernel's thread pool (sw/cpu_threads.py): every tile exactly once, workers join.
+
+Bit-exactness of the kernels at any thread count is tested in test_cpu_kernel.py; here the
+hand-out protocol itself is checked with jobs that record who computed which tile.
+"""
+
+import numba
+import numpy as np
+import pytest
+from numba import njit
+
+from xnorflow.sw import cpu_kernel as ck
+from xnorflow.sw import cpu_threads as ct
+from xnorflow.sw import reference
+
+
+@njit(nogil=True)
+def _count_job(ctrl, gen, ntiles, counts, owner, arrivals, wait_polls):
+    """Each thread takes an arrival number; tile 0 waits (bounded) until a second thread has
+    arrived, so a working pool must show two owners. ``counts[t]`` counts computations."""
+    me = ct._fetch_add(arrivals, 0, 1)
+    while True:
+        t = ct.grab(ctrl, gen, ntiles)
+        if t < 0:
+            return
+        if t == 0:
+            for _ in range(wait_polls):
+                if ct._load_acquire(arrivals, 0) >= 2:
+                    break
+                ct._cpu_relax()
+        ct._fetch_add(counts, t, 1)
+        owner[t] = me
+        ct.tile_done(ctrl)
+
+
+def _run_counting(ntiles: int, threads: int, wait_polls: int):
+    counts = np.zeros(ntiles, np.int64)
+    owner = np.full(ntiles, -1, np.int64)
+    arrivals = np.zeros(1, np.int64)
+    ct.run(_count_job, ntiles, (counts, owner, arrivals, wait_polls), threads)
+    return counts, owner
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("ntiles", [1, 2, 7, 64])
+def test_every_tile_exactly_once(threads, ntiles):
+    for _ in range(20):  # many jobs in a row: generations must never mix
+        counts, owner = _run_counting(ntiles, threads, 0)
+        assert counts.tolist() == [1] * ntiles
+        assert (owner >= 0).all()
+
+
+def test_a_worker_joins_and_takes_tiles():
+    # tile 0 holds its taker until a second thread arrives (up to ~seconds of polls), so a
+    # pool whose worker never starts or never sees the job fails here
+    counts, owner = _run_counting(16, 2, 200_000_000)
+    assert counts.tolist() == [1] * 16
+    assert set(owner.tolist()) == {0, 1}
+
+
+def test_park_then_run_again():
+    ct.park()
+    counts, owner = _run_counting(16, 2, 200_000_000)  # the job wakes the parked worker
+    assert counts.tolist() == [1] * 16 and set(owner.tolist()) == {0, 1}
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="numba sees only one CPU")
+@pytest.mark.parametrize("parallel", ["pool", "prange"])
+def test_gemm_two_threads_both_strategies(parallel, monkeypatch):
+    monkeypatch.setattr(ck, "PARALLEL", parallel)
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 2**64, (256, 64), dtype=np.uint64)
+    w = rng.integers(0, 2**64, (256, 64), dtype=np.uint64)
+    assert np.array_equal(ck.xnor_gemm(a, w, threads=2), reference.xnor_gemm(a, w))

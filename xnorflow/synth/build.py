@@ -1,0 +1,216 @@
+"""Building a board top: Amaranth -> yosys -> nextpnr -> bitstream, published with a report.
+
+:func:`synthesize` builds one board x geometry and leaves in ``bitstreams/<board>/<geometry>/``
+under the working folder (:func:`xnorflow.sw.boards.bitstream_folder`; or ``out_dir``):
+
+* ``top.bin`` (iCE40) or ``top.bit`` (ECP5): the bitstream;
+* ``yosys.log``, ``nextpnr.log``: the tool logs;
+* ``report.json`` + ``report.md`` (:mod:`xnorflow.synth.report`);
+* ``placeholder/<memory>.hex``: the memory contents the bitstream was synthesised with
+  (random, seeded), the "from" side of a BRAM swap (:mod:`xnorflow.synth.swap`).
+
+The build itself runs in ``build/synth/<board>/<geometry>-s<seed>/`` under the working
+folder (kept for debugging).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xnorflow.sw import files
+from xnorflow.sw.errors import UserError
+from xnorflow.sw.targets import parse_geometry
+
+from .report import failure_message, make_report, report_markdown
+from .tools import SynthError, require_tool, run_with_progress, tool_env
+
+DESIGNS = ("accelerator", "array", "loopback")
+
+
+#: Memories whose contents come from the compiled model (the others are run-time data).
+MODEL_MEMORIES = ("program", "weights", "thresholds")
+
+
+@dataclass
+class SynthConfig:
+    """What to build. ``design``: ``accelerator`` (the whole thing), ``array`` (the bare
+    systolic array behind the UART bridge) or ``loopback`` (the UART bridge around an echo
+    core: bring-up and the flow's own tests). ``out_dir``/``build_dir`` default to
+    ``bitstreams/<board>/<geometry>`` and ``build/synth/...`` under the working folder."""
+
+    board: str
+    geometry: str = "4x4x32"
+    design: str = "accelerator"
+    seed: int = 1
+    freq_mhz: float | None = None
+    baud: int | None = None
+    model: str | None = None
+    out_dir: str | None = None
+    build_dir: str | None = None
+    depths: dict = field(default_factory=dict)  # memory name -> words (overrides the target)
+
+
+def make_core(cfg: SynthConfig, spec, memories=None):
+    """The core behind the UART bridge for ``cfg.design``; returns ``(core, target, info)``."""
+    if cfg.design == "loopback":
+        from xnorflow.hw.boards import EchoCore
+
+        return EchoCore(), None, {"design": "loopback (UART bridge + echo core)"}
+    if cfg.design == "array":
+        from xnorflow.hw.array import SystolicArray
+        from xnorflow.hw.boards import DatapathCore
+
+        rows, cols, width = parse_geometry(cfg.geometry)
+        target = board_target(spec, cfg.geometry)
+        arr = SystolicArray(rows, cols, width, max_k=4096 * width)
+        return DatapathCore(arr), None, {
+            "design": "systolic array + UART bridge (inputs from a shift register, outputs "
+                      "XOR-folded; no memories, no sequencer)", "target": target.name}
+    if cfg.design != "accelerator":
+        raise UserError(f"design {cfg.design!r}: choose one of {', '.join(DESIGNS)}")
+    from xnorflow.hw.accelerator import Accelerator
+
+    target = board_target(spec, cfg.geometry, cfg.depths)
+    return Accelerator(target, memories=memories), target, {
+        "design": "accelerator + UART bridge", "target": target.name}
+
+
+def board_target(board, geometry: str, depths: dict | None = None):
+    """``board``'s compiler target re-shaped for the array ``geometry``
+    (:func:`~xnorflow.sw.targets.with_geometry`), with the memory depths in ``depths``
+    (name -> words) replaced."""
+    from xnorflow.sw.targets import get_target, with_depths, with_geometry
+
+    target = with_geometry(get_target(board.target), *parse_geometry(geometry))
+    return with_depths(target, depths) if depths else target
+
+
+def synthesize(cfg: SynthConfig, *, progress: bool = True) -> dict:
+    """Build ``cfg`` and write bitstream, logs and report; return the report."""
+    from xnorflow.hw.boards import DEFAULT_BAUD, PlatformTop, make_platform
+    from xnorflow.hw.memories import YOSYS_AFTER_READ
+    from xnorflow.sw.boards import bitstream_folder, get_board
+
+    spec = get_board(cfg.board)
+    parse_geometry(cfg.geometry)
+    env_tools = tool_env()
+    for var in ("YOSYS", f"NEXTPNR_{spec.family.upper()}",
+                "ICEPACK" if spec.family == "ice40" else "ECPPACK"):
+        require_tool(var)
+
+    model = None
+    if cfg.model:
+        from xnorflow.sw.ir import CompiledModel
+
+        model = CompiledModel.load(cfg.model)
+
+    placeholders = {}
+    if cfg.design == "accelerator":
+        target = board_target(spec, cfg.geometry, cfg.depths)
+        placeholders = placeholder_memories(target, spec, seed=cfg.seed)
+    core, target, info = make_core(cfg, spec, memories=list(placeholders.values()) or None)
+
+    freq = None if cfg.freq_mhz is None else cfg.freq_mhz * 1e6
+    baud = cfg.baud or DEFAULT_BAUD
+    try:
+        top = PlatformTop(spec, core, freq=freq, baud=baud)
+    except ValueError as e:
+        raise UserError(f"board {spec.name}: {e}") from None
+
+    out = Path(cfg.out_dir) if cfg.out_dir else bitstream_folder(spec.name, cfg.geometry)
+    build = (Path(cfg.build_dir) if cfg.build_dir
+             else Path("build") / "synth" / spec.name / f"{cfg.geometry}-s{cfg.seed}")
+    if build.exists():
+        shutil.rmtree(build)
+    build.mkdir(parents=True)
+
+    platform = make_platform(spec)
+    # --timing-allow-fail: a missed clock target is reported (timing_met), not an error
+    nextpnr_opts = f"--seed {int(cfg.seed)} --timing-allow-fail"
+    t0 = time.monotonic()
+    # ECP5: compressed bitstreams (~half the size; the 85F's is over 1 MB uncompressed)
+    extra = {"ecppack_opts": "--compress"} if spec.family == "ecp5" else {}
+    plan = platform.prepare(top, name="top", nextpnr_opts=nextpnr_opts,
+                            synth_opts="", script_after_read=YOSYS_AFTER_READ,
+                            script_after_synth="stat", **extra)
+    plan.extract(build)
+    if sys.platform.startswith("win"):
+        cmd = ["cmd", "/c", "build_top.bat"]
+    else:
+        cmd = ["sh", "build_top.sh"]
+    env = dict(os.environ)
+    env.update(env_tools)
+    stages = [("nextpnr (place & route)", "top.tim"),
+              ("pack", "top.asc" if spec.family == "ice40" else "top.config")]
+    rc = run_with_progress(cmd, build, env, build / "build.log", stages,
+                           f"synth {spec.name} {cfg.geometry} ({info['design']})", progress)
+    elapsed = time.monotonic() - t0
+    if rc != 0:
+        raise SynthError(failure_message(build, spec))
+
+    report = make_report(cfg, spec, top, build, elapsed, target, model, info)
+    report["out_dir"] = str(out)
+    _publish(out, build, spec, report, placeholders)
+    return report
+
+
+def placeholder_memories(target, board, seed: int) -> dict:
+    """Random (seeded) contents for every memory of ``target`` with a bounded depth.
+
+    Synthesising with random contents keeps every memory a RAM with a unique, recognisable
+    pattern, which is what ``icebram``/``ecpbram`` need to find and replace it later. Only
+    the model memories (:data:`MODEL_MEMORIES`) get one, except those ``board`` builds
+    without initial contents (``board.no_init``: SPRAM) and those whose depth is not a
+    whole number of RAM blocks (``swap_depth_multiple`` of the board's family). The program
+    placeholder starts with a valid empty header (so the accelerator runs nothing until a
+    model is swapped in).
+    """
+    import numpy as np
+
+    from xnorflow.sw import program
+    from xnorflow.sw.images import MemoryImage
+
+    rng = np.random.default_rng(0xB17 + seed)
+    out = {}
+    for name, (width, depth) in sorted(target.memories.items()):
+        if depth is None or name not in MODEL_MEMORIES or name in board.no_init:
+            continue
+        if depth % board.family_facts.swap_depth_multiple:  # cannot be swapped: no init
+            continue
+        words = [int.from_bytes(rng.bytes((width + 7) // 8), "little") & ((1 << width) - 1)
+                 for _ in range(depth)]
+        if name == "program":  # a valid, empty program header: magic, 0 layers
+            words[: program.HEADER_WORDS] = [0] * program.HEADER_WORDS
+            words[0] = program.MAGIC
+        arr = np.array(words, dtype=np.uint64) if width <= 64 else np.array(words, dtype=object)
+        out[name] = MemoryImage(name=name, width=width, words=arr,
+                                layout="random placeholder (synthesis init, swap source)")
+    return out
+
+
+def _write_hex(path: Path, image) -> None:
+    digits = (image.width + 3) // 4
+    path.write_text("".join(f"{int(w):0{digits}x}\n" for w in image.words))
+
+
+def _publish(out: Path, build: Path, spec, report: dict, placeholders: dict) -> None:
+    """Write bitstream, logs, placeholders and report into ``out`` atomically."""
+    with files.atomic_folder(out) as tmp:
+        bit = spec.family_facts.bitstream
+        shutil.copyfile(build / bit, tmp / bit)
+        shutil.copyfile(build / "top.rpt", tmp / "yosys.log")
+        shutil.copyfile(build / "top.tim", tmp / "nextpnr.log")
+        if placeholders:
+            (tmp / "placeholder").mkdir()
+            for name, image in placeholders.items():
+                _write_hex(tmp / "placeholder" / f"{name}.hex", image)
+        report["files"] = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+        report["files"] += ["report.json", "report.md"]
+        (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+        (tmp / "report.md").write_text(report_markdown(report))
