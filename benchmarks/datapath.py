@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.hw.datapath_tb import gemm_job, run_engine  # noqa: E402
+
 from xnorflow.hw.array import SystolicArray  # noqa: E402
 from xnorflow.hw.engine import TileEngine  # noqa: E402
 from xnorflow.hw.pe import XnorPopcountPE  # noqa: E402

@@ -122,6 +122,7 @@ class AcceleratorCore(wiring.Component):
             # the pipeline: sequencer -> memories -> array -> output stage -> memories
             mem.prog_a_raddr.eq(seq.prog_a_raddr), seq.prog_a_rdata.eq(mem.prog_a_rdata),
             mem.prog_b_raddr.eq(seq.prog_b_raddr), seq.prog_b_rdata.eq(mem.prog_b_rdata),
+            mem.prog_b_ren.eq(seq.prog_b_ren),
             mem.wgt_raddr.eq(seq.wgt_raddr),
             arr.act.eq(mem.act_rdata), arr.wgt.eq(mem.wgt_rdata), arr.ctl.eq(seq.ctl),
             out.res.eq(arr.res), out.tile_done.eq(arr.tile_done),

@@ -30,8 +30,8 @@ from ..sw.program import DEFAULT_DEPTHS, memory_depths
 from ..sw.targets import LANE_BITS, MEMORY_NAMES, Target
 from .post import threshold_lane_bits
 
-__all__ = ["DEFAULT_DEPTHS", "AcceleratorMemories", "addr_width", "memory_depths",
-           "threshold_storage"]
+__all__ = ["DEFAULT_DEPTHS", "AcceleratorMemories", "addr_width", "block_rams",
+           "memory_depths", "stored_shapes", "threshold_storage"]
 
 SPRAM_DEPTH = 16384
 SPRAM_WIDTH = 16
@@ -63,8 +63,9 @@ RDATA_SUFFIX = "_rdq"
 YOSYS_AFTER_READ = f"setattr -unset init w:*{RDATA_SUFFIX}* %x:+[Q] w:* %i"
 
 
-def _read(m: Module, mem: Memory, addr, name: str) -> Signal:
-    """A synchronous read of ``mem`` (latency 1), always enabled.
+def _read(m: Module, mem: Memory, addr, name: str, en=None) -> Signal:
+    """A synchronous read of ``mem`` (latency 1), enabled by ``en`` (default always: the
+    read register keeps its value while ``en`` is low).
 
     Built as an asynchronous read port plus a register so that yosys' ``memory_dff`` merges
     the register into the port and applies the memory's ``no_rw_check`` attribute: the
@@ -75,8 +76,52 @@ def _read(m: Module, mem: Memory, addr, name: str) -> Signal:
     rp = mem.read_port(domain="comb")
     q = Signal(mem.shape, name=f"{name}{RDATA_SUFFIX}", reset_less=True)
     m.d.comb += rp.addr.eq(addr)
-    m.d.sync += q.eq(rp.data)
+    if en is None:
+        m.d.sync += q.eq(rp.data)
+    else:
+        with m.If(en):
+            m.d.sync += q.eq(rp.data)
     return q
+
+
+def stored_shapes(target: Target) -> dict[str, tuple[int, int]]:
+    """``name -> (stored width in bits, read ports)`` of each memory as
+    :class:`AcceleratorMemories` builds it: thresholds keep :func:`threshold_lane_bits` of each
+    lane, scores :func:`~xnorflow.sw.program.score_bits`, the program has two read ports and
+    the activations one per row (each read port is a copy of the memory in block RAM)."""
+    C = target.cols
+    return {
+        "program": (32, 2),
+        "weights": (C * target.width, 1),
+        "thresholds": (C * threshold_lane_bits(target.acc_bits), 1),
+        "activations": (target.width, target.rows),
+        "scores": (C * prog.score_bits(target), 1),
+    }
+
+
+def block_rams(target: Target, depths: dict | None = None,
+               spram_weights: bool | None = None) -> dict[str, int]:
+    """Block RAMs each memory of ``target`` takes on its board's FPGA family (estimated: the
+    best :attr:`~xnorflow.sw.boards.Family.bram_shapes` configuration per read-port copy;
+    yosys may do better, e.g. by moving a small memory to LUTs). ``weights`` takes none when
+    it is built from SPRAM (default: when the board keeps it uninitialised, as
+    :meth:`AcceleratorMemories.uses_spram`). :class:`ValueError` for a target without a
+    board."""
+    board = BOARDS.get(target.board or "")
+    if board is None:
+        raise ValueError(f"target {target.name!r} has no board, so no block RAMs")
+    depths = depths or memory_depths(target)
+    if spram_weights is None:
+        spram_weights = "weights" in board.no_init and board.spram
+    out = {}
+    for name, (width, copies) in stored_shapes(target).items():
+        if name == "weights" and spram_weights:
+            out[name] = 0
+            continue
+        per_copy = min(-(-depths[name] // d) * -(-width // w)
+                       for d, w in board.family_facts.bram_shapes)
+        out[name] = copies * per_copy
+    return out
 
 
 class AcceleratorMemories(wiring.Component):
@@ -94,7 +139,7 @@ class AcceleratorMemories(wiring.Component):
 
     Members
     -------
-    prog_a_raddr, prog_a_rdata, prog_b_raddr, prog_b_rdata :
+    prog_a_raddr, prog_a_rdata, prog_b_raddr, prog_b_rdata, prog_b_ren :
         The program's two read ports.
     wgt_raddr, wgt_rdata : the weights read port (``C * W`` bits).
     thr_raddr, thr_rdata : the thresholds read port (``C`` lanes of the stored bits).
@@ -124,10 +169,12 @@ class AcceleratorMemories(wiring.Component):
         R, C, W = target.rows, target.cols, target.width
         self.lane_bits = threshold_lane_bits(target.acc_bits)
         self.score_bits = prog.score_bits(target)
+        self.shapes = stored_shapes(target)
         aw = {n: addr_width(self.depths[n]) for n in MEMORY_NAMES}
         super().__init__({
             "prog_a_raddr": In(aw["program"]), "prog_a_rdata": Out(32),
             "prog_b_raddr": In(aw["program"]), "prog_b_rdata": Out(32),
+            "prog_b_ren": In(1, init=1),
             "prog_waddr": In(aw["program"]), "prog_wdata": In(32), "prog_we": In(1),
             "wgt_raddr": In(aw["weights"]), "wgt_rdata": Out(C * W),
             "wgt_waddr": In(aw["weights"]), "wgt_wdata": In(C * W), "wgt_we": In(1),
@@ -195,17 +242,18 @@ class AcceleratorMemories(wiring.Component):
             return [int(v) for v in img.words] if img is not None else []
 
         # program: two read ports (the beat player's and the rest)
-        mem = memory("program", 32, words("program"))
+        mem = memory("program", self.shapes["program"][0], words("program"))
         wp = mem.write_port()
         m.d.comb += [wp.addr.eq(self.prog_waddr), wp.data.eq(self.prog_wdata),
                      wp.en.eq(self.prog_we),
                      self.prog_a_rdata.eq(_read(m, mem, self.prog_a_raddr, "prog_a")),
-                     self.prog_b_rdata.eq(_read(m, mem, self.prog_b_raddr, "prog_b"))]
+                     self.prog_b_rdata.eq(_read(m, mem, self.prog_b_raddr, "prog_b",
+                                                self.prog_b_ren))]
         # weights
         if self.uses_spram(platform):
             self._spram_weights(m)
         else:
-            mem = memory("weights", C * t.width, words("weights"))
+            mem = memory("weights", self.shapes["weights"][0], words("weights"))
             wp = mem.write_port()
             m.d.comb += [wp.addr.eq(self.wgt_waddr), wp.data.eq(self.wgt_wdata),
                          wp.en.eq(self.wgt_we),
@@ -221,13 +269,13 @@ class AcceleratorMemories(wiring.Component):
         for v in words("thresholds"):
             init.append(sum(threshold_storage((v >> (c * LANE_BITS)) & prog.LANE_MASK,
                                               t.acc_bits) << (c * lb) for c in range(C)))
-        mem = memory("thresholds", C * lb, init)
+        mem = memory("thresholds", self.shapes["thresholds"][0], init)
         wp = mem.write_port()
         m.d.comb += [wp.addr.eq(self.thr_waddr), wp.data.eq(store(self.thr_wdata)),
                      wp.en.eq(self.thr_we),
                      self.thr_rdata.eq(_read(m, mem, self.thr_raddr, "thr"))]
         # activations: R read ports, lane writes
-        mem = memory("activations", t.width, words("activations"))
+        mem = memory("activations", self.shapes["activations"][0], words("activations"))
         wp = mem.write_port(granularity=C)
         m.d.comb += [wp.addr.eq(self.act_waddr), wp.data.eq(self.act_wdata),
                      wp.en.eq(self.act_wen)]
@@ -235,7 +283,7 @@ class AcceleratorMemories(wiring.Component):
             m.d.comb += self.act_rdata[r].eq(_read(m, mem, self.act_raddr[r], f"act{r}"))
         # scores: C lanes of score_bits, sign-extended for the host
         sb = self.score_bits
-        mem = memory("scores", C * sb)
+        mem = memory("scores", self.shapes["scores"][0])
         wp = mem.write_port()
         m.d.comb += [wp.addr.eq(self.score_waddr), wp.data.eq(self.score_wdata),
                      wp.en.eq(self.score_we)]

@@ -104,7 +104,7 @@ class OutputStage(wiring.Component):
     def __init__(self, target, depths: dict):
         self.target = target
         self.depths = dict(depths)
-        R, C, W = target.rows, target.cols, target.width
+        C, W = target.cols, target.width
         if W % C:
             raise ValueError(f"columns {C} must divide the word width {W}")
         self.acc_bits = target.acc_bits

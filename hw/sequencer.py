@@ -73,7 +73,8 @@ class Sequencer(wiring.Component):
     cycles : Out(32)
         Cycles of the last (or current) run.
     prog_a_raddr, prog_a_rdata : header, descriptors and row lists (program read port A).
-    prog_b_raddr, prog_b_rdata : beat tables (program read port B).
+    prog_b_raddr, prog_b_rdata, prog_b_ren : beat tables (program read port B; the read
+        register keeps its entry while ``prog_b_ren`` is low: a run's later beats).
     act_raddr : Out(ArrayLayout(addr, R))
         The ``R`` activation read addresses (registers).
     wgt_raddr : Out(addr)
@@ -104,6 +105,7 @@ class Sequencer(wiring.Component):
             "prog_a_rdata": In(32),
             "prog_b_raddr": Out(self.aw["program"]),
             "prog_b_rdata": In(32),
+            "prog_b_ren": Out(1),
             "act_raddr": Out(data.ArrayLayout(self.aw["activations"], R)),
             "wgt_raddr": Out(self.aw["weights"]),
             "ctl": Out(control_layout()),
@@ -175,18 +177,36 @@ class Sequencer(wiring.Component):
         rows_left = Reg(len(d.rows_total))
         last_tile = Reg()       # ... and that tile of rows is the layer's last
         final = b_end & g_end & last_tile
-        with m.If(playing):
+        # ---- runs: an entry plays 1 + run beats at offsets off, off + 1, ... Port B's read
+        # register keeps the entry (read enable low) and the player waits while `freeze`.
+        e = self.prog_b_rdata
+        p1 = Signal()   # the entry on prog_b_rdata is played
+        e1_end = Reg()  # ... and it is its tile set's last
+        run = e[prog.BEAT_RUN:prog.BEAT_RUN + 4]
+        hold = Reg()     # a run's second or later beat (the entry is kept)
+        hmore = Reg()    # ... and more beats of it follow this one
+        hcnt = Reg(4)    # beats of the run after the next
+        hoff = Reg(AW)   # the held beat's offset
+        start_run = p1 & ~hold & (run != 0)
+        freeze = Signal()  # the entry on prog_b_rdata has more beats: keep it, wait
+        m.d.comb += [freeze.eq(start_run | hmore), self.prog_b_ren.eq(~freeze)]
+        with m.If(start_run):
+            m.d.sync += [hold.eq(1), hoff.eq(e[:AW] + 1), hcnt.eq(run - 1), hmore.eq(run != 1)]
+        with m.Elif(hold):
+            m.d.sync += [hoff.eq(hoff + 1), hcnt.eq(hcnt - 1), hmore.eq(hmore & (hcnt != 1))]
+            with m.If(~hmore):
+                m.d.sync += hold.eq(0)
+
+        with m.If(playing & ~freeze):
             m.d.sync += [b_addr.eq(Mux(b_end, table, b_addr + 1)),
                          b_left.eq(Mux(b_end, entries_m1, b_left - 1)),
                          b_end.eq(Mux(b_end, entries_m1 == 0, b_left == 1))]
 
         # ---- decode: addresses, masks, weights address, control ------------------------------
-        p1 = Signal()   # the entry on prog_b_rdata is played
-        e1_end = Reg()  # ... and it is its tile set's last
-        m.d.sync += [p1.eq(playing), e1_end.eq(b_end)]
-        e = self.prog_b_rdata
+        with m.If(~freeze):
+            m.d.sync += [p1.eq(playing), e1_end.eq(b_end)]
         valid = p1 & e[prog.BEAT_VALID]
-        off = e[:AW]
+        off = Mux(hold, hoff, e[:AW])
         taps = [e[prog.BEAT_TAPS + 2 * i:prog.BEAT_TAPS + 2 * i + 2] for i in range(4)]
         for r in range(R):
             needs = [cur_needs[r][2 * i:2 * i + 2] for i in range(4)]
@@ -201,11 +221,12 @@ class Sequencer(wiring.Component):
         wbase = Reg(aw["weights"])
         m.d.comb += self.wgt_raddr.eq(wa)
         with m.If(valid):
-            m.d.sync += wa.eq(Mux(e[prog.BEAT_REWIND], wbase, wa + 1))
+            m.d.sync += wa.eq(Mux(e[prog.BEAT_REWIND] & ~hold, wbase, wa + 1))
         ctl1 = Signal(control_layout())
-        m.d.sync += [ctl1.valid.eq(valid), ctl1.last.eq(valid & e[prog.BEAT_LAST]),
-                     ctl1.dbl.eq(valid & e[prog.BEAT_DBL]), self.ctl.eq(ctl1)]
-        with m.If(p1 & e1_end):  # the tile set's last entry: next group, or next tile of rows
+        m.d.sync += [ctl1.valid.eq(valid), ctl1.last.eq(valid & e[prog.BEAT_LAST] & ~freeze),
+                     ctl1.dbl.eq(valid & e[prog.BEAT_DBL] & ~hold), self.ctl.eq(ctl1)]
+        # the tile set's last entry, its last beat: next group, or next tile of rows
+        with m.If(p1 & e1_end & ~freeze):
             with m.If(g_end):
                 m.d.sync += [g_left.eq(d.groups_m1), g_end.eq(d.groups_m1 == 0),
                              rows_left.eq(rows_left - R), last_tile.eq(rows_left <= 2 * R),
@@ -278,7 +299,7 @@ class Sequencer(wiring.Component):
                 }
                 fields = {}
                 for name, (wi, lo, bits, _) in prog.DESC_LAYOUT.items():
-                    if wi < prog.DESC_READ:
+                    if wi < prog.DESC_READ and name in dest | {"score_mul": None}:
                         fields.setdefault(wi, []).append((name, word[lo:lo + bits]))
                 with m.Switch(idx):  # descriptor word idx - 1 is on prog_a_rdata
                     for wi, fs in fields.items():
@@ -311,12 +332,13 @@ class Sequencer(wiring.Component):
                                  last_tile.eq(d.rows_total <= R), wbase.eq(w_base)]
                     m.next = "RUN"
             with m.State("RUN"):
-                with m.If(playing & final):
+                with m.If(playing & final & ~freeze):
                     m.d.sync += [playing.eq(0),
                                  drain.eq(self.timing.array_latency + R + 3), drain_end.eq(0)]
                     m.next = "DRAIN"
             with m.State("DRAIN"):
-                m.d.sync += [drain.eq(drain - 1), drain_end.eq(drain == 1)]
+                with m.If(~freeze):  # the last entry's run plays out first
+                    m.d.sync += [drain.eq(drain - 1), drain_end.eq(drain == 1)]
                 with m.If(drain_end):
                     with m.If(last_layer):
                         m.d.sync += [busy.eq(0), self.done.eq(1), rows_on.eq(0)]

@@ -41,17 +41,22 @@ class Family:
     for ``ecppack``). ``swap_depth_multiple``: ``icebram``/``ecpbram`` replace whole RAM
     blocks, so a memory's contents can be swapped into a bitstream only when its depth is a
     multiple of this many words (256 for an iCE40 EBR, 512 for an ECP5 DP16KD).
+    ``bram_shapes``: the (depth, width) configurations of one block RAM (iCE40 EBR 4 kbit,
+    ECP5 DP16KD 18 kbit), from which :func:`xnorflow.hw.memories.block_rams` estimates how
+    many blocks a memory takes.
     """
 
     name: str
     bitstream: str
     swap_depth_multiple: int
+    bram_shapes: tuple[tuple[int, int], ...]
 
 
 FAMILIES: dict[str, Family] = {
     f.name: f for f in (
-        Family("ice40", "top.bin", 256),
-        Family("ecp5", "top.bit", 512),
+        Family("ice40", "top.bin", 256, ((256, 16), (512, 8), (1024, 4), (2048, 2))),
+        Family("ecp5", "top.bit", 512,
+               ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1))),
     )
 }
 
@@ -64,7 +69,8 @@ class Board:
     ``dsp`` say whether it has single-port 256-kbit RAMs (iCE40 UP5K) and hard multipliers.
     ``clock`` is the oscillator's resource name and ``clock_freq`` its frequency (Hz);
     ``default_freq`` the system clock (Hz) the board top asks its PLL for by default.
-    ``target`` names the compiler target whose memories fit this FPGA. ``no_init`` lists
+    ``target`` names the compiler target whose memories fit this FPGA; ``brams`` is how many
+    block RAMs the FPGA has. ``no_init`` lists
     the memories built without initial contents (SPRAM cannot be initialised by the
     bitstream: the host loads them over the link). ``platform`` is the ``amaranth-boards``
     class as ``"module:Class"``; ``pll_pad``: the oscillator pin is the iCE40 PLL's own pad
@@ -83,6 +89,7 @@ class Board:
     default_freq: float
     target: str
     platform: str
+    brams: int = 0
     no_init: tuple[str, ...] = ()
     pll_pad: bool = False
 
@@ -96,18 +103,18 @@ BOARDS: dict[str, Board] = {
         # the whole accelerator (2x2x32, `up5k`) reaches 27.6-28.3 MHz
         Board("icebreaker", "iCEBreaker v1.0 (iCE40 UP5K-SG48), FTDI UART on pins 6/9",
               family="ice40", device="iCE40UP5K", package="SG48", spram=True, dsp=True,
-              clock="clk12", clock_freq=12e6, default_freq=24e6, target="up5k",
+              clock="clk12", clock_freq=12e6, default_freq=24e6, target="up5k", brams=30,
               platform="icebreaker:ICEBreakerPlatform", no_init=("weights",), pll_pad=True),
         # the whole accelerator (2x4x16, `hx8k`) reaches 74.7 MHz
         Board("hx8k-evn", "Lattice iCE40-HX8K breakout (iCE40HX8K-CT256), FTDI UART",
               family="ice40", device="iCE40HX8K", package="CT256", spram=False, dsp=False,
-              clock="clk12", clock_freq=12e6, default_freq=72e6, target="hx8k",
+              clock="clk12", clock_freq=12e6, default_freq=72e6, target="hx8k", brams=32,
               platform="ice40_hx8k_b_evn:ICE40HX8KBEVNPlatform"),
         # the whole accelerator (8x8x32, `ecp5-85f`) reaches 53.9 MHz; the PLL makes
         # 46.875 MHz of a 48 MHz request from the 25 MHz oscillator
         Board("ulx3s-85f", "Radiona ULX3S with LFE5U-85F-6BG381, FTDI UART",
               family="ecp5", device="LFE5U-85F", package="BG381", spram=False, dsp=True,
-              clock="clk25", clock_freq=25e6, default_freq=48e6, target="ecp5-85f",
+              clock="clk25", clock_freq=25e6, default_freq=48e6, target="ecp5-85f", brams=208,
               platform="ulx3s:ULX3S_85F_Platform"),
     )
 }

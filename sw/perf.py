@@ -9,7 +9,7 @@ it equals the gateware's ``cycles`` register exactly.
 Per run (``docs/accelerator.md``, "Timing")::
 
     cycles = RUN_START + sum over layers of
-             (LAYER_FETCH + prologue + tiles * groups * entries + drain)
+             (LAYER_FETCH + prologue + tiles * groups * beats + drain)
     prologue = R + PROLOGUE                  (the first tile's row entries; batch <= R)
     drain    = popcount latency + R + DRAIN  (the last tile's rows through the output stage)
     tiles    = ceil(batch * rows_per_image / R)
@@ -98,7 +98,7 @@ def layer_cycles(desc: dict, rows: int, batch: int, popcount_latency: int) -> tu
     """``(tiles, cycles)`` of one layer of a program (a decoded descriptor, see
     :func:`xnorflow.sw.program.decode_program`) run on ``batch`` images."""
     tiles = -(-batch * desc["rows_per_image"] // rows)
-    run = tiles * desc["groups"] * desc["entries"]
+    run = tiles * desc["groups"] * desc["beats"]
     return tiles, LAYER_FETCH + rows + PROLOGUE + run + popcount_latency + rows + DRAIN
 
 
@@ -121,8 +121,9 @@ class NetworkLayerPerf:
     name: str
     tiles: int          # tiles of R rows (pixels of all images of the batch)
     groups: int         # column groups
-    entries: int        # beat-table entries per tile set (beats + bubbles, all passes)
-    cycles: int         # fetch, prologue, tiles * groups * entries and drain
+    entries: int        # beat-table entries per tile set (run-length coded)
+    beats: int          # beats per tile set (operand beats + bubbles, all passes)
+    cycles: int         # fetch, prologue, tiles * groups * beats and drain
     binary_macs: int
     utilisation: float
 
@@ -162,8 +163,8 @@ def network_perf(model, target, input_windows: bool | None = None, batch: int = 
         macs = batch * layer.binary_macs
         macs_total += macs
         total += cyc
-        layers.append(NetworkLayerPerf(layer.name, tiles, d["groups"], d["entries"], cyc, macs,
-                                       utilisation(macs, R, C, W, cyc)))
+        layers.append(NetworkLayerPerf(layer.name, tiles, d["groups"], d["entries"], d["beats"],
+                                       cyc, macs, utilisation(macs, R, C, W, cyc)))
     return NetworkPerf(target.name, target.geometry, batch, layers, total, macs_total,
                        utilisation(macs_total, R, C, W, total))
 

@@ -72,6 +72,7 @@ DESC_LAYOUT = {
     "out_base": (5, 0, 32, False),     # activations (or scores) address of row 0's output
     "tile_words": (6, 0, 32, False),   # R * out_stride: output words per tile of rows
     "group_words": (7, 0, 16, False),  # K = kh * kw * ceil(in_c / W): weight words per group
+    "beats": (7, 16, 16, False),       # beats (cycles) of one tile set: the entries' runs
     "out_c": (8, 0, 16, False),        # informational: the output map, for the host
     "index": (8, 16, 16, False),
     "out_h": (9, 0, 16, False),
@@ -90,6 +91,10 @@ BEAT_VALID = 24  # an operand beat (else a bubble: nothing reaches the array)
 BEAT_LAST = 25  # the tile's last beat: the accumulators finish
 BEAT_DBL = 26  # the first beat of a bit-plane after the first: the accumulators double
 BEAT_REWIND = 27  # the first beat of a plane: the weights address restarts at the group's
+#: bits 28..31: the entry's run: it plays ``1 + run`` beats, the k-th at activation offset
+#: ``off + k`` (rewind and dbl on its first beat only, last on its final beat only).
+BEAT_RUN = 28
+MAX_RUN = 15
 #: Row-list entry: the window origin (low 16 bits) and the padding it needs on each side.
 ROW_NEEDS = 16  # needL, needR, needT, needB at bits 16, 18, 20, 22
 #: Largest spatial padding (the row's needs and the taps' distances are 2-bit numbers).
@@ -243,10 +248,40 @@ def _span(layer: Layer) -> tuple[int, int]:
 
 
 def beat_entry(off: int = 0, taps: int = 0xFF, *, valid: bool = False, last: bool = False,
-               dbl: bool = False, rewind: bool = False) -> int:
+               dbl: bool = False, rewind: bool = False, run: int = 0) -> int:
     """One beat-table word (:data:`BEAT_VALID` ...)."""
+    if not 0 <= run <= MAX_RUN:
+        raise ValueError(f"beat run {run} outside 0..{MAX_RUN}")
     return ((off & (FIELD16 - 1)) | (taps & 0xFF) << BEAT_TAPS | int(valid) << BEAT_VALID
-            | int(last) << BEAT_LAST | int(dbl) << BEAT_DBL | int(rewind) << BEAT_REWIND)
+            | int(last) << BEAT_LAST | int(dbl) << BEAT_DBL | int(rewind) << BEAT_REWIND
+            | run << BEAT_RUN)
+
+
+def compress_table(beats: list[int]) -> list[int]:
+    """Run-length code a list of single-beat entries: a beat joins the entry before it when
+    both are bubbles, or both are operand beats of the same taps at consecutive offsets, it
+    carries no ``rewind``/``dbl`` and the entry before carries no ``last`` (at most
+    ``1 + MAX_RUN`` beats per entry). At least two entries stay (the sequencer's loop state
+    needs a cycle between a tile set's first and last entry)."""
+    out: list[list] = []  # [first beat's word, run]
+    for v in beats:
+        off, taps, valid, last, dbl, rewind, run = _beat(v)
+        assert run == 0
+        if out:
+            p, n = out[-1]
+            p_off, p_taps, p_valid, p_last = _beat(p)[:4]
+            if (n < MAX_RUN and not dbl and not rewind and not p_last and valid == p_valid
+                    and (not valid or (taps == p_taps
+                                       and off == (p_off + n + 1) & (FIELD16 - 1)))):
+                out[-1] = [(p & ~(1 << BEAT_LAST)) | last << BEAT_LAST, n + 1]
+                continue
+        out.append([v, 0])
+    if len(out) == 1 and out[0][1] > 0:  # split the last beat off
+        v, n = out[0]
+        off, taps, valid, last, dbl, rewind, _ = _beat(v)
+        out = [[beat_entry(off, taps, valid=valid, dbl=dbl, rewind=rewind), n - 1],
+               [beat_entry(off + n, taps, valid=valid, last=last), 0]]
+    return [v | n << BEAT_RUN for v, n in out]
 
 
 def beat_table(layer: Layer, target: Target) -> list[int]:
@@ -325,7 +360,7 @@ def row_list(layer: Layer, target: Target, in_base: int, batch: int) -> list[int
 
 
 def _descriptor(i: int, layer: Layer, pl: Placement, target: Target, table: int, entries: int,
-                rows: int, batch_rows: int) -> dict:
+                beats: int, rows: int, batch_rows: int) -> dict:
     integer = layer.output == "integer"
     g = _groups(layer.out_c, target.cols)
     stride = g if integer else _cw(layer.out_c, target.width)
@@ -345,6 +380,7 @@ def _descriptor(i: int, layer: Layer, pl: Placement, target: Target, table: int,
         "out_base": pl.out_base[i],
         "tile_words": target.rows * stride,
         "group_words": layer.kh * layer.kw * _cw(layer.in_c, target.width),
+        "beats": beats,
         "out_c": layer.out_c,
         "index": i,
         "out_h": oh,
@@ -385,14 +421,16 @@ def _assemble(model: CompiledModel, target: Target, pl: Placement, batch: int) -
     words: list[int] = [0] * (HEADER_WORDS + DESC_WORDS * n)
     descs = []
     for i, layer in enumerate(model.layers):
-        table = beat_table(layer, target)
+        single = beat_table(layer, target)
+        table = compress_table(single)
         t_addr = len(words)
         words += table
         oh, ow = _out_shape(layer)
         rows = row_list(layer, target, pl.in_base[i], batch)
         r_addr = len(words)
         words += rows
-        descs.append(_descriptor(i, layer, pl, target, t_addr, len(table), r_addr, oh * ow))
+        descs.append(_descriptor(i, layer, pl, target, t_addr, len(table), len(single), r_addr,
+                                 oh * ow))
     for i, d in enumerate(descs):
         base = HEADER_WORDS + DESC_WORDS * i
         words[base:base + DESC_WORDS] = _pack_desc(d)
@@ -755,9 +793,23 @@ def readable_layers(descs: list[dict]) -> list[bool]:
     return [not any(j > i and (j - i) % 2 == 0 for j in hidden) for i in hidden]
 
 
-def _beat(v: int) -> tuple[int, int, int, int, int, int]:
+def _beat(v: int) -> tuple[int, int, int, int, int, int, int]:
+    """``(off, taps, valid, last, dbl, rewind, run)`` of a beat-table entry."""
     return (v & (FIELD16 - 1), (v >> BEAT_TAPS) & 0xFF, (v >> BEAT_VALID) & 1,
-            (v >> BEAT_LAST) & 1, (v >> BEAT_DBL) & 1, (v >> BEAT_REWIND) & 1)
+            (v >> BEAT_LAST) & 1, (v >> BEAT_DBL) & 1, (v >> BEAT_REWIND) & 1,
+            (v >> BEAT_RUN) & MAX_RUN)
+
+
+def expand_table(entries) -> list[tuple[int, int, int, int, int, int]]:
+    """The beats an entry list plays (:data:`BEAT_RUN`): ``(off, taps, valid, last, dbl,
+    rewind)`` per beat."""
+    out = []
+    for v in entries:
+        off, taps, valid, last, dbl, rewind, run = _beat(int(v))
+        for k in range(run + 1):
+            out.append(((off + k) & (FIELD16 - 1), taps, valid, last and k == run,
+                        dbl and k == 0, rewind and k == 0))
+    return out
 
 
 def _masked(taps: int, needs: np.ndarray) -> np.ndarray:
@@ -842,7 +894,7 @@ def _execute_layer(d, prog, act, wmem, tmem, scores_mem, n_img, R, C, W, acc_bit
     word_mask = (1 << W) - 1
     lanes_per_word = W // C
     rows_total = n_img * d["rows_per_image"]
-    table = [_beat(int(v)) for v in prog[d["table"] : d["table"] + d["entries"]]]
+    table = expand_table(prog[d["table"] : d["table"] + d["entries"]])
     passes, groups = d["passes"], d["groups"]
     integer = bool(d["integer"])
     tile_dest = d["out_base"]

@@ -50,8 +50,8 @@ pytestmark = pytest.mark.toolchain
 #: Known-good figures (see the module docstring): name -> (generic cells, FF, transistors,
 #: logic depth, sky130 cells, sky130 um^2, OSU018 um^2, OSU018 worst reg-to-reg ns).
 KNOWN = {
-    "popcount": (242, 43, 1684, 6, 139, 1674.1, 9347.0, 1.114),
-    "pe": (773, 202, 6478, 25, 605, 6610.3, 35558.0, 2.815),
+    "popcount": (221, 30, 1524, 7, 123, 1446.4, 8105.0, 1.109),
+    "pe": (501, 66, 3654, 22, 382, 3321.9, 18938.0, 2.523),
 }
 
 
@@ -332,7 +332,7 @@ def test_inputs():
     for bad in ("0", "-1", "nan", "fast", "1e9"):
         with pytest.raises(UserError, match="--clock-ns"):
             parse_clock_ns(bad)
-    assert resolve_target("2x2x32").name == "up5k"
+    assert resolve_target("8x2x32").name == "up5k"
     assert resolve_target("8x8x32").name == "ecp5-85f"
     t = resolve_target("4x4x32")
     assert (t.name, t.geometry) == ("sim", "4x4x32")

@@ -25,7 +25,8 @@ __all__ = [
     "HOST_READABLE", "HOST_WRITABLE", "MAX_PAYLOAD", "MAX_WORDS", "PROTOCOL_VERSION",
     "REQUEST_HEADER", "STATUS_LEN", "SYNC_REQUEST", "SYNC_RESPONSE", "AcceleratorError",
     "Command", "MemoryId", "Status", "StatusReport", "bytes_per_word", "bytes_to_words",
-    "checksum", "classify_wire_bytes", "decode_response", "decode_status", "encode_read", "encode_request",
+    "checksum", "classify_wire_bytes", "decode_response", "decode_status", "encode_read",
+    "encode_request",
     "encode_response", "encode_start", "encode_status", "encode_status_request",
     "encode_write", "frame_word_bytes", "request_status", "words_to_bytes",
 ]

@@ -129,9 +129,9 @@ if CORE == "accelerator":
         await _reset(dut)
         link = uart_link(dut)
         drv = await _connect(link, target, memories)
-        read_back = await drv.read_memory("program", 0, 4)
-        prog = next(m for m in memories if m.name == "program")
-        assert read_back == [int(w) for w in prog.words[:4]]
+        probe = [v & ((1 << target.width) - 1) for v in (0x12345678, 0x9ABCDEF0, 0, 1)]
+        await drv.write_memory("activations", 3, probe)
+        assert await drv.read_memory("activations", 3, 4) == probe
         for i in range(len(px)):
             await _check(drv, px, ref, i)
 
@@ -144,7 +144,7 @@ if CORE == "accelerator":
         link = uart_link(dut, read_timeout_ns=40 * BIT_NS * 10)
         drv = await _connect(link, target, memories)
         words = [0] * 8
-        frame = hl.encode_write_input(words, target.width)
+        frame = hl.encode_write(hl.MemoryId["activations"], 0, words, target.width)[0]
 
         # 1. framing error in the middle of a frame, the rest of the frame never sent
         await link.write(frame[:3])
@@ -168,7 +168,7 @@ if CORE == "accelerator":
         await _check(drv, px, ref, 1 % len(px))
 
         # 3. bad checksum: an error response, then business as usual
-        bad = bytearray(hl.encode_frame(hl.Command.READ_STATUS))
+        bad = bytearray(hl.encode_status_request())
         bad[-1] ^= 0xFF
         await link.write(bytes(bad))
         header = await link.read(4)

@@ -2,12 +2,15 @@
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
 from xnorflow.hw.memories import (
     DEFAULT_DEPTHS,
     AcceleratorMemories,
+    block_rams,
     memory_depths,
+    stored_shapes,
     threshold_storage,
 )
 from xnorflow.sw import program, synthetic
@@ -174,3 +177,31 @@ def test_read_registers_lose_their_power_up_value_in_synthesis(tmp_path):
     assert {"r_data_rdq", "r_data"} <= before  # Amaranth gives the port the register's init
     assert before - after == {"r_data_rdq", "r_data"}
     assert "level" in after
+
+
+@pytest.mark.parametrize("name, total", [("up5k", 29), ("hx8k", 32), ("ecp5-85f", 204)])
+def test_board_targets_fit_their_block_rams(name, total):
+    """The stored memories of each board's target fit its block RAMs (the estimate the
+    targets' comments add up; nextpnr's counts are in benchmarks/results/synth.md)."""
+    from xnorflow.sw.boards import BOARDS
+
+    t = TARGETS[name]
+    blocks = block_rams(t)
+    assert sum(blocks.values()) == total <= BOARDS[t.board].brams
+    assert (blocks["weights"] == 0) == BOARDS[t.board].spram
+
+
+def test_stored_shapes_are_what_is_built():
+    """Widths and read ports of the built memories == stored_shapes (block_rams' input)."""
+    target = sim_target(3, 2, 16)
+    mems = AcceleratorMemories(target, memory_depths(target))
+    Fragment.get(mems, None)
+    shapes = stored_shapes(target)
+    assert set(mems.mems) == set(shapes)
+    for name, mem in mems.mems.items():
+        assert (int(mem.shape), len(mem.read_ports)) == shapes[name], name
+
+
+def test_block_rams_refuses_a_target_without_board():
+    with pytest.raises(ValueError, match="no board"):
+        block_rams(sim_target(2, 2, 16))

@@ -61,7 +61,7 @@ def reference(target, s, thr, tiles):
             lanes = thr[s["thr_base"] + g]
             j, lane = divmod(g, lanes_per_word)
             pooled = None
-            for p in range(s["passes"]):
+            for _ in range(s["passes"]):
                 acc = next(it)  # (R, C)
                 if s["integer"]:
                     offs = [lv - (1 << 32) if lv >> 31 else lv for lv in lanes]

@@ -139,7 +139,7 @@ def test_bad_hex_syntax_and_depth_are_refused():
 def test_wrong_target_is_refused_naming_both(compiled):
     out, *_ = compiled
     with pytest.raises(ImageError, match=r"compiled for target 'ecp5-85f' \(8x8x32\), not "
-                                         r"'up5k' \(2x2x32\); recompile with --target up5k"):
+                                         r"'up5k' \(8x2x32\); recompile with --target up5k"):
         load_model_folder(out, TARGETS["up5k"])
 
 

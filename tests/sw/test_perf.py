@@ -1,23 +1,24 @@
-"""The datapath performance model (sw/perf.py): pure Python, consistent formulas. The
-simulated-versus-model equality is checked in tests/hw/test_engine.py."""
+"""The performance model (sw/perf.py): pure Python, the documented formulas, consistent sums.
+The gateware's ``cycles`` register equals :func:`perf.program_cycles` exactly in
+tests/hw/test_sequencer.py, test_accelerator.py and test_host.py."""
 
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
-from xnorflow.sw import perf
-from xnorflow.sw.ir import Layer
+from xnorflow.sw import perf, synthetic
+from xnorflow.sw.program import build_memories, decode_program
+from xnorflow.sw.targets import TARGETS, sim_target
 
 
 def test_importable_without_amaranth():
     code = ("import sys; sys.modules['amaranth'] = None\n"
             "import xnorflow.sw.perf as p\n"
-            "print(p.engine_timing(8, 8, 64).pop_latency)")
+            "print(p.engine_timing(8, 8, 64).popcount_latency)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert int(r.stdout) == perf.engine_timing(8, 8, 64).pop_latency
+    assert int(r.stdout) == perf.engine_timing(8, 8, 64).popcount_latency
 
 
 @pytest.mark.parametrize("width,levels", [(1, 0), (2, 0), (3, 1), (4, 1), (5, 2), (6, 1)])
@@ -36,74 +37,67 @@ def test_popcount_schedule_within_dadda_bound(width):
     lv, lat = perf.popcount_schedule(width, 2)
     assert bound - 1 <= lv <= bound
     assert lat == -(-lv // 2) + 1
+    # more levels per stage: fewer registers, never a longer latency
+    assert perf.popcount_schedule(width, 3)[1] <= lat
 
 
-@pytest.mark.parametrize("rows,cols,width", [(1, 1, 16), (2, 3, 32), (8, 8, 64)])
-def test_long_tiles_have_no_bubbles(rows, cols, width):
-    t = perf.engine_timing(rows, cols, width)
-    ks = [3 * rows + 5, 2 * rows, 40 * rows]
-    s = perf.tile_sequence_cycles(t, ks, tail_words=1)
-    assert s.last_cycles == list(np.cumsum(ks) - 1)
-    assert s.cycles == sum(ks) + t.pop_latency + 2 * (rows - 1) + 1
+def test_engine_timing_is_the_popcount_plus_two_registers():
+    for levels in (1, 2, 3, 4):
+        t = perf.engine_timing(4, 2, 32, levels)
+        assert t.popcount_latency == perf.popcount_schedule(32, levels)[1]
+        assert t.array_latency == t.popcount_latency + 2
 
 
-def test_short_tiles_are_spaced_2r():
-    t = perf.engine_timing(4, 2, 16)
-    s = perf.tile_sequence_cycles(t, [1, 1, 3])
-    assert s.last_cycles == [0, 8, 16]
+def test_layer_cycles_formula():
+    """Fetch + prologue + tiles * groups * entries + drain, tiles = ceil(batch * rows / R)."""
+    desc = {"rows_per_image": 10, "groups": 3, "beats": 7, "entries": 2}
+    for rows, batch in ((4, 1), (4, 2), (8, 3), (1, 1)):
+        tiles, cyc = perf.layer_cycles(desc, rows, batch, popcount_latency=5)
+        assert tiles == -(-batch * 10 // rows)
+        assert cyc == (perf.LAYER_FETCH + rows + perf.PROLOGUE + tiles * 3 * 7 + 5 + rows
+                       + perf.DRAIN)
 
 
-@pytest.mark.parametrize("rows", [1, 2, 5, 8])
-def test_default_fifo_depth_is_the_smallest_without_credit_stalls(rows):
-    t = perf.engine_timing(rows, 3, 32)
-    ks = [2 * rows] * 12
-    ideal = [2 * rows * (i + 1) - 1 for i in range(12)]
-    assert perf.tile_sequence_cycles(t, ks).last_cycles == ideal
-    small = perf.engine_timing(rows, 3, 32, fifo_depth=t.fifo_depth - 1)
-    if small.fifo_depth >= rows:
-        assert perf.tile_sequence_cycles(small, ks).last_cycles != ideal
-
-
-def test_tile_sequence_edge_cases():
-    t = perf.engine_timing(2, 2, 16)
-    assert perf.tile_sequence_cycles(t, []).cycles == 0
-    with pytest.raises(ValueError, match="at least one word, not 0"):
-        perf.tile_sequence_cycles(t, [3, 0])
-
-
-def _layer(kind, in_hw, in_c, out_c, k, stride=1, pad=0, in_bits=1, pool=1, output="threshold"):
-    kh = in_hw if kind == "dense" else k
-    w = np.zeros((out_c, kh, kh, in_c), np.uint8)
-    layer = Layer("l", kind, in_hw, in_hw, in_c, out_c, kh, kh, stride, pad, in_bits,
-                  in_bits == 1, w, output)
-    if output == "threshold":
-        layer.thresholds = np.zeros((out_c, 1), np.int64)
-        layer.polarity = np.ones(out_c, np.int8)
-        if pool > 1:
-            layer.pool_k = layer.pool_stride = pool
-            layer.pool_ops = np.zeros(out_c, np.uint8)
-    else:
-        layer.score_offset = np.zeros(out_c, np.int64)
-    layer.validate()
-    return layer
-
-
-def test_layer_tiles():
-    conv = _layer("conv", 12, 40, 20, 3, pad=1, in_bits=2, pool=2)  # 12x12 conv -> 6x6 pooled
-    assert perf.layer_tiles(conv, 4, 8, 32) == (-(-36 // 4), 3, 4, 2 * 9 * 2)
-    dense = _layer("dense", 1, 784, 10, 1, in_bits=8, output="integer")
-    assert perf.layer_tiles(dense, 8, 8, 64) == (1, 2, 1, 8 * 13)
-
-
-def test_layer_cycles_and_utilisation():
-    # 1x1 convolution on an 8x8 map: 64 pixels x 64 channels x 4096 bits -> every PE busy
-    conv = _layer("conv", 8, 4096, 64, 1)
-    p = perf.layer_cycles(conv, 8, 8, 64)
-    assert p.tiles == 64 and p.k_words == 64
-    assert p.binary_macs == 64 * 64 * 4096
-    assert p.cycles == 64 * 64 + perf.engine_timing(8, 8, 64).pop_latency + 14 + 1
-    assert 0.9 <= p.utilisation <= 1.0
-    # a dense layer on one image fills one row of eight: utilisation <= 1/8
-    dense = _layer("dense", 1, 4096, 64, 1)
-    assert perf.layer_cycles(dense, 8, 8, 64).utilisation <= 1 / 8
+def test_utilisation_edge_cases():
     assert perf.utilisation(100, 1, 1, 1, 0) == 0.0
+    assert perf.utilisation(2 * 3 * 4 * 10, 2, 3, 4, 10) == 1.0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_network_perf_is_the_program_sum(seed):
+    """Per-layer cycles add up to program_cycles of the very program build_memories writes,
+    for random networks, geometries and batches; utilisation within (0, 1]."""
+    model = synthetic.random_network(seed)
+    target = synthetic.geometry_target(*synthetic.random_geometry(seed))
+    for batch in sorted({1, min(2, target.rows)}):
+        p = perf.network_perf(model, target, batch=batch, max_batch=batch)
+        mems = build_memories(model, target, max_batch=batch)
+        assert p.cycles == perf.program_cycles(mems, target, batch)
+        assert p.cycles == perf.RUN_START + sum(lp.cycles for lp in p.layers)
+        assert p.binary_macs == sum(lp.binary_macs for lp in p.layers)
+        assert 0 < p.utilisation <= 1
+        assert all(0 < lp.utilisation <= 1 for lp in p.layers)
+        _, descs = decode_program(next(m for m in mems if m.name == "program").words)
+        assert [(lp.entries, lp.beats) for lp in p.layers] == [(d["entries"], d["beats"])
+                                                                 for d in descs]
+
+
+def test_a_batch_fills_the_rows_of_a_dense_layer():
+    """One image of an MLP uses one row of R; R images use them all: per-image cycles of the
+    dense layers shrink by about R."""
+    model = synthetic.random_mlp((256, 128, 10), in_shape=(16, 16, 1), seed=3)
+    target = sim_target(4, 2, 32)
+    one = perf.network_perf(model, target, batch=1, max_batch=4)
+    four = perf.network_perf(model, target, batch=4, max_batch=4)
+    run_one = sum(lp.tiles * lp.groups * lp.beats for lp in one.layers)
+    run_four = sum(lp.tiles * lp.groups * lp.beats for lp in four.layers)
+    assert run_four == run_one  # the four images share every beat
+    assert four.utilisation > 3 * one.utilisation
+
+
+def test_big_convolution_keeps_the_array_busy():
+    """A wide 3x3 convolution on the ECP5 geometry: most cycles are beats of the array."""
+    model = synthetic.random_model(0, [dict(kind="conv", out_c=64, k=3, stride=1, pad=1),
+                                       dict(kind="dense", out_c=10)], (16, 16, 256), in_bits=1)
+    p = perf.network_perf(model, TARGETS["ecp5-85f"])
+    assert p.layers[0].utilisation > 0.8

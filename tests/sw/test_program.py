@@ -65,8 +65,24 @@ def test_program_header_round_trip():
     header, descs = program.decode_program(mems["program"].words)
     assert header["n_layers"] == len(model.layers) == len(descs)
     assert program.decode_geometry(header["geometry"]) == (3, 2, 16)
-    assert descs[0]["addr0"] == -(1 * 7 + 1) * 1  # pad 1, in_w 7, one word per segment
-    assert descs[-1]["flags"] & program.FLAG_INTEGER
+    R, C, W = 3, 2, 16
+    for i, (lay, d) in enumerate(zip(model.layers, descs, strict=True)):
+        cw = -(-lay.in_c // W)
+        groups = -(-lay.out_c // C)
+        beats = lay.in_bits * lay.kh * lay.kw * cw  # one beat per weight word and plane
+        entries = lay.pool_k ** 2 * max(beats, program.tile_beats(target))
+        entries = max(entries, -(-(R + 1) // groups))  # time to prefetch the next rows
+        stride = groups if lay.output == "integer" else -(-lay.out_c // W)
+        assert (d["index"], d["out_c"], d["integer"]) == (i, lay.out_c, lay.output == "integer")
+        assert (d["groups"], d["passes"], d["beats"]) == (groups, lay.pool_k ** 2, entries)
+        assert 2 <= d["entries"] <= d["beats"]
+        assert d["group_words"] == lay.kh * lay.kw * cw
+        assert (d["out_stride"], d["tile_words"]) == (stride, R * stride)
+        assert d["rows_per_image"] == d["out_h"] * d["out_w"]
+    # layers follow each other in the weights and thresholds memories
+    for a, b in zip(descs, descs[1:], strict=False):
+        assert b["w_base"] == a["w_base"] + a["groups"] * a["group_words"]
+        assert b["thr_base"] == a["thr_base"] + a["groups"]
 
 
 def test_too_big_names_layer_memory_and_bits():
@@ -110,7 +126,7 @@ def test_input_windows_cut_first_layer_beats():
     for windows, kwords in ((True, 1), (False, 9)):
         mems = program.build_memories(model, target, input_windows=windows)
         header, descs = program.decode_program(mems[0].words)
-        assert descs[0]["kwords"] == kwords
+        assert descs[0]["group_words"] == kwords
         assert header["input_mode"] == int(windows)
         assert (header["in_h"], header["in_w"], header["in_c"]) == (8, 8, 1)
 

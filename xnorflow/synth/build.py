@@ -68,7 +68,7 @@ def make_core(cfg: SynthConfig, spec, memories=None):
 
         rows, cols, width = parse_geometry(cfg.geometry)
         target = board_target(spec, cfg.geometry)
-        arr = SystolicArray(rows, cols, width, max_k=4096 * width)
+        arr = SystolicArray(rows, cols, width, target.acc_bits, target.popcount_levels)
         return DatapathCore(arr), None, {
             "design": "systolic array + UART bridge (inputs from a shift register, outputs "
                       "XOR-folded; no memories, no sequencer)", "target": target.name}
