@@ -290,3 +290,23 @@ def test_failure_message_says_what_did_not_fit(tmp_path):
     assert msg.startswith("nextpnr failed for icebreaker: ERROR: Unable to place cell")
     assert "the design needs ICESTORM_LC 12708/5280 (240 %)" in msg
     assert "ICESTORM_RAM" not in msg  # only what was over capacity
+
+
+@pytest.mark.toolchain
+def test_missed_timing_exits_1_and_keeps_the_old_build(tmp_path, capsys):
+    """`xnorflow synth` at a clock the design cannot meet: exit 1, one line saying so, and
+    the output folder keeps what it held; --allow-timing-fail writes the bitstream."""
+    out = tmp_path / "bits"
+    out.mkdir()
+    (out / "top.bin").write_bytes(b"old")
+    argv = ["synth", "--board", "icebreaker", "--geometry", "2x2x16", "--design", "array",
+            "--freq", "200", "--out", str(out), "--seed", "1", "-q"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "timing NOT met" in err and "no bitstream written" in err
+    assert sorted(p.name for p in out.iterdir()) == ["top.bin"]
+    assert (out / "top.bin").read_bytes() == b"old"
+    assert main(argv + ["--allow-timing-fail"]) == 1
+    assert "written anyway" in capsys.readouterr().err
+    assert (out / "top.bin").stat().st_size > 100_000
+    assert json.loads((out / "report.json").read_text())["timing_met"] is False

@@ -61,6 +61,9 @@ def register(sub) -> None:
     p.add_argument("--swap-model", default=None, metavar="DIR",
                    help="do not synthesise: put DIR's memory images into the existing "
                    "bitstream's RAMs (icebram/ecpbram)")
+    p.add_argument("--allow-timing-fail", action="store_true",
+                   help="write the bitstream even if nextpnr's Fmax is below the system clock "
+                   "(default: exit 1 and leave the output folder as it was)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=run)
 
@@ -92,7 +95,7 @@ def run(args) -> int:
         depths[name] = int(words)
     cfg = SynthConfig(board=args.board, geometry=geometry, design=args.design, seed=args.seed,
                       freq_mhz=args.freq, baud=args.baud, model=args.model, out_dir=args.out,
-                      depths=depths)
+                      depths=depths, publish_failed_timing=args.allow_timing_fail)
     report = synthesize(cfg, progress=not args.quiet)
     res = report["resources"]
     lc = res["logic_cells"]
@@ -109,7 +112,12 @@ def run(args) -> int:
         print(f"{mm['images_per_s_uart']:,.0f} images/s UART-bound")
     print(f"report: {report['out_dir']}/report.md")
     if not report["timing_met"]:
-        print(f"warning: Fmax {report['fmax_mhz']} MHz is below the system clock "
-              f"{report['clock']['system_mhz']:.2f} MHz; rebuild with --freq "
-              f"{int(report['fmax_mhz'] or 12)} or another --seed", file=sys.stderr)
+        fmax = report["fmax_mhz"]
+        print(f"error: timing NOT met: Fmax {fmax} MHz is below the system clock "
+              f"{report['clock']['system_mhz']:.2f} MHz; "
+              + ("the bitstream was written anyway (--allow-timing-fail)"
+                 if report["published"] else
+                 "no bitstream written (--allow-timing-fail writes it anyway)")
+              + f"; try --freq {int(fmax or 12)} or another --seed", file=sys.stderr)
+        return 1
     return 0

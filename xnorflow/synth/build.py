@@ -28,7 +28,7 @@ from xnorflow.sw.errors import UserError
 from xnorflow.sw.targets import parse_geometry
 
 from .report import failure_message, make_report, report_markdown
-from .tools import SynthError, require_tool, run_with_progress, tool_env
+from .tools import SynthError, require_tool, run_tool, run_with_progress, tool_env
 
 DESIGNS = ("accelerator", "array", "loopback")
 
@@ -54,6 +54,9 @@ class SynthConfig:
     out_dir: str | None = None
     build_dir: str | None = None
     depths: dict = field(default_factory=dict)  # memory name -> words (overrides the target)
+    #: publish the bitstream even when nextpnr's Fmax is below the requested clock (False:
+    #: ``out_dir`` is left as it was and the report stays in the build folder)
+    publish_failed_timing: bool = True
 
 
 def make_core(cfg: SynthConfig, spec, memories=None):
@@ -155,9 +158,44 @@ def synthesize(cfg: SynthConfig, *, progress: bool = True) -> dict:
         raise SynthError(failure_message(build, spec))
 
     report = make_report(cfg, spec, top, build, elapsed, target, model, info)
+    if cfg.design == "accelerator" and report["resources"]["lut4"]:
+        arr = array_lut4(spec, target, build / "array")
+        report["resources"]["array_lut4"] = arr
+        report["array_lut_share"] = round(arr / report["resources"]["lut4"], 4)
+    if not report["timing_met"] and not cfg.publish_failed_timing:
+        # nothing replaces what `out` holds: a bitstream that misses its clock may not work
+        report["out_dir"] = str(build)
+        report["published"] = False
+        files.write_text(build / "report.json", json.dumps(report, indent=2, default=str) + "\n")
+        files.write_text(build / "report.md", report_markdown(report))
+        return report
     report["out_dir"] = str(out)
+    report["published"] = True
     _publish(out, build, spec, report, placeholders)
     return report
+
+
+def array_lut4(spec, target, work: Path) -> int:
+    """LUT4s of the systolic array alone (``SystolicArray`` of ``target``), synthesised by
+    yosys with the board family's script: how much of the whole design is datapath. On the
+    ECP5 each carry cell counts as its two LUTs (as nextpnr's total does)."""
+    from amaranth.back import rtlil
+
+    from xnorflow.hw.array import SystolicArray
+
+    from .report import parse_yosys_stat
+
+    work.mkdir(parents=True, exist_ok=True)
+    arr = SystolicArray(target.rows, target.cols, target.width, target.acc_bits,
+                        target.popcount_levels)
+    (work / "array.il").write_text(rtlil.convert(arr, name="array"))
+    (work / "array.ys").write_text(
+        f"read_rtlil array.il\nsynth_{spec.family} -top array\nstat\n")
+    run_tool("YOSYS", ["-q", "-l", "array.log", "array.ys"], cwd=work)
+    cells = parse_yosys_stat((work / "array.log").read_text(errors="replace"))
+    if spec.family == "ice40":
+        return cells.get("SB_LUT4", 0)
+    return cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
 
 
 def placeholder_memories(target, board, seed: int) -> dict:

@@ -263,6 +263,10 @@ def report_markdown(r: dict) -> str:
     if "peak_gops" in r:
         lines += ["", f"Peak {r['peak_gops']:.2f} G binary ops/s at Fmax; "
                   f"{r.get('binary_ops_per_lut_per_cycle', 0):.3f} binary ops / LUT / cycle."]
+    if "array_lut_share" in r:
+        lines += ["", f"The systolic array alone (yosys, same script): "
+                  f"{r['resources']['array_lut4']} LUT4, {100 * r['array_lut_share']:.1f} % of "
+                  f"the design's {r['resources']['lut4']} (`array_lut_share`)."]
     if "model" in r:
         mm = r["model"]
         lines += [
