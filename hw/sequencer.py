@@ -197,6 +197,14 @@ class Sequencer(wiring.Component):
             with m.If(~hmore):
                 m.d.sync += hold.eq(0)
 
+        # the layer's last entry moves into decode: the player stops (a register, so that the
+        # FSM's transitions do not wait for the read data's run field)
+        stop = Signal()
+        stopped = Reg()
+        m.d.comb += stop.eq(playing & final & ~freeze)
+        m.d.sync += stopped.eq(stop)
+        with m.If(stop):
+            m.d.sync += playing.eq(0)
         with m.If(playing & ~freeze):
             m.d.sync += [b_addr.eq(Mux(b_end, table, b_addr + 1)),
                          b_left.eq(Mux(b_end, entries_m1, b_left - 1)),
@@ -332,9 +340,12 @@ class Sequencer(wiring.Component):
                                  last_tile.eq(d.rows_total <= R), wbase.eq(w_base)]
                     m.next = "RUN"
             with m.State("RUN"):
-                with m.If(playing & final & ~freeze):
-                    m.d.sync += [playing.eq(0),
-                                 drain.eq(self.timing.array_latency + R + 3), drain_end.eq(0)]
+                # a cycle after the layer's last entry moved into decode (`stop`): wait for
+                # the array to drain; if that entry plays a run, its later beats come first
+                # (the drain counter stands still while `freeze`)
+                with m.If(stopped):
+                    n = self.timing.array_latency + R + 3
+                    m.d.sync += [drain.eq(Mux(freeze, n, n - 1)), drain_end.eq(0)]
                     m.next = "DRAIN"
             with m.State("DRAIN"):
                 with m.If(~freeze):  # the last entry's run plays out first
