@@ -22,19 +22,17 @@ from ..sw.images import MemoryImage
 from ..sw.targets import MEMORY_NAMES, Target
 from .array import SystolicArray
 from .link.decoder import HostDecoder
+from .link.protocol import HOST_READABLE, HOST_WRITABLE
 from .memories import AcceleratorMemories, addr_width, memory_depths
 from .post import OutputStage
 from .sequencer import Sequencer
 
 __all__ = ["Accelerator", "AcceleratorCore", "host_read_width", "host_write_width"]
 
-#: Memory ids the host may read (the others are write-only).
-HOST_READABLE = ("activations", "scores")
-
 
 def host_write_width(target: Target) -> int:
     """Bits of the widest word the host writes (the decoder's word register)."""
-    return max(target.word_bits(n) for n in MEMORY_NAMES if n != "scores")
+    return max(target.word_bits(n) for n in HOST_WRITABLE)
 
 
 def host_read_width(target: Target) -> int:

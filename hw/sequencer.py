@@ -187,9 +187,14 @@ class Sequencer(wiring.Component):
         hmore = Reg()    # ... and more beats of it follow this one
         hcnt = Reg(4)    # beats of the run after the next
         hoff = Reg(AW)   # the held beat's offset
-        start_run = p1 & ~hold & (run != 0)
-        freeze = Signal()  # the entry on prog_b_rdata has more beats: keep it, wait
-        m.d.comb += [freeze.eq(start_run | hmore), self.prog_b_ren.eq(~freeze)]
+        fresh = Reg()    # p1 & ~hold: the entry on prog_b_rdata plays its first beat
+        run_nz = Signal(attrs={"keep": 1})  # one LUT of the read data
+        m.d.comb += run_nz.eq(run != 0)
+        # the entry on prog_b_rdata has more beats: keep it, wait (one net, two LUT levels
+        # from the read data: `keep` stops the mapper from merging it into its many loads)
+        freeze = Signal(attrs={"keep": 1})
+        m.d.comb += [freeze.eq((fresh & run_nz) | hmore), self.prog_b_ren.eq(~freeze)]
+        start_run = freeze & ~hmore  # = fresh & run_nz (hmore implies hold, so ~fresh)
         with m.If(start_run):
             m.d.sync += [hold.eq(1), hoff.eq(e[:AW] + 1), hcnt.eq(run - 1), hmore.eq(run != 1)]
         with m.Elif(hold):
@@ -212,7 +217,9 @@ class Sequencer(wiring.Component):
 
         # ---- decode: addresses, masks, weights address, control ------------------------------
         with m.If(~freeze):
-            m.d.sync += [p1.eq(playing), e1_end.eq(b_end)]
+            m.d.sync += [p1.eq(playing), e1_end.eq(b_end), fresh.eq(playing)]
+        with m.Elif(start_run):
+            m.d.sync += fresh.eq(0)
         valid = p1 & e[prog.BEAT_VALID]
         off = Mux(hold, hoff, e[:AW])
         taps = [e[prog.BEAT_TAPS + 2 * i:prog.BEAT_TAPS + 2 * i + 2] for i in range(4)]
@@ -233,8 +240,9 @@ class Sequencer(wiring.Component):
         ctl1 = Signal(control_layout())
         m.d.sync += [ctl1.valid.eq(valid), ctl1.last.eq(valid & e[prog.BEAT_LAST] & ~freeze),
                      ctl1.dbl.eq(valid & e[prog.BEAT_DBL] & ~hold), self.ctl.eq(ctl1)]
-        # the tile set's last entry, its last beat: next group, or next tile of rows
-        with m.If(p1 & e1_end & ~freeze):
+        # the tile set's last entry (a single beat, docs/program.md): next group, or next
+        # tile of rows
+        with m.If(p1 & e1_end):
             with m.If(g_end):
                 m.d.sync += [g_left.eq(d.groups_m1), g_end.eq(d.groups_m1 == 0),
                              rows_left.eq(rows_left - R), last_tile.eq(rows_left <= 2 * R),

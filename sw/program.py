@@ -261,8 +261,9 @@ def compress_table(beats: list[int]) -> list[int]:
     """Run-length code a list of single-beat entries: a beat joins the entry before it when
     both are bubbles, or both are operand beats of the same taps at consecutive offsets, it
     carries no ``rewind``/``dbl`` and the entry before carries no ``last`` (at most
-    ``1 + MAX_RUN`` beats per entry). At least two entries stay (the sequencer's loop state
-    needs a cycle between a tile set's first and last entry)."""
+    ``1 + MAX_RUN`` beats per entry). The table's last entry is a single beat: the sequencer
+    acts on a tile set's end as that entry arrives, without looking at its run (and so a
+    table of two or more beats keeps two or more entries, which its loop state needs)."""
     out: list[list] = []  # [first beat's word, run]
     for v in beats:
         off, taps, valid, last, dbl, rewind, run = _beat(v)
@@ -276,11 +277,11 @@ def compress_table(beats: list[int]) -> list[int]:
                 out[-1] = [(p & ~(1 << BEAT_LAST)) | last << BEAT_LAST, n + 1]
                 continue
         out.append([v, 0])
-    if len(out) == 1 and out[0][1] > 0:  # split the last beat off
-        v, n = out[0]
+    if out[-1][1] > 0:  # split the last beat off
+        v, n = out.pop()
         off, taps, valid, last, dbl, rewind, _ = _beat(v)
-        out = [[beat_entry(off, taps, valid=valid, dbl=dbl, rewind=rewind), n - 1],
-               [beat_entry(off + n, taps, valid=valid, last=last), 0]]
+        out += [[beat_entry(off, taps, valid=valid, dbl=dbl, rewind=rewind), n - 1],
+                [beat_entry(off + n, taps, valid=valid, last=last), 0]]
     return [v | n << BEAT_RUN for v, n in out]
 
 

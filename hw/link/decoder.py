@@ -134,7 +134,7 @@ class HostDecoder(wiring.Component):
         # the header: cmd, p0, address, count (little-endian); address and count then serve
         # as the frame's word address and words-left counters
         hdr = Signal(8 * REQUEST_HEADER)
-        cmd, p0 = hdr[0:8], hdr[8:16]
+        p0 = hdr[8:16]  # (the command byte, hdr[0:8], is decoded as it arrives)
         addr, count = hdr[16:32], hdr[32:48]
         hi = Signal(range(REQUEST_HEADER))
         acc = Signal(8)                    # the request's byte sum (after the sync byte)
@@ -159,9 +159,13 @@ class HostDecoder(wiring.Component):
                 return Mux(sel[b], tree(ones, b - 1), tree(zeros, b - 1))
             return Mux(mem_ok_id, tree(list(range(8)), 2), default)
 
-        # ---- the checks, once per frame (registered in the two cycles after the header) -----
-        is_w, is_r = cmd == Command.WRITE, cmd == Command.READ
-        is_start, is_status = cmd == Command.START, cmd == Command.STATUS
+        # ---- the checks, once per frame (registered in the three cycles after the header) ---
+        # the command's and the memory id's decodes are registered as their bytes arrive
+        c_w, c_r, c_start, c_status = (Signal(name=n) for n in (
+            "c_w", "c_r", "c_start", "c_status"))
+        id_w, id_r = Signal(name="id_writable"), Signal(name="id_readable")
+        is_w, is_r, is_start, is_status = c_w, c_r, c_start, c_status
+        rlen_zero = Signal()  # the response has no payload (registered with rlen)
         f_cmd, f_mem, f_range, f_len, f_batch, f_busy, f_chk, f_ok = (Signal(name=n) for n in (
             "f_cmd", "f_mem", "f_range", "f_len", "f_batch", "f_busy", "f_chk", "f_ok"))
         writable = [MEMORY_NAMES[i] in HOST_WRITABLE for i in range(nmem)]
@@ -189,7 +193,7 @@ class HostDecoder(wiring.Component):
         # the state machine fills `nb` whenever it is empty (a register: its decisions never
         # wait on host_out.ready); `nb` moves to the output register `obyte` when that is free
         # or leaving. The checksum adds each byte as it leaves (from the register).
-        obyte, nb = Signal(8), Signal(8)
+        obyte, nb = Signal(8, name="obyte"), Signal(8, name="nb")
         ovalid, nb_valid = Signal(), Signal()
         ocnt, nb_cnt = Signal(), Signal()  # the byte counts in the checksum
         m.d.comb += [out.payload.eq(obyte), out.valid.eq(ovalid)]
@@ -205,9 +209,8 @@ class HostDecoder(wiring.Component):
         status = Signal(4)
         rlen = Signal(16)
         ri = Signal(range(STATUS_LEN + 4))  # response byte (header, then status payload)
-        # the bytes a response sends but memory words, picked in two registered stages: per
-        # index a constant (a small ROM: one LUT per bit), a live value (status, length,
-        # flags, error, cycles: a short multiplexer) and which of the two it is
+        # the bytes a response sends but memory words (constants and live values: status,
+        # length, flags, error, cycles), picked in two registered stages
         flags = Cat(self.busy, self.done, self.error != 0)
         depth_log2 = [max(0, (d - 1).bit_length()) for d in depth]
         fixed = [SYNC_RESPONSE, status, rlen[:8], rlen[8:],
@@ -215,25 +218,21 @@ class HostDecoder(wiring.Component):
                  self.cycles[0:8], self.cycles[8:16], self.cycles[16:24], self.cycles[24:32],
                  *depth_log2]
         assert len(fixed) == 4 + STATUS_LEN
-        live = [(i, v) for i, v in enumerate(fixed) if not isinstance(v, int)]
-        const_byte, live_byte = Signal(8), Signal(8)
-        is_live = Signal()
-        with m.Switch(ri):
-            for i, v in enumerate(fixed):
-                with m.Case(i):
-                    if isinstance(v, int):
-                        m.d.comb += const_byte.eq(v)
-                    else:
-                        m.d.comb += is_live.eq(1)
-        with m.Switch(ri):
-            for i, v in live:
-                with m.Case(i):
-                    m.d.comb += live_byte.eq(v)
-        stage_const, stage_live, stage_is_live = Signal(8), Signal(8), Signal()
+        # stage 1: per group of four indices the byte of index ri[:2] (constants fold into
+        # the multiplexer); stage 2: the group ri[2:] (`pick_fixed`)
+        fgroups = -(-len(fixed) // 4)
+        fix_group = [Signal(8, name=f"fix_group{j}") for j in range(fgroups)]
+        for j in range(fgroups):
+            with m.Switch(ri[:2]):
+                for i in range(4):
+                    if 4 * j + i < len(fixed):
+                        with m.Case(i):
+                            m.d.sync += fix_group[j].eq(fixed[4 * j + i])
         pick_fixed = Signal(8)
-        m.d.sync += [stage_const.eq(const_byte), stage_live.eq(live_byte),
-                     stage_is_live.eq(is_live),
-                     pick_fixed.eq(Mux(stage_is_live, stage_live, stage_const))]
+        with m.Switch(ri[2:]):
+            for j in range(fgroups):
+                with m.Case(j):
+                    m.d.sync += pick_fixed.eq(fix_group[j])
         # a memory word's byte: groups of four bytes first, then the group
         rbytes = self.read_width // 8
         groups = -(-rbytes // 4)
@@ -276,11 +275,22 @@ class HostDecoder(wiring.Component):
         # every request byte after the sync byte goes into the sum
         with m.If(take & ~st["SYNC"]):
             m.d.sync += acc.eq(acc + byte)
-        with m.If(st["SYNC"] & take & (byte == SYNC_REQUEST)):
+        with m.If(st["SYNC"]):  # (not waiting for the byte compare: short enable paths)
             m.d.sync += [acc.eq(0), hi.eq(0)]
+        with m.If(st["SYNC"] & take & (byte == SYNC_REQUEST)):
             go("SYNC", "HDR")
         with m.If(st["HDR"] & take):
             m.d.sync += [hdr.eq(Cat(hdr[8:], byte)), hi.eq(hi + 1)]
+            with m.If(hi == 0):  # the command byte
+                m.d.sync += [c_w.eq(byte == Command.WRITE), c_r.eq(byte == Command.READ),
+                             c_start.eq(byte == Command.START),
+                             c_status.eq(byte == Command.STATUS)]
+            with m.If(hi == 1):  # p0: the memory id of a WRITE or READ
+                m.d.sync += [id_w.eq(0), id_r.eq(0)]
+                with m.Switch(byte):
+                    for i in range(nmem):
+                        with m.Case(i):
+                            m.d.sync += [id_w.eq(int(writable[i])), id_r.eq(int(readable[i]))]
             with m.If(hi == REQUEST_HEADER - 1):
                 go("HDR", "CHECK")
         with m.If(st["CHECK"]):  # the header is complete: the sums, the per-memory values
@@ -290,8 +300,7 @@ class HostDecoder(wiring.Component):
                 k.eq(0), k_max.eq(by_mem([b - 1 for b in bpw], 0)), w_last.eq(count == 1),
                 has_data.eq(is_w & (count != 0)),
                 f_cmd.eq(~(is_w | is_r | is_start | is_status)),
-                f_mem.eq((is_w & ~by_mem([Const(v) for v in writable], 0))
-                         | (is_r & ~by_mem([Const(v) for v in readable], 0))),
+                f_mem.eq((is_w & ~id_w) | (is_r & ~id_r)),
                 f_batch.eq(is_start & ((p0 == 0) | (p0 > t.rows))),
                 f_busy.eq(self.busy & ~is_status),
             ]
@@ -300,11 +309,11 @@ class HostDecoder(wiring.Component):
         with m.If(st["CHECK2"]):  # the compares on the sums
             m.d.sync += [
                 over.eq(Cat(*(end > d for d in depth))),
-                f_len.eq(is_r & (bytes_total > MAX_PAYLOAD)), k_last.eq(k_max == 0),
+                f_len.eq(c_r & (bytes_total > MAX_PAYLOAD)), k_last.eq(k_max == 0),
             ]
             go("CHECK2", "CHECK3")
         with m.If(st["CHECK3"]):  # the selected memory's range; may a WRITE write its words?
-            range_bad = (is_w | is_r) & by_mem([over[i] for i in range(nmem)], 1)
+            range_bad = (c_w | c_r) & by_mem([over[i] for i in range(nmem)], 1)
             m.d.sync += [f_range.eq(range_bad),
                          f_ok.eq(~(f_cmd | f_mem | range_bad | f_busy))]
             with m.If(has_data):
@@ -336,18 +345,19 @@ class HostDecoder(wiring.Component):
             go("STAT", "EXEC")
         with m.If(st["EXEC"]):
             ok = status == Status.OK
-            m.d.sync += [rlen.eq(Mux(ok & is_r, bytes_total,
-                                     Mux(ok & is_status, STATUS_LEN, 0))),
-                         racc.eq(0), start.eq(ok & is_start)]
+            m.d.sync += [rlen.eq(Mux(ok & c_r, bytes_total,
+                                     Mux(ok & c_status, STATUS_LEN, 0))),
+                         rlen_zero.eq(~(ok & ((c_r & (bytes_total != 0)) | c_status))),
+                         racc.eq(0), start.eq(ok & c_start)]
             go("EXEC", "RHDR")
         with m.If(st["RHDR"]):  # 5A, status, length; then the status payload if any
             with m.If(free & ready2):
                 emit(pick_fixed, count=ri != 0)
                 m.d.sync += ri.eq(ri + 1)
                 with m.If(ri == 3):
-                    with m.If(rlen == 0):
+                    with m.If(rlen_zero):
                         go("RHDR", "RCHK")
-                    with m.Elif(is_status):
+                    with m.Elif(c_status):
                         go("RHDR", "RSTATUS")
                     with m.Else():
                         go("RHDR", "RWAIT")

@@ -135,3 +135,33 @@ def test_windows_not_used_when_input_memory_grows():
     model = synthetic.random_cnn(in_shape=(6, 6, 40), convs=((8, 3, 1, 1, 1),), dense=(4,),
                                  in_bits=1, seed=2)
     assert not program.windows_pay(model.layers[0], 32)  # 360 bits: 12 words vs 2 per pixel
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_run_length_tables_play_the_same_beats(name):
+    """compress_table keeps every beat (expand_table gives them back), runs stay within
+    MAX_RUN, the last entry is a single beat, and runs never cross a flag boundary."""
+    model = MODELS[name]()
+    for target in (sim_target(3, 2, 16), sim_target(8, 2, 32)):
+        for layer in program.hardware_model(model, target)[0].layers:
+            single = program.beat_table(layer, target)
+            table = program.compress_table(single)
+            def norm(b):  # a bubble's offset and taps are never used
+                b = tuple(int(x) for x in b)
+                return b if b[2] else (0, 0, *b[2:])
+
+            beats = [norm(program._beat(v)[:6]) for v in single]
+            assert [norm(b) for b in program.expand_table(table)] == beats
+            runs = [program._beat(v)[6] for v in table]
+            assert max(runs) <= program.MAX_RUN and runs[-1] == 0 and len(table) >= 2
+            assert len(table) <= len(single)
+
+
+def test_dense_8bit_input_layer_is_two_entries_per_run_of_words():
+    """784 8-bit pixels at W = 32: each plane's 25 consecutive words are runs (16 + 9)."""
+    model = synthetic.random_mlp((784, 32, 10), in_shape=(28, 28, 1), seed=0)
+    target = sim_target(8, 2, 32)
+    hw, _ = program.hardware_model(model, target)
+    table = program.compress_table(program.beat_table(hw.layers[0], target))
+    assert sum(program._beat(v)[6] + 1 for v in table) == 8 * 25
+    assert len(table) == 8 * 2 + 1  # the table's last beat is split off
