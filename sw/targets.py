@@ -8,11 +8,13 @@ processing elements of ``width``-bit words, and each on-chip memory holds at mos
 * ``weights``: ``cols * width`` bits per word (one ``width``-bit word per array column, so
   one read feeds every column);
 * ``thresholds``: ``cols * 32`` bits per word (one 32-bit lane per column);
-* ``program``: 32-bit words, the layer descriptors;
-* ``activations``: ``width``-bit words, input image, ping-pong maps and the pooling scratch;
-  it has ``rows`` read ports (synthesis replicates it ``rows`` times), so ``depth`` is the
-  logical depth the compiler may use;
-* ``scores``: 32-bit words, the last layer's integer scores (written by the accelerator).
+* ``program``: 32-bit words: header, layer descriptors, beat tables and row lists
+  (``docs/program.md``);
+* ``activations``: ``width``-bit words, input image and ping-pong maps; it has ``rows``
+  read ports (synthesis replicates it ``rows`` times), so ``depth`` is the logical depth
+  the compiler may use;
+* ``scores``: ``cols * 32`` bits per word (one signed 32-bit lane per column), the last
+  layer's integer scores (written by the accelerator, read by the host).
 
 Capacities are chosen so that every memory of a target fits the FPGA's RAM together
 (``docs/program.md`` has the arithmetic per board).

@@ -65,8 +65,9 @@ class HostDecoder(wiring.Component):
     Members
     -------
     host_in : In(stream.Signature(8))
-        Request bytes. Ready in every cycle of a request except the one after each written
-        word (the write itself); not ready while a response is being sent.
+        Request bytes. Ready in every cycle of a request except the three after the header
+        (the checks) and the one after each written word (the write itself); not ready
+        while a response is being sent.
     host_out : Out(stream.Signature(8))
         Response bytes.
     abort : In(1)
@@ -81,9 +82,11 @@ class HostDecoder(wiring.Component):
     busy, done, error, cycles : In
         The core's status (STATUS reports them; memory access and START need ``~busy``).
 
-    Throughput: one request byte per cycle (plus one cycle per written word); responses one
-    byte per cycle plus one cycle per word read. Latency: the response starts 2 cycles
-    after the checksum byte.
+    Throughput: one request byte per cycle (plus three cycles after the header and one per
+    written word); responses one byte per three cycles (each byte is picked in two
+    registered stages) plus one cycle per word read. Latency: the response's first byte is
+    valid 5 cycles after the checksum byte is taken (docs/host-protocol.md). A UART at
+    1 Mbaud moves a byte in 10 us, hundreds of cycles: neither figure limits a link.
     """
 
     def __init__(self, target: Target, depths: dict, write_width: int, read_width: int):

@@ -58,7 +58,7 @@ class Command(IntEnum):
 
 
 class Status(IntEnum):
-    """Response status codes, in the order a device checks them (:data:`CHECK_ORDER`)."""
+    """Response status codes (when several apply, the first in :data:`CHECK_ORDER` wins)."""
 
     OK = 0
     UNKNOWN_COMMAND = 1
@@ -182,23 +182,21 @@ def request_status(target, depths: dict, cmd: int, p0: int, addr: int, count: in
     ``depths``: words of each memory. A WRITE writes its words only if every check but the
     checksum passes (the checksum arrives after them).
     """
-    if not chk_ok:
-        return Status.CHECKSUM
-    if cmd not in tuple(Command):
-        return Status.UNKNOWN_COMMAND
-    if cmd in (Command.WRITE, Command.READ):
-        allowed = HOST_WRITABLE if cmd == Command.WRITE else HOST_READABLE
-        if not (p0 < len(MEMORY_NAMES) and MEMORY_NAMES[p0] in allowed):
-            return Status.MEMORY
-        if cmd == Command.READ and count * frame_word_bytes(target, p0) > MAX_PAYLOAD:
-            return Status.LENGTH
-        if addr + count > depths[MEMORY_NAMES[p0]]:
-            return Status.RANGE
-    if cmd == Command.START and not 1 <= p0 <= target.rows:
-        return Status.BATCH
-    if busy and cmd != Command.STATUS:
-        return Status.BUSY
-    return Status.OK
+    mem_cmd = cmd in (Command.WRITE, Command.READ)
+    allowed = HOST_WRITABLE if cmd == Command.WRITE else HOST_READABLE
+    mem_ok = mem_cmd and p0 < len(MEMORY_NAMES) and MEMORY_NAMES[p0] in allowed
+    failed = {
+        Status.CHECKSUM: not chk_ok,
+        Status.UNKNOWN_COMMAND: cmd not in tuple(Command),
+        Status.MEMORY: mem_cmd and not mem_ok,
+        Status.LENGTH: mem_ok and cmd == Command.READ
+        and count * frame_word_bytes(target, p0) > MAX_PAYLOAD,
+        Status.RANGE: mem_ok and addr + count > depths[MEMORY_NAMES[p0]],
+        Status.BATCH: cmd == Command.START and not 1 <= p0 <= target.rows,
+        Status.BUSY: busy and cmd != Command.STATUS,
+    }
+    assert set(failed) == set(CHECK_ORDER)
+    return next((s for s in CHECK_ORDER if failed[s]), Status.OK)
 
 
 def classify_wire_bytes(header: dict, target) -> int:
