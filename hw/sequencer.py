@@ -134,7 +134,7 @@ class Sequencer(wiring.Component):
         n_batch = Reg(range(R + 1))  # images of this run
         layers_left = Reg(PA)        # layers after the current one
         last_layer = Reg()           # layers_left == 0 (a register: the FSM's exits are short)
-        bad_hdr = Reg()              # magic, geometry, empty or batch > R already wrong
+        bad_hdr = Reg()              # magic, geometry, empty, batch > R or over the program's
         magic_ok, geom_ok, empty, batch_over, batch_big = (Reg(name=n) for n in (
             "magic_ok", "geom_ok", "empty", "batch_over", "batch_big"))
 
@@ -266,6 +266,7 @@ class Sequencer(wiring.Component):
         acc_n = Reg(range(R + 1))  # images added into rows_total so far
         drain = Reg(range(self.timing.array_latency + R + 4))
         drain_end = Reg()  # drain == 0 next cycle
+        run_end = Reg()    # drain_end on the last layer (busy's enable is one flag per state)
         # the output stage's pulses are registers (a cycle late: its first tile comes later)
         m.d.sync += [self.clear.eq(0), self.layer_start.eq(0)]
         with m.FSM():
@@ -289,14 +290,15 @@ class Sequencer(wiring.Component):
                         m.d.sync += [layers_left.eq(word - 1), empty.eq(word[:16] == 0),
                                      last_layer.eq(word[:16] == 1)]
                     with m.Case(4):
-                        m.d.sync += [batch_over.eq(n_batch > word[:8]),
-                                     bad_hdr.eq(~magic_ok | ~geom_ok | empty | batch_big)]
+                        over = n_batch > word[:8]
+                        m.d.sync += [batch_over.eq(over),
+                                     bad_hdr.eq(~magic_ok | ~geom_ok | empty | batch_big | over)]
                         m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.sync += [f_addr.eq(prog.HEADER_WORDS), idx.eq(0)]
                 err = Mux(~magic_ok, ERR_MAGIC, Mux(~geom_ok, ERR_GEOMETRY,
                           Mux(empty, ERR_EMPTY, Mux(batch_big | batch_over, ERR_BATCH, 0))))
-                with m.If(bad_hdr | batch_over):
+                with m.If(bad_hdr):
                     m.d.sync += [self.error.eq(err), busy.eq(0)]
                     m.next = "IDLE"
                 with m.Else():
@@ -353,17 +355,17 @@ class Sequencer(wiring.Component):
                 # (the drain counter stands still while `freeze`)
                 with m.If(stopped):
                     n = self.timing.array_latency + R + 3
-                    m.d.sync += [drain.eq(Mux(freeze, n, n - 1)), drain_end.eq(0)]
+                    m.d.sync += [drain.eq(Mux(freeze, n, n - 1)), drain_end.eq(0), run_end.eq(0)]
                     m.next = "DRAIN"
             with m.State("DRAIN"):
                 with m.If(~freeze):  # the last entry's run plays out first
-                    m.d.sync += [drain.eq(drain - 1), drain_end.eq(drain == 1)]
-                with m.If(drain_end):
-                    with m.If(last_layer):
-                        m.d.sync += [busy.eq(0), self.done.eq(1), rows_on.eq(0)]
-                        m.next = "IDLE"
-                    with m.Else():
-                        m.d.sync += [layers_left.eq(layers_left - 1), rows_on.eq(0), idx.eq(0),
-                                     last_layer.eq(layers_left == 1)]
-                        m.next = "DESC"
+                    m.d.sync += [drain.eq(drain - 1), drain_end.eq(drain == 1),
+                                 run_end.eq((drain == 1) & last_layer)]
+                with m.If(run_end):
+                    m.d.sync += [busy.eq(0), self.done.eq(1), rows_on.eq(0)]
+                    m.next = "IDLE"
+                with m.Elif(drain_end):
+                    m.d.sync += [layers_left.eq(layers_left - 1), rows_on.eq(0), idx.eq(0),
+                                 last_layer.eq(layers_left == 1)]
+                    m.next = "DESC"
         return m

@@ -131,7 +131,6 @@ class HostDecoder(wiring.Component):
         lg = [b.bit_length() - 1 for b in bpw]
         depth = [self.depths[n] for n in MEMORY_NAMES]
         inp, out = self.host_in, self.host_out
-        take = inp.valid & inp.ready
         byte = inp.payload
 
         # the header: cmd, p0, address, count (little-endian); address and count then serve
@@ -276,13 +275,16 @@ class HostDecoder(wiring.Component):
         wdone = Signal()  # a word's last byte came: it is written (if ok) in this cycle
         m.d.comb += inp.ready.eq(st["SYNC"] | st["HDR"] | st["CHK"] | (st["DATA"] & ~wdone))
         # every request byte after the sync byte goes into the sum
-        with m.If(take & ~st["SYNC"]):
+        # (each state's own take: `ready` is a constant 1 in SYNC, HDR and CHK, so their
+        # enables do not go through the whole `ready` expression)
+        valid = inp.valid
+        with m.If(valid & (st["HDR"] | st["CHK"] | (st["DATA"] & ~wdone))):
             m.d.sync += acc.eq(acc + byte)
         with m.If(st["SYNC"]):  # (not waiting for the byte compare: short enable paths)
             m.d.sync += [acc.eq(0), hi.eq(0)]
-        with m.If(st["SYNC"] & take & (byte == SYNC_REQUEST)):
+        with m.If(st["SYNC"] & valid & (byte == SYNC_REQUEST)):
             go("SYNC", "HDR")
-        with m.If(st["HDR"] & take):
+        with m.If(st["HDR"] & valid):
             m.d.sync += [hdr.eq(Cat(hdr[8:], byte)), hi.eq(hi + 1)]
             with m.If(hi == 0):  # the command byte
                 m.d.sync += [c_w.eq(byte == Command.WRITE), c_r.eq(byte == Command.READ),
@@ -329,12 +331,12 @@ class HostDecoder(wiring.Component):
                 m.d.comb += step_word.eq(1)
                 with m.If(w_last):
                     go("DATA", "CHK")
-            with m.Elif(take):
+            with m.Elif(valid):  # (wdone is low here: ready is high)
                 m.d.sync += shreg.eq(Cat(shreg[8:], byte))
                 m.d.comb += step_byte.eq(1)
                 with m.If(k_last):
                     m.d.sync += [self.mem_we.eq(f_ok), wdone.eq(1)]
-        with m.If(st["CHK"] & take):
+        with m.If(st["CHK"] & valid):
             m.d.sync += f_chk.eq((acc + byte)[:8] != 0)
             go("CHK", "STAT")
         with m.If(st["STAT"]):  # the status, in the order of protocol.CHECK_ORDER
