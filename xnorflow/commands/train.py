@@ -14,6 +14,7 @@ examples:
   xnorflow train --model mlp --dataset digits --mode dorefa --act-bits 2 -o runs/dorefa2
   xnorflow train --model mlp --dataset digits --beta -o runs/beta      # beta dropped at deploy
   xnorflow train -o runs/mlp --resume --epochs 40                      # continue a run
+  xnorflow train --model mlp --dataset digits -o runs/mlp --force      # replace a run
   xnorflow train --model mlp --dataset digits --nproc 2 -o runs/ddp    # DDP, 2 processes
   xnorflow train --model cnn --dataset fashion-mnist --widths 64,64p,128,128p,256p4:256 \
       --device cuda --epochs 100 -o runs/vgg                              # VGG-style, on a GPU
@@ -22,7 +23,8 @@ examples:
       --teacher runs/teacher.npy --kd-alpha 0.7 -o runs/kd                 # distillation
 
 Writes OUT/checkpoint.pt (atomic), OUT/config.json, OUT/metrics.json (per-epoch history,
-final float-sim and deploy accuracy) and OUT/curve.png. Lower it with
+final float-sim and deploy accuracy) and OUT/curve.png. An existing run in OUT is refused
+unless --resume continues it or --force replaces it. Lower it with
 `xnorflow compile OUT --target up5k -o OUT-up5k`.
 """
 
@@ -69,6 +71,9 @@ def register(sub) -> None:
     p.add_argument("-o", "--out", required=True, type=Path, help="output folder")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in OUT (its config.json wins over model flags)")
+    p.add_argument("--force", action="store_true",
+                   help="replace the run in OUT (kept until the new run has finished); "
+                   "without --force or --resume an existing run is refused")
     p.add_argument("--device", default="auto",
                    help="auto (CUDA when torch sees a GPU, else CPU), cpu, cuda or cuda:N; the "
                    "data set is kept on the device")
@@ -101,11 +106,9 @@ def run(args) -> int:
     from xnorflow.sw.models import parse_widths
     from xnorflow.sw.train import train
 
-    if not args.lr > 0 or args.lr == float("inf"):
-        raise UserError(f"--lr {args.lr}: must be a positive number")
-    if args.epochs < 1:
-        raise UserError(f"--epochs {args.epochs}: must be >= 1")
-    torch.set_num_threads(max(1, args.threads))
+    if args.threads < 1:
+        raise UserError(f"--threads {args.threads}: must be >= 1")
+    torch.set_num_threads(args.threads)
     config = {"model": args.model, "dataset": args.dataset, "mode": args.mode,
               "widths": parse_widths(args.model, args.widths), "in_bits": args.in_bits,
               "act_bits": args.act_bits, "beta": args.beta, "ste": args.ste,
@@ -116,6 +119,6 @@ def run(args) -> int:
                     device=args.device, bn_momentum=args.bn_momentum,
                     weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                     teacher=args.teacher, kd_alpha=args.kd_alpha if args.teacher else 0.0,
-                    kd_temp=args.kd_temp)
+                    kd_temp=args.kd_temp, force=args.force)
     print(f"wrote {args.out}/checkpoint.pt, config.json, metrics.json")
     return 0 if metrics else 1
