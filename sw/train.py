@@ -205,10 +205,16 @@ def check_run_destination(out: Path, resume: bool = False, force: bool = False) 
     files.existing_folder_only(out)  # a mount point cannot be replaced
 
 
-def check_hyperparameters(*, batch: int, nproc: int, augment: int, epochs: int, lr: float,
-                          bn_momentum: float, label_smoothing: float, kd_alpha: float,
-                          weight_decay: float, kd_temp: float) -> None:
-    """:class:`UserError` naming the flag and the value for the first one out of range."""
+#: Seeds go to torch.manual_seed and NumPy's SeedSequence: non-negative, below 2^32 here.
+SEED_LIMIT = 1 << 32
+#: Most torch threads a process may ask for.
+MAX_THREADS = 1024
+
+
+def check_common(*, epochs: int, batch: int, lr: float, seed: int, nproc: int = 1,
+                 threads: int | None = None) -> None:
+    """The flags every training command shares (``train``, ``teacher``): :class:`UserError`
+    naming the flag and the value for the first one out of range."""
     if epochs < 1:
         raise UserError(f"--epochs {epochs}: must be >= 1")
     if not (lr > 0 and math.isfinite(lr)):
@@ -217,6 +223,17 @@ def check_hyperparameters(*, batch: int, nproc: int, augment: int, epochs: int, 
         per = f" per process (--nproc {nproc})" if nproc > 1 else ""
         raise UserError(f"--batch {batch}: must be >= {2 * nproc}; BatchNorm needs at least "
                         f"2 images per training step{per}")
+    if not 0 <= seed < SEED_LIMIT:
+        raise UserError(f"--seed {seed}: must be in 0 .. 2^32 - 1")
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        raise UserError(f"--threads {threads}: must be in 1 .. {MAX_THREADS}")
+
+
+def check_hyperparameters(*, batch: int, nproc: int, augment: int, epochs: int, lr: float,
+                          seed: int, bn_momentum: float, label_smoothing: float,
+                          kd_alpha: float, weight_decay: float, kd_temp: float) -> None:
+    """:class:`UserError` naming the flag and the value for the first one out of range."""
+    check_common(epochs=epochs, batch=batch, lr=lr, seed=seed, nproc=nproc)
     if augment < 0:
         raise UserError(f"--augment {augment}: must be >= 0 pixels (0: no shifts)")
     for name, v, lo, hi in (("--bn-momentum", bn_momentum, 0.0, 1.0),
@@ -293,7 +310,7 @@ def train(config: dict, out: str | Path, epochs: int = 10, batch: int = 64, lr: 
     out = Path(out)
     check_run_destination(out, resume, force)
     check_hyperparameters(batch=batch, nproc=nproc, augment=augment, epochs=epochs, lr=lr,
-                          bn_momentum=bn_momentum, label_smoothing=label_smoothing,
+                          seed=seed, bn_momentum=bn_momentum, label_smoothing=label_smoothing,
                           kd_alpha=kd_alpha, weight_decay=weight_decay, kd_temp=kd_temp)
     device = resolve_device(device)
     check_nproc(device, nproc)

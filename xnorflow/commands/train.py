@@ -29,6 +29,10 @@ unless --resume continues it or --force replaces it. Lower it with
 """
 
 
+#: --kd-alpha when --teacher is given without it.
+KD_ALPHA = 0.7
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "train",
@@ -89,9 +93,9 @@ def register(sub) -> None:
     p.add_argument("--teacher", type=Path, default=None, metavar="LOGITS.npy",
                    help="float teacher logits of the training images (xnorflow teacher) for "
                    "knowledge distillation")
-    p.add_argument("--kd-alpha", type=float, default=0.7,
-                   help="weight of the distillation term when --teacher is given (default 0.7)")
-    p.add_argument("--kd-temp", type=float, default=4.0,
+    p.add_argument("--kd-alpha", type=float, default=None,
+                   help=f"weight of the distillation term with --teacher (default {KD_ALPHA})")
+    p.add_argument("--kd-temp", type=float, default=None,
                    help="distillation temperature (default 4)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per process (default 1: the machine is shared)")
@@ -104,10 +108,18 @@ def run(args) -> int:
 
     from xnorflow.sw.errors import UserError
     from xnorflow.sw.models import parse_widths
-    from xnorflow.sw.train import train
+    from xnorflow.sw.train import check_common, train
 
-    if args.threads < 1:
-        raise UserError(f"--threads {args.threads}: must be >= 1")
+    check_common(epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed,
+                 nproc=args.nproc, threads=args.threads)
+    if args.teacher is None:
+        for flag, v in (("--kd-alpha", args.kd_alpha), ("--kd-temp", args.kd_temp)):
+            if v is not None:
+                raise UserError(f"{flag} {v}: needs --teacher LOGITS.npy (distillation)")
+    kd = {"kd_alpha": 0.0 if args.teacher is None else
+          (KD_ALPHA if args.kd_alpha is None else args.kd_alpha)}
+    if args.kd_temp is not None:
+        kd["kd_temp"] = args.kd_temp
     torch.set_num_threads(args.threads)
     config = {"model": args.model, "dataset": args.dataset, "mode": args.mode,
               "widths": parse_widths(args.model, args.widths), "in_bits": args.in_bits,
@@ -118,7 +130,6 @@ def run(args) -> int:
                     data_path=args.data_path, progress=not args.quiet, augment=args.augment,
                     device=args.device, bn_momentum=args.bn_momentum,
                     weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-                    teacher=args.teacher, kd_alpha=args.kd_alpha if args.teacher else 0.0,
-                    kd_temp=args.kd_temp, force=args.force)
+                    teacher=args.teacher, **kd, force=args.force)
     print(f"wrote {args.out}/checkpoint.pt, config.json, metrics.json")
     return 0 if metrics else 1
