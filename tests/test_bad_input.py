@@ -10,9 +10,9 @@ model (``other``, ``other-up5k``), a DoReFa-2 model (``d2``), a compare report
 synthesis tools, backends, the teacher's training) is replaced by :class:`LongWork`, so a
 check that comes too late shows up as ``LongWork`` instead of passing slowly.
 
-Read-only and full disks and mount points are real tmpfs mounts where the test runs as
-root with mount rights; a non-root run gets read-only folders from ``chmod`` and skips the
-mount-point and full-disk cases.
+Read-only folders are folders without write permission where that stops the process
+(not root), else read-only tmpfs mounts; mount points and full disks are real tmpfs mounts
+(root with mount rights); a case whose place cannot be made here is skipped, saying why.
 """
 
 from __future__ import annotations
@@ -137,13 +137,10 @@ def snapshot(root: Path) -> dict[str, str]:
 
 
 # ----- read-only places, mount points, full disks ----------------------------------------
-ROOT = os.geteuid() == 0
-
-
 @functools.cache
 def mount_works() -> bool:
     """Whether this process may mount a tmpfs (root with mount rights)."""
-    if not ROOT or not shutil.which("mount"):
+    if os.geteuid() != 0 or not shutil.which("mount"):
         return False
     d = tempfile.mkdtemp()
     try:
@@ -155,6 +152,22 @@ def mount_works() -> bool:
     finally:
         os.rmdir(d)
 
+
+@functools.cache
+def chmod_protects() -> bool:
+    """Whether a folder without write permission stops this process (not for root)."""
+    d = Path(tempfile.mkdtemp())
+    try:
+        d.chmod(0o555)
+        try:
+            (d / "probe").write_text("")
+        except PermissionError:
+            return True
+        (d / "probe").unlink()
+        return False
+    finally:
+        d.chmod(0o755)
+        shutil.rmtree(d)
 
 
 @dataclass
@@ -175,7 +188,7 @@ def place(ws: Path, p: Place):
     path = ws / p.name
     path.mkdir()
     mounted = False
-    if p.kind in ("mnt", "full") or (p.kind == "ro" and ROOT):
+    if p.kind in ("mnt", "full") or (p.kind == "ro" and not chmod_protects()):
         if not mount_works():
             pytest.skip(f"needs tmpfs mounts ({p.kind}): run as root with mount rights")
         subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={p.size}", "tmpfs", str(path)],
