@@ -320,8 +320,10 @@ def train(config: dict, out: str | Path, epochs: int = 10, batch: int = 64, lr: 
             config = json.loads(cfg_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise UserError(f"{cfg_path}: not valid JSON ({e}); cannot resume") from None
-        if not isinstance(config, dict):
-            raise UserError(f"{cfg_path}: not a model configuration; cannot resume")
+        if not isinstance(config, dict) or "dataset" not in config:
+            raise UserError(f"{cfg_path}: not a model configuration (no dataset); cannot "
+                            "resume")
+        load_checkpoint(out)  # a damaged or mismatched checkpoint is refused before any work
     if data is None:
         data = load_dataset(config["dataset"], data_path)
     if not resume:
