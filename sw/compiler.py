@@ -12,12 +12,13 @@ from pathlib import Path
 
 from .errors import UserError
 from .images import check_destination, write_model_folder
+from .ir import CompiledModel
 from .lower import load_checkpoint, lower_checkpoint
 from .program import build_memories, check_fits
 from .size import size_report
-from .targets import get_target
+from .targets import Target, get_target
 
-__all__ = ["compile_checkpoint", "fp32_parameter_count"]
+__all__ = ["check_hidden_bits", "compile_checkpoint", "fp32_parameter_count"]
 
 
 def fp32_parameter_count(checkpoint: Path) -> int | None:
@@ -27,6 +28,24 @@ def fp32_parameter_count(checkpoint: Path) -> int | None:
     except Exception:  # noqa: BLE001 - only a better baseline; lowering already read it
         return None
     return int(sum(p.numel() for p in net.parameters()))
+
+
+def check_hidden_bits(model: CompiledModel, target: Target) -> None:
+    """Refuse multi-bit hidden activations (DoReFa ``--act-bits`` > 1) for any target, with
+    advice that fits: no target's accelerator takes them (only the first layer reads
+    multi-bit input), so the way out is retraining or running the model in software.
+
+    :func:`~xnorflow.sw.program.check_fits` refuses them too; this check runs first so
+    that ``xnorflow compile`` does not suggest another target."""
+    for layer in model.layers:
+        if layer.output == "threshold" and layer.out_bits != 1:
+            raise UserError(
+                f"layer {layer.name!r}: {layer.out_bits}-bit hidden activations (out_bits="
+                f"{layer.out_bits}, e.g. --mode dorefa --act-bits {layer.out_bits}); the "
+                f"accelerator takes 1-bit hidden activations only, on target {target.name!r} "
+                "as on every other (multi-bit input is read by the first layer only): retrain "
+                "with --act-bits 1, or run the model in software (xnorflow train reports its "
+                "deploy accuracy; xnorflow export --qonnx writes it for other tools)")
 
 
 def compile_checkpoint(checkpoint: str | Path, target_name: str, out_dir: str | Path,
@@ -50,6 +69,7 @@ def compile_checkpoint(checkpoint: str | Path, target_name: str, out_dir: str | 
         n = fp32_parameter_count(ckpt)
         if n is not None:
             model.meta["fp32_params"] = n
+    check_hidden_bits(model, target)
     check_fits(model, target)
     memories = build_memories(model, target)
     size = size_report(model, memories, target)

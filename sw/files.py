@@ -32,11 +32,13 @@ from pathlib import Path
 
 from .errors import UserError
 
-__all__ = ["atomic_file", "atomic_folder", "existing_folder_only", "replace_folder", "umask",
-           "write_bytes", "write_text"]
+__all__ = ["atomic_file", "atomic_folder", "check_can_create", "check_writable",
+           "existing_folder_only", "make_dirs", "replace_folder", "umask", "write_bytes",
+           "write_text"]
 
-#: ``errno`` values that mean "this place cannot be written", not "this program is wrong".
-_DISK_ERRORS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM}
+#: ``errno`` values that mean "this place cannot be written", not "this program is wrong"
+#: (``EBUSY``: a mount point cannot be renamed, so it cannot be replaced).
+_DISK_ERRORS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EBUSY}
 
 
 def umask() -> int:
@@ -75,8 +77,8 @@ def atomic_file(path: str | Path, suffix: str = "") -> Iterator[Path]:
     ``savefig`` picks the format from it). If the body raises, ``path`` is untouched.
     """
     path = Path(path)
+    make_dirs(path.parent)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}",
                                     dir=path.parent)
         os.close(fd)
@@ -111,11 +113,58 @@ def write_text(path: str | Path, text: str) -> None:
     write_bytes(path, text.encode())
 
 
+def make_dirs(path: str | Path) -> Path:
+    """``mkdir -p path``; :class:`UserError`, one line naming the path, when it cannot be
+    made (a read-only or full disk, or a file in the way)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        where = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()),
+                     path)
+        raise UserError(f"{path}: cannot make this folder, {where} is a file; choose another "
+                        "destination") from None
+    except OSError as e:
+        raise _unwritable(e, path) or e from None
+    return path
+
+
+def check_writable(folder: str | Path, what: str | Path | None = None) -> None:
+    """Make and remove a temporary file in ``folder``: :class:`UserError`, one line naming
+    ``what`` (default: the folder), if it cannot be written (call before long work that
+    writes there later)."""
+    folder = Path(folder)
+    try:
+        fd, name = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise _unwritable(e, Path(what or folder)) or e from None
+
+
+def check_can_create(out: str | Path) -> None:
+    """Check, without making anything, that ``out`` (a file or folder written atomically, so
+    built beside it) can be made: its nearest existing parent folder takes a temporary file.
+    :class:`UserError`, one line naming ``out``, if not (call before long work)."""
+    out = Path(out)
+    place = out.absolute().parent
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        raise UserError(f"{out}: cannot make it, {place} is a file; choose another destination")
+    check_writable(place, out)
+
+
 def existing_folder_only(out: Path) -> None:
     """The default destination check: whatever is at ``out`` must be a folder (not a file or
-    a link), which :func:`atomic_folder` may then replace."""
+    a link) and not a mount point (which cannot be renamed), which :func:`atomic_folder` may
+    then replace."""
+    out = Path(out)
     if (out.exists() or out.is_symlink()) and (out.is_symlink() or not out.is_dir()):
         raise UserError(f"{out}: exists and is not a folder; choose another destination")
+    if out.is_dir() and os.path.ismount(out):
+        raise UserError(f"{out}: is a mount point, which cannot be replaced; choose a folder "
+                        "inside it")
 
 
 @contextmanager
@@ -131,8 +180,8 @@ def atomic_folder(out_dir: str | Path,
     """
     out = Path(out_dir)
     check(out)
+    make_dirs(out.parent)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     except OSError as e:
         raise _unwritable(e, out) or e from None

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .errors import UserError
-from .files import atomic_folder
+from .files import atomic_folder, check_can_create, existing_folder_only
 from .ir import CompiledModel
 
 FORMAT_VERSION = 1
@@ -255,15 +255,17 @@ def check_destination(out_dir: str | Path, force: bool = False) -> Path:
     """Raise :class:`UserError` if ``out_dir`` may not be written (call before long work)."""
     out = Path(out_dir)
     if out.exists() or out.is_symlink():
-        if not force:
-            raise UserError(f"{out}: already exists; pass --force to replace it")
         if out.is_symlink() or not out.is_dir():
-            raise UserError(f"{out}: exists and is not a folder; refusing to replace it")
+            raise UserError(f"{out}: exists and is not a folder; choose another -o")
         if not _is_replaceable(out):
             raise UserError(
                 f"{out}: exists and is not a compiled model folder (no {MANIFEST}); "
                 "refusing to replace it even with --force: choose another -o"
             )
+        if not force:
+            raise UserError(f"{out}: already exists; pass --force to replace it")
+        existing_folder_only(out)  # a mount point cannot be replaced
+    check_can_create(out)  # a read-only or full disk, before the work
     return out
 
 

@@ -131,6 +131,9 @@ class Layer:
                 raise bad(f"{attr} must be a positive integer, not {v!r}")
         if self.pad < 0:
             raise bad(f"pad must be >= 0, not {self.pad}")
+        if self.pool_k == 1 and self.pool_stride != 1:
+            raise bad(f"pool_k 1 means no pooling, so pool_stride must be 1, not "
+                      f"{self.pool_stride}")
         if self.out_signed and self.out_bits != 1:
             raise bad(f"signed (+-1) output must be 1 bit, not {self.out_bits}")
         if self.signed_input and self.in_bits != 1:

@@ -40,7 +40,8 @@ from .layers import BinaryConv2d, BinaryLinear, Block, LogitHead
 from .models import BinaryNet, build_model
 
 __all__ = ["lower", "lower_checkpoint", "load_checkpoint", "fold_thresholds", "verify_thresholds",
-           "torch_levels", "NotMonotoneError", "FLOAT32_EXACT", "MAX_ACC_BITS"]
+           "torch_levels", "check_finite", "check_state_matches", "NotMonotoneError",
+           "FLOAT32_EXACT", "MAX_ACC_BITS"]
 
 #: Dot products must stay below this for float32 training/float-sim to be exact.
 FLOAT32_EXACT = 1 << 24
@@ -174,6 +175,7 @@ def lower(model: BinaryNet, meta: dict | None = None, verify: bool = True) -> Co
     (``bwn``'s real activations, accumulators that overflow).
     """
     cfg = model.config
+    check_finite(model, (meta or {}).get("checkpoint"))
     if cfg["mode"] == "bwn":
         raise UserError("mode bwn has real-valued hidden activations and cannot be lowered to "
                         "the integer IR; train with --mode xnor, bnn or dorefa")
@@ -280,13 +282,77 @@ def load_checkpoint(path: str | Path) -> tuple[BinaryNet, dict]:
         raise UserError(f"{cfg_path}: not valid JSON ({e})") from None
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        model = build_model(cfg)
-        model.load_state_dict(state["state_dict"])
     except Exception as e:  # noqa: BLE001 - torch.load raises many types on damaged files
-        raise UserError(f"{ckpt}: cannot load checkpoint ({str(e).splitlines()[0]}); damaged, "
+        raise UserError(f"{ckpt}: cannot load checkpoint ({_first_line(e)}); damaged?") from None
+    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
+        raise UserError(f"{ckpt}: not a checkpoint written by xnorflow train (no state_dict)")
+    if not isinstance(cfg, dict):
+        raise UserError(f"{cfg_path}: not a model configuration (a JSON object)")
+    try:
+        model = build_model(cfg)
+    except UserError as e:
+        raise UserError(f"{cfg_path}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a hand-edited config can fail anywhere
+        what = f"missing {e}" if isinstance(e, KeyError) else _first_line(e)
+        raise UserError(f"{cfg_path}: not a valid model configuration ({what})") from None
+    check_state_matches(state["state_dict"], model, f"{ckpt}", f"{cfg_path}")
+    try:
+        model.load_state_dict(state["state_dict"])
+    except Exception as e:  # noqa: BLE001 - anything check_state_matches did not foresee
+        raise UserError(f"{ckpt}: cannot load checkpoint ({_first_line(e)}); damaged, "
                         f"or does not match {cfg_path}?") from None
     model.eval()
     return model, state
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+def check_state_matches(state_dict: dict, model: torch.nn.Module, ckpt: str, cfg: str) -> None:
+    """:class:`UserError` naming the first tensor of ``state_dict`` (a checkpoint's) that
+    ``model`` (built from the configuration ``cfg``) lacks, does not have, or has in another
+    shape, with both shapes."""
+    want = model.state_dict()
+    conf = getattr(model, "config", {}) or {}
+    built = f"the model {cfg} describes ({conf.get('model')}, widths {conf.get('widths')})"
+    for k, v in want.items():
+        if k not in state_dict:
+            raise UserError(f"{ckpt}: has no tensor {k}, which {built} needs; the checkpoint "
+                            f"and {cfg} come from different runs?")
+        got = state_dict[k]
+        if not isinstance(got, torch.Tensor):
+            raise UserError(f"{ckpt}: {k} is not a tensor; damaged?")
+        if tuple(got.shape) != tuple(v.shape):
+            raise UserError(f"{ckpt}: tensor {k} has shape {tuple(got.shape)}, but {built} "
+                            f"needs {tuple(v.shape)}; the checkpoint and {cfg} come from "
+                            "different runs?")
+    for k in state_dict:
+        if k not in want:
+            raise UserError(f"{ckpt}: has a tensor {k} that {built} does not; the checkpoint "
+                            f"and {cfg} come from different runs?")
+
+
+def check_finite(model: torch.nn.Module, where: str | None = None) -> None:
+    """:class:`UserError` naming the first parameter or buffer (BatchNorm statistics
+    included) of ``model`` that holds a NaN or an infinity, with how many and where.
+
+    Lowering would turn them into bits silently (``sign_bits(NaN)`` is 0, a NaN threshold
+    chain is constant), so a damaged checkpoint or a diverged run is refused instead.
+    ``where`` (the checkpoint's path) starts the message."""
+    for name, t in model.state_dict().items():
+        if not t.is_floating_point():
+            continue
+        bad = ~torch.isfinite(t)
+        if bad.any():
+            idx = tuple(int(i) for i in torch.nonzero(bad)[0]) if t.dim() else ()
+            at = f" at {list(idx)}" if idx else ""
+            head = f"{where}: " if where else ""
+            raise UserError(f"{head}tensor {name}: {int(bad.sum())} of {t.numel()} values are "
+                            f"not finite (first: {float(t[idx])}{at}); the checkpoint is "
+                            "damaged or its training diverged: retrain or use an earlier "
+                            "checkpoint")
 
 
 def lower_checkpoint(path: str | Path) -> CompiledModel:

@@ -115,10 +115,15 @@ def parse_widths(model: str, text: str | None):
     cnn conv tokens follow :data:`CONV_SYNTAX` (module docstring). When no conv token has a
     suffix (``32,64:256``) the list is the original short form and is returned as ints
     (every conv pooled); otherwise each token is returned in canonical form (``64``, ``64p``).
+    ``None`` gives the model's default; an empty list (``""``, ``","``) is refused.
     Raises :class:`UserError` naming the first bad token.
     """
-    if text is None or text == "":
+    if text is None:
         return DEFAULT_WIDTHS[model]
+    if not text.replace(",", "").replace(":", "").strip():
+        example = "32,64:256" if model == "cnn" else "256,256"
+        raise UserError(f"--widths {text!r}: no widths given; e.g. --widths {example}, or leave "
+                        "--widths out for the default")
     if model == "cnn":
         conv, _, dense = text.partition(":")
         tokens = [t.strip() for t in conv.split(",") if t.strip()]

@@ -47,6 +47,23 @@ def _mem(rows: int, cols: int, width: int, *, weights, thresholds, program, acti
     }
 
 
+#: Word widths the datapath is built for.
+WIDTHS = (16, 32, 64)
+
+
+def geometry_problem(rows, cols, width) -> str | None:
+    """What is wrong with an array geometry ``rows x cols x width`` (see :class:`Target`),
+    or None when a target may have it."""
+    for attr, v in (("rows", rows), ("cols", cols)):
+        if not isinstance(v, int) or v < 1:
+            return f"{attr} must be a positive int, not {v!r}"
+    if width not in WIDTHS:
+        return f"width must be {', '.join(map(str, WIDTHS[:-1]))} or {WIDTHS[-1]}, not {width}"
+    if cols & (cols - 1) or cols > width:
+        return f"cols must be a power of two <= width {width}, not {cols}"
+    return None
+
+
 @dataclass(frozen=True)
 class Target:
     """An accelerator geometry and its memory capacities.
@@ -70,17 +87,9 @@ class Target:
     popcount_levels: int = 2
 
     def __post_init__(self) -> None:
-        for attr in ("rows", "cols"):
-            v = getattr(self, attr)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"target {self.name!r}: {attr} must be a positive int, not {v!r}")
-        if self.width not in (16, 32, 64):
-            raise ValueError(f"target {self.name!r}: width must be 16, 32 or 64, not {self.width}")
-        if self.cols & (self.cols - 1) or self.cols > self.width:
-            raise ValueError(
-                f"target {self.name!r}: cols must be a power of two <= width {self.width}, "
-                f"not {self.cols}"
-            )
+        problem = geometry_problem(self.rows, self.cols, self.width)
+        if problem:
+            raise ValueError(f"target {self.name!r}: {problem}")
         if not self.memories:
             object.__setattr__(
                 self,
@@ -192,19 +201,19 @@ def with_geometry(base: Target, rows: int, cols: int, width: int) -> Target:
     if (rows, cols, width) == (base.rows, base.cols, base.width):
         return base
     geometry = f"{rows}x{cols}x{width}"
-    try:
-        probe = sim_target(rows, cols, width)
-        mems = {}
-        for name, (old_w, old_d) in base.memories.items():
-            new_w = probe.memories[name][0]
-            copies_old, copies_new = (base.rows, rows) if name == "activations" else (1, 1)
-            words = (old_w * old_d * copies_old) // (new_w * copies_new)
-            mems[name] = (new_w, 1 << max(0, words.bit_length() - 1))
-        return Target(f"{base.name}-{geometry}", rows, cols, width, mems, board=base.board,
-                      description=f"{base.description}, re-shaped", acc_bits=base.acc_bits,
-                      popcount_levels=base.popcount_levels)
-    except ValueError as e:
-        raise UserError(f"geometry {geometry}: {e}") from None
+    problem = geometry_problem(rows, cols, width)
+    if problem:
+        raise UserError(f"geometry {geometry}: {problem}")
+    probe = sim_target(rows, cols, width)
+    mems = {}
+    for name, (old_w, old_d) in base.memories.items():
+        new_w = probe.memories[name][0]
+        copies_old, copies_new = (base.rows, rows) if name == "activations" else (1, 1)
+        words = (old_w * old_d * copies_old) // (new_w * copies_new)
+        mems[name] = (new_w, 1 << max(0, words.bit_length() - 1))
+    return Target(f"{base.name}-{geometry}", rows, cols, width, mems, board=base.board,
+                  description=f"{base.description}, re-shaped", acc_bits=base.acc_bits,
+                  popcount_levels=base.popcount_levels)
 
 
 def with_depths(base: Target, depths: dict[str, int]) -> Target:

@@ -65,9 +65,15 @@ def train_teacher(data: Dataset, out: str | Path, epochs: int = 10, batch: int =
     """Train a :class:`FloatCNN` on ``data``; write ``out`` (``.npy`` training logits) and
     ``out.json`` (test accuracy, epochs, device, time). Returns the JSON document."""
     from . import files
-    from .train import random_shift, resolve_device
+    from .train import check_common, random_shift, resolve_device
 
     out = Path(out)
+    check_common(epochs=epochs, batch=batch, lr=lr, seed=seed)
+    if augment < 0:
+        raise UserError(f"augment {augment}: must be >= 0 pixels")
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder; give a file name such as teacher.npy")
+    files.check_can_create(out)
     dev = torch.device(resolve_device(device))
     torch.manual_seed(seed)
     model = FloatCNN(data.shape, data.num_classes).to(dev)
@@ -95,7 +101,6 @@ def train_teacher(data: Dataset, out: str | Path, epochs: int = 10, batch: int =
     train_acc = float((logits.argmax(1) == data.y_train).mean())
     buf = io.BytesIO()
     np.save(buf, logits)
-    out.parent.mkdir(parents=True, exist_ok=True)
     files.write_bytes(out, buf.getvalue())
     doc = {"dataset": data.name, "train_images": n, "classes": data.num_classes,
            "test_acc": history[-1]["test_acc"] if history else None, "train_acc": train_acc,

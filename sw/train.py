@@ -171,6 +171,82 @@ def check_nproc(device: str, nproc: int) -> None:
             raise UserError(f"--nproc {nproc}: only {n} CUDA device(s) here (one per process)")
 
 
+def _holds_run(out: Path) -> bool:
+    """Whether the folder ``out`` holds (part of) a training run."""
+    return any((out / f).exists() for f in (CHECKPOINT, CONFIG, METRICS))
+
+
+def check_run_destination(out: Path, resume: bool = False, force: bool = False) -> None:
+    """Refuse an output folder ``train`` may not write (one line naming it and the fix).
+
+    New or empty: fine. A training run: only with ``resume`` (continue it) or ``force``
+    (replace it). Anything else (a file, a link, a mount point to replace, a folder holding
+    other things): refused even with ``force``."""
+    out = Path(out)
+    if resume and force:
+        raise UserError(f"--resume and --force: choose one (continue the run in {out}, or "
+                        "replace it)")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise UserError(f"{out}: exists and is not a folder; choose another -o")
+    if resume:
+        if not (out / CHECKPOINT).is_file() or not (out / CONFIG).is_file():
+            raise UserError(f"{out}: nothing to resume (no {CHECKPOINT} + {CONFIG}); "
+                            "drop --resume to start afresh")
+        return
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not _holds_run(out):
+        raise UserError(f"{out}: exists and is not a training run (no {CHECKPOINT} or "
+                        f"{CONFIG}); refusing to write into it even with --force: choose "
+                        "another -o")
+    if not force:
+        raise UserError(f"{out}: holds a training run already; pass --resume to continue it "
+                        "or --force to replace it")
+    files.existing_folder_only(out)  # a mount point cannot be replaced
+
+
+#: Seeds go to torch.manual_seed and NumPy's SeedSequence: non-negative, below 2^32 here.
+SEED_LIMIT = 1 << 32
+#: Most torch threads a process may ask for.
+MAX_THREADS = 1024
+
+
+def check_common(*, epochs: int, batch: int, lr: float, seed: int, nproc: int = 1,
+                 threads: int | None = None) -> None:
+    """The flags every training command shares (``train``, ``teacher``): :class:`UserError`
+    naming the flag and the value for the first one out of range."""
+    if epochs < 1:
+        raise UserError(f"--epochs {epochs}: must be >= 1")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise UserError(f"--lr {lr}: must be a positive number")
+    if nproc >= 1 and batch // nproc < 2:
+        per = f" per process (--nproc {nproc})" if nproc > 1 else ""
+        raise UserError(f"--batch {batch}: must be >= {2 * nproc}; BatchNorm needs at least "
+                        f"2 images per training step{per}")
+    if not 0 <= seed < SEED_LIMIT:
+        raise UserError(f"--seed {seed}: must be in 0 .. 2^32 - 1")
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        raise UserError(f"--threads {threads}: must be in 1 .. {MAX_THREADS}")
+
+
+def check_hyperparameters(*, batch: int, nproc: int, augment: int, epochs: int, lr: float,
+                          seed: int, bn_momentum: float, label_smoothing: float,
+                          kd_alpha: float, weight_decay: float, kd_temp: float) -> None:
+    """:class:`UserError` naming the flag and the value for the first one out of range."""
+    check_common(epochs=epochs, batch=batch, lr=lr, seed=seed, nproc=nproc)
+    if augment < 0:
+        raise UserError(f"--augment {augment}: must be >= 0 pixels (0: no shifts)")
+    for name, v, lo, hi in (("--bn-momentum", bn_momentum, 0.0, 1.0),
+                            ("--label-smoothing", label_smoothing, 0.0, 1.0),
+                            ("--kd-alpha", kd_alpha, 0.0, 1.0)):
+        if not lo <= v <= hi:
+            raise UserError(f"{name} {v}: must be in [{lo}, {hi}]")
+    if not (weight_decay >= 0 and math.isfinite(weight_decay)):
+        raise UserError(f"--weight-decay {weight_decay}: must be >= 0")
+    if not (kd_temp > 0 and math.isfinite(kd_temp)):
+        raise UserError(f"--kd-temp {kd_temp}: must be > 0")
+
+
 def random_shift(x: torch.Tensor, shift: int, rng: np.random.Generator) -> torch.Tensor:
     """Augmentation: move each ``(N, H, W, C)`` image by up to ``shift`` pixels (zero fill).
 
@@ -211,7 +287,7 @@ def train(config: dict, out: str | Path, epochs: int = 10, batch: int = 64, lr: 
           augment: int = 0, final_eval: bool = True, device: str = "auto",
           bn_momentum: float = 0.1, weight_decay: float = 0.0, label_smoothing: float = 0.0,
           teacher: str | Path | None = None, kd_alpha: float = 0.0,
-          kd_temp: float = 4.0) -> dict:
+          kd_temp: float = 4.0, force: bool = False) -> dict:
     """Train ``config`` (see :func:`xnorflow.sw.models.make_config`) into folder ``out``.
 
     ``config`` may be partial (``model``, ``dataset``, ``mode``, ...); the input shape and
@@ -225,16 +301,29 @@ def train(config: dict, out: str | Path, epochs: int = 10, batch: int = 64, lr: 
     images (:mod:`xnorflow.sw.teacher`): the loss is then ``(1 - kd_alpha) * CE + kd_alpha *
     T^2 * KL(teacher || student)`` at temperature ``kd_temp`` (knowledge distillation).
     Raises :class:`TrainingDiverged` on a non-finite loss.
+
+    ``out`` must be new, an empty folder, or (with ``resume``) a run to continue; a run
+    already there is replaced only with ``force``, and then only once the new run has
+    finished (until then, and if training fails, the old run is left as it was). Every
+    argument is checked, and ``out`` made and tried for writing, before training starts.
     """
     out = Path(out)
+    check_run_destination(out, resume, force)
+    check_hyperparameters(batch=batch, nproc=nproc, augment=augment, epochs=epochs, lr=lr,
+                          seed=seed, bn_momentum=bn_momentum, label_smoothing=label_smoothing,
+                          kd_alpha=kd_alpha, weight_decay=weight_decay, kd_temp=kd_temp)
     device = resolve_device(device)
     check_nproc(device, nproc)
     if resume:
         cfg_path = out / CONFIG
-        if not (out / CHECKPOINT).is_file() or not cfg_path.is_file():
-            raise UserError(f"{out}: nothing to resume (no {CHECKPOINT} + {CONFIG}); "
-                            "drop --resume to start afresh")
-        config = json.loads(cfg_path.read_text())
+        try:
+            config = json.loads(cfg_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"{cfg_path}: not valid JSON ({e}); cannot resume") from None
+        if not isinstance(config, dict) or "dataset" not in config:
+            raise UserError(f"{cfg_path}: not a model configuration (no dataset); cannot "
+                            "resume")
+        load_checkpoint(out)  # a damaged or mismatched checkpoint is refused before any work
     if data is None:
         data = load_dataset(config["dataset"], data_path)
     if not resume:
@@ -242,15 +331,6 @@ def train(config: dict, out: str | Path, epochs: int = 10, batch: int = 64, lr: 
                              **{k: v for k, v in config.items()
                                 if k not in ("model", "dataset", "input_shape", "classes")})
         build_model(config)  # validate before writing anything
-    for name, v, lo, hi in (("--bn-momentum", bn_momentum, 0.0, 1.0),
-                            ("--label-smoothing", label_smoothing, 0.0, 1.0),
-                            ("--kd-alpha", kd_alpha, 0.0, 1.0)):
-        if not lo <= v <= hi:
-            raise UserError(f"{name} {v}: must be in [{lo}, {hi}]")
-    if not weight_decay >= 0:
-        raise UserError(f"--weight-decay {weight_decay}: must be >= 0")
-    if not kd_temp > 0:
-        raise UserError(f"--kd-temp {kd_temp}: must be > 0")
     if teacher is not None:
         from .teacher import load_teacher_logits
 
@@ -258,30 +338,42 @@ def train(config: dict, out: str | Path, epochs: int = 10, batch: int = 64, lr: 
         teacher = str(teacher)
     elif kd_alpha > 0:
         raise UserError(f"--kd-alpha {kd_alpha}: needs --teacher LOGITS.npy")
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        _write_json(out / CONFIG, config)
     hp = {"epochs": epochs, "batch": batch, "lr": lr, "seed": seed, "nproc": nproc,
           "augment": augment, "final_eval": final_eval, "device": device,
           "bn_momentum": bn_momentum, "weight_decay": weight_decay,
           "label_smoothing": label_smoothing, "teacher": teacher, "kd_alpha": kd_alpha,
           "kd_temp": kd_temp}
+    if force and _holds_run(out):
+        # the old run stays until the new one has finished (atomic_folder swaps it in)
+        with files.atomic_folder(out) as work:
+            return _train_into(work, config, hp, resume, data, progress, log, replacing=out)
+    files.make_dirs(out)
+    files.check_writable(out)
+    return _train_into(out, config, hp, resume, data, progress, log)
+
+
+def _train_into(out: Path, config: dict, hp: dict, resume: bool, data: Dataset,
+                progress: bool, log, replacing: Path | None = None) -> dict:
+    """Train into the folder ``out``; ``replacing`` names the run that ``out`` will replace
+    when training finishes (``--force``), for the messages."""
+    if not resume:
+        _write_json(out / CONFIG, config)
+    nproc = hp["nproc"]
     if nproc > 1:
         import torch.multiprocessing as mp
 
         port = _free_port()
-        mp.spawn(_worker, args=(nproc, port, config, str(out), hp, resume, data),
+        mp.spawn(_worker, args=(nproc, port, config, str(out), hp, resume, data, replacing),
                  nprocs=nproc, join=True)
         metrics = json.loads((out / METRICS).read_text())
         if metrics.get("diverged"):
             raise TrainingDiverged(metrics["diverged"])
-    else:
-        metrics = _train_loop(0, 1, config, out, hp, resume, data, progress, log)
-    return metrics
+        return metrics
+    return _train_loop(0, 1, config, out, hp, resume, data, progress, log, replacing)
 
 
 def _worker(rank: int, nproc: int, port: int, config: dict, out: str, hp: dict, resume: bool,
-            data: Dataset) -> None:
+            data: Dataset, replacing: Path | None = None) -> None:
     import torch.distributed as dist
 
     dev = rank_device(hp["device"], rank, nproc)
@@ -292,7 +384,7 @@ def _worker(rank: int, nproc: int, port: int, config: dict, out: str, hp: dict, 
     torch.set_num_threads(1)
     try:
         _train_loop(rank, nproc, config, Path(out), hp, resume, data, progress=rank == 0,
-                    log=print if rank == 0 else (lambda *a, **k: None))
+                    log=print if rank == 0 else (lambda *a, **k: None), replacing=replacing)
     except TrainingDiverged:
         pass  # rank 0 recorded it in metrics.json
     finally:
@@ -314,7 +406,7 @@ def _kd_loss(logits: torch.Tensor, teacher: torch.Tensor, temp: float) -> torch.
 
 
 def _train_loop(rank: int, world: int, config: dict, out: Path, hp: dict, resume: bool,
-                data: Dataset, progress: bool, log) -> dict:
+                data: Dataset, progress: bool, log, replacing: Path | None = None) -> dict:
     epochs, batch, lr, seed = hp["epochs"], hp["batch"], hp["lr"], hp["seed"]
     dev = rank_device(hp["device"], rank, world)
     torch.manual_seed(seed)
@@ -381,9 +473,12 @@ def _train_loop(rank: int, world: int, config: dict, out: Path, hp: dict, resume
 
                 dist.all_reduce(bad)
             if bad.item() > 0:  # the one host sync per step: a NaN must stop before step()
+                kept = (f"the last good checkpoint ({out / CHECKPOINT}, epoch {epoch}) is kept"
+                        if replacing is None else
+                        f"the run in {replacing} is left as it was (--force replaces it only "
+                        "when training finishes)")
                 diverged = (f"loss became {loss.item()} in epoch {epoch + 1}, step {s + 1}; "
-                            f"stopped, the last good checkpoint ({out / CHECKPOINT}, "
-                            f"epoch {epoch}) is kept; try a lower --lr")
+                            f"stopped, {kept}; try a lower --lr")
                 break
             opt.zero_grad(set_to_none=True)
             loss.backward()

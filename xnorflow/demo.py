@@ -119,11 +119,36 @@ def _trained_preset(p: dict, dataset: str, model: str, epochs: int | None, log) 
     return {**p, "checkpoint": str(path)}
 
 
+def is_demo_folder(folder: Path) -> bool:
+    """Whether ``folder`` is empty or an earlier demo's (its ``report.json`` has the demo's
+    stages): the only folders a demo replaces."""
+    if not any(folder.iterdir()):
+        return True
+    try:
+        doc = json.loads((folder / "report.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and "stages" in doc and "exact" in doc
+
+
+def check_out(out: Path) -> None:
+    """Refuse, before the demo's minutes of work, an output folder it may not replace: a
+    file, a mount point, a folder other than an earlier demo's, an unwritable place."""
+    from xnorflow.sw.files import check_can_create, existing_folder_only
+
+    existing_folder_only(out)
+    if out.is_dir() and not is_demo_folder(out):
+        raise UserError(f"{out}: exists and is not a demo report folder (no report.json from "
+                        "xnorflow demo); refusing to replace it: choose another -o")
+    check_can_create(out)
+
+
 def run_demo(out: str | Path, dataset: str = "digits", model: str = "mlp", *,
              epochs: int | None = None, limit: int | None = None, hw_limit: int | None = 64,
              backends: tuple[str, ...] = DEFAULT_BACKENDS, synth: bool = True, seed: int = 0,
              data_path: str | None = None, log=print) -> DemoResult:
-    """Run the whole flow into ``out`` (created; an existing folder is replaced at the end).
+    """Run the whole flow into ``out`` (created; an earlier demo's folder is replaced at the
+    end, any other existing folder refused before any work: :func:`check_out`).
 
     ``limit`` caps the test images for the software backends, ``hw_limit`` for the simulated
     hardware backends (Amaranth's simulator and Icarus run a few hundred images per minute);
@@ -136,9 +161,10 @@ def run_demo(out: str | Path, dataset: str = "digits", model: str = "mlp", *,
     if epochs is not None:
         p["epochs"] = epochs
     out = Path(out)
+    check_out(out)
     data = load_dataset(dataset, data_path)  # fails early, naming the files, if data is missing
     res = DemoResult(out)
-    with atomic_folder(out) as work:
+    with atomic_folder(out, check_out) as work:
         res.out_work = work
         _run(work, res, data, dataset, model, p, limit, hw_limit, backends, synth, seed, log,
              train)

@@ -20,7 +20,9 @@ for the target's board and geometry (./bitstreams/<board>/<geometry>/report.json
 `xnorflow synth`) when one exists.
 
 Exits 0 when every backend is bit-exact, 1 on any mismatch (the first differing sample,
-layer and output position are printed), 2 on bad input.
+layer and output position are printed), 2 on bad input. REPORT_DIR is checked before any
+backend runs: it may be new, empty or an earlier compare report (replaced atomically), never
+another kind of folder.
 """
 
 EPILOG = """\
@@ -50,6 +52,34 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def is_report_folder(folder: Path) -> bool:
+    """Whether ``folder`` is empty or a report written by ``xnorflow compare`` (a
+    ``report.json`` naming its backends and reference): the only folders ``-o`` replaces."""
+    import json
+
+    if not any(folder.iterdir()):
+        return True
+    try:
+        doc = json.loads((folder / "report.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and "backends" in doc and "reference" in doc
+
+
+def check_report_destination(out: Path) -> None:
+    """Refuse ``-o`` before any backend runs when the report could not replace it: a file,
+    a link, a mount point, or a folder that is not an earlier compare report (a model
+    folder, a training run, a home folder)."""
+    from xnorflow.sw.errors import UserError
+    from xnorflow.sw.files import check_can_create, existing_folder_only
+
+    existing_folder_only(out)
+    if out.is_dir() and not is_report_folder(out):
+        raise UserError(f"{out}: exists and is not a compare report folder (no report.json "
+                        "from xnorflow compare); refusing to replace it: choose another -o")
+    check_can_create(out)
+
+
 def run(args) -> int:
     from xnorflow.sim import backends
     from xnorflow.sim.compare import compare, write_report
@@ -60,6 +90,7 @@ def run(args) -> int:
         raise UserError("--backends is empty; e.g. --backends golden,cpu,amaranth,icarus")
     for b in names:
         backends.check_backend(b)
+    check_report_destination(Path(args.output))
     if "board" in names:
         backends.check_board_link(args.port, args.baud)
     mf = backends.load_model(args.model)

@@ -52,16 +52,17 @@ def run(args) -> int:
     from onnx import save_model
 
     from xnorflow.sw.errors import UserError
-    from xnorflow.sw.files import atomic_file
+    from xnorflow.sw.files import atomic_file, check_can_create
     from xnorflow.sw.qonnx_export import export_qonnx
     from xnorflow.sw.qonnx_import import need_interop
 
     need_interop()
     out = Path(args.qonnx)
-    if out.exists() and not args.force:
-        raise UserError(f"{out}: already exists; pass --force to replace it")
     if out.is_dir():
         raise UserError(f"{out}: is a folder; give a file name such as model.onnx")
+    if out.exists() and not args.force:
+        raise UserError(f"{out}: already exists; pass --force to replace it")
+    check_can_create(out)
     if not args.input_divisor > 0:
         raise UserError(f"--input-divisor must be > 0, not {args.input_divisor}")
     model = load_any(args.model)

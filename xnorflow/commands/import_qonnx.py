@@ -64,10 +64,15 @@ def parse_shape(text: str | None) -> tuple[int, int, int] | None:
 
 def check_ir_destination(out_dir, force: bool = False) -> Path:
     """Like compile's check, but an IR folder (model.json) may be replaced too."""
+    from xnorflow.sw.errors import UserError
+    from xnorflow.sw.files import existing_folder_only
     from xnorflow.sw.images import check_destination
 
     out = Path(out_dir)
-    if force and out.is_dir() and not out.is_symlink() and (out / "model.json").is_file():
+    if out.is_dir() and not out.is_symlink() and (out / "model.json").is_file():
+        if not force:
+            raise UserError(f"{out}: already exists; pass --force to replace it")
+        existing_folder_only(out)  # a mount point cannot be replaced
         return out
     return check_destination(out, force)
 

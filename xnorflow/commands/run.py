@@ -11,10 +11,11 @@ Run a compiled model folder (from `xnorflow compile`) on a data set split with o
 and print the accuracy; hardware backends (amaranth, icarus, verilator) also print the
 accelerator's clock cycles per image and the simulator's speed.
 
-Backends: torch (PyTorch deploy mode, needs the checkpoint the folder was compiled from),
-golden (the NumPy golden model), cpu (fast CPU kernel), amaranth (Amaranth simulator),
-icarus and verilator (cocotb on the generated Verilog), board (a board running the
-model's bitstream, over the serial port --port). The simulated backends drive the
+Backends: torch (PyTorch deploy mode: the folder's integer IR run with PyTorch
+convolutions; offered for folders compiled from an `xnorflow train` checkpoint, which it
+does not read), golden (the NumPy golden model), cpu (fast CPU kernel), amaranth
+(Amaranth simulator), icarus and verilator (cocotb on the generated Verilog), board (a
+board running the model's bitstream, over the serial port --port). The simulated backends drive the
 accelerator through the same host session that talks to a board.
 """
 

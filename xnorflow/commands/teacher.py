@@ -33,6 +33,7 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("-o", "--out", required=True, type=Path, help="logits file to write (.npy)")
+    p.add_argument("--force", action="store_true", help="replace OUT (and OUT.json) if it exists")
     p.set_defaults(func=run)
 
 
@@ -42,12 +43,16 @@ def run(args) -> int:
     from xnorflow.sw.data import load_dataset
     from xnorflow.sw.errors import UserError
     from xnorflow.sw.teacher import train_teacher
+    from xnorflow.sw.train import check_common
 
-    if args.epochs < 1:
-        raise UserError(f"--epochs {args.epochs}: must be >= 1")
-    if not args.lr > 0:
-        raise UserError(f"--lr {args.lr}: must be a positive number")
-    torch.set_num_threads(max(1, args.threads))
+    check_common(epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed,
+                 threads=args.threads)
+    out = args.out
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder; give a file name such as teacher.npy")
+    if out.exists() and not args.force:
+        raise UserError(f"{out}: already exists; pass --force to replace it")
+    torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset, args.data_path)
     doc = train_teacher(data, args.out, epochs=args.epochs, batch=args.batch, lr=args.lr,
                         seed=args.seed, device=args.device)

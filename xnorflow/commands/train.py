@@ -14,6 +14,7 @@ examples:
   xnorflow train --model mlp --dataset digits --mode dorefa --act-bits 2 -o runs/dorefa2
   xnorflow train --model mlp --dataset digits --beta -o runs/beta      # beta dropped at deploy
   xnorflow train -o runs/mlp --resume --epochs 40                      # continue a run
+  xnorflow train --model mlp --dataset digits -o runs/mlp --force      # replace a run
   xnorflow train --model mlp --dataset digits --nproc 2 -o runs/ddp    # DDP, 2 processes
   xnorflow train --model cnn --dataset fashion-mnist --widths 64,64p,128,128p,256p4:256 \
       --device cuda --epochs 100 -o runs/vgg                              # VGG-style, on a GPU
@@ -22,9 +23,14 @@ examples:
       --teacher runs/teacher.npy --kd-alpha 0.7 -o runs/kd                 # distillation
 
 Writes OUT/checkpoint.pt (atomic), OUT/config.json, OUT/metrics.json (per-epoch history,
-final float-sim and deploy accuracy) and OUT/curve.png. Lower it with
+final float-sim and deploy accuracy) and OUT/curve.png. An existing run in OUT is refused
+unless --resume continues it or --force replaces it. Lower it with
 `xnorflow compile OUT --target up5k -o OUT-up5k`.
 """
+
+
+#: --kd-alpha when --teacher is given without it.
+KD_ALPHA = 0.7
 
 
 def register(sub) -> None:
@@ -69,6 +75,9 @@ def register(sub) -> None:
     p.add_argument("-o", "--out", required=True, type=Path, help="output folder")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in OUT (its config.json wins over model flags)")
+    p.add_argument("--force", action="store_true",
+                   help="replace the run in OUT (kept until the new run has finished); "
+                   "without --force or --resume an existing run is refused")
     p.add_argument("--device", default="auto",
                    help="auto (CUDA when torch sees a GPU, else CPU), cpu, cuda or cuda:N; the "
                    "data set is kept on the device")
@@ -84,9 +93,9 @@ def register(sub) -> None:
     p.add_argument("--teacher", type=Path, default=None, metavar="LOGITS.npy",
                    help="float teacher logits of the training images (xnorflow teacher) for "
                    "knowledge distillation")
-    p.add_argument("--kd-alpha", type=float, default=0.7,
-                   help="weight of the distillation term when --teacher is given (default 0.7)")
-    p.add_argument("--kd-temp", type=float, default=4.0,
+    p.add_argument("--kd-alpha", type=float, default=None,
+                   help=f"weight of the distillation term with --teacher (default {KD_ALPHA})")
+    p.add_argument("--kd-temp", type=float, default=None,
                    help="distillation temperature (default 4)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per process (default 1: the machine is shared)")
@@ -99,13 +108,19 @@ def run(args) -> int:
 
     from xnorflow.sw.errors import UserError
     from xnorflow.sw.models import parse_widths
-    from xnorflow.sw.train import train
+    from xnorflow.sw.train import check_common, train
 
-    if not args.lr > 0 or args.lr == float("inf"):
-        raise UserError(f"--lr {args.lr}: must be a positive number")
-    if args.epochs < 1:
-        raise UserError(f"--epochs {args.epochs}: must be >= 1")
-    torch.set_num_threads(max(1, args.threads))
+    check_common(epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed,
+                 nproc=args.nproc, threads=args.threads)
+    if args.teacher is None:
+        for flag, v in (("--kd-alpha", args.kd_alpha), ("--kd-temp", args.kd_temp)):
+            if v is not None:
+                raise UserError(f"{flag} {v}: needs --teacher LOGITS.npy (distillation)")
+    kd = {"kd_alpha": 0.0 if args.teacher is None else
+          (KD_ALPHA if args.kd_alpha is None else args.kd_alpha)}
+    if args.kd_temp is not None:
+        kd["kd_temp"] = args.kd_temp
+    torch.set_num_threads(args.threads)
     config = {"model": args.model, "dataset": args.dataset, "mode": args.mode,
               "widths": parse_widths(args.model, args.widths), "in_bits": args.in_bits,
               "act_bits": args.act_bits, "beta": args.beta, "ste": args.ste,
@@ -115,7 +130,6 @@ def run(args) -> int:
                     data_path=args.data_path, progress=not args.quiet, augment=args.augment,
                     device=args.device, bn_momentum=args.bn_momentum,
                     weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-                    teacher=args.teacher, kd_alpha=args.kd_alpha if args.teacher else 0.0,
-                    kd_temp=args.kd_temp)
+                    teacher=args.teacher, **kd, force=args.force)
     print(f"wrote {args.out}/checkpoint.pt, config.json, metrics.json")
     return 0 if metrics else 1

@@ -94,44 +94,100 @@ def board_target(board, geometry: str, depths: dict | None = None):
     return with_depths(target, depths) if depths else target
 
 
-def synthesize(cfg: SynthConfig, *, progress: bool = True) -> dict:
-    """Build ``cfg`` and write bitstream, logs and report; return the report."""
-    from xnorflow.hw.boards import DEFAULT_BAUD, PlatformTop, make_platform
-    from xnorflow.hw.memories import YOSYS_AFTER_READ
+def is_bitstream_folder(folder: Path) -> bool:
+    """Whether ``folder`` is empty or holds what :func:`synthesize` publishes (a report and
+    a bitstream): the only folders a build may replace."""
+    from xnorflow.sw.boards import FAMILIES
+
+    folder = Path(folder)
+    if not any(folder.iterdir()):
+        return True
+    return (folder / "report.json").is_file() and any(
+        (folder / f.bitstream).is_file() for f in FAMILIES.values())
+
+
+def check_out_folder(out: Path) -> None:
+    """Refuse an output folder a build may not replace: not a folder, a mount point, or a
+    folder that is not a previous build's (a model folder, a report, a home folder)."""
+    out = Path(out)
+    files.existing_folder_only(out)
+    if out.is_dir() and not is_bitstream_folder(out):
+        raise UserError(f"{out}: exists and is not a bitstream folder (no report.json and "
+                        "bitstream); refusing to replace it: choose another --out")
+
+
+def check_config(cfg: SynthConfig):
+    """Check everything about ``cfg`` that can be checked before synthesis (minutes of
+    work): board, design, geometry, memory depths, clock, baud rate, the model and the
+    output folder. Returns ``(board, target, model, out)``; raises :class:`UserError`, one
+    line naming the flag and the value, on the first problem."""
+    import math
+
     from xnorflow.sw.boards import bitstream_folder, get_board
 
     spec = get_board(cfg.board)
-    parse_geometry(cfg.geometry)
+    if cfg.design not in DESIGNS:
+        raise UserError(f"design {cfg.design!r}: choose one of {', '.join(DESIGNS)}")
+    target = board_target(spec, cfg.geometry, cfg.depths)
+    if cfg.baud is not None and not cfg.baud > 0:
+        raise UserError(f"--baud {cfg.baud}: must be a positive number of bits per second")
+    if cfg.freq_mhz is not None and not (cfg.freq_mhz > 0 and math.isfinite(cfg.freq_mhz)):
+        raise UserError(f"--freq {cfg.freq_mhz}: must be a positive number of MHz")
+    if not 0 <= cfg.seed < 1 << 31:
+        raise UserError(f"--seed {cfg.seed}: nextpnr seeds are 0 .. 2^31 - 1")
+    model = None
+    if cfg.model:
+        from xnorflow.sw.ir import CompiledModel
+        from xnorflow.sw.program import check_fits
+
+        if cfg.design != "accelerator":
+            raise UserError(f"--model {cfg.model}: images/s are predicted for the accelerator; "
+                            f"drop --model or use --design accelerator, not {cfg.design}")
+        if not Path(cfg.model).is_dir():
+            raise UserError(f"--model {cfg.model}: no such model folder (make one with "
+                            "xnorflow compile)")
+        model = CompiledModel.load(cfg.model)
+        try:
+            check_fits(model, target)
+        except UserError as e:
+            raise UserError(f"--model {cfg.model} does not fit {spec.name} {target.geometry}: "
+                            f"{e}") from None
+    out = Path(cfg.out_dir) if cfg.out_dir else bitstream_folder(spec.name, cfg.geometry)
+    check_out_folder(out)
+    files.check_can_create(out)
+    return spec, target, model, out
+
+
+def synthesize(cfg: SynthConfig, *, progress: bool = True) -> dict:
+    """Build ``cfg`` and write bitstream, logs and report; return the report.
+
+    Everything :func:`check_config` checks is checked first, before any tool runs."""
+    from xnorflow.hw.boards import DEFAULT_BAUD, PlatformTop, make_platform
+    from xnorflow.hw.memories import YOSYS_AFTER_READ
+
+    spec, target, model, out = check_config(cfg)
     env_tools = tool_env()
     for var in ("YOSYS", f"NEXTPNR_{spec.family.upper()}",
                 "ICEPACK" if spec.family == "ice40" else "ECPPACK"):
         require_tool(var)
 
-    model = None
-    if cfg.model:
-        from xnorflow.sw.ir import CompiledModel
-
-        model = CompiledModel.load(cfg.model)
-
     placeholders = {}
     if cfg.design == "accelerator":
-        target = board_target(spec, cfg.geometry, cfg.depths)
         placeholders = placeholder_memories(target, spec, seed=cfg.seed)
     core, target, info = make_core(cfg, spec, memories=list(placeholders.values()) or None)
 
     freq = None if cfg.freq_mhz is None else cfg.freq_mhz * 1e6
-    baud = cfg.baud or DEFAULT_BAUD
+    baud = DEFAULT_BAUD if cfg.baud is None else cfg.baud
     try:
         top = PlatformTop(spec, core, freq=freq, baud=baud)
     except ValueError as e:
         raise UserError(f"board {spec.name}: {e}") from None
 
-    out = Path(cfg.out_dir) if cfg.out_dir else bitstream_folder(spec.name, cfg.geometry)
     build = (Path(cfg.build_dir) if cfg.build_dir
              else Path("build") / "synth" / spec.name / f"{cfg.geometry}-s{cfg.seed}")
     if build.exists():
         shutil.rmtree(build)
-    build.mkdir(parents=True)
+    files.make_dirs(build)
 
     platform = make_platform(spec)
     # --timing-allow-fail: a missed clock target is reported (timing_met), not an error
@@ -239,7 +295,7 @@ def _write_hex(path: Path, image) -> None:
 
 def _publish(out: Path, build: Path, spec, report: dict, placeholders: dict) -> None:
     """Write bitstream, logs, placeholders and report into ``out`` atomically."""
-    with files.atomic_folder(out) as tmp:
+    with files.atomic_folder(out, check_out_folder) as tmp:
         bit = spec.family_facts.bitstream
         shutil.copyfile(build / bit, tmp / bit)
         shutil.copyfile(build / "top.rpt", tmp / "yosys.log")
