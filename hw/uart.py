@@ -287,7 +287,11 @@ class UARTBridge(wiring.Component):
         # down-counter: loaded with timeout - 2 while bytes arrive, fires at its sign bit
         left = Signal(self._timeout.bit_length() + 1)
         armed = Signal()
-        with m.If(rx.frame_error | rx.overrun):
+        # the receiver's errors, registered: `overrun` is logic on the accelerator's `ready`,
+        # which must not reach the timeout counter's enables (a cycle later is soon enough)
+        rx_error = Signal()
+        m.d.sync += rx_error.eq(rx.frame_error | rx.overrun)
+        with m.If(rx_error):
             m.d.sync += armed.eq(0)
         with m.Elif(rx.busy | rx.out.valid):
             # counting starts when the accelerator has accepted the last byte
@@ -304,6 +308,6 @@ class UARTBridge(wiring.Component):
         m.d.comb += [
             self.frame_error.eq(rx.frame_error),
             self.overrun.eq(rx.overrun),
-            self.abort.eq(self.timed_out | rx.frame_error | rx.overrun),
+            self.abort.eq(self.timed_out | rx_error),
         ]
         return m

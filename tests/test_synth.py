@@ -299,14 +299,32 @@ def test_missed_timing_exits_1_and_keeps_the_old_build(tmp_path, capsys):
     out = tmp_path / "bits"
     out.mkdir()
     (out / "top.bin").write_bytes(b"old")
+    old_report = json.dumps({"report_version": 1, "board": "icebreaker", "resources": {}})
+    (out / "report.json").write_text(old_report)
     argv = ["synth", "--board", "icebreaker", "--geometry", "2x2x16", "--design", "array",
             "--freq", "200", "--out", str(out), "--seed", "1", "-q"]
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "timing NOT met" in err and "no bitstream written" in err
-    assert sorted(p.name for p in out.iterdir()) == ["top.bin"]
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "top.bin"]
     assert (out / "top.bin").read_bytes() == b"old"
+    assert (out / "report.json").read_text() == old_report
     assert main(argv + ["--allow-timing-fail"]) == 1
     assert "written anyway" in capsys.readouterr().err
     assert (out / "top.bin").stat().st_size > 100_000
     assert json.loads((out / "report.json").read_text())["timing_met"] is False
+
+
+def test_a_committed_build_without_its_bitstream_may_be_replaced(tmp_path):
+    """The ECP5-85F's bitstream is not committed (over 1 MB): its folder (a synthesis report,
+    logs) is still a build folder; a folder with another report.json is not."""
+    from xnorflow.synth.build import is_bitstream_folder
+
+    (tmp_path / "report.json").write_text(json.dumps(
+        {"report_version": 1, "board": "ulx3s-85f", "resources": {"lut4": 1}}))
+    (tmp_path / "nextpnr.log").write_text("log")
+    assert is_bitstream_folder(tmp_path)
+    (tmp_path / "report.json").write_text(json.dumps({"accuracy": 0.9}))
+    assert not is_bitstream_folder(tmp_path)
+    (tmp_path / "report.json").write_text("{not json")
+    assert not is_bitstream_folder(tmp_path)

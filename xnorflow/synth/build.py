@@ -96,14 +96,24 @@ def board_target(board, geometry: str, depths: dict | None = None):
 
 def is_bitstream_folder(folder: Path) -> bool:
     """Whether ``folder`` is empty or holds what :func:`synthesize` publishes (a report and
-    a bitstream): the only folders a build may replace."""
+    a bitstream, or a synthesis report alone where the bitstream is not committed): the only
+    folders a build may replace."""
     from xnorflow.sw.boards import FAMILIES
 
     folder = Path(folder)
     if not any(folder.iterdir()):
         return True
-    return (folder / "report.json").is_file() and any(
-        (folder / f.bitstream).is_file() for f in FAMILIES.values())
+    report = folder / "report.json"
+    if not report.is_file():
+        return False
+    if any((folder / f.bitstream).is_file() for f in FAMILIES.values()):
+        return True
+    # a committed build whose bitstream is not committed (over 1 MB: the ECP5-85F's)
+    try:
+        data = json.loads(report.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"report_version", "board", "resources"} <= data.keys()
 
 
 def check_out_folder(out: Path) -> None:
