@@ -232,7 +232,7 @@ def _needed(att: dict | None) -> str:
 def write_md(results: dict, path: Path) -> None:
     p = results["popcount64"]
     lines = [
-        f"# Synthesis goals (nextpnr seed {results['seed']}; `benchmarks/synth.py`)",
+        "# Synthesis goals (`benchmarks/synth.py`; the nextpnr seed of each build in its row)",
         "",
         "| board | geometry | what was built | LUT4 | FF | LCs | RAM | Fmax MHz | "
         "ops/LUT/cycle | array share | goal | met |",
@@ -243,6 +243,7 @@ def write_md(results: dict, path: Path) -> None:
                 else "bare array + UART (reference)")
         if isinstance(b.get("depths"), dict):
             what += ", small memories"
+        what += f", seed {b['seed']}"
         if "error" in b:
             need = _needed(b.get("attempt"))
             lines.append(f"| {b['board']} | {b['geometry']} | {what}: **does not fit** "
