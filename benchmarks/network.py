@@ -161,7 +161,8 @@ def main() -> int:
                        "fits": fits, "batch": batch, "binary_macs": p.binary_macs,
                        "cycles": p.cycles, "utilisation": p.utilisation,
                        "layers": [{"name": lp.name, "tiles": lp.tiles, "groups": lp.groups,
-                                   "entries": lp.entries, "beats": lp.beats, "cycles": lp.cycles, "binary_macs": lp.binary_macs,
+                                   "entries": lp.entries, "beats": lp.beats,
+                                   "cycles": lp.cycles, "binary_macs": lp.binary_macs,
                                    "utilisation": lp.utilisation} for lp in p.layers]}
                 if why:
                     row["why_not"] = why
