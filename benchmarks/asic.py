@@ -9,9 +9,9 @@ full reports, netlists and logs stay in ``build/asic/<geometry>/``); the rows go
 it makes, so after a change of the control plane ``--blocks accelerator`` re-measures the
 accelerator rows and the derived figures (array share, area per MAC) follow.
 
-Geometries: the board targets' (``up5k`` 2x2x32, ``hx8k`` 2x4x16, ``ecp5-85f`` 8x8x32,
-each with its own accumulator width, popcount pipelining and memory depths) and the 4x4x32
-goal geometry (the ``sim`` target: 24-bit accumulators, default memory depths).
+Geometries: the board targets' (``up5k`` 8x2x32, ``hx8k`` 4x4x32, ``ecp5-85f`` 8x8x32,
+each with its own accumulator width, popcount pipelining and memory depths; a run of the
+default geometries drops rows of geometries no longer in the list).
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ from xnorflow.asic import BLOCKS, FLOW_LABELS, LIMITS, AsicConfig, derived, run_
 from xnorflow.sw import files  # noqa: E402
 from xnorflow.sw.targets import TARGETS  # noqa: E402
 
-GEOMETRIES = [TARGETS["up5k"].geometry, TARGETS["hx8k"].geometry, "4x4x32",
-              TARGETS["ecp5-85f"].geometry]
+GEOMETRIES = list(dict.fromkeys(TARGETS[t].geometry for t in ("up5k", "hx8k", "ecp5-85f")))
 OUT = REPO / "benchmarks" / "results"
 
 
@@ -158,6 +157,9 @@ def main() -> int:
     # --only "" runs no geometry (the clock sweep alone)
     geometries = [g for g in args.only.split(",") if g] if args.only is not None else GEOMETRIES
     blocks = tuple(b for b in BLOCKS if b in args.blocks.split(","))
+    if args.only is None and not args.rewrite:  # the default set: rows of old geometries go
+        results["reports"] = {g: r for g, r in results["reports"].items() if g in GEOMETRIES}
+        _save(results, jpath)
     if not args.rewrite:
         for geo in geometries:
             t0 = time.time()
