@@ -334,8 +334,10 @@ def test_inputs():
             parse_clock_ns(bad)
     assert resolve_target("8x2x32").name == "up5k"
     assert resolve_target("8x8x32").name == "ecp5-85f"
-    t = resolve_target("4x4x32")
-    assert (t.name, t.geometry) == ("sim", "4x4x32")
+    t = resolve_target("4x4x32")  # the hx8k target's geometry (listed before sim)
+    assert (t.name, t.geometry) == ("hx8k", "4x4x32")
+    t = resolve_target("2x2x16")  # no board target: the sim target at that geometry
+    assert (t.name, t.geometry) == ("sim", "2x2x16")
     for bad in ("4x3x32", "4x4x24", "4x4"):
         with pytest.raises(UserError, match="geometry"):
             resolve_target(bad)
@@ -355,7 +357,8 @@ def _keys(d) -> list[str]:
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
-    """One run of the popcount and the PE at 4x4x32 with every library (~5 s)."""
+    """One run of the popcount and the PE at 4x4x32 (the hx8k target: 18-bit accumulators,
+    3 full-adder levels per popcount stage) with every library (~5 s)."""
     _libs_or_skip()
     out = tmp_path_factory.mktemp("asic")
     return run_asic(AsicConfig("4x4x32", ("popcount", "pe"), out_dir=str(out)), progress=False)
