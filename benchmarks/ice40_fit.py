@@ -7,16 +7,21 @@ For each geometry it builds the same design as
 :class:`~xnorflow.hw.accelerator.Accelerator` with the seeded placeholder memories), runs
 ``synth_ice40 -spram -noflatten`` and prints, per module (each line counts that module
 only, not its submodules), SB_LUT4, flip-flops, SB_CARRY and SB_RAM40_4K, then the totals
-(``--flatten``: the real flow's flattened synthesis, totals only). Output:
+(``--flatten``: the real flow's flattened synthesis, its totals, the logic cells after
+nextpnr's packer, and the cells per block attributed by the hierarchical name of the net
+each drives). Output:
 ``benchmarks/results/ice40_fit.<G>[.flat].txt``. The UP5K has 5280 logic cells (one LUT4 +
 one FF each), 30 EBR and 4 SPRAM; nextpnr's logic cells are at least max(LUT4, FF).
-Takes 3-6 minutes per geometry; ``--top top.top.core.host`` (any module path of the per-module
-listing) synthesises just that module, faster, for iterating on one block.
+Per module (``-noflatten``), ABC9 in YoWASP's yosys crashes on the v2 board top (on the
+small `top` module); ``--flatten`` works. Takes 1-6 minutes per geometry; ``--top
+top.top.core.host`` (any module path of the per-module listing) synthesises just that
+module, faster, for iterating on one block.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -89,7 +94,38 @@ def breakdown(geometry: str, build: Path, flatten: bool = False, module: str = "
                  f"FF {100 * tot[1] / 5280:.0f} %, EBR {tot[3]}/30")
     if packed:
         lines.append(packed)
+    if flatten and module == "top":
+        lines += ["", "per block of the flattened netlist (each cell counted for the "
+                  "hierarchical name of the net it drives: ABC9 keeps no source attributes, "
+                  "so a LUT shared by two blocks' logic counts for one; PEs summed):",
+                  f"{'block':56s} {'LUT4':>6} {'FF':>6} {'CARRY':>6}"]
+        for name, v in by_driven_net(json.loads((build / "fit.json").read_text())):
+            lines.append(f"{name:56s} {v['LUT4']:6d} {v['FF']:6d} {v['CARRY']:6d}")
     return "\n".join(lines) + "\n"
+
+
+def by_driven_net(netlist: dict, depth: int = 4) -> list:
+    """``(block, {"LUT4", "FF", "CARRY"})`` of a flattened yosys JSON netlist, each cell
+    attributed to the hierarchical name (first ``depth`` levels) of the net it drives."""
+    mod = netlist["modules"]["top"]
+    names: dict = {}
+    for n, info in mod["netnames"].items():
+        for b in info["bits"]:
+            if isinstance(b, int):
+                names.setdefault(b, []).append((info.get("hide_name", 0), n))
+    counts: dict = {}
+    ports = {"SB_LUT4": ("O", "LUT4"), "SB_CARRY": ("CO", "CARRY")}
+    for cell in mod["cells"].values():
+        port, kind = ports.get(cell["type"], ("Q", "FF") if cell["type"].startswith("SB_DFF")
+                               else (None, None))
+        if port is None:
+            continue
+        cands = sorted(names.get(cell["connections"][port][0], []))
+        net = next((n for hide, n in cands if "." in n and not hide),
+                   next((n.lstrip("$") for _, n in cands if "." in n), "(unnamed)"))
+        block = re.sub(r"pe_\d+_\d+", "pe_*", ".".join(net.split(".")[:-1][:depth]) or net)
+        counts.setdefault(block, {"LUT4": 0, "FF": 0, "CARRY": 0})[kind] += 1
+    return sorted(counts.items(), key=lambda kv: -kv[1]["LUT4"])
 
 
 def main() -> int:
