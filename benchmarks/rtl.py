@@ -85,10 +85,13 @@ def _env() -> dict:
 def part_random(args) -> int:
     from tqdm import tqdm
 
-    from xnorflow.hw.link import readable_layers
     from xnorflow.sim import backends
     from xnorflow.sim.compare import agreement
-    from xnorflow.sw import synthetic
+    from xnorflow.sw import program, synthetic
+
+    def readable_layers(model, target):
+        descs = program.decode_program(program.build_memories(model, target)[0].words)[1]
+        return program.readable_layers(descs)
 
     base = args.seed
     doc = {"part": "random", "partial": True, "seed": base, "target_layers": args.layers,
@@ -164,7 +167,7 @@ def part_random(args) -> int:
             doc["layers"] += len(model.layers)
             # layers whose own outputs were compared bit by bit (readable hidden maps and
             # the scores); an overwritten early hidden map is checked only through its effect
-            doc["layers_observed"] += sum(readable_layers(model)) + 1
+            doc["layers_observed"] += sum(readable_layers(model, target)) + 1
             doc["networks"] += 1
             bar.update(len(model.layers))
         doc["launches"].append({
