@@ -35,7 +35,7 @@ from amaranth.lib import io, stream, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
-from ..sw.boards import Board
+from ..sw.boards import SAFE_BAUD, Board
 from ..sw.errors import require_extra
 from .uart import UARTBridge, uart_divisor
 
@@ -50,8 +50,9 @@ __all__ = [
     "make_platform",
 ]
 
-#: Default UART baud rate of the board tops (FTDI FT2232H bridges on all three boards run it).
-DEFAULT_BAUD = 1_000_000
+#: UART baud rate of a link whose board is not known (every board's bridge and top run it;
+#: a board top's default is its board's ``default_baud``, :mod:`xnorflow.sw.boards`).
+DEFAULT_BAUD = SAFE_BAUD
 #: Default inter-byte timeout of the board tops, in seconds.
 DEFAULT_TIMEOUT_S = 0.05
 
@@ -277,7 +278,7 @@ class PlatformTop(wiring.Component):
         Requested system clock in Hz (``board.default_freq`` if ``None``); the PLL gives
         :attr:`freq` (within 1 % on iCE40, 5 % on ECP5).
     baud : int
-        UART baud rate.
+        UART baud rate (``board.default_baud`` if ``None``).
     timeout_s : float
         Inter-byte timeout in seconds.
 
@@ -286,7 +287,7 @@ class PlatformTop(wiring.Component):
     """
 
     def __init__(self, board: Board, core: wiring.Component, *, freq: float | None = None,
-                 baud: int = DEFAULT_BAUD, timeout_s: float = DEFAULT_TIMEOUT_S):
+                 baud: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
         self.board = board
         req = board.default_freq if freq is None else float(freq)
         if req == board.clock_freq:
@@ -298,8 +299,8 @@ class PlatformTop(wiring.Component):
         else:
             self.pll = ecp5_pll(board.clock_freq, req)
             self.freq = self.pll.freq
-        self.baud = baud
-        self.divisor = uart_divisor(self.freq, baud)
+        self.baud = board.default_baud if baud is None else baud
+        self.divisor = uart_divisor(self.freq, self.baud)
         self.timeout = max(20 * self.divisor, round(timeout_s * self.freq))
         self.top = BoardTop(core, divisor=self.divisor, timeout=self.timeout)
         super().__init__({})

@@ -26,10 +26,14 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["UARTRx", "UARTTx", "UARTBridge", "uart_divisor"]
+__all__ = ["BAUD_TOLERANCE", "UARTRx", "UARTTx", "UARTBridge", "uart_divisor"]
+
+#: Largest relative difference :func:`uart_divisor` allows between the rate asked for and the
+#: rate a divisor makes (8N1 tolerates about 4 % between the two ends together).
+BAUD_TOLERANCE = 0.02
 
 
-def uart_divisor(clk_freq: float, baud: int, *, tolerance: float = 0.02) -> int:
+def uart_divisor(clk_freq: float, baud: int, *, tolerance: float = BAUD_TOLERANCE) -> int:
     """Clock cycles per bit for ``baud`` at ``clk_freq`` Hz.
 
     Raises ``ValueError`` if the rounded divisor is below 4 (too few samples per bit) or the

@@ -19,6 +19,11 @@ writes them, ``xnorflow compare`` and ``--swap-model`` read them.
 ``default_freq`` is the system clock a build asks for unless told otherwise: one the whole
 accelerator meets on that board (``benchmarks/results/synth.md``), not a goal. The goals
 (48 / 120 / 150 MHz) are in ``docs/synthesis.md`` and ``benchmarks/synth.py``.
+
+The host link: each board's USB-UART bridge chip (:class:`UartBridge`, :data:`BRIDGES`: the
+rates it can make and its highest) and the baud rate its board top is built for by default
+(``default_baud``). Which rates the gateware can also make at a clock, and what a rate gives in
+images/s, is :mod:`xnorflow.hw.link.throughput`.
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ from pathlib import Path
 
 from .errors import UserError
 
-__all__ = ["BOARDS", "FAMILIES", "REPORT_VERSION", "Board", "Family", "bitstream_folder",
-           "board_of_target", "get_board", "load_report", "synthesis_report"]
+__all__ = ["BOARDS", "BRIDGES", "FAMILIES", "REPORT_VERSION", "SAFE_BAUD", "Board", "Family",
+           "UartBridge", "bitstream_folder", "board_of_target", "get_board", "load_report",
+           "synthesis_report"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,66 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+#: The baud rate every board's bridge and board top run (the default where no faster one has
+#: been checked in simulation at the board's clock).
+SAFE_BAUD = 1_000_000
+
+
+@dataclass(frozen=True)
+class UartBridge:
+    """A USB-UART bridge chip between the host and a board's FPGA.
+
+    FTDI chips make ``reference / d`` baud, ``d`` being 1, 1.5 or ``n + k / 8`` with
+    ``n = 2 .. 16384`` and ``k = 0 .. 7`` (FTDI application note AN232B-05, "Configuring
+    FT232R, FT2232 and FT232B Baud Rates": a divisor of 0 means 1, one of 1 means 1.5;
+    the hi-speed chips use the same divisors on a 12 MHz reference, as the Linux driver's
+    ``ftdi_2232h_baud_base_to_divisor`` computes them). ``max_baud`` is the data sheet's
+    highest rate, ``source`` says where the figures come from.
+    """
+
+    chip: str
+    reference: float
+    max_baud: int
+    source: str
+
+    def rate(self, baud: float) -> float | None:
+        """The baud rate the chip makes when asked for ``baud`` (the nearest divisor, as the
+        FTDI drivers choose it), or None when it cannot: above :attr:`max_baud`, or no
+        divisor within 3 % (the drivers' own limit, AN232B-05)."""
+        if not baud > 0 or baud > self.max_baud:
+            return None
+        eighths = round(8 * self.reference / baud)
+        if eighths < 16:  # below 2 only the divisors 1 and 1.5 exist
+            eighths = min((8, 12, 16), key=lambda e: abs(self.reference * 8 / e - baud))
+        eighths = min(eighths, 8 * 16384 + 7)
+        made = self.reference * 8 / eighths
+        return made if abs(made - baud) <= 0.03 * baud else None
+
+    def rates(self, lowest: float = 0.0):
+        """The rates the chip makes, fastest first, down to ``lowest``."""
+        for eighths in (8, 12, *range(16, 8 * 16384 + 8)):
+            made = self.reference * 8 / eighths
+            if made < lowest:
+                return
+            if made <= self.max_baud:
+                yield made
+
+
+#: The bridge chips of the supported boards.
+BRIDGES: dict[str, UartBridge] = {
+    b.chip: b for b in (
+        # hi-speed USB; the UART's baud generator runs from 120 MHz / 10 = 12 MHz
+        UartBridge("FT2232H", 12e6, 12_000_000,
+                   "FTDI DS_FT2232H data sheet: UART data rates up to 12 Mbaud; AN232B-05 "
+                   "divisors on a 12 MHz reference"),
+        # full-speed USB; 48 MHz / 16 = 3 MHz reference
+        UartBridge("FT231X", 3e6, 3_000_000,
+                   "FTDI DS_FT231X data sheet: data transfer rates from 300 baud to 3 Mbaud; "
+                   "AN232B-05 divisors on a 3 MHz reference"),
+    )
+}
+
+
 @dataclass(frozen=True)
 class Board:
     """A supported board.
@@ -74,7 +140,8 @@ class Board:
     the memories built without initial contents (SPRAM cannot be initialised by the
     bitstream: the host loads them over the link). ``platform`` is the ``amaranth-boards``
     class as ``"module:Class"``; ``pll_pad``: the oscillator pin is the iCE40 PLL's own pad
-    (``SB_PLL40_PAD``).
+    (``SB_PLL40_PAD``). ``bridge`` names the USB-UART chip (:data:`BRIDGES`) and
+    ``default_baud`` the rate the board top is built for unless told otherwise.
     """
 
     name: str
@@ -92,10 +159,16 @@ class Board:
     brams: int = 0
     no_init: tuple[str, ...] = ()
     pll_pad: bool = False
+    bridge: str = "FT2232H"
+    default_baud: int = SAFE_BAUD
 
     @property
     def family_facts(self) -> Family:
         return FAMILIES[self.family]
+
+    @property
+    def uart_bridge(self) -> UartBridge:
+        return BRIDGES[self.bridge]
 
 
 BOARDS: dict[str, Board] = {
@@ -104,18 +177,19 @@ BOARDS: dict[str, Board] = {
         Board("icebreaker", "iCEBreaker v1.0 (iCE40 UP5K-SG48), FTDI UART on pins 6/9",
               family="ice40", device="iCE40UP5K", package="SG48", spram=True, dsp=True,
               clock="clk12", clock_freq=12e6, default_freq=24e6, target="up5k", brams=30,
-              platform="icebreaker:ICEBreakerPlatform", no_init=("weights",), pll_pad=True),
+              platform="icebreaker:ICEBreakerPlatform", no_init=("weights",), pll_pad=True,
+              bridge="FT2232H"),
         # the whole accelerator (2x4x16, `hx8k`) reaches 74.7 MHz
         Board("hx8k-evn", "Lattice iCE40-HX8K breakout (iCE40HX8K-CT256), FTDI UART",
               family="ice40", device="iCE40HX8K", package="CT256", spram=False, dsp=False,
               clock="clk12", clock_freq=12e6, default_freq=72e6, target="hx8k", brams=32,
-              platform="ice40_hx8k_b_evn:ICE40HX8KBEVNPlatform"),
+              platform="ice40_hx8k_b_evn:ICE40HX8KBEVNPlatform", bridge="FT2232H"),
         # the whole accelerator (8x8x32, `ecp5-85f`) reaches 53.9 MHz; the PLL makes
         # 46.875 MHz of a 48 MHz request from the 25 MHz oscillator
         Board("ulx3s-85f", "Radiona ULX3S with LFE5U-85F-6BG381, FTDI UART",
               family="ecp5", device="LFE5U-85F", package="BG381", spram=False, dsp=True,
               clock="clk25", clock_freq=25e6, default_freq=48e6, target="ecp5-85f", brams=208,
-              platform="ulx3s:ULX3S_85F_Platform"),
+              platform="ulx3s:ULX3S_85F_Platform", bridge="FT231X"),
     )
 }
 

@@ -404,6 +404,13 @@ CASES = [
                           "0"], ("--baud 0",), new=True),
     Case("synth-freq-0", ["synth", "--board", "icebreaker", "--freq", "0"], ("--freq 0",),
          new=True),
+    Case("synth-freq-pll", ["synth", "--board", "icebreaker", "--freq", "400"],
+         ("--freq 400", "16-275 MHz")),
+    Case("synth-baud-bridge", ["synth", "--board", "ulx3s-85f", "--design", "loopback",
+                               "--baud", "6000000"], ("--baud 6000000", "FT231X", "3,000,000")),
+    Case("synth-baud-clock", ["synth", "--board", "icebreaker", "--design", "loopback",
+                              "--baud", "12000000"], ("--baud 12000000", "24 MHz", "< 4")),
+
     Case("synth-geometry-cols", ["synth", "--board", "icebreaker", "--geometry", "2x3x32"],
          ("2x3x32", "cols"), forbid=("'sim'",), new=True),
     Case("synth-geometry-width", ["synth", "--board", "icebreaker", "--geometry", "2x2x7"],

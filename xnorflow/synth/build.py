@@ -143,6 +143,7 @@ def check_config(cfg: SynthConfig):
         raise UserError(f"--baud {cfg.baud}: must be a positive number of bits per second")
     if cfg.freq_mhz is not None and not (cfg.freq_mhz > 0 and math.isfinite(cfg.freq_mhz)):
         raise UserError(f"--freq {cfg.freq_mhz}: must be a positive number of MHz")
+    check_link(spec, cfg)
     if not 0 <= cfg.seed < 1 << 31:
         raise UserError(f"--seed {cfg.seed}: nextpnr seeds are 0 .. 2^31 - 1")
     model = None
@@ -168,11 +169,30 @@ def check_config(cfg: SynthConfig):
     return spec, target, model, out
 
 
+def check_link(spec, cfg: SynthConfig) -> None:
+    """Refuse a clock the board's PLL cannot make, and a baud rate (``--baud``, or the
+    board's default) its UART bridge or the gateware at that clock cannot run
+    (:func:`xnorflow.hw.link.throughput.baud_problem`)."""
+    from xnorflow.hw.link.throughput import baud_problem, board_clock
+
+    freq = None if cfg.freq_mhz is None else cfg.freq_mhz * 1e6
+    try:
+        clock = board_clock(spec, freq)
+    except ValueError as e:
+        raise UserError(f"--freq {cfg.freq_mhz}: board {spec.name}: {e}") from None
+    baud = spec.default_baud if cfg.baud is None else cfg.baud
+    problem = baud_problem(spec, baud, clock)
+    if problem:
+        flag = (f"--baud {cfg.baud}" if cfg.baud is not None
+                else f"the {spec.name}'s default baud {baud} (pass --baud)")
+        raise UserError(f"{flag}: {problem}")
+
+
 def synthesize(cfg: SynthConfig, *, progress: bool = True) -> dict:
     """Build ``cfg`` and write bitstream, logs and report; return the report.
 
     Everything :func:`check_config` checks is checked first, before any tool runs."""
-    from xnorflow.hw.boards import DEFAULT_BAUD, PlatformTop, make_platform
+    from xnorflow.hw.boards import PlatformTop, make_platform
     from xnorflow.hw.memories import YOSYS_AFTER_READ
 
     spec, target, model, out = check_config(cfg)
@@ -187,7 +207,7 @@ def synthesize(cfg: SynthConfig, *, progress: bool = True) -> dict:
     core, target, info = make_core(cfg, spec, memories=list(placeholders.values()) or None)
 
     freq = None if cfg.freq_mhz is None else cfg.freq_mhz * 1e6
-    baud = DEFAULT_BAUD if cfg.baud is None else cfg.baud
+    baud = spec.default_baud if cfg.baud is None else cfg.baud
     try:
         top = PlatformTop(spec, core, freq=freq, baud=baud)
     except ValueError as e:
