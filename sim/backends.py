@@ -346,45 +346,69 @@ def check_board_link(port: str | None, baud: int | None) -> None:
         raise UserError(f"--baud must be a positive number of bits per second, not {baud}")
 
 
+def board_baud(mf: ModelFolder) -> int:
+    """The baud rate a board top for ``mf``'s target is built with by default (its board's
+    ``default_baud``; :data:`xnorflow.hw.boards.DEFAULT_BAUD` for a target without one)."""
+    from xnorflow.hw.boards import DEFAULT_BAUD
+    from xnorflow.sw.boards import get_board
+
+    return DEFAULT_BAUD if mf.target.board is None else get_board(mf.target.board).default_baud
+
+
 def run_board(mf: ModelFolder, px: np.ndarray, *, port: str | None, baud: int | None = None,
               timeout: float | None = None, batch: int = 1, progress: bool = True,
-              read_hidden: bool = True, load: bool = True) -> Outputs:
+              read_hidden: bool = True, load: bool = True, stream: bool = False) -> Outputs:
     """Run ``px`` on a board over the serial ``port`` (a device path or a pyserial URL):
     connect, check the geometry, load the model (unless ``load`` is false), classify
     ``batch`` images per START (at most the program's ``max_batch``) and, with
     ``read_hidden``, read every observable hidden map back. ``cycles`` are the board's own
-    counts; ``wall_s`` includes the load.
+    counts; ``wall_s`` includes the load. With ``stream`` the images go the fastest way
+    (:meth:`~xnorflow.hw.link.HostSession.classify_stream`): scores and classes only, no
+    hidden maps, no cycle counts.
 
-    ``timeout`` (seconds, per read or write) defaults to twice the time of the longest frame
-    at ``baud``, at least 2 s.
+    ``baud`` defaults to the rate the target's board top is built with (:func:`board_baud`);
+    ``timeout`` (seconds, per read or write) to twice the time of the longest frame at
+    ``baud``, at least 2 s.
     """
     import asyncio
 
     from tqdm import tqdm
 
-    from xnorflow.hw.boards import DEFAULT_BAUD
     from xnorflow.hw.link import MAX_PAYLOAD, SerialTransport
 
     check_board_link(port, baud)
-    baud = DEFAULT_BAUD if baud is None else baud
+    baud = board_baud(mf) if baud is None else baud
     if timeout is None:
         timeout = max(2.0, 2 * 10 * (MAX_PAYLOAD + 5) / baud)  # 10 bits per character
     results: list = []
     state: dict = {}
 
     async def go(link) -> None:
-        session = await open_session(link, mf, read_hidden=read_hidden, load=load)
+        session = await open_session(link, mf, read_hidden=read_hidden and not stream,
+                                     load=load)
         state["t0"] = time.perf_counter()
         state["step"] = session.images_per_start(batch)
         with tqdm(total=len(px), desc="board", unit="img", disable=not progress,
                   leave=False) as bar:
-            results.extend(await session.infer_all(px, batch, bar.update))
+            if stream:
+                results.extend(await session.classify_stream(
+                    px, state["step"], lambda k, _: bar.update(k)))
+            else:
+                results.extend(await session.infer_all(px, batch, bar.update))
 
     t0 = time.perf_counter()
     with SerialTransport(port, baud, timeout=timeout) as link:
         asyncio.run(go(link))
     end = time.perf_counter()
-    out = collect(mf.model, results, "board")
+    if stream:
+        out = Outputs(backend="board",
+                      predictions=np.array([c for c, _ in results], dtype=np.int64),
+                      scores=np.array([s for _, s in results], dtype=np.int64),
+                      activations=[None] * sum(1 for layer in mf.model.layers
+                                               if layer.output == "threshold"),
+                      cycles=None)
+    else:
+        out = collect(mf.model, results, "board")
     out.wall_s = end - t0
     out.info = {"port": port, "baud": baud, "images_per_start": state["step"],
                 "loaded": load, "load_s": round(state["t0"] - t0, 3),
@@ -420,7 +444,7 @@ def run(model_dir: str | Path | ModelFolder, inputs, backend: str, *,
     ``seed``. ``batch`` (hardware backends): images per START, capped at the program's
     ``max_batch`` (<= R); each image's ``cycles`` is then its share of its run's.
     ``port`` and ``baud`` (backend ``board``): the board's serial port and baud rate
-    (default :data:`xnorflow.hw.boards.DEFAULT_BAUD`).
+    (default: the rate the target's board top is built with, :func:`board_baud`).
     """
     check_backend(backend)
     if backend == "board":

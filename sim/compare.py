@@ -145,7 +145,44 @@ def find_synthesis_report(target, root: Path | None = None) -> dict | None:
     if report is None:
         return None
     path = bitstream_folder(target.board, target.geometry, root) / "report.json"
-    return {"path": str(path), "board": report["board"], "fmax_mhz": float(report["fmax_mhz"])}
+    out = {"path": str(path), "board": report["board"], "fmax_mhz": float(report["fmax_mhz"])}
+    # the clock and baud rate the bitstream runs at (the host link's figures)
+    system = (report.get("clock") or {}).get("system_mhz")
+    baud = (report.get("uart") or {}).get("baud")
+    if isinstance(system, (int, float)) and isinstance(baud, int):
+        out.update(system_mhz=float(system), baud=baud)
+    return out
+
+
+def link_throughput(mf: ModelFolder, run_cycles: int, synthesis: dict | None = None) -> dict | None:
+    """Images/s over the host link of the board ``mf``'s target is built for (None for a
+    ``sim`` target), from the link model (:func:`xnorflow.hw.link.throughput.link_rate`):
+    at the baud rate and system clock of its synthesis report, or else the board's defaults;
+    one image per run taking ``run_cycles`` (simulated), and ``max_batch`` images per run
+    taking the performance model's cycles (:func:`xnorflow.sw.perf.program_cycles`)."""
+    from xnorflow.hw.link.throughput import board_clock, image_bytes, link_rate
+    from xnorflow.sw.boards import get_board
+    from xnorflow.sw.perf import program_cycles
+    from xnorflow.sw.program import decode_program
+
+    t = mf.target
+    if t.board is None:
+        return None
+    board = get_board(t.board)
+    if synthesis and "baud" in synthesis:
+        baud, clock, source = synthesis["baud"], synthesis["system_mhz"] * 1e6, "synthesis report"
+    else:
+        baud, clock, source = board.default_baud, board_clock(board), "board defaults"
+    header, _ = decode_program(next(m for m in mf.memories if m.name == "program").words)
+    sizes = image_bytes(header, t)
+    one = link_rate(baud, clock, 1, *sizes, int(run_cycles))
+    n = int(header["max_batch"])
+    many = link_rate(baud, clock, n, *sizes, int(program_cycles(mf.memories, t, batch=n)))
+    return {"board": board.name, "bridge": board.bridge, "baud": baud, "clock_mhz": clock / 1e6,
+            "source": source, "images_per_s": one.images_per_s,
+            "bytes_per_image": one.bytes_per_image, "max_batch": n,
+            "images_per_s_max_batch": many.images_per_s,
+            "bytes_per_image_max_batch": many.bytes_per_image}
 
 
 @dataclass
@@ -200,6 +237,15 @@ def perf_stats(mf: ModelFolder, out: Outputs, synthesis: dict | None) -> dict:
         if synthesis:
             d["images_per_s_at_fmax"] = synthesis["fmax_mhz"] * 1e6 / cyc
             d["fmax_mhz"] = synthesis["fmax_mhz"]
+        elif t.board is not None:  # no build: at the clock the board top asks for by default
+            from xnorflow.sw.boards import get_board
+
+            d["clock_mhz"] = get_board(t.board).default_freq / 1e6
+            d["images_per_s_at_clock"] = d["clock_mhz"] * 1e6 / cyc
+        link = link_throughput(mf, round(cyc), synthesis)
+        if link:
+            d["link"] = link
+            d["images_per_s_link"] = link["images_per_s"]
         if out.sim_cycles:
             d["sim_cycles"] = int(out.sim_cycles)
             d["sim_cycles_per_s"] = out.sim_cycles / out.wall_s if out.wall_s else None
@@ -287,18 +333,41 @@ def format_markdown(r: CompareResult) -> str:
         where = f"bitstreams/{t['board']}/{t['geometry']}/" if t.get("board") else "(no board)"
         lines.append(f"- synthesis: no report of the accelerator in {where}")
     lines += ["", "## Accuracy and performance", "",
-              "| backend | accuracy | wall s | cycles/image | utilisation | images/s at Fmax |",
-              "|---|---|---|---|---|---|"]
+              "| backend | accuracy | wall s | cycles/image | utilisation | images/s computed "
+              "| images/s over the link |",
+              "|---|---|---|---|---|---|---|"]
+    links = []
     for b in r.backends:
         p = r.perf[b]
         acc = r.accuracy.get(b)
+        computed = _fmt(p.get("images_per_s_at_fmax"), ".1f")
+        if p.get("images_per_s_at_fmax"):
+            computed += f" (Fmax {p['fmax_mhz']:.2f} MHz)"
+        elif p.get("images_per_s_at_clock"):
+            computed = (f"{p['images_per_s_at_clock']:.1f} (at {p['clock_mhz']:g} MHz, the "
+                        "board's clock: no synthesis report)")
         lines.append(
             f"| {b} | {_fmt(acc * 100, '.2f') + ' %' if acc is not None else '-'} | "
             f"{_fmt(p.get('wall_s'))} | {_fmt(p.get('cycles_per_image'), '.1f')} | "
-            f"{_fmt(p.get('utilisation'), '.3f')} | {_fmt(p.get('images_per_s_at_fmax'), '.1f')} |"
+            f"{_fmt(p.get('utilisation'), '.3f')} | {computed} | "
+            f"{_fmt(p.get('images_per_s_link'), '.1f')} |"
         )
-    lines += ["", "Cycles are the accelerator's own count of a run (from the status); images/s at "
-              "Fmax = Fmax / cycles per image, i.e. compute only, without the host link.",
+        if p.get("link"):
+            links.append((b, p["link"]))
+    lines += ["", "Cycles are the accelerator's own count of a run (from the status); images/s "
+              "computed = clock / cycles per image, i.e. compute only, at the Fmax of the "
+              "accelerator's synthesis report (else at the clock named).", ""]
+    for b, ln in links[:1]:
+        lines.append(
+            f"Images/s over the link: the link model (`hw/link/throughput.py`, "
+            f"docs/host-protocol.md) of the {ln['board']}'s {ln['bridge']} UART at "
+            f"{ln['baud']:,} baud with the accelerator at {ln['clock_mhz']:.2f} MHz "
+            f"({ln['source']}): one image per run of the simulated cycles ({b}), "
+            f"{ln['bytes_per_image']:.0f} bytes/image. With {ln['max_batch']} images per run "
+            f"(the program's max_batch; performance-model cycles): "
+            f"{ln['images_per_s_max_batch']:,.1f} images/s, "
+            f"{ln['bytes_per_image_max_batch']:.1f} bytes/image.")
+    lines += [
               "", f"## Agreement with `{r.reference}`", "",
               "| backend | samples agree | hidden bits differ | accumulators differ | "
               "scores differ | predictions differ | first difference |",

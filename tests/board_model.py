@@ -40,7 +40,8 @@ class PtyBoard(threading.Thread):
     cycles_per_image : int
         The cycle count a run of ``N`` images reports (``N`` times this).
     busy_polls : int
-        STATUS polls after a START that still answer busy.
+        Requests after a START that still find it busy (STATUS answers busy, the others
+        BUSY).
     corrupt_score : bool
         Report one score of every run wrong by one (a test that ``compare`` can fail).
 
@@ -120,6 +121,7 @@ class PtyBoard(threading.Thread):
         """The response ``(status, payload)`` to one request frame."""
         t = self.target
         busy = self.busy_left > 0
+        self.busy_left = max(0, self.busy_left - 1)
         status = wire.request_status(t, self.depths, cmd, p0, addr, count, chk_ok, busy)
         # a WRITE with a bad checksum has written its words
         if cmd == Command.WRITE and wire.request_status(
@@ -137,7 +139,6 @@ class PtyBoard(threading.Thread):
             report = wire.StatusReport(wire.PROTOCOL_VERSION, t.rows, t.cols, t.width, busy,
                                        self.done and not busy, 0,
                                        self.cycles // (2 if busy else 1), {})
-            self.busy_left = max(0, self.busy_left - 1)
             return status, wire.encode_status(report)
         return status, b""
 

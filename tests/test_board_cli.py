@@ -38,17 +38,32 @@ def digits(n: int) -> np.ndarray:
     return load_dataset("digits").x_test[:n]
 
 
-def test_board_over_pty(digits_model, capsys):
+@pytest.mark.parametrize("batch, frames", [
+    # status + 3 memories; the first run: input / start / 2 status polls / scores; the others:
+    # input / start / a READ answered BUSY / the scores (max_batch 2: 3 runs)
+    (None, 1 + 3 + 5 + 2 * 4),
+    ("1", 1 + 3 + 5 + 5 * 4),
+])
+def test_board_over_pty(digits_model, capsys, batch, frames):
     folder, model, target = digits_model
     with PtyBoard(target, digits(6)) as board:
         rc = main(["board", "--port", board.port, "--model", str(folder), "--count", "6",
-                   "--dataset", "digits", "--timeout", "5"])
+                   "--dataset", "digits", "--timeout", "5", *(["--batch", batch] if batch
+                                                              else [])])
     out = capsys.readouterr().out
     assert board.failure is None
     assert rc == 0, out
     assert "class agrees with golden 6/6, scores agree 6/6" in out
-    # status + 3 memories, then per image input / start / 2 status polls / scores
-    assert board.frames == 1 + 3 + 6 * 5
+    assert f"baud, {batch or 2} per START" in out
+    assert board.frames == frames
+
+
+def test_board_batch_above_max_batch_is_one_line(digits_model, capsys):
+    folder, _, _ = digits_model
+    rc = main(["board", "--port", "/dev/ttyXNORFLOW-missing", "--model", str(folder),
+               "--batch", "3"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--batch 3: this program runs 1..2" in err[0], err
 
 
 def test_board_missing_port_is_one_line(digits_model, capsys):
@@ -148,44 +163,59 @@ def test_board_backend_bad_port_is_one_line(digits_model, tmp_path, capsys, argv
     assert not (tmp_path / "r").exists()
 
 
-def test_uart_bytes_per_image_matches_the_wire(digits_model):
-    """The synthesis report's UART-bound images/s counts exactly the bytes the driver moves
-    to classify one image (measured on the pty)."""
+def test_link_model_counts_the_bytes_on_the_wire(digits_model):
+    """The driver's stream (``classify_stream``) moves exactly the frames the link model
+    counts, measured on the pty: per run one WRITE, one START, the READs answered BUSY and
+    the READ of the scores; STATUS polls in the first run only. The synthesis report's
+    images/s over the link is the link model's."""
     import asyncio
 
+    from xnorflow.hw.link import throughput as tp
     from xnorflow.sw.images import load_model_folder
-    from xnorflow.synth.report import predicted_rates, uart_bytes_per_image
+    from xnorflow.sw.perf import predict_network_cycles, program_cycles
+    from xnorflow.synth.report import predicted_rates
 
     folder, model, target = digits_model
     _, _, memories = load_model_folder(folder)
-    px = digits(1)
+    header, _ = program.decode_program(memories[0].words)
+    n = 2 * header["max_batch"] + 1
+    px = digits(n)
+    gold = golden.run(model, px, width=target.width)
+    log, runs = [], []
 
     class Counting(link.SerialTransport):
-        sent = received = 0
-
         async def write(self, data):
-            Counting.sent += len(data)
+            log.append([link.Command(data[1]).name, len(data), 0])
             await super().write(data)
 
-        async def read(self, n):
-            got = await super().read(n)
-            Counting.received += len(got)
+        async def read(self, k):
+            got = await super().read(k)
+            log[-1][2] += len(got)
             return got
 
     async def go(port):
         drv = link.AcceleratorDriver(port)
         await drv.connect()
         await drv.load(memories)
-        Counting.sent = Counting.received = 0
-        return await drv.classify(px[0])
+        log.clear()
+        return await drv.classify_stream(px, on_run=lambda k, busy: runs.append((k, busy)))
 
-    with PtyBoard(target, px, busy_polls=0) as board, Counting(board.port, timeout=5) as port:
-        asyncio.run(go(port))
-    assert Counting.sent + Counting.received == uart_bytes_per_image(model, target)
-    rates = predicted_rates(model, target, 48e6, 1_000_000)
-    assert rates["images_per_s_uart"] == pytest.approx(1e5 / uart_bytes_per_image(model, target))
-    from xnorflow.sw.perf import predict_network_cycles
-
+    with PtyBoard(target, px, busy_polls=2) as board, Counting(board.port, timeout=5) as port:
+        res = asyncio.run(go(port))
+    assert [c for c, _ in res] == gold.predictions.tolist()
+    assert [s for _, s in res] == gold.scores.tolist()
+    ib, sb = tp.image_bytes(header, target)
+    status = ["STATUS", tp.REQUEST_BYTES, tp.RESPONSE_BYTES + link.STATUS_LEN]
+    expect = []
+    for j, (k, busy) in enumerate(runs):
+        frames = [[c.split()[0], a, b] for c, a, b in tp.stream_frames(k, ib, sb, busy)]
+        expect += frames[:2] + [status] * 3 + frames[2:] if j == 0 else frames
+    assert runs == [(2, 0), (2, 2), (1, 2)] and log == expect
+    rates = predicted_rates(model, target, 48e6, 1_000_000, 24e6)
+    run = program_cycles(memories, target, batch=header["max_batch"])
+    want = tp.link_rate(1_000_000, 24e6, header["max_batch"], ib, sb, run)
+    assert rates["images_per_s_link"] == pytest.approx(want.images_per_s)
+    assert rates["link"]["bytes_per_run"] == want.bytes_per_run
     assert rates["cycles_per_image"] == predict_network_cycles(model, target)
     assert rates["images_per_s_compute"] == pytest.approx(48e6 / rates["cycles_per_image"])
 

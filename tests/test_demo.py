@@ -27,6 +27,19 @@ def test_demo_writes_a_report_with_every_backend_agreeing(tmp_path, capsys):
     assert hw["performance"]["amaranth"]["cycles_per_image"] > 0
     md = (out / "report.md").read_text()
     assert "| hardware | amaranth | 1 |" in md and "skipped (--no-synth)" in md
+    # what a user sees: computed at the board's clock (no synthesis, so no Fmax) from the
+    # simulated cycles, and over the host link at the board's default baud
+    from xnorflow.sw.boards import BOARDS
+
+    t = doc["throughput"]
+    board = BOARDS[t["link"]["board"]]
+    cyc = hw["performance"]["amaranth"]["cycles_per_image"]
+    assert t["images_per_s_at_clock"] == pytest.approx(board.default_freq / cyc)
+    assert t["link"]["baud"] == board.default_baud and t["link"]["source"] == "board defaults"
+    assert "## Throughput a user sees" in md
+    assert f"computed at {board.default_freq / 1e6:g} MHz (the board's default clock" in md
+    assert f"**{t['link']['images_per_s']:,.0f} images/s** one image per run" in md
+    assert "throughput: over the host link" in text
 
 
 def test_demo_errors_are_one_line(tmp_path, capsys):

@@ -157,7 +157,9 @@ def test_real_ice40_build(ice40_build):
     assert res["logic_cells"]["used"] >= res["lut4"] * 0.5
     # the board's default clock (24 MHz on the iCEBreaker), from the PLL
     assert on_disk["clock"]["system_mhz"] == BOARDS["icebreaker"].default_freq / 1e6 == 24.0
-    assert on_disk["uart"]["divisor"] == 24  # 24 MHz / 1 Mbaud
+    # the board's default baud rate: 24 MHz / divisor
+    assert on_disk["uart"]["baud"] == BOARDS["icebreaker"].default_baud
+    assert on_disk["uart"]["divisor"] == round(24e6 / BOARDS["icebreaker"].default_baud)
     assert on_disk["device"] == "iCE40UP5K"
     fmax = on_disk["fmax_mhz"]
     assert fmax is not None and 10 < fmax < 400
@@ -270,9 +272,12 @@ def test_report_with_model(tmp_path):
     assert r["peak_gops"] == pytest.approx(2 * 64 * 59.23e6 / 1e9)
     mm = r["model"]
     assert mm["images_per_s_compute"] == pytest.approx(59.23e6 / mm["cycles_per_image"])
-    assert mm["images_per_s"] == min(mm["images_per_s_compute"], mm["images_per_s_uart"])
+    # the link at the top's baud and system clock (not Fmax), max_batch images per run
+    assert mm["link"]["baud"] == 1_000_000 and mm["link"]["clock_mhz"] == 48.0
+    assert mm["images_per_s_link"] == pytest.approx(mm["link"]["images_per_s"])
     md = report_markdown(r)
-    assert "UART at 1000000 baud" in md and f"{mm['uart_bytes_per_image']} bytes/image" in md
+    assert "UART at 1,000,000 baud, system clock 48.00 MHz" in md
+    assert f"{mm['link']['bytes_per_image']:.1f} bytes/image" in md
 
 
 def test_failure_message_says_what_did_not_fit(tmp_path):

@@ -59,6 +59,7 @@ class DemoResult:
     compare: dict = field(default_factory=dict)
     synth: dict | None = None
     synth_error: str | None = None
+    throughput: dict = field(default_factory=dict)
     exact: bool = False
 
     @property
@@ -260,7 +261,66 @@ def _run(work: Path, res: DemoResult, data, dataset: str, model: str, p: dict, l
             st.detail = "bit-exact" if r_hw.exact else "MISMATCH"
         res.compare["hardware"] = r_hw.to_json()
         exact = exact and r_hw.exact
+        res.throughput = _throughput(compiled, res.compare["hardware"], res.synth)
     res.exact = exact
+
+
+def _throughput(compiled: Path, hw: dict, synth: dict | None) -> dict:
+    """Images/s a user sees, from the first simulated hardware backend's cycles (one image
+    per run): computed at the Fmax of this demo's synthesis (else at the board's default
+    clock, said so), and over the host link (link model, :func:`xnorflow.sim.compare.
+    link_throughput`) at the bitstream's baud rate and clock (else the board's defaults)."""
+    from xnorflow.sim.backends import load_model
+    from xnorflow.sim.compare import link_throughput
+    from xnorflow.sw.boards import get_board
+
+    b = next((b for b in hw["backends"]
+              if hw["performance"].get(b, {}).get("cycles_per_image")), None)
+    if b is None:
+        return {}
+    cyc = float(hw["performance"][b]["cycles_per_image"])
+    mf = load_model(compiled)
+    out: dict = {"backend": b, "cycles_per_image": cyc}
+    synthesis = None
+    if synth and synth.get("fmax_mhz"):
+        synthesis = {"fmax_mhz": float(synth["fmax_mhz"]),
+                     "system_mhz": float(synth["clock"]["system_mhz"]),
+                     "baud": int(synth["uart"]["baud"])}
+        out.update(fmax_mhz=synthesis["fmax_mhz"],
+                   images_per_s_at_fmax=synthesis["fmax_mhz"] * 1e6 / cyc)
+    elif mf.target.board is not None:
+        out["clock_mhz"] = get_board(mf.target.board).default_freq / 1e6
+        out["images_per_s_at_clock"] = out["clock_mhz"] * 1e6 / cyc
+    link = link_throughput(mf, round(cyc), synthesis)
+    if link:
+        out["link"] = link
+    return out
+
+
+def _throughput_lines(t: dict) -> list[str]:
+    """The report's lines for :func:`_throughput`'s figures."""
+    if not t:
+        return ["- no simulated hardware backend ran: no cycle counts"]
+    lines = []
+    cyc = f"{t['cycles_per_image']:,.0f} simulated cycles/image ({t['backend']}, one per run)"
+    if "images_per_s_at_fmax" in t:
+        lines.append(f"- computed at the achieved Fmax {t['fmax_mhz']:.2f} MHz (this demo's "
+                     f"synthesis), {cyc}: **{t['images_per_s_at_fmax']:,.0f} images/s**")
+    elif "images_per_s_at_clock" in t:
+        lines.append(f"- computed at {t['clock_mhz']:g} MHz (the board's default clock; no "
+                     f"synthesis, so no Fmax), {cyc}: **{t['images_per_s_at_clock']:,.0f} "
+                     "images/s**")
+    ln = t.get("link")
+    if ln:
+        lines.append(
+            f"- over the host link (link model, docs/host-protocol.md; {ln['board']} "
+            f"{ln['bridge']} UART at {ln['baud']:,} baud, accelerator at "
+            f"{ln['clock_mhz']:.2f} MHz from the {ln['source']}): "
+            f"**{ln['images_per_s']:,.0f} images/s** one image per run "
+            f"({ln['bytes_per_image']:.0f} bytes/image), **{ln['images_per_s_max_batch']:,.0f} "
+            f"images/s** with {ln['max_batch']} per run "
+            f"({ln['bytes_per_image_max_batch']:.1f} bytes/image)")
+    return lines
 
 
 def _synth_line(rep: dict) -> str:
@@ -316,7 +376,8 @@ def _write_report(work: Path, res: DemoResult) -> None:
                   for p in sorted(work.rglob("*.png")))
     )
     doc = {"stages": [s.__dict__ for s in res.stages], "train": res.train, "size": res.size,
-           "compare": res.compare, "synth": res.synth, "exact": res.exact}
+           "compare": res.compare, "synth": res.synth, "throughput": res.throughput,
+           "exact": res.exact}
     (work / "report.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
 
 
@@ -388,6 +449,7 @@ def _markdown(res: DemoResult) -> str:
               "call JIT-compiles it; `benchmarks/cpu_kernel.py` measures its speed). Hardware "
               "backends' cycles are the accelerator's clock cycles per image.", "",
               f"All backends bit-exact: **{'yes' if res.exact else 'NO'}**", ""]
+    lines += ["## Throughput a user sees", "", *_throughput_lines(res.throughput), ""]
     lines += ["## Synthesis", ""]
     if res.synth:
         r, m = res.synth, res.synth.get("model") or {}
@@ -397,10 +459,12 @@ def _markdown(res: DemoResult) -> str:
                   f"{r['timing_met']}; nextpnr seed {r['seed']}",
                   f"- LUT4 {r['resources'].get('lut4')}, FF {r['resources'].get('ff')}, "
                   f"logic cells {lc.get('percent')} %",
-                  f"- predicted for this model at Fmax: {_num(m.get('cycles_per_image'))} "
-                  f"cycles/image, {_num(m.get('images_per_s_compute'))} images/s computing, "
-                  f"{_num(m.get('images_per_s_uart'), ',.1f')} images/s over the "
-                  f"{r['uart']['baud']:,} baud UART (bound: {m.get('bound')})",
+                  f"- predicted for this model (performance and link models): "
+                  f"{_num(m.get('cycles_per_image'))} cycles/image, "
+                  f"{_num(m.get('images_per_s_compute'))} images/s computing at Fmax; "
+                  f"{_num(m.get('images_per_s_link'), ',.1f')} images/s over the "
+                  f"{r['uart']['baud']:,} baud UART with "
+                  f"{(m.get('link') or {}).get('batch', '-')} images per run",
                   "- bitstream and logs: `bitstream/` (report.md there has everything)"]
     elif res.synth_error:
         lines += [f"- FAILED: {res.synth_error}"]
@@ -423,6 +487,8 @@ def print_summary(res: DemoResult) -> None:
         print(f"synthesis: {res.synth['board']} {res.synth['geometry']}: {_synth_line(res.synth)}")
     elif res.synth_error:
         print(f"synthesis: FAILED: {res.synth_error}")
+    for line in _throughput_lines(res.throughput):
+        print("throughput: " + line[2:].replace("**", ""))
     total = sum(s.seconds for s in res.stages)
     verdict = "every backend bit-exact" if res.exact else "BACKENDS DISAGREE"
     print(f"{verdict}; total {total:.0f} s; report: {res.out / 'report.md'}")

@@ -19,6 +19,7 @@ from .protocol import (
     SYNC_RESPONSE,
     AcceleratorError,
     MemoryId,
+    Status,
     StatusReport,
     bytes_per_word,
     bytes_to_words,
@@ -160,6 +161,54 @@ class AcceleratorDriver:
         await self.start()
         await self.wait()
         return await self.result()
+
+    async def read_when_done(self, name: str, addr: int, count: int,
+                             poll: int = 1_000_000) -> tuple[list[int], int]:
+        """READ ``count`` words (one frame: at most ``65535 // bpw``), sending the READ again
+        while the accelerator answers BUSY: the READ is the poll (13 bytes a turn, where a
+        STATUS poll takes 28). Returns the words and how many READs were answered BUSY."""
+        width = self._width(name)
+        frame = encode_read(MemoryId[name], addr, count)
+        for busy in range(poll):
+            try:
+                return bytes_to_words(await self.transact(frame), width), busy
+            except AcceleratorError as e:
+                if e.status != Status.BUSY:
+                    raise
+        raise AcceleratorError(f"still busy after {poll} READs")
+
+    async def classify_stream(self, images, batch: int | None = None,
+                              on_run=None) -> list[tuple[int, list[int]]]:
+        """Classify ``images`` ``(N, H, W, C)``, ``batch`` per START (default, and at most,
+        the program's ``max_batch``), sending only what the classes need
+        (``docs/host-protocol.md``, "Throughput"): per run one WRITE of its inputs, START,
+        and the READ of its scores, sent again while answered BUSY
+        (:meth:`read_when_done`). The first run waits with STATUS (:meth:`wait`: a
+        sequencer error raises); a run's errors depend only on the program and on a batch
+        above its ``max_batch``, so the later runs -- the same program, no more images --
+        need none. ``on_run(k, busy)`` is called after each run of ``k`` images with the
+        number of READs answered BUSY. Returns ``(class, scores)`` per image."""
+        header = self._need_program()
+        images = np.asarray(images)
+        step = header["max_batch"] if batch is None else int(batch)
+        if not 1 <= step <= header["max_batch"]:
+            raise AcceleratorError(f"batch {step}: this program runs 1..{header['max_batch']} "
+                                   "images per START (max_batch)")
+        out: list[tuple[int, list[int]]] = []
+        for i in range(0, len(images), step):
+            chunk = images[i:i + step]
+            await self.write_input(chunk)
+            await self.start(len(chunk))
+            if i == 0:
+                await self.wait(poll=1_000_000)
+            words, busy = await self.read_when_done(
+                "scores", header["score_base"], len(chunk) * header["score_words"])
+            sc = scores_from_words([0] * header["score_base"] + words, header,
+                                   self._width("scores") // 32, len(chunk))
+            out += [(int(enc.argmax_first(s)), [int(v) for v in s]) for s in sc]
+            if on_run is not None:
+                on_run(len(chunk), busy)
+        return out
 
     async def classify_batch(self, images) -> list[tuple[int, list[int]]]:
         """Classify ``N`` images ``(N, H, W, C)`` in one run (``N <= max_batch``): the dense

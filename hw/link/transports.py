@@ -189,8 +189,11 @@ class CocotbUartTransport:
     """Transport over a board top's UART pins in a cocotb testbench: cocotbext-uart's
     ``UartSource`` drives ``rx``, its ``UartSink`` listens on ``tx`` (8N1 at ``baud``).
 
-    ``write`` returns when the last stop bit is on the line; ``read`` polls every half
-    character and returns what it has after ``read_timeout_ns`` without a byte.
+    ``write`` returns when the last stop bit is on the line; ``read`` returns as soon as the
+    ``n``-th byte has come (the sink has a byte at the middle of its stop bit), or with what
+    it has after ``read_timeout_ns`` without a byte. Both wait on the UART model's events,
+    not by polling, so the host answers at once (no turnaround: ``benchmarks/link.py``
+    times the link with it).
     """
 
     def __init__(self, rx, tx, baud: float, read_timeout_ns: int = 2_000_000):
@@ -198,29 +201,19 @@ class CocotbUartTransport:
 
         self.source = UartSource(rx, baud=baud, bits=8)
         self.sink = UartSink(tx, baud=baud, bits=8)
-        self.poll_ns = round(5e9 / baud)  # half a character
         self.read_timeout_ns = read_timeout_ns
         self._buf = bytearray()
 
     async def write(self, data: bytes) -> None:
-        from cocotb.triggers import Timer
-
         await self.source.write(bytes(data))
-        while not self.source.idle():
-            await Timer(self.poll_ns, unit="ns")
+        await self.source.wait()
 
     async def read(self, n: int) -> bytes:
-        from cocotb.triggers import Timer
-
-        waited = 0
         while len(self._buf) < n:
             if self.sink.empty():
-                if waited >= self.read_timeout_ns:
+                await self.sink.wait(self.read_timeout_ns, "ns")
+                if self.sink.empty():
                     break
-                await Timer(self.poll_ns, unit="ns")
-                waited += self.poll_ns
-                continue
-            waited = 0
             self._buf += self.sink.read_nowait()
         out, self._buf = bytes(self._buf[:n]), self._buf[n:]
         return out

@@ -146,3 +146,54 @@ def test_compare_waves_and_hardware_columns(tmp_path, capsys):
     doc = json.loads((out / "report.json").read_text())
     assert doc["performance"]["amaranth"]["cycles_per_image"] > 0
     assert doc["waves"]["amaranth"] == str(vcd)
+
+
+@pytest.mark.parametrize("built", [False, True])
+def test_compare_reports_what_a_user_sees(tmp_path, monkeypatch, built):
+    """A model for a board's target (up5k): images/s computed at the Fmax of the build's
+    report (else at the board's default clock, said so) from the simulated cycles, and over
+    the host link from the link model at the build's baud and clock (else the board's)."""
+    from xnorflow.hw.link import throughput as tp
+    from xnorflow.sw.boards import BOARDS
+    from xnorflow.sw.perf import program_cycles
+    from xnorflow.sw.program import decode_program
+    from xnorflow.sw.targets import TARGETS
+
+    monkeypatch.chdir(tmp_path)
+    target = TARGETS["up5k"]
+    model = synthetic.random_mlp(sizes=(64, 16, 10), in_shape=(8, 8, 1), in_bits=1, seed=3)
+    folder = tmp_path / "m"
+    synthetic.write_folder(model, target, folder)
+    board = BOARDS["icebreaker"]
+    baud, clock = board.default_baud, board.default_freq
+    if built:
+        baud, clock = 1_000_000, 30e6
+        p = tmp_path / "bitstreams" / "icebreaker" / target.geometry / "report.json"
+        p.parent.mkdir(parents=True)
+        p.write_text(json.dumps({"report_version": 1, "board": "icebreaker",
+                                 "design": "accelerator + UART bridge", "fmax_mhz": 31.5,
+                                 "clock": {"system_mhz": 30.0}, "uart": {"baud": baud}}))
+    px = synthetic.random_pixels(2, model, 1)
+    r = compare(folder, px, ["golden", "amaranth"], progress=False)
+    assert r.exact
+    p = r.perf["amaranth"]
+    cyc = p["cycles_per_image"]
+    if built:
+        assert p["images_per_s_at_fmax"] == pytest.approx(31.5e6 / cyc)
+        assert "images_per_s_at_clock" not in p
+    else:
+        assert p["clock_mhz"] == 24.0 and p["images_per_s_at_clock"] == pytest.approx(24e6 / cyc)
+    mems = backends.load_model(folder).memories
+    header, _ = decode_program(mems[0].words)
+    sizes = tp.image_bytes(header, target)
+    one = tp.link_rate(baud, clock, 1, *sizes, round(cyc))
+    n = header["max_batch"]
+    many = tp.link_rate(baud, clock, n, *sizes, program_cycles(mems, target, batch=n))
+    ln = p["link"]
+    assert (ln["baud"], ln["clock_mhz"]) == (baud, clock / 1e6)
+    assert p["images_per_s_link"] == pytest.approx(one.images_per_s)
+    assert ln["images_per_s_max_batch"] == pytest.approx(many.images_per_s)
+    md = (write_report(r, tmp_path / "rep") / "report.md").read_text()
+    assert f"{one.images_per_s:.1f} |" in md
+    assert f"UART at {baud:,} baud" in md and f"{many.images_per_s:,.1f} images/s" in md
+    assert ("(Fmax 31.50 MHz)" if built else "(at 24 MHz, the board's clock") in md

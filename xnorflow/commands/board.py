@@ -33,7 +33,10 @@ def register(sub) -> None:
     p.add_argument("--port", required=True, help="serial port (or pyserial URL)")
     p.add_argument("--model", required=True, help="compiled model folder (xnorflow compile)")
     p.add_argument("--baud", type=int, default=None,
-                   help="baud rate (default: the rate xnorflow synth builds the board tops for)")
+                   help="baud rate (default: the rate xnorflow synth builds the model's board "
+                   "top with, e.g. icebreaker 3000000)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="images per START (default: the program's max_batch, the fastest)")
     p.add_argument("--count", type=int, default=20, help="test images to classify (default 20)")
     p.add_argument("--dataset", default=None,
                    help="data set of the test images (default: the model's, from its meta)")
@@ -70,8 +73,18 @@ def run(args) -> int:
 
     mf = backends.load_model(args.model)
     pixels, labels = _images(mf.model, args.dataset, args.count)
+    from xnorflow.sw.errors import UserError
+    from xnorflow.sw.program import decode_program
+
+    max_batch = decode_program(next(m for m in mf.memories if m.name == "program").words)[0][
+        "max_batch"]
+    batch = max_batch if args.batch is None else args.batch
+    if not 1 <= batch <= max_batch:
+        raise UserError(f"--batch {args.batch}: this program runs 1..{max_batch} images per "
+                        "START (max_batch)")
     out = backends.run_board(mf, pixels, port=args.port, baud=args.baud, timeout=args.timeout,
-                             read_hidden=False, load=not args.no_load, progress=False)
+                             read_hidden=False, load=not args.no_load, progress=False,
+                             batch=batch, stream=True)
     gold = golden.run(mf.model, pixels, width=mf.target.width)
     agree_cls = int(np.sum(out.predictions == gold.predictions))
     agree_scores = int(np.sum(np.all(out.scores == gold.scores, axis=1)))
@@ -79,5 +92,6 @@ def run(args) -> int:
     n = len(pixels)
     print(f"{n} images on {args.port}: class agrees with golden {agree_cls}/{n}, scores agree "
           f"{agree_scores}/{n}; accuracy {acc:.3f}; "
-          f"{n / out.info['classify_s']:.1f} images/s over the link")
+          f"{n / out.info['classify_s']:.1f} images/s over the link at {out.info['baud']:,} "
+          f"baud, {batch} per START")
     return 0 if agree_cls == n and agree_scores == n else 1

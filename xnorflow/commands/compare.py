@@ -113,6 +113,14 @@ def run(args) -> int:
                      f"utilisation {100 * p['utilisation']:.1f} %")
             if p.get("images_per_s_at_fmax"):
                 line += f", {p['images_per_s_at_fmax']:.0f} images/s at {p['fmax_mhz']:.1f} MHz"
+            elif p.get("images_per_s_at_clock"):
+                line += (f", {p['images_per_s_at_clock']:.0f} images/s at "
+                         f"{p['clock_mhz']:g} MHz (board clock)")
+            if p.get("images_per_s_link"):
+                ln = p["link"]
+                line += (f", {p['images_per_s_link']:.0f} images/s over the link at "
+                         f"{ln['baud']:,} baud ({ln['images_per_s_max_batch']:.0f} with "
+                         f"{ln['max_batch']} per run)")
         print(line)
     for b, msg in r.unavailable.items():
         print(f"{b:>9}: unavailable: {msg}")

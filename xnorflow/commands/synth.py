@@ -51,7 +51,10 @@ def register(sub) -> None:
                    help="system clock in MHz made by the PLL (default: the board's, one the "
                    "whole accelerator meets: " + ", ".join(
                        f"{b.name} {b.default_freq / 1e6:g}" for b in BOARDS.values()) + ")")
-    p.add_argument("--baud", type=int, default=None, help="UART baud rate (default 1000000)")
+    p.add_argument("--baud", type=int, default=None,
+                   help="UART baud rate: one the board's USB-UART bridge makes and the gateware "
+                   "can divide from the system clock (default: the board's: " + ", ".join(
+                       f"{b.name} {b.default_baud}" for b in BOARDS.values()) + ")")
     p.add_argument("--design", default="accelerator", choices=DESIGNS,
                    help="what to put behind the UART bridge (default: accelerator)")
     p.add_argument("--depth", action="append", default=[], metavar="MEMORY=WORDS",
@@ -109,7 +112,8 @@ def run(args) -> int:
         comp = mm.get("images_per_s_compute")
         print(f"model: {comp:,.0f} images/s compute-bound, " if comp else "model: ",
               end="")
-        print(f"{mm['images_per_s_uart']:,.0f} images/s UART-bound")
+        print(f"{mm['images_per_s_link']:,.0f} images/s over the link at "
+              f"{mm['link']['baud']:,.0f} baud, {mm['link']['batch']} per run")
     print(f"report: {report['out_dir']}/report.md")
     if not report["timing_met"]:
         fmax = report["fmax_mhz"]

@@ -83,32 +83,28 @@ def failure_message(build: Path, spec) -> str:
     return f"build failed for {spec.name} (log: {build / 'build.log'})"
 
 
-def predicted_rates(model, target, fmax_hz: float, baud: int) -> dict:
-    """Images/s of ``model`` at ``fmax_hz`` (performance model) and as bounded by the UART."""
-    from xnorflow.sw.perf import predict_network_cycles
+def predicted_rates(model, target, fmax_hz: float, baud: int,
+                    clock_hz: float | None = None) -> dict:
+    """Images/s of ``model``: computing at ``fmax_hz`` (performance model, one image per
+    run), and over the host link at ``baud`` with the board running at ``clock_hz``
+    (default ``fmax_hz``): the driver's stream of ``max_batch`` images per run
+    (:func:`xnorflow.hw.link.throughput.link_rate`)."""
+    from xnorflow.hw.link.throughput import image_bytes, link_rate
+    from xnorflow.sw.perf import predict_network_cycles, program_cycles
+    from xnorflow.sw.program import build_memories, decode_program
 
     out: dict = {}
     cycles = int(predict_network_cycles(model, target))
     out["cycles_per_image"] = cycles
     out["images_per_s_compute"] = fmax_hz / cycles if cycles else None
-    bytes_per_image = uart_bytes_per_image(model, target)
-    out["uart_bytes_per_image"] = bytes_per_image
-    out["images_per_s_uart"] = baud / 10 / bytes_per_image
-    comp = out.get("images_per_s_compute")
-    out["images_per_s"] = min(comp, out["images_per_s_uart"]) if comp else out["images_per_s_uart"]
-    out["bound"] = "uart" if comp and out["images_per_s_uart"] < comp else "compute"
+    memories = build_memories(model, target)
+    header, _ = decode_program(next(m for m in memories if m.name == "program").words)
+    batch = int(header["max_batch"])
+    run = int(program_cycles(memories, target, batch=batch))
+    link = link_rate(baud, clock_hz or fmax_hz, batch, *image_bytes(header, target), run)
+    out["link"] = link.to_json()
+    out["images_per_s_link"] = link.images_per_s
     return out
-
-
-def uart_bytes_per_image(model, target) -> int:
-    """Bytes on the wire (both directions) to classify one image with the host driver
-    (:func:`xnorflow.hw.link.protocol.classify_wire_bytes`)."""
-    from xnorflow.hw.link.protocol import classify_wire_bytes
-    from xnorflow.sw.program import build_memories, decode_program
-
-    program = next(m for m in build_memories(model, target) if m.name == "program")
-    header, _ = decode_program(program.words)
-    return classify_wire_bytes(header, target)
 
 
 def make_report(cfg, spec, top, build: Path, elapsed: float, target, model,
@@ -196,7 +192,7 @@ def make_report(cfg, spec, top, build: Path, elapsed: float, target, model,
         report["model"] = {
             "path": str(cfg.model),
             "binary_macs": int(model.binary_macs),
-            **predicted_rates(model, target, fmax * 1e6, top.baud),
+            **predicted_rates(model, target, fmax * 1e6, top.baud, top.freq),
         }
     return report
 
@@ -269,17 +265,19 @@ def report_markdown(r: dict) -> str:
                   f"the design's {r['resources']['lut4']} (`array_lut_share`)."]
     if "model" in r:
         mm = r["model"]
+        ln = mm["link"]
         lines += [
             "",
             f"Model `{mm['path']}` ({mm['binary_macs']:,} binary MACs/image):",
             "",
-            "| bound | images/s |",
+            "| | images/s |",
             "|---|---|",
-            f"| compute at Fmax (performance model, {_fmt(mm.get('cycles_per_image'))} "
-            f"cycles/image) | {_fmt(mm.get('images_per_s_compute'))} |",
-            f"| UART at {r['uart']['baud']} baud ({mm['uart_bytes_per_image']} bytes/image) | "
-            f"{_fmt(mm['images_per_s_uart'])} |",
-            f"| end to end ({mm['bound']}-bound) | {_fmt(mm['images_per_s'])} |",
+            f"| computing at Fmax (performance model, {_fmt(mm.get('cycles_per_image'))} "
+            f"cycles/image, one image per run) | {_fmt(mm.get('images_per_s_compute'))} |",
+            f"| over the host link (link model): UART at {ln['baud']:,.0f} baud, system clock "
+            f"{ln['clock_mhz']:.2f} MHz, {ln['batch']} images per run of "
+            f"{ln['run_cycles']:,} cycles, {ln['bytes_per_image']:.1f} bytes/image | "
+            f"{_fmt(mm['images_per_s_link'])} |",
         ]
     lines.append("")
     return "\n".join(lines)
