@@ -178,7 +178,10 @@ BOARDS: dict[str, Board] = {
               family="ice40", device="iCE40UP5K", package="SG48", spram=True, dsp=True,
               clock="clk12", clock_freq=12e6, default_freq=24e6, target="up5k", brams=30,
               platform="icebreaker:ICEBreakerPlatform", no_init=("weights",), pll_pad=True,
-              bridge="FT2232H"),
+              # 3 Mbaud = 12 MHz / 4 on the FT2232H, 24 MHz / 8 in the gateware (8 samples a
+              # bit), simulated with the driver in benchmarks/results/link.md; the fastest
+              # both make, 6 Mbaud, leaves the receiver its least 4 samples a bit
+              bridge="FT2232H", default_baud=3_000_000),
         # the whole accelerator (2x4x16, `hx8k`) reaches 74.7 MHz
         Board("hx8k-evn", "Lattice iCE40-HX8K breakout (iCE40HX8K-CT256), FTDI UART",
               family="ice40", device="iCE40HX8K", package="CT256", spram=False, dsp=False,

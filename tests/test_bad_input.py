@@ -410,7 +410,9 @@ CASES = [
                                "--baud", "6000000"], ("--baud 6000000", "FT231X", "3,000,000")),
     Case("synth-baud-clock", ["synth", "--board", "icebreaker", "--design", "loopback",
                               "--baud", "12000000"], ("--baud 12000000", "24 MHz", "< 4")),
-
+    Case("synth-default-baud-at-freq", ["synth", "--board", "icebreaker", "--design",
+                                        "loopback", "--freq", "25"],
+         ("default baud 3000000", "--baud", "MHz")),
     Case("synth-geometry-cols", ["synth", "--board", "icebreaker", "--geometry", "2x3x32"],
          ("2x3x32", "cols"), forbid=("'sim'",), new=True),
     Case("synth-geometry-width", ["synth", "--board", "icebreaker", "--geometry", "2x2x7"],
