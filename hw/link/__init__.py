@@ -13,7 +13,9 @@ driver that talks to it, its transports and the session every backend runs.
 * :mod:`~xnorflow.hw.link.transports` -- a serial port (pyserial), Amaranth's simulator and
   cocotb (streams or UART pins);
 * :mod:`~xnorflow.hw.link.session` -- :class:`HostSession`: load a compiled model, classify
-  images or batches, read the hidden layers back.
+  images or batches, read the hidden layers back;
+* :mod:`~xnorflow.hw.link.throughput` -- the link model (images/s over a UART) and the baud
+  rates a board can run.
 
 The driver the tests run in simulation is the one that talks to a board
 (``xnorflow board``, and the ``board`` backend of ``xnorflow run`` / ``compare``).
