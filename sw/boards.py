@@ -173,19 +173,21 @@ class Board:
 
 BOARDS: dict[str, Board] = {
     b.name: b for b in (
-        # the whole accelerator (2x2x32, `up5k`) reaches 27.6-28.3 MHz
+        # the whole accelerator (8x2x32, `up5k`) reaches 41.0-43.75 MHz at a 48 MHz
+        # request (nextpnr seeds 1-3, benchmarks/results/synth.md, docs/accelerator.md); it
+        # is built for 36 MHz, where `xnorflow demo` checks it meets timing
         Board("icebreaker", "iCEBreaker v1.0 (iCE40 UP5K-SG48), FTDI UART on pins 6/9",
               family="ice40", device="iCE40UP5K", package="SG48", spram=True, dsp=True,
-              clock="clk12", clock_freq=12e6, default_freq=24e6, target="up5k", brams=30,
+              clock="clk12", clock_freq=12e6, default_freq=36e6, target="up5k", brams=30,
               platform="icebreaker:ICEBreakerPlatform", no_init=("weights",), pll_pad=True,
-              # 3 Mbaud = 12 MHz / 4 on the FT2232H, 24 MHz / 8 in the gateware (8 samples a
-              # bit), simulated with the driver in benchmarks/results/link.md; the fastest
-              # both make, 6 Mbaud, leaves the receiver its least 4 samples a bit
+              # 3 Mbaud = 12 MHz / 4 on the FT2232H, 36 MHz / 12 in the gateware (12 samples a
+              # bit; simulated with the driver at 24 MHz / 8 in benchmarks/results/link.md)
               bridge="FT2232H", default_baud=3_000_000),
-        # the whole accelerator (2x4x16, `hx8k`) reaches 74.7 MHz
+        # the whole accelerator (4x4x32, `hx8k`) reaches 98.2 MHz at a 120 MHz request
+        # (seed 1, benchmarks/results/synth.md); built for 90 MHz (timing met, seed 1)
         Board("hx8k-evn", "Lattice iCE40-HX8K breakout (iCE40HX8K-CT256), FTDI UART",
               family="ice40", device="iCE40HX8K", package="CT256", spram=False, dsp=False,
-              clock="clk12", clock_freq=12e6, default_freq=72e6, target="hx8k", brams=32,
+              clock="clk12", clock_freq=12e6, default_freq=90e6, target="hx8k", brams=32,
               platform="ice40_hx8k_b_evn:ICE40HX8KBEVNPlatform", bridge="FT2232H"),
         # the whole accelerator (8x8x32, `ecp5-85f`) reaches 53.9 MHz; the PLL makes
         # 46.875 MHz of a 48 MHz request from the 25 MHz oscillator
