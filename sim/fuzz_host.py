@@ -28,9 +28,10 @@ decoder saw is known unless the run ended in between (then both predictions are 
 the answer tells which one held; :attr:`FuzzStats.busy_ambiguous` counts these frames).
 
 Programs stay valid: WRITEs to ``program`` inside the loaded image carry the image's own
-words, and any program word that another frame changed is written back (a ``repair`` frame,
-itself checked) before the next case, so every START runs the loaded network (or fails at its
-header: a START of more images than the program's ``max_batch``).
+words, and any program word that another frame changed (a ``bad_program`` case breaks the
+magic word on purpose) is written back (a ``repair`` frame, itself checked) before the next
+case, so every START runs the loaded network or fails at its header (a START of more images
+than the program's ``max_batch``, a broken magic word).
 
 After the fuzz the device must still answer STATUS, and a classify through
 :class:`xnorflow.hw.link.HostSession` (the model loaded through the protocol again) must equal
@@ -69,7 +70,7 @@ BUSY_MARGIN = 8
 KINDS = {
     "valid": 14, "cmd": 5, "mem": 5, "addr": 5, "count": 4, "count0": 3, "long_read": 3,
     "batch": 3, "checksum": 5, "data": 3, "sync": 3, "dup_sync": 2, "truncate": 8, "extra": 4,
-    "soup": 8, "busy": 6, "cut_response": 3, "idle_abort": 2, "pending": 3,
+    "soup": 8, "busy": 4, "cut_response": 3, "idle_abort": 2, "pending": 3, "bad_program": 1,
 }
 
 
@@ -497,7 +498,9 @@ class HostFuzzer:
             self.write_words(req.p0, req.addr, req.count, req.data, req.count, seen)
         if status == Status.OK and req.cmd == Command.START:
             self.shadow["activations"] = [None] * self.depths["activations"]
-            self.run_cycles = self.cycles_of_run.get(req.p0)  # None: the run fails at once
+            # None: the run fails at once (a batch over max_batch, a broken program)
+            intact = self.shadow["program"][:len(self.images["program"])] == self.images["program"]
+            self.run_cycles = self.cycles_of_run.get(req.p0) if intact else None
         if cut is not None:
             await self.abort()
             return
@@ -686,9 +689,23 @@ class HostFuzzer:
             await self.send(self.valid(Command.STATUS).encode())
         elif kind == "pending":
             await self.send(self.valid().encode(), pending=True)
+        elif kind == "bad_program":  # a wrong magic word: the run fails (then repaired)
+            await self.wait_idle()
+            magic = self.images["program"][0]
+            word = rng.choice([0, magic ^ 1 << rng.randrange(32)])
+            await self.send(p.encode_write(int(MemoryId["program"]), 0, [word], 32)[0]
+                            + p.encode_start(1) + p.encode_status_request())
         else:
             await self.send(self.mutated(kind))
         await self.repair()
+
+    async def wait_idle(self, polls: int = 10_000) -> None:
+        """STATUS frames until no run is in progress."""
+        for _ in range(polls):
+            if not self.busy():
+                return
+            await self.send(p.encode_status_request())
+        self.mismatch(f"a run still in progress after {polls} STATUS polls")
 
     async def repair(self) -> None:
         """Write back program words another frame changed (after any run has ended)."""
@@ -698,10 +715,7 @@ class HostFuzzer:
         if not bad:
             return
         self.kind = "repair"
-        for _ in range(10_000):
-            if not self.busy():
-                break
-            await self.send(p.encode_status_request())
+        await self.wait_idle()
         lo, hi = min(bad), max(bad) + 1
         data = p.words_to_bytes(img[lo:hi], 32)
         await self.send(p.encode_request(Command.WRITE, int(MemoryId["program"]), lo, hi - lo,

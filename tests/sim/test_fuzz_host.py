@@ -41,6 +41,7 @@ def test_fuzz_frames_match_the_protocol_then_classify_equals_golden():
     assert set(s["statuses"]) == {st.name for st in Status}, s["statuses"]
     assert set(s["cases_per_kind"]) == set(KINDS), s["cases_per_kind"]
     assert s["frames_while_busy"] > 20 and s["aborts"] > 20
+    assert s["frames_per_kind"]["repair"] > 0  # broken programs written back
     assert s["memory_words_compared"] > 1000
     c = r["classify"]
     assert c["equal_golden"] and c["scores_equal"] and c["hidden_compared"] >= c["images"]
@@ -236,8 +237,8 @@ def test_a_pending_answer_holds_host_in():
 @pytest.mark.parametrize("failure", ["batch over max_batch", "bad magic"])
 def test_read_after_a_failed_run_answers_the_last_good_scores(failure):
     """A run that fails (STATUS: the sequencer's error, flags bit 2, not done) writes no
-    scores: a READ of ``scores`` answers 0 OK with the last successful run's (protocol 2 has
-    no "no result" status)."""
+    scores and no hidden map: READs answer 0 OK with the last successful run's (protocol 2
+    has no "no result" status)."""
     image = synthetic.random_images(1, 8, 8, 1, seed=9)[0]
     header, _ = program.decode_program(fuzz_memories(fuzz_model(), TARGET)[0].words)
     n = header["score_words"]
@@ -245,6 +246,7 @@ def test_read_after_a_failed_run_answers_the_last_good_scores(failure):
     async def body(ctx, dut, tr, drv):
         _, scores = await drv.classify(image)
         words = await drv.read_memory("scores", header["score_base"], n)
+        maps = await drv.read_memory("activations", 0, header["act_words"])
         if failure == "bad magic":
             await drv.write_memory("program", 0, [0])
             status, _ = await exchange(tr, p.encode_start(1))
@@ -255,9 +257,11 @@ def test_read_after_a_failed_run_answers_the_last_good_scores(failure):
             await ctx.tick()
         _, st = await exchange(tr, p.encode_status_request())
         read = await exchange(tr, p.encode_read(SCORES, header["score_base"], n))
-        return scores, words, st, read
+        return scores, words, st, read, maps, await drv.read_memory("activations", 0,
+                                                                    header["act_words"])
 
-    scores, words, st, (read_status, payload) = simulate(body)
+    scores, words, st, (read_status, payload), maps, maps_after = simulate(body)
+    assert maps_after == maps  # the hidden maps (and the input) of the good run
     report = p.decode_status(st)
     assert report.error == (ERR_MAGIC if failure == "bad magic" else ERR_BATCH)
     assert st[4] == 0b100  # flags: not busy, not done, the last run failed
