@@ -188,6 +188,8 @@ class FuzzStats:
     bytes_received: int = 0
     checkpoints: int = 0
     words_compared: int = 0
+    read_words: int = 0          # words READ, compared with the memory
+    read_words_written: int = 0  # of those, words the host wrote since the last run
 
     def as_dict(self) -> dict:
         return {
@@ -200,7 +202,8 @@ class FuzzStats:
             "hangs": self.hangs, "aborts": self.aborts, "frames_while_busy": self.busy_frames,
             "busy_ambiguous": self.busy_ambiguous, "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received, "memory_checkpoints": self.checkpoints,
-            "memory_words_compared": self.words_compared,
+            "memory_words_compared": self.words_compared, "read_words": self.read_words,
+            "read_words_host_written": self.read_words_written,
         }
 
 
@@ -521,11 +524,13 @@ class HostFuzzer:
         got = p.bytes_to_words(payload, self.target.word_bits(name))
         for j, w in enumerate(got):
             a = req.addr + j
+            self.stats.read_words += 1
             if w != self.host_word(name, a):
                 self.mismatch(f"READ {name}[{a}] = {w:#x}, memory holds "
                               f"{self.host_word(name, a):#x}")
-            known = self.shadow.get(name, [None] * (a + 1))[a]
-            if isinstance(known, int) and w != known:
+            known = self.shadow[name][a] if name in self.shadow else None
+            self.stats.read_words_written += known is not None
+            if known is not None and w != known:
                 self.mismatch(f"READ {name}[{a}] = {w:#x}, the host wrote {known:#x}")
 
     def check_status(self, payload: bytes) -> None:
