@@ -66,7 +66,7 @@ def report_md(r: dict) -> str:
         f"- bytes sent {s['bytes_sent']}, received {s['bytes_received']}; memory "
         f"checkpoints {s['memory_checkpoints']} ({s['memory_words_compared']} words compared); "
         f"{s['read_words']} words READ, equal to the memory ({s['read_words_host_written']} "
-        "of them written by the host since the last run: equal to what it wrote)",
+        "of them known from the host's writes, not a run's: equal to what it wrote)",
         f"- after the fuzz: STATUS {r['after_status']}; classify of {c['images']} images "
         f"through the protocol: predictions {c['predictions']} (golden "
         f"{c['golden_predictions']}), scores equal {c['scores_equal']}, hidden maps equal "

@@ -189,7 +189,7 @@ class FuzzStats:
     checkpoints: int = 0
     words_compared: int = 0
     read_words: int = 0          # words READ, compared with the memory
-    read_words_written: int = 0  # of those, words the host wrote since the last run
+    read_words_written: int = 0  # of those, words the host wrote (not a run since)
 
     def as_dict(self) -> dict:
         return {
@@ -225,15 +225,17 @@ def fuzz_memories(model, target: Target):
 
 class HostFuzzer:
     """Drives one simulated :class:`~xnorflow.hw.accelerator.Accelerator` (``dut``) in the
-    testbench ``ctx``; the model's images must already be loaded (:meth:`start_shadow`)."""
+    testbench ``ctx``; the model's images must already be loaded (:meth:`start_shadow`).
+    ``header``: the loaded program's (:func:`xnorflow.sw.program.decode_program`)."""
 
     def __init__(self, ctx, dut, target: Target, memories, cfg: FuzzConfig, rng: random.Random,
-                 transport, max_batch: int, cycles_of_run: dict[int, int]):
+                 transport, header: dict, cycles_of_run: dict[int, int]):
         self.ctx, self.dut, self.target, self.cfg, self.rng = ctx, dut, target, cfg, rng
         self.tr = transport
         self.depths = dict(dut.depths)
         self.images = {m.name: [int(w) for w in m.words] for m in memories}
-        self.max_batch = max_batch
+        self.max_batch = header["max_batch"]
+        self.act_words = header["act_words"]  # what a run may write (and the zero word)
         self.framer = Framer(target)
         self.stats = FuzzStats()
         self.shadow: dict[str, list] = {}
@@ -500,7 +502,10 @@ class HostFuzzer:
         if req.cmd == Command.WRITE and req.p0 < len(MEMORY_NAMES):
             self.write_words(req.p0, req.addr, req.count, req.data, req.count, seen)
         if status == Status.OK and req.cmd == Command.START:
-            self.shadow["activations"] = [None] * self.depths["activations"]
+            # a run writes its maps below act_words and 0 into the zero word (docs/program.md)
+            act = self.shadow["activations"]
+            act[:self.act_words] = [None] * self.act_words
+            act[-1] = 0
             # None: the run fails at once (a batch over max_batch, a broken program)
             intact = self.shadow["program"][:len(self.images["program"])] == self.images["program"]
             self.run_cycles = self.cycles_of_run.get(req.p0) if intact else None
@@ -770,7 +775,7 @@ def fuzz(cfg: FuzzConfig, progress=None) -> dict:
         drv = AcceleratorDriver(tr)
         await drv.connect()
         await drv.load(memories)
-        fz = HostFuzzer(ctx, dut, target, memories, cfg, rng, tr, header["max_batch"],
+        fz = HostFuzzer(ctx, dut, target, memories, cfg, rng, tr, header,
                         {n: perf.predict_network_cycles(model, target, batch=n)
                          for n in range(1, header["max_batch"] + 1)})
         fz.start_shadow()
