@@ -78,7 +78,7 @@ def test_icarus_waves(small_model, tmp_path):
 
 @pytest.mark.parametrize("sim", ["amaranth", "icarus"])
 def test_batched_starts_are_exact(small_model, sim):
-    """``batch``: R = 2 images per START (one WRITE_INPUT, START 2, READ_RESULTS) under
+    """``batch``: R = 2 images per START (one WRITE of the inputs, START 2, READ scores) under
     random stalls; every hidden bit and score equals golden, and each run of two takes the
     performance model's batch-2 cycle count (shared out over its images). Icarus runs the
     same images one per START and batched as two items of one launch."""
