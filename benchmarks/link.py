@@ -6,12 +6,13 @@ weights of the trained shape) compiled for ``up5k`` (the iCEBreaker, 8x2x32) run
 board top (``BoardTop``: ``UARTBridge`` + accelerator, the model's memories built in) in
 Icarus (or Verilator), driven through its UART pins by the real driver
 (``AcceleratorDriver.classify_stream`` over ``CocotbUartTransport``). Per baud rate (1 Mbaud,
-the board's default, the fastest its FT2232H and the gateware make at its 24 MHz clock) and
-per batch (1 and the program's max_batch), a few runs are timed in clock cycles; every score
-is checked against the golden model. The first run of each case waits with STATUS polls
-(it checks the sequencer's error), the later ones are the steady state the driver streams
-and the link model (``hw/link/throughput.py``) predicts; the table compares the two cycle for
-cycle. Images/s on the board = images * 24 MHz / cycles.
+the board's default, the fastest its FT2232H and the gateware make at its default clock,
+``default_freq`` in ``sw/boards.py``) and per batch (1 and the program's max_batch), a few
+runs are timed in clock cycles; every score is checked against the golden model. The first
+run of each case waits with STATUS polls (it checks the sequencer's error), the later ones
+are the steady state the driver streams and the link model (``hw/link/throughput.py``)
+predicts; the table compares the two cycle for cycle. Images/s on the board = images * that
+clock / cycles.
 
 Then the link bound per board (the model alone, the performance model's cycles): every
 board's bridge, its default and fastest baud, bytes per digits image, images/s; and the same

@@ -46,13 +46,19 @@ def simulate_link(folder, divisor: int, cases, *, sim: str = "icarus",
     """Run ``cases`` (``[(batch, runs, seed), ...]``) of the model folder ``folder`` over the
     UART at ``divisor`` cycles per bit; returns ``sim/tb/test_link.py``'s record plus the
     simulator's build and run seconds. ``timeout``: the bridge's inter-byte timeout in cycles
-    (default 50 ms at 24 MHz, as on the iCEBreaker)."""
+    (default: the board tops' ``DEFAULT_TIMEOUT_S`` at the default clock of the target's
+    board, the iCEBreaker's for a target of no board)."""
+    from xnorflow.hw.boards import DEFAULT_TIMEOUT_S
+    from xnorflow.hw.link.throughput import board_clock
+    from xnorflow.sw.boards import BOARDS
     from xnorflow.sw.errors import UserError
     from xnorflow.sw.images import load_model_folder, target_from_record
 
     manifest, _, memories = load_model_folder(folder)
     target = target_from_record(manifest["target"])
-    timeout = timeout or 1_200_000
+    if not timeout:
+        board = BOARDS[target.board or "icebreaker"]
+        timeout = round(DEFAULT_TIMEOUT_S * board_clock(board))
     rtl = board_top_verilog(target, memories, divisor, timeout)
     with tempfile.TemporaryDirectory(prefix="xnorflow-link-") as tmp:
         out = Path(tmp) / "link.json"

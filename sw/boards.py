@@ -181,7 +181,7 @@ BOARDS: dict[str, Board] = {
               clock="clk12", clock_freq=12e6, default_freq=36e6, target="up5k", brams=30,
               platform="icebreaker:ICEBreakerPlatform", no_init=("weights",), pll_pad=True,
               # 3 Mbaud = 12 MHz / 4 on the FT2232H, 36 MHz / 12 in the gateware (12 samples a
-              # bit; simulated with the driver at 24 MHz / 8 in benchmarks/results/link.md)
+              # bit), simulated with the driver in benchmarks/results/link.md
               bridge="FT2232H", default_baud=3_000_000),
         # the whole accelerator (4x4x32, `hx8k`) reaches 98.2 MHz at a 120 MHz request
         # (seed 1, benchmarks/results/synth.md); built for 90 MHz (timing met, seed 1)
