@@ -52,15 +52,21 @@ def test_every_board_runs_its_default_and_the_safe_baud(name):
 
 
 def test_fastest_baud_per_board():
-    """iCEBreaker: 24 MHz / 4 (the receiver's least divisor); HX8K: 72 MHz / 6 = the
-    FT2232H's 12 Mbaud; ULX3S: the FT231X's 3 Mbaud is 2.3 % off at 46.875 MHz, 2 Mbaud 1.9 %."""
+    """At the default clocks: iCEBreaker 36 MHz / 6 (12 Mbaud would need 3 < 4 cycles a bit,
+    the FT2232H's 8 Mbaud a divisor of 4.5); HX8K 90 MHz / 15 (12 Mbaud is 6.2 % off at
+    90 MHz, 8 Mbaud 2.3 %); ULX3S: the FT231X's 3 Mbaud is 2.3 % off at 46.875 MHz, 2 Mbaud
+    1.9 %."""
+    assert {n: b.default_freq for n, b in BOARDS.items()} == {
+        "icebreaker": 36e6, "hx8k-evn": 90e6, "ulx3s-85f": 48e6}, "the docstring's clocks"
     got = {n: tp.fastest_baud(b, tp.board_clock(b)) for n, b in BOARDS.items()}
-    assert got == {"icebreaker": 6_000_000, "hx8k-evn": 12_000_000, "ulx3s-85f": 2_000_000}
+    assert got == {"icebreaker": 6_000_000, "hx8k-evn": 6_000_000, "ulx3s-85f": 2_000_000}
 
 
 @pytest.mark.parametrize("board, baud, words", [
-    ("icebreaker", 12_000_000, ("gateware", "divisor 2.00 < 4")),
-    ("icebreaker", 5_000_000, ("gateware", "4.0% off")),
+    ("icebreaker", 12_000_000, ("gateware", "36 MHz", "divisor 3.00 < 4")),
+    ("icebreaker", 5_000_000, ("gateware", "divisor 7", "2.9% off")),
+    ("hx8k-evn", 12_000_000, ("gateware", "90 MHz", "divisor 8", "6.2% off")),
+    ("hx8k-evn", 8_000_000, ("gateware", "divisor 11", "2.3% off")),
     ("icebreaker", 10_000_000, ("FT2232H cannot make 10,000,000 baud",)),
     ("ulx3s-85f", 6_000_000, ("FT231X UART bridge runs at most 3,000,000 baud",)),
     ("ulx3s-85f", 3_000_000, ("46.875 MHz", "2.3% off")),
