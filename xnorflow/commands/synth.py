@@ -7,10 +7,10 @@ import sys
 
 EXAMPLES = """\
 examples:
-  xnorflow synth --board icebreaker        # the up5k target's 2x2x32 at 24 MHz (defaults)
+  xnorflow synth --board icebreaker        # the up5k target's {icebreaker} (defaults)
   xnorflow synth --board icebreaker --model runs/mlp-up5k --seed 3
   xnorflow synth --board hx8k-evn --freq 60
-  xnorflow synth --board ulx3s-85f         # 8x8x32 at 48 MHz, about 11 minutes
+  xnorflow synth --board ulx3s-85f         # {ulx3s-85f}, about 11 minutes
   xnorflow synth --board icebreaker --geometry 1x1x16 --design loopback   # UART echo only
   xnorflow synth --board icebreaker --swap-model runs/mlp-up5k
       (no synthesis: writes top-<model>.bin with the model's memory images in the BRAMs
@@ -29,14 +29,19 @@ the UART-bound images/s). The first run compiles the YoWASP tools (about a minut
 
 def register(sub) -> None:
     from xnorflow.sw.boards import BOARDS
+    from xnorflow.sw.targets import TARGETS
     from xnorflow.synth.build import DESIGNS
+
+    # each board's defaults, read from the registry (sw/boards.py) so the help never goes stale
+    defaults = {b.name: f"{TARGETS[b.target].geometry} at {b.default_freq / 1e6:g} MHz"
+                for b in BOARDS.values()}
 
     p = sub.add_parser(
         "synth",
         help="synthesise a board top (yosys + nextpnr) and report resources and Fmax",
         description="Synthesise the accelerator behind its UART bridge for a board with the "
         "open toolchain (YoWASP yosys/nextpnr from PyPI) and write bitstream, logs and report.",
-        epilog=EXAMPLES,
+        epilog=EXAMPLES.format_map(defaults),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--board", required=True, choices=sorted(BOARDS),
