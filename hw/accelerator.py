@@ -59,8 +59,7 @@ class AcceleratorCore(wiring.Component):
     Members
     -------
     mem_sel : In(3)
-        Memory id (:data:`~xnorflow.sw.targets.MEMORY_NAMES` order) of the host's access;
-        it must be stable from the cycle before ``mem_we`` (the core registers its decode).
+        Memory id (:data:`~xnorflow.sw.targets.MEMORY_NAMES` order) of the host's access.
     mem_addr : In(address bits of the deepest memory)
         Word address of the host's access (the low bits of the selected memory's).
     mem_wdata : In(host_write_width), mem_we : In(1)
@@ -136,14 +135,8 @@ class AcceleratorCore(wiring.Component):
         ids = {name: i for i, name in enumerate(MEMORY_NAMES)}
         sel, addr = self.mem_sel, self.mem_addr
 
-        # the memory id's decode, registered: the decoder holds mem_sel (its header's p0)
-        # from the header on, cycles before a word's mem_we, so a write never waits on it
-        # (the UP5K's critical path ran busy -> this compare -> an EBR's write enable)
-        sel_is = {name: Signal(name=f"host_sel_{name}") for name in ids}
-        m.d.sync += [sel_is[name].eq(sel == i) for name, i in ids.items()]
-
         def host_we(name):
-            return self.mem_we & ~busy & sel_is[name]
+            return self.mem_we & ~busy & (sel == ids[name])
 
         # host writes (the sequencer never writes these three); a word is in the top bits of
         # mem_wdata (the decoder shifts bytes in at the top)
