@@ -173,9 +173,9 @@ class Board:
 
 BOARDS: dict[str, Board] = {
     b.name: b for b in (
-        # the whole accelerator (8x2x32, `up5k`) reaches 41.0-43.75 MHz at a 48 MHz
-        # request (nextpnr seeds 1-3, benchmarks/results/synth.md, docs/accelerator.md); it
-        # is built for 36 MHz, where `xnorflow demo` checks it meets timing
+        # the whole accelerator (8x2x32, `up5k`) reaches 41.0-45.49 MHz at a 48 MHz
+        # request (nextpnr seeds 2 and 3, benchmarks/results/synth.md, docs/accelerator.md);
+        # it is built for 36 MHz (41.96 MHz there, seed 1), as `xnorflow demo` builds it
         Board("icebreaker", "iCEBreaker v1.0 (iCE40 UP5K-SG48), FTDI UART on pins 6/9",
               family="ice40", device="iCE40UP5K", package="SG48", spram=True, dsp=True,
               clock="clk12", clock_freq=12e6, default_freq=36e6, target="up5k", brams=30,
@@ -189,7 +189,7 @@ BOARDS: dict[str, Board] = {
               family="ice40", device="iCE40HX8K", package="CT256", spram=False, dsp=False,
               clock="clk12", clock_freq=12e6, default_freq=90e6, target="hx8k", brams=32,
               platform="ice40_hx8k_b_evn:ICE40HX8KBEVNPlatform", bridge="FT2232H"),
-        # the whole accelerator (8x8x32, `ecp5-85f`) reaches 53.9 MHz; the PLL makes
+        # the whole accelerator (8x8x32, `ecp5-85f`) reaches 58.1 MHz (v2, seed 1); the PLL makes
         # 46.875 MHz of a 48 MHz request from the 25 MHz oscillator
         Board("ulx3s-85f", "Radiona ULX3S with LFE5U-85F-6BG381, FTDI UART",
               family="ecp5", device="LFE5U-85F", package="BG381", spram=False, dsp=True,
