@@ -103,6 +103,15 @@ def build_folder(board: str, geometry: str, seed: int) -> Path:
     return REPO / "build" / "synth" / board / f"{geometry}-s{seed}"
 
 
+def out_folder(board: str, geometry: str, design: str) -> Path:
+    """Where a build is published: the whole accelerator's in ``bitstreams/`` (committed, the
+    bitstream a board runs); a reference build (the bare array) in ``build/`` (not committed),
+    so that it never replaces the accelerator's folder of the same geometry."""
+    if design == "accelerator":
+        return bitstream_folder(board, geometry, REPO / "bitstreams")
+    return REPO / "build" / "synth-reference" / board / f"{geometry}-{design}"
+
+
 def attempt_figures(board: str, geometry: str, seed: int) -> dict | None:
     """Resources of a failed build, from the logs it left (e.g. how many LCs it needed)."""
     d = build_folder(board, geometry, seed)
@@ -124,8 +133,7 @@ def build(board: str, geometry: str, design: str, seed: int, depths: dict) -> di
     try:
         return synthesize(SynthConfig(board=board, geometry=geometry, design=design, seed=seed,
                                       freq_mhz=GOAL_MHZ[board], depths=depths,
-                                      out_dir=str(bitstream_folder(board, geometry,
-                                                                   REPO / "bitstreams")),
+                                      out_dir=str(out_folder(board, geometry, design)),
                                       build_dir=str(build_folder(board, geometry, seed))),
                           progress=True)
     except Exception as e:  # a build that does not fit is a result too
