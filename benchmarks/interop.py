@@ -10,7 +10,7 @@
    Brevitas' own forward (class).
 4. ``xnorflow compile --target up5k``; ``xnorflow compare`` golden, cpu, amaranth and icarus
    (bit for bit, on ``--hw-limit`` test images; golden and cpu on the whole split).
-5. ``xnorflow synth --board icebreaker --freq 24`` (``--no-synth`` skips it).
+5. ``xnorflow synth --board icebreaker`` at the board's default clock (``--no-synth`` skips it).
 
 Every command's output goes to ``benchmarks/results/interop.txt``; the figures to
 ``benchmarks/results/interop.json``; the synthesis report to ``results/interop/``.
@@ -196,7 +196,7 @@ def main() -> int:
     synth = None
     if not args.no_synth:
         sdir = WORK / "bitstream"
-        rc_syn, _ = cli(["synth", "--board", "icebreaker", "--freq", "24", "--model", str(comp),
+        rc_syn, _ = cli(["synth", "--board", "icebreaker", "--model", str(comp),
                          "--out", str(sdir), "-q"], log)
         if rc_syn == 0:
             synth = json.loads((sdir / "report.json").read_text())
