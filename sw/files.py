@@ -23,6 +23,7 @@ folder intact and no temporary left behind. Other errors pass through unchanged.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import tempfile
@@ -165,6 +166,23 @@ def existing_folder_only(out: Path) -> None:
     if out.is_dir() and os.path.ismount(out):
         raise UserError(f"{out}: is a mount point, which cannot be replaced; choose a folder "
                         "inside it")
+
+
+def report_holds(folder: str | Path, keys) -> bool:
+    """Whether ``folder/report.json`` is a JSON object with every one of ``keys`` (False when
+    it is missing, unreadable or not such an object): how a command recognises a folder it
+    wrote itself."""
+    try:
+        doc = json.loads((Path(folder) / "report.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and set(keys) <= doc.keys()
+
+
+def is_report_folder(folder: str | Path, keys) -> bool:
+    """Whether ``folder`` is empty or holds a report with ``keys`` (:func:`report_holds`):
+    the only folders a command's ``-o`` may replace."""
+    return not any(Path(folder).iterdir()) or report_holds(folder, keys)
 
 
 @contextmanager

@@ -123,13 +123,9 @@ def _trained_preset(p: dict, dataset: str, model: str, epochs: int | None, log) 
 def is_demo_folder(folder: Path) -> bool:
     """Whether ``folder`` is empty or an earlier demo's (its ``report.json`` has the demo's
     stages): the only folders a demo replaces."""
-    if not any(folder.iterdir()):
-        return True
-    try:
-        doc = json.loads((folder / "report.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(doc, dict) and "stages" in doc and "exact" in doc
+    from xnorflow.sw import files
+
+    return files.is_report_folder(folder, ("stages", "exact"))
 
 
 def check_out(out: Path) -> None:

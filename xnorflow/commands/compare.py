@@ -55,15 +55,9 @@ def register(subparsers) -> None:
 def is_report_folder(folder: Path) -> bool:
     """Whether ``folder`` is empty or a report written by ``xnorflow compare`` (a
     ``report.json`` naming its backends and reference): the only folders ``-o`` replaces."""
-    import json
+    from xnorflow.sw import files
 
-    if not any(folder.iterdir()):
-        return True
-    try:
-        doc = json.loads((folder / "report.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(doc, dict) and "backends" in doc and "reference" in doc
+    return files.is_report_folder(folder, ("backends", "reference"))
 
 
 def check_report_destination(out: Path) -> None:

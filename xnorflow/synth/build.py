@@ -103,17 +103,12 @@ def is_bitstream_folder(folder: Path) -> bool:
     folder = Path(folder)
     if not any(folder.iterdir()):
         return True
-    report = folder / "report.json"
-    if not report.is_file():
+    if not (folder / "report.json").is_file():
         return False
-    if any((folder / f.bitstream).is_file() for f in FAMILIES.values()):
-        return True
-    # a committed build whose bitstream is not committed (over 1 MB: the ECP5-85F's)
-    try:
-        data = json.loads(report.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and {"report_version", "board", "resources"} <= data.keys()
+    # a committed build whose bitstream is not committed (over 1 MB: the ECP5-85F's) is
+    # recognised by its report alone
+    return (any((folder / f.bitstream).is_file() for f in FAMILIES.values())
+            or files.report_holds(folder, ("report_version", "board", "resources")))
 
 
 def check_out_folder(out: Path) -> None:
