@@ -15,10 +15,10 @@ The clock period is 10 ns, so the baud rate is ``100 MHz / BOARD_DIVISOR``.
 import os
 
 import cocotb
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, Timer
 
 from xnorflow.hw.link import CocotbUartTransport
+from xnorflow.sim.tb.board import start_board_top
 
 CLK_NS = 10
 DIVISOR = int(os.environ.get("BOARD_DIVISOR", "8"))
@@ -31,15 +31,6 @@ BIT_NS = CLK_NS * DIVISOR
 def uart_link(dut, read_timeout_ns: int = 2_000_000) -> CocotbUartTransport:
     """The host driver's transport over the UART model on the board top's pins."""
     return CocotbUartTransport(dut.uart_rx, dut.uart_tx, BAUD, read_timeout_ns)
-
-
-async def _reset(dut):
-    dut.uart_rx.value = 1
-    cocotb.start_soon(Clock(dut.clk, CLK_NS, unit="ns").start())
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 4)
-    dut.rst.value = 0
-    await ClockCycles(dut.clk, 4)
 
 
 async def _bad_frame(dut, byte: int) -> None:
@@ -60,7 +51,7 @@ if CORE == "echo":
     @cocotb.test()
     async def echo_through_uart(dut):
         """Bytes sent by the UART model come back unchanged, at line rate."""
-        await _reset(dut)
+        await start_board_top(dut, CLK_NS)
         link = uart_link(dut)
         data = bytes(range(256))
         await link.write(data)
@@ -69,7 +60,7 @@ if CORE == "echo":
     @cocotb.test()
     async def framing_error_then_ready(dut):
         """A frame with a 0 stop bit is dropped, lights ``error``, and the next bytes work."""
-        await _reset(dut)
+        await start_board_top(dut, CLK_NS)
         link = uart_link(dut, read_timeout_ns=40 * BIT_NS)
         await link.write(b"\x11\x22")
         assert await link.read(2) == b"\x11\x22"
@@ -84,7 +75,7 @@ if CORE == "echo":
     @cocotb.test()
     async def inter_byte_timeout(dut):
         """Silence after a byte for longer than the timeout pulses abort (error light)."""
-        await _reset(dut)
+        await start_board_top(dut, CLK_NS)
         link = uart_link(dut)
         await link.write(b"\x01")
         assert await link.read(1) == b"\x01"
@@ -126,7 +117,7 @@ if CORE == "accelerator":
     async def classify_through_uart(dut):
         """Load a compiled model over the UART with the host driver, classify, vs golden."""
         model, memories, target, px, ref = _model()
-        await _reset(dut)
+        await start_board_top(dut, CLK_NS)
         link = uart_link(dut)
         drv = await _connect(link, target, memories)
         probe = [v & ((1 << target.width) - 1) for v in (0x12345678, 0x9ABCDEF0, 0, 1)]
@@ -140,7 +131,7 @@ if CORE == "accelerator":
         """A framing error mid-frame, a short frame (timeout) and a bad checksum: after
         each, the next command is answered and the next image matches golden."""
         model, memories, target, px, ref = _model()
-        await _reset(dut)
+        await start_board_top(dut, CLK_NS)
         link = uart_link(dut, read_timeout_ns=40 * BIT_NS * 10)
         drv = await _connect(link, target, memories)
         words = [0] * 8

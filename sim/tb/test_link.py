@@ -25,9 +25,9 @@ import json
 import os
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles
 from cocotb.utils import get_sim_time
+
+from xnorflow.sim.tb.board import start_board_top
 
 CLK_NS = 10
 
@@ -48,12 +48,7 @@ async def link_throughput(dut):
     baud = 1e9 / bit_ns
     assert int(1e9 / baud) == bit_ns and int(1e9 / baud / 2) * 2 == bit_ns, baud
 
-    dut.uart_rx.value = 1
-    cocotb.start_soon(Clock(dut.clk, CLK_NS, unit="ns").start())
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 4)
-    dut.rst.value = 0
-    await ClockCycles(dut.clk, 4)
+    await start_board_top(dut, CLK_NS)
 
     link = CocotbUartTransport(dut.uart_rx, dut.uart_tx, baud, read_timeout_ns=10**9)
     session = await HostSession.open(link, model, memories, target, load=False,
