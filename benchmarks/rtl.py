@@ -89,9 +89,10 @@ def part_random(args) -> int:
     from xnorflow.sim.compare import agreement
     from xnorflow.sw import program, synthetic
 
-    def readable_layers(model, target):
-        descs = program.decode_program(program.build_memories(model, target)[0].words)[1]
-        return program.readable_layers(descs)
+    def readable_layers(mf):
+        """Which hidden maps of the model folder's program stay readable after a run."""
+        prog = next(m for m in mf.memories if m.name == "program")
+        return program.readable_layers(program.decode_program(prog.words)[1])
 
     base = args.seed
     doc = {"part": "random", "partial": True, "seed": base, "target_layers": args.layers,
@@ -152,7 +153,7 @@ def part_random(args) -> int:
             icarus = [None] * len(soft)
         t_icarus = time.perf_counter() - t0
         ic_cycles = sum(o.sim_cycles or 0 for o in icarus if o is not None)
-        for (_mf, _px, seed, model, ref, outs), ic in zip(soft, icarus, strict=True):
+        for (mf, _px, seed, model, ref, outs), ic in zip(soft, icarus, strict=True):
             if ic is None:
                 continue
             for out in (*outs, ic):
@@ -167,7 +168,7 @@ def part_random(args) -> int:
             doc["layers"] += len(model.layers)
             # layers whose own outputs were compared bit by bit (readable hidden maps and
             # the scores); an overwritten early hidden map is checked only through its effect
-            doc["layers_observed"] += sum(readable_layers(model, target)) + 1
+            doc["layers_observed"] += sum(readable_layers(mf)) + 1
             doc["networks"] += 1
             bar.update(len(model.layers))
         doc["launches"].append({
