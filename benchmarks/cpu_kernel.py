@@ -440,8 +440,8 @@ def lce_section(args, out, section, threads_list, a_bits, w_bits, a_words, w_wor
 
 
 def _conv_call(pconv, xin, t: int) -> None:
-    with ck._numba_threads(t):
-        ck._forward(pconv, xin, keep_acc=False)
+    with ck._numba_threads(t) as used:
+        ck._forward(pconv, xin, keep_acc=False, used=used)
 
 
 def summary(out, res: dict, threads_list, batch, n, k, gemm_packed) -> None:
@@ -682,14 +682,14 @@ def main(argv: list[str] | None = None) -> int:
     xin = ck._Act(1, packed=enc.pack_bits(xbits, 64).astype(np.uint64)[None], channels=256)
     want = golden.output_stage(conv, golden.layer_accumulators(conv, xbits))
     for t in threads_list:
-        with ck._numba_threads(t):
-            got, _ = ck._forward(pconv, xin, keep_acc=False)
+        with ck._numba_threads(t) as used:
+            got, _ = ck._forward(pconv, xin, keep_acc=False, used=used)
         assert np.array_equal(got.get_levels(), want)
 
     def conv_kernel(t: int):
         def f():
-            with ck._numba_threads(t):
-                ck._forward(pconv, xin, keep_acc=False)
+            with ck._numba_threads(t) as used:
+                ck._forward(pconv, xin, keep_acc=False, used=used)
         return f
 
     xf = torch.from_numpy(enc.bits_to_values(xbits).astype(np.float32)).permute(0, 3, 1, 2)

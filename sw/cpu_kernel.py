@@ -130,8 +130,10 @@ def _ctpop(typingctx, x):
 
 
 @njit(**_JIT)
-def _gemm_blocked(a, w, h, r0, r1):
-    """4 x 4 register-blocked XOR-popcount; ``r1 - r0`` and ``w.shape[0]`` multiples of 4."""
+def _gemm_blocked(a, w, h, r0, r1, total):
+    """4 x 4 register-blocked XOR-popcount; ``r1 - r0`` and ``w.shape[0]`` multiples of 4.
+
+    Writes ``total - sum popcount(a ^ w)`` (``total = 64 * Kw``: the agreements ``P``)."""
     kw = a.shape[1]
     n = w.shape[0]
     for m0 in range(r0, r1, 4):
@@ -173,32 +175,32 @@ def _gemm_blocked(a, w, h, r0, r1):
                 s31 += _ctpop(x3 ^ y1)
                 s32 += _ctpop(x3 ^ y2)
                 s33 += _ctpop(x3 ^ y3)
-            h[m0, n0] = s00
-            h[m0, n0 + 1] = s01
-            h[m0, n0 + 2] = s02
-            h[m0, n0 + 3] = s03
-            h[m0 + 1, n0] = s10
-            h[m0 + 1, n0 + 1] = s11
-            h[m0 + 1, n0 + 2] = s12
-            h[m0 + 1, n0 + 3] = s13
-            h[m0 + 2, n0] = s20
-            h[m0 + 2, n0 + 1] = s21
-            h[m0 + 2, n0 + 2] = s22
-            h[m0 + 2, n0 + 3] = s23
-            h[m0 + 3, n0] = s30
-            h[m0 + 3, n0 + 1] = s31
-            h[m0 + 3, n0 + 2] = s32
-            h[m0 + 3, n0 + 3] = s33
+            h[m0, n0] = total - s00
+            h[m0, n0 + 1] = total - s01
+            h[m0, n0 + 2] = total - s02
+            h[m0, n0 + 3] = total - s03
+            h[m0 + 1, n0] = total - s10
+            h[m0 + 1, n0 + 1] = total - s11
+            h[m0 + 1, n0 + 2] = total - s12
+            h[m0 + 1, n0 + 3] = total - s13
+            h[m0 + 2, n0] = total - s20
+            h[m0 + 2, n0 + 1] = total - s21
+            h[m0 + 2, n0 + 2] = total - s22
+            h[m0 + 2, n0 + 3] = total - s23
+            h[m0 + 3, n0] = total - s30
+            h[m0 + 3, n0 + 1] = total - s31
+            h[m0 + 3, n0 + 2] = total - s32
+            h[m0 + 3, n0 + 3] = total - s33
 
 
 @njit(**_JIT)
-def _gemm_rows(a, wt, h, r0, r1):
+def _gemm_rows(a, wt, h, r0, r1, total):
     """Column-vectorised XOR-popcount for short reductions; ``wt`` is ``(Kw, N)``.
 
     Four rows share every weight load and four words of ``K`` are summed per pass, so each
     accumulator load/store carries 4 popcounts; the inner loop over the ``N`` columns is what
     LLVM vectorises, which stays efficient when ``Kw`` is only a few words. ``r1 - r0`` must
-    be a multiple of 4.
+    be a multiple of 4. Like :func:`_gemm_blocked` it leaves ``total - sum`` in ``h``.
     """
     kw = a.shape[1]
     n = wt.shape[1]
@@ -247,14 +249,20 @@ def _gemm_rows(a, wt, h, r0, r1):
                 h1[j] += _ctpop(x1 ^ y)
                 h2[j] += _ctpop(x2 ^ y)
                 h3[j] += _ctpop(x3 ^ y)
+        for j in range(n):  # the four rows are still in L1: P = total - mismatches
+            h0[j] = total - h0[j]
+            h1[j] = total - h1[j]
+            h2[j] = total - h2[j]
+            h3[j] = total - h3[j]
 
 
 @njit(**_JIT)
 def _gemm_tile(a, w, wt, h, r0, r1, blocked):
+    total = np.uint64(64 * a.shape[1])
     if blocked:
-        _gemm_blocked(a, w, h, r0, r1)
+        _gemm_blocked(a, w, h, r0, r1, total)
     else:
-        _gemm_rows(a, wt, h, r0, r1)
+        _gemm_rows(a, wt, h, r0, r1, total)
 
 
 @njit(parallel=True, **_JIT)
@@ -405,10 +413,6 @@ def _popcount_tiles(
     nimg = x.shape[1]
     npix = nimg * ho * wo
     nout = tval.shape[0]
-    full = 64 * kwords
-    thr = np.empty(nout, np.int64)
-    for j in range(nout):
-        thr[j] = tsig[j] * full - tval[j, 0]
     rows_cap = ((tile_px * nplanes + 3) // 4) * 4
     for t in range(t0, t1):
         p0 = t * tile_px
@@ -430,17 +434,16 @@ def _popcount_tiles(
                     oy = 0
                     img += 1
         rows = ((np_ * nplanes + 3) // 4) * 4
-        _gemm_tile(a, w, wt, h, 0, rows, blocked)
+        _gemm_tile(a, w, wt, h, 0, rows, blocked)  # h = P, the agreements
         if mode == _EPI_BITS and not store_acc and nplanes == 1:
-            # fused threshold + pack straight from the popcounts:
-            # sig * (full - h) >= sig * T  <=>  thr - sig * h >= 0, thr = sig * (full - T)
+            # fused threshold + pack straight from the popcounts: sig * P - sig * T >= 0
             for i in range(np_):
                 hi = h[i]
                 for q in range(bits_out.shape[1]):
                     word = np.uint64(0)
                     for b in range(min(64, nout - 64 * q)):
                         j = 64 * q + b
-                        d = thr[j] - tsig[j] * np.int64(hi[j])
+                        d = tsig[j] * np.int64(hi[j]) - tval[j, 0]
                         word |= ((~np.uint64(d)) >> np.uint64(63)) << np.uint64(b)
                     bits_out[p0 + i, q] = word
             continue
@@ -450,7 +453,7 @@ def _popcount_tiles(
             for b in range(nplanes):
                 hb = h[i * nplanes + b]
                 for j in range(nout):
-                    ai[j] += (np.int64(full) - np.int64(hb[j])) << np.int64(b)
+                    ai[j] += np.int64(hb[j]) << np.int64(b)
         _epilogue(acc, p0, np_, mode, tsig, tval, acc_out, store_acc, bits_out, levels_out)
 
 
@@ -678,11 +681,15 @@ def _pack_planes(u, nplanes, out):
 
 @contextmanager
 def _numba_threads(threads: int | None):
-    """Run with ``threads`` numba threads (``None``: numba's current setting), then restore.
+    """Run with ``threads`` threads (``None``: numba's current setting); yields the count.
 
-    Tiles are handed out one at a time (``numba.set_parallel_chunksize(1)``, dynamic
-    scheduling) rather than in one static block per thread, so a thread that the OS
-    deschedules on a shared machine does not hold up the whole layer.
+    With the thread pool (:data:`PARALLEL` ``"pool"``, the default) nothing global changes:
+    the count is passed to the pool, so a call pays no numba setting at all (those cost
+    ~9 us a call here, 3 % of the benchmark's GEMM). For ``"prange"`` numba's thread count
+    is set and restored, and tiles are handed out one at a time
+    (``numba.set_parallel_chunksize(1)``, dynamic scheduling) rather than in one static block
+    per thread, so a thread that the OS deschedules on a shared machine does not hold up the
+    whole layer.
     """
     if threads is not None and (
         not isinstance(threads, int) or not 1 <= threads <= numba.config.NUMBA_NUM_THREADS
@@ -691,6 +698,9 @@ def _numba_threads(threads: int | None):
             f"threads must be an int in 1..{numba.config.NUMBA_NUM_THREADS} "
             f"(numba's NUMBA_NUM_THREADS on this machine), not {threads!r}"
         )
+    if PARALLEL != "prange":
+        yield threads if threads is not None else numba.get_num_threads()
+        return
     with _LAUNCH_LOCK:
         old = numba.get_num_threads()
         old_chunk = numba.set_parallel_chunksize(1)
@@ -783,8 +793,7 @@ def xnor_gemm(act_words, weight_words, threads: int | None = None) -> np.ndarray
         else:
             ntiles = -(-a4.shape[0] // tile)
             cpu_threads.run(_xnor_gemm_job, ntiles, (a4, w4, wt, h, tile, blocked), used)
-    p = h.view(np.int64)  # popcount sums are < 2^63: reinterpret in place, no copy
-    np.subtract(64 * kw, p, out=p)
+    p = h.view(np.int64)  # the kernels left P = 64 * Kw - mismatches: < 2^63, no copy
     return p if p.shape == (m, n) else np.ascontiguousarray(p[:m, :n])
 
 
@@ -943,8 +952,10 @@ class _Act:
         return self.levels
 
 
-def _forward(pl: PreparedLayer, x: _Act, keep_acc: bool) -> tuple[_Act | np.ndarray, np.ndarray]:
-    """One layer: returns (output activation or integer scores, accumulators or a dummy)."""
+def _forward(pl: PreparedLayer, x: _Act, keep_acc: bool,
+             used: int | None = None) -> tuple[_Act | np.ndarray, np.ndarray]:
+    """One layer on ``used`` threads (``None``: numba's setting): returns (output activation
+    or integer scores, accumulators or a dummy)."""
     layer = pl.layer
     n = layer.out_c
     ho, wo = layer.conv_h, layer.conv_w
@@ -963,7 +974,8 @@ def _forward(pl: PreparedLayer, x: _Act, keep_acc: bool) -> tuple[_Act | np.ndar
     bits_out = np.empty((npix, cwo) if mode == _EPI_BITS else (1, 1), np.uint64)
     levels_out = np.empty((npix, n) if mode == _EPI_LEVELS else (1, 1), np.uint8)
     epi = (mode, pl.tsig, pl.tval, acc_out, keep_acc, bits_out, levels_out)
-    used = numba.get_num_threads()
+    if used is None:
+        used = numba.get_num_threads()
     serial = used == 1
     if pl.path == "integer":
         u = np.ascontiguousarray(x.get_levels())
@@ -1028,8 +1040,8 @@ def layer_accumulators(layer: Layer | PreparedLayer, x, threads: int | None = No
     ``x`` is ``(N, H, W, C)`` bits (binary input) or unsigned ``in_bits``-bit levels.
     """
     pl = layer if isinstance(layer, PreparedLayer) else prepare_layer(layer)
-    with _numba_threads(threads):
-        _, acc = _forward(pl, _input_act(pl.layer, x), keep_acc=True)
+    with _numba_threads(threads) as used:
+        _, acc = _forward(pl, _input_act(pl.layer, x), keep_acc=True, used=used)
     return acc
 
 
@@ -1040,8 +1052,8 @@ def layer_forward(layer: Layer | PreparedLayer, x, threads: int | None = None) -
     int64 scores ``(N, out_c)``.
     """
     pl = layer if isinstance(layer, PreparedLayer) else prepare_layer(layer)
-    with _numba_threads(threads):
-        out, _ = _forward(pl, _input_act(pl.layer, x), keep_acc=False)
+    with _numba_threads(threads) as used:
+        out, _ = _forward(pl, _input_act(pl.layer, x), keep_acc=False, used=used)
     return out if isinstance(out, np.ndarray) else out.get_levels()
 
 
@@ -1084,7 +1096,7 @@ def run(
                  channels=m.in_c)
         acts, accs = [], []
         for pl in prepared.layers:
-            x, acc = _forward(pl, x, keep_acc=intermediates)
+            x, acc = _forward(pl, x, keep_acc=intermediates, used=used)
             if intermediates:
                 accs.append(acc)
                 if isinstance(x, _Act):

@@ -4,6 +4,8 @@ Bit-exactness of the kernels at any thread count is tested in test_cpu_kernel.py
 hand-out protocol itself is checked with jobs that record who computed which tile.
 """
 
+import time
+
 import numba
 import numpy as np
 import pytest
@@ -72,3 +74,17 @@ def test_gemm_two_threads_both_strategies(parallel, monkeypatch):
     a = rng.integers(0, 2**64, (256, 64), dtype=np.uint64)
     w = rng.integers(0, 2**64, (256, 64), dtype=np.uint64)
     assert np.array_equal(ck.xnor_gemm(a, w, threads=2), reference.xnor_gemm(a, w))
+
+
+def test_joined_workers_are_counted_back_out():
+    # a worker that joins a job counts itself active until it is back in its nogil spin; the
+    # caller waits for that (so neither thread blocks on the GIL at a job's edge). The count
+    # must balance: if it drifted up, every later job would wait out _ACTIVE_POLLS.
+    for _ in range(30):
+        _run_counting(16, 2, 0)
+    counts, owner = _run_counting(16, 2, 200_000_000)  # the worker certainly joined this one
+    assert set(owner.tolist()) == {0, 1}
+    deadline = time.monotonic() + 5.0
+    while ct._POOL.ctrl[ct._ACTIVE] != 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert ct._POOL.ctrl[ct._ACTIVE] == 0
