@@ -224,7 +224,7 @@ def launch_overheads(conv_job_args: tuple) -> dict:
     threads, a 16-tile pool job at 2 threads, and numba's dispatch of the conv's pool job
     with no tile (what a worker pays to join)."""
     buf = np.zeros(16, np.int64)
-    ctrl = np.zeros(32, np.int64)
+    ctrl = np.zeros(cpu_threads._CTRL_LEN, np.int64)
 
     def med(fn, n=300) -> float:
         fn()
@@ -752,6 +752,19 @@ def main(argv: list[str] | None = None) -> int:
     out(f"  vs the golden model (NumPy), batch {gb}, both with intermediates, 1 thread: "
         f"kernel {tk * 1e3:.2f} ms, golden {tg * 1e3:.1f} ms, ratio {tg / tk:.0f}x")
     res["cnn"]["golden"] = {"batch": gb, "kernel_s": tk, "golden_s": tg, "ratio": tg / tk}
+    # where the kernel's CNN time goes: each layer alone on its real input, interleaved
+    acts = [ck._Act(model.layers[0].in_bits, channels=model.in_c,
+                    levels=np.ascontiguousarray(enc.quantize_pixels(px, model.layers[0].in_bits)))]
+    for pl in prepared.layers[:-1]:
+        acts.append(ck._forward(pl, acts[-1], False, 1)[0])
+    med, _, _ = interleave([local(lambda pl=pl, x=x: ck._forward(pl, x, False, 1))
+                            for pl, x in zip(prepared.layers, acts, strict=True)], args.repeats)
+    total = sum(med)
+    out(f"  per layer, batch {batch}, 1 thread (each layer alone, interleaved): " + ", ".join(
+        f"{pl.layer.name} {m * 1e3:.2f} ms ({100 * m / total:.0f} %)"
+        for pl, m in zip(prepared.layers, med, strict=True)))
+    res["cnn"]["layers_1t_s"] = {pl.layer.name: m for pl, m in zip(prepared.layers, med,
+                                                                     strict=True)}
     end()
     out()
 

@@ -88,3 +88,40 @@ def test_joined_workers_are_counted_back_out():
     while ct._POOL.ctrl[ct._ACTIVE] != 0 and time.monotonic() < deadline:
         time.sleep(0.001)
     assert ct._POOL.ctrl[ct._ACTIVE] == 0
+
+
+@njit(nogil=True)
+def _role_job(ctrl, gen, ntiles, role, arrivals, wait_polls):
+    """Records whether the caller (gen > 0) or a worker (gen < 0) took each tile; the
+    caller's first tile waits (bounded) for a worker to arrive."""
+    ct._fetch_add(arrivals, 0, 1)
+    while True:
+        t = ct.grab(ctrl, gen, ntiles)
+        if t < 0:
+            return
+        if gen > 0:
+            for _ in range(wait_polls):
+                if ct._load_acquire(arrivals, 0) >= 2:
+                    break
+                ct._cpu_relax()
+        role[t] = 0 if gen > 0 else 1
+        ct.tile_done(ctrl)
+
+
+def test_caller_takes_the_front_workers_the_back():
+    # so each thread keeps the same images from one layer to the next
+    for _ in range(10):
+        role = np.full(64, -1, np.int64)
+        ct.run(_role_job, 64, (role, np.zeros(1, np.int64), 200_000_000), 2)
+        assert (role >= 0).all()
+        k = int((role == 0).sum())
+        assert 1 <= k < 64  # both took tiles: the caller a prefix, the worker the rest
+        assert role.tolist() == [0] * k + [1] * (64 - k)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_job_of_more_tiles_than_one_launch_holds(threads, monkeypatch):
+    monkeypatch.setattr(ct, "_MAX_TILES", 5)  # launched in parts of 5 tiles
+    for ntiles in (5, 6, 17):
+        counts, owner = _run_counting(ntiles, threads, 0)
+        assert counts.tolist() == [1] * ntiles
