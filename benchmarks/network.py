@@ -6,7 +6,8 @@ is validated here against Amaranth simulations of the complete accelerator (and 
 ``tests/hw/test_sequencer.py``). Weights are random (``sw/synthetic.py``): cycle counts
 depend only on the layer shapes, which are those of the trained models
 (``sw/models.py``: digits MLP 64-256-256-10 on 8x8 8-bit pixels; Fashion-MNIST CNN
-``--widths 32,64:256``).
+``--widths 32,64:256``). The ceiling section prints ``sw/perf.py: network_bound``: the
+utilisation no compiler mapping can pass on each array and memory ports.
 
 Usage: .venv/bin/python benchmarks/network.py [--no-sim]
 Writes benchmarks/results/network.txt and network.json.
@@ -178,6 +179,43 @@ def main() -> int:
             p = perf.network_perf(model, geometry_target("ecp5-85f"), batch=batch)
             say(f"  {key}: " + ", ".join(
                 f"{lp.name} {lp.cycles} cyc {100 * lp.utilisation:.1f}%" for lp in p.layers))
+    say()
+    say("Ceiling: what no mapping beats on these arrays (sw.perf.network_bound: per layer the")
+    say("largest of PE slots = dot-product beats / (R*C), weight words / 1 per cycle, results /")
+    say("C per cycle; per-layer fetch/prologue/drain left out). 'now' is the compiler's mapping.")
+    for key, model in models.items():
+        for tname in ("up5k", "hx8k", "ecp5-85f"):
+            t = geometry_target(tname)
+            for batch in sorted({1, t.rows}):
+                p = perf.network_perf(model, t, batch=batch)
+                b = perf.network_bound(model, t, batch=batch)
+                say(f"  {key:16s} {tname:9s} batch {batch}: now {100 * p.utilisation:5.1f}%  "
+                    f"ceiling {100 * b.utilisation:5.1f}%  (" + ", ".join(
+                        f"{lb.name} >= {lb.cycles} {lb.limit}"
+                        + (f" {100 * lb.packing:.0f}% packed" if lb.packing < 1 else "")
+                        for lb in b.layers) + ")")
+                data.setdefault("ceiling", []).append({
+                    "model": key, "target": tname, "batch": batch, "now": p.utilisation,
+                    "ceiling": b.utilisation, "bound_cycles": b.cycles, "cycles": p.cycles,
+                    "layers": [{"name": lb.name, "slots": lb.slot_cycles,
+                                "weights": lb.weight_cycles, "results": lb.result_cycles,
+                                "limit": lb.limit, "packing": lb.packing}
+                               for lb in b.layers]})
+    synth = json.loads((OUT / "synth.json").read_text())["builds"]
+    ulx = next(b for b in synth if b["key"] == "ulx3s-85f 8x8x32 accelerator")
+    fm = models["fmnist-cnn"]
+    t = geometry_target("ecp5-85f")
+    say(f"  fmnist-cnn on the ULX3S at its measured Fmax ({ulx['fmax_mhz']} MHz, "
+        "benchmarks/results/synth.json):")
+    for batch in (1, t.rows):
+        p = perf.network_perf(fm, t, batch=batch)
+        b = perf.network_bound(fm, t, batch=batch)
+        say(f"    batch {batch}: now {ulx['fmax_mhz'] * 1e6 * batch / p.cycles:7.0f} images/s, "
+            f"ceiling {ulx['fmax_mhz'] * 1e6 * batch / b.cycles:7.0f} images/s")
+    full = fm.binary_macs / (t.rows * t.cols * t.width)
+    say(f"    every MAC slot busy: {full:.0f} cycles/image -> 40,000 images/s needs "
+        f"{40000 * full / 1e6:.0f} MHz")
+    data["ulx3s"] = {"fmax_mhz": ulx["fmax_mhz"], "cycles_per_image_full_array": full}
     say()
     say("Other geometries (perf model only, memories assumed to fit), batch 1 / batch R:")
     for g in ((4, 16, 32), (2, 16, 32), (2, 8, 16), (2, 4, 16)):

@@ -30,6 +30,9 @@ __all__ = [
     "PROLOGUE",
     "RUN_START",
     "engine_timing",
+    "LayerBound",
+    "NetworkBound",
+    "network_bound",
     "network_perf",
     "popcount_schedule",
     "predict_network_cycles",
@@ -173,3 +176,87 @@ def predict_network_cycles(model, target, input_windows: bool | None = None,
                            batch: int = 1) -> int:
     """Predicted sequencer cycles of one whole run (see :func:`network_perf`)."""
     return network_perf(model, target, input_windows, batch).cycles
+
+
+# ----------------------------------------------------------------------------------------------
+# What no mapping can beat on this array
+
+
+@dataclass
+class LayerBound:
+    """The fewest cycles any schedule of one layer can take on the array (:func:`network_bound`)."""
+
+    name: str
+    slot_cycles: int    # PE beats the layer's dot products need / (R * C)
+    weight_cycles: int  # weight words it must read / 1 word of C lanes per cycle
+    result_cycles: int  # dot products / C results leaving the array per cycle
+    cycles: int         # the largest of the three
+    limit: str          # "slots", "weights" or "results"
+    packing: float      # K / (W * words): the bits of each beat's word a dot product uses
+    binary_macs: int
+
+
+@dataclass
+class NetworkBound:
+    """Lower bound on a run's cycles (layer overheads left out) and the utilisation ceiling."""
+
+    target: str
+    geometry: str
+    batch: int
+    layers: list
+    cycles: int
+    binary_macs: int
+    utilisation: float  # the ceiling: no mapping on this array reaches more
+
+
+def network_bound(model, target, input_windows: bool | None = None,
+                  batch: int = 1) -> NetworkBound:
+    """A lower bound on the cycles of ``model`` on ``target``'s array, whatever the mapping.
+
+    Three facts of the hardware (``docs/accelerator.md``) give three bounds per layer:
+
+    * **slots**: a PE accumulates one dot product (one output pixel, output channel and input
+      bit-plane) at a time and takes ``W`` bits of it per beat, so a dot product of ``K``
+      bits per plane occupies a PE for ``words = kh * kw * ceil(in_c / W)`` beats of the
+      model the accelerator runs (:func:`~xnorflow.sw.program.hardware_model`: a first layer
+      whose window is 9 bits still takes a 32-bit beat). The layer needs
+      ``batch * pixels * out_c * in_bits * words`` PE beats, ``R * C`` per cycle (pixels:
+      those the array computes; a pooled layer's pooling windows);
+    * **weights**: PEs keep no weights, and the weight memory delivers one word of ``C`` lanes
+      per cycle, shared by all ``R`` rows; every one of the layer's ``ceil(out_c / C) *
+      words`` weight words must be read at least once;
+    * **results**: results leave the array one row of ``C`` per cycle, and every dot product
+      (output pixel and channel of each image) leaves at least once.
+
+    The layer bound is the largest; the network bound their sum (the fixed per-layer fetch,
+    prologue and drain are left out, so it is generous). ``utilisation`` is the ceiling that
+    no compiler mapping can pass on this array and memory: going higher needs different
+    hardware (see ``docs/accelerator.md``, "Batch-1 utilisation").
+    """
+    from .program import _cw, _groups, hardware_model
+
+    hw_model, _ = hardware_model(model, target, input_windows)
+    R, C, W = target.rows, target.cols, target.width
+    layers = []
+    total = 0
+    macs_total = 0
+    for layer in hw_model.layers:
+        words = layer.kh * layer.kw * _cw(layer.in_c, W)
+        # the pixels the array computes: a pooled layer only those its pooling windows read
+        if layer.output == "threshold" and layer.pool_k > 1:
+            px = layer.out_h * layer.out_w * layer.pool_k ** 2
+        else:
+            px = layer.conv_h * layer.conv_w
+        pe_beats = batch * px * layer.out_c * layer.in_bits * words
+        slot = -(-pe_beats // (R * C))
+        weight = _groups(layer.out_c, C) * words
+        result = -(-batch * px * layer.out_c // C)
+        macs = batch * layer.binary_macs
+        bounds = {"slots": slot, "weights": weight, "results": result}
+        limit = max(bounds, key=bounds.get)
+        layers.append(LayerBound(layer.name, slot, weight, result, bounds[limit], limit,
+                                 layer.k_valid / (W * words), macs))
+        total += bounds[limit]
+        macs_total += macs
+    return NetworkBound(target.name, target.geometry, batch, layers, total, macs_total,
+                        utilisation(macs_total, R, C, W, total))

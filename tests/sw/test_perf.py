@@ -101,3 +101,42 @@ def test_big_convolution_keeps_the_array_busy():
                                        dict(kind="dense", out_c=10)], (16, 16, 256), in_bits=1)
     p = perf.network_perf(model, TARGETS["ecp5-85f"])
     assert p.layers[0].utilisation > 0.8
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_bound_is_a_bound(seed):
+    """network_bound is a lower bound of the cycles the compiler's mapping takes, layer by
+    layer, on random networks, geometries and batches (a bound above the model would make
+    the ceiling the report prints a lie)."""
+    model = synthetic.random_network(seed)
+    target = synthetic.geometry_target(*synthetic.random_geometry(seed))
+    for batch in sorted({1, target.rows}):
+        p = perf.network_perf(model, target, batch=batch, max_batch=batch)
+        b = perf.network_bound(model, target, batch=batch)
+        assert b.binary_macs == p.binary_macs
+        for lp, lb in zip(p.layers, b.layers, strict=True):
+            assert lp.name == lb.name
+            assert lb.cycles == max(lb.slot_cycles, lb.weight_cycles, lb.result_cycles) > 0
+            assert lp.tiles * lp.groups * lp.beats >= lb.cycles
+            assert 0 < lb.packing <= 1
+        assert p.utilisation <= b.utilisation <= 1
+
+
+def test_the_bound_is_tight_where_the_array_is_full_and_names_the_limits():
+    """A wide convolution at a full batch reaches its slot bound within 1 %; a dense layer of
+    one image is bounded by the weight port (C lanes per cycle), and a 1-channel first layer
+    by packing (9 window bits of each 32-bit beat)."""
+    conv = synthetic.random_model(0, [dict(kind="conv", out_c=64, k=3, stride=1, pad=1),
+                                      dict(kind="dense", out_c=10)], (16, 16, 256), in_bits=1)
+    t = synthetic.geometry_target(8, 8, 32)  # ecp5-85f's array, memories that hold batch 8
+    p = perf.network_perf(conv, t, batch=t.rows)
+    b = perf.network_bound(conv, t, batch=t.rows)
+    assert b.layers[0].limit == "slots"
+    beats = p.layers[0].tiles * p.layers[0].groups * p.layers[0].beats
+    assert b.layers[0].cycles <= beats <= 1.01 * b.layers[0].cycles
+    fm = synthetic.fashion_cnn(seed=0)
+    b1 = perf.network_bound(fm, t, batch=1)
+    assert [lb.limit for lb in b1.layers] == ["slots", "slots", "weights", "weights"]
+    assert b1.layers[0].packing == pytest.approx(9 / 32)
+    # fc0: 256 outputs over 8 columns, 3136 bits = 98 words each: 32 * 98 weight words
+    assert b1.layers[2].weight_cycles == 32 * 98
