@@ -91,20 +91,25 @@ def test_joined_workers_are_counted_back_out():
 
 
 @njit(nogil=True)
-def _role_job(ctrl, gen, ntiles, role, arrivals, wait_polls):
-    """Records whether the caller (gen > 0) or a worker (gen < 0) took each tile; the
-    caller's first tile waits (bounded) for a worker to arrive."""
-    ct._fetch_add(arrivals, 0, 1)
+def _role_job(ctrl, gen, ntiles, role, sync, wait_polls):
+    """Records whether the caller (gen > 0) or a worker (gen < 0) took each tile. Each holds
+    its first tile (bounded) until the other has taken one (``sync``: tiles taken by the
+    caller, by workers), so both take tiles even on a loaded machine, where either may
+    start late."""
+    first = True
     while True:
         t = ct.grab(ctrl, gen, ntiles)
         if t < 0:
             return
-        if gen > 0:
+        me, other = (0, 1) if gen > 0 else (1, 0)
+        role[t] = me
+        ct._fetch_add(sync, me, 1)
+        if first:
             for _ in range(wait_polls):
-                if ct._load_acquire(arrivals, 0) >= 2:
+                if ct._load_acquire(sync, other) >= 1:
                     break
                 ct._cpu_relax()
-        role[t] = 0 if gen > 0 else 1
+        first = False
         ct.tile_done(ctrl)
 
 
@@ -112,7 +117,7 @@ def test_caller_takes_the_front_workers_the_back():
     # so each thread keeps the same images from one layer to the next
     for _ in range(10):
         role = np.full(64, -1, np.int64)
-        ct.run(_role_job, 64, (role, np.zeros(1, np.int64), 200_000_000), 2)
+        ct.run(_role_job, 64, (role, np.zeros(2, np.int64), 200_000_000), 2)
         assert (role >= 0).all()
         k = int((role == 0).sum())
         assert 1 <= k < 64  # both took tiles: the caller a prefix, the worker the rest
