@@ -48,7 +48,7 @@ import os
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -131,7 +131,8 @@ def _ctpop(typingctx, x):
 
 
 # ----------------------------------------------------------------------------------------------
-# GEMM micro-kernels: H[r, n] = sum_k popcount(A[r, k] ^ W[n, k]) for rows r0 <= r < r1.
+# GEMM micro-kernels: H[r, n] = 64 * Kw - sum_k popcount(A[r, k] ^ W[n, k]) (the agreements P)
+# for rows r0 <= r < r1.
 
 
 @njit(**_JIT)
@@ -845,31 +846,10 @@ class PreparedLayer:
 
 @dataclass
 class PreparedModel:
-    """A compiled model with every layer prepared; pass it to :func:`run` to skip packing.
-
-    It also keeps a workspace: the layers' output buffers of the last
-    ``run(intermediates=False)`` (nothing in them leaves :func:`run`), reused by the next run
-    of the same batch size. Why: fresh buffers of a few MB come from fresh pages (glibc returns
-    big frees to the kernel), and their first touch faults inside the parallel tiles, where
-    the two threads' page faults serialise (under KVM each is a VM exit): measured 6.0-6.4 ms
-    instead of 5.3 ms for the benchmark's CNN batch at 2 threads, in about half the runs.
-    """
+    """A compiled model with every layer prepared; pass it to :func:`run` to skip packing."""
 
     model: CompiledModel
     layers: list[PreparedLayer]
-    workspace: dict = field(default_factory=dict, repr=False, compare=False)
-    workspace_lock: threading.Lock = field(default_factory=threading.Lock, repr=False,
-                                           compare=False)
-
-
-def _buffer(ws: dict | None, key, shape: tuple, dtype) -> np.ndarray:
-    """``np.empty(shape, dtype)``, or the workspace's buffer under ``key`` when it matches."""
-    if ws is None:
-        return np.empty(shape, dtype)
-    buf = ws.get(key)
-    if buf is None or buf.shape != shape or buf.dtype != dtype:
-        buf = ws[key] = np.empty(shape, dtype)
-    return buf
 
 
 def _choose_path(layer: Layer) -> tuple[str, bool, int]:
@@ -978,11 +958,10 @@ class _Act:
         return self.levels
 
 
-def _forward(pl: PreparedLayer, x: _Act, keep_acc: bool, used: int | None = None,
-             ws: dict | None = None) -> tuple[_Act | np.ndarray, np.ndarray]:
+def _forward(pl: PreparedLayer, x: _Act, keep_acc: bool,
+             used: int | None = None) -> tuple[_Act | np.ndarray, np.ndarray]:
     """One layer on ``used`` threads (``None``: numba's setting): returns (output activation
-    or integer scores, accumulators or a dummy). ``ws``: a workspace whose buffers the
-    outputs may use (:class:`PreparedModel`; only when they do not leave the caller)."""
+    or integer scores, accumulators or a dummy)."""
     layer = pl.layer
     n = layer.out_c
     ho, wo = layer.conv_h, layer.conv_w
@@ -995,12 +974,10 @@ def _forward(pl: PreparedLayer, x: _Act, keep_acc: bool, used: int | None = None
         mode = _EPI_BITS
     else:
         mode = _EPI_LEVELS
-    acc_out = _buffer(ws, "acc", (npix, n) if keep_acc else (1, 1), np.int64)
+    acc_out = np.empty((npix, n) if keep_acc else (1, 1), np.int64)
     cwo = enc.words_per_segment(n, WIDTH)
-    bits_out = _buffer(ws, "bits", (npix, cwo) if mode == _EPI_BITS else (1, 1),
-                       np.uint64)
-    levels_out = _buffer(ws, "levels", (npix, n) if mode == _EPI_LEVELS else (1, 1),
-                         np.uint8)
+    bits_out = np.empty((npix, cwo) if mode == _EPI_BITS else (1, 1), np.uint64)
+    levels_out = np.empty((npix, n) if mode == _EPI_LEVELS else (1, 1), np.uint8)
     epi = (mode, pl.tsig, pl.tval, acc_out, keep_acc, bits_out, levels_out)
     if used is None:
         used = numba.get_num_threads()
@@ -1034,14 +1011,13 @@ def _forward(pl: PreparedLayer, x: _Act, keep_acc: bool, used: int | None = None
     if mode == _EPI_BITS:
         words = bits_out.reshape(nimg, ho, wo, cwo)
         if layer.pool_k > 1:
-            pooled = _buffer(ws, "pooled", (nimg, layer.out_h, layer.out_w, cwo),
-                             np.uint64)
+            pooled = np.empty((nimg, layer.out_h, layer.out_w, cwo), np.uint64)
             _pool_words(words, layer.pool_k, layer.pool_stride, pl.or_mask, pl.and_mask, pooled)
             words = pooled
         return _Act(1, packed=words[None], channels=n), acc
     lv = levels_out.reshape(nimg, ho, wo, n)
     if layer.pool_k > 1:
-        pooled = _buffer(ws, "pooled", (nimg, layer.out_h, layer.out_w, n), np.uint8)
+        pooled = np.empty((nimg, layer.out_h, layer.out_w, n), np.uint8)
         _pool_levels(lv, layer.pool_k, layer.pool_stride, pl.use_min, pooled)
         lv = pooled
     return _Act(layer.out_bits, levels=lv, channels=n), acc
@@ -1124,20 +1100,12 @@ def run(
         x = _Act(first.in_bits, levels=np.ascontiguousarray(enc.quantize_pixels(px, first.in_bits)),
                  channels=m.in_c)
         acts, accs = [], []
-        # the workspace only when nothing of the layers' outputs leaves this call, and only
-        # one run at a time uses it (a concurrent run allocates its own buffers)
-        ws_held = not intermediates and prepared.workspace_lock.acquire(blocking=False)
-        try:
-            for i, pl in enumerate(prepared.layers):
-                ws = prepared.workspace.setdefault(i, {}) if ws_held else None
-                x, acc = _forward(pl, x, keep_acc=intermediates, used=used, ws=ws)
-                if intermediates:
-                    accs.append(acc)
-                    if isinstance(x, _Act):
-                        acts.append(x.get_levels())
-        finally:
-            if ws_held:
-                prepared.workspace_lock.release()
+        for pl in prepared.layers:
+            x, acc = _forward(pl, x, keep_acc=intermediates, used=used)
+            if intermediates:
+                accs.append(acc)
+                if isinstance(x, _Act):
+                    acts.append(x.get_levels())
         seconds = time.perf_counter() - t0
     scores = x
     last = m.layers[-1]

@@ -242,31 +242,3 @@ def test_doc_example_runs():
     result = doctest.testfile(str(doc), module_relative=False, verbose=False)
     assert result.attempted >= 8 and result.failed == 0
 
-
-def test_workspace_reuse_between_runs_and_threads():
-    """run(intermediates=False) reuses a PreparedModel's output buffers: later runs (other
-    inputs, other batch sizes) and runs from two Python threads at once stay bit-exact."""
-    import threading
-
-    model = synthetic.fashion_cnn(seed=4)
-    prepared = ck.prepare(model)
-    rng = np.random.default_rng(4)
-    batches = [rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8) for n in (3, 5, 3)]
-    want = [golden.run(model, px).scores for px in batches]
-    for px, w in zip(batches, want, strict=True):
-        assert np.array_equal(ck.run(prepared, px, intermediates=False).scores, w)
-    assert prepared.workspace  # the buffers are kept
-    errors: list = []
-
-    def worker(k):
-        for _ in range(4):
-            got = ck.run(prepared, batches[k], threads=1, intermediates=False).scores
-            if not np.array_equal(got, want[k]):
-                errors.append(k)
-
-    ths = [threading.Thread(target=worker, args=(k,)) for k in (0, 1)]
-    for th in ths:
-        th.start()
-    for th in ths:
-        th.join()
-    assert errors == []
