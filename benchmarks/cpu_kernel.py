@@ -96,6 +96,9 @@ def calibrate(fn, target_s: float = 0.03) -> int:
     return max(1, min(1000, int(target_s / max(t, 1e-7))))
 
 
+#: Untimed seconds of interleaved warm-up before each side-by-side measurement.
+WARMUP_S = 1.0
+
 BEST: dict[str, float] = {}
 CPU: dict[str, float] = {}
 FASTEST: dict[str, float] = {}
@@ -117,12 +120,18 @@ def interleave(samplers: list, repeats: int) -> tuple[list[float], list[float], 
     """Median wall s/call, fastest wall s/call and median CPU s/call of each sampler.
 
     A sampler is ``inner -> (wall, cpu)`` per call (:func:`local`, or LCE's worker); the
-    samplers run in turn, ``repeats`` rounds, each sample ~30 ms.
+    samplers run in turn, ``repeats`` rounds, each sample ~30 ms, after a warm-up of
+    :data:`WARMUP_S` in which they also run in turn (untimed): on this machine the first
+    second of 2-thread work in a fresh process runs slower than the rest.
     """
     inner = []
     for smp in samplers:
         w, _ = smp(1)
         inner.append(max(1, min(1000, int(0.03 / max(w, 1e-7)))))
+    t_end = time.perf_counter() + WARMUP_S
+    while time.perf_counter() < t_end:
+        for i, smp in enumerate(samplers):
+            smp(inner[i])
     walls = [[] for _ in samplers]
     cpus = [[] for _ in samplers]
     for _ in range(repeats):
@@ -559,8 +568,9 @@ def main(argv: list[str] | None = None) -> int:
     out(f"numpy           : {np.__version__}; unset for this process: "
         f"{', '.join(f'{k}={v}' for k, v in _UNSET_ENV.items()) or 'nothing (none set)'}")
     out(f"load average    : {load_text(load0)} (1/5/15 min, at start)")
-    out(f"method          : interleaved samples, median of {args.repeats} per side; "
-        "each sample averages enough calls for ~30 ms; goals judged on wall-clock medians")
+    out(f"method          : interleaved samples, median of {args.repeats} per side, after "
+        f"{WARMUP_S:g} s of interleaved untimed warm-up; each sample averages enough calls "
+        "for ~30 ms; goals judged on wall-clock medians")
     out("                  [best samples: ratio of the fastest samples; CPU time (1 thread "
         "only): ratio of median process CPU seconds, immune to descheduling]")
     res["machine"] = {"cpu": info["model"], "mhz": info["mhz"], "simd": simd,

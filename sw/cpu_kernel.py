@@ -104,8 +104,8 @@ _LAUNCH_LOCK = threading.RLock()
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 # The pool jobs are not cached: they inline cpu_threads.grab, and numba keys a cached function
 # on its own source file only, so a cached job would keep an old hand-out protocol after
-# sw/cpu_threads.py changed (and hang). Compiling the three small loops costs ~1 s once per
-# process (the tile bodies they call stay cached).
+# sw/cpu_threads.py changed (and hang). They are compiled once per process, on the first
+# call with 2+ threads (numba compiles the tile bodies into them again: a second or two).
 _JOB_JIT = {**_JIT, "cache": False}
 
 # Epilogue modes of the layer kernels.
@@ -690,9 +690,9 @@ def _numba_threads(threads: int | None):
     """Run with ``threads`` threads (``None``: numba's current setting); yields the count.
 
     With the thread pool (:data:`PARALLEL` ``"pool"``, the default) nothing global changes:
-    the count is passed to the pool, so a call pays no numba setting at all (those cost
-    ~9 us a call here, 3 % of the benchmark's GEMM). For ``"prange"`` numba's thread count
-    is set and restored, and tiles are handed out one at a time
+    the count is passed to the pool, so a call pays for no numba setting (several
+    microseconds a call here, a few per cent of the benchmark's GEMM). For ``"prange"``
+    numba's thread count is set and restored, and tiles are handed out one at a time
     (``numba.set_parallel_chunksize(1)``, dynamic scheduling) rather than in one static block
     per thread, so a thread that the OS deschedules on a shared machine does not hold up the
     whole layer.

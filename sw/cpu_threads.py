@@ -25,8 +25,8 @@ until the caller has taken a tile, i.e. has left Python for the job, before it r
 Python itself; and the caller leaves its wait only when the workers that joined are back in
 ``nogil`` code (the ``active`` count). Without this hand-off one of the two threads blocked on
 the GIL at the start or end of every job, and a thread blocked on the GIL sleeps in the kernel
-(futex; a wake-up is an inter-processor interrupt under KVM): measured ~30 us per call, 1.62x
-instead of 1.7x+ on the benchmark's 0.3 ms GEMM.
+(futex; a wake-up is an inter-processor interrupt under KVM), a large share of a job as short
+as the benchmark's 0.3 ms GEMM.
 
 numba's cache keys a compiled function on its own source file only, so a job that calls
 :func:`grab` must not be cached (``cache=False``; ``sw/cpu_kernel.py``'s ``_JOB_JIT``): a
@@ -167,8 +167,8 @@ def grab(ctrl, gen, ntiles):
     The caller (``gen > 0``) takes tiles from the front, workers (they are passed ``-gen``)
     from the back, until the two meet: tiles are image-ordered in every kernel, so each
     thread keeps roughly the same images from one layer to the next and reads the previous
-    layer's outputs from its own cache (measured on the benchmark's CNN: layers 25-40 %
-    slower in a whole network than alone when the threads took tiles in turn).
+    layer's outputs from its own cache (with tiles taken in turn, the benchmark's CNN layers
+    ran slower at 2 threads in a whole network than each alone).
     """
     g = gen if gen > 0 else -gen
     back = gen < 0
