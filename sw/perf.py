@@ -197,16 +197,10 @@ class LayerBound:
 
 
 @dataclass
-class NetworkBound:
-    """Lower bound on a run's cycles (layer overheads left out) and the utilisation ceiling."""
-
-    target: str
-    geometry: str
-    batch: int
-    layers: list
-    cycles: int
-    binary_macs: int
-    utilisation: float  # the ceiling: no mapping on this array reaches more
+class NetworkBound(NetworkPerf):
+    """:class:`NetworkPerf`'s fields for :func:`network_bound`: ``layers`` are
+    :class:`LayerBound`, ``cycles`` a lower bound (layer overheads left out) and
+    ``utilisation`` the ceiling that no mapping on this array passes."""
 
 
 def network_bound(model, target, input_windows: bool | None = None,
