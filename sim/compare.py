@@ -222,6 +222,27 @@ class CompareResult:
         }
 
 
+def throughput(mf: ModelFolder, cycles_per_image: float, synthesis: dict | None) -> dict:
+    """Images/s a user sees at ``cycles_per_image`` (one image per run): computed at the
+    Fmax of ``synthesis`` (``images_per_s_at_fmax``, ``fmax_mhz``), else at the board's
+    default clock (``images_per_s_at_clock``, ``clock_mhz``; nothing for a ``sim`` target),
+    and over the host link (``link``: :func:`link_throughput`)."""
+    t = mf.target
+    d: dict[str, Any] = {}
+    if synthesis:
+        d["images_per_s_at_fmax"] = synthesis["fmax_mhz"] * 1e6 / cycles_per_image
+        d["fmax_mhz"] = synthesis["fmax_mhz"]
+    elif t.board is not None:  # no build: at the clock the board top asks for by default
+        from xnorflow.sw.boards import get_board
+
+        d["clock_mhz"] = get_board(t.board).default_freq / 1e6
+        d["images_per_s_at_clock"] = d["clock_mhz"] * 1e6 / cycles_per_image
+    link = link_throughput(mf, round(cycles_per_image), synthesis)
+    if link:
+        d["link"] = link
+    return d
+
+
 def perf_stats(mf: ModelFolder, out: Outputs, synthesis: dict | None) -> dict:
     d: dict[str, Any] = {"wall_s": round(out.wall_s, 3),
                          "images_per_s_wall": round(len(out.predictions) / out.wall_s, 2)
@@ -234,18 +255,9 @@ def perf_stats(mf: ModelFolder, out: Outputs, synthesis: dict | None) -> dict:
                   "cycles_max": int(np.max(out.cycles)),
                   "binary_macs_per_image": int(mf.model.binary_macs),
                   "ideal_cycles": ideal, "utilisation": ideal / cyc})
-        if synthesis:
-            d["images_per_s_at_fmax"] = synthesis["fmax_mhz"] * 1e6 / cyc
-            d["fmax_mhz"] = synthesis["fmax_mhz"]
-        elif t.board is not None:  # no build: at the clock the board top asks for by default
-            from xnorflow.sw.boards import get_board
-
-            d["clock_mhz"] = get_board(t.board).default_freq / 1e6
-            d["images_per_s_at_clock"] = d["clock_mhz"] * 1e6 / cyc
-        link = link_throughput(mf, round(cyc), synthesis)
-        if link:
-            d["link"] = link
-            d["images_per_s_link"] = link["images_per_s"]
+        d.update(throughput(mf, cyc, synthesis))
+        if "link" in d:
+            d["images_per_s_link"] = d["link"]["images_per_s"]
         if out.sim_cycles:
             d["sim_cycles"] = int(out.sim_cycles)
             d["sim_cycles_per_s"] = out.sim_cycles / out.wall_s if out.wall_s else None

@@ -264,33 +264,23 @@ def _run(work: Path, res: DemoResult, data, dataset: str, model: str, p: dict, l
 def _throughput(compiled: Path, hw: dict, synth: dict | None) -> dict:
     """Images/s a user sees, from the first simulated hardware backend's cycles (one image
     per run): computed at the Fmax of this demo's synthesis (else at the board's default
-    clock, said so), and over the host link (link model, :func:`xnorflow.sim.compare.
-    link_throughput`) at the bitstream's baud rate and clock (else the board's defaults)."""
+    clock, said so), and over the host link at the bitstream's baud rate and clock (else the
+    board's defaults): :func:`xnorflow.sim.compare.throughput`."""
     from xnorflow.sim.backends import load_model
-    from xnorflow.sim.compare import link_throughput
-    from xnorflow.sw.boards import get_board
+    from xnorflow.sim.compare import throughput
 
     b = next((b for b in hw["backends"]
               if hw["performance"].get(b, {}).get("cycles_per_image")), None)
     if b is None:
         return {}
     cyc = float(hw["performance"][b]["cycles_per_image"])
-    mf = load_model(compiled)
-    out: dict = {"backend": b, "cycles_per_image": cyc}
     synthesis = None
     if synth and synth.get("fmax_mhz"):
         synthesis = {"fmax_mhz": float(synth["fmax_mhz"]),
                      "system_mhz": float(synth["clock"]["system_mhz"]),
                      "baud": int(synth["uart"]["baud"])}
-        out.update(fmax_mhz=synthesis["fmax_mhz"],
-                   images_per_s_at_fmax=synthesis["fmax_mhz"] * 1e6 / cyc)
-    elif mf.target.board is not None:
-        out["clock_mhz"] = get_board(mf.target.board).default_freq / 1e6
-        out["images_per_s_at_clock"] = out["clock_mhz"] * 1e6 / cyc
-    link = link_throughput(mf, round(cyc), synthesis)
-    if link:
-        out["link"] = link
-    return out
+    return {"backend": b, "cycles_per_image": cyc,
+            **throughput(load_model(compiled), cyc, synthesis)}
 
 
 def _throughput_lines(t: dict) -> list[str]:
