@@ -45,6 +45,7 @@ __all__ = [
     "EchoCore",
     "PLLParams",
     "PlatformTop",
+    "board_pll",
     "ecp5_pll",
     "ice40_pll",
     "make_platform",
@@ -129,6 +130,17 @@ def ecp5_pll(f_in: float, f_out: float) -> PLLParams:
     f, vco, idiv, fdiv, odiv = best
     return PLLParams(f, vco, {"CLKI_DIV": idiv, "CLKFB_DIV": fdiv, "CLKOP_DIV": odiv,
                               "CLKOP_CPHASE": (odiv - 1) // 2, "CLKOP_FPHASE": 0})
+
+
+def board_pll(board: Board, freq: float | None = None) -> tuple[PLLParams | None, float]:
+    """The PLL (None: the oscillator itself) and system clock in Hz of ``board``'s top when
+    asked for ``freq`` (``board.default_freq`` if None); ``ValueError`` if the PLL cannot
+    make it."""
+    req = board.default_freq if freq is None else float(freq)
+    if req == board.clock_freq:
+        return None, req
+    pll = (ice40_pll if board.family == "ice40" else ecp5_pll)(board.clock_freq, req)
+    return pll, pll.freq
 
 
 class EchoCore(wiring.Component):
@@ -289,16 +301,7 @@ class PlatformTop(wiring.Component):
     def __init__(self, board: Board, core: wiring.Component, *, freq: float | None = None,
                  baud: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
         self.board = board
-        req = board.default_freq if freq is None else float(freq)
-        if req == board.clock_freq:
-            self.pll = None
-            self.freq = req
-        elif board.family == "ice40":
-            self.pll = ice40_pll(board.clock_freq, req)
-            self.freq = self.pll.freq
-        else:
-            self.pll = ecp5_pll(board.clock_freq, req)
-            self.freq = self.pll.freq
+        self.pll, self.freq = board_pll(board, freq)
         self.baud = board.default_baud if baud is None else baud
         self.divisor = uart_divisor(self.freq, self.baud)
         self.timeout = max(20 * self.divisor, round(timeout_s * self.freq))

@@ -159,16 +159,12 @@ def link_rate(baud: float, clock_hz: float, batch: int, input_bytes: int, score_
 # ----- which baud rates a board can run ---------------------------------------------------
 def board_clock(board, freq: float | None = None) -> float:
     """The system clock (Hz) ``board``'s top makes when asked for ``freq`` (its
-    ``default_freq`` if None): the oscillator itself, or what the PLL really makes -- the
-    choice :class:`~xnorflow.hw.boards.PlatformTop` makes (``tests/hw/test_throughput.py``
-    checks they agree); ``ValueError`` if the PLL cannot make it."""
-    from ..boards import ecp5_pll, ice40_pll
+    ``default_freq`` if None): the oscillator itself, or what the PLL really makes
+    (:func:`xnorflow.hw.boards.board_pll`, as :class:`~xnorflow.hw.boards.PlatformTop`
+    uses it); ``ValueError`` if the PLL cannot make it."""
+    from ..boards import board_pll
 
-    req = board.default_freq if freq is None else float(freq)
-    if req == board.clock_freq:
-        return req
-    pll = ice40_pll if board.family == "ice40" else ecp5_pll
-    return pll(board.clock_freq, req).freq
+    return board_pll(board, freq)[1]
 
 
 def baud_problem(board, baud: float, clock_hz: float) -> str | None:
