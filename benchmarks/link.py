@@ -54,7 +54,7 @@ USB_TURN_S = 1e-3
 
 
 def header_of(memories) -> dict:
-    return program.decode_program(next(m for m in memories if m.name == "program").words)[0]
+    return program.decode_memories(memories)[0]
 
 
 def board_table(model) -> list[dict]:

@@ -163,7 +163,7 @@ def link_throughput(mf: ModelFolder, run_cycles: int, synthesis: dict | None = N
     from xnorflow.hw.link.throughput import board_clock, image_bytes, link_rate
     from xnorflow.sw.boards import get_board
     from xnorflow.sw.perf import program_cycles
-    from xnorflow.sw.program import decode_program
+    from xnorflow.sw.program import decode_memories
 
     t = mf.target
     if t.board is None:
@@ -173,7 +173,7 @@ def link_throughput(mf: ModelFolder, run_cycles: int, synthesis: dict | None = N
         baud, clock, source = synthesis["baud"], synthesis["system_mhz"] * 1e6, "synthesis report"
     else:
         baud, clock, source = board.default_baud, board_clock(board), "board defaults"
-    header, _ = decode_program(next(m for m in mf.memories if m.name == "program").words)
+    header, _ = decode_memories(mf.memories)
     sizes = image_bytes(header, t)
     one = link_rate(baud, clock, 1, *sizes, int(run_cycles))
     n = int(header["max_batch"])

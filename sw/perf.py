@@ -108,10 +108,9 @@ def layer_cycles(desc: dict, rows: int, batch: int, popcount_latency: int) -> tu
 def program_cycles(memories, target, batch: int = 1) -> int:
     """Cycles of one run of the program in ``memories`` on ``target`` with ``batch`` images,
     from the images alone (what the sequencer's ``cycles`` register reads at the end)."""
-    from .program import decode_program
+    from .program import decode_memories
 
-    prog = next(m for m in memories if m.name == "program")
-    _, descs = decode_program(prog.words)
+    _, descs = decode_memories(memories)
     pc = engine_timing(target.rows, target.cols, target.width,
                        target.popcount_levels).popcount_latency
     return RUN_START + sum(layer_cycles(d, target.rows, batch, pc)[1] for d in descs)
@@ -150,11 +149,10 @@ def network_perf(model, target, input_windows: bool | None = None, batch: int = 
     ``target`` with ``batch`` images, per layer, as the sequencer counts them (the same sum
     as :func:`program_cycles`, over the program :func:`~xnorflow.sw.program.build_memories`
     makes). ``max_batch`` as in ``build_memories`` (at least ``batch``)."""
-    from .program import build_memories, decode_program, hardware_model
+    from .program import build_memories, decode_memories, hardware_model
 
-    mems = build_memories(model, target, input_windows,
-                          max_batch=max(batch, max_batch or 1))
-    _, descs = decode_program(next(m for m in mems if m.name == "program").words)
+    _, descs = decode_memories(build_memories(model, target, input_windows,
+                                              max_batch=max(batch, max_batch or 1)))
     hw_model, _ = hardware_model(model, target, input_windows)
     R, C, W = target.rows, target.cols, target.width
     pc = engine_timing(R, C, W, target.popcount_levels).popcount_latency

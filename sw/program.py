@@ -719,6 +719,11 @@ def decode_program(words) -> tuple[dict, list[dict]]:
     return header, descs
 
 
+def decode_memories(memories) -> tuple[dict, list[dict]]:
+    """:func:`decode_program` of the ``program`` image among ``memories``."""
+    return decode_program(next(m for m in memories if m.name == "program").words)
+
+
 def decode_geometry(value: int) -> tuple[int, int, int]:
     """``(R, C, W)`` from the header's geometry word."""
     return value & 0xFF, (value >> 8) & 0xFF, (value >> 16) & 0xFF

@@ -74,10 +74,9 @@ def run(args) -> int:
     mf = backends.load_model(args.model)
     pixels, labels = _images(mf.model, args.dataset, args.count)
     from xnorflow.sw.errors import UserError
-    from xnorflow.sw.program import decode_program
+    from xnorflow.sw.program import decode_memories
 
-    max_batch = decode_program(next(m for m in mf.memories if m.name == "program").words)[0][
-        "max_batch"]
+    max_batch = decode_memories(mf.memories)[0]["max_batch"]
     batch = max_batch if args.batch is None else args.batch
     if not 1 <= batch <= max_batch:
         raise UserError(f"--batch {args.batch}: this program runs 1..{max_batch} images per "

@@ -91,14 +91,14 @@ def predicted_rates(model, target, fmax_hz: float, baud: int,
     (:func:`xnorflow.hw.link.throughput.link_rate`)."""
     from xnorflow.hw.link.throughput import image_bytes, link_rate
     from xnorflow.sw.perf import predict_network_cycles, program_cycles
-    from xnorflow.sw.program import build_memories, decode_program
+    from xnorflow.sw.program import build_memories, decode_memories
 
     out: dict = {}
     cycles = int(predict_network_cycles(model, target))
     out["cycles_per_image"] = cycles
     out["images_per_s_compute"] = fmax_hz / cycles if cycles else None
     memories = build_memories(model, target)
-    header, _ = decode_program(next(m for m in memories if m.name == "program").words)
+    header, _ = decode_memories(memories)
     batch = int(header["max_batch"])
     run = int(program_cycles(memories, target, batch=batch))
     link = link_rate(baud, clock_hz or fmax_hz, batch, *image_bytes(header, target), run)
