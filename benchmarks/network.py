@@ -84,11 +84,12 @@ def small_cnn(seed=0):
 
 
 def geometry_target(name):
-    """The target's geometry, accumulator width and popcount pipelining with unlimited
+    """The target's geometry, accumulator width and pipelining with unlimited
     memories (cycles depend on the geometry and the pipelining, not on the capacities)."""
     t = TARGETS[name]
     return dataclasses.replace(sim_target(t.rows, t.cols, t.width, name=f"{name}-geometry"),
-                               acc_bits=t.acc_bits, popcount_levels=t.popcount_levels)
+                               acc_bits=t.acc_bits, popcount_levels=t.popcount_levels,
+                               mem_regs=t.mem_regs)
 
 
 def simulate(model, target, batch=1):

@@ -87,7 +87,7 @@ class AcceleratorCore(wiring.Component):
         self.memories = AcceleratorMemories(target, self.depths, self.images)
         self.sequencer = Sequencer(target, self.depths)
         self.array = SystolicArray(target.rows, target.cols, target.width, target.acc_bits,
-                                   target.popcount_levels)
+                                   target.popcount_levels, target.mem_regs)
         self.output = OutputStage(target, self.depths)
         self.addr_bits = max(addr_width(d) for d in self.depths.values())
         super().__init__({
@@ -149,14 +149,23 @@ class AcceleratorCore(wiring.Component):
                          getattr(mem, f"{p}_we").eq(host_we(name))]
         # activations: the output stage writes while busy, the host otherwise (whole words)
         lanes = t.width // C
-        m.d.comb += [
-            mem.act_raddr[0].eq(Mux(busy, seq.act_raddr[0], addr)),
-            mem.act_waddr.eq(Mux(busy, out.act_waddr, addr)),
-            mem.act_wdata.eq(Mux(busy, out.act_wdata, top("activations"))),
-            mem.act_wen.eq(Mux(busy, out.act_wen,
-                               Mux(host_we("activations"), (1 << lanes) - 1, 0))),
-            mem.score_raddr.eq(addr),
+        m.d.comb += [mem.act_raddr[0].eq(Mux(busy, seq.act_raddr[0], addr)),
+                     mem.score_raddr.eq(addr)]
+        write = [
+            (mem.act_waddr, Mux(busy, out.act_waddr, addr)),
+            (mem.act_wdata, Mux(busy, out.act_wdata, top("activations"))),
+            (mem.act_wen, Mux(busy, out.act_wen,
+                              Mux(host_we("activations"), (1 << lanes) - 1, 0))),
         ]
+        # Target.mem_regs: the write port's address, data and enables from one more register
+        # (writes land a cycle later; the sequencer's drain waits for it)
+        for port, value in write:
+            if t.mem_regs:
+                q = Signal.like(port, name=f"{port.name}_q", reset_less=port is not mem.act_wen)
+                m.d.sync += q.eq(value)
+                m.d.comb += port.eq(q)
+            else:
+                m.d.comb += port.eq(value)
         # host reads: activations (port 0) or scores; the selection is registered with the
         # address, one cycle ahead of the data
         was_scores = Signal()

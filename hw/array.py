@@ -37,11 +37,13 @@ class SystolicArray(wiring.Component):
 
     A *beat* is word ``k`` of every row's activation vector (``act[r]``: row ``r`` = one output
     pixel) and of every column's weight vector (``wgt[c]``: column ``c`` = one output channel)
-    plus its control. Operands are not registered again here: ``act[r]`` and ``wgt[c]`` are
-    the memories' read registers, broadcast to the ``C`` PEs of row ``r`` and the ``R`` PEs of
-    column ``c``, so every PE sees beat ``k`` in the same cycle. The control is registered
-    once per row (its own copy, so no register drives more than one row's ``C`` PEs) and
-    delayed to line up with the popcount.
+    plus its control. With ``mem_regs = 0`` operands are not registered again here: ``act[r]``
+    and ``wgt[c]`` are the memories' read registers, broadcast to the ``C`` PEs of row ``r``
+    and the ``R`` PEs of column ``c``, so every PE sees beat ``k`` in the same cycle; with
+    ``mem_regs = 1`` each row's and each column's word passes one register first (``R + C``
+    words; :attr:`Target.mem_regs <xnorflow.sw.targets.Target>`) and the control one more.
+    The control is registered once per row (its own copy, so no register drives more than
+    one row's ``C`` PEs) and delayed to line up with the popcount.
 
     A cycle after a tile's ``last`` count every PE moves its total into its result slot at
     once (and the next tile's first count may already be added); the slots shift up one row
@@ -60,6 +62,8 @@ class SystolicArray(wiring.Component):
         Accumulator width (:func:`~xnorflow.hw.pe.acc_width`).
     levels_per_stage : int
         Full-adder levels between popcount pipeline registers.
+    mem_regs : int
+        0, or 1 for a register on every operand word (latency + 1).
 
     Members
     -------
@@ -74,19 +78,23 @@ class SystolicArray(wiring.Component):
     tile_done : Out(1)
         A tile's row 0 leaves in the next cycle.
 
-    Latency: :attr:`latency` = popcount latency + 2 cycles to row 0. Throughput: one beat per
-    cycle; two ``last`` beats must be at least ``rows`` cycles apart (the drain takes one
-    cycle per row; the compiler's beat tables guarantee it, :func:`~xnorflow.sw.program.
-    tile_beats`).
+    Latency: :attr:`latency` = popcount latency + 2 + ``mem_regs`` cycles to row 0.
+    Throughput: one beat per cycle; two ``last`` beats must be at least ``rows`` cycles
+    apart (the drain takes one cycle per row; the compiler's beat tables guarantee it,
+    :func:`~xnorflow.sw.program.tile_beats`).
     """
 
     def __init__(self, rows: int, cols: int, width: int, acc_bits: int,
-                 levels_per_stage: int = 2):
+                 levels_per_stage: int = 2, mem_regs: int = 0):
         check_geometry(rows, cols, width)
+        if mem_regs not in (0, 1):
+            raise ValueError(f"mem_regs must be 0 or 1, not {mem_regs!r}")
         self.rows, self.cols, self.width = rows, cols, width
         self.acc_bits = acc_bits
         self.levels_per_stage = levels_per_stage
-        self.latency = engine_timing(rows, cols, width, levels_per_stage).array_latency
+        self.mem_regs = mem_regs
+        self.latency = engine_timing(rows, cols, width, levels_per_stage,
+                                     mem_regs).array_latency
         super().__init__({
             "act": In(data.ArrayLayout(width, rows)),
             "wgt": In(data.ArrayLayout(width, cols)),
@@ -103,8 +111,14 @@ class SystolicArray(wiring.Component):
         for r in range(R):
             for c in range(C):
                 m.submodules[f"pe_{r}_{c}"] = pes[r][c]
-        lat = pes[0][0].latency
+        lat = pes[0][0].latency + self.mem_regs
         assert lat >= 1  # the popcount's final adder is registered
+        act, wgt = self.act, self.wgt
+        if self.mem_regs:  # one register per row word and per column word (no reset)
+            act = [Signal(W, name=f"act_q{r}", reset_less=True) for r in range(R)]
+            wgt = [Signal(W, name=f"wgt_q{c}", reset_less=True) for c in range(C)]
+            m.d.sync += [q.eq(self.act[r]) for r, q in enumerate(act)]
+            m.d.sync += [q.eq(self.wgt[c]) for c, q in enumerate(wgt)]
         for r in range(R):
             # the row's control, delayed to line up with the popcount: en and dbl with the
             # count, clr (= load) a cycle after a tile's last count; all plain register bits
@@ -128,7 +142,7 @@ class SystolicArray(wiring.Component):
                 m.d.comb += self.tile_done.eq(clr)
             for c in range(C):
                 p = pes[r][c]
-                m.d.comb += [p.a.eq(self.act[r]), p.w.eq(self.wgt[c]),
+                m.d.comb += [p.a.eq(act[r]), p.w.eq(wgt[c]),
                              p.en.eq(en), p.dbl.eq(dd), p.clr.eq(clr), p.load.eq(clr)]
                 m.d.comb += p.d_i.eq(pes[r + 1][c].d_o if r + 1 < R else 0)
         for c in range(C):

@@ -30,6 +30,7 @@ __all__ = [
     "PROLOGUE",
     "RUN_START",
     "engine_timing",
+    "target_timing",
     "LayerBound",
     "NetworkBound",
     "network_bound",
@@ -82,14 +83,29 @@ class EngineTiming:
     rows: int
     cols: int
     width: int
-    popcount_latency: int  # operands in -> their count added to the accumulators
-    array_latency: int     # `last` beat in -> row 0 of the tile on the array's output
+    popcount_latency: int  # operands at a PE -> their count added to the accumulators
+    array_latency: int     # `last` beat at the array's inputs -> row 0 of the tile on its output
+    mem_regs: int = 0      # Target.mem_regs: operand registers in the array (in array_latency)
+    #                        and a register in front of the activations' write port
+
+    @property
+    def count_latency(self) -> int:
+        """A beat at the array's inputs -> its count added to the accumulators."""
+        return self.popcount_latency + self.mem_regs
 
 
-def engine_timing(rows: int, cols: int, width: int, levels_per_stage: int = 2) -> EngineTiming:
+def engine_timing(rows: int, cols: int, width: int, levels_per_stage: int = 2,
+                  mem_regs: int = 0) -> EngineTiming:
     """Timing of ``SystolicArray(rows, cols, width, ...)`` (the gateware reads it here)."""
     _, pc = popcount_schedule(width, levels_per_stage)
-    return EngineTiming(rows, cols, width, pc, pc + 2)
+    return EngineTiming(rows, cols, width, pc, pc + 2 + mem_regs, mem_regs)
+
+
+def target_timing(target) -> EngineTiming:
+    """:func:`engine_timing` of a :class:`~xnorflow.sw.targets.Target` (its geometry,
+    ``popcount_levels`` and ``mem_regs``)."""
+    return engine_timing(target.rows, target.cols, target.width, target.popcount_levels,
+                         target.mem_regs)
 
 
 def utilisation(binary_macs: int, rows: int, cols: int, width: int, cycles: int) -> float:
@@ -97,12 +113,16 @@ def utilisation(binary_macs: int, rows: int, cols: int, width: int, cycles: int)
     return binary_macs / (rows * cols * width) / cycles if cycles else 0.0
 
 
-def layer_cycles(desc: dict, rows: int, batch: int, popcount_latency: int) -> tuple[int, int]:
+def layer_cycles(desc: dict, rows: int, batch: int, popcount_latency: int,
+                 mem_regs: int = 0) -> tuple[int, int]:
     """``(tiles, cycles)`` of one layer of a program (a decoded descriptor, see
-    :func:`xnorflow.sw.program.decode_program`) run on ``batch`` images."""
+    :func:`xnorflow.sw.program.decode_program`) run on ``batch`` images; ``mem_regs``
+    (:attr:`Target.mem_regs <xnorflow.sw.targets.Target>`) adds a cycle to the array's
+    latency and one to the writes'."""
     tiles = -(-batch * desc["rows_per_image"] // rows)
     run = tiles * desc["groups"] * desc["beats"]
-    return tiles, LAYER_FETCH + rows + PROLOGUE + run + popcount_latency + rows + DRAIN
+    return tiles, (LAYER_FETCH + rows + PROLOGUE + run + popcount_latency + 2 * mem_regs + rows
+                   + DRAIN)
 
 
 def program_cycles(memories, target, batch: int = 1) -> int:
@@ -111,9 +131,9 @@ def program_cycles(memories, target, batch: int = 1) -> int:
     from .program import decode_memories
 
     _, descs = decode_memories(memories)
-    pc = engine_timing(target.rows, target.cols, target.width,
-                       target.popcount_levels).popcount_latency
-    return RUN_START + sum(layer_cycles(d, target.rows, batch, pc)[1] for d in descs)
+    tm = target_timing(target)
+    return RUN_START + sum(layer_cycles(d, target.rows, batch, tm.popcount_latency,
+                                        tm.mem_regs)[1] for d in descs)
 
 
 @dataclass
@@ -155,12 +175,12 @@ def network_perf(model, target, input_windows: bool | None = None, batch: int = 
                                               max_batch=max(batch, max_batch or 1)))
     hw_model, _ = hardware_model(model, target, input_windows)
     R, C, W = target.rows, target.cols, target.width
-    pc = engine_timing(R, C, W, target.popcount_levels).popcount_latency
+    tm = target_timing(target)
     layers = []
     total = RUN_START
     macs_total = 0
     for d, layer in zip(descs, hw_model.layers, strict=True):
-        tiles, cyc = layer_cycles(d, R, batch, pc)
+        tiles, cyc = layer_cycles(d, R, batch, tm.popcount_latency, tm.mem_regs)
         macs = batch * layer.binary_macs
         macs_total += macs
         total += cyc

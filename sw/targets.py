@@ -22,6 +22,7 @@ Capacities are chosen so that every memory of a target fits the FPGA's RAM toget
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -74,6 +75,10 @@ class Target:
     ``acc_bits`` is the accumulator width of the datapath. ``popcount_levels`` is the
     number of full-adder levels between the PE popcount's pipeline registers (fewer
     registers and one cycle less latency for more levels; timing only, never results).
+    ``mem_regs`` (0 or 1) puts one more register between the memories and the array (the
+    operands) and in front of the activations' write port: a cycle more latency on each
+    side, for a device whose block RAMs are slow to read and far apart (the ECP5's DP16KD
+    without output registers); timing only, never results.
     """
 
     name: str
@@ -85,11 +90,15 @@ class Target:
     description: str = ""
     acc_bits: int = 24
     popcount_levels: int = 2
+    mem_regs: int = 0
 
     def __post_init__(self) -> None:
         problem = geometry_problem(self.rows, self.cols, self.width)
         if problem:
             raise ValueError(f"target {self.name!r}: {problem}")
+        if self.mem_regs not in (0, 1):
+            raise ValueError(f"target {self.name!r}: mem_regs must be 0 or 1, "
+                             f"not {self.mem_regs!r}")
         if not self.memories:
             object.__setattr__(
                 self,
@@ -167,6 +176,10 @@ TARGETS: dict[str, Target] = {
         # 20-bit accumulators: 8-bit inputs of up to 4112 bits per reduction (e.g. 64 x 64
         # pixels), binary layers of up to 2^20 - 1 bits
         acc_bits=20,
+        # registered operands and activation writes: its critical path was a weights RAM
+        # (5.6 ns clock-to-out, a 7-deep cascade multiplexer) -> the routes to 8 rows -> the
+        # popcount's first stage, 58 MHz (docs/synthesis.md)
+        mem_regs=1,
     ),
     "sim": sim_target(),
 }
@@ -211,9 +224,9 @@ def with_geometry(base: Target, rows: int, cols: int, width: int) -> Target:
         copies_old, copies_new = (base.rows, rows) if name == "activations" else (1, 1)
         words = (old_w * old_d * copies_old) // (new_w * copies_new)
         mems[name] = (new_w, 1 << max(0, words.bit_length() - 1))
-    return Target(f"{base.name}-{geometry}", rows, cols, width, mems, board=base.board,
-                  description=f"{base.description}, re-shaped", acc_bits=base.acc_bits,
-                  popcount_levels=base.popcount_levels)
+    return dataclasses.replace(base, name=f"{base.name}-{geometry}", rows=rows, cols=cols,
+                               width=width, memories=mems,
+                               description=f"{base.description}, re-shaped")
 
 
 def with_depths(base: Target, depths: dict[str, int]) -> Target:
@@ -225,6 +238,5 @@ def with_depths(base: Target, depths: dict[str, int]) -> Target:
                         f"choose from {', '.join(base.memories)}")
     mems = {n: (w, int(depths.get(n, d))) for n, (w, d) in base.memories.items()}
     desc = ", ".join(f"{n}={v}" for n, v in sorted(depths.items()))
-    return Target(f"{base.name}-d", base.rows, base.cols, base.width, mems, board=base.board,
-                  description=f"{base.description}; depths {desc}", acc_bits=base.acc_bits,
-                  popcount_levels=base.popcount_levels)
+    return dataclasses.replace(base, name=f"{base.name}-d", memories=mems,
+                               description=f"{base.description}; depths {desc}")

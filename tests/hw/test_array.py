@@ -48,9 +48,9 @@ def schedule(tiles, rows, rng, bubbles=0.25, spacing=None):
     return stream
 
 
-def run_array(rows, cols, width, planes, stream, levels=2):
+def run_array(rows, cols, width, planes, stream, levels=2, mem_regs=0):
     acc_bits = acc_width(8 * width, planes)
-    dut = SystolicArray(rows, cols, width, acc_bits, levels)
+    dut = SystolicArray(rows, cols, width, acc_bits, levels, mem_regs)
     out, done = [], []
 
     async def tb(ctx):
@@ -103,6 +103,27 @@ def test_rows_at_exact_cycles(geometry, planes):
         for r in range(rows):
             assert out[t_last + dut.latency + r] == [int(v) for v in want[r]], (t_last, r)
     assert sum(done) == len(tiles)
+
+
+@pytest.mark.parametrize("geometry, planes", [((1, 1, 16), 2), ((2, 3, 16), 8), ((4, 4, 32), 1),
+                                               ((8, 2, 32), 8), ((3, 5, 64), 2)])
+def test_operand_registers(geometry, planes):
+    """``mem_regs = 1`` (Target.mem_regs): one register on every operand word and one more
+    on the control; the same rows, one cycle later than without."""
+    rows, cols, width = geometry
+    rng = np.random.default_rng(rows * 7 + cols + planes)
+    tiles = make_tiles(rng, rows, cols, width, planes, 10)
+    stream = schedule(tiles, rows, rng)
+    dut, out, done = run_array(rows, cols, width, planes, stream, mem_regs=1)
+    assert dut.latency == SystolicArray(rows, cols, width, 20).latency + 1
+    lasts = [t for t, b in enumerate(stream) if b is not None and b[3]]
+    for t_last, (_, want) in zip(lasts, tiles, strict=True):
+        assert done[t_last + dut.latency - 1] == 1
+        for r in range(rows):
+            assert out[t_last + dut.latency + r] == [int(v) for v in want[r]], (t_last, r)
+    assert sum(done) == len(tiles)
+    with pytest.raises(ValueError, match="mem_regs must be 0 or 1, not 2"):
+        SystolicArray(rows, cols, width, 20, mem_regs=2)
 
 
 @pytest.mark.slow

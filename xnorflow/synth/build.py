@@ -71,7 +71,8 @@ def make_core(cfg: SynthConfig, spec, memories=None):
 
         rows, cols, width = parse_geometry(cfg.geometry)
         target = board_target(spec, cfg.geometry)
-        arr = SystolicArray(rows, cols, width, target.acc_bits, target.popcount_levels)
+        arr = SystolicArray(rows, cols, width, target.acc_bits, target.popcount_levels,
+                            target.mem_regs)
         return DatapathCore(arr), None, {
             "design": "systolic array + UART bridge (inputs from a shift register, outputs "
                       "XOR-folded; no memories, no sequencer)", "target": target.name}
@@ -268,7 +269,7 @@ def array_lut4(spec, target, work: Path) -> int:
 
     work.mkdir(parents=True, exist_ok=True)
     arr = SystolicArray(target.rows, target.cols, target.width, target.acc_bits,
-                        target.popcount_levels)
+                        target.popcount_levels, target.mem_regs)
     (work / "array.il").write_text(rtlil.convert(arr, name="array"))
     (work / "array.ys").write_text(
         f"read_rtlil array.il\nsynth_{spec.family} -top array\nstat\n")

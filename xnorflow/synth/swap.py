@@ -8,6 +8,7 @@ without the tools, on the RAM bits of the unpacked bitstream.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -93,15 +94,13 @@ def model_hex_images(model, target, placeholder_dir: Path) -> dict[str, str]:
 
 def report_target(spec, report: dict):
     """The accelerator target a build report was synthesised for (geometry + memories)."""
-    from xnorflow.sw.targets import Target
-
     base = board_target(spec, report["geometry"])
     if not report.get("memories"):
         return base
     rows, cols, width = parse_geometry(report["geometry"])
     mems = {n: (m["width"], m["depth"]) for n, m in report["memories"].items()}
-    return Target(report["target"], rows, cols, width, mems, board=spec.name,
-                  acc_bits=base.acc_bits, popcount_levels=base.popcount_levels)
+    return dataclasses.replace(base, name=report["target"], rows=rows, cols=cols, width=width,
+                               memories=mems, board=spec.name)
 
 
 def swap_model(folder: str | Path, model_dir: str | Path, *, out: str | Path | None = None,
