@@ -88,11 +88,6 @@ class EngineTiming:
     mem_regs: int = 0      # Target.mem_regs: operand registers in the array (in array_latency)
     #                        and a register in front of the activations' write port
 
-    @property
-    def count_latency(self) -> int:
-        """A beat at the array's inputs -> its count added to the accumulators."""
-        return self.popcount_latency + self.mem_regs
-
 
 def engine_timing(rows: int, cols: int, width: int, levels_per_stage: int = 2,
                   mem_regs: int = 0) -> EngineTiming:

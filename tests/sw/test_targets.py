@@ -64,3 +64,23 @@ def test_with_geometry_keeps_each_memorys_bits():
         with_depths(t, {"nope": 1})
     with pytest.raises(UserError, match="geometry 4x3x16"):
         with_geometry(up, 4, 3, 16)
+    # the pipelining (timing) goes with the board, whatever the geometry or depths
+    ecp5 = TARGETS["ecp5-85f"]
+    for t2 in (with_geometry(ecp5, 4, 4, 32), with_depths(ecp5, {"weights": 512})):
+        assert (t2.popcount_levels, t2.mem_regs, t2.acc_bits) == (2, 1, ecp5.acc_bits)
+
+
+def test_target_record_round_trip_keeps_the_pipelining():
+    """A manifest's target record gives back the same target, timing fields included
+    (``mem_regs`` changes the cycle count that `xnorflow compare` predicts)."""
+    from xnorflow.sw.images import target_from_record, target_record
+
+    for name in ("up5k", "hx8k", "ecp5-85f"):
+        t = TARGETS[name]
+        back = target_from_record(target_record(t))
+        assert (back.popcount_levels, back.mem_regs, back.acc_bits) == (
+            t.popcount_levels, t.mem_regs, t.acc_bits)
+        assert back.memories == t.memories and back.geometry == t.geometry
+    old = target_record(TARGETS["ecp5-85f"])
+    del old["mem_regs"]  # a manifest written before the field: no registers
+    assert target_from_record(old).mem_regs == 0
