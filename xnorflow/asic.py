@@ -167,11 +167,14 @@ def block_verilog(block: str, target):
     elif block == "array":
         from xnorflow.hw.array import SystolicArray
 
-        params.update(rows=R, cols=C, acc_bits=acc)
-        desc = (f"SystolicArray({R}, {C}, {W}, acc_bits={acc}, levels_per_stage={levels}): "
-                f"{R * C} PEs, {acc}-bit accumulators")
-        gen = rtl.generate(f"asic_array_{R}x{C}x{W}_a{acc}_l{levels}",
-                           lambda: SystolicArray(R, C, W, acc, levels), params)
+        mr = target.mem_regs
+        params.update(rows=R, cols=C, acc_bits=acc, mem_regs=mr)
+        desc = (f"SystolicArray({R}, {C}, {W}, acc_bits={acc}, levels_per_stage={levels}"
+                + (f", mem_regs={mr}" if mr else "")
+                + f"): {R * C} PEs, {acc}-bit accumulators"
+                + (", operand registers" if mr else ""))
+        gen = rtl.generate(f"asic_array_{R}x{C}x{W}_a{acc}_l{levels}" + ("_r" if mr else ""),
+                           lambda: SystolicArray(R, C, W, acc, levels, mr), params)
     elif block == "accelerator":
         desc = (f"Accelerator({target.name} {target.geometry}): the whole accelerator as "
                 f"hw/accelerator.py builds it, memories as black boxes")
