@@ -183,8 +183,8 @@ BOARDS: dict[str, Board] = {
               # 3 Mbaud = 12 MHz / 4 on the FT2232H, 36 MHz / 12 in the gateware (12 samples a
               # bit), simulated with the driver in benchmarks/results/link.md
               bridge="FT2232H", default_baud=3_000_000),
-        # the whole accelerator (4x4x32, `hx8k`) reaches 98.2 MHz at a 120 MHz request
-        # (seed 1, benchmarks/results/synth.md); built for 90 MHz (timing met, seed 1)
+        # the whole accelerator (4x4x32, `hx8k`) reaches 106.0 MHz at a 120 MHz request
+        # (seed 2, benchmarks/results/synth.md); built for 90 MHz (99.52, timing met, seed 1)
         Board("hx8k-evn", "Lattice iCE40-HX8K breakout (iCE40HX8K-CT256), FTDI UART",
               family="ice40", device="iCE40HX8K", package="CT256", spram=False, dsp=False,
               clock="clk12", clock_freq=12e6, default_freq=90e6, target="hx8k", brams=32,

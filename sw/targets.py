@@ -77,8 +77,9 @@ class Target:
     registers and one cycle less latency for more levels; timing only, never results).
     ``mem_regs`` (0 or 1) puts one more register between the memories and the array (the
     operands) and in front of the activations' write port: a cycle more latency on each
-    side, for a device whose block RAMs are slow to read and far apart (the ECP5's DP16KD
-    without output registers); timing only, never results.
+    side, where a RAM's read data into the popcount was the critical path (``hx8k``,
+    ``ecp5-85f``: the ECP5's DP16KD has no output register here); timing only, never
+    results.
     """
 
     name: str
@@ -160,6 +161,11 @@ TARGETS: dict[str, Target] = {
         board=board_of_target("hx8k").name,
         description="iCE40-HX8K breakout board: everything in EBR",
         acc_bits=18, popcount_levels=3,  # as up5k
+        # registered operands and activation writes (266 more logic cells, 65 % of 7,680):
+        # the critical path was a weights RAM's read data -> the popcount's first stage
+        # (98.2 MHz); with the registers nextpnr seeds 1-3 gave 102.8-106.0 MHz, without
+        # 94.0-99.9 (builds at 120 MHz, benchmarks/results/synth.md)
+        mem_regs=1,
     ),
     # ECP5 LFE5U-85F: 208 EBR x 18 kbit (DP16KD, 512 x 36 at the widest), 84K LUTs.
     # 8x8x32: weights 3584 x 256 bits (7 x 8 = 56 EBR: the Fashion-MNIST CNN's fc256 needs
