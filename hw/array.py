@@ -40,9 +40,8 @@ class SystolicArray(wiring.Component):
     plus its control. With ``mem_regs = 0`` operands are not registered again here: ``act[r]``
     and ``wgt[c]`` are the memories' read registers, broadcast to the ``C`` PEs of row ``r``
     and the ``R`` PEs of column ``c``, so every PE sees beat ``k`` in the same cycle; with
-    ``mem_regs = n > 0`` each row's and each column's word passes ``n`` registers first
-    (``R + C`` words each; :attr:`Target.mem_regs <xnorflow.sw.targets.Target>`) and the
-    control ``n`` more.
+    ``mem_regs = 1`` each row's and each column's word passes one register first (``R + C``
+    words; :attr:`Target.mem_regs <xnorflow.sw.targets.Target>`) and the control one more.
     The control is registered once per row (its own copy, so no register drives more than
     one row's ``C`` PEs) and delayed to line up with the popcount.
 
@@ -64,7 +63,7 @@ class SystolicArray(wiring.Component):
     levels_per_stage : int
         Full-adder levels between popcount pipeline registers.
     mem_regs : int
-        Register stages on every operand word, 0 to 2 (latency + ``mem_regs``).
+        0, or 1 for a register on every operand word (latency + 1).
 
     Members
     -------
@@ -88,8 +87,8 @@ class SystolicArray(wiring.Component):
     def __init__(self, rows: int, cols: int, width: int, acc_bits: int,
                  levels_per_stage: int = 2, mem_regs: int = 0):
         check_geometry(rows, cols, width)
-        if mem_regs not in (0, 1, 2):
-            raise ValueError(f"mem_regs must be 0, 1 or 2, not {mem_regs!r}")
+        if mem_regs not in (0, 1):
+            raise ValueError(f"mem_regs must be 0 or 1, not {mem_regs!r}")
         self.rows, self.cols, self.width = rows, cols, width
         self.acc_bits = acc_bits
         self.levels_per_stage = levels_per_stage
@@ -114,13 +113,12 @@ class SystolicArray(wiring.Component):
                 m.submodules[f"pe_{r}_{c}"] = pes[r][c]
         lat = pes[0][0].latency + self.mem_regs
         assert lat >= 1  # the popcount's final adder is registered
-        act, wgt = list(self.act), list(self.wgt)
-        for i in range(self.mem_regs):  # register stages on every row and column word
-            act_q = [Signal(W, name=f"act_q{i}_{r}", reset_less=True) for r in range(R)]
-            wgt_q = [Signal(W, name=f"wgt_q{i}_{c}", reset_less=True) for c in range(C)]
-            m.d.sync += [q.eq(a) for q, a in zip(act_q, act, strict=True)]
-            m.d.sync += [q.eq(w) for q, w in zip(wgt_q, wgt, strict=True)]
-            act, wgt = act_q, wgt_q
+        act, wgt = self.act, self.wgt
+        if self.mem_regs:  # one register per row word and per column word (no reset)
+            act = [Signal(W, name=f"act_q{r}", reset_less=True) for r in range(R)]
+            wgt = [Signal(W, name=f"wgt_q{c}", reset_less=True) for c in range(C)]
+            m.d.sync += [q.eq(self.act[r]) for r, q in enumerate(act)]
+            m.d.sync += [q.eq(self.wgt[c]) for c, q in enumerate(wgt)]
         for r in range(R):
             # the row's control, delayed to line up with the popcount: en and dbl with the
             # count, clr (= load) a cycle after a tile's last count; all plain register bits

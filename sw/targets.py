@@ -75,11 +75,11 @@ class Target:
     ``acc_bits`` is the accumulator width of the datapath. ``popcount_levels`` is the
     number of full-adder levels between the PE popcount's pipeline registers (fewer
     registers and one cycle less latency for more levels; timing only, never results).
-    ``mem_regs`` (0, 1 or 2) puts that many register stages between the memories and the
-    array (the operands: that many cycles more latency) and, if any, one register in front
-    of the activations' write port (one cycle more), where a RAM's read data into the
-    popcount was the critical path (``hx8k``: 1; ``ecp5-85f``: 2, its DP16KD have no output
-    register here); timing only, never results.
+    ``mem_regs`` (0 or 1) puts one more register between the memories and the array (the
+    operands) and in front of the activations' write port: a cycle more latency on each
+    side, where a RAM's read data into the popcount was the critical path (``hx8k``,
+    ``ecp5-85f``: the ECP5's DP16KD has no output register here); timing only, never
+    results.
     """
 
     name: str
@@ -97,8 +97,8 @@ class Target:
         problem = geometry_problem(self.rows, self.cols, self.width)
         if problem:
             raise ValueError(f"target {self.name!r}: {problem}")
-        if self.mem_regs not in (0, 1, 2):
-            raise ValueError(f"target {self.name!r}: mem_regs must be 0, 1 or 2, "
+        if self.mem_regs not in (0, 1):
+            raise ValueError(f"target {self.name!r}: mem_regs must be 0 or 1, "
                              f"not {self.mem_regs!r}")
         if not self.memories:
             object.__setattr__(
@@ -182,12 +182,10 @@ TARGETS: dict[str, Target] = {
         # 20-bit accumulators: 8-bit inputs of up to 4112 bits per reduction (e.g. 64 x 64
         # pixels), binary layers of up to 2^20 - 1 bits
         acc_bits=20,
-        # registered operands (two stages) and activation writes: its critical path was a
-        # weights RAM (5.6 ns clock-to-out, a 7-deep bank multiplexer) -> the routes to 8
-        # rows -> the popcount's first stage, 58.1 MHz; with one stage 70.0 MHz, the
-        # multiplexer placed beside the register near the PEs, 6 ns of routing from the RAM
-        # (benchmarks/results/synth.md, docs/accelerator.md "Measured")
-        mem_regs=2,
+        # registered operands and activation writes: its critical path was a weights RAM
+        # (5.6 ns clock-to-out, a 7-deep cascade multiplexer) -> the routes to 8 rows -> the
+        # popcount's first stage, 58 MHz (docs/synthesis.md)
+        mem_regs=1,
     ),
     "sim": sim_target(),
 }
