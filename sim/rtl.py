@@ -179,13 +179,17 @@ def generate(
 
 
 def target_params(target: Any) -> dict[str, Any]:
-    """The parameters of a ``Target`` that shape the gateware (geometry and memories)."""
+    """The parameters of a ``Target`` that shape the gateware (geometry, memories, the
+    accumulator width and the pipelining): the generated Verilog's cache key."""
     return {
         "target": getattr(target, "name", str(target)),
         "rows": target.rows,
         "cols": target.cols,
         "width": target.width,
         "memories": {k: list(v) for k, v in sorted(dict(target.memories).items())},
+        "acc_bits": getattr(target, "acc_bits", None),
+        "popcount_levels": getattr(target, "popcount_levels", None),
+        "mem_regs": getattr(target, "mem_regs", 0),
     }
 
 

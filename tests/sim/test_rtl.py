@@ -64,3 +64,16 @@ def test_sizing_images():
     assert set(imgs) == set(rtl.SIZED_MEMORIES)
     assert imgs["weights"].width == 4 * 16 and imgs["weights"].depth == depths["weights"]
     assert not imgs["thresholds"].words.any()
+
+
+def test_key_covers_the_targets_timing_fields():
+    """Targets alike but for the accumulator width or the pipelining build different
+    gateware: their cache keys differ (a shared key once gave a target the Verilog of one
+    with other ``mem_regs``)."""
+    import dataclasses
+
+    base = synthetic.geometry_target(2, 2, 16)
+    keys = {str(rtl.target_params(t)) for t in (
+        base, dataclasses.replace(base, mem_regs=1), dataclasses.replace(base, popcount_levels=3),
+        dataclasses.replace(base, acc_bits=20))}
+    assert len(keys) == 4
