@@ -183,8 +183,9 @@ TARGETS: dict[str, Target] = {
         # pixels), binary layers of up to 2^20 - 1 bits
         acc_bits=20,
         # registered operands and activation writes: its critical path was a weights RAM
-        # (5.6 ns clock-to-out, a 7-deep cascade multiplexer) -> the routes to 8 rows -> the
-        # popcount's first stage, 58 MHz (docs/synthesis.md)
+        # (5.6 ns clock-to-out, a 7-deep bank multiplexer) -> the routes to 8 rows -> the
+        # popcount's first stage, 58.1 MHz; with them 70.0 MHz in 7,118 fewer LUT4s
+        # (benchmarks/results/synth.md, docs/accelerator.md "Measured")
         mem_regs=1,
     ),
     "sim": sim_target(),
