@@ -108,8 +108,8 @@ def part_random(args) -> int:
     bar = tqdm(total=args.layers, desc="random layers", unit="layer")
     while doc["layers"] < args.layers:
         gseed = base + 7919 * len(doc["launches"])
-        geometry = synthetic.random_geometry(gseed)
-        target = synthetic.geometry_target(*geometry)
+        target = synthetic.random_target(gseed)  # geometry and mem_regs
+        label = target.geometry + (f" mem_regs={target.mem_regs}" if target.mem_regs else "")
         items, models = [], []
         for _ in range(args.batch):
             seed = base * 100003 + net
@@ -135,7 +135,7 @@ def part_random(args) -> int:
                 am = backends.run(mf, px, "amaranth", seed=seed, idle=args.idle,
                                   backpressure=args.backpressure, progress=False)
             except UserError as e:
-                doc["errors"].append({"seed": seed, "geometry": target.geometry,
+                doc["errors"].append({"seed": seed, "geometry": label,
                                       "backend": "amaranth", "error": str(e)})
                 continue
             finally:
@@ -148,7 +148,7 @@ def part_random(args) -> int:
                                             seed=gseed, idle=args.idle,
                                             backpressure=args.backpressure, progress=False)
         except UserError as e:
-            doc["errors"].append({"seeds": [x[2] for x in soft], "geometry": target.geometry,
+            doc["errors"].append({"seeds": [x[2] for x in soft], "geometry": label,
                                   "backend": "icarus", "error": str(e)})
             icarus = [None] * len(soft)
         t_icarus = time.perf_counter() - t0
@@ -159,7 +159,7 @@ def part_random(args) -> int:
             for out in (*outs, ic):
                 a = agreement(model, ref, out)
                 if not a.exact:
-                    doc["mismatches"].append({"seed": seed, "geometry": target.geometry,
+                    doc["mismatches"].append({"seed": seed, "geometry": label,
                                               "backend": out.backend, "first": str(a.first)})
             for layer in model.layers:
                 mode = (f"{'signed' if layer.signed_input else 'unsigned'}-{layer.in_bits}b/"
@@ -172,7 +172,7 @@ def part_random(args) -> int:
             doc["networks"] += 1
             bar.update(len(model.layers))
         doc["launches"].append({
-            "geometry": target.geometry, "networks": len(items),
+            "geometry": label, "networks": len(items),
             "icarus_wall_s": round(t_icarus, 2), "icarus_sim_cycles": int(ic_cycles),
             "icarus_cycles_per_s": round(ic_cycles / max(1e-9, sum(
                 o.info.get("sim_s", 0) for o in icarus if o is not None)), 1),

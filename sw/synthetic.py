@@ -4,7 +4,7 @@ The one generator of random networks for every backend's tests: the hardware tes
 network benchmark (:func:`random_cnn`, :func:`random_mlp`), the CPU kernel's property tests
 and benchmark (:func:`random_layer`, :func:`random_model`, :func:`fashion_cnn`) and the
 differential tests of golden vs cpu vs amaranth vs RTL (:func:`random_network` with
-:func:`random_pixels`, :func:`random_geometry`, :func:`geometry_target`,
+:func:`random_pixels`, :func:`random_geometry`, :func:`random_target`, :func:`geometry_target`,
 :func:`write_folder`).
 
 Every layer has random weight bits, random polarities and (when it pools) random OR/AND
@@ -273,6 +273,17 @@ def random_geometry(seed: int) -> tuple[int, int, int]:
     """A random accelerator geometry ``(R, C, W)`` for the ``sim`` target family."""
     rng = np.random.default_rng(seed ^ 0x6E0)
     return (int(rng.choice([1, 2, 4])), int(rng.choice([1, 2, 4])), int(rng.choice([16, 32, 64])))
+
+
+def random_target(seed: int):
+    """:func:`geometry_target` of :func:`random_geometry` ``(seed)`` with the pipelining drawn
+    too: ``mem_regs`` 0 or 1, half each (``hx8k`` and ``ecp5-85f`` build with 1); named
+    ``sim-RxCxW`` or ``sim-RxCxW-r1``."""
+    import dataclasses
+
+    t = geometry_target(*random_geometry(seed))
+    regs = int(np.random.default_rng(seed ^ 0x5EC).integers(0, 2))
+    return dataclasses.replace(t, name=f"{t.name}-r1", mem_regs=1) if regs else t
 
 
 def geometry_target(rows: int, cols: int, width: int):

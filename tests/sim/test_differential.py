@@ -29,8 +29,8 @@ def _base_seed() -> int:
 def test_random_networks_all_backends(tmp_path):
     base = _base_seed()
     print(f"differential seed {base} (XNORFLOW_DIFF_SEED={base} repeats this run)")
-    geometry = synthetic.random_geometry(base)
-    target = synthetic.geometry_target(*geometry)
+    target = synthetic.random_target(base)  # a random geometry, mem_regs 0 or 1
+    geometry = (target.geometry, target.mem_regs)
     items = []
     for k in range(N_NETWORKS):
         seed = base + k

@@ -113,3 +113,14 @@ def test_pixels_and_geometries():
         r, c, w = synthetic.random_geometry(seed)
         assert r in (1, 2, 4) and c in (1, 2, 4) and w in (16, 32, 64)
     assert synthetic.geometry_target(2, 4, 16).name == "sim-2x4x16"
+
+
+def test_random_target_draws_the_pipelining():
+    """random_target: random_geometry's geometry, mem_regs 0 or 1 (both occur), the name
+    says which; the same seed gives the same target."""
+    targets = [synthetic.random_target(seed) for seed in range(40)]
+    assert {t.mem_regs for t in targets} == {0, 1}
+    for seed, t in enumerate(targets):
+        assert (t.rows, t.cols, t.width) == synthetic.random_geometry(seed)
+        assert t.name == f"sim-{t.geometry}" + ("-r1" if t.mem_regs else "")
+        assert synthetic.random_target(seed) == t
