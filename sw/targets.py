@@ -163,8 +163,9 @@ TARGETS: dict[str, Target] = {
         acc_bits=18, popcount_levels=3,  # as up5k
         # registered operands and activation writes (266 more logic cells, 65 % of 7,680):
         # the critical path was a weights RAM's read data -> the popcount's first stage
-        # (98.2 MHz); with the registers nextpnr seeds 1-3 gave 102.8-106.0 MHz, without
-        # 94.0-99.9 (builds at 120 MHz, benchmarks/results/synth.md)
+        # (98.2 MHz at seed 1); with the registers nextpnr seeds 1-3 gave 102.8-106.0 MHz
+        # (builds at 120 MHz, benchmarks/results/synth.md; without them seeds 2 and 3 gave
+        # 94.0 and 99.9 in builds not kept)
         mem_regs=1,
     ),
     # ECP5 LFE5U-85F: 208 EBR x 18 kbit (DP16KD, 512 x 36 at the widest), 84K LUTs.
