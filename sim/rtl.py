@@ -22,6 +22,7 @@ takes seconds, compiling it for Verilator about a minute, so both are cached:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -179,18 +180,15 @@ def generate(
 
 
 def target_params(target: Any) -> dict[str, Any]:
-    """The parameters of a ``Target`` that shape the gateware (geometry, memories, the
-    accumulator width and the pipelining): the generated Verilog's cache key."""
-    return {
-        "target": getattr(target, "name", str(target)),
-        "rows": target.rows,
-        "cols": target.cols,
-        "width": target.width,
-        "memories": {k: list(v) for k, v in sorted(dict(target.memories).items())},
-        "acc_bits": getattr(target, "acc_bits", None),
-        "popcount_levels": getattr(target, "popcount_levels", None),
-        "mem_regs": getattr(target, "mem_regs", 0),
-    }
+    """The parameters of a ``Target`` that shape the gateware, for the generated Verilog's
+    cache key: every field but the description (geometry, memories, board, accumulator
+    width, pipelining), so a field added to ``Target`` joins the key by itself (a key that
+    listed fields by hand once lacked the pipelining and shared one Verilog between
+    targets that differ there)."""
+    params = {f.name: getattr(target, f.name) for f in dataclasses.fields(target)
+              if f.name != "description"}
+    params["memories"] = {k: list(v) for k, v in sorted(dict(target.memories).items())}
+    return params
 
 
 #: Memories that :func:`sizing_images` sizes with all-zero images (the host loads them).
