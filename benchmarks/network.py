@@ -87,9 +87,9 @@ def geometry_target(name):
     """The target's geometry, accumulator width and pipelining with unlimited
     memories (cycles depend on the geometry and the pipelining, not on the capacities)."""
     t = TARGETS[name]
-    return dataclasses.replace(sim_target(t.rows, t.cols, t.width, name=f"{name}-geometry"),
-                               acc_bits=t.acc_bits, popcount_levels=t.popcount_levels,
-                               mem_regs=t.mem_regs)
+    sim = sim_target(t.rows, t.cols, t.width, name=f"{name}-geometry")
+    return dataclasses.replace(t, name=sim.name, memories=sim.memories, board=None,
+                               description=sim.description)
 
 
 def simulate(model, target, batch=1):
