@@ -122,7 +122,7 @@ class AcceleratorCore(wiring.Component):
             mem.prog_b_raddr.eq(seq.prog_b_raddr), seq.prog_b_rdata.eq(mem.prog_b_rdata),
             mem.prog_b_ren.eq(seq.prog_b_ren),
             mem.wgt_raddr.eq(seq.wgt_raddr),
-            arr.act.eq(mem.act_rdata), arr.wgt.eq(mem.wgt_rdata), arr.ctl.eq(seq.ctl),
+            arr.wgt.eq(mem.wgt_rdata), arr.ctl.eq(seq.ctl),
             out.res.eq(arr.res), out.tile_done.eq(arr.tile_done),
             out.desc.eq(seq.desc), out.layer_start.eq(seq.layer_start),
             out.clear.eq(seq.clear),
@@ -132,6 +132,15 @@ class AcceleratorCore(wiring.Component):
         ]
         for r in range(1, R):
             m.d.comb += mem.act_raddr[r].eq(seq.act_raddr[r])
+        # Target.mem_regs = 2: one more register on every activation word beside its RAM (the
+        # weights' is in the memories, in front of their bank multiplexer)
+        for r in range(R):
+            if t.mem_regs == 2:
+                q = Signal(t.width, name=f"act_mem_q{r}", reset_less=True)
+                m.d.sync += q.eq(mem.act_rdata[r])
+                m.d.comb += arr.act[r].eq(q)
+            else:
+                m.d.comb += arr.act[r].eq(mem.act_rdata[r])
         ids = {name: i for i, name in enumerate(MEMORY_NAMES)}
         sel, addr = self.mem_sel, self.mem_addr
 
@@ -157,8 +166,8 @@ class AcceleratorCore(wiring.Component):
             (mem.act_wen, Mux(busy, out.act_wen,
                               Mux(host_we("activations"), (1 << lanes) - 1, 0))),
         ]
-        # Target.mem_regs: the write port's address, data and enables from one more register
-        # (writes land a cycle later; the sequencer's drain waits for it)
+        # Target.mem_regs >= 1: the write port's address, data and enables from one more
+        # register (writes land a cycle later; the sequencer's drain waits for it)
         for port, value in write:
             if t.mem_regs:
                 q = Signal.like(port, name=f"{port.name}_q", reset_less=port is not mem.act_wen)

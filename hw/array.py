@@ -41,7 +41,10 @@ class SystolicArray(wiring.Component):
     and ``wgt[c]`` are the memories' read registers, broadcast to the ``C`` PEs of row ``r``
     and the ``R`` PEs of column ``c``, so every PE sees beat ``k`` in the same cycle; with
     ``mem_regs = 1`` each row's and each column's word passes one register first (``R + C``
-    words; :attr:`Target.mem_regs <xnorflow.sw.targets.Target>`) and the control one more.
+    words; :attr:`Target.mem_regs <xnorflow.sw.targets.Target>`) and the control one more;
+    with ``mem_regs = 2`` the operands come a cycle after their control (the accelerator
+    registered them once more beside the memories) and then pass that register, so the
+    control is delayed two more.
     The control is registered once per row (its own copy, so no register drives more than
     one row's ``C`` PEs) and delayed to line up with the popcount.
 
@@ -63,7 +66,8 @@ class SystolicArray(wiring.Component):
     levels_per_stage : int
         Full-adder levels between popcount pipeline registers.
     mem_regs : int
-        0, or 1 for a register on every operand word (latency + 1).
+        0; 1 for a register on every operand word (latency + 1); 2: operands one cycle after
+        their control, then that register (latency + 2).
 
     Members
     -------
@@ -87,8 +91,8 @@ class SystolicArray(wiring.Component):
     def __init__(self, rows: int, cols: int, width: int, acc_bits: int,
                  levels_per_stage: int = 2, mem_regs: int = 0):
         check_geometry(rows, cols, width)
-        if mem_regs not in (0, 1):
-            raise ValueError(f"mem_regs must be 0 or 1, not {mem_regs!r}")
+        if mem_regs not in (0, 1, 2):
+            raise ValueError(f"mem_regs must be 0, 1 or 2, not {mem_regs!r}")
         self.rows, self.cols, self.width = rows, cols, width
         self.acc_bits = acc_bits
         self.levels_per_stage = levels_per_stage

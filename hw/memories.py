@@ -30,8 +30,8 @@ from ..sw.program import DEFAULT_DEPTHS, memory_depths
 from ..sw.targets import LANE_BITS, MEMORY_NAMES, Target
 from .post import threshold_lane_bits
 
-__all__ = ["DEFAULT_DEPTHS", "AcceleratorMemories", "addr_width", "block_rams",
-           "memory_depths", "stored_shapes", "threshold_storage"]
+__all__ = ["DEFAULT_DEPTHS", "WEIGHT_BANK_DEPTH", "AcceleratorMemories", "addr_width",
+           "block_rams", "memory_depths", "stored_shapes", "threshold_storage", "weight_banks"]
 
 SPRAM_DEPTH = 16384
 SPRAM_WIDTH = 16
@@ -40,6 +40,25 @@ SPRAM_WIDTH = 16
 def addr_width(depth: int) -> int:
     """Address bits of a memory of ``depth`` words (at least 1)."""
     return max(1, (depth - 1).bit_length())
+
+
+#: Deepest weights bank (``Target.mem_regs = 2``): the deepest ECP5 DP16KD configuration at
+#: least 9 bits wide (2048 x 9); deeper configurations are 4 bits wide or less and would take
+#: more blocks for the same words (a 256-bit word: 4096 x 4 in 64 blocks, 2 x 2048 x 9 in 58).
+WEIGHT_BANK_DEPTH = 2048
+
+
+def weight_banks(depth: int) -> list[tuple[int, int]]:
+    """``[(first word, words)]`` of the weights banks of a ``depth``-word memory
+    (``Target.mem_regs = 2``): powers of two, largest first, none deeper than
+    :data:`WEIGHT_BANK_DEPTH`, so every bank's words start at a multiple of its depth and one
+    RAM block deep of a bank needs no multiplexer (3584 words: 2048 + 1024 + 512)."""
+    banks, base = [], 0
+    while base < depth:
+        size = min(WEIGHT_BANK_DEPTH, 1 << ((depth - base).bit_length() - 1))
+        banks.append((base, size))
+        base += size
+    return banks
 
 
 def threshold_storage(lane: int, acc_bits: int) -> int:
@@ -105,7 +124,8 @@ def block_rams(target: Target, depths: dict | None = None,
     best :attr:`~xnorflow.sw.boards.Family.bram_shapes` configuration per read-port copy;
     yosys may do better, e.g. by moving a small memory to LUTs). ``weights`` takes none when
     it is built from SPRAM (default: when the board keeps it uninitialised, as
-    :meth:`AcceleratorMemories.uses_spram`). :class:`ValueError` for a target without a
+    :meth:`AcceleratorMemories.uses_spram`), and per bank when it is banked
+    (``mem_regs = 2``, :func:`weight_banks`). :class:`ValueError` for a target without a
     board."""
     board = BOARDS.get(target.board or "")
     if board is None:
@@ -118,8 +138,10 @@ def block_rams(target: Target, depths: dict | None = None,
         if name == "weights" and spram_weights:
             out[name] = 0
             continue
-        per_copy = min(-(-depths[name] // d) * -(-width // w)
-                       for d, w in board.family_facts.bram_shapes)
+        banks = ([d for _, d in weight_banks(depths[name])]
+                 if name == "weights" and target.mem_regs == 2 else [depths[name]])
+        per_copy = sum(min(-(-depth // d) * -(-width // w)
+                           for d, w in board.family_facts.bram_shapes) for depth in banks)
         out[name] = copies * per_copy
     return out
 
@@ -222,13 +244,53 @@ class AcceleratorMemories(wiring.Component):
                 o_DATAOUT=dout,
             )
             outs.append(dout)
-        m.d.comb += self.wgt_rdata.eq(Cat(*outs))
+        return Cat(*outs)
+
+    def _banked_weights(self, m, init):
+        """``weights`` (``Target.mem_regs = 2``) as :func:`weight_banks` memories, each read
+        into its own register, then one multiplexer picks the addressed bank's register: read
+        latency 2, and no multiplexer sits between a RAM block's output and a register (the
+        bank multiplexer a single deep memory gets in synthesis was the ECP5's critical
+        path)."""
+        width = self.shapes["weights"][0]
+        addr = self.wgt_raddr
+        picked = []
+        for i, (base, depth) in enumerate(weight_banks(self.depths["weights"])):
+            mem = Memory(shape=width, depth=depth, init=list(init[base:base + depth]),
+                         attrs={"no_rw_check": 1})
+            m.submodules[f"weights_bank{i}"] = mem
+            self.banks["weights"].append((base, depth, mem))
+            low = addr_width(depth)
+            wp = mem.write_port()
+            m.d.comb += [wp.addr.eq(self.wgt_waddr[:low]), wp.data.eq(self.wgt_wdata),
+                         wp.en.eq(self.wgt_we & (self.wgt_waddr >= base)
+                                  & (self.wgt_waddr < base + depth))]
+            rd = _read(m, mem, addr[:low], f"wgt_bank{i}")
+            q = Signal(width, name=f"wgt_bank{i}_q", reset_less=True)
+            hit = Signal(name=f"wgt_bank{i}_hit")      # the address was in this bank ...
+            hit_q = Signal(name=f"wgt_bank{i}_hit_q")  # ... two cycles ago, with q
+            m.d.sync += [q.eq(rd), hit.eq((addr >= base) & (addr < base + depth)),
+                         hit_q.eq(hit)]
+            picked.append(Mux(hit_q, q, 0))
+        out = picked[0]
+        for p in picked[1:]:
+            out = out | p
+        m.d.comb += self.wgt_rdata.eq(out)
+
+    def cell(self, name: str, addr: int):
+        """The simulator's value of word ``addr`` of memory ``name`` (``ctx.get`` it), also
+        when the memory is built from banks."""
+        for base, depth, mem in self.banks.get(name, ()):
+            if base <= addr < base + depth:
+                return mem.data[addr - base]
+        return self.mems[name].data[addr]
 
     def elaborate(self, platform):
         m = Module()
         t = self.target
         R, C = t.rows, t.cols
         self.mems = {}  # name -> Memory (simulation testbenches read `.data` through it)
+        self.banks = {"weights": []}  # name -> [(first word, depth, Memory)], when banked
 
         def memory(name, width, init=()):
             mem = Memory(shape=width, depth=self.depths[name], init=list(init),
@@ -251,7 +313,14 @@ class AcceleratorMemories(wiring.Component):
                                                 self.prog_b_ren))]
         # weights
         if self.uses_spram(platform):
-            self._spram_weights(m)
+            wgt = self._spram_weights(m)
+            if t.mem_regs == 2:  # read latency 2, as from banks (a single bank here)
+                q = Signal.like(self.wgt_rdata, name="wgt_bank_q", reset_less=True)
+                m.d.sync += q.eq(wgt)
+                wgt = q
+            m.d.comb += self.wgt_rdata.eq(wgt)
+        elif t.mem_regs == 2:
+            self._banked_weights(m, words("weights"))
         else:
             mem = memory("weights", self.shapes["weights"][0], words("weights"))
             wp = mem.write_port()

@@ -23,7 +23,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sw import program as prog
-from ..sw.perf import target_timing
+from ..sw.perf import target_timing, write_regs
 from ..sw.targets import Target
 from .array import control_layout
 from .post import decode_score_mul, desc_layout
@@ -264,7 +264,7 @@ class Sequencer(wiring.Component):
             m.d.sync += self.cycles.eq(Mux(busy, self.cycles + 1, 0))
         geom = R | t.cols << 8 | t.width << 16
         acc_n = Reg(range(R + 1))  # images added into rows_total so far
-        drain = Reg(range(self.timing.array_latency + R + 4 + t.mem_regs))
+        drain = Reg(range(self.timing.array_latency + R + 4 + write_regs(t.mem_regs)))
         drain_end = Reg()  # drain == 0 next cycle
         run_end = Reg()    # drain_end on the last layer (busy's enable is one flag per state)
         # the output stage's pulses are registers (a cycle late: its first tile comes later)
@@ -354,7 +354,7 @@ class Sequencer(wiring.Component):
                 # the array to drain; if that entry plays a run, its later beats come first
                 # (the drain counter stands still while `freeze`)
                 with m.If(stopped):
-                    n = self.timing.array_latency + R + 3 + t.mem_regs  # + the write register
+                    n = self.timing.array_latency + R + 3 + write_regs(t.mem_regs)
                     m.d.sync += [drain.eq(Mux(freeze, n, n - 1)), drain_end.eq(0), run_end.eq(0)]
                     m.next = "DRAIN"
             with m.State("DRAIN"):

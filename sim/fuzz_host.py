@@ -241,7 +241,7 @@ class HostFuzzer:
         self.shadow: dict[str, list] = {}
         self.bpw = {n: p.frame_word_bytes(target, i) for i, n in enumerate(MEMORY_NAMES)}
         mems = dut.core.memories
-        self.mems = mems.mems
+        self.mems = mems  # AcceleratorMemories: .cell(name, addr), also for banked weights
         self.lane_bits, self.score_bits = mems.lane_bits, mems.score_bits
         self.kind = "setup"
         self.bh = self.bh_sure = False  # busy right after the header (sample_busy)
@@ -259,7 +259,7 @@ class HostFuzzer:
                    for c in range(self.target.cols))
 
     def peek(self, name: str, addr: int) -> int:
-        return int(self.ctx.get(self.mems[name].data[addr]))
+        return int(self.ctx.get(self.mems.cell(name, addr)))
 
     def host_word(self, name: str, addr: int) -> int:
         """The word a READ of ``name`` at ``addr`` must answer (scores: lanes sign-extended

@@ -85,8 +85,8 @@ class EngineTiming:
     width: int
     popcount_latency: int  # operands at a PE -> their count added to the accumulators
     array_latency: int     # `last` beat at the array's inputs -> row 0 of the tile on its output
-    mem_regs: int = 0      # Target.mem_regs: operand registers in the array (in array_latency)
-    #                        and a register in front of the activations' write port
+    mem_regs: int = 0      # Target.mem_regs: operand registers (in array_latency) and, when
+    #                        any, a register in front of the activations' write port
 
 
 def engine_timing(rows: int, cols: int, width: int, levels_per_stage: int = 2,
@@ -112,12 +112,17 @@ def layer_cycles(desc: dict, rows: int, batch: int, popcount_latency: int,
                  mem_regs: int = 0) -> tuple[int, int]:
     """``(tiles, cycles)`` of one layer of a program (a decoded descriptor, see
     :func:`xnorflow.sw.program.decode_program`) run on ``batch`` images; ``mem_regs``
-    (:attr:`Target.mem_regs <xnorflow.sw.targets.Target>`) adds a cycle to the array's
-    latency and one to the writes'."""
+    (:attr:`Target.mem_regs <xnorflow.sw.targets.Target>`) adds its cycles to the array's
+    latency and, when not 0, one to the writes'."""
     tiles = -(-batch * desc["rows_per_image"] // rows)
     run = tiles * desc["groups"] * desc["beats"]
-    return tiles, (LAYER_FETCH + rows + PROLOGUE + run + popcount_latency + 2 * mem_regs + rows
-                   + DRAIN)
+    return tiles, (LAYER_FETCH + rows + PROLOGUE + run + popcount_latency + mem_regs
+                   + write_regs(mem_regs) + rows + DRAIN)
+
+
+def write_regs(mem_regs: int) -> int:
+    """Registers in front of the activations' write port: 1 with any ``mem_regs``."""
+    return 1 if mem_regs else 0
 
 
 def program_cycles(memories, target, batch: int = 1) -> int:

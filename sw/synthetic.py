@@ -4,8 +4,8 @@ The one generator of random networks for every backend's tests: the hardware tes
 network benchmark (:func:`random_cnn`, :func:`random_mlp`), the CPU kernel's property tests
 and benchmark (:func:`random_layer`, :func:`random_model`, :func:`fashion_cnn`) and the
 differential tests of golden vs cpu vs amaranth vs RTL (:func:`random_network` with
-:func:`random_pixels`, :func:`random_geometry`, :func:`random_target`, :func:`geometry_target`,
-:func:`write_folder`).
+:func:`random_pixels`, :func:`random_geometry`, :func:`random_target`, :func:`banked_target`,
+:func:`geometry_target`, :func:`write_folder`).
 
 Every layer has random weight bits, random polarities and (when it pools) random OR/AND
 pool operators; an integer output layer has random score offsets and ``score_mul``. Its
@@ -277,13 +277,24 @@ def random_geometry(seed: int) -> tuple[int, int, int]:
 
 def random_target(seed: int):
     """:func:`geometry_target` of :func:`random_geometry` ``(seed)`` with the pipelining drawn
-    too: ``mem_regs`` 0 or 1, half each (``hx8k`` and ``ecp5-85f`` build with 1); named
-    ``sim-RxCxW`` or ``sim-RxCxW-r1``."""
+    too: ``mem_regs`` 0, 1 or 2, a third each (``hx8k`` builds with 1, ``ecp5-85f`` with 2);
+    named ``sim-RxCxW``, ``sim-RxCxW-r1`` or ``sim-RxCxW-r2``."""
     import dataclasses
 
     t = geometry_target(*random_geometry(seed))
-    regs = int(np.random.default_rng(seed ^ 0x5EC).integers(0, 2))
-    return dataclasses.replace(t, name=f"{t.name}-r1", mem_regs=1) if regs else t
+    regs = int(np.random.default_rng(seed ^ 0x5EC).integers(0, 3))
+    return dataclasses.replace(t, name=f"{t.name}-r{regs}", mem_regs=regs) if regs else t
+
+
+def banked_target(target, weights_depth: int):
+    """``target`` with ``mem_regs = 2`` and ``weights_depth`` words of weights, so the weights
+    are built from several banks (:func:`xnorflow.hw.memories.weight_banks`) when that depth
+    is not a power of two; named ``<name>-r2``."""
+    import dataclasses
+
+    width, _ = target.memories["weights"]
+    return dataclasses.replace(target, name=f"{target.name}-r2", mem_regs=2,
+                               memories={**target.memories, "weights": (width, weights_depth)})
 
 
 def geometry_target(rows: int, cols: int, width: int):

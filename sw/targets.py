@@ -75,11 +75,12 @@ class Target:
     ``acc_bits`` is the accumulator width of the datapath. ``popcount_levels`` is the
     number of full-adder levels between the PE popcount's pipeline registers (fewer
     registers and one cycle less latency for more levels; timing only, never results).
-    ``mem_regs`` (0 or 1) puts one more register between the memories and the array (the
-    operands) and in front of the activations' write port: a cycle more latency on each
-    side, where a RAM's read data into the popcount was the critical path (``hx8k``,
-    ``ecp5-85f``: the ECP5's DP16KD has no output register here); timing only, never
-    results.
+    ``mem_regs`` (0, 1 or 2) is the number of registers between the memories and the array
+    (the operands): 1 puts one beside the array and one in front of the activations' write
+    port (a cycle more latency on each side, where a RAM's read data into the popcount was
+    the critical path: ``hx8k``); 2 adds one beside the RAMs, the weights' in front of their
+    bank multiplexer (:func:`~xnorflow.hw.memories.weight_banks`; ``ecp5-85f``, whose DP16KD
+    has no output register here); timing only, never results.
     """
 
     name: str
@@ -97,8 +98,8 @@ class Target:
         problem = geometry_problem(self.rows, self.cols, self.width)
         if problem:
             raise ValueError(f"target {self.name!r}: {problem}")
-        if self.mem_regs not in (0, 1):
-            raise ValueError(f"target {self.name!r}: mem_regs must be 0 or 1, "
+        if self.mem_regs not in (0, 1, 2):
+            raise ValueError(f"target {self.name!r}: mem_regs must be 0, 1 or 2, "
                              f"not {self.mem_regs!r}")
         if not self.memories:
             object.__setattr__(
@@ -169,11 +170,11 @@ TARGETS: dict[str, Target] = {
         mem_regs=1,
     ),
     # ECP5 LFE5U-85F: 208 EBR x 18 kbit (DP16KD, 512 x 36 at the widest), 84K LUTs.
-    # 8x8x32: weights 3584 x 256 bits (7 x 8 = 56 EBR: the Fashion-MNIST CNN's fc256 needs
-    # 3.1K words), activations 8K x 32 x R=8 copies (8 x 16 = 128 EBR: a 28x28 8-bit input
-    # is 6.3K words), thresholds 256 x (8 x 24) = 6, program 2K x 32 x 2 read ports = 8 (a
-    # 28x28 map's row list is 784 words),
-    # scores 512 x (8 x 23) = 6: 204 of 208.
+    # 8x8x32: weights 3584 x 256 bits (banks of 2048 + 1024 + 512 words, mem_regs = 2:
+    # 29 + 15 + 8 = 52 EBR; the Fashion-MNIST CNN's fc256 needs 3.1K words), activations
+    # 8K x 32 x R=8 copies (8 x 16 = 128 EBR: a 28x28 8-bit input is 6.3K words), thresholds
+    # 256 x (8 x 24) = 6, program 2K x 32 x 2 read ports = 8 (a 28x28 map's row list is 784
+    # words), scores 512 x (8 x 23) = 6: 200 of 208.
     "ecp5-85f": Target(
         "ecp5-85f", 8, 8, 32,
         _mem(8, 8, 32, weights=3584, thresholds=256, program=2048, activations=8192,
@@ -185,9 +186,11 @@ TARGETS: dict[str, Target] = {
         acc_bits=20,
         # registered operands and activation writes: its critical path was a weights RAM
         # (5.6 ns clock-to-out, a 7-deep bank multiplexer) -> the routes to 8 rows -> the
-        # popcount's first stage, 58.1 MHz; with them 70.0 MHz in 7,118 fewer LUT4s
-        # (benchmarks/results/synth.md, docs/accelerator.md "Measured")
-        mem_regs=1,
+        # popcount's first stage, 58.1 MHz; with them (mem_regs = 1) 70.0 MHz in 7,118 fewer
+        # LUT4s, the path then a weights RAM -> 6.1 ns of routing -> the bank multiplexer ->
+        # the operand register; mem_regs = 2 registers every RAM's output before any
+        # multiplexer (benchmarks/results/synth.md, docs/accelerator.md "Measured")
+        mem_regs=2,
     ),
     "sim": sim_target(),
 }

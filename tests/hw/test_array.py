@@ -48,26 +48,37 @@ def schedule(tiles, rows, rng, bubbles=0.25, spacing=None):
     return stream
 
 
-def run_array(rows, cols, width, planes, stream, levels=2, mem_regs=0):
+def run_array(rows, cols, width, planes, stream, levels=2, mem_regs=0, junk=None):
+    """Play ``stream`` (beats or ``None`` bubbles) into the array; with ``mem_regs = 2`` each
+    beat's operands come a cycle after its control (as the accelerator's registers beside
+    the memories deliver them). ``junk`` (a Generator): random operands in bubbles."""
     acc_bits = acc_width(8 * width, planes)
     dut = SystolicArray(rows, cols, width, acc_bits, levels, mem_regs)
     out, done = [], []
+    lag = 1 if mem_regs == 2 else 0
 
     async def tb(ctx):
         for t in range(len(stream) + dut.latency + rows + 2):
             beat = stream[t] if t < len(stream) else None
             ctx.set(dut.ctl.valid, int(beat is not None))
             if beat is not None:
-                a, w, dbl, last = beat
+                ctx.set(dut.ctl.dbl, beat[2])
+                ctx.set(dut.ctl.last, beat[3])
+            else:
+                ctx.set(dut.ctl.last, 0)
+                ctx.set(dut.ctl.dbl, 0)
+            ops = stream[t - lag] if 0 <= t - lag < len(stream) else None
+            if ops is not None:
+                a, w, _, _ = ops
                 for r in range(rows):
                     ctx.set(dut.act[r], a[r])
                 for c in range(cols):
                     ctx.set(dut.wgt[c], w[c])
-                ctx.set(dut.ctl.dbl, dbl)
-                ctx.set(dut.ctl.last, last)
-            else:
-                ctx.set(dut.ctl.last, 0)
-                ctx.set(dut.ctl.dbl, 0)
+            elif junk is not None:
+                for r in range(rows):
+                    ctx.set(dut.act[r], int(junk.integers(0, 1 << width, dtype=np.uint64)))
+                for c in range(cols):
+                    ctx.set(dut.wgt[c], int(junk.integers(0, 1 << width, dtype=np.uint64)))
             await ctx.tick()
             # after the edge that ends cycle t: what the array shows during cycle t + 1
             done.append(ctx.get(dut.tile_done))
@@ -105,25 +116,28 @@ def test_rows_at_exact_cycles(geometry, planes):
     assert sum(done) == len(tiles)
 
 
+@pytest.mark.parametrize("mem_regs", [1, 2])
 @pytest.mark.parametrize("geometry, planes", [((1, 1, 16), 2), ((2, 3, 16), 8), ((4, 4, 32), 1),
                                                ((8, 2, 32), 8), ((3, 5, 64), 2)])
-def test_operand_registers(geometry, planes):
+def test_operand_registers(geometry, planes, mem_regs):
     """``mem_regs = 1`` (Target.mem_regs): one register on every operand word and one more
-    on the control; the same rows, one cycle later than without."""
+    on the control; ``mem_regs = 2``: operands a cycle after their control (random words in
+    the bubbles), the control two more. The same rows, ``mem_regs`` cycles later."""
     rows, cols, width = geometry
     rng = np.random.default_rng(rows * 7 + cols + planes)
     tiles = make_tiles(rng, rows, cols, width, planes, 10)
     stream = schedule(tiles, rows, rng)
-    dut, out, done = run_array(rows, cols, width, planes, stream, mem_regs=1)
-    assert dut.latency == SystolicArray(rows, cols, width, 20).latency + 1
+    dut, out, done = run_array(rows, cols, width, planes, stream, mem_regs=mem_regs,
+                               junk=np.random.default_rng(mem_regs))
+    assert dut.latency == SystolicArray(rows, cols, width, 20).latency + mem_regs
     lasts = [t for t, b in enumerate(stream) if b is not None and b[3]]
     for t_last, (_, want) in zip(lasts, tiles, strict=True):
         assert done[t_last + dut.latency - 1] == 1
         for r in range(rows):
             assert out[t_last + dut.latency + r] == [int(v) for v in want[r]], (t_last, r)
     assert sum(done) == len(tiles)
-    with pytest.raises(ValueError, match="mem_regs must be 0 or 1, not 2"):
-        SystolicArray(rows, cols, width, 20, mem_regs=2)
+    with pytest.raises(ValueError, match="mem_regs must be 0, 1 or 2, not 3"):
+        SystolicArray(rows, cols, width, 20, mem_regs=3)
 
 
 @pytest.mark.slow

@@ -68,8 +68,8 @@ def frame_bytes(cmd, p0, addr, count, data, chk_ok):
 
 def memory_words(ctx, dut, name, depth):
     """What the simulated memory holds, as the host would have written it (32-bit lanes)."""
-    data = dut.core.memories.mems[name].data
-    return [ctx.get(data[i]) for i in range(depth)]
+    mems = dut.core.memories
+    return [ctx.get(mems.cell(name, i)) for i in range(depth)]
 
 
 def run_random(target, n_frames, seed, images=None):
@@ -146,7 +146,10 @@ def run_random(target, n_frames, seed, images=None):
 
 
 GEOMETRIES = [("sim-2x2x16", sim_target(2, 2, 16)), ("up5k", TARGETS["up5k"]),
-              ("sim-1x8x64", sim_target(1, 8, 64)), ("sim-3x4x32", sim_target(3, 4, 32))]
+              ("sim-1x8x64", sim_target(1, 8, 64)), ("sim-3x4x32", sim_target(3, 4, 32)),
+              # mem_regs = 2: weights in banks of 16, 8 and 4 words (host writes and reads
+              # land in the right bank)
+              ("sim-2x2x16-r2", synthetic.banked_target(sim_target(2, 2, 16), 28))]
 
 
 @pytest.mark.parametrize("name, target", GEOMETRIES, ids=[g for g, _ in GEOMETRIES])

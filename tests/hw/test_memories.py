@@ -7,11 +7,13 @@ from amaranth.sim import Simulator
 
 from xnorflow.hw.memories import (
     DEFAULT_DEPTHS,
+    WEIGHT_BANK_DEPTH,
     AcceleratorMemories,
     block_rams,
     memory_depths,
     stored_shapes,
     threshold_storage,
+    weight_banks,
 )
 from xnorflow.sw import program, synthetic
 from xnorflow.sw.errors import UserError
@@ -179,7 +181,7 @@ def test_read_registers_lose_their_power_up_value_in_synthesis(tmp_path):
     assert "level" in after
 
 
-@pytest.mark.parametrize("name, total", [("up5k", 29), ("hx8k", 32), ("ecp5-85f", 204)])
+@pytest.mark.parametrize("name, total", [("up5k", 29), ("hx8k", 32), ("ecp5-85f", 200)])
 def test_board_targets_fit_their_block_rams(name, total):
     """The stored memories of each board's target fit its block RAMs (the estimate the
     targets' comments add up; nextpnr's counts are in benchmarks/results/synth.md)."""
@@ -205,3 +207,17 @@ def test_stored_shapes_are_what_is_built():
 def test_block_rams_refuses_a_target_without_board():
     with pytest.raises(ValueError, match="no board"):
         block_rams(sim_target(2, 2, 16))
+
+
+def test_weight_banks_are_aligned_powers_of_two():
+    """``mem_regs = 2`` weights banks: powers of two, largest first, each starting at a
+    multiple of its depth, none deeper than WEIGHT_BANK_DEPTH, covering the memory exactly."""
+    assert weight_banks(3584) == [(0, 2048), (2048, 1024), (3072, 512)]  # ecp5-85f
+    assert weight_banks(8192) == [(0, 2048), (2048, 2048), (4096, 2048), (6144, 2048)]
+    assert weight_banks(1) == [(0, 1)]
+    for depth in range(1, 5000, 7):
+        banks = weight_banks(depth)
+        assert sum(d for _, d in banks) == depth and banks[0][0] == 0
+        for (base, d), nxt in zip(banks, banks[1:] + [(depth, 0)], strict=True):
+            assert d & (d - 1) == 0 and d <= WEIGHT_BANK_DEPTH and base % d == 0
+            assert nxt[0] == base + d and nxt[1] <= d

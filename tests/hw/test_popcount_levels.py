@@ -5,6 +5,7 @@ import dataclasses
 
 import pytest
 
+from xnorflow.hw.memories import weight_banks
 from xnorflow.sw import perf, program, synthetic
 from xnorflow.sw.targets import sim_target
 
@@ -25,17 +26,28 @@ def test_cycles_follow_the_targets_popcount_levels(levels, geometry):
         assert out["cycles"] != perf.program_cycles(mems, other)
 
 
+@pytest.mark.parametrize("mem_regs", [1, 2])
 @pytest.mark.parametrize("geometry, batch", [((2, 2, 16), 1), ((3, 4, 32), 2), ((8, 8, 32), 1)])
-def test_cycles_follow_the_targets_mem_regs(geometry, batch):
-    """Registered operands and activation writes (ecp5-85f's ``mem_regs = 1``): the whole
-    accelerator gives golden's results in exactly two cycles per layer more."""
+def test_cycles_follow_the_targets_mem_regs(geometry, batch, mem_regs):
+    """Registered operands and activation writes (``mem_regs = 1``, ``hx8k``; 2, ``ecp5-85f``:
+    one more register beside the memories, the weights' per bank): the whole accelerator
+    gives golden's results in exactly ``mem_regs + 1`` cycles per layer more. With 2 the
+    weights memory is as deep as the network needs (93, 31 and 20 words: not powers of
+    two), so the network's weights span several banks."""
     model = synthetic.random_cnn(in_shape=(6, 6, 3), convs=((8, 3, 1, 1, 2),), dense=(12, 5),
                                  in_bits=8, seed=geometry[0] + batch)
-    target = dataclasses.replace(sim_target(*geometry), mem_regs=1)
+    target = dataclasses.replace(sim_target(*geometry), mem_regs=mem_regs)
     mems = program.build_memories(model, target, max_batch=batch)
-    img = synthetic.random_images(batch, 6, 6, 3, seed=batch)
-    (out,) = check_run(model, target, img, mems=mems, batch=batch)  # == golden, == the model
+    if mem_regs == 2:
+        need = next(m for m in mems if m.name == "weights").depth
+        target = synthetic.banked_target(target, need)
+        assert weight_banks(need)[0][1] < need  # the weights use two banks or more
+    (out,) = check_run(model, target, img_of(batch), mems=mems, batch=batch)  # == golden
     plain = perf.program_cycles(mems, dataclasses.replace(target, mem_regs=0), batch)
-    assert out["cycles"] == plain + 2 * len(model.layers)
-    with pytest.raises(ValueError, match="mem_regs must be 0 or 1, not 2"):
-        dataclasses.replace(target, mem_regs=2)
+    assert out["cycles"] == plain + (mem_regs + 1) * len(model.layers)
+    with pytest.raises(ValueError, match="mem_regs must be 0, 1 or 2, not 3"):
+        dataclasses.replace(target, mem_regs=3)
+
+
+def img_of(batch):
+    return synthetic.random_images(batch, 6, 6, 3, seed=batch)

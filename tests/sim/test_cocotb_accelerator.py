@@ -106,20 +106,29 @@ def test_batched_starts_are_exact(small_model, sim):
         assert outs[0].info["images_per_start"] == 1 and outs[0].cycles.tolist() == [one] * 3
 
 
-def test_registered_memories_on_icarus(tmp_path):
-    """``Target.mem_regs = 1`` (``ecp5-85f``'s operand and write registers) in the generated
-    Verilog: a conv + dense network under random stalls equals golden bit for bit, and each
-    image takes the performance model's cycles for that target (two more per layer)."""
+@pytest.mark.parametrize("mem_regs", [1, 2])
+def test_registered_memories_on_icarus(tmp_path, mem_regs):
+    """``Target.mem_regs`` in the generated Verilog (1: ``hx8k``'s operand and write
+    registers; 2: ``ecp5-85f``'s, plus one beside the memories, the weights' per bank, in a
+    weights memory just as deep as the network needs so they span several banks): a conv +
+    dense network under random stalls equals golden bit for bit, and each image takes the
+    performance model's cycles for that target (``mem_regs + 1`` more per layer)."""
     import dataclasses
 
-    from xnorflow.sw import perf
+    from xnorflow.hw.memories import weight_banks
+    from xnorflow.sw import perf, program
 
     model = synthetic.random_network(23, in_shape=(5, 5, 3), in_bits=4, layers=3, classes=4)
-    target = dataclasses.replace(synthetic.geometry_target(2, 2, 16), mem_regs=1)
+    target = dataclasses.replace(synthetic.geometry_target(2, 2, 16), mem_regs=mem_regs)
+    if mem_regs == 2:
+        need = next(m for m in program.build_memories(model, target)
+                    if m.name == "weights").depth
+        target = synthetic.banked_target(target, need)
+        assert weight_banks(need)[0][1] < need  # the weights span two banks or more
     folder = tmp_path / "model"
     synthetic.write_folder(model, target, folder)
     mf = backends.load_model(folder)
-    assert mf.target.mem_regs == 1  # recorded in the manifest
+    assert mf.target.mem_regs == mem_regs  # recorded in the manifest
     px = synthetic.random_pixels(23, model, 2)
     seed = _seed()
     out = backends.run(folder, px, "icarus", seed=seed, idle=0.3, backpressure=0.3,
@@ -128,4 +137,5 @@ def test_registered_memories_on_icarus(tmp_path):
     assert a.exact and a.bits_compared > 0, (f"seed {seed}", a.first)
     one = perf.predict_network_cycles(mf.model, mf.target, batch=1)
     plain = perf.predict_network_cycles(mf.model, dataclasses.replace(mf.target, mem_regs=0))
-    assert out.cycles.tolist() == [one, one] and one == plain + 2 * len(model.layers)
+    assert out.cycles.tolist() == [one, one]
+    assert one == plain + (mem_regs + 1) * len(model.layers)

@@ -75,5 +75,5 @@ def test_key_covers_the_targets_timing_fields():
     base = synthetic.geometry_target(2, 2, 16)
     keys = {str(rtl.target_params(t)) for t in (
         base, dataclasses.replace(base, mem_regs=1), dataclasses.replace(base, popcount_levels=3),
-        dataclasses.replace(base, acc_bits=20))}
-    assert len(keys) == 4
+        dataclasses.replace(base, acc_bits=20), dataclasses.replace(base, mem_regs=2))}
+    assert len(keys) == 5

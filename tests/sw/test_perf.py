@@ -46,10 +46,12 @@ def test_engine_timing_is_the_popcount_plus_two_registers():
         t = perf.engine_timing(4, 2, 32, levels)
         assert t.popcount_latency == perf.popcount_schedule(32, levels)[1]
         assert t.array_latency == t.popcount_latency + 2
-        r = perf.engine_timing(4, 2, 32, levels, mem_regs=1)  # operand registers: one more
-        assert (r.popcount_latency, r.array_latency) == (t.popcount_latency, t.array_latency + 1)
+        for regs in (1, 2):  # operand register stages: one cycle each
+            r = perf.engine_timing(4, 2, 32, levels, mem_regs=regs)
+            assert (r.popcount_latency, r.array_latency) == (t.popcount_latency,
+                                                             t.array_latency + regs)
     ecp5 = TARGETS["ecp5-85f"]
-    assert perf.target_timing(ecp5) == perf.engine_timing(8, 8, 32, ecp5.popcount_levels, 1)
+    assert perf.target_timing(ecp5) == perf.engine_timing(8, 8, 32, ecp5.popcount_levels, 2)
 
 
 def test_layer_cycles_formula():
@@ -60,8 +62,9 @@ def test_layer_cycles_formula():
         assert tiles == -(-batch * 10 // rows)
         assert cyc == (perf.LAYER_FETCH + rows + perf.PROLOGUE + tiles * 3 * 7 + 5 + rows
                        + perf.DRAIN)
-        # mem_regs: a cycle more through the array and one more to the write
+        # mem_regs: a cycle per stage more through the array and one more to the write
         assert perf.layer_cycles(desc, rows, batch, 5, mem_regs=1) == (tiles, cyc + 2)
+        assert perf.layer_cycles(desc, rows, batch, 5, mem_regs=2) == (tiles, cyc + 3)
 
 
 def test_utilisation_edge_cases():

@@ -116,11 +116,11 @@ def test_pixels_and_geometries():
 
 
 def test_random_target_draws_the_pipelining():
-    """random_target: random_geometry's geometry, mem_regs 0 or 1 (both occur), the name
+    """random_target: random_geometry's geometry, mem_regs 0, 1 or 2 (all occur), the name
     says which; the same seed gives the same target."""
     targets = [synthetic.random_target(seed) for seed in range(40)]
-    assert {t.mem_regs for t in targets} == {0, 1}
+    assert {t.mem_regs for t in targets} == {0, 1, 2}
     for seed, t in enumerate(targets):
         assert (t.rows, t.cols, t.width) == synthetic.random_geometry(seed)
-        assert t.name == f"sim-{t.geometry}" + ("-r1" if t.mem_regs else "")
+        assert t.name == f"sim-{t.geometry}" + (f"-r{t.mem_regs}" if t.mem_regs else "")
         assert synthetic.random_target(seed) == t

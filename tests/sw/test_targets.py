@@ -67,7 +67,7 @@ def test_with_geometry_keeps_each_memorys_bits():
     # the pipelining (timing) goes with the board, whatever the geometry or depths
     ecp5 = TARGETS["ecp5-85f"]
     for t2 in (with_geometry(ecp5, 4, 4, 32), with_depths(ecp5, {"weights": 512})):
-        assert (t2.popcount_levels, t2.mem_regs, t2.acc_bits) == (2, 1, ecp5.acc_bits)
+        assert (t2.popcount_levels, t2.mem_regs, t2.acc_bits) == (2, 2, ecp5.acc_bits)
 
 
 def test_target_record_round_trip_keeps_the_pipelining():
