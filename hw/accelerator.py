@@ -121,6 +121,8 @@ class AcceleratorCore(wiring.Component):
             mem.prog_a_raddr.eq(seq.prog_a_raddr), seq.prog_a_rdata.eq(mem.prog_a_rdata),
             mem.prog_b_raddr.eq(seq.prog_b_raddr), seq.prog_b_rdata.eq(mem.prog_b_rdata),
             mem.prog_b_ren.eq(seq.prog_b_ren),
+            *([mem.prog_c_raddr.eq(seq.prog_c_raddr), seq.prog_c_rdata.eq(mem.prog_c_rdata)]
+              if t.mem_regs == 2 else []),
             mem.wgt_raddr.eq(seq.wgt_raddr),
             arr.wgt.eq(mem.wgt_rdata), arr.ctl.eq(seq.ctl),
             out.res.eq(arr.res), out.tile_done.eq(arr.tile_done),

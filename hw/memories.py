@@ -106,11 +106,12 @@ def _read(m: Module, mem: Memory, addr, name: str, en=None) -> Signal:
 def stored_shapes(target: Target) -> dict[str, tuple[int, int]]:
     """``name -> (stored width in bits, read ports)`` of each memory as
     :class:`AcceleratorMemories` builds it: thresholds keep :func:`threshold_lane_bits` of each
-    lane, scores :func:`~xnorflow.sw.program.score_bits`, the program has two read ports and
-    the activations one per row (each read port is a copy of the memory in block RAM)."""
+    lane, scores :func:`~xnorflow.sw.program.score_bits`, the program has two read ports (three
+    with ``mem_regs = 2``) and the activations one per row (each read port is a copy of the
+    memory in block RAM)."""
     C = target.cols
     return {
-        "program": (32, 2),
+        "program": (32, 3 if target.mem_regs == 2 else 2),
         "weights": (C * target.width, 1),
         "thresholds": (C * threshold_lane_bits(target.acc_bits), 1),
         "activations": (target.width, target.rows),
@@ -163,6 +164,8 @@ class AcceleratorMemories(wiring.Component):
     -------
     prog_a_raddr, prog_a_rdata, prog_b_raddr, prog_b_rdata, prog_b_ren :
         The program's two read ports.
+    prog_c_raddr, prog_c_rdata : (``Target.mem_regs = 2`` only) a third program read port,
+        enabled with port B (the beat player's look-ahead).
     wgt_raddr, wgt_rdata : the weights read port (``C * W`` bits).
     thr_raddr, thr_rdata : the thresholds read port (``C`` lanes of the stored bits).
     act_raddr, act_rdata : ``R`` activation read ports.
@@ -197,6 +200,8 @@ class AcceleratorMemories(wiring.Component):
             "prog_a_raddr": In(aw["program"]), "prog_a_rdata": Out(32),
             "prog_b_raddr": In(aw["program"]), "prog_b_rdata": Out(32),
             "prog_b_ren": In(1, init=1),
+            **({"prog_c_raddr": In(aw["program"]), "prog_c_rdata": Out(32)}
+               if target.mem_regs == 2 else {}),
             "prog_waddr": In(aw["program"]), "prog_wdata": In(32), "prog_we": In(1),
             "wgt_raddr": In(aw["weights"]), "wgt_rdata": Out(C * W),
             "wgt_waddr": In(aw["weights"]), "wgt_wdata": In(C * W), "wgt_we": In(1),
@@ -311,6 +316,9 @@ class AcceleratorMemories(wiring.Component):
                      self.prog_a_rdata.eq(_read(m, mem, self.prog_a_raddr, "prog_a")),
                      self.prog_b_rdata.eq(_read(m, mem, self.prog_b_raddr, "prog_b",
                                                 self.prog_b_ren))]
+        if t.mem_regs == 2:  # the beat player's look-ahead (port C), enabled with port B
+            m.d.comb += self.prog_c_rdata.eq(_read(m, mem, self.prog_c_raddr, "prog_c",
+                                                   self.prog_b_ren))
         # weights
         if self.uses_spram(platform):
             wgt = self._spram_weights(m)

@@ -75,6 +75,9 @@ class Sequencer(wiring.Component):
     prog_a_raddr, prog_a_rdata : header, descriptors and row lists (program read port A).
     prog_b_raddr, prog_b_rdata, prog_b_ren : beat tables (program read port B; the read
         register keeps its entry while ``prog_b_ren`` is low: a run's later beats).
+    prog_c_raddr, prog_c_rdata : (``Target.mem_regs = 2`` only) port C, enabled with port B,
+        reads the entry after the one port B reads, so whether an entry plays a run is a
+        register when the entry arrives (no logic between port B's RAM and ``freeze``).
     act_raddr : Out(ArrayLayout(addr, R))
         The ``R`` activation read addresses (registers).
     wgt_raddr : Out(addr)
@@ -106,6 +109,8 @@ class Sequencer(wiring.Component):
             "prog_b_raddr": Out(self.aw["program"]),
             "prog_b_rdata": In(32),
             "prog_b_ren": Out(1),
+            **({"prog_c_raddr": Out(self.aw["program"]), "prog_c_rdata": In(32)}
+               if target.mem_regs == 2 else {}),
             "act_raddr": Out(data.ArrayLayout(self.aw["activations"], R)),
             "wgt_raddr": Out(self.aw["weights"]),
             "ctl": Out(control_layout()),
@@ -188,8 +193,19 @@ class Sequencer(wiring.Component):
         hcnt = Reg(4)    # beats of the run after the next
         hoff = Reg(AW)   # the held beat's offset
         fresh = Reg()    # p1 & ~hold: the entry on prog_b_rdata plays its first beat
-        run_nz = Signal(attrs={"keep": 1})  # one LUT of the read data
-        m.d.comb += run_nz.eq(run != 0)
+        if t.mem_regs == 2:
+            # look-ahead: port C reads (with port B's enable) the entry the player presents
+            # after b_addr's, i.e. the entry port B's read register holds next; its run flag
+            # is registered with the same enable, so it belongs to the entry on prog_b_rdata.
+            # The player's first entry (`table`) is read in the cycle the player is loaded.
+            load_player = Signal()
+            run_nz = Reg()
+            m.d.comb += self.prog_c_raddr.eq(Mux(load_player | b_end, table, b_addr + 1))
+            with m.If(self.prog_b_ren):
+                m.d.sync += run_nz.eq(self.prog_c_rdata[prog.BEAT_RUN:prog.BEAT_RUN + 4] != 0)
+        else:
+            run_nz = Signal(attrs={"keep": 1})  # one LUT of the read data
+            m.d.comb += run_nz.eq(run != 0)
         # the entry on prog_b_rdata has more beats: keep it, wait (one net, two LUT levels
         # from the read data: `keep` stops the mapper from merging it into its many loads)
         freeze = Signal(attrs={"keep": 1})
@@ -342,6 +358,8 @@ class Sequencer(wiring.Component):
                     m.d.sync += idx.eq(0)
                 with m.Elif(pf_slot == R):  # captured: this cycle swaps them in
                     m.d.comb += [swap.eq(1), pf_start.eq(1)]
+                    if t.mem_regs == 2:
+                        m.d.comb += load_player.eq(1)
                     m.d.sync += self.layer_start.eq(1)
                     m.d.sync += [b_addr.eq(table), b_left.eq(entries_m1),
                                  b_end.eq(entries_m1 == 0), playing.eq(1),

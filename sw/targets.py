@@ -79,8 +79,9 @@ class Target:
     (the operands): 1 puts one beside the array and one in front of the activations' write
     port (a cycle more latency on each side, where a RAM's read data into the popcount was
     the critical path: ``hx8k``); 2 adds one beside the RAMs, the weights' in front of their
-    bank multiplexer (:func:`~xnorflow.hw.memories.weight_banks`; ``ecp5-85f``, whose DP16KD
-    has no output register here); timing only, never results.
+    bank multiplexer (:func:`~xnorflow.hw.memories.weight_banks`), and a third program read
+    port from which the sequencer's beat player learns an entry's run a cycle ahead
+    (``ecp5-85f``, whose DP16KD has no output register here); timing only, never results.
     """
 
     name: str
@@ -173,8 +174,8 @@ TARGETS: dict[str, Target] = {
     # 8x8x32: weights 3584 x 256 bits (banks of 2048 + 1024 + 512 words, mem_regs = 2:
     # 29 + 15 + 8 = 52 EBR; the Fashion-MNIST CNN's fc256 needs 3.1K words), activations
     # 8K x 32 x R=8 copies (8 x 16 = 128 EBR: a 28x28 8-bit input is 6.3K words), thresholds
-    # 256 x (8 x 24) = 6, program 2K x 32 x 2 read ports = 8 (a 28x28 map's row list is 784
-    # words), scores 512 x (8 x 23) = 6: 200 of 208.
+    # 256 x (8 x 24) = 6, program 2K x 32 x 3 read ports = 12 (a 28x28 map's row list is
+    # 784 words; port 3 is mem_regs = 2's look-ahead), scores 512 x (8 x 23) = 6: 204 of 208.
     "ecp5-85f": Target(
         "ecp5-85f", 8, 8, 32,
         _mem(8, 8, 32, weights=3584, thresholds=256, program=2048, activations=8192,
@@ -188,8 +189,9 @@ TARGETS: dict[str, Target] = {
         # (5.6 ns clock-to-out, a 7-deep bank multiplexer) -> the routes to 8 rows -> the
         # popcount's first stage, 58.1 MHz; with them (mem_regs = 1) 70.0 MHz in 7,118 fewer
         # LUT4s, the path then a weights RAM -> 6.1 ns of routing -> the bank multiplexer ->
-        # the operand register; mem_regs = 2 registers every RAM's output before any
-        # multiplexer (benchmarks/results/synth.md, docs/accelerator.md "Measured")
+        # the operand register; mem_regs = 2 registers every operand RAM's output before
+        # any multiplexer and reads the beat player's run flags a cycle ahead
+        # (benchmarks/results/synth.md, docs/accelerator.md "Measured")
         mem_regs=2,
     ),
     "sim": sim_target(),

@@ -3,6 +3,8 @@ memories preloaded: whole networks against the executable program model (the who
 activation memory) and the golden model (scores, class), exact cycle counts, batches, the
 zero word, addresses wrapping at the top of memory, and refused programs."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
@@ -122,6 +124,26 @@ def test_networks(name, geometry, windows):
     check_run(model, target, img, windows=windows)
 
 
+RUN_CASES = [c for c in CASES if c[1] in ((8, 2, 32), (2, 4, 16), (4, 2, 32), (2, 2, 16))]
+
+
+@pytest.mark.parametrize("name, geometry, windows", RUN_CASES,
+                         ids=[f"{n}-{'x'.join(map(str, g))}" for n, g, _ in RUN_CASES])
+def test_networks_with_the_ecp5_pipelining(name, geometry, windows):
+    """``mem_regs = 2``: registers beside the memories and the beat player's look-ahead port
+    (runs of beats start from a registered flag); the same results, the model's cycles."""
+    model = MODELS[name]()
+    target = dataclasses.replace(sim_target(*geometry), mem_regs=2)
+    img = synthetic.random_images(1, model.in_h, model.in_w, model.in_c, seed=7)
+    mems = program.build_memories(model, target, input_windows=windows)
+    _, layers = program.decode_program(mems[0].words)
+    words = [int(w) for w in mems[0].words]
+    runs = [words[d["table"] + i] >> program.BEAT_RUN & 15 for d in layers
+            for i in range(d["entries"])]
+    assert any(runs) and not all(runs)  # entries with and without runs are played
+    check_run(model, target, img, mems=mems)
+
+
 @pytest.mark.parametrize("name, geometry, batch", [("mlp8", (8, 2, 32), 8),
                                                    ("mlp8", (4, 4, 16), 3),
                                                    ("cnn", (3, 4, 32), 2)],
@@ -166,7 +188,8 @@ def test_random_networks(seed):
     geometry = (int(rng.choice([1, 2, 3, 5, 8])), int(rng.choice([1, 2, 4, 8])),
                 int(rng.choice([16, 32, 64])))
     model = synthetic.random_network(seed + 200)
-    target = sim_target(*geometry)
+    # the pipelining too (mem_regs 2: the beat player's run flags from its look-ahead port)
+    target = dataclasses.replace(sim_target(*geometry), mem_regs=int(rng.integers(0, 3)))
     mems = program.build_memories(model, target)
     header, _ = program.decode_program(mems[0].words)
     n = int(rng.integers(1, header["max_batch"] + 1))
