@@ -23,7 +23,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sw import program as prog
-from ..sw.perf import target_timing, write_regs
+from ..sw.perf import decode_regs, target_timing, write_regs
 from ..sw.targets import Target
 from .array import control_layout
 from .post import decode_score_mul, desc_layout
@@ -166,7 +166,13 @@ class Sequencer(wiring.Component):
             m.d.sync += pf_slot.eq(pf_slot + 1)
         with m.If(pf_start):
             m.d.sync += pf_slot.eq(0)
-        with m.If(swap):
+        # mem_regs = 2 decodes in two stages (below): the rows are used a cycle later, so
+        # they are swapped in a cycle later (the capture into nxt[0] starts at that same edge)
+        swap_now = swap
+        if t.mem_regs == 2:
+            swap_now = Reg(name="swap_q")
+            m.d.sync += swap_now.eq(swap)
+        with m.If(swap_now):
             for r in range(R):
                 m.d.sync += [cur_origin[r].eq(nxt[r][:AW]), cur_needs[r].eq(nxt[r][AW:])]
 
@@ -238,7 +244,16 @@ class Sequencer(wiring.Component):
             m.d.sync += fresh.eq(0)
         valid = p1 & e[prog.BEAT_VALID]
         off = Mux(hold, hoff, e[:AW])
-        taps = [e[prog.BEAT_TAPS + 2 * i:prog.BEAT_TAPS + 2 * i + 2] for i in range(4)]
+        tap_bits = e[prog.BEAT_TAPS:prog.BEAT_TAPS + 8]
+        if t.mem_regs == 2:
+            # two stages: the offset and tap distances are registered first (port B's RAM is
+            # far from the row address registers), the row addresses computed from them a
+            # cycle later; the weights address and the control wait a cycle to match
+            off_q = Reg(AW, name="off_q")
+            taps_q = Reg(8, name="taps_q")
+            m.d.sync += [off_q.eq(off), taps_q.eq(tap_bits)]
+            off, tap_bits = off_q, taps_q
+        taps = [tap_bits[2 * i:2 * i + 2] for i in range(4)]
         for r in range(R):
             needs = [cur_needs[r][2 * i:2 * i + 2] for i in range(4)]
             masked = (taps[0] < needs[0]) | (taps[1] < needs[1]) | (taps[2] < needs[2]) | (
@@ -250,12 +265,22 @@ class Sequencer(wiring.Component):
                 m.d.sync += self.act_raddr[r].eq(cur_origin[r] + off)
         wa = Reg(aw["weights"])
         wbase = Reg(aw["weights"])
-        m.d.comb += self.wgt_raddr.eq(wa)
+        if t.mem_regs == 2:
+            wa_q = Reg(aw["weights"], name="wa_q")
+            m.d.sync += wa_q.eq(wa)
+            m.d.comb += self.wgt_raddr.eq(wa_q)
+        else:
+            m.d.comb += self.wgt_raddr.eq(wa)
         with m.If(valid):
             m.d.sync += wa.eq(Mux(e[prog.BEAT_REWIND] & ~hold, wbase, wa + 1))
         ctl1 = Signal(control_layout())
         m.d.sync += [ctl1.valid.eq(valid), ctl1.last.eq(valid & e[prog.BEAT_LAST] & ~freeze),
-                     ctl1.dbl.eq(valid & e[prog.BEAT_DBL] & ~hold), self.ctl.eq(ctl1)]
+                     ctl1.dbl.eq(valid & e[prog.BEAT_DBL] & ~hold)]
+        if t.mem_regs == 2:
+            ctl2 = Signal(control_layout())
+            m.d.sync += [ctl2.eq(ctl1), self.ctl.eq(ctl2)]
+        else:
+            m.d.sync += self.ctl.eq(ctl1)
         # the tile set's last entry (a single beat, docs/program.md): next group, or next
         # tile of rows
         with m.If(p1 & e1_end):
@@ -280,7 +305,8 @@ class Sequencer(wiring.Component):
             m.d.sync += self.cycles.eq(Mux(busy, self.cycles + 1, 0))
         geom = R | t.cols << 8 | t.width << 16
         acc_n = Reg(range(R + 1))  # images added into rows_total so far
-        drain = Reg(range(self.timing.array_latency + R + 4 + write_regs(t.mem_regs)))
+        extra = write_regs(t.mem_regs) + decode_regs(t.mem_regs)
+        drain = Reg(range(self.timing.array_latency + R + 4 + extra))
         drain_end = Reg()  # drain == 0 next cycle
         run_end = Reg()    # drain_end on the last layer (busy's enable is one flag per state)
         # the output stage's pulses are registers (a cycle late: its first tile comes later)
@@ -372,7 +398,7 @@ class Sequencer(wiring.Component):
                 # the array to drain; if that entry plays a run, its later beats come first
                 # (the drain counter stands still while `freeze`)
                 with m.If(stopped):
-                    n = self.timing.array_latency + R + 3 + write_regs(t.mem_regs)
+                    n = self.timing.array_latency + R + 3 + extra
                     m.d.sync += [drain.eq(Mux(freeze, n, n - 1)), drain_end.eq(0), run_end.eq(0)]
                     m.next = "DRAIN"
             with m.State("DRAIN"):

@@ -113,16 +113,22 @@ def layer_cycles(desc: dict, rows: int, batch: int, popcount_latency: int,
     """``(tiles, cycles)`` of one layer of a program (a decoded descriptor, see
     :func:`xnorflow.sw.program.decode_program`) run on ``batch`` images; ``mem_regs``
     (:attr:`Target.mem_regs <xnorflow.sw.targets.Target>`) adds its cycles to the array's
-    latency and, when not 0, one to the writes'."""
+    latency, when not 0 one to the writes' and, when 2, one to the beat decode's."""
     tiles = -(-batch * desc["rows_per_image"] // rows)
     run = tiles * desc["groups"] * desc["beats"]
     return tiles, (LAYER_FETCH + rows + PROLOGUE + run + popcount_latency + mem_regs
-                   + write_regs(mem_regs) + rows + DRAIN)
+                   + write_regs(mem_regs) + decode_regs(mem_regs) + rows + DRAIN)
 
 
 def write_regs(mem_regs: int) -> int:
     """Registers in front of the activations' write port: 1 with any ``mem_regs``."""
     return 1 if mem_regs else 0
+
+
+def decode_regs(mem_regs: int) -> int:
+    """Extra stages of the sequencer's beat decode: 1 with ``mem_regs = 2`` (the offset and
+    tap distances registered before the row addresses are computed)."""
+    return 1 if mem_regs == 2 else 0
 
 
 def program_cycles(memories, target, batch: int = 1) -> int:

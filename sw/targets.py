@@ -79,9 +79,11 @@ class Target:
     (the operands): 1 puts one beside the array and one in front of the activations' write
     port (a cycle more latency on each side, where a RAM's read data into the popcount was
     the critical path: ``hx8k``); 2 adds one beside the RAMs, the weights' in front of their
-    bank multiplexer (:func:`~xnorflow.hw.memories.weight_banks`), and a third program read
-    port from which the sequencer's beat player learns an entry's run a cycle ahead
-    (``ecp5-85f``, whose DP16KD has no output register here); timing only, never results.
+    bank multiplexer (:func:`~xnorflow.hw.memories.weight_banks`), a third program read
+    port from which the sequencer's beat player learns an entry's run a cycle ahead, and a
+    second stage in the sequencer's beat decode (``ecp5-85f``, whose DP16KD has no output
+    register here: every RAM's read data go to registers, not through logic, on the paths
+    that were critical); timing only, never results.
     """
 
     name: str
