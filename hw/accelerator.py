@@ -68,7 +68,7 @@ class AcceleratorCore(wiring.Component):
         ``busy`` and for ``scores``.
     mem_rdata : Out(host_read_width)
         Read data of ``activations`` or ``scores`` (32-bit lanes), one cycle after
-        ``mem_addr`` (while idle).
+        ``mem_addr`` (three with ``Target.mem_regs = 2``; while idle).
     start : In(1), batch : In(8)
         Start a run of ``batch`` images (0 means 1).
     busy, done, error, cycles : Out
@@ -181,7 +181,19 @@ class AcceleratorCore(wiring.Component):
         # address, one cycle ahead of the data
         was_scores = Signal()
         m.d.sync += was_scores.eq(sel == ids["scores"])
-        m.d.comb += self.mem_rdata.eq(Mux(was_scores, mem.score_rdata, mem.act_rdata[0]))
+        rdata = Mux(was_scores, mem.score_rdata, mem.act_rdata[0])
+        if t.mem_regs == 2:
+            # two more registers (read latency 3): each read word straight after its RAM, then
+            # the selected word (the RAMs lie far from the host decoder: one register of
+            # either kind alone left 5.0-5.9 ns of routing on a path)
+            act0 = Signal(t.width, name="act0_rdata_q", reset_less=True)
+            score = Signal.like(mem.score_rdata, name="score_rdata_q", reset_less=True)
+            sel_q = Signal(name="was_scores_q")
+            q = Signal.like(self.mem_rdata, name="mem_rdata_q", reset_less=True)
+            m.d.sync += [act0.eq(mem.act_rdata[0]), score.eq(mem.score_rdata),
+                         sel_q.eq(was_scores), q.eq(Mux(sel_q, score, act0))]
+            rdata = q
+        m.d.comb += self.mem_rdata.eq(rdata)
         return m
 
 

@@ -23,7 +23,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sw import program as prog
-from ..sw.perf import decode_regs, target_timing, write_regs
+from ..sw.perf import decode_regs, fetch_regs, target_timing, write_regs
 from ..sw.targets import Target
 from .array import control_layout
 from .post import decode_score_mul, desc_layout
@@ -148,7 +148,16 @@ class Sequencer(wiring.Component):
         rp = Reg(PA)       # the next row-list entry to read
         rows_on = Signal()  # port A reads the row list (from the layer's prologue on)
         m.d.comb += self.prog_a_raddr.eq(Mux(rows_on, rp, f_addr))
-        idx = Reg(range(prog.DESC_READ + 2))  # word of the header/descriptor being read
+        idx = Reg(range(prog.DESC_READ + 3))  # word of the header/descriptor being read
+        # mem_regs = 2: the header and descriptor words are used from a register (`lag` = 1:
+        # the word of address idx - 2 is there), so no compare or decode follows port A's
+        # RAM; HDR and DESC take a cycle more each (perf.fetch_regs). Row-list entries are
+        # taken from the RAM's read data as they are (straight into registers).
+        lag = fetch_regs(t.mem_regs)
+        hword = word
+        if lag:
+            hword = Signal(32, name="word_q", reset_less=True)
+            m.d.sync += hword.eq(word)
 
         # ---- row banks: the current tile's rows (used by the beats) and the next tile's ---------
         # (prefetched from the row list while the current tile plays)
@@ -217,8 +226,12 @@ class Sequencer(wiring.Component):
         freeze = Signal(attrs={"keep": 1})
         m.d.comb += [freeze.eq((fresh & run_nz) | hmore), self.prog_b_ren.eq(~freeze)]
         start_run = freeze & ~hmore  # = fresh & run_nz (hmore implies hold, so ~fresh)
+        # hoff is the held beat's offset; with mem_regs = 2 it keeps the previous beat's and
+        # the held beat adds 1 (no adder between port B's RAM and hoff)
+        ahead = t.mem_regs == 2
         with m.If(start_run):
-            m.d.sync += [hold.eq(1), hoff.eq(e[:AW] + 1), hcnt.eq(run - 1), hmore.eq(run != 1)]
+            m.d.sync += [hold.eq(1), hoff.eq(e[:AW] if ahead else e[:AW] + 1),
+                         hcnt.eq(run - 1), hmore.eq(run != 1)]
         with m.Elif(hold):
             m.d.sync += [hoff.eq(hoff + 1), hcnt.eq(hcnt - 1), hmore.eq(hmore & (hcnt != 1))]
             with m.If(~hmore):
@@ -243,7 +256,7 @@ class Sequencer(wiring.Component):
         with m.Elif(start_run):
             m.d.sync += fresh.eq(0)
         valid = p1 & e[prog.BEAT_VALID]
-        off = Mux(hold, hoff, e[:AW])
+        off = Mux(hold, hoff + 1 if ahead else hoff, e[:AW])
         tap_bits = e[prog.BEAT_TAPS:prog.BEAT_TAPS + 8]
         if t.mem_regs == 2:
             # two stages: the offset and tap distances are registered first (port B's RAM is
@@ -323,16 +336,16 @@ class Sequencer(wiring.Component):
                     m.next = "HDR"
             with m.State("HDR"):
                 m.d.sync += [idx.eq(idx + 1), f_addr.eq(f_addr + 1)]
-                with m.Switch(idx):  # the word of address idx - 1 is on prog_a_rdata
-                    with m.Case(1):
-                        m.d.sync += magic_ok.eq(word == prog.MAGIC)
-                    with m.Case(2):
-                        m.d.sync += geom_ok.eq(word == geom)
-                    with m.Case(3):
-                        m.d.sync += [layers_left.eq(word - 1), empty.eq(word[:16] == 0),
-                                     last_layer.eq(word[:16] == 1)]
-                    with m.Case(4):
-                        over = n_batch > word[:8]
+                with m.Switch(idx):  # the word of address idx - 1 - lag is on hword
+                    with m.Case(1 + lag):
+                        m.d.sync += magic_ok.eq(hword == prog.MAGIC)
+                    with m.Case(2 + lag):
+                        m.d.sync += geom_ok.eq(hword == geom)
+                    with m.Case(3 + lag):
+                        m.d.sync += [layers_left.eq(hword - 1), empty.eq(hword[:16] == 0),
+                                     last_layer.eq(hword[:16] == 1)]
+                    with m.Case(4 + lag):
+                        over = n_batch > hword[:8]
                         m.d.sync += [batch_over.eq(over),
                                      bad_hdr.eq(~magic_ok | ~geom_ok | empty | batch_big | over)]
                         m.next = "CHECK"
@@ -347,7 +360,7 @@ class Sequencer(wiring.Component):
                     m.next = "DESC"
             with m.State("DESC"):
                 m.d.sync += idx.eq(idx + 1)
-                with m.If(idx != prog.DESC_READ):
+                with m.If(idx < prog.DESC_READ):
                     m.d.sync += f_addr.eq(f_addr + 1)
                 # descriptor field -> the register it loads (MINUS_ONE fields are stored - 1)
                 dest = {
@@ -360,10 +373,10 @@ class Sequencer(wiring.Component):
                 fields = {}
                 for name, (wi, lo, bits, _) in prog.DESC_LAYOUT.items():
                     if wi < prog.DESC_READ and name in dest | {"score_mul": None}:
-                        fields.setdefault(wi, []).append((name, word[lo:lo + bits]))
-                with m.Switch(idx):  # descriptor word idx - 1 is on prog_a_rdata
+                        fields.setdefault(wi, []).append((name, hword[lo:lo + bits]))
+                with m.Switch(idx):  # descriptor word idx - 1 - lag is on hword
                     for wi, fs in fields.items():
-                        with m.Case(wi + 1):
+                        with m.Case(wi + 1 + lag):
                             for name, v in fs:
                                 if name == "score_mul":
                                     m.d.sync += d.score_mul.eq(decode_score_mul(v))
@@ -371,15 +384,16 @@ class Sequencer(wiring.Component):
                                     m.d.sync += dest[name].eq(v)
                 with m.If(idx == prog.DESC_READ):
                     # f_addr moves on to the next descriptor; the row list comes next
-                    m.d.sync += [f_addr.eq(f_addr + prog.DESC_WORDS - prog.DESC_READ),
-                                 rows_on.eq(1), d.rows_total.eq(0), acc_n.eq(0)]
+                    m.d.sync += f_addr.eq(f_addr + prog.DESC_WORDS - prog.DESC_READ)
+                with m.If(idx == prog.DESC_READ + lag):
+                    m.d.sync += [rows_on.eq(1), d.rows_total.eq(0), acc_n.eq(0)]
                     m.next = "PRO"
             with m.State("PRO"):
                 # capture the first tile's R row entries; add up the batch's rows
                 with m.If(acc_n != n_batch):
                     m.d.sync += [d.rows_total.eq(d.rows_total + rows_per_image),
                                  acc_n.eq(acc_n + 1)]
-                with m.If(idx == prog.DESC_READ + 1):  # first cycle: f_addr = rows
+                with m.If(idx == prog.DESC_READ + 1 + lag):  # first cycle: f_addr = rows
                     m.d.comb += pf_start.eq(1)
                     m.d.sync += idx.eq(0)
                 with m.Elif(pf_slot == R):  # captured: this cycle swaps them in

@@ -116,13 +116,20 @@ def layer_cycles(desc: dict, rows: int, batch: int, popcount_latency: int,
     latency, when not 0 one to the writes' and, when 2, one to the beat decode's."""
     tiles = -(-batch * desc["rows_per_image"] // rows)
     run = tiles * desc["groups"] * desc["beats"]
-    return tiles, (LAYER_FETCH + rows + PROLOGUE + run + popcount_latency + mem_regs
-                   + write_regs(mem_regs) + decode_regs(mem_regs) + rows + DRAIN)
+    return tiles, (LAYER_FETCH + fetch_regs(mem_regs) + rows + PROLOGUE + run
+                   + popcount_latency + mem_regs + write_regs(mem_regs) + decode_regs(mem_regs)
+                   + rows + DRAIN)
 
 
 def write_regs(mem_regs: int) -> int:
     """Registers in front of the activations' write port: 1 with any ``mem_regs``."""
     return 1 if mem_regs else 0
+
+
+def fetch_regs(mem_regs: int) -> int:
+    """Extra cycles of the sequencer's header and of each descriptor fetch: 1 with
+    ``mem_regs = 2`` (program port A's words used from a register)."""
+    return 1 if mem_regs == 2 else 0
 
 
 def decode_regs(mem_regs: int) -> int:
@@ -138,8 +145,9 @@ def program_cycles(memories, target, batch: int = 1) -> int:
 
     _, descs = decode_memories(memories)
     tm = target_timing(target)
-    return RUN_START + sum(layer_cycles(d, target.rows, batch, tm.popcount_latency,
-                                        tm.mem_regs)[1] for d in descs)
+    layers = sum(layer_cycles(d, target.rows, batch, tm.popcount_latency, tm.mem_regs)[1]
+                 for d in descs)
+    return RUN_START + fetch_regs(tm.mem_regs) + layers
 
 
 @dataclass
@@ -183,7 +191,7 @@ def network_perf(model, target, input_windows: bool | None = None, batch: int = 
     R, C, W = target.rows, target.cols, target.width
     tm = target_timing(target)
     layers = []
-    total = RUN_START
+    total = RUN_START + fetch_regs(tm.mem_regs)
     macs_total = 0
     for d, layer in zip(descs, hw_model.layers, strict=True):
         tiles, cyc = layer_cycles(d, R, batch, tm.popcount_latency, tm.mem_regs)

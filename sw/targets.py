@@ -80,10 +80,11 @@ class Target:
     port (a cycle more latency on each side, where a RAM's read data into the popcount was
     the critical path: ``hx8k``); 2 adds one beside the RAMs, the weights' in front of their
     bank multiplexer (:func:`~xnorflow.hw.memories.weight_banks`), a third program read
-    port from which the sequencer's beat player learns an entry's run a cycle ahead, and a
-    second stage in the sequencer's beat decode (``ecp5-85f``, whose DP16KD has no output
-    register here: every RAM's read data go to registers, not through logic, on the paths
-    that were critical); timing only, never results.
+    port from which the sequencer's beat player learns an entry's run a cycle ahead, a
+    second stage in the sequencer's beat decode, header and descriptor words taken from a
+    register, and two registers on the host's read word (``ecp5-85f``, whose DP16KD has no
+    output register here: every RAM's read data go to registers, not through logic, on the
+    paths that were critical); timing only, never results.
     """
 
     name: str
@@ -191,8 +192,9 @@ TARGETS: dict[str, Target] = {
         # (5.6 ns clock-to-out, a 7-deep bank multiplexer) -> the routes to 8 rows -> the
         # popcount's first stage, 58.1 MHz; with them (mem_regs = 1) 70.0 MHz in 7,118 fewer
         # LUT4s, the path then a weights RAM -> 6.1 ns of routing -> the bank multiplexer ->
-        # the operand register; mem_regs = 2 registers every operand RAM's output before
-        # any multiplexer and reads the beat player's run flags a cycle ahead
+        # the operand register; mem_regs = 2 puts a register after every RAM read on the
+        # paths that became critical in turn (weights banks, the beat player's run flag,
+        # its decode, the host read word, the header and descriptor words)
         # (benchmarks/results/synth.md, docs/accelerator.md "Measured")
         mem_regs=2,
     ),

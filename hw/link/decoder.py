@@ -76,6 +76,7 @@ class HostDecoder(wiring.Component):
         Memory access (ids of :data:`~xnorflow.hw.link.protocol.MemoryId`). A written word
         is in the top ``width`` bits of ``mem_wdata``; ``mem_we`` is a register.
     mem_rdata : In(read_width)
+        (the word one cycle after ``mem_addr``, three with ``Target.mem_regs = 2``)
         Read data of memory ``mem_sel`` at ``mem_addr`` (one cycle after the address).
     start : Out(1), batch : Out(8)
         A START's pulse and its image count.
@@ -84,8 +85,9 @@ class HostDecoder(wiring.Component):
 
     Throughput: one request byte per cycle (plus three cycles after the header and one per
     written word); responses one byte per three cycles (each byte is picked in two
-    registered stages) plus one cycle per word read. Latency: the response's first byte is
-    valid 5 cycles after the checksum byte is taken (docs/host-protocol.md). A UART at
+    registered stages) plus one cycle per word read (three with ``mem_regs = 2``). Latency:
+    the response's first byte is valid 5 cycles after the checksum byte is taken
+    (docs/host-protocol.md). A UART at
     1 Mbaud moves a byte in 10 us, hundreds of cycles: neither figure limits a link.
     """
 
@@ -373,7 +375,10 @@ class HostDecoder(wiring.Component):
                 with m.If(ri == 3 + STATUS_LEN):
                     go("RSTATUS", "RCHK")
         with m.If(st["RWAIT"]):  # mem_addr = addr is presented now; the data come next
-            m.d.sync += settled.eq(0)
+            # (the first byte leaves 3 cycles after RWAIT, picked from stage_group, which
+            # needs the word 2 cycles after RWAIT; with mem_regs = 2 the core registers the
+            # word twice more: settled counts 3, 0, 1, 2, a cycle more)
+            m.d.sync += settled.eq(3 if t.mem_regs == 2 else 0)
             go("RWAIT", "RWORD")
         with m.If(st["RWORD"]):
             with m.If(free & ready2):

@@ -175,10 +175,13 @@ def simulate(target, memories, body, transport=None):
     return out["result"]
 
 
-def test_widest_words_at_the_ends_of_the_readable_memory():
+@pytest.mark.parametrize("target", [sim_target(2, 8, 64),
+                                    synthetic.banked_target(sim_target(2, 8, 64), 24)],
+                         ids=["2x8x64", "2x8x64-r2"])
+def test_widest_words_at_the_ends_of_the_readable_memory(target):
     """Whole words at address 0 and at the last address of the activations, read back with
-    their neighbours; one word past the end is a range error."""
-    target = sim_target(2, 8, 64)
+    their neighbours (``mem_regs = 2``: the read word comes two cycles later); one word past
+    the end is a range error."""
     rng = random.Random(5)
 
     async def body(drv, ctx, dut):

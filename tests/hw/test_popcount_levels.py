@@ -30,9 +30,10 @@ def test_cycles_follow_the_targets_popcount_levels(levels, geometry):
 @pytest.mark.parametrize("geometry, batch", [((2, 2, 16), 1), ((3, 4, 32), 2), ((8, 8, 32), 1)])
 def test_cycles_follow_the_targets_mem_regs(geometry, batch, mem_regs):
     """Registered operands and activation writes (``mem_regs = 1``, ``hx8k``; 2, ``ecp5-85f``:
-    one more register beside the memories, the weights' per bank, and a two-stage beat
-    decode): the whole accelerator gives golden's results in exactly 2 (``mem_regs = 1``) or
-    4 (``mem_regs = 2``) cycles per layer more. With 2 the
+    one more register beside the memories, the weights' per bank, a two-stage beat decode
+    and registered header and descriptor words): the whole accelerator gives golden's
+    results in exactly 2 (``mem_regs = 1``) or 5 (``mem_regs = 2``, and 1 per run) cycles per
+    layer more. With 2 the
     weights memory is as deep as the network needs (93, 31 and 20 words: not powers of
     two), so the network's weights span several banks."""
     model = synthetic.random_cnn(in_shape=(6, 6, 3), convs=((8, 3, 1, 1, 2),), dense=(12, 5),
@@ -45,7 +46,8 @@ def test_cycles_follow_the_targets_mem_regs(geometry, batch, mem_regs):
         assert weight_banks(need)[0][1] < need  # the weights use two banks or more
     (out,) = check_run(model, target, img_of(batch), mems=mems, batch=batch)  # == golden
     plain = perf.program_cycles(mems, dataclasses.replace(target, mem_regs=0), batch)
-    assert out["cycles"] == plain + {1: 2, 2: 4}[mem_regs] * len(model.layers)
+    per_layer, per_run = {1: (2, 0), 2: (5, 1)}[mem_regs]
+    assert out["cycles"] == plain + per_layer * len(model.layers) + per_run
     with pytest.raises(ValueError, match="mem_regs must be 0, 1 or 2, not 3"):
         dataclasses.replace(target, mem_regs=3)
 

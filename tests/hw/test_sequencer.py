@@ -203,12 +203,15 @@ def _patched(mems, index, value):
     return [MemoryImage("program", 32, words, "patched"), *mems[1:]]
 
 
+@pytest.mark.parametrize("mem_regs", [0, 2])
 @pytest.mark.parametrize("case, code", [("magic", ERR_MAGIC), ("geometry", ERR_GEOMETRY),
                                         ("empty", ERR_EMPTY), ("batch", ERR_BATCH),
                                         ("batch>R", ERR_BATCH)])
-def test_bad_programs_are_refused(case, code):
+def test_bad_programs_are_refused(case, code, mem_regs):
+    """Each header check refuses its program after the header (a cycle later with
+    ``mem_regs = 2``, whose header words come from a register)."""
     model = synthetic.random_mlp(sizes=(16, 8, 4), in_shape=(1, 1, 16), in_bits=1, seed=3)
-    target = sim_target(2, 4, 32)
+    target = dataclasses.replace(sim_target(2, 4, 32), mem_regs=mem_regs)
     mems = program.build_memories(model, target, max_batch=1)
     img = synthetic.random_images(1, 1, 1, 16, seed=1)
     header, _ = program.decode_program(mems[0].words)
@@ -223,7 +226,7 @@ def test_bad_programs_are_refused(case, code):
         batch = 2 if case == "batch" else 3
     (out,) = run_core(target, mems, img, batch=batch, max_cycles=200, header=header)
     assert out["error"] == code and out["done"] == 0 and out["busy"] == 0
-    assert out["cycles"] == perf.RUN_START
+    assert out["cycles"] == perf.RUN_START + perf.fetch_regs(mem_regs)
 
 
 @pytest.mark.slow

@@ -111,9 +111,10 @@ def test_registered_memories_on_icarus(tmp_path, mem_regs):
     """``Target.mem_regs`` in the generated Verilog (1: ``hx8k``'s operand and write
     registers; 2: ``ecp5-85f``'s, plus one beside the memories, the weights' per bank, in a
     weights memory just as deep as the network needs so they span several banks, the beat
-    player's look-ahead port and a two-stage beat decode): a conv + dense network under
-    random stalls equals golden bit for bit, and each image takes the performance model's
-    cycles for that target (2 or 4 more per layer)."""
+    player's look-ahead port, a two-stage beat decode and registered header and descriptor
+    words): a conv + dense network under random stalls equals golden bit for bit, and each
+    image takes the performance model's cycles for that target (2, or 5 and 1 per run, more
+    per layer)."""
     import dataclasses
 
     from xnorflow.hw.memories import weight_banks
@@ -139,4 +140,5 @@ def test_registered_memories_on_icarus(tmp_path, mem_regs):
     one = perf.predict_network_cycles(mf.model, mf.target, batch=1)
     plain = perf.predict_network_cycles(mf.model, dataclasses.replace(mf.target, mem_regs=0))
     assert out.cycles.tolist() == [one, one]
-    assert one == plain + {1: 2, 2: 4}[mem_regs] * len(model.layers)
+    per_layer, per_run = {1: (2, 0), 2: (5, 1)}[mem_regs]
+    assert one == plain + per_layer * len(model.layers) + per_run

@@ -64,8 +64,9 @@ def test_layer_cycles_formula():
                        + perf.DRAIN)
         # mem_regs: a cycle per stage more through the array and one more to the write
         assert perf.layer_cycles(desc, rows, batch, 5, mem_regs=1) == (tiles, cyc + 2)
-        # mem_regs = 2: two stages, the write register and a second decode stage
-        assert perf.layer_cycles(desc, rows, batch, 5, mem_regs=2) == (tiles, cyc + 4)
+        # mem_regs = 2: two stages, the write register, a second decode stage and the
+        # descriptor's words from a register
+        assert perf.layer_cycles(desc, rows, batch, 5, mem_regs=2) == (tiles, cyc + 5)
 
 
 def test_utilisation_edge_cases():

@@ -10,7 +10,7 @@ examples:
   xnorflow synth --board icebreaker        # the up5k target's {icebreaker} (defaults)
   xnorflow synth --board icebreaker --model runs/mlp-up5k --seed 3
   xnorflow synth --board hx8k-evn --freq 60
-  xnorflow synth --board ulx3s-85f         # {ulx3s-85f}, about an hour (place and route)
+  xnorflow synth --board ulx3s-85f         # {ulx3s-85f}, about 7 minutes
   xnorflow synth --board icebreaker --geometry 1x1x16 --design loopback   # UART echo only
   xnorflow synth --board icebreaker --swap-model runs/mlp-up5k
       (no synthesis: writes top-<model>.bin with the model's memory images in the BRAMs
