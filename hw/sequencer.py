@@ -360,7 +360,8 @@ class Sequencer(wiring.Component):
                     m.next = "DESC"
             with m.State("DESC"):
                 m.d.sync += idx.eq(idx + 1)
-                with m.If(idx < prog.DESC_READ):
+                # (`<` only where DESC runs past DESC_READ: the iCE40 targets keep `!=`)
+                with m.If(idx < prog.DESC_READ if lag else idx != prog.DESC_READ):
                     m.d.sync += f_addr.eq(f_addr + 1)
                 # descriptor field -> the register it loads (MINUS_ONE fields are stored - 1)
                 dest = {

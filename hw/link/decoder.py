@@ -76,8 +76,8 @@ class HostDecoder(wiring.Component):
         Memory access (ids of :data:`~xnorflow.hw.link.protocol.MemoryId`). A written word
         is in the top ``width`` bits of ``mem_wdata``; ``mem_we`` is a register.
     mem_rdata : In(read_width)
-        (the word one cycle after ``mem_addr``, three with ``Target.mem_regs = 2``)
-        Read data of memory ``mem_sel`` at ``mem_addr`` (one cycle after the address).
+        Read data of memory ``mem_sel`` at ``mem_addr`` (one cycle after the address, three
+        with ``Target.mem_regs = 2``).
     start : Out(1), batch : Out(8)
         A START's pulse and its image count.
     busy, done, error, cycles : In
@@ -85,7 +85,7 @@ class HostDecoder(wiring.Component):
 
     Throughput: one request byte per cycle (plus three cycles after the header and one per
     written word); responses one byte per three cycles (each byte is picked in two
-    registered stages) plus one cycle per word read (three with ``mem_regs = 2``). Latency:
+    registered stages) plus one cycle per word read (two with ``mem_regs = 2``). Latency:
     the response's first byte is valid 5 cycles after the checksum byte is taken
     (docs/host-protocol.md). A UART at
     1 Mbaud moves a byte in 10 us, hundreds of cycles: neither figure limits a link.
