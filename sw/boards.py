@@ -189,14 +189,13 @@ BOARDS: dict[str, Board] = {
               family="ice40", device="iCE40HX8K", package="CT256", spram=False, dsp=False,
               clock="clk12", clock_freq=12e6, default_freq=90e6, target="hx8k", brams=32,
               platform="ice40_hx8k_b_evn:ICE40HX8KBEVNPlatform", bridge="FT2232H"),
-        # the whole accelerator (8x8x32, `ecp5-85f`) reaches 91.1 MHz (mem_regs = 2, seed 1;
-        # 58.1 before mem_regs, when this default was set; a 75 MHz build meets timing,
-        # benchmarks/results/default-clocks/, but the UART and link tables are computed at
-        # this default); the PLL makes 46.875 MHz of a 48 MHz request from the 25 MHz
-        # oscillator
+        # the whole accelerator (8x8x32, `ecp5-85f`) reaches 83.5-91.1 MHz at a 150 MHz
+        # request (mem_regs = 2, seeds 1-3, benchmarks/results/synth.md); built for 75 MHz
+        # (91.22, timing met, seed 1, benchmarks/results/default-clocks/; it was 48 MHz,
+        # 46.875 from the PLL, when the design reached 58.1). 75 MHz = 25 MHz x 3, exactly
         Board("ulx3s-85f", "Radiona ULX3S with LFE5U-85F-6BG381, FTDI UART",
               family="ecp5", device="LFE5U-85F", package="BG381", spram=False, dsp=True,
-              clock="clk25", clock_freq=25e6, default_freq=48e6, target="ecp5-85f", brams=208,
+              clock="clk25", clock_freq=25e6, default_freq=75e6, target="ecp5-85f", brams=208,
               platform="ulx3s:ULX3S_85F_Platform", bridge="FT231X"),
     )
 }

@@ -54,12 +54,13 @@ def test_every_board_runs_its_default_and_the_safe_baud(name):
 def test_fastest_baud_per_board():
     """At the default clocks: iCEBreaker 36 MHz / 6 (12 Mbaud would need 3 < 4 cycles a bit,
     the FT2232H's 8 Mbaud a divisor of 4.5); HX8K 90 MHz / 15 (12 Mbaud is 6.2 % off at
-    90 MHz, 8 Mbaud 2.3 %); ULX3S: the FT231X's 3 Mbaud is 2.3 % off at 46.875 MHz, 2 Mbaud
-    1.9 %."""
+    90 MHz, 8 Mbaud 2.3 %); ULX3S: the FT231X's own 3 Mbaud, 75 MHz / 25 exactly (at its
+    former 46.875 MHz, 3 Mbaud was 2.3 % off and 2 Mbaud the fastest)."""
     assert {n: b.default_freq for n, b in BOARDS.items()} == {
-        "icebreaker": 36e6, "hx8k-evn": 90e6, "ulx3s-85f": 48e6}, "the docstring's clocks"
+        "icebreaker": 36e6, "hx8k-evn": 90e6, "ulx3s-85f": 75e6}, "the docstring's clocks"
     got = {n: tp.fastest_baud(b, tp.board_clock(b)) for n, b in BOARDS.items()}
-    assert got == {"icebreaker": 6_000_000, "hx8k-evn": 6_000_000, "ulx3s-85f": 2_000_000}
+    assert got == {"icebreaker": 6_000_000, "hx8k-evn": 6_000_000, "ulx3s-85f": 3_000_000}
+    assert tp.fastest_baud(BOARDS["ulx3s-85f"], 46.875e6) == 2_000_000
 
 
 @pytest.mark.parametrize("board, baud, words", [
@@ -73,8 +74,9 @@ def test_fastest_baud_per_board():
     ("icebreaker", 0, ("positive",)),
 ])
 def test_baud_problems_name_the_cause(board, baud, words):
+    """(the ULX3S at its PLL's 46.875 MHz, its default clock before 75 MHz)"""
     b = BOARDS[board]
-    msg = tp.baud_problem(b, baud, tp.board_clock(b))
+    msg = tp.baud_problem(b, baud, 46.875e6 if board == "ulx3s-85f" else tp.board_clock(b))
     assert msg is not None and all(w in msg for w in words), msg
 
 
@@ -83,7 +85,7 @@ def test_bridge_and_gateware_rates_must_agree():
     refused. ULX3S at 2.95 Mbaud: the FT231X makes 3 Mbaud (1.7 % off), the gateware
     46.875 MHz / 16 = 2.93 Mbaud (0.7 % off); 2.3 % apart."""
     b = BOARDS["ulx3s-85f"]
-    msg = tp.baud_problem(b, 2_950_000, tp.board_clock(b))
+    msg = tp.baud_problem(b, 2_950_000, tp.board_clock(b, 48e6))  # the PLL's 46.875 MHz
     assert msg == ("the FT231X makes 3,000,000 baud, the gateware 2,929,688 (46.875 MHz / 16): "
                    "2.3% apart, more than 2%")
 
