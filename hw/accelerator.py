@@ -181,8 +181,9 @@ class AcceleratorCore(wiring.Component):
         # address, one cycle ahead of the data
         was_scores = Signal()
         m.d.sync += was_scores.eq(sel == ids["scores"])
-        rdata = Mux(was_scores, mem.score_rdata, mem.act_rdata[0])
-        if t.mem_regs == 2:
+        if t.mem_regs != 2:
+            rdata = Mux(was_scores, mem.score_rdata, mem.act_rdata[0])
+        else:
             # two more registers (read latency 3): each read word straight after its RAM, then
             # the selected word (the RAMs lie far from the host decoder: one register of
             # either kind alone left 5.0-5.9 ns of routing on a path)

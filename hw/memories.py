@@ -103,6 +103,14 @@ def _read(m: Module, mem: Memory, addr, name: str, en=None) -> Signal:
     return q
 
 
+def _ram(m: Module, name: str, width: int, depth: int, init=()) -> Memory:
+    """A memory of the accelerator, a submodule of ``m`` called ``name``: ``no_rw_check``,
+    because the design never reads a word in the cycle it is written (:func:`_read`)."""
+    mem = Memory(shape=width, depth=depth, init=list(init), attrs={"no_rw_check": 1})
+    m.submodules[name] = mem
+    return mem
+
+
 def stored_shapes(target: Target) -> dict[str, tuple[int, int]]:
     """``name -> (stored width in bits, read ports)`` of each memory as
     :class:`AcceleratorMemories` builds it: thresholds keep :func:`threshold_lane_bits` of each
@@ -261,9 +269,7 @@ class AcceleratorMemories(wiring.Component):
         addr = self.wgt_raddr
         picked = []
         for i, (base, depth) in enumerate(weight_banks(self.depths["weights"])):
-            mem = Memory(shape=width, depth=depth, init=list(init[base:base + depth]),
-                         attrs={"no_rw_check": 1})
-            m.submodules[f"weights_bank{i}"] = mem
+            mem = _ram(m, f"weights_bank{i}", width, depth, init[base:base + depth])
             self.banks["weights"].append((base, depth, mem))
             low = addr_width(depth)
             wp = mem.write_port()
@@ -298,10 +304,7 @@ class AcceleratorMemories(wiring.Component):
         self.banks = {"weights": []}  # name -> [(first word, depth, Memory)], when banked
 
         def memory(name, width, init=()):
-            mem = Memory(shape=width, depth=self.depths[name], init=list(init),
-                         attrs={"no_rw_check": 1})
-            m.submodules[name] = mem
-            self.mems[name] = mem
+            mem = self.mems[name] = _ram(m, name, width, self.depths[name], init)
             return mem
 
         def words(name):

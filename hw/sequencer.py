@@ -175,10 +175,12 @@ class Sequencer(wiring.Component):
             m.d.sync += pf_slot.eq(pf_slot + 1)
         with m.If(pf_start):
             m.d.sync += pf_slot.eq(0)
-        # mem_regs = 2 decodes in two stages (below): the rows are used a cycle later, so
-        # they are swapped in a cycle later (the capture into nxt[0] starts at that same edge)
+        # mem_regs = 2 decodes in two stages (below, perf.decode_regs): the rows are used a
+        # cycle later, so they are swapped in a cycle later (the capture into nxt[0] starts at
+        # that same edge)
+        two_stage = decode_regs(t.mem_regs) == 1
         swap_now = swap
-        if t.mem_regs == 2:
+        if two_stage:
             swap_now = Reg(name="swap_q")
             m.d.sync += swap_now.eq(swap)
         with m.If(swap_now):
@@ -258,7 +260,7 @@ class Sequencer(wiring.Component):
         valid = p1 & e[prog.BEAT_VALID]
         off = Mux(hold, hoff + 1 if ahead else hoff, e[:AW])
         tap_bits = e[prog.BEAT_TAPS:prog.BEAT_TAPS + 8]
-        if t.mem_regs == 2:
+        if two_stage:
             # two stages: the offset and tap distances are registered first (port B's RAM is
             # far from the row address registers), the row addresses computed from them a
             # cycle later; the weights address and the control wait a cycle to match
@@ -278,7 +280,7 @@ class Sequencer(wiring.Component):
                 m.d.sync += self.act_raddr[r].eq(cur_origin[r] + off)
         wa = Reg(aw["weights"])
         wbase = Reg(aw["weights"])
-        if t.mem_regs == 2:
+        if two_stage:
             wa_q = Reg(aw["weights"], name="wa_q")
             m.d.sync += wa_q.eq(wa)
             m.d.comb += self.wgt_raddr.eq(wa_q)
@@ -289,7 +291,7 @@ class Sequencer(wiring.Component):
         ctl1 = Signal(control_layout())
         m.d.sync += [ctl1.valid.eq(valid), ctl1.last.eq(valid & e[prog.BEAT_LAST] & ~freeze),
                      ctl1.dbl.eq(valid & e[prog.BEAT_DBL] & ~hold)]
-        if t.mem_regs == 2:
+        if two_stage:
             ctl2 = Signal(control_layout())
             m.d.sync += [ctl2.eq(ctl1), self.ctl.eq(ctl2)]
         else:
