@@ -7,7 +7,9 @@ is validated here against Amaranth simulations of the complete accelerator (and 
 depend only on the layer shapes, which are those of the trained models
 (``sw/models.py``: digits MLP 64-256-256-10 on 8x8 8-bit pixels; Fashion-MNIST CNN
 ``--widths 32,64:256``). The ceiling section prints ``sw/perf.py: network_bound``: the
-utilisation no compiler mapping can pass on each array and memory ports.
+utilisation no compiler mapping can pass on each array and memory ports, and with
+``hw=WhatIf(...)`` how far each hardware change (a weight word per row, a whole tile retired
+per cycle, bit-planes packed per word) would lift it.
 
 Usage: .venv/bin/python benchmarks/network.py [--no-sim]
 Writes benchmarks/results/network.txt and network.json.
@@ -217,6 +219,40 @@ def main() -> int:
     say(f"    every MAC slot busy: {full:.0f} cycles/image -> 40,000 images/s needs "
         f"{40000 * full / 1e6:.0f} MHz")
     data["ulx3s"] = {"fmax_mhz": ulx["fmax_mhz"], "cycles_per_image_full_array": full}
+    say()
+    say("What would lift the ceiling (sw.perf.network_bound with hw=WhatIf(...): hardware not")
+    say("built; each column the ceiling with that change alone, 'all' with the three together):")
+    say("  weights xR: a weight word per row each cycle; results xR: the whole tile retired at")
+    say("  once; packing: p bit-planes per word, plane b-j repeated 2^(p-1-j) times (exact).")
+    whatifs = {"as built": perf.WhatIf(), "weights xR": None, "results xR": None,
+               "packing": perf.WhatIf(plane_packing=True), "all": None}
+    head = f"  {'model':16s} {'target':9s} {'batch':>5s} {'now':>6s} " + " ".join(
+        f"{k:>11s}" for k in whatifs)
+    say(head)
+    for key, model in models.items():
+        for tname in ("up5k", "hx8k", "ecp5-85f"):
+            t = geometry_target(tname)
+            R = t.rows
+            hws = {**whatifs, "weights xR": perf.WhatIf(weight_words=R),
+                   "results xR": perf.WhatIf(result_rows=R),
+                   "all": perf.WhatIf(weight_words=R, result_rows=R, plane_packing=True)}
+            for batch in sorted({1, R}):
+                now = perf.network_perf(model, t, batch=batch).utilisation
+                ceil = {k: perf.network_bound(model, t, batch=batch, hw=hw)
+                        for k, hw in hws.items()}
+                say(f"  {key:16s} {tname:9s} {batch:5d} {100 * now:5.1f}% " + " ".join(
+                    f"{100 * b.utilisation:10.1f}%" for b in ceil.values()))
+                data.setdefault("what_if", []).append({
+                    "model": key, "target": tname, "batch": batch, "now": now,
+                    **{k: b.utilisation for k, b in ceil.items()}})
+    t = geometry_target("ecp5-85f")
+    every = perf.WhatIf(weight_words=t.rows, result_rows=t.rows, plane_packing=True)
+    for batch in (1, t.rows):
+        b = perf.network_bound(fm, t, batch=batch, hw=every)
+        say(f"  fmnist-cnn on the ULX3S at {ulx['fmax_mhz']} MHz with all three, batch "
+            f"{batch}: at most {ulx['fmax_mhz'] * 1e6 * batch / b.cycles:7.0f} images/s "
+            f"(limits: " + ", ".join(f"{lb.name} {lb.limit}" for lb in b.layers) + "); "
+            f"40,000 images/s needs >= {40000 * b.cycles / batch / 1e6:.0f} MHz")
     say()
     say("Other geometries (perf model only, memories assumed to fit), batch 1 / batch R:")
     for g in ((4, 16, 32), (2, 16, 32), (2, 8, 16), (2, 4, 16)):

@@ -33,7 +33,9 @@ __all__ = [
     "target_timing",
     "LayerBound",
     "NetworkBound",
+    "WhatIf",
     "network_bound",
+    "packed_planes",
     "network_perf",
     "popcount_schedule",
     "predict_network_cycles",
@@ -228,6 +230,39 @@ class LayerBound:
     binary_macs: int
 
 
+@dataclass(frozen=True)
+class WhatIf:
+    """Hardware that is not built, for :func:`network_bound`: how far each change would lift
+    the ceiling (the defaults are the array as built).
+
+    * ``weight_words``: weight words of ``C`` lanes the weights memory delivers per cycle
+      (``R``: one per row, so one image's dense layer can use every row, its K split across
+      the rows or its output channels spread over them; the ECP5-85F's weights are 57
+      DP16KD at 512 x 36 bits either way, 2,048 bits per cycle instead of 256);
+    * ``result_rows``: rows of ``C`` results the array and the output stage retire per cycle
+      (``R``: the whole tile at once, e.g. a threshold comparator in every PE and ``R`` write
+      ports, or writes that combine the lanes of a word);
+    * ``plane_packing``: a beat's word carries ``p`` bit-planes of a segment of ``k`` valid
+      bits, plane ``b - j`` repeated ``2^(p-1-j)`` times (``k (2^p - 1) <= W``; the weights
+      repeated likewise), so its popcount is ``sum_j 2^(p-1-j) P_(b-j)`` exactly (pad bits
+      never agree) and the PE's Horner step shifts by ``p`` instead of 1: the 9-bit window of
+      a 3x3 grey first layer takes 4 beats for 8 planes instead of 8.
+    """
+
+    weight_words: int = 1
+    result_rows: int = 1
+    plane_packing: bool = False
+
+
+def packed_planes(seg_bits: int, in_bits: int, width: int) -> int:
+    """Planes one ``width``-bit word carries under :attr:`WhatIf.plane_packing`: the largest
+    ``p <= in_bits`` with ``seg_bits * (2^p - 1) <= width`` (1 when none fits two)."""
+    p = 1
+    while p < in_bits and seg_bits * ((1 << (p + 1)) - 1) <= width:
+        p += 1
+    return p
+
+
 @dataclass
 class NetworkBound(NetworkPerf):
     """:class:`NetworkPerf`'s fields for :func:`network_bound`: ``layers`` are
@@ -236,7 +271,7 @@ class NetworkBound(NetworkPerf):
 
 
 def network_bound(model, target, input_windows: bool | None = None,
-                  batch: int = 1) -> NetworkBound:
+                  batch: int = 1, hw: WhatIf | None = None) -> NetworkBound:
     """A lower bound on the cycles of ``model`` on ``target``'s array, whatever the mapping.
 
     Three facts of the hardware (``docs/accelerator.md``) give three bounds per layer:
@@ -257,10 +292,12 @@ def network_bound(model, target, input_windows: bool | None = None,
     The layer bound is the largest; the network bound their sum (the fixed per-layer fetch,
     prologue and drain are left out, so it is generous). ``utilisation`` is the ceiling that
     no compiler mapping can pass on this array and memory: going higher needs different
-    hardware (see ``docs/accelerator.md``, "Batch-1 utilisation").
+    hardware (see ``docs/accelerator.md``, "Batch-1 utilisation"); ``hw`` (:class:`WhatIf`)
+    says how far which change would move it.
     """
     from .program import _cw, _groups, hardware_model
 
+    hw = WhatIf() if hw is None else hw
     hw_model, _ = hardware_model(model, target, input_windows)
     R, C, W = target.rows, target.cols, target.width
     layers = []
@@ -273,10 +310,14 @@ def network_bound(model, target, input_windows: bool | None = None,
             px = layer.out_h * layer.out_w * layer.pool_k ** 2
         else:
             px = layer.conv_h * layer.conv_w
-        pe_beats = batch * px * layer.out_c * layer.in_bits * words
+        planes = layer.in_bits
+        if hw.plane_packing:  # a segment of one word: in_c bits (else the word is full)
+            seg_bits = layer.in_c if _cw(layer.in_c, W) == 1 else W
+            planes = -(-planes // packed_planes(seg_bits, planes, W))
+        pe_beats = batch * px * layer.out_c * planes * words
         slot = -(-pe_beats // (R * C))
-        weight = _groups(layer.out_c, C) * words
-        result = -(-batch * px * layer.out_c // C)
+        weight = -(-_groups(layer.out_c, C) * words // hw.weight_words)
+        result = -(-batch * px * layer.out_c // (C * hw.result_rows))
         macs = batch * layer.binary_macs
         bounds = {"slots": slot, "weights": weight, "results": result}
         limit = max(bounds, key=bounds.get)

@@ -5,8 +5,10 @@ tests/hw/test_sequencer.py, test_accelerator.py and test_host.py."""
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+from xnorflow.sw import encoding as enc
 from xnorflow.sw import perf, synthetic
 from xnorflow.sw.program import build_memories, decode_program
 from xnorflow.sw.targets import TARGETS, sim_target
@@ -151,3 +153,81 @@ def test_the_bound_is_tight_where_the_array_is_full_and_names_the_limits():
     assert b1.layers[0].packing == pytest.approx(9 / 32)
     # fc0: 256 outputs over 8 columns, 3136 bits = 98 words each: 32 * 98 weight words
     assert b1.layers[2].weight_cycles == 32 * 98
+
+
+@pytest.mark.parametrize("seg_bits, in_bits, width, planes", [
+    (9, 8, 32, 2),    # a 3x3 grey window: [x_b, x_b, x_(b-1)] = 27 bits
+    (4, 8, 32, 3),    # 2x2: 4 * 7 = 28 bits
+    (1, 8, 32, 5),    # 1 * 31 bits
+    (32, 8, 32, 1),   # a full word packs nothing
+    (9, 1, 32, 1),    # one plane
+    (9, 8, 16, 1),    # 27 > 16
+    (5, 2, 16, 2),    # 15 bits, and 2 planes is all there is
+])
+def test_packed_planes(seg_bits, in_bits, width, planes):
+    assert perf.packed_planes(seg_bits, in_bits, width) == planes
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_plane_packing_is_exact(seed):
+    """The identity WhatIf.plane_packing rests on, computed with the encoding contract: a
+    word carrying plane b twice and plane b-1 once, against the weights three times, counts
+    2 P_b + P_(b-1) (pad bits never agree), so a Horner step of 4 per word gives the
+    accumulator sum_b 2^b P_b of the unpacked planes."""
+    rng = np.random.default_rng(seed)
+    k, bits, W = 9, 8, 32
+    u = rng.integers(0, 256, size=k)
+    planes = enc.value_planes(u, bits)  # (bits, k), plane b = bit b
+    w = rng.integers(0, 2, size=k)
+    wword = enc.pack_bits(np.concatenate([w, w, w]), W, enc.WEIGHT_PAD_BIT)
+    per_plane = [int(enc.xnor_popcount(enc.pack_bits(planes[b], W),
+                                       enc.pack_bits(w, W, enc.WEIGHT_PAD_BIT)))
+                 for b in range(bits)]
+    acc = 0
+    for hi in range(bits - 1, 0, -2):  # planes (7, 6), (5, 4), ...: MSB first
+        word = enc.pack_bits(np.concatenate([planes[hi], planes[hi], planes[hi - 1]]), W)
+        count = int(enc.xnor_popcount(word, wword))
+        assert count == 2 * per_plane[hi] + per_plane[hi - 1]
+        acc = 4 * acc + count
+    assert acc == int(enc.accumulate_planes(per_plane))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_what_if_bounds(seed):
+    """WhatIf() is the array as built; each change can only lower a layer's bound, and only
+    the bound it names: more weight words per cycle lower `weights`, more result rows
+    `results`, plane packing `slots`."""
+    model = synthetic.random_network(seed)
+    target = synthetic.geometry_target(*synthetic.random_geometry(seed))
+    R = target.rows
+    for batch in sorted({1, R}):
+        base = perf.network_bound(model, target, batch=batch)
+        assert perf.network_bound(model, target, batch=batch, hw=perf.WhatIf()) == base
+        cases = {"weight_cycles": perf.WhatIf(weight_words=R),
+                 "result_cycles": perf.WhatIf(result_rows=R),
+                 "slot_cycles": perf.WhatIf(plane_packing=True)}
+        for field, hw in cases.items():
+            b = perf.network_bound(model, target, batch=batch, hw=hw)
+            assert b.utilisation >= base.utilisation
+            for lb, l0 in zip(b.layers, base.layers, strict=True):
+                for f in ("slot_cycles", "weight_cycles", "result_cycles"):
+                    if f == field:
+                        assert getattr(lb, f) <= getattr(l0, f)
+                    else:
+                        assert getattr(lb, f) == getattr(l0, f)
+
+
+def test_what_if_on_the_fashion_cnn():
+    """The figures docs/accelerator.md quotes: on 8x8x32 at batch 1 the Fashion-MNIST CNN's
+    fc0 needs the wider weight port, conv0 both packing and more result rows; all three
+    together leave every layer slot-bound."""
+    t = synthetic.geometry_target(8, 8, 32)
+    fm = synthetic.fashion_cnn(seed=0)
+    b = perf.network_bound(fm, t, batch=1, hw=perf.WhatIf(weight_words=8))
+    assert b.layers[2].weight_cycles == 32 * 98 // 8
+    conv0 = [perf.network_bound(fm, t, batch=1, hw=hw).layers[0] for hw in (
+        perf.WhatIf(), perf.WhatIf(plane_packing=True), perf.WhatIf(result_rows=8),
+        perf.WhatIf(result_rows=8, plane_packing=True))]
+    assert [lb.cycles for lb in conv0] == [3136, 3136, 3136, 1568]
+    every = perf.network_bound(fm, t, batch=1, hw=perf.WhatIf(8, 8, True))
+    assert {lb.limit for lb in every.layers} == {"slots"}
