@@ -405,6 +405,8 @@ CASES = [
                           "0"], ("--baud 0",), new=True),
     Case("synth-freq-0", ["synth", "--board", "icebreaker", "--freq", "0"], ("--freq 0",),
          new=True),
+    Case("synth-outreg-ice40", ["synth", "--board", "hx8k-evn", "--bram-outreg"],
+         ("--bram-outreg", "hx8k-evn", "ice40")),
     Case("synth-freq-pll", ["synth", "--board", "icebreaker", "--freq", "400"],
          ("--freq 400", "16-275 MHz")),
     Case("synth-baud-bridge", ["synth", "--board", "ulx3s-85f", "--design", "loopback",

@@ -72,6 +72,10 @@ def register(sub) -> None:
     p.add_argument("--allow-timing-fail", action="store_true",
                    help="write the bitstream even if nextpnr's Fmax is below the system clock "
                    "(default: exit 1 and leave the output folder as it was)")
+    p.add_argument("--bram-outreg", action="store_true",
+                   help="ECP5: move the registers behind block RAM read ports into the RAMs "
+                   "(DP16KD OUTREG, between yosys and nextpnr): fewer flip-flops, Fmax within "
+                   "the seeds' spread so far (docs/synthesis.md)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=run)
 
@@ -103,7 +107,8 @@ def run(args) -> int:
         depths[name] = int(words)
     cfg = SynthConfig(board=args.board, geometry=geometry, design=args.design, seed=args.seed,
                       freq_mhz=args.freq, baud=args.baud, model=args.model, out_dir=args.out,
-                      depths=depths, publish_failed_timing=args.allow_timing_fail)
+                      depths=depths, publish_failed_timing=args.allow_timing_fail,
+                      bram_outreg=args.bram_outreg)
     report = synthesize(cfg, progress=not args.quiet)
     res = report["resources"]
     lc = res["logic_cells"]

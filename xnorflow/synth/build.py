@@ -57,6 +57,10 @@ class SynthConfig:
     #: publish the bitstream even when nextpnr's Fmax is below the requested clock (False:
     #: ``out_dir`` is left as it was and the report stays in the build folder)
     publish_failed_timing: bool = True
+    #: ECP5: move the registers behind block RAM read ports into the RAMs (``OUTREG``,
+    #: :mod:`xnorflow.synth.outreg`); off by default: its Fmax is within the seeds' spread
+    #: (``docs/synthesis.md``)
+    bram_outreg: bool = False
 
 
 def make_core(cfg: SynthConfig, spec, memories=None):
@@ -142,6 +146,9 @@ def check_config(cfg: SynthConfig):
     check_link(spec, cfg)
     if not 0 <= cfg.seed < 1 << 31:
         raise UserError(f"--seed {cfg.seed}: nextpnr seeds are 0 .. 2^31 - 1")
+    if cfg.bram_outreg and spec.family != "ecp5":
+        raise UserError(f"--bram-outreg: board {spec.name} is an {spec.family}; only the "
+                        f"ECP5's DP16KD block RAMs have output registers")
     model = None
     if cfg.model:
         from xnorflow.sw.ir import CompiledModel
@@ -225,6 +232,8 @@ def synthesize(cfg: SynthConfig, *, progress: bool = True) -> dict:
                             synth_opts="", script_after_read=YOSYS_AFTER_READ,
                             script_after_synth="stat", **extra)
     plan.extract(build)
+    if cfg.bram_outreg:
+        _insert_outreg_pass(build)
     if sys.platform.startswith("win"):
         cmd = ["cmd", "/c", "build_top.bat"]
     else:
@@ -255,6 +264,23 @@ def synthesize(cfg: SynthConfig, *, progress: bool = True) -> dict:
     report["published"] = True
     _publish(out, build, spec, report, placeholders)
     return report
+
+
+def _insert_outreg_pass(build: Path) -> None:
+    """Run :mod:`xnorflow.synth.outreg` on yosys's netlist in the build scripts Amaranth
+    wrote (``build_top.sh`` and ``.bat``), right after the yosys line."""
+    from .outreg import LOG
+
+    cmd = f'"{sys.executable}" -m xnorflow.synth.outreg top.json > {LOG}'
+    for script, yosys, fail in (("build_top.sh", '"$YOSYS"', ""),
+                                ("build_top.bat", '"%YOSYS%"', " || exit /b")):
+        path = build / script
+        lines = path.read_text().splitlines(keepends=True)
+        at = [i for i, line in enumerate(lines) if line.startswith(yosys)]
+        if len(at) != 1:
+            raise SynthError(f"{path}: expected one yosys line, found {len(at)}")
+        lines.insert(at[0] + 1, cmd + fail + "\n")
+        path.write_text("".join(lines))
 
 
 def array_lut4(spec, target, work: Path) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 from xnorflow.sw.boards import REPORT_VERSION
 from xnorflow.sw.targets import parse_geometry
 
+from . import outreg
 from .tools import tool_versions
 
 
@@ -139,6 +140,9 @@ def make_report(cfg, spec, top, build: Path, elapsed: float, target, model,
         # counts them: the figure binary ops / LUT / cycle divides by
         luts = pnr["total_lut4"] or cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
         ffs = sum(v for k, v in cells.items() if k.startswith("TRELLIS_FF"))
+        outregs = outreg.counts_in(build)  # read registers moved into the block RAMs
+        if outregs:
+            ffs -= outregs["flops"]
         res = {
             "lut4": luts,
             "lut4_cells": cells.get("LUT4", 0),
@@ -150,6 +154,7 @@ def make_report(cfg, spec, top, build: Path, elapsed: float, target, model,
             "dsp": util.get("MULT18X18D", {}),
             "io": util.get("TRELLIS_IO", {}),
             "pll": util.get("EHXPLLL", {}),
+            "bram_outregs": outregs,
         }
         lut_capacity = util.get("TRELLIS_COMB", {}).get("available")
     sys_clock = _sys_clock_name(pnr["fmax"])
@@ -238,6 +243,10 @@ def report_markdown(r: dict) -> str:
         f"| RAM blocks ({'EBR 4 kbit' if r['family'] == 'ice40' else 'DP16KD 18 kbit'}) "
         f"| {_used(res['bram'])} |",
         f"| SPRAM (256 kbit) | {_used(res['spram'])} |",
+        *([f"| RAM read registers moved into the RAM blocks (`OUTREG`) | "
+           f"{res['bram_outregs']['ports']} of {res['bram_outregs']['ports_total']} read "
+           f"ports, {res['bram_outregs']['flops']} flip-flops |"]
+          if res.get("bram_outregs") else []),
         f"| DSP | {_used(res['dsp'])} |",
         f"| I/O | {_used(res['io'])} |",
         "",
