@@ -237,8 +237,9 @@ class WhatIf:
 
     * ``weight_words``: weight words of ``C`` lanes the weights memory delivers per cycle
       (``R``: one per row, so one image's dense layer can use every row, its K split across
-      the rows or its output channels spread over them; the ECP5-85F's weights are 57
-      DP16KD at 512 x 36 bits either way, 2,048 bits per cycle instead of 256);
+      the rows or its output channels spread over them; the ECP5-85F's 3,584 x 256 weight
+      bits as 448 x 2,048 would take 57 DP16KD at 512 x 36 bits, 5 more than its banks
+      now, for 2,048 bits per cycle instead of 256);
     * ``result_rows``: rows of ``C`` results the array and the output stage retire per cycle
       (``R``: the whole tile at once, e.g. a threshold comparator in every PE and ``R`` write
       ports, or writes that combine the lanes of a word);
