@@ -187,6 +187,13 @@ class OutputStage(wiring.Component):
         ptr = Signal(aw)                    # output address of the row in stage 0
         mode_int = d.integer
         mul = d.score_mul
+        # mem_regs = 2: the threshold word is registered once more after its RAM (its read
+        # data went into the latch's logic); the word is latched >= 3 cycles after its
+        # address (program.tile_beats)
+        thr_word = self.thr_rdata
+        if t.mem_regs == 2:
+            thr_word = Signal(self.thr_rdata.shape(), name="thr_q")
+            m.d.sync += thr_word.eq(self.thr_rdata)
         with m.If(done):
             m.d.sync += [pool_first.eq(first_p), emit.eq(end_p | mode_int),
                          n_rows.eq(Mux(rows_left >= R, R, rows_left)),
@@ -194,7 +201,7 @@ class OutputStage(wiring.Component):
                          rc.eq(0), ptr.eq(tile_dest + jj)]
             with m.If(first_p):
                 for c in range(C):
-                    raw = self.thr_rdata[c]
+                    raw = thr_word[c]
                     low = raw[:TW]
                     offset = Cat(low, raw[-1]).as_signed()  # the offset fits SB signed bits
                     m.d.sync += [

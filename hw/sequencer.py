@@ -217,9 +217,12 @@ class Sequencer(wiring.Component):
             # The player's first entry (`table`) is read in the cycle the player is loaded.
             load_player = Signal()
             run_nz = Reg()
+            run_m1 = Reg(4, name="run_m1")   # run - 1 and run != 1 of the same entry, so that
+            run_ne1 = Reg(name="run_ne1")    # hcnt and hmore load registers, not port B's data
             m.d.comb += self.prog_c_raddr.eq(Mux(load_player | b_end, table, b_addr + 1))
+            run_c = self.prog_c_rdata[prog.BEAT_RUN:prog.BEAT_RUN + 4]
             with m.If(self.prog_b_ren):
-                m.d.sync += run_nz.eq(self.prog_c_rdata[prog.BEAT_RUN:prog.BEAT_RUN + 4] != 0)
+                m.d.sync += [run_nz.eq(run_c != 0), run_m1.eq(run_c - 1), run_ne1.eq(run_c != 1)]
         else:
             run_nz = Signal(attrs={"keep": 1})  # one LUT of the read data
             m.d.comb += run_nz.eq(run != 0)
@@ -233,7 +236,8 @@ class Sequencer(wiring.Component):
         ahead = t.mem_regs == 2
         with m.If(start_run):
             m.d.sync += [hold.eq(1), hoff.eq(e[:AW] if ahead else e[:AW] + 1),
-                         hcnt.eq(run - 1), hmore.eq(run != 1)]
+                         hcnt.eq(run_m1 if ahead else run - 1),
+                         hmore.eq(run_ne1 if ahead else run != 1)]
         with m.Elif(hold):
             m.d.sync += [hoff.eq(hoff + 1), hcnt.eq(hcnt - 1), hmore.eq(hmore & (hcnt != 1))]
             with m.If(~hmore):

@@ -123,8 +123,9 @@ def score_bits(target: Target) -> int:
 
 def tile_beats(target: Target) -> int:
     """Fewest beats (bubbles included) between two tiles' last beats: the array drains one
-    row per cycle, so a tile needs ``R`` cycles; the output stage needs two."""
-    return max(target.rows, 2)
+    row per cycle, so a tile needs ``R`` cycles; the output stage needs two (three with
+    ``mem_regs = 2``: its threshold word is registered once more)."""
+    return max(target.rows, 3 if target.mem_regs == 2 else 2)
 
 
 # ----- layout --------------------------------------------------------------------------------

@@ -339,17 +339,17 @@ def test_a_committed_build_without_its_bitstream_may_be_replaced(tmp_path):
 
 @pytest.mark.toolchain
 def test_bram_outreg_runs_between_yosys_and_nextpnr(tmp_path):
-    """`--bram-outreg` (ECP5) puts the output-register pass into the build script right
-    after yosys and reports its counts; without it the script and report have none (the
-    pass itself: tests/test_outreg.py)."""
-    for flag in (True, False):
+    """`--bram-outreg` (the ECP5's default) puts the output-register pass into the build
+    script right after yosys and reports its counts; `--no-bram-outreg` leaves the script
+    and report without it (the pass itself: tests/test_outreg.py)."""
+    for flag in (None, True, False):
         build = tmp_path / f"build-{flag}"
         cfg = SynthConfig(board="ulx3s-85f", design="loopback", out_dir=str(tmp_path / "o"),
                           build_dir=str(build), bram_outreg=flag)
         report = synthesize(cfg, progress=False)
         script = (build / "build_top.sh").read_text().splitlines()
         at = [i for i, line in enumerate(script) if "xnorflow.synth.outreg" in line]
-        if flag:
+        if flag is not False:
             yosys = next(i for i, line in enumerate(script) if line.startswith('"$YOSYS"'))
             assert at == [yosys + 1]
             assert report["resources"]["bram_outregs"] == {

@@ -233,3 +233,15 @@ def test_bad_programs_are_refused(case, code, mem_regs):
 @pytest.mark.parametrize("seed", range(6, 40))
 def test_random_networks_more(seed):
     test_random_networks(seed)
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+def test_short_tiles_with_the_registered_threshold_word(rows):
+    """``mem_regs = 2`` registers the threshold word once more, so the output stage latches
+    it three cycles after its address: tiles of one beat (a dense layer of one word and one
+    plane) with a new column group each are padded to ``program.tile_beats`` = 3 beats."""
+    model = synthetic.random_model(3, [dict(kind="dense", out_c=12), dict(kind="dense",
+                                   out_c=5)], (1, 1, 16), in_bits=1)
+    target = dataclasses.replace(sim_target(rows, 2, 16), mem_regs=2)
+    imgs = synthetic.random_images(rows, 1, 1, 16, seed=5)
+    check_run(model, target, imgs)

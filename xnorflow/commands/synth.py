@@ -72,10 +72,10 @@ def register(sub) -> None:
     p.add_argument("--allow-timing-fail", action="store_true",
                    help="write the bitstream even if nextpnr's Fmax is below the system clock "
                    "(default: exit 1 and leave the output folder as it was)")
-    p.add_argument("--bram-outreg", action="store_true",
+    p.add_argument("--bram-outreg", action=argparse.BooleanOptionalAction, default=None,
                    help="ECP5: move the registers behind block RAM read ports into the RAMs "
-                   "(DP16KD OUTREG, between yosys and nextpnr): fewer flip-flops, Fmax within "
-                   "the seeds' spread so far (docs/synthesis.md)")
+                   "(DP16KD OUTREG, a netlist pass between yosys and nextpnr; default: on for "
+                   "the ECP5, docs/synthesis.md)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=run)
 

@@ -58,9 +58,14 @@ class SynthConfig:
     #: ``out_dir`` is left as it was and the report stays in the build folder)
     publish_failed_timing: bool = True
     #: ECP5: move the registers behind block RAM read ports into the RAMs (``OUTREG``,
-    #: :mod:`xnorflow.synth.outreg`); off by default: its Fmax is within the seeds' spread
-    #: (``docs/synthesis.md``)
-    bram_outreg: bool = False
+    #: :mod:`xnorflow.synth.outreg`); None: on for the ECP5 (:func:`uses_outreg`)
+    bram_outreg: bool | None = None
+
+
+def uses_outreg(cfg: SynthConfig, spec) -> bool:
+    """Whether the build of ``cfg`` for board ``spec`` runs the output-register pass: asked
+    for, or by default on the ECP5 (the iCE40's RAMs have no output register)."""
+    return spec.family == "ecp5" if cfg.bram_outreg is None else cfg.bram_outreg
 
 
 def make_core(cfg: SynthConfig, spec, memories=None):
@@ -146,7 +151,7 @@ def check_config(cfg: SynthConfig):
     check_link(spec, cfg)
     if not 0 <= cfg.seed < 1 << 31:
         raise UserError(f"--seed {cfg.seed}: nextpnr seeds are 0 .. 2^31 - 1")
-    if cfg.bram_outreg and spec.family != "ecp5":
+    if cfg.bram_outreg is True and spec.family != "ecp5":
         raise UserError(f"--bram-outreg: board {spec.name} is an {spec.family}; only the "
                         f"ECP5's DP16KD block RAMs have output registers")
     model = None
@@ -232,7 +237,7 @@ def synthesize(cfg: SynthConfig, *, progress: bool = True) -> dict:
                             synth_opts="", script_after_read=YOSYS_AFTER_READ,
                             script_after_synth="stat", **extra)
     plan.extract(build)
-    if cfg.bram_outreg:
+    if uses_outreg(cfg, spec):
         _insert_outreg_pass(build)
     if sys.platform.startswith("win"):
         cmd = ["cmd", "/c", "build_top.bat"]
