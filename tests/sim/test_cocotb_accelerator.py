@@ -114,7 +114,7 @@ def test_registered_memories_on_icarus(tmp_path, mem_regs):
     player's look-ahead port, a two-stage beat decode and registered header and descriptor
     words): a conv + dense network under random stalls equals golden bit for bit, and each
     image takes the performance model's cycles for that target (2, or 5 and 1 per run, more
-    per layer)."""
+    per layer, and with mem_regs = 2 the bubbles of tiles kept 3 beats apart)."""
     import dataclasses
 
     from xnorflow.hw.memories import weight_banks
@@ -141,4 +141,10 @@ def test_registered_memories_on_icarus(tmp_path, mem_regs):
     plain = perf.predict_network_cycles(mf.model, dataclasses.replace(mf.target, mem_regs=0))
     assert out.cycles.tolist() == [one, one]
     per_layer, per_run = {1: (2, 0), 2: (5, 1)}[mem_regs]
-    assert one == plain + per_layer * len(model.layers) + per_run
+    # and the bubbles that keep tiles program.tile_beats apart: 3 beats with mem_regs = 2
+    # (the registered threshold word), so on R = 2 a shorter tile plays one bubble more
+    beats = [[lp.tiles * lp.groups * lp.beats for lp in perf.network_perf(mf.model, t).layers]
+             for t in (mf.target, dataclasses.replace(mf.target, mem_regs=0))]
+    bubbles = sum(beats[0]) - sum(beats[1])
+    assert bubbles == 0 or (mem_regs == 2 and target.rows < 3)
+    assert one == plain + per_layer * len(model.layers) + per_run + bubbles
