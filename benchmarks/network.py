@@ -224,19 +224,20 @@ def main() -> int:
     say("built; each column the ceiling with that change alone, 'all' with the three together):")
     say("  weights xR: a weight word per row each cycle; results xR: the whole tile retired at")
     say("  once; packing: p bit-planes per word, plane b-j repeated 2^(p-1-j) times (exact).")
-    whatifs = {"as built": perf.WhatIf(), "weights xR": None, "results xR": None,
-               "packing": perf.WhatIf(plane_packing=True), "all": None}
+    def whatifs(R):  # the columns on an array of R rows
+        return {"as built": perf.WhatIf(), "weights xR": perf.WhatIf(weight_words=R),
+                "results xR": perf.WhatIf(result_rows=R),
+                "packing": perf.WhatIf(plane_packing=True),
+                "all": perf.WhatIf(weight_words=R, result_rows=R, plane_packing=True)}
+
     head = f"  {'model':16s} {'target':9s} {'batch':>5s} {'now':>6s} " + " ".join(
-        f"{k:>11s}" for k in whatifs)
+        f"{k:>11s}" for k in whatifs(1))
     say(head)
     for key, model in models.items():
         for tname in ("up5k", "hx8k", "ecp5-85f"):
             t = geometry_target(tname)
-            R = t.rows
-            hws = {**whatifs, "weights xR": perf.WhatIf(weight_words=R),
-                   "results xR": perf.WhatIf(result_rows=R),
-                   "all": perf.WhatIf(weight_words=R, result_rows=R, plane_packing=True)}
-            for batch in sorted({1, R}):
+            hws = whatifs(t.rows)
+            for batch in sorted({1, t.rows}):
                 now = perf.network_perf(model, t, batch=batch).utilisation
                 ceil = {k: perf.network_bound(model, t, batch=batch, hw=hw)
                         for k, hw in hws.items()}
@@ -246,7 +247,7 @@ def main() -> int:
                     "model": key, "target": tname, "batch": batch, "now": now,
                     **{k: b.utilisation for k, b in ceil.items()}})
     t = geometry_target("ecp5-85f")
-    every = perf.WhatIf(weight_words=t.rows, result_rows=t.rows, plane_packing=True)
+    every = whatifs(t.rows)["all"]
     for batch in (1, t.rows):
         b = perf.network_bound(fm, t, batch=batch, hw=every)
         say(f"  fmnist-cnn on the ULX3S at {ulx['fmax_mhz']} MHz with all three, batch "

@@ -16,6 +16,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..sw import encoding as enc
 from ..sw import program as prog
+from ..sw.perf import threshold_regs
 
 __all__ = ["OutputStage", "desc_layout", "threshold_lane_bits"]
 
@@ -187,11 +188,11 @@ class OutputStage(wiring.Component):
         ptr = Signal(aw)                    # output address of the row in stage 0
         mode_int = d.integer
         mul = d.score_mul
-        # mem_regs = 2: the threshold word is registered once more after its RAM (its read
-        # data went into the latch's logic); the word is latched >= 3 cycles after its
-        # address (program.tile_beats)
+        # mem_regs = 2 (perf.threshold_regs): the threshold word is registered once more after
+        # its RAM (its read data went into the latch's logic); the word is latched >= 3 cycles
+        # after its address (program.tile_beats)
         thr_word = self.thr_rdata
-        if t.mem_regs == 2:
+        if threshold_regs(t.mem_regs):
             thr_word = Signal(self.thr_rdata.shape(), name="thr_q")
             m.d.sync += thr_word.eq(self.thr_rdata)
         with m.If(done):

@@ -210,7 +210,8 @@ class Sequencer(wiring.Component):
         hcnt = Reg(4)    # beats of the run after the next
         hoff = Reg(AW)   # the held beat's offset
         fresh = Reg()    # p1 & ~hold: the entry on prog_b_rdata plays its first beat
-        if t.mem_regs == 2:
+        ahead = t.mem_regs == 2  # the look-ahead port C (memories.stored_shapes)
+        if ahead:
             # look-ahead: port C reads (with port B's enable) the entry the player presents
             # after b_addr's, i.e. the entry port B's read register holds next; its run flag
             # is registered with the same enable, so it belongs to the entry on prog_b_rdata.
@@ -233,7 +234,6 @@ class Sequencer(wiring.Component):
         start_run = freeze & ~hmore  # = fresh & run_nz (hmore implies hold, so ~fresh)
         # hoff is the held beat's offset; with mem_regs = 2 it keeps the previous beat's and
         # the held beat adds 1 (no adder between port B's RAM and hoff)
-        ahead = t.mem_regs == 2
         with m.If(start_run):
             m.d.sync += [hold.eq(1), hoff.eq(e[:AW] if ahead else e[:AW] + 1),
                          hcnt.eq(run_m1 if ahead else run - 1),
@@ -405,7 +405,7 @@ class Sequencer(wiring.Component):
                     m.d.sync += idx.eq(0)
                 with m.Elif(pf_slot == R):  # captured: this cycle swaps them in
                     m.d.comb += [swap.eq(1), pf_start.eq(1)]
-                    if t.mem_regs == 2:
+                    if ahead:
                         m.d.comb += load_player.eq(1)
                     m.d.sync += self.layer_start.eq(1)
                     m.d.sync += [b_addr.eq(table), b_left.eq(entries_m1),

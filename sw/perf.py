@@ -31,6 +31,7 @@ __all__ = [
     "RUN_START",
     "engine_timing",
     "target_timing",
+    "threshold_regs",
     "LayerBound",
     "NetworkBound",
     "WhatIf",
@@ -137,6 +138,13 @@ def fetch_regs(mem_regs: int) -> int:
 def decode_regs(mem_regs: int) -> int:
     """Extra stages of the sequencer's beat decode: 1 with ``mem_regs = 2`` (the offset and
     tap distances registered before the row addresses are computed)."""
+    return 1 if mem_regs == 2 else 0
+
+
+def threshold_regs(mem_regs: int) -> int:
+    """Registers between the thresholds' RAM and the output stage's latch beyond the RAM's
+    own: 1 with ``mem_regs = 2``, so the latch needs the word's address one cycle earlier
+    (:func:`xnorflow.sw.program.tile_beats`)."""
     return 1 if mem_regs == 2 else 0
 
 

@@ -39,6 +39,7 @@ from .errors import UserError
 from .golden import im2col_segments, pack_weights
 from .images import MemoryImage
 from .ir import CompiledModel, Layer
+from .perf import threshold_regs
 from .targets import LANE_BITS, MEMORY_NAMES, PROGRAM_BITS, Target
 
 MAGIC = 0x58460002  # "XF", program format 2
@@ -123,9 +124,10 @@ def score_bits(target: Target) -> int:
 
 def tile_beats(target: Target) -> int:
     """Fewest beats (bubbles included) between two tiles' last beats: the array drains one
-    row per cycle, so a tile needs ``R`` cycles; the output stage needs two (three with
-    ``mem_regs = 2``: its threshold word is registered once more)."""
-    return max(target.rows, 3 if target.mem_regs == 2 else 2)
+    row per cycle, so a tile needs ``R`` cycles; the output stage latches a group's threshold
+    word two cycles after its address, plus :func:`~xnorflow.sw.perf.threshold_regs` (three
+    with ``mem_regs = 2``)."""
+    return max(target.rows, 2 + threshold_regs(target.mem_regs))
 
 
 # ----- layout --------------------------------------------------------------------------------

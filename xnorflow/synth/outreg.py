@@ -93,9 +93,8 @@ def _port_flops(cells: dict, ram: dict, P: str, loads: dict):
         fp, fc = ff["parameters"], ff["connections"]
         if _s(fp.get("CLKMUX", "")) != "CLK" or fc["CLK"][0] != clk:
             return None, "register on another clock"
-        if _s(fp.get("LSRMUX", "LSR")) == "LSR" and fc.get("LSR", ["0"])[0] != "0":
-            return None, "register reset in use"
-        if _s(fp.get("LSRMUX", "LSR")) not in ("LSR", "0"):
+        lsr = _s(fp.get("LSRMUX", "LSR"))  # "LSR" with LSR tied low, or "0": no reset
+        if lsr not in ("LSR", "0") or (lsr == "LSR" and fc.get("LSR", ["0"])[0] != "0"):
             return None, "register reset in use"
         if _s(fp.get("REGSET", "RESET")) != "RESET":
             return None, "register powers up at 1"
