@@ -89,7 +89,8 @@ def geometry_target(name):
     """The target's geometry, accumulator width and pipelining with unlimited
     memories (cycles depend on the geometry and the pipelining, not on the capacities)."""
     t = TARGETS[name]
-    sim = sim_target(t.rows, t.cols, t.width, name=f"{name}-geometry")
+    sim = sim_target(t.rows, t.cols, t.width, name=f"{name}-geometry",
+                     weight_rows=t.weight_rows)
     return dataclasses.replace(t, name=sim.name, memories=sim.memories, board=None,
                                description=sim.description)
 

@@ -194,6 +194,7 @@ def target_record(target: Any) -> dict:
     rec["acc_bits"] = int(target.acc_bits)
     rec["popcount_levels"] = int(target.popcount_levels)  # timing only: not checked
     rec["mem_regs"] = int(target.mem_regs)  # timing only: not checked
+    rec["weight_rows"] = int(target.weight_rows)  # the weights' word width shows it too
     if target.board:
         rec["board"] = str(target.board)
     return rec
@@ -205,7 +206,8 @@ def target_from_record(rec: dict, where: str | Path = MANIFEST) -> Any:
 
     try:
         mems = {n: (m["width"], m["depth"]) for n, m in rec["memories"].items()}
-        kw = {k: rec[k] for k in ("acc_bits", "popcount_levels", "mem_regs") if k in rec}
+        kw = {k: rec[k] for k in ("acc_bits", "popcount_levels", "mem_regs", "weight_rows")
+              if k in rec}
         return Target(rec["name"], rec["rows"], rec["cols"], rec["width"], memories=mems,
                       board=rec.get("board"), **kw)
     except (KeyError, TypeError, ValueError, AttributeError) as e:

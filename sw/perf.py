@@ -244,10 +244,9 @@ class WhatIf:
     the ceiling (the defaults are the array as built).
 
     * ``weight_words``: weight words of ``C`` lanes the weights memory delivers per cycle
-      (``R``: one per row, so one image's dense layer can use every row, its K split across
-      the rows or its output channels spread over them; the ECP5-85F's 3,584 x 256 weight
-      bits as 448 x 2,048 would take 57 DP16KD at 512 x 36 bits, 5 more than its banks
-      now, for 2,048 bits per cycle instead of 256);
+      (``None``: the target's ``weight_rows``; ``R``: one per row, so one image's dense
+      layer can use every row, its K split across the rows: built on ``ecp5-85f``, whose
+      512 x 2,048-bit weights take 57 DP16KD, :func:`xnorflow.sw.program.splits_k`);
     * ``result_rows``: rows of ``C`` results the array and the output stage retire per cycle
       (``R``: the whole tile at once, e.g. a threshold comparator in every PE and ``R`` write
       ports, or writes that combine the lanes of a word);
@@ -258,7 +257,7 @@ class WhatIf:
       a 3x3 grey first layer takes 4 beats for 8 planes instead of 8.
     """
 
-    weight_words: int = 1
+    weight_words: int | None = None
     result_rows: int = 1
     plane_packing: bool = False
 
@@ -292,9 +291,10 @@ def network_bound(model, target, input_windows: bool | None = None,
       whose window is 9 bits still takes a 32-bit beat). The layer needs
       ``batch * pixels * out_c * in_bits * words`` PE beats, ``R * C`` per cycle (pixels:
       those the array computes; a pooled layer's pooling windows);
-    * **weights**: PEs keep no weights, and the weight memory delivers one word of ``C`` lanes
-      per cycle, shared by all ``R`` rows; every one of the layer's ``ceil(out_c / C) *
-      words`` weight words must be read at least once;
+    * **weights**: PEs keep no weights, and the weight memory delivers ``weight_rows`` words
+      of ``C`` lanes per cycle (:class:`~xnorflow.sw.targets.Target`: 1, shared by all
+      ``R`` rows, or one per row); every one of the layer's ``ceil(out_c / C) * words``
+      weight words must be read at least once;
     * **results**: results leave the array one row of ``C`` per cycle, and every dot product
       (output pixel and channel of each image) leaves at least once.
 
@@ -325,7 +325,7 @@ def network_bound(model, target, input_windows: bool | None = None,
             planes = -(-planes // packed_planes(seg_bits, planes, W))
         pe_beats = batch * px * layer.out_c * planes * words
         slot = -(-pe_beats // (R * C))
-        weight = -(-_groups(layer.out_c, C) * words // hw.weight_words)
+        weight = -(-_groups(layer.out_c, C) * words // (hw.weight_words or target.weight_rows))
         result = -(-batch * px * layer.out_c // (C * hw.result_rows))
         macs = batch * layer.binary_macs
         bounds = {"slots": slot, "weights": weight, "results": result}

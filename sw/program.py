@@ -60,6 +60,7 @@ INPUT_WINDOWS = 1
 #: sequencer (:data:`DESC_READ` of them); 8 and 9 describe the output map for the host.
 DESC_LAYOUT = {
     "integer": (0, 0, 1, False),       # the last layer: integer scores
+    "ksplit": (0, 1, 1, False),        # one image per tile, its reduction split over the rows
     "score_mul": (0, 4, 3, True),      # integer layer: score = score_mul * acc + offset
     "passes": (0, 8, 8, False),        # tiles per tile set: pooling-window offsets (>= 1)
     "groups": (0, 16, 16, False),      # column groups G = ceil(out_c / C)
@@ -157,6 +158,40 @@ def windows_pay(layer: Layer, width: int) -> bool:
             and ww * layer.conv_h * layer.conv_w <= seg * layer.in_h * layer.in_w)
 
 
+def _dense(layer: Layer) -> bool:
+    """One output pixel whose windows are the whole input map, unpadded: the reduction's
+    words of a plane are the map's words in order (offsets ``0 .. K - 1``)."""
+    return (not _pools(layer) and layer.pad == 0 and layer.kh == layer.in_h
+            and layer.kw == layer.in_w)
+
+
+def k_chunk(layer: Layer, target: Target) -> int:
+    """Words of a plane's reduction each row takes when the reduction is split across the
+    ``R`` rows: ``ceil(K / R)`` (row ``r`` takes words ``r * chunk ..``)."""
+    k = layer.kh * layer.kw * _cw(layer.in_c, target.width)
+    return -(-k // target.rows)
+
+
+def splits_k(layer: Layer, target: Target, batch: int = 1) -> bool:
+    """Whether the compiler splits ``layer``'s reduction across the array's rows for a
+    program of ``batch`` images.
+
+    Only on a target whose weights memory gives every row its own weight word
+    (``Target.weight_rows = R``), only for a dense layer (:func:`_dense`), and only when it
+    takes fewer beats: a tile is then one image, row ``r`` reads words ``r * chunk ..`` of
+    each plane (:func:`k_chunk`) with its own weights, and the output stage adds the tile's
+    ``R`` rows before the threshold (``docs/program.md``, "Split reductions"). A batch of
+    ``R`` images fills the rows without it.
+    """
+    if target.weight_rows != target.rows or target.rows == 1 or not _dense(layer):
+        return False
+    k = layer.kh * layer.kw * _cw(layer.in_c, target.width)
+    tb = tile_beats(target)
+    split = batch * max(layer.in_bits * k_chunk(layer, target), tb)
+    plain = -(-batch // target.rows) * max(layer.in_bits * k, tb)
+    return split < plain
+
+
 def hardware_model(model: CompiledModel, target: Target,
                    input_windows: bool | None = None) -> tuple[CompiledModel, bool]:
     """The model the accelerator runs, and whether its input is windows.
@@ -210,6 +245,7 @@ class Placement:
     weight_words: int
     threshold_words: int
     score_words: int  # per image
+    split: list[bool]  # per layer: the reduction split across the rows (splits_k)
 
 
 def place(model: CompiledModel, target: Target, batch: int = 1) -> Placement:
@@ -218,7 +254,9 @@ def place(model: CompiledModel, target: Target, batch: int = 1) -> Placement:
     Layer ``i`` reads region ``i % 2`` and writes region ``(i + 1) % 2``; the input images
     (all bit-planes of image 0, then of image 1, ...) are at address 0 of region 0. Regions
     hold ``batch`` images' maps one after the other. The last layer writes the ``scores``
-    memory from address 0.
+    memory from address 0. Weight addresses count words of ``C`` lanes (a weights-memory
+    word holds ``Target.weight_rows`` of them); a layer whose reduction is split across the
+    rows starts at a multiple of ``R`` and takes ``R * chunk`` words per column group.
     """
     w, cols = target.width, target.cols
     layers = model.layers
@@ -230,17 +268,27 @@ def place(model: CompiledModel, target: Target, batch: int = 1) -> Placement:
         sizes[(i + 1) % 2] = max(sizes[(i + 1) % 2], out)
     region = (0, sizes[0])
     in_base, out_base, w_base, thr_base = [], [], [], []
+    split = [splits_k(layer, target, batch) for layer in layers]
     wp = tp = 0
     for i, layer in enumerate(layers):
         in_base.append(region[i % 2])
         out_base.append(region[(i + 1) % 2] if layer.output == "threshold" else 0)
         g = _groups(layer.out_c, cols)
+        if split[i]:
+            wp = -(-wp // target.rows) * target.rows
         w_base.append(wp)
-        wp += g * layer.kh * layer.kw * _cw(layer.in_c, w)
+        wp += g * _group_words(layer, target, split[i])
         thr_base.append(tp)
         tp += g
     return Placement(region, sizes[0] + sizes[1], in_base, out_base, w_base, thr_base, wp, tp,
-                     _groups(layers[-1].out_c, cols))
+                     _groups(layers[-1].out_c, cols), split)
+
+
+def _group_words(layer: Layer, target: Target, split: bool) -> int:
+    """Weight words (of ``C`` lanes) of one column group: ``K``, or ``R * chunk`` split."""
+    if split:
+        return target.rows * k_chunk(layer, target)
+    return layer.kh * layer.kw * _cw(layer.in_c, target.width)
 
 
 # ----- beat tables and row lists ---------------------------------------------------------------
@@ -288,7 +336,7 @@ def compress_table(beats: list[int]) -> list[int]:
     return [v | n << BEAT_RUN for v, n in out]
 
 
-def beat_table(layer: Layer, target: Target) -> list[int]:
+def beat_table(layer: Layer, target: Target, split: bool = False) -> list[int]:
     """The beat table of ``layer``: the beats of one tile set (one column group of one tile of
     rows), every pooling offset's tile in turn.
 
@@ -300,6 +348,13 @@ def beat_table(layer: Layer, target: Target) -> list[int]:
     plane after the first (the accumulator doubles: ``A = 2 A + P``, i.e. ``sum_b 2^b P_b``),
     ``last`` on the final beat. Bubbles (no operand) follow a tile shorter than
     :func:`tile_beats`.
+
+    With ``split`` (:func:`splits_k`) a tile is, per plane, the ``chunk`` words
+    (:func:`k_chunk`) at offsets ``b * plane_stride + t`` from each row's origin (row ``r``'s
+    origin is word ``r * chunk`` of the plane); the tap distances mark the rows that run
+    past ``K``: field 0 is 0 on the beats past the partial row's words (its need is 1 there),
+    field 1 is 0 on every beat (the rows past the last need 1 there: they read the zero word
+    throughout), fields 2 and 3 are 3.
     """
     w = target.width
     cw = _cw(layer.in_c, w)
@@ -311,6 +366,16 @@ def beat_table(layer: Layer, target: Target) -> list[int]:
     k_words = layer.kh * layer.kw * cw
     beats = planes * k_words
     out = []
+    if split:
+        chunk = k_chunk(layer, target)
+        cut = k_words % chunk  # valid words of the partial row (0: none)
+        for bi, b in enumerate(range(planes - 1, -1, -1)):
+            for t in range(chunk):
+                taps = (0 if cut and t >= cut else 3) | 3 << 4 | 3 << 6
+                out.append(beat_entry(b * plane_stride + t, taps, valid=True, rewind=t == 0,
+                                      dbl=bi > 0 and t == 0, last=b == 0 and t == chunk - 1))
+        out.extend([beat_entry()] * max(0, tile_beats(target) - planes * chunk))
+        pk = 0  # no pooling offsets
     for py in range(pk):
         for px in range(pk):
             for bi, b in enumerate(range(planes - 1, -1, -1)):
@@ -334,16 +399,32 @@ def beat_table(layer: Layer, target: Target) -> list[int]:
     return out
 
 
-def row_list(layer: Layer, target: Target, in_base: int, batch: int) -> list[int]:
+def row_list(layer: Layer, target: Target, in_base: int, batch: int,
+             split: bool = False) -> list[int]:
     """The row list of ``layer`` for ``batch`` images: one entry per output pixel (pooled
     pixel when pooling), image after image, in raster order.
 
     Entry: the activation address of the top-left input pixel of the pixel's windows (all
     pooling offsets; in the padding it lies outside the map and the address wraps) and, per
     side, how many of the windows' outer columns/rows lie in the padding (``0..pad``).
+
+    With ``split`` (:func:`splits_k`): ``R`` entries per image, row ``r``'s origin at word
+    ``r * chunk`` of the image; the rows wholly inside ``K`` need nothing, the partial row
+    needs 1 on side 0 and the rows past it 1 on side 1 (:func:`beat_table`).
     """
     w = target.width
     cw = _cw(layer.in_c, w)
+    if split:
+        img = layer.in_bits * layer.in_h * layer.in_w * cw
+        chunk = k_chunk(layer, target)
+        full, cut = divmod(layer.kh * layer.kw * cw, chunk)
+        out = []
+        for n in range(batch):
+            for r in range(target.rows):
+                side = None if r < full else 0 if r == full and cut else 1
+                need = 0 if side is None else 1 << (ROW_NEEDS + 2 * side)
+                out.append(((in_base + n * img + r * chunk) & (FIELD16 - 1)) | need)
+        return out
     ps = layer.pool_stride if _pools(layer) else 1
     s = layer.stride
     span_y, span_x = _span(layer)
@@ -369,8 +450,10 @@ def _descriptor(i: int, layer: Layer, pl: Placement, target: Target, table: int,
     g = _groups(layer.out_c, target.cols)
     stride = g if integer else _cw(layer.out_c, target.width)
     oh, ow = _out_shape(layer)
+    split = pl.split[i]
     return {
         "integer": int(integer),
+        "ksplit": int(split),
         "score_mul": int(layer.score_mul) if integer else 0,
         "passes": layer.pool_k ** 2 if _pools(layer) else 1,
         "groups": g,
@@ -382,8 +465,9 @@ def _descriptor(i: int, layer: Layer, pl: Placement, target: Target, table: int,
         "thr_base": pl.thr_base[i],
         "out_stride": stride,
         "out_base": pl.out_base[i],
-        "tile_words": target.rows * stride,
-        "group_words": layer.kh * layer.kw * _cw(layer.in_c, target.width),
+        # a split tile is one output pixel (its rows are added up)
+        "tile_words": stride if split else target.rows * stride,
+        "group_words": _group_words(layer, target, split),
         "beats": beats,
         "out_c": layer.out_c,
         "index": i,
@@ -425,16 +509,17 @@ def _assemble(model: CompiledModel, target: Target, pl: Placement, batch: int) -
     words: list[int] = [0] * (HEADER_WORDS + DESC_WORDS * n)
     descs = []
     for i, layer in enumerate(model.layers):
-        single = beat_table(layer, target)
+        split = pl.split[i]
+        single = beat_table(layer, target, split)
         table = compress_table(single)
         t_addr = len(words)
         words += table
         oh, ow = _out_shape(layer)
-        rows = row_list(layer, target, pl.in_base[i], batch)
+        rows = row_list(layer, target, pl.in_base[i], batch, split)
         r_addr = len(words)
         words += rows
         descs.append(_descriptor(i, layer, pl, target, t_addr, len(table), len(single), r_addr,
-                                 oh * ow))
+                                 target.rows if split else oh * ow))
     for i, d in enumerate(descs):
         base = HEADER_WORDS + DESC_WORDS * i
         words[base:base + DESC_WORDS] = _pack_desc(d)
@@ -486,9 +571,9 @@ def _check_fits(model: CompiledModel, target: Target,
     checks = [
         ("program", len(prog.words), biggest(
             [d["entries"] + batch * d["rows_per_image"] for d in prog.descs])),
-        ("weights", pl.weight_words, biggest(
-            [_groups(lay.out_c, target.cols) * lay.kh * lay.kw * _cw(lay.in_c, w)
-             for lay in model.layers])),
+        ("weights", -(-pl.weight_words // target.weight_rows), biggest(
+            [_groups(lay.out_c, target.cols) * _group_words(lay, target, s)
+             for lay, s in zip(model.layers, pl.split, strict=True)])),
         ("thresholds", pl.threshold_words, biggest(
             [_groups(lay.out_c, target.cols) for lay in model.layers])),
         # the top word is the all-zero word of padded taps
@@ -675,25 +760,43 @@ def build_memories(model: CompiledModel, target: Target, input_windows: bool | N
     for j, f in enumerate(HEADER_FIELDS):
         words[j] = header[f] & 0xFFFFFFFF
 
-    wlanes = np.full((max(pl.weight_words, 1), cols), (1 << w) - 1, dtype=object)
+    wr = target.weight_rows
+    n_words = max(-(-pl.weight_words // wr) * wr, 1)
+    wlanes = np.full((n_words, cols), (1 << w) - 1, dtype=object)
     tlanes = np.full((max(pl.threshold_words, 1), cols), missing_lane(target),
                      dtype=object)
     for i, lay in enumerate(model.layers):
         packed = pack_weights(lay, w)  # (out_c, kwords)
         kwords = packed.shape[1]
+        gw = _group_words(lay, target, pl.split[i])
+        if pl.split[i]:  # word t * R + r of a group: row r's word t, i.e. word r * chunk + t
+            chunk = k_chunk(lay, target)
+            k = np.arange(gw)
+            k = (k % target.rows) * chunk + k // target.rows
+            used = k < kwords
         for n in range(lay.out_c):
             g, c = divmod(n, cols)
-            base = pl.w_base[i] + g * kwords
-            wlanes[base : base + kwords, c] = [int(v) for v in packed[n]]
+            base = pl.w_base[i] + g * gw
+            row = [int(v) for v in packed[n]]
+            if pl.split[i]:
+                wlanes[base + np.flatnonzero(used), c] = [row[j] for j in k[used]]
+            else:
+                wlanes[base : base + kwords, c] = row
             tlanes[pl.thr_base[i] + g, c] = _lane_value(lay, n)
+    wwords = _lanes_to_words(wlanes, w)
+    if wr > 1:  # weight_rows words of C lanes per memory word, the first in the low bits
+        cw_bits = cols * w
+        wwords = np.array([sum(int(v) << (j * cw_bits) for j, v in enumerate(wwords[a:a + wr]))
+                           for a in range(0, len(wwords), wr)], dtype=object)
     return [
         MemoryImage("program", PROGRAM_BITS, words,
                     f"program format 2 (docs/program.md): header {HEADER_WORDS} words, "
                     f"{DESC_WORDS}-word descriptors, beat tables and row lists; "
                     f"{len(prog.descs)} layers"),
-        MemoryImage("weights", cols * w, _lanes_to_words(wlanes, w),
+        MemoryImage("weights", target.word_bits("weights"), wwords,
                     f"lane c (bits c*{w}..) = column c; per layer and group g: kh*kw*cw words "
-                    f"(dy, dx, cw order) (docs/program.md)"),
+                    f"(dy, dx, cw order), or R * chunk split across the rows; "
+                    f"{wr} such word(s) of {cols * w} bits per memory word (docs/program.md)"),
         MemoryImage("thresholds", cols * LANE_BITS, _lanes_to_words(tlanes, LANE_BITS),
                     "one word per column group; lane c = pol<0 << 31 | pool AND << 30 | T "
                     "(30-bit), or the 32-bit score offset (docs/program.md)"),
@@ -869,7 +972,8 @@ def execute_batch(memories: list[MemoryImage], images, target: Target) -> list[E
     act[base : base + len(inp)] = inp
     outs: list[list[np.ndarray]] = [[] for _ in range(n_img)]
     for d in descs:
-        _execute_layer(d, prog, act, wmem, tmem, scores_mem, n_img, R, C, W, target.acc_bits)
+        _execute_layer(d, prog, act, wmem, tmem, scores_mem, n_img, R, C, W, target.acc_bits,
+                       target.weight_rows)
         if d["integer"]:
             continue
         size = d["out_h"] * d["out_w"] * d["out_stride"]
@@ -896,8 +1000,15 @@ def _stored_lane(lane: int, acc_bits: int) -> tuple[tuple[int, int, int], int]:
     return (t, op, neg), offset
 
 
-def _execute_layer(d, prog, act, wmem, tmem, scores_mem, n_img, R, C, W, acc_bits) -> None:
-    """One layer: tiles of ``R`` rows x column groups x the beat table (pooling passes)."""
+def _execute_layer(d, prog, act, wmem, tmem, scores_mem, n_img, R, C, W, acc_bits,
+                   weight_rows=1) -> None:
+    """One layer: tiles of ``R`` rows x column groups x the beat table (pooling passes).
+
+    The weights address counts words of ``C`` lanes: memory word ``wa // weight_rows``, its
+    ``wa mod weight_rows``-th ``C * W`` bits for every row, or with ``ksplit`` row ``r``'s
+    own (the ``r``-th) and the address steps by ``R``. A ``ksplit`` tile's ``R`` rows are
+    added up in the output stage (row ``r`` onto the running sum of rows ``0 .. r - 1``) and
+    only the last row is written, to the tile's one output pixel."""
     depth = len(act)
     amask = depth - 1
     word_mask = (1 << W) - 1
@@ -907,6 +1018,9 @@ def _execute_layer(d, prog, act, wmem, tmem, scores_mem, n_img, R, C, W, acc_bit
     passes, groups = d["passes"], d["groups"]
     integer = bool(d["integer"])
     tile_dest = d["out_base"]
+    split = bool(d["ksplit"])
+    step = R if split else 1
+    lane_bits = C * W
     act[depth - 1] = 0  # the zero word (written at START)
     for t in range(-(-rows_total // R)):
         ents = [int(prog[(d["rows"] + t * R + r) % len(prog)]) for r in range(R)]
@@ -925,23 +1039,31 @@ def _execute_layer(d, prog, act, wmem, tmem, scores_mem, n_img, R, C, W, acc_bit
             for off, taps, valid, last, dbl, rewind in table:
                 if not valid:
                     continue
-                wa = wbase if rewind else (wa + 1)
+                wa = wbase if rewind else (wa + step)
                 addr = np.where(_masked(taps, needs), amask, (origin + off) & amask)
                 a = [int(v) for v in act[addr]]
-                wl = [(wmem[wa % len(wmem)] >> (c * W)) & word_mask for c in range(C)]
-                counts = np.array([[bin(~(a[r] ^ wl[c]) & word_mask).count("1")
+                mword = wmem[(wa // weight_rows) % len(wmem)]
+                lanes = [r if split else wa % weight_rows for r in range(R)]
+                wl = [[(mword >> (lanes[r] * lane_bits + c * W)) & word_mask for c in range(C)]
+                      for r in range(R)]
+                counts = np.array([[bin(~(a[r] ^ wl[r][c]) & word_mask).count("1")
                                     for c in range(C)] for r in range(R)], dtype=np.int64)
                 acc = (acc << 1 if dbl else acc) + counts
                 if not last:
                     continue
+                # a split tile: the output stage's running sum; only row R - 1 is written
+                rows_out = range(R - 1, R) if split else range(n_valid)
+                if split:
+                    acc[R - 1] = acc.sum(axis=0)
                 if integer:
-                    for r in range(n_valid):
+                    for r in rows_out:
                         word = 0
                         for c in range(C):
                             _, offset = _stored_lane(lane_words[c] & LANE_MASK, acc_bits)
                             score = d["score_mul"] * int(acc[r, c]) + offset
                             word |= (score & LANE_MASK) << (c * LANE_BITS)
-                        scores_mem[(tile_dest + g + r * d["out_stride"]) % len(scores_mem)] = word
+                        row_off = 0 if split else r * d["out_stride"]
+                        scores_mem[(tile_dest + g + row_off) % len(scores_mem)] = word
                 else:
                     for c in range(C):
                         (t_val, op, neg), _ = _stored_lane(lane_words[c] & LANE_MASK, acc_bits)
@@ -954,13 +1076,14 @@ def _execute_layer(d, prog, act, wmem, tmem, scores_mem, n_img, R, C, W, acc_bit
                         else:
                             pooled[:, c] |= bit
                     if p == passes - 1:
-                        for r in range(n_valid):
+                        for r in rows_out:
                             bits = int(sum(int(pooled[r, c]) << c for c in range(C)))
-                            a_out = (tile_dest + j + r * d["out_stride"]) & amask
+                            a_out = (tile_dest + j + (0 if split else r * d["out_stride"])
+                                     ) & amask
                             old = int(act[a_out]) if lane else 0
                             keep = ~(((1 << C) - 1) << (lane * C)) & word_mask
                             act[a_out] = np.uint64((old & keep) | bits << (lane * C))
                 acc[:] = 0
                 p += 1
-            wbase = wa + 1
+            wbase += d["group_words"]
         tile_dest += d["tile_words"]

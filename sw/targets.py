@@ -6,7 +6,9 @@ processing elements of ``width``-bit words, and each on-chip memory holds at mos
 (the ``sim`` target). The memory names are those of the accelerator (``docs/program.md``):
 
 * ``weights``: ``cols * width`` bits per word (one ``width``-bit word per array column, so
-  one read feeds every column);
+  one read feeds every column), or ``weight_rows * cols * width`` with ``weight_rows = rows``
+  (one such word per array row, so one read feeds every PE: a dense layer of one image splits
+  its reduction across the rows, :func:`xnorflow.sw.program.splits_k`);
 * ``thresholds``: ``cols * 32`` bits per word (one 32-bit lane per column);
 * ``program``: 32-bit words: header, layer descriptors, beat tables and row lists
   (``docs/program.md``);
@@ -38,10 +40,10 @@ PROGRAM_BITS = 32
 
 
 def _mem(rows: int, cols: int, width: int, *, weights, thresholds, program, activations,
-         scores) -> dict:
+         scores, weight_rows: int = 1) -> dict:
     return {
         "program": (PROGRAM_BITS, program),
-        "weights": (cols * width, weights),
+        "weights": (weight_rows * cols * width, weights),
         "thresholds": (cols * LANE_BITS, thresholds),
         "activations": (width, activations),
         "scores": (cols * LANE_BITS, scores),
@@ -85,6 +87,10 @@ class Target:
     register, and two registers on the host's read word (``ecp5-85f``, whose DP16KD has no
     output register here: every RAM's read data go to registers, not through logic, on the
     paths that were critical); timing only, never results.
+    ``weight_rows`` (1, or ``rows`` when that is a power of two) is how many rows' weight
+    words one weights-memory word holds: with ``rows`` every PE gets its own weight word each
+    cycle and the compiler splits a dense layer's reduction across the rows
+    (:func:`xnorflow.sw.program.splits_k`); its depth counts such wide words.
     """
 
     name: str
@@ -97,6 +103,7 @@ class Target:
     acc_bits: int = 24
     popcount_levels: int = 2
     mem_regs: int = 0
+    weight_rows: int = 1
 
     def __post_init__(self) -> None:
         problem = geometry_problem(self.rows, self.cols, self.width)
@@ -105,13 +112,22 @@ class Target:
         if self.mem_regs not in (0, 1, 2):
             raise ValueError(f"target {self.name!r}: mem_regs must be 0, 1 or 2, "
                              f"not {self.mem_regs!r}")
+        if self.weight_rows not in (1, self.rows) or self.weight_rows & (self.weight_rows - 1):
+            raise ValueError(f"target {self.name!r}: weight_rows must be 1 or rows = "
+                             f"{self.rows} when that is a power of two, not "
+                             f"{self.weight_rows!r}")
         if not self.memories:
             object.__setattr__(
                 self,
                 "memories",
                 _mem(self.rows, self.cols, self.width, weights=None, thresholds=None,
-                     program=None, activations=None, scores=None),
+                     program=None, activations=None, scores=None,
+                     weight_rows=self.weight_rows),
             )
+        wbits = self.weight_rows * self.cols * self.width
+        if "weights" in self.memories and self.memories["weights"][0] != wbits:
+            raise ValueError(f"target {self.name!r}: weights words must be weight_rows x cols "
+                             f"x width = {wbits} bits, not {self.memories['weights'][0]}")
         missing = set(MEMORY_NAMES) - set(self.memories)
         if missing:
             raise ValueError(f"target {self.name!r}: memories {sorted(missing)} not described")
@@ -129,9 +145,10 @@ class Target:
         return self.memories[memory][0]
 
 
-def sim_target(rows: int = 4, cols: int = 4, width: int = 32, name: str = "sim") -> Target:
+def sim_target(rows: int = 4, cols: int = 4, width: int = 32, name: str = "sim",
+               weight_rows: int = 1) -> Target:
     """A target with no memory limits and any geometry (simulation and tests)."""
-    return Target(name, rows, cols, width, board=None,
+    return Target(name, rows, cols, width, board=None, weight_rows=weight_rows,
                   description=f"simulation, {rows}x{cols}x{width}, unlimited memories")
 
 
@@ -174,15 +191,18 @@ TARGETS: dict[str, Target] = {
         mem_regs=1,
     ),
     # ECP5 LFE5U-85F: 208 EBR x 18 kbit (DP16KD, 512 x 36 at the widest), 84K LUTs.
-    # 8x8x32: weights 3584 x 256 bits (banks of 2048 + 1024 + 512 words, mem_regs = 2:
-    # 29 + 15 + 8 = 52 EBR; the Fashion-MNIST CNN's fc256 needs 3.1K words), activations
+    # 8x8x32: weights 512 x 2048 bits (weight_rows = 8: a 256-bit word per array row, so
+    # every PE gets its own weight word each cycle; 2048 / 36 -> 57 EBR at 512 x 36, one
+    # block deep, no bank multiplexer; 4096 words of 256 bits, the Fashion-MNIST CNN's fc256
+    # needs 3.3K split across the rows; the 3584 x 256 of before took 52), activations
     # 8K x 32 x R=8 copies (8 x 16 = 128 EBR: a 28x28 8-bit input is 6.3K words), thresholds
     # 256 x (8 x 24) = 6, program 2K x 32 x 3 read ports = 12 (a 28x28 map's row list is
-    # 784 words; port 3 is mem_regs = 2's look-ahead), scores 512 x (8 x 23) = 6: 204 of 208.
+    # 784 words; port 3 is mem_regs = 2's look-ahead), scores 512 x (8 x 23) = 6: 209 of
+    # 208 estimated, but yosys maps 3 fewer than this estimate (201 with the 52 of before).
     "ecp5-85f": Target(
         "ecp5-85f", 8, 8, 32,
-        _mem(8, 8, 32, weights=3584, thresholds=256, program=2048, activations=8192,
-             scores=512),
+        _mem(8, 8, 32, weights=512, thresholds=256, program=2048, activations=8192,
+             scores=512, weight_rows=8),
         board=board_of_target("ecp5-85f").name,
         description="ULX3S (ECP5 LFE5U-85F): everything in EBR",
         # 20-bit accumulators: 8-bit inputs of up to 4112 bits per reduction (e.g. 64 x 64
@@ -197,6 +217,7 @@ TARGETS: dict[str, Target] = {
         # its decode, the host read word, the header and descriptor words)
         # (benchmarks/results/synth.md, docs/accelerator.md "Measured")
         mem_regs=2,
+        weight_rows=8,
     ),
     "sim": sim_target(),
 }
@@ -234,7 +255,9 @@ def with_geometry(base: Target, rows: int, cols: int, width: int) -> Target:
     problem = geometry_problem(rows, cols, width)
     if problem:
         raise UserError(f"geometry {geometry}: {problem}")
-    probe = sim_target(rows, cols, width)
+    # one weight word per row where the board's target has it and the new rows allow it
+    wrows = rows if base.weight_rows > 1 and not rows & (rows - 1) else 1
+    probe = sim_target(rows, cols, width, weight_rows=wrows)
     mems = {}
     for name, (old_w, old_d) in base.memories.items():
         new_w = probe.memories[name][0]
@@ -242,7 +265,7 @@ def with_geometry(base: Target, rows: int, cols: int, width: int) -> Target:
         words = (old_w * old_d * copies_old) // (new_w * copies_new)
         mems[name] = (new_w, 1 << max(0, words.bit_length() - 1))
     return dataclasses.replace(base, name=f"{base.name}-{geometry}", rows=rows, cols=cols,
-                               width=width, memories=mems,
+                               width=width, memories=mems, weight_rows=wrows,
                                description=f"{base.description}, re-shaped")
 
 
