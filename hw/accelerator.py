@@ -87,7 +87,8 @@ class AcceleratorCore(wiring.Component):
         self.memories = AcceleratorMemories(target, self.depths, self.images)
         self.sequencer = Sequencer(target, self.depths)
         self.array = SystolicArray(target.rows, target.cols, target.width, target.acc_bits,
-                                   target.popcount_levels, target.mem_regs)
+                                   target.popcount_levels, target.mem_regs,
+                                   target.weight_rows)
         self.output = OutputStage(target, self.depths)
         self.addr_bits = max(addr_width(d) for d in self.depths.values())
         super().__init__({
@@ -124,6 +125,7 @@ class AcceleratorCore(wiring.Component):
             *([mem.prog_c_raddr.eq(seq.prog_c_raddr), seq.prog_c_rdata.eq(mem.prog_c_rdata)]
               if t.mem_regs == 2 else []),
             mem.wgt_raddr.eq(seq.wgt_raddr),
+            *([mem.wgt_split.eq(seq.desc.ksplit)] if t.weight_rows > 1 else []),
             arr.wgt.eq(mem.wgt_rdata), arr.ctl.eq(seq.ctl),
             out.res.eq(arr.res), out.tile_done.eq(arr.tile_done),
             out.desc.eq(seq.desc), out.layer_start.eq(seq.layer_start),

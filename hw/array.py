@@ -68,13 +68,18 @@ class SystolicArray(wiring.Component):
     mem_regs : int
         0; 1 for a register on every operand word (latency + 1); 2: operands one cycle after
         their control, then that register (latency + 2).
+    weight_rows : int
+        1: ``wgt`` is one word per column, shared by the ``R`` rows; ``rows``: one word per
+        row and column (:attr:`Target.weight_rows <xnorflow.sw.targets.Target>`), each PE
+        its own.
 
     Members
     -------
     act : In(ArrayLayout(width, rows))
         Activation words of the beat, one per row.
-    wgt : In(ArrayLayout(width, cols))
-        Weight words of the beat, one per column.
+    wgt : In(ArrayLayout(width, cols)), or In(ArrayLayout(ArrayLayout(width, cols), rows))
+        Weight words of the beat, one per column (``wgt[r][c]`` per row and column with
+        ``weight_rows = rows``).
     ctl : In(control_layout())
         Control of the beat (:func:`control_layout`), same cycle as the operands.
     res : Out(ArrayLayout(acc_bits, cols))
@@ -89,10 +94,13 @@ class SystolicArray(wiring.Component):
     """
 
     def __init__(self, rows: int, cols: int, width: int, acc_bits: int,
-                 levels_per_stage: int = 2, mem_regs: int = 0):
+                 levels_per_stage: int = 2, mem_regs: int = 0, weight_rows: int = 1):
         check_geometry(rows, cols, width)
         if mem_regs not in (0, 1, 2):
             raise ValueError(f"mem_regs must be 0, 1 or 2, not {mem_regs!r}")
+        if weight_rows not in (1, rows):
+            raise ValueError(f"weight_rows must be 1 or rows = {rows}, not {weight_rows!r}")
+        self.weight_rows = weight_rows
         self.rows, self.cols, self.width = rows, cols, width
         self.acc_bits = acc_bits
         self.levels_per_stage = levels_per_stage
@@ -101,7 +109,8 @@ class SystolicArray(wiring.Component):
                                      mem_regs).array_latency
         super().__init__({
             "act": In(data.ArrayLayout(width, rows)),
-            "wgt": In(data.ArrayLayout(width, cols)),
+            "wgt": In(data.ArrayLayout(width, cols) if weight_rows == 1
+                      else data.ArrayLayout(data.ArrayLayout(width, cols), rows)),
             "ctl": In(control_layout()),
             "res": Out(data.ArrayLayout(acc_bits, cols)),
             "tile_done": Out(1),
@@ -117,12 +126,21 @@ class SystolicArray(wiring.Component):
                 m.submodules[f"pe_{r}_{c}"] = pes[r][c]
         lat = pes[0][0].latency + self.mem_regs
         assert lat >= 1  # the popcount's final adder is registered
-        act, wgt = self.act, self.wgt
-        if self.mem_regs:  # one register per row word and per column word (no reset)
+        act = self.act
+        # wgt[r][c]: the weight word PE (r, c) takes
+        if self.weight_rows == 1:
+            wgt = [[self.wgt[c] for c in range(C)]] * R
+        else:
+            wgt = [[self.wgt[r][c] for c in range(C)] for r in range(R)]
+        if self.mem_regs:  # one register per row word and per weight word (no reset)
             act = [Signal(W, name=f"act_q{r}", reset_less=True) for r in range(R)]
-            wgt = [Signal(W, name=f"wgt_q{c}", reset_less=True) for c in range(C)]
             m.d.sync += [q.eq(self.act[r]) for r, q in enumerate(act)]
-            m.d.sync += [q.eq(self.wgt[c]) for c, q in enumerate(wgt)]
+            regs = [[Signal(W, name=f"wgt_q{c}" if self.weight_rows == 1 else f"wgt_q{r}_{c}",
+                            reset_less=True) for c in range(C)]
+                    for r in range(1 if self.weight_rows == 1 else R)]
+            for r, row in enumerate(regs):
+                m.d.sync += [q.eq(wgt[r][c]) for c, q in enumerate(row)]
+            wgt = regs * R if self.weight_rows == 1 else regs
         for r in range(R):
             # the row's control, delayed to line up with the popcount: en and dbl with the
             # count, clr (= load) a cycle after a tile's last count; all plain register bits
@@ -146,7 +164,7 @@ class SystolicArray(wiring.Component):
                 m.d.comb += self.tile_done.eq(clr)
             for c in range(C):
                 p = pes[r][c]
-                m.d.comb += [p.a.eq(act[r]), p.w.eq(wgt[c]),
+                m.d.comb += [p.a.eq(act[r]), p.w.eq(wgt[r][c]),
                              p.en.eq(en), p.dbl.eq(dd), p.clr.eq(clr), p.load.eq(clr)]
                 m.d.comb += p.d_i.eq(pes[r + 1][c].d_o if r + 1 < R else 0)
         for c in range(C):

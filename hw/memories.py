@@ -120,7 +120,7 @@ def stored_shapes(target: Target) -> dict[str, tuple[int, int]]:
     C = target.cols
     return {
         "program": (32, 3 if target.mem_regs == 2 else 2),
-        "weights": (C * target.width, 1),
+        "weights": (target.word_bits("weights"), 1),
         "thresholds": (C * threshold_lane_bits(target.acc_bits), 1),
         "activations": (target.width, target.rows),
         "scores": (C * prog.score_bits(target), 1),
@@ -174,7 +174,11 @@ class AcceleratorMemories(wiring.Component):
         The program's two read ports.
     prog_c_raddr, prog_c_rdata : (``Target.mem_regs = 2`` only) a third program read port,
         enabled with port B (the beat player's look-ahead).
-    wgt_raddr, wgt_rdata : the weights read port (``C * W`` bits).
+    wgt_raddr, wgt_rdata : the weights read port: ``wgt_raddr`` counts words of ``C * W``
+        bits; ``wgt_rdata`` is such a word (``Target.weight_rows = 1``) or one per array row
+        (``weight_rows = R``: memory word ``wgt_raddr // R`` holds ``R`` of them; row ``r``
+        gets word ``wgt_raddr mod R`` of it, or with ``wgt_split`` its own, the ``r``-th).
+    wgt_split : (``weight_rows = R`` only) the layer splits its reduction across the rows.
     thr_raddr, thr_rdata : the thresholds read port (``C`` lanes of the stored bits).
     act_raddr, act_rdata : ``R`` activation read ports.
     score_raddr, score_rdata : the scores read port (``C`` sign-extended 32-bit lanes).
@@ -200,6 +204,12 @@ class AcceleratorMemories(wiring.Component):
                 raise ValueError(f"memory image {name!r}: {img.depth} words > depth "
                                  f"{self.depths[name]}")
         R, C, W = target.rows, target.cols, target.width
+        WR = target.weight_rows
+        if WR > 1 and BOARDS.get(target.board or "") is not None and (
+                "weights" in BOARDS[target.board].no_init):
+            raise ValueError(f"target {target.name!r}: weight_rows {WR} needs block RAM "
+                             f"weights; its board keeps them in SPRAM")
+        self.wsel = (WR - 1).bit_length()  # low bits of wgt_raddr: the word within
         self.lane_bits = threshold_lane_bits(target.acc_bits)
         self.score_bits = prog.score_bits(target)
         self.shapes = stored_shapes(target)
@@ -211,8 +221,10 @@ class AcceleratorMemories(wiring.Component):
             **({"prog_c_raddr": In(aw["program"]), "prog_c_rdata": Out(32)}
                if target.mem_regs == 2 else {}),
             "prog_waddr": In(aw["program"]), "prog_wdata": In(32), "prog_we": In(1),
-            "wgt_raddr": In(aw["weights"]), "wgt_rdata": Out(C * W),
-            "wgt_waddr": In(aw["weights"]), "wgt_wdata": In(C * W), "wgt_we": In(1),
+            "wgt_raddr": In(aw["weights"] + self.wsel),
+            "wgt_rdata": Out(data.ArrayLayout(C * W, R) if WR > 1 else C * W),
+            **({"wgt_split": In(1)} if WR > 1 else {}),
+            "wgt_waddr": In(aw["weights"]), "wgt_wdata": In(WR * C * W), "wgt_we": In(1),
             "thr_raddr": In(aw["thresholds"]),
             "thr_rdata": Out(data.ArrayLayout(self.lane_bits, C)),
             "thr_waddr": In(aw["thresholds"]), "thr_wdata": In(C * LANE_BITS), "thr_we": In(1),
@@ -266,7 +278,7 @@ class AcceleratorMemories(wiring.Component):
         bank multiplexer a single deep memory gets in synthesis was the ECP5's critical
         path)."""
         width = self.shapes["weights"][0]
-        addr = self.wgt_raddr
+        addr = self.wgt_raddr[self.wsel:]
         picked = []
         for i, (base, depth) in enumerate(weight_banks(self.depths["weights"])):
             mem = _ram(m, f"weights_bank{i}", width, depth, init[base:base + depth])
@@ -286,7 +298,29 @@ class AcceleratorMemories(wiring.Component):
         out = picked[0]
         for p in picked[1:]:
             out = out | p
-        m.d.comb += self.wgt_rdata.eq(out)
+        return out
+
+    def _row_words(self, m, word, latency: int):
+        """``wgt_rdata`` from a memory word read ``latency`` cycles after its address: with
+        ``weight_rows = R`` row ``r`` gets the addressed ``C * W`` bits of it (the low bits
+        of ``wgt_raddr``, delayed with the read), or with ``wgt_split`` its own ``r``-th."""
+        if self.target.weight_rows == 1:
+            m.d.comb += self.wgt_rdata.eq(word)
+            return
+        cw = self.target.cols * self.target.width
+        lanes = [word[i * cw:(i + 1) * cw] for i in range(self.target.weight_rows)]
+        sel = self.wgt_raddr[:self.wsel]
+        for i in range(latency):
+            q = Signal(self.wsel, name=f"wgt_sel_q{i}", reset_less=True)
+            m.d.sync += q.eq(sel)
+            sel = q
+        shared = Signal(cw, name="wgt_shared")
+        with m.Switch(sel):
+            for i, lane in enumerate(lanes):
+                with m.Case(i):
+                    m.d.comb += shared.eq(lane)
+        for r in range(self.target.rows):
+            m.d.comb += self.wgt_rdata[r].eq(Mux(self.wgt_split, lanes[r], shared))
 
     def cell(self, name: str, addr: int):
         """The simulator's value of word ``addr`` of memory ``name`` (``ctx.get`` it), also
@@ -331,13 +365,13 @@ class AcceleratorMemories(wiring.Component):
                 wgt = q
             m.d.comb += self.wgt_rdata.eq(wgt)
         elif t.mem_regs == 2:
-            self._banked_weights(m, words("weights"))
+            self._row_words(m, self._banked_weights(m, words("weights")), 2)
         else:
             mem = memory("weights", self.shapes["weights"][0], words("weights"))
             wp = mem.write_port()
             m.d.comb += [wp.addr.eq(self.wgt_waddr), wp.data.eq(self.wgt_wdata),
-                         wp.en.eq(self.wgt_we),
-                         self.wgt_rdata.eq(_read(m, mem, self.wgt_raddr, "wgt"))]
+                         wp.en.eq(self.wgt_we)]
+            self._row_words(m, _read(m, mem, self.wgt_raddr[self.wsel:], "wgt"), 1)
         # thresholds: the stored bits of each lane
         lb = self.lane_bits
 

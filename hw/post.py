@@ -39,6 +39,8 @@ def desc_layout(target, depths: dict) -> data.StructLayout:
     aw = max(_aw(depths["activations"]), _aw(depths["scores"]))
     return data.StructLayout({
         "integer": 1,
+        # weight_rows = R only: a tile is one image whose reduction is split over the rows
+        **({"ksplit": 1} if target.weight_rows > 1 else {}),
         "score_mul": data.StructLayout({"two": 1, "zero": 1, "neg": 1}),
         "passes_m1": 8,
         "groups_m1": _aw(depths["thresholds"]),
@@ -70,7 +72,11 @@ class OutputStage(wiring.Component):
     are written into lane ``g mod (W/C)`` of word ``g div (W/C)`` of its output pixel (the
     first lane of a word writes the whole word, the other lanes 0, so pad channels read 0).
     Integer tiles write each valid row's ``C`` scores as one ``scores`` word. Rows at or past
-    the batch's last row write nothing.
+    the batch's last row write nothing. With ``ksplit`` (``Target.weight_rows = R`` only) the
+    tile's rows are partial sums of one output pixel: row ``r > 0`` is added onto row
+    ``r - 1``'s sum by the same adder (in place of the latched threshold word), so row
+    ``R - 1`` carries the whole tile's ``acc - T - neg`` (or score), and only it is written,
+    to the tile's output address (the row pointer does not move).
 
     Parameters
     ----------
@@ -212,8 +218,11 @@ class OutputStage(wiring.Component):
                         cfg_cin[c].eq(~mode_int & ~raw[-1]),
                         cfg_and[c].eq(raw[-2] == enc.POOL_AND),
                     ]
+        split = d.ksplit if t.weight_rows > 1 else None
         with m.Elif(rc != R):
-            m.d.sync += [rc.eq(rc + 1), ptr.eq(ptr + d.out_stride)]
+            m.d.sync += [rc.eq(rc + 1),
+                         ptr.eq(ptr + (d.out_stride if split is None
+                                       else Mux(split, 0, d.out_stride)))]
 
         # ---- stage 0: one adder per column; the row's settings move along with it --------------
         s1_sum = [Signal(SB, name=f"s1_sum{c}", reset_less=True) for c in range(C)]
@@ -225,16 +234,24 @@ class OutputStage(wiring.Component):
         s1_first_lane = Signal(reset_less=True)
         s1_lane = Signal(range(LN), reset_less=True)
         s1_addr = Signal(aw, reset_less=True)
+        # ksplit: rows after the tile's first add onto the previous row's sum
+        chain = None if split is None else split & (rc != 0)
         for c in range(C):
             acc = self.res[c]
             # integer: acc, 2 acc or 0 (score_mul in {-2..2}); threshold: acc
             op = Mux(mode_int & mul.two, acc << 1, Mux(mode_int & mul.zero, 0, acc))
             op_w = Signal(SB, name=f"op{c}")
             total = Signal(SB + 1, name=f"sum{c}")
+            lane_v, cin = cfg_lane[c], cfg_cin[c]
+            if chain is not None:
+                lane_v, cin = Mux(chain, s1_sum[c], lane_v), cin & ~chain
             # cin as the carry out of an extra low bit: one carry chain
-            m.d.comb += [op_w.eq(op), total.eq(Cat(cfg_cin[c], op_w) + Cat(1, cfg_lane[c]))]
+            m.d.comb += [op_w.eq(op), total.eq(Cat(cin, op_w) + Cat(1, lane_v))]
             m.d.sync += s1_sum[c].eq(total[1:])
-        m.d.sync += [s1_row.eq(rc != R), s1_write.eq((rc < n_rows) & emit),
+        writes = (rc < n_rows) & emit
+        if split is not None:
+            writes = writes & (~split | (rc == R - 1))
+        m.d.sync += [s1_row.eq(rc != R), s1_write.eq(writes),
                      s1_cin.eq(cfg_cin), s1_and.eq(cfg_and), s1_first.eq(pool_first),
                      s1_first_lane.eq(first_lane), s1_lane.eq(tile_lane), s1_addr.eq(ptr)]
 

@@ -81,7 +81,9 @@ class Sequencer(wiring.Component):
     act_raddr : Out(ArrayLayout(addr, R))
         The ``R`` activation read addresses (registers).
     wgt_raddr : Out(addr)
-        The weights read address (a register).
+        The weights read address (a register), in words of ``C * W`` bits (a memory word
+        holds ``Target.weight_rows`` of them); it steps by ``R`` through a layer whose
+        descriptor has ``ksplit`` (each row takes its own word of the memory word).
     ctl : Out(control_layout())
         The array's control, in the cycle the memories' data of the same beat arrive.
     desc : Out(desc_layout), layer_start, clear : Out(1)
@@ -96,6 +98,8 @@ class Sequencer(wiring.Component):
         self.depths = dict(depths)
         R = target.rows
         self.aw = {n: _aw(d) for n, d in self.depths.items()}
+        # the weights address counts words of C lanes, weight_rows to a memory word
+        self.aw["weights"] += (target.weight_rows - 1).bit_length()
         self.timing = target_timing(target)
         super().__init__({
             "start": In(1),
@@ -290,8 +294,11 @@ class Sequencer(wiring.Component):
             m.d.comb += self.wgt_raddr.eq(wa_q)
         else:
             m.d.comb += self.wgt_raddr.eq(wa)
+        # a split reduction (weight_rows = R): each row takes its own word of a memory word,
+        # so the address moves a whole memory word (R words) per beat
+        step = Mux(d.ksplit, R, 1) if t.weight_rows > 1 else 1
         with m.If(valid):
-            m.d.sync += wa.eq(Mux(e[prog.BEAT_REWIND] & ~hold, wbase, wa + 1))
+            m.d.sync += wa.eq(Mux(e[prog.BEAT_REWIND] & ~hold, wbase, wa + step))
         ctl1 = Signal(control_layout())
         m.d.sync += [ctl1.valid.eq(valid), ctl1.last.eq(valid & e[prog.BEAT_LAST] & ~freeze),
                      ctl1.dbl.eq(valid & e[prog.BEAT_DBL] & ~hold)]
@@ -372,6 +379,7 @@ class Sequencer(wiring.Component):
                 # descriptor field -> the register it loads (MINUS_ONE fields are stored - 1)
                 dest = {
                     "integer": d.integer, "passes": d.passes_m1, "groups": d.groups_m1,
+                    **({"ksplit": d.ksplit} if t.weight_rows > 1 else {}),
                     "table": table, "entries": entries_m1, "rows": rp,
                     "rows_per_image": rows_per_image, "w_base": w_base, "thr_base": d.thr_base,
                     "out_stride": d.out_stride, "out_base": d.out_base,

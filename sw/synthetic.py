@@ -278,12 +278,21 @@ def random_geometry(seed: int) -> tuple[int, int, int]:
 def random_target(seed: int):
     """:func:`geometry_target` of :func:`random_geometry` ``(seed)`` with the pipelining drawn
     too: ``mem_regs`` 0, 1 or 2, a third each (``hx8k`` builds with 1, ``ecp5-85f`` with 2);
-    named ``sim-RxCxW``, ``sim-RxCxW-r1`` or ``sim-RxCxW-r2``."""
+    and, where ``R`` is a power of two above 1, half the time a weight word per row
+    (``weight_rows = R``, as ``ecp5-85f``: split reductions); named ``sim-RxCxW`` plus
+    ``-r1`` / ``-r2`` and ``-wR``."""
     import dataclasses
 
-    t = geometry_target(*random_geometry(seed))
+    from .targets import sim_target
+
+    rows, cols, width = random_geometry(seed)
     regs = int(np.random.default_rng(seed ^ 0x5EC).integers(0, 3))
-    return dataclasses.replace(t, name=f"{t.name}-r{regs}", mem_regs=regs) if regs else t
+    wide = (rows > 1 and not rows & (rows - 1)
+            and bool(np.random.default_rng(seed ^ 0x3D1).integers(0, 2)))
+    name = (f"sim-{rows}x{cols}x{width}" + (f"-r{regs}" if regs else "")
+            + (f"-w{rows}" if wide else ""))
+    t = sim_target(rows, cols, width, name=name, weight_rows=rows if wide else 1)
+    return dataclasses.replace(t, mem_regs=regs)
 
 
 def banked_target(target, weights_depth: int):

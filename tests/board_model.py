@@ -138,7 +138,8 @@ class PtyBoard(threading.Thread):
         elif cmd == Command.STATUS:
             report = wire.StatusReport(wire.PROTOCOL_VERSION, t.rows, t.cols, t.width, busy,
                                        self.done and not busy, 0,
-                                       self.cycles // (2 if busy else 1), {})
+                                       self.cycles // (2 if busy else 1), {},
+                                       t.weight_rows)
             return status, wire.encode_status(report)
         return status, b""
 

@@ -215,7 +215,7 @@ class HostDecoder(wiring.Component):
         ri = Signal(range(STATUS_LEN + 4))  # response byte (header, then status payload)
         # the bytes a response sends but memory words (constants and live values: status,
         # length, flags, error, cycles), picked in two registered stages
-        flags = Cat(self.busy, self.done, self.error != 0)
+        flags = Cat(self.busy, self.done, self.error != 0, t.weight_rows > 1)
         depth_log2 = [max(0, (d - 1).bit_length()) for d in depth]
         fixed = [SYNC_RESPONSE, status, rlen[:8], rlen[8:],
                  PROTOCOL_VERSION, t.rows, t.cols, t.width, flags, self.error,

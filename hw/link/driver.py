@@ -72,7 +72,7 @@ class AcceleratorDriver:
         if st.version != PROTOCOL_VERSION:
             raise AcceleratorError(f"accelerator speaks protocol {st.version}, driver "
                                    f"{PROTOCOL_VERSION}")
-        self.widths = {"program": 32, "weights": st.cols * st.width,
+        self.widths = {"program": 32, "weights": st.weight_rows * st.cols * st.width,
                        "thresholds": st.cols * 32, "activations": st.width,
                        "scores": st.cols * 32}
         self.cols = st.cols

@@ -247,6 +247,9 @@ class StatusReport:
     error: int
     cycles: int
     depth_log2: dict
+    #: rows' weight words per weights-memory word (flags bit 3: ``rows``, else 1;
+    #: ``Target.weight_rows``)
+    weight_rows: int = 1
 
     @property
     def geometry(self) -> str:
@@ -259,13 +262,16 @@ def decode_status(payload: bytes) -> StatusReport:
     flags = payload[4]
     return StatusReport(payload[0], payload[1], payload[2], payload[3], bool(flags & 1),
                         bool(flags & 2), payload[5], int.from_bytes(payload[6:10], "little"),
-                        {name: payload[10 + i] for i, name in enumerate(MEMORY_NAMES)})
+                        {name: payload[10 + i] for i, name in enumerate(MEMORY_NAMES)},
+                        payload[1] if flags & 8 else 1)
 
 
 def encode_status(st: StatusReport) -> bytes:
     """The STATUS payload of ``st`` (a device's side; inverse of :func:`decode_status`).
-    Flag bit 2 (the last run failed) is set when ``st.error`` is nonzero."""
-    flags = int(st.busy) | int(st.done) << 1 | int(st.error != 0) << 2
+    Flag bit 2 (the last run failed) is set when ``st.error`` is nonzero, bit 3 when the
+    weights memory holds a word per row (``st.weight_rows > 1``)."""
+    flags = (int(st.busy) | int(st.done) << 1 | int(st.error != 0) << 2
+             | int(st.weight_rows > 1) << 3)
     return (bytes([st.version, st.rows, st.cols, st.width, flags, st.error])
             + int(st.cycles).to_bytes(4, "little")
             + bytes(st.depth_log2.get(name, 0) for name in MEMORY_NAMES))

@@ -116,11 +116,16 @@ def test_pixels_and_geometries():
 
 
 def test_random_target_draws_the_pipelining():
-    """random_target: random_geometry's geometry, mem_regs 0, 1 or 2 (all occur), the name
+    """random_target: random_geometry's geometry, mem_regs 0, 1 or 2 (all occur), a weight
+    word per row or not where R is a power of two (both occur; never elsewhere), the name
     says which; the same seed gives the same target."""
     targets = [synthetic.random_target(seed) for seed in range(40)]
     assert {t.mem_regs for t in targets} == {0, 1, 2}
+    pow2 = [t for t in targets if t.rows > 1 and not t.rows & (t.rows - 1)]
+    assert {t.weight_rows > 1 for t in pow2} == {False, True}
     for seed, t in enumerate(targets):
         assert (t.rows, t.cols, t.width) == synthetic.random_geometry(seed)
-        assert t.name == f"sim-{t.geometry}" + (f"-r{t.mem_regs}" if t.mem_regs else "")
+        assert t.weight_rows in ((1, t.rows) if t in pow2 else (1,))
+        assert t.name == (f"sim-{t.geometry}" + (f"-r{t.mem_regs}" if t.mem_regs else "")
+                          + (f"-w{t.rows}" if t.weight_rows > 1 else ""))
         assert synthetic.random_target(seed) == t
