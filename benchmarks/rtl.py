@@ -100,7 +100,8 @@ def part_random(args) -> int:
            "max_hw": args.max_hw, "max_c": args.max_c, "max_out_c": args.max_out_c,
            "max_hidden": args.max_hidden,
            "backends": ["golden", "cpu", "amaranth", "icarus"], "env": _env(),
-           "layers": 0, "layers_observed": 0, "networks": 0, "mismatches": [], "errors": [],
+           "layers": 0, "layers_observed": 0, "split_layers": 0, "networks": 0,
+           "mismatches": [], "errors": [],
            "launches": [],
            "modes": {}, "command": " ".join(sys.argv)}
     t_start = time.perf_counter()
@@ -108,8 +109,9 @@ def part_random(args) -> int:
     bar = tqdm(total=args.layers, desc="random layers", unit="layer")
     while doc["layers"] < args.layers:
         gseed = base + 7919 * len(doc["launches"])
-        target = synthetic.random_target(gseed)  # geometry and mem_regs
-        label = target.geometry + (f" mem_regs={target.mem_regs}" if target.mem_regs else "")
+        target = synthetic.random_target(gseed)  # geometry, mem_regs and weight_rows
+        label = (target.geometry + (f" mem_regs={target.mem_regs}" if target.mem_regs else "")
+                 + (f" weight_rows={target.weight_rows}" if target.weight_rows > 1 else ""))
         items, models = [], []
         for _ in range(args.batch):
             seed = base * 100003 + net
@@ -118,7 +120,10 @@ def part_random(args) -> int:
                                              max_out_c=args.max_out_c,
                                              max_hidden=args.max_hidden)
             folder = WORK / "random" / f"net-{seed}"
-            synthetic.write_folder(model, target, folder)
+            # with a weight word per row, every other network is compiled for one image per
+            # run, so that its dense layers are split across the rows (program.splits_k)
+            one = target.weight_rows > 1 and net % 2 == 0
+            synthetic.write_folder(model, target, folder, max_batch=1 if one else None)
             items.append((backends.load_model(folder),
                           synthetic.random_pixels(seed, model, args.images)))
             models.append((seed, model))
@@ -169,6 +174,9 @@ def part_random(args) -> int:
             # layers whose own outputs were compared bit by bit (readable hidden maps and
             # the scores); an overwritten early hidden map is checked only through its effect
             doc["layers_observed"] += sum(readable_layers(mf)) + 1
+            prog = next(m for m in mf.memories if m.name == "program")
+            doc["split_layers"] += sum(d["ksplit"]
+                                       for d in program.decode_program(prog.words)[1])
             doc["networks"] += 1
             bar.update(len(model.layers))
         doc["launches"].append({
@@ -192,7 +200,8 @@ def part_random(args) -> int:
         f"command: {doc['command']}",
         f"{doc['layers']} random layers ({doc['layers_observed']} with their own outputs "
         f"compared bit by bit) in {doc['networks']} networks, "
-        f"{len(doc['launches'])} Icarus launches, geometries {', '.join(doc['geometries'])}",
+        f"{len(doc['launches'])} Icarus launches, geometries {', '.join(doc['geometries'])}; "
+        f"{doc['split_layers']} layers with their reduction split across the rows",
         f"backends golden, cpu, amaranth, icarus; mismatches: {len(doc['mismatches'])}; "
         f"networks refused or failed: {len(doc['errors'])}"
         + "".join(f"\n  error: {e}" for e in doc["errors"][:10]),

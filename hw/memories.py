@@ -149,9 +149,15 @@ def block_rams(target: Target, depths: dict | None = None,
             continue
         banks = ([d for _, d in weight_banks(depths[name])]
                  if name == "weights" and target.mem_regs == 2 else [depths[name]])
-        per_copy = sum(min(-(-depth // d) * -(-width // w)
+
+        def blocks(bits):
+            return sum(min(-(-depth // d) * -(-bits // w)
                            for d, w in board.family_facts.bram_shapes) for depth in banks)
-        out[name] = copies * per_copy
+        if name == "program" and target.mem_regs == 2:
+            # the look-ahead port C reads only the run field: synthesis keeps those bits
+            out[name] = (copies - 1) * blocks(width) + blocks(4)
+        else:
+            out[name] = copies * blocks(width)
     return out
 
 
@@ -314,11 +320,14 @@ class AcceleratorMemories(wiring.Component):
             q = Signal(self.wsel, name=f"wgt_sel_q{i}", reset_less=True)
             m.d.sync += q.eq(sel)
             sel = q
+        # a tree of 2:1 multiplexers on the select bits (the same as a case statement, but
+        # yosys 0.70's abc9 failed an assertion on the 8-way $pmux of 256-bit words in the
+        # ULX3S build: ABC_OPS_REINTEGRATE, rtlil.cc:3091)
+        level = lanes
+        for b in range(self.wsel):
+            level = [Mux(sel[b], level[2 * i + 1], level[2 * i]) for i in range(len(level) // 2)]
         shared = Signal(cw, name="wgt_shared")
-        with m.Switch(sel):
-            for i, lane in enumerate(lanes):
-                with m.Case(i):
-                    m.d.comb += shared.eq(lane)
+        m.d.comb += shared.eq(level[0])
         for r in range(self.target.rows):
             m.d.comb += self.wgt_rdata[r].eq(Mux(self.wgt_split, lanes[r], shared))
 

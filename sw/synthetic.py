@@ -313,9 +313,12 @@ def geometry_target(rows: int, cols: int, width: int):
     return sim_target(rows, cols, width, name=f"sim-{rows}x{cols}x{width}")
 
 
-def write_folder(model: CompiledModel, target, out_dir: str | Path, force: bool = True):
-    """Compile ``model`` for ``target`` into a model folder (memory images + manifest)."""
+def write_folder(model: CompiledModel, target, out_dir: str | Path, force: bool = True,
+                 max_batch: int | None = None):
+    """Compile ``model`` for ``target`` into a model folder (memory images + manifest);
+    ``max_batch`` as in :func:`~xnorflow.sw.program.build_memories`."""
     from .images import write_model_folder
     from .program import build_memories
 
-    return write_model_folder(out_dir, model, target, build_memories(model, target), force=force)
+    return write_model_folder(out_dir, model, target,
+                              build_memories(model, target, max_batch=max_batch), force=force)

@@ -196,9 +196,9 @@ TARGETS: dict[str, Target] = {
     # block deep, no bank multiplexer; 4096 words of 256 bits, the Fashion-MNIST CNN's fc256
     # needs 3.3K split across the rows; the 3584 x 256 of before took 52), activations
     # 8K x 32 x R=8 copies (8 x 16 = 128 EBR: a 28x28 8-bit input is 6.3K words), thresholds
-    # 256 x (8 x 24) = 6, program 2K x 32 x 3 read ports = 12 (a 28x28 map's row list is
-    # 784 words; port 3 is mem_regs = 2's look-ahead), scores 512 x (8 x 23) = 6: 209 of
-    # 208 estimated, but yosys maps 3 fewer than this estimate (201 with the 52 of before).
+    # 256 x (8 x 24) = 6, program 2K x 32 x 3 read ports = 4 + 4 + 1 (a 28x28 map's row list is
+    # 784 words; port 3 is mem_regs = 2's look-ahead and keeps only the 4-bit run field: 1),
+    # scores 512 x (8 x 23) = 6: 206 of 208 (as nextpnr counts them).
     "ecp5-85f": Target(
         "ecp5-85f", 8, 8, 32,
         _mem(8, 8, 32, weights=512, thresholds=256, program=2048, activations=8192,

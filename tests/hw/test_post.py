@@ -108,6 +108,8 @@ def simulate(target, s, thr, tiles, rng, gaps):
         ctx.set(dut.desc.groups_m1, s["groups"] - 1)
         for f in ("thr_base", "out_stride", "out_base", "tile_words", "rows_total"):
             ctx.set(getattr(dut.desc, f), s[f])
+        if target.weight_rows > 1:
+            ctx.set(dut.desc.ksplit, s.get("ksplit", 0))
         ctx.set(dut.layer_start, 1)
         await ctx.tick()
         ctx.set(dut.layer_start, 0)
@@ -200,3 +202,44 @@ def test_zero_word_on_clear():
     sim.add_testbench(tb)
     sim.run()
     assert seen == [(DEPTHS["activations"] - 1, 0, (1 << 8) - 1)]
+
+
+def split_reference(target, s, thr, tiles):
+    """A split reduction (``ksplit``): each tile is one image's ``R`` partial sums per column;
+    their sum is thresholded (or scored) once and written to the tile's one output pixel."""
+    R, G = target.rows, s["groups"]
+    images = s["rows_total"] // R
+    # as one unsplit layer whose rows are the images (row r of tile t: image t * R + r)
+    one = {**s, "rows_total": images, "tile_words": R * s["tile_words"]}
+    zero = np.zeros_like(tiles[0][0])
+    sums = [np.vstack([tiles[(t * R + r) * G + g].sum(axis=0) if t * R + r < images else zero
+                       for r in range(R)])
+            for t in range(-(-images // R)) for g in range(G)]
+    return reference(target, one, thr, sums)
+
+
+@pytest.mark.parametrize("integer", [False, True], ids=["threshold", "integer"])
+@pytest.mark.parametrize("geometry", [(2, 2, 16), (8, 2, 32), (4, 8, 32)],
+                         ids=lambda g: "x".join(map(str, g)))
+@pytest.mark.parametrize("seed", range(3))
+def test_split_tiles_add_their_rows(geometry, integer, seed):
+    """``ksplit`` (``weight_rows = R``): every row of a tile is a partial sum of one output
+    pixel; the stage adds them (row onto row in its one adder per column), thresholds or
+    scores the total once (ties included: totals land on the thresholds) and writes it to the
+    tile's output address; image after image, group after group, with gaps between tiles."""
+    R = geometry[0]
+    target = sim_target(*geometry, weight_rows=R)
+    target = type(target)(**{**target.__dict__, "acc_bits": 6})
+    rng = np.random.default_rng(seed * 31 + R + integer)
+    s = settings(rng, target, integer)
+    images = int(rng.integers(1, 4))
+    s.update(ksplit=1, passes=1, rows_total=R * images, tile_words=s["out_stride"])
+    thr = thresholds(rng, target, s)
+    acc_max = (1 << target.acc_bits) - 1
+    tiles = [rng.integers(0, acc_max // R + 1, size=(R, target.cols))
+             for _ in range(images * s["groups"])]
+    want_act, want_scores = split_reference(target, s, thr, tiles)
+    got_act, got_scores = simulate(target, s, thr, tiles, rng, gaps=3)
+    assert got_scores == want_scores
+    assert got_act == want_act
+    assert len(want_act or want_scores) >= images  # one word (or group) per image at least

@@ -165,3 +165,78 @@ def test_dense_8bit_input_layer_is_two_entries_per_run_of_words():
     table = program.compress_table(program.beat_table(hw.layers[0], target))
     assert sum(program._beat(v)[6] + 1 for v in table) == 8 * 25
     assert len(table) == 8 * 2 + 1  # the table's last beat is split off
+
+
+# ----- split reductions (Target.weight_rows = R) --------------------------------------------
+SPLIT_GEOMETRIES = [(2, 2, 16), (4, 4, 32), (8, 2, 32), (8, 8, 32), (4, 8, 64)]
+
+
+@pytest.mark.parametrize("geometry", SPLIT_GEOMETRIES, ids=lambda g: "x".join(map(str, g)))
+@pytest.mark.parametrize("seed", range(6))
+def test_split_reductions_equal_golden(geometry, seed):
+    """On targets with a weight word per row, random networks (dense layers of every size:
+    reductions shorter than R words leave rows empty, others end in a partial row; 1..8
+    input planes) run from the images alone exactly as the golden model, one image or a
+    batch per run; the split layers and the others both occur."""
+    R = geometry[0]
+    target = sim_target(*geometry, weight_rows=R)
+    rng = np.random.default_rng(seed)
+    model = synthetic.random_network(seed * 7 + R, max_hidden=3, max_hw=5, max_c=48)
+    batch = int(rng.integers(1, R + 1)) if seed % 2 else 1
+    mems = program.build_memories(model, target, max_batch=batch)
+    _, descs = program.decode_memories(mems)
+    images = synthetic.random_images(batch, model.in_h, model.in_w, model.in_c, seed=seed)
+    gold = golden.run(model, images)
+    for n, res in enumerate(program.execute_batch(mems, images, target)):
+        assert res.scores.tolist() == gold.scores[n].tolist()
+        for mine, ref in zip(res.layer_outputs, gold.activations, strict=True):
+            np.testing.assert_array_equal(mine, ref[n])
+    hw_model, _ = program.hardware_model(model, target)
+    for d, lay in zip(descs, hw_model.layers, strict=True):
+        assert d["ksplit"] == program.splits_k(lay, target, batch)
+        if d["ksplit"]:
+            assert d["rows_per_image"] == R and d["tile_words"] == d["out_stride"]
+            assert d["w_base"] % R == 0 and d["group_words"] == R * program.k_chunk(lay, target)
+
+
+def test_split_is_chosen_only_where_it_saves_beats():
+    """splits_k: only with weight_rows = R, only dense layers, and only when the split tiles
+    take fewer beats than R images' unsplit tile (the Fashion-MNIST CNN's fc256: 98 words
+    become 13 per row on 8 rows; its 8-word fc10 already takes the tile's minimum R beats)."""
+    model = synthetic.fashion_cnn(seed=1)
+    wide = TARGETS["ecp5-85f"]
+    narrow = sim_target(8, 8, 32)
+    hw_model, _ = program.hardware_model(model, wide)
+    by = {lay.name: lay for lay in hw_model.layers}
+    assert program.k_chunk(by["fc0"], wide) == 13
+    assert program.splits_k(by["fc0"], wide, 1) and program.splits_k(by["fc0"], wide, 7)
+    assert not program.splits_k(by["fc0"], wide, 8)  # 8 x 13 > 98: a batch of 8 fills it
+    assert not program.splits_k(by["fc1"], wide, 1)  # 8 words: 8 beats either way
+    assert not any(program.splits_k(lay, narrow, 1) for lay in hw_model.layers)
+    assert not any(program.splits_k(by[n], wide, 1) for n in ("conv0", "conv1"))
+
+
+def test_split_weights_give_each_row_its_words():
+    """The weights image of a split layer: memory word (w_base / R + g * chunk + t), row r's
+    C*W bits = packed word r * chunk + t of each of the group's channels, all ones past K."""
+    R, C, W = 4, 2, 16
+    target = sim_target(R, C, W, weight_rows=R)
+    model = synthetic.random_mlp(sizes=(80, 5), in_shape=(1, 1, 80), in_bits=1, seed=3)
+    mems = {m.name: m for m in program.build_memories(model, target, max_batch=1)}
+    _, (d,) = program.decode_memories(list(mems.values()))
+    assert d["ksplit"] == 1
+    lay = model.layers[0]
+    packed = golden.pack_weights(lay, W)  # (5, 5 words)
+    chunk = program.k_chunk(lay, target)
+    assert (packed.shape[1], chunk) == (5, 2)  # rows 0, 1 full, row 2 partial, row 3 empty
+    words = [int(v) for v in mems["weights"].words]
+    assert mems["weights"].width == R * C * W
+    ones = (1 << W) - 1
+    for n in range(lay.out_c):
+        g, c = divmod(n, C)
+        for t in range(chunk):
+            word = words[d["w_base"] // R + g * chunk + t]
+            for r in range(R):
+                k = r * chunk + t
+                got = (word >> ((r * C + c) * W)) & ones
+                assert got == (int(packed[n, k]) if k < packed.shape[1] else ones)

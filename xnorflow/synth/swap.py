@@ -99,8 +99,10 @@ def report_target(spec, report: dict):
         return base
     rows, cols, width = parse_geometry(report["geometry"])
     mems = {n: (m["width"], m["depth"]) for n, m in report["memories"].items()}
+    # the weights' word width says how many rows' words a memory word holds (weight_rows)
+    wrows = mems["weights"][0] // (cols * width) if "weights" in mems else base.weight_rows
     return dataclasses.replace(base, name=report["target"], rows=rows, cols=cols, width=width,
-                               memories=mems, board=spec.name)
+                               memories=mems, board=spec.name, weight_rows=wrows)
 
 
 def swap_model(folder: str | Path, model_dir: str | Path, *, out: str | Path | None = None,
