@@ -12,8 +12,9 @@ from xnorflow.sw import encoding as enc
 DT = {16: np.uint16, 32: np.uint32, 64: np.uint64}
 
 
-def make_tiles(rng, rows, cols, width, planes, n_tiles, max_words=4):
-    """Random tiles: per beat one word per row and per column; tile results (R x C)."""
+def make_tiles(rng, rows, cols, width, planes, n_tiles, max_words=4, per_pe=False):
+    """Random tiles: per beat one word per row and per column (``per_pe``: per row and
+    column, ``w[r][c]``, ``SystolicArray(weight_rows=rows)``); tile results (R x C)."""
     dt = DT[width]
     tiles = []
     for _ in range(n_tiles):
@@ -23,9 +24,17 @@ def make_tiles(rng, rows, cols, width, planes, n_tiles, max_words=4):
         for bi, b in enumerate(range(planes - 1, -1, -1)):
             for i in range(k):
                 a = rng.integers(0, 2**width, size=rows, dtype=np.uint64).astype(dt)
-                w = rng.integers(0, 2**width, size=cols, dtype=np.uint64).astype(dt)
-                per_plane[b] += enc.popcount(~(a[:, None] ^ w[None, :]))
-                beats.append(([int(v) for v in a], [int(v) for v in w], int(bi > 0 and i == 0),
+                if per_pe:  # PE (r, c) counts XNOR(a[r], w[r][c])
+                    w = rng.integers(0, 2**width, size=(rows, cols), dtype=np.uint64).astype(dt)
+                    for r in range(rows):
+                        for c in range(cols):
+                            per_plane[b, r, c] += enc.popcount(~(a[r] ^ w[r, c]))
+                    words = [[int(v) for v in row] for row in w]
+                else:
+                    w = rng.integers(0, 2**width, size=cols, dtype=np.uint64).astype(dt)
+                    per_plane[b] += enc.popcount(~(a[:, None] ^ w[None, :]))
+                    words = [int(v) for v in w]
+                beats.append(([int(v) for v in a], words, int(bi > 0 and i == 0),
                               int(b == 0 and i == k - 1)))
         tiles.append((beats, enc.accumulate_planes(per_plane)))
     return tiles
@@ -48,14 +57,22 @@ def schedule(tiles, rows, rng, bubbles=0.25, spacing=None):
     return stream
 
 
-def run_array(rows, cols, width, planes, stream, levels=2, mem_regs=0, junk=None):
+def run_array(rows, cols, width, planes, stream, levels=2, mem_regs=0, junk=None,
+              weight_rows=1):
     """Play ``stream`` (beats or ``None`` bubbles) into the array; with ``mem_regs = 2`` each
     beat's operands come a cycle after its control (as the accelerator's registers beside
-    the memories deliver them). ``junk`` (a Generator): random operands in bubbles."""
+    the memories deliver them). ``junk`` (a Generator): random operands in bubbles.
+    ``weight_rows = rows``: the beats carry a weight word per PE (``make_tiles(per_pe=True)``)
+    and ``wgt[r][c]`` gets each."""
     acc_bits = acc_width(8 * width, planes)
-    dut = SystolicArray(rows, cols, width, acc_bits, levels, mem_regs)
+    dut = SystolicArray(rows, cols, width, acc_bits, levels, mem_regs, weight_rows)
     out, done = [], []
     lag = 1 if mem_regs == 2 else 0
+    wgt = ([dut.wgt[c] for c in range(cols)] if weight_rows == 1
+           else [dut.wgt[r][c] for r in range(rows) for c in range(cols)])
+
+    def flat(w):  # a beat's weight words in the order of `wgt`
+        return w if weight_rows == 1 else [v for row in w for v in row]
 
     async def tb(ctx):
         for t in range(len(stream) + dut.latency + rows + 2):
@@ -72,13 +89,13 @@ def run_array(rows, cols, width, planes, stream, levels=2, mem_regs=0, junk=None
                 a, w, _, _ = ops
                 for r in range(rows):
                     ctx.set(dut.act[r], a[r])
-                for c in range(cols):
-                    ctx.set(dut.wgt[c], w[c])
+                for port, v in zip(wgt, flat(w), strict=True):
+                    ctx.set(port, v)
             elif junk is not None:
                 for r in range(rows):
                     ctx.set(dut.act[r], int(junk.integers(0, 1 << width, dtype=np.uint64)))
-                for c in range(cols):
-                    ctx.set(dut.wgt[c], int(junk.integers(0, 1 << width, dtype=np.uint64)))
+                for port in wgt:
+                    ctx.set(port, int(junk.integers(0, 1 << width, dtype=np.uint64)))
             await ctx.tick()
             # after the edge that ends cycle t: what the array shows during cycle t + 1
             done.append(ctx.get(dut.tile_done))
@@ -138,6 +155,40 @@ def test_operand_registers(geometry, planes, mem_regs):
     assert sum(done) == len(tiles)
     with pytest.raises(ValueError, match="mem_regs must be 0, 1 or 2, not 3"):
         SystolicArray(rows, cols, width, 20, mem_regs=3)
+
+
+@pytest.mark.parametrize("geometry, planes, mem_regs", [
+    ((2, 3, 16), 1, 0), ((2, 1, 64), 3, 2), ((4, 1, 32), 2, 1), ((4, 4, 16), 3, 2),
+    ((8, 2, 64), 3, 0), ((8, 3, 32), 1, 1), ((4, 2, 64), 2, 0), ((8, 1, 16), 2, 2)],
+    ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v))
+def test_a_weight_word_per_pe(geometry, planes, mem_regs):
+    """``weight_rows = rows`` (Target.weight_rows): PE (r, c) takes ``wgt[r][c]``, its own
+    random word each beat (not its column's shared word), with random bubbles (random words
+    in them with ``mem_regs`` 1 and 2), planes 1..3; every row of every tile at its cycle
+    against the per-PE NumPy reference (make_tiles(per_pe=True)). The latency is that of
+    ``weight_rows = 1``."""
+    rows, cols, width = geometry
+    rng = np.random.default_rng(1000 + rows * 100 + cols * 10 + planes + mem_regs)
+    tiles = make_tiles(rng, rows, cols, width, planes, 8, per_pe=True)
+    stream = schedule(tiles, rows, rng)
+    dut, out, done = run_array(rows, cols, width, planes, stream, mem_regs=mem_regs,
+                               junk=np.random.default_rng(7 + mem_regs), weight_rows=rows)
+    assert dut.latency == SystolicArray(rows, cols, width, 20, mem_regs=mem_regs).latency
+    lasts = [t for t, b in enumerate(stream) if b is not None and b[3]]
+    assert len(lasts) == len(tiles)
+    for t_last, (_, want) in zip(lasts, tiles, strict=True):
+        assert done[t_last + dut.latency - 1] == 1
+        for r in range(rows):
+            assert out[t_last + dut.latency + r] == [int(v) for v in want[r]], (t_last, r)
+    assert sum(done) == len(tiles)
+
+
+@pytest.mark.parametrize("rows, weight_rows", [(4, 2), (4, 8), (2, 0), (1, 2), (8, 4)])
+def test_weight_rows_is_one_or_rows(rows, weight_rows):
+    with pytest.raises(ValueError, match=f"weight_rows must be 1 or rows = {rows}, "
+                                         f"not {weight_rows}"):
+        SystolicArray(rows, 2, 16, 20, weight_rows=weight_rows)
+    assert SystolicArray(rows, 2, 16, 20, weight_rows=rows).weight_rows == rows
 
 
 @pytest.mark.slow
