@@ -1,5 +1,7 @@
 """Accelerator memories: initial contents from images, R read ports, write ports, depths."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from amaranth.hdl import Fragment
@@ -221,3 +223,108 @@ def test_weight_banks_are_aligned_powers_of_two():
         for (base, d), nxt in zip(banks, banks[1:] + [(depth, 0)], strict=True):
             assert d & (d - 1) == 0 and d <= WEIGHT_BANK_DEPTH and base % d == 0
             assert nxt[0] == base + d and nxt[1] <= d
+
+
+def _wide_target(rows, cols, width, mem_regs, weights_depth):
+    """``sim_target(R, C, W, weight_rows=R)`` with ``mem_regs``; with ``mem_regs = 2`` built
+    by ``synthetic.banked_target`` (several banks when ``weights_depth`` is not a power of
+    two)."""
+    t = sim_target(rows, cols, width, weight_rows=rows)
+    if mem_regs == 2:
+        return synthetic.banked_target(t, weights_depth)
+    return dataclasses.replace(t, mem_regs=mem_regs)
+
+
+@pytest.mark.parametrize("geometry, mem_regs, depth", [
+    ((2, 2, 16), 0, 8), ((4, 1, 32), 0, 16), ((8, 2, 64), 0, 4),
+    ((2, 4, 32), 1, 8), ((4, 2, 16), 1, 16), ((8, 1, 32), 1, 8),
+    ((2, 2, 16), 2, 13), ((4, 4, 64), 2, 11), ((8, 2, 32), 2, 7), ((4, 1, 16), 2, 8)],
+    ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v))
+def test_weights_a_word_per_row(geometry, mem_regs, depth):
+    """``Target.weight_rows = R``: the weights memory holds ``depth`` words of ``R*C*W``
+    bits; ``wgt_raddr`` counts ``C*W``-bit words (memory word ``raddr >> log2 R``, lane
+    ``raddr mod R``). Random initial contents and a random address stream with a random
+    ``wgt_split`` each cycle: each cycle every row's word against a Python reference, the
+    addressed lane ``L`` cycles after its address (``L`` = 1, 2 with ``mem_regs = 2``:
+    banked, three banks at depths 13, 11 and 7) or, where ``wgt_split`` is 1 in the cycle
+    the data show, the row's own lane. Then host writes of wide words (``wgt_waddr`` in
+    wide words), a few to one address, read back through every lane and seen in the
+    memory cells."""
+    rows, cols, width = geometry
+    target = _wide_target(rows, cols, width, mem_regs, depth)
+    lat = 2 if mem_regs == 2 else 1
+    cw, wide = cols * width, rows * cols * width
+    rng = np.random.default_rng(rows * 1000 + cols * 100 + width + mem_regs * 10 + depth)
+    ref = [int.from_bytes(rng.bytes(wide // 8), "little") for _ in range(depth)]
+    img = MemoryImage("weights", wide, np.array(ref, dtype=object), "test")
+    depths = {**{name: 16 for name in DEFAULT_DEPTHS}, "weights": depth}
+    dut = AcceleratorMemories(target, depths, [img])
+    if mem_regs == 2:
+        assert len(weight_banks(depth)) == bin(depth).count("1")
+    assert len(dut.wgt_raddr) == (depth - 1).bit_length() + rows.bit_length() - 1
+    assert (len(dut.wgt_waddr), len(dut.wgt_wdata)) == ((depth - 1).bit_length(), wide)
+    assert dut.wgt_rdata.shape().size == wide
+
+    def lane(word, i):
+        return (word >> (i * cw)) & ((1 << cw) - 1)
+
+    writes = [(int(rng.integers(0, depth)), int.from_bytes(rng.bytes(wide // 8), "little"))
+              for _ in range(6)]
+    writes.append((writes[0][0], int.from_bytes(rng.bytes(wide // 8), "little")))  # rewrite
+    n = 24 * rows
+    # the stream: random addresses, then after the writes every lane of every written word
+    stream1 = [int(v) for v in rng.integers(0, depth * rows, n)]
+    stream2 = [a * rows + i for a in sorted({a for a, _ in writes}) for i in range(rows)]
+    stream2 += [int(v) for v in rng.integers(0, depth * rows, n)]
+    checked = [0]
+
+    async def play(ctx, stream, contents):
+        seen = []  # the split of each checked cycle
+        for t in range(len(stream) + lat):
+            # cycle t: its address and split set, then what the port shows in it (the
+            # address of cycle t - lat, the split of cycle t), then the clock edge
+            ctx.set(dut.wgt_raddr, int(rng.integers(0, depth * rows)) if t >= len(stream)
+                    else stream[t])
+            split = int(rng.integers(0, 2))
+            ctx.set(dut.wgt_split, split)
+            got = [ctx.get(dut.wgt_rdata[r]) for r in range(rows)]
+            await ctx.tick()
+            if t >= lat:
+                a = stream[t - lat]
+                word = contents[a // rows]
+                want = [lane(word, r if split else a % rows) for r in range(rows)]
+                assert got == want, (t, a, split)
+                seen.append(split)
+        assert set(seen) == {0, 1}
+        checked[0] += len(seen)
+
+    async def tb(ctx):
+        await play(ctx, stream1, ref)
+        for a, v in writes:
+            ctx.set(dut.wgt_waddr, a)
+            ctx.set(dut.wgt_wdata, v)
+            ctx.set(dut.wgt_we, 1)
+            await ctx.tick()
+            ref[a] = v
+        ctx.set(dut.wgt_we, 0)
+        for a in range(depth):
+            assert ctx.get(dut.cell("weights", a)) == ref[a], a
+        await play(ctx, stream2, ref)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    assert checked[0] == len(stream1) + len(stream2)
+
+
+def test_weight_rows_needs_block_ram_weights():
+    """A board that keeps its weights in SPRAM (``up5k``) cannot have a weight word per
+    row."""
+    t = TARGETS["up5k"]
+    wide = dataclasses.replace(
+        t, weight_rows=8,
+        memories={**t.memories, "weights": (8 * t.cols * t.width, t.depth("weights"))})
+    with pytest.raises(ValueError, match="weight_rows 8 needs block RAM weights"):
+        AcceleratorMemories(wide, memory_depths(wide))
+    AcceleratorMemories(t, memory_depths(t))  # weight_rows = 1 builds
