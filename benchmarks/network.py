@@ -8,8 +8,9 @@ depend only on the layer shapes, which are those of the trained models
 (``sw/models.py``: digits MLP 64-256-256-10 on 8x8 8-bit pixels; Fashion-MNIST CNN
 ``--widths 32,64:256``). The ceiling section prints ``sw/perf.py: network_bound``: the
 utilisation no compiler mapping can pass on each array and memory ports, and with
-``hw=WhatIf(...)`` how far each hardware change (a weight word per row, a whole tile retired
-per cycle, bit-planes packed per word) would lift it.
+``hw=WhatIf(...)`` how far each hardware change (a weight word per row: built on
+``ecp5-85f``, ``Target.weight_rows``; a whole tile retired per cycle, bit-planes packed per
+word: not built) would lift it.
 
 Usage: .venv/bin/python benchmarks/network.py [--no-sim]
 Writes benchmarks/results/network.txt and network.json.
@@ -64,8 +65,9 @@ REASONS = {
                   "long beside 8-beat tiles; 10 classes leave 6 of 16 / 2 of 8 columns idle "
                   "in the last layer",
     "fmnist-cnn": "the first layer (1 grey channel: 9 window bits per W-bit word, 8 bit-planes) "
-                  "and, without a batch, the fc256 layer (1 of R rows) dominate; conv1 fills "
-                  "the array (86 % at batch 1, 99.7 % at batch 8 on 8x8x32)",
+                  "and, without a batch, the fc256 layer (1 of R rows; on ecp5-85f split "
+                  "across the rows: a weight word per row) dominate; conv1 fills the array "
+                  "(86 % at batch 1, 99.7 % at batch 8 on 8x8x32)",
     "fmnist-cnn-wide": "conv layers with >= 64 channels fill every row, column and bit; "
                        "the first layer and the 1-row fc10 are the remaining loss",
 }
@@ -185,8 +187,9 @@ def main() -> int:
                 f"{lp.name} {lp.cycles} cyc {100 * lp.utilisation:.1f}%" for lp in p.layers))
     say()
     say("Ceiling: what no mapping beats on these arrays (sw.perf.network_bound: per layer the")
-    say("largest of PE slots = dot-product beats / (R*C), weight words / 1 per cycle, results /")
-    say("C per cycle; per-layer fetch/prologue/drain left out). 'now' is the compiler's mapping.")
+    say("largest of PE slots = dot-product beats / (R*C), weight words / weight_rows per cycle")
+    say("(1, or R on ecp5-85f), results / C per cycle; per-layer fetch/prologue/drain left out).")
+    say("'now' is the compiler's mapping.")
     for key, model in models.items():
         for tname in ("up5k", "hx8k", "ecp5-85f"):
             t = geometry_target(tname)
@@ -221,10 +224,11 @@ def main() -> int:
         f"{40000 * full / 1e6:.0f} MHz")
     data["ulx3s"] = {"fmax_mhz": ulx["fmax_mhz"], "cycles_per_image_full_array": full}
     say()
-    say("What would lift the ceiling (sw.perf.network_bound with hw=WhatIf(...): hardware not")
-    say("built; each column the ceiling with that change alone, 'all' with the three together):")
-    say("  weights xR: a weight word per row each cycle; results xR: the whole tile retired at")
-    say("  once; packing: p bit-planes per word, plane b-j repeated 2^(p-1-j) times (exact).")
+    say("What would lift the ceiling (sw.perf.network_bound with hw=WhatIf(...); each column the")
+    say("ceiling with that change alone, 'all' with the three together):")
+    say("  weights xR: a weight word per row each cycle (built on ecp5-85f: there it is 'as")
+    say("  built'); results xR: the whole tile retired at once; packing: p bit-planes per word,")
+    say("  plane b-j repeated 2^(p-1-j) times (exact); these two are not built.")
     def whatifs(R):  # the columns on an array of R rows
         return {"as built": perf.WhatIf(), "weights xR": perf.WhatIf(weight_words=R),
                 "results xR": perf.WhatIf(result_rows=R),

@@ -150,7 +150,7 @@ def block_rams(target: Target, depths: dict | None = None,
         banks = ([d for _, d in weight_banks(depths[name])]
                  if name == "weights" and target.mem_regs == 2 else [depths[name]])
 
-        def blocks(bits):
+        def blocks(bits, banks=banks):
             return sum(min(-(-depth // d) * -(-bits // w)
                            for d, w in board.family_facts.bram_shapes) for depth in banks)
         if name == "program" and target.mem_regs == 2:
@@ -185,6 +185,10 @@ class AcceleratorMemories(wiring.Component):
         (``weight_rows = R``: memory word ``wgt_raddr // R`` holds ``R`` of them; row ``r``
         gets word ``wgt_raddr mod R`` of it, or with ``wgt_split`` its own, the ``r``-th).
     wgt_split : (``weight_rows = R`` only) the layer splits its reduction across the rows.
+        With ``weight_rows = R`` and ``mem_regs = 2`` the shared word (after its multiplexer)
+        and every row's own word are registered once more: read latency 3 (the sequencer
+        sends the address a cycle early); ``wgt_split`` picks between them after those
+        registers.
     thr_raddr, thr_rdata : the thresholds read port (``C`` lanes of the stored bits).
     act_raddr, act_rdata : ``R`` activation read ports.
     score_raddr, score_rdata : the scores read port (``C`` sign-extended 32-bit lanes).
@@ -326,8 +330,21 @@ class AcceleratorMemories(wiring.Component):
         level = lanes
         for b in range(self.wsel):
             level = [Mux(sel[b], level[2 * i + 1], level[2 * i]) for i in range(len(level) // 2)]
-        shared = Signal(cw, name="wgt_shared")
+        shared = Signal(cw, name="wgt_shared", attrs={"keep": 1})
         m.d.comb += shared.eq(level[0])
+        if self.target.mem_regs == 2:
+            # the shared word and every row's own word registered once more (read latency 3:
+            # the sequencer sends the address a cycle earlier): the multiplexer is built
+            # once, beside the block RAMs (as one expression with the rows' 2:1
+            # multiplexers, abc9 copied it into every row: 7,100 more LUT4s and the routes
+            # of 8 x 2,048 bits), and the routes to the array's rows get their own cycle
+            shared_q = Signal(cw, name="wgt_shared_q", reset_less=True)
+            m.d.sync += shared_q.eq(shared)
+            shared = shared_q
+            lanes_q = [Signal(cw, name=f"wgt_lane{r}_q", reset_less=True)
+                       for r in range(self.target.rows)]
+            m.d.sync += [q.eq(lane) for q, lane in zip(lanes_q, lanes, strict=True)]
+            lanes = lanes_q
         for r in range(self.target.rows):
             m.d.comb += self.wgt_rdata[r].eq(Mux(self.wgt_split, lanes[r], shared))
 

@@ -288,7 +288,12 @@ class Sequencer(wiring.Component):
                 m.d.sync += self.act_raddr[r].eq(cur_origin[r] + off)
         wa = Reg(aw["weights"])
         wbase = Reg(aw["weights"])
-        if two_stage:
+        if two_stage and t.weight_rows > 1:
+            # a weight word per row (weight_rows = R): the memories register the rows' words
+            # once more after their row multiplexers (read latency 3), so the address leaves
+            # a cycle earlier, straight from wa
+            m.d.comb += self.wgt_raddr.eq(wa)
+        elif two_stage:
             wa_q = Reg(aw["weights"], name="wa_q")
             m.d.sync += wa_q.eq(wa)
             m.d.comb += self.wgt_raddr.eq(wa_q)

@@ -245,14 +245,16 @@ def test_weights_a_word_per_row(geometry, mem_regs, depth):
     bits; ``wgt_raddr`` counts ``C*W``-bit words (memory word ``raddr >> log2 R``, lane
     ``raddr mod R``). Random initial contents and a random address stream with a random
     ``wgt_split`` each cycle: each cycle every row's word against a Python reference, the
-    addressed lane ``L`` cycles after its address (``L`` = 1, 2 with ``mem_regs = 2``:
-    banked, three banks at depths 13, 11 and 7) or, where ``wgt_split`` is 1 in the cycle
-    the data show, the row's own lane. Then host writes of wide words (``wgt_waddr`` in
+    addressed lane ``L`` cycles after its address (``L`` = 1, 3 with ``mem_regs = 2``:
+    banked, three banks at depths 13, 11 and 7, and the shared and the rows' own words
+    registered once more) or, where ``wgt_split`` is 1 in the cycle the data show, the
+    row's own lane. Then host writes of wide words (``wgt_waddr`` in
     wide words), a few to one address, read back through every lane and seen in the
     memory cells."""
     rows, cols, width = geometry
     target = _wide_target(rows, cols, width, mem_regs, depth)
-    lat = 2 if mem_regs == 2 else 1
+    lat = 3 if mem_regs == 2 else 1
+    split_lag = 0  # the split picks after every register
     cw, wide = cols * width, rows * cols * width
     rng = np.random.default_rng(rows * 1000 + cols * 100 + width + mem_regs * 10 + depth)
     ref = [int.from_bytes(rng.bytes(wide // 8), "little") for _ in range(depth)]
@@ -280,15 +282,17 @@ def test_weights_a_word_per_row(geometry, mem_regs, depth):
 
     async def play(ctx, stream, contents):
         seen = []  # the split of each checked cycle
+        splits = []
         for t in range(len(stream) + lat):
             # cycle t: its address and split set, then what the port shows in it (the
             # address of cycle t - lat, the split of cycle t), then the clock edge
             ctx.set(dut.wgt_raddr, int(rng.integers(0, depth * rows)) if t >= len(stream)
                     else stream[t])
-            split = int(rng.integers(0, 2))
-            ctx.set(dut.wgt_split, split)
+            splits.append(int(rng.integers(0, 2)))
+            ctx.set(dut.wgt_split, splits[-1])
             got = [ctx.get(dut.wgt_rdata[r]) for r in range(rows)]
             await ctx.tick()
+            split = splits[t - split_lag]
             if t >= lat:
                 a = stream[t - lat]
                 word = contents[a // rows]

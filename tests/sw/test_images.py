@@ -164,7 +164,7 @@ def test_image_larger_than_recorded_capacity_is_refused(compiled):
 
 def test_writing_images_that_do_not_fit_is_a_bug(tmp_path):
     model = mlp()
-    small = dataclasses.replace(ECP5, memories={**ECP5.memories, "weights": (2048, 2)})
+    small = dataclasses.replace(ECP5, memories={**ECP5.memories, "weights": (2048, 1)})
     with pytest.raises(ValueError, match="do not fit their target"):
         write_model_folder(tmp_path / "o", model, small, build_memories(model, ECP5))
     assert list(tmp_path.iterdir()) == []
