@@ -128,12 +128,14 @@ def attempt_figures(board: str, geometry: str, seed: int) -> dict | None:
     return out or None
 
 
-def build(board: str, geometry: str, design: str, seed: int, depths: dict) -> dict:
+def build(board: str, geometry: str, design: str, seed: int, depths: dict,
+          out_dir: Path | None = None) -> dict:
     t0 = time.time()
     try:
+        out = out_dir or out_folder(board, geometry, design)
         return synthesize(SynthConfig(board=board, geometry=geometry, design=design, seed=seed,
                                       freq_mhz=GOAL_MHZ[board], depths=depths,
-                                      out_dir=str(out_folder(board, geometry, design)),
+                                      out_dir=str(out),
                                       build_dir=str(build_folder(board, geometry, seed))),
                           progress=True)
     except Exception as e:  # a build that does not fit is a result too
@@ -153,6 +155,9 @@ def main() -> int:
                     help="whole-accelerator rows: build with each seed (at most 3, as the "
                     "goals allow) and keep the best Fmax; every seed's Fmax is recorded")
     ap.add_argument("--only", default=None, help="comma-separated boards")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="with --seeds: build that many seeds at once, each into its own "
+                    "folder, and publish the best seed's folder (no rebuild)")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--import-rows", default=None, metavar="JSON",
                     help="no builds: take the rows of the --only boards from JSON (the output "
@@ -176,13 +181,19 @@ def main() -> int:
         if args.seeds and design == "accelerator":
             seeds = [int(x) for x in args.seeds.split(",")][:3]
         tries = {}
+        if args.jobs > 1 and len(seeds) > 1:
+            tries = parallel_seeds(board, geometry, design, seeds, depths, args.jobs)
         for seed in seeds:
+            if seed in tries:
+                continue
             print(f"building {key} (seed {seed}) ...", flush=True)
             tries[seed] = build(board, geometry, design, seed, depths)
         ok = {sd: t for sd, t in tries.items() if "error" not in t}
         seed = max(ok, key=lambda sd: ok[sd]["fmax_mhz"]) if ok else seeds[0]
         r = tries[seed]
-        if len(seeds) > 1 and ok:  # the kept bitstream is the best seed's: rebuild it last
+        if args.jobs > 1 and len(seeds) > 1 and ok:
+            r = publish(board, geometry, design, seed, r)
+        elif len(seeds) > 1 and ok:  # the kept bitstream is the best seed's: rebuild it last
             r = build(board, geometry, design, seed, depths) if seed != seeds[-1] else r
         row = {"key": key, "board": board, "geometry": geometry, "design_kind": design,
                "goal": goal, "seed": seed, "depths": depths or "board target"}
@@ -216,6 +227,41 @@ def main() -> int:
     write_md(results, out / "synth.md")
     print((out / "synth.md").read_text())
     return 0
+
+
+def _seed_out(board: str, geometry: str, seed: int) -> Path:
+    return build_folder(board, geometry, seed) / "publish"
+
+
+def parallel_seeds(board, geometry, design, seeds, depths, jobs) -> dict:
+    """Build ``seeds`` ``jobs`` at a time, each into its own folder (:func:`_seed_out`)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    print(f"building {board} {geometry} {design}, seeds {seeds}, {jobs} at once ...",
+          flush=True)
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futs = {sd: pool.submit(build, board, geometry, design, sd, depths,
+                                _seed_out(board, geometry, sd)) for sd in seeds}
+        return {sd: f.result() for sd, f in futs.items()}
+
+
+def publish(board, geometry, design, seed, result: dict) -> dict:
+    """Copy the best seed's folder to where the build is published, its report's
+    ``out_dir`` set to that folder (what a rebuild of that seed would have written)."""
+    import shutil
+
+    src, dst = _seed_out(board, geometry, seed), out_folder(board, geometry, design)
+    tmp = dst.with_name(dst.name + ".publish-tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    rpath = tmp / "report.json"
+    if rpath.exists():
+        rep = json.loads(rpath.read_text())
+        rep["out_dir"] = str(dst)
+        files.write_text(rpath, json.dumps(rep, indent=2) + "\n")
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+    return {**result, "out_dir": str(dst)}
 
 
 def import_rows(src: Path, boards: set | None) -> int:

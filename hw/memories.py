@@ -52,7 +52,7 @@ def weight_banks(depth: int) -> list[tuple[int, int]]:
     """``[(first word, words)]`` of the weights banks of a ``depth``-word memory
     (``Target.mem_regs = 2``): powers of two, largest first, none deeper than
     :data:`WEIGHT_BANK_DEPTH`, so every bank's words start at a multiple of its depth and one
-    RAM block deep of a bank needs no multiplexer (3584 words: 2048 + 1024 + 512)."""
+    RAM block deep of a bank needs no multiplexer (e.g. 3584 words: 2048 + 1024 + 512)."""
     banks, base = [], 0
     while base < depth:
         size = min(WEIGHT_BANK_DEPTH, 1 << ((depth - base).bit_length() - 1))

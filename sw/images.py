@@ -480,11 +480,21 @@ def load_model_folder(folder: str | Path, target: Any = None,
 
 def _check_images_match_ir(folder: Path, model: CompiledModel, memories: list[MemoryImage],
                            target: Any) -> None:
-    from .program import build_memories
+    from .program import INPUT_WINDOWS, build_memories, decode_program
 
     ir = folder / IR_FILES[0]
+    # compiled as its program says: the batch it was sized for and the input mode
+    opts = {}
+    prog = next((m for m in memories if m.name == "program"), None)
+    if prog is not None:
+        try:
+            header, _ = decode_program(prog.words)
+            opts = {"max_batch": int(header["max_batch"]),
+                    "input_windows": header["input_mode"] == INPUT_WINDOWS}
+        except UserError:
+            pass  # not a program: the comparison below names the difference
     try:
-        expected = build_memories(model, target)
+        expected = build_memories(model, target, **opts)
     except UserError as e:
         raise ImageError(f"{ir}: the IR does not build for target {target.name!r}: {e}") from None
     got = {m.name: m for m in memories}
