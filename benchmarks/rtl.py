@@ -357,24 +357,39 @@ def part_dataset(args, part: str) -> int:
 
 
 def part_batching(args) -> int:
-    """The first ``--limit`` images of ``--dataset``'s part one per START and then batched
-    (``--images-per-start``, default R): bit-exact vs golden both ways, cycles per image."""
+    """The first ``--limit`` images of ``--dataset``'s part one per START, compiled for one
+    image (``max_batch`` 1: the compiler may split dense layers across the rows), and then
+    batched (``--images-per-start``, default R; the program for the target's default
+    batch): bit-exact vs golden both ways, cycles per image."""
     from xnorflow.sim import backends
     from xnorflow.sim.compare import agreement
+    from xnorflow.sw import program, synthetic
 
     part = args.dataset
     dataset, sim, _, _ = DATASET_PARTS[part]
     folder, mf, x, y, ref, _ = _dataset_model(args, part)
+    one_folder = folder.with_name(folder.name + "-b1")
+    synthetic.write_folder(mf.model, mf.target, one_folder, max_batch=1)
+    mf1 = backends.load_model(one_folder)
     doc = {"part": "batching", "dataset": dataset, "simulator": sim, "model": str(folder),
+           "model_one": str(one_folder),
            "target": mf.target.name, "geometry": mf.target.geometry, "images": int(len(y)),
            "env": _env(), "command": " ".join(sys.argv), "runs": []}
+
+    def splits(folder_mf):
+        prog = next(m for m in folder_mf.memories if m.name == "program")
+        return sum(d["ksplit"] for d in program.decode_program(prog.words)[1])
+
     # one launch (one build, one design): the images one per START, then again batched
-    outs = backends.run_rtl_batch(sim, [(mf, x), (mf, x)], seed=args.seed, progress=False,
+    outs = backends.run_rtl_batch(sim, [(mf1, x), (mf, x)], seed=args.seed, progress=False,
                                   batch=[1, _per_start(args, mf)])
-    for out in outs:
+    for out, m in zip(outs, (mf1, mf), strict=True):
         a = agreement(mf.model, ref, out)
         doc["runs"].append({
             "images_per_start": out.info["images_per_start"],
+            "program_max_batch": int(program.decode_program(
+                next(i for i in m.memories if i.name == "program").words)[0]["max_batch"]),
+            "split_layers": splits(m),
             "bit_exact": a.exact, "samples_agree": a.samples_agree,
             "bits_compared": a.bits_compared,
             "first_mismatch": None if a.first is None else str(a.first),
@@ -394,7 +409,8 @@ def part_batching(args) -> int:
         f"{doc['env']['date']}",
         f"command: {doc['command']}",
         f"model {folder} (target {doc['target']}, {doc['geometry']})",
-        *(f"{r['images_per_start']} image(s) per START: bit-exact vs golden "
+        *(f"{r['images_per_start']} image(s) per START (program for {r['program_max_batch']}, "
+          f"{r['split_layers']} layer(s) split across the rows): bit-exact vs golden "
           f"{r['samples_agree']}/{len(y)} ({r['bits_compared']} hidden bits), accelerator "
           f"{r['accelerator_cycles_per_image']:.1f} cycles/image (utilisation "
           f"{100 * r['utilisation']:.2f} %), with the host link "
