@@ -49,8 +49,9 @@ def check_hidden_bits(model: CompiledModel, target: Target) -> None:
 
 
 def compile_checkpoint(checkpoint: str | Path, target_name: str, out_dir: str | Path,
-                       force: bool = False) -> tuple[dict, dict]:
-    """The whole compile step; returns ``(manifest, size_report)``.
+                       force: bool = False, max_batch: int | None = None) -> tuple[dict, dict]:
+    """The whole compile step; returns ``(manifest, size_report)``. ``max_batch``: images one
+    run may take (default: the most that fit, :func:`~xnorflow.sw.program.default_batch`).
 
     Order: check the destination and the checkpoint, lower, check the model fits (before
     anything is written), build the memory images, write the folder atomically.
@@ -71,7 +72,9 @@ def compile_checkpoint(checkpoint: str | Path, target_name: str, out_dir: str | 
             model.meta["fp32_params"] = n
     check_hidden_bits(model, target)
     check_fits(model, target)
-    memories = build_memories(model, target)
+    if max_batch is not None:
+        check_fits(model, target, batch=max_batch)  # names the batch that does not fit
+    memories = build_memories(model, target, max_batch=max_batch)
     size = size_report(model, memories, target)
     manifest = write_model_folder(out_dir, model, target, memories, force=force, size=size)
     return manifest, size

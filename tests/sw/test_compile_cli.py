@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from xnorflow import cli
-from xnorflow.sw import compiler, program
+from xnorflow.sw import compiler, program, synthetic
 from xnorflow.sw.images import load_model_folder
 from xnorflow.sw.ir import CompiledModel
 from xnorflow.sw.targets import TARGETS
@@ -31,13 +31,13 @@ def flow(monkeypatch):
         calls.append("lower")
         return CompiledModel.load(path)
 
-    def check_fits(model, tgt, _real=program.check_fits):
+    def check_fits(model, tgt, _real=program.check_fits, **kw):
         calls.append("check_fits")
-        return _real(model, tgt)
+        return _real(model, tgt, **kw)
 
-    def build_memories(model, tgt, _real=program.build_memories):
+    def build_memories(model, tgt, _real=program.build_memories, **kw):
         calls.append("build")
-        return _real(model, tgt)
+        return _real(model, tgt, **kw)
 
     monkeypatch.setattr(compiler, "lower_checkpoint", lower_checkpoint)
     monkeypatch.setattr(compiler, "check_fits", check_fits)
@@ -94,6 +94,27 @@ def test_existing_output_needs_force(flow, ckpt, tmp_path, capsys):
     assert load_model_folder(out)[0]["target"]["name"] == "sim"
 
 
+def test_max_batch(flow, tmp_path, capsys):
+    """--max-batch N: the program takes N images per run; 1 on ecp5-85f splits a dense layer
+    across the rows (its weight word per row); a value outside 1..R is one line naming it,
+    exit 2, nothing written."""
+    model = synthetic.random_mlp(sizes=(512, 32, 10), in_shape=(1, 1, 512), in_bits=1, seed=2)
+    ckpt = make_ckpt(tmp_path / "wide", model)
+    for n in (1, 3):
+        out = tmp_path / f"b{n}"
+        assert cli.main(["compile", str(ckpt), "-t", "ecp5-85f", "--max-batch", str(n), "-q",
+                         "-o", str(out)]) == 0
+        header, descs = program.decode_memories(load_model_folder(out)[2])
+        assert header["max_batch"] == n
+        assert [d["ksplit"] for d in descs] == ([1, 0] if n == 1 else [0, 0])
+    capsys.readouterr()
+    for bad in ("0", "9", "-2"):
+        err = one_line_error(capsys, cli.main(["compile", str(ckpt), "-t", "ecp5-85f",
+                                               "--max-batch", bad, "-o", str(tmp_path / "x")]))
+        assert f"batch {bad}: the accelerator runs 1..R = 1..8 images at once" in err
+    assert not (tmp_path / "x").exists()
+
+
 def test_missing_checkpoint(flow, tmp_path, capsys):
     err = one_line_error(capsys, cli.main(["compile", str(tmp_path / "nope"), "-o",
                                            str(tmp_path / "out")]))
@@ -131,8 +152,8 @@ def test_model_that_does_not_fit_writes_nothing(flow, tmp_path, capsys):
 
 
 def test_failure_while_building_leaves_no_folder(flow, ckpt, monkeypatch, tmp_path, capsys):
-    def build_memories(model, tgt, _real=compiler.build_memories):
-        mems = _real(model, tgt)
+    def build_memories(model, tgt, _real=compiler.build_memories, **kw):
+        mems = _real(model, tgt, **kw)
         prog = next(m for m in mems if m.name == "program")
         prog.words = np.append(prog.words, np.uint64(1 << 40))  # too wide: a bug
         return mems

@@ -27,6 +27,7 @@ examples:
   xnorflow compile runs/mlp --target up5k -o runs/mlp-up5k
   xnorflow compile runs/cnn --target ecp5-85f -o runs/cnn-ecp5 --force
   xnorflow compile runs/mlp --target sim -o runs/mlp-sim      # no memory limits
+  xnorflow compile runs/cnn --target ecp5-85f --max-batch 1 -o runs/cnn-rt  # one image/run
   xnorflow compile runs/tfc --target up5k -o runs/tfc-up5k   # from xnorflow import
 """
 
@@ -53,6 +54,11 @@ def register(subparsers) -> None:
     )
     p.add_argument("-o", "--output", metavar="OUT_DIR", required=True, help="folder to write")
     p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
+    p.add_argument("--max-batch", type=int, default=None, metavar="N",
+                   help="images one run may take, 1..R (default: the most that fit: the "
+                   "fewest cycles per image in batches; 1 for one image per run, where a "
+                   "target with a weight word per row, ecp5-85f, splits dense layers across "
+                   "the rows: the fewest cycles for one image)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
     p.set_defaults(func=run)
 
@@ -61,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from xnorflow.sw.compiler import compile_checkpoint
     from xnorflow.sw.size import format_size_markdown, summary_line
 
-    manifest, size = compile_checkpoint(args.checkpoint, args.target, args.output, args.force)
+    manifest, size = compile_checkpoint(args.checkpoint, args.target, args.output, args.force,
+                                        max_batch=args.max_batch)
     if not args.quiet:
         print(format_size_markdown(size))
     n_layers = len(manifest["model"]["layers"])
