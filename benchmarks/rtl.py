@@ -91,8 +91,7 @@ def part_random(args) -> int:
 
     def readable_layers(mf):
         """Which hidden maps of the model folder's program stay readable after a run."""
-        prog = next(m for m in mf.memories if m.name == "program")
-        return program.readable_layers(program.decode_program(prog.words)[1])
+        return program.readable_layers(program.decode_memories(mf.memories)[1])
 
     base = args.seed
     doc = {"part": "random", "partial": True, "seed": base, "target_layers": args.layers,
@@ -174,9 +173,8 @@ def part_random(args) -> int:
             # layers whose own outputs were compared bit by bit (readable hidden maps and
             # the scores); an overwritten early hidden map is checked only through its effect
             doc["layers_observed"] += sum(readable_layers(mf)) + 1
-            prog = next(m for m in mf.memories if m.name == "program")
             doc["split_layers"] += sum(d["ksplit"]
-                                       for d in program.decode_program(prog.words)[1])
+                                       for d in program.decode_memories(mf.memories)[1])
             doc["networks"] += 1
             bar.update(len(model.layers))
         doc["launches"].append({
@@ -376,20 +374,16 @@ def part_batching(args) -> int:
            "target": mf.target.name, "geometry": mf.target.geometry, "images": int(len(y)),
            "env": _env(), "command": " ".join(sys.argv), "runs": []}
 
-    def splits(folder_mf):
-        prog = next(m for m in folder_mf.memories if m.name == "program")
-        return sum(d["ksplit"] for d in program.decode_program(prog.words)[1])
-
     # one launch (one build, one design): the images one per START, then again batched
     outs = backends.run_rtl_batch(sim, [(mf1, x), (mf, x)], seed=args.seed, progress=False,
                                   batch=[1, _per_start(args, mf)])
     for out, m in zip(outs, (mf1, mf), strict=True):
         a = agreement(mf.model, ref, out)
+        header, descs = program.decode_memories(m.memories)
         doc["runs"].append({
             "images_per_start": out.info["images_per_start"],
-            "program_max_batch": int(program.decode_program(
-                next(i for i in m.memories if i.name == "program").words)[0]["max_batch"]),
-            "split_layers": splits(m),
+            "program_max_batch": int(header["max_batch"]),
+            "split_layers": sum(d["ksplit"] for d in descs),
             "bit_exact": a.exact, "samples_agree": a.samples_agree,
             "bits_compared": a.bits_compared,
             "first_mismatch": None if a.first is None else str(a.first),

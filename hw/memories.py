@@ -31,7 +31,8 @@ from ..sw.targets import LANE_BITS, MEMORY_NAMES, Target
 from .post import threshold_lane_bits
 
 __all__ = ["DEFAULT_DEPTHS", "WEIGHT_BANK_DEPTH", "AcceleratorMemories", "addr_width",
-           "block_rams", "memory_depths", "stored_shapes", "threshold_storage", "weight_banks"]
+           "block_rams", "memory_depths", "stored_shapes", "threshold_storage", "weight_banks",
+           "weight_select_bits"]
 
 SPRAM_DEPTH = 16384
 SPRAM_WIDTH = 16
@@ -40,6 +41,12 @@ SPRAM_WIDTH = 16
 def addr_width(depth: int) -> int:
     """Address bits of a memory of ``depth`` words (at least 1)."""
     return max(1, (depth - 1).bit_length())
+
+
+def weight_select_bits(target: Target) -> int:
+    """Low bits of the weights read address that pick a row's word within a memory word
+    (``log2 Target.weight_rows``: the address counts words of ``C * W`` bits)."""
+    return (target.weight_rows - 1).bit_length()
 
 
 #: Deepest weights bank (``Target.mem_regs = 2``): the deepest ECP5 DP16KD configuration at
@@ -219,7 +226,7 @@ class AcceleratorMemories(wiring.Component):
                 "weights" in BOARDS[target.board].no_init):
             raise ValueError(f"target {target.name!r}: weight_rows {WR} needs block RAM "
                              f"weights; its board keeps them in SPRAM")
-        self.wsel = (WR - 1).bit_length()  # low bits of wgt_raddr: the word within
+        self.wsel = weight_select_bits(target)
         self.lane_bits = threshold_lane_bits(target.acc_bits)
         self.score_bits = prog.score_bits(target)
         self.shapes = stored_shapes(target)

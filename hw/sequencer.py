@@ -26,6 +26,7 @@ from ..sw import program as prog
 from ..sw.perf import decode_regs, fetch_regs, target_timing, write_regs
 from ..sw.targets import Target
 from .array import control_layout
+from .memories import weight_select_bits
 from .post import decode_score_mul, desc_layout
 
 __all__ = ["ERR_BATCH", "ERR_EMPTY", "ERR_GEOMETRY", "ERR_MAGIC", "Sequencer"]
@@ -99,7 +100,7 @@ class Sequencer(wiring.Component):
         R = target.rows
         self.aw = {n: _aw(d) for n, d in self.depths.items()}
         # the weights address counts words of C lanes, weight_rows to a memory word
-        self.aw["weights"] += (target.weight_rows - 1).bit_length()
+        self.aw["weights"] += weight_select_bits(target)
         self.timing = target_timing(target)
         super().__init__({
             "start": In(1),

@@ -304,7 +304,7 @@ def network_bound(model, target, input_windows: bool | None = None,
     hardware (see ``docs/accelerator.md``, "Batch-1 utilisation"); ``hw`` (:class:`WhatIf`)
     says how far which change would move it.
     """
-    from .program import _cw, _groups, hardware_model
+    from .program import _cw, _groups, hardware_model, k_words
 
     hw = WhatIf() if hw is None else hw
     hw_model, _ = hardware_model(model, target, input_windows)
@@ -313,7 +313,7 @@ def network_bound(model, target, input_windows: bool | None = None,
     total = 0
     macs_total = 0
     for layer in hw_model.layers:
-        words = layer.kh * layer.kw * _cw(layer.in_c, W)
+        words = k_words(layer, W)
         # the pixels the array computes: a pooled layer only those its pooling windows read
         if layer.output == "threshold" and layer.pool_k > 1:
             px = layer.out_h * layer.out_w * layer.pool_k ** 2

@@ -165,11 +165,16 @@ def _dense(layer: Layer) -> bool:
             and layer.kw == layer.in_w)
 
 
+def k_words(layer: Layer, width: int) -> int:
+    """``K = kh * kw * ceil(in_c / W)``: the words of one plane of a dot product (one beat
+    each), and a column group's weight words."""
+    return layer.kh * layer.kw * _cw(layer.in_c, width)
+
+
 def k_chunk(layer: Layer, target: Target) -> int:
     """Words of a plane's reduction each row takes when the reduction is split across the
     ``R`` rows: ``ceil(K / R)`` (row ``r`` takes words ``r * chunk ..``)."""
-    k = layer.kh * layer.kw * _cw(layer.in_c, target.width)
-    return -(-k // target.rows)
+    return -(-k_words(layer, target.width) // target.rows)
 
 
 def splits_k(layer: Layer, target: Target, batch: int = 1) -> bool:
@@ -185,10 +190,9 @@ def splits_k(layer: Layer, target: Target, batch: int = 1) -> bool:
     """
     if target.weight_rows != target.rows or target.rows == 1 or not _dense(layer):
         return False
-    k = layer.kh * layer.kw * _cw(layer.in_c, target.width)
     tb = tile_beats(target)
     split = batch * max(layer.in_bits * k_chunk(layer, target), tb)
-    plain = -(-batch // target.rows) * max(layer.in_bits * k, tb)
+    plain = -(-batch // target.rows) * max(layer.in_bits * k_words(layer, target.width), tb)
     return split < plain
 
 
@@ -288,7 +292,7 @@ def _group_words(layer: Layer, target: Target, split: bool) -> int:
     """Weight words (of ``C`` lanes) of one column group: ``K``, or ``R * chunk`` split."""
     if split:
         return target.rows * k_chunk(layer, target)
-    return layer.kh * layer.kw * _cw(layer.in_c, target.width)
+    return k_words(layer, target.width)
 
 
 # ----- beat tables and row lists ---------------------------------------------------------------
@@ -363,12 +367,12 @@ def beat_table(layer: Layer, target: Target, split: bool = False) -> list[int]:
     s = layer.stride
     span_y, span_x = _span(layer)
     plane_stride = layer.in_h * layer.in_w * cw
-    k_words = layer.kh * layer.kw * cw
-    beats = planes * k_words
+    kwords = k_words(layer, w)
+    beats = planes * kwords
     out = []
     if split:
         chunk = k_chunk(layer, target)
-        cut = k_words % chunk  # valid words of the partial row (0: none)
+        cut = kwords % chunk  # valid words of the partial row (0: none)
         for bi, b in enumerate(range(planes - 1, -1, -1)):
             for t in range(chunk):
                 taps = (0 if cut and t >= cut else 3) | 3 << 4 | 3 << 6
@@ -389,7 +393,7 @@ def beat_table(layer: Layer, target: Target, split: bool = False) -> list[int]:
                             off = b * plane_stride + (uy * layer.in_w + ux) * cw + j
                             out.append(beat_entry(
                                 off, taps, valid=True, rewind=k == 0, dbl=bi > 0 and k == 0,
-                                last=b == 0 and k == k_words - 1))
+                                last=b == 0 and k == kwords - 1))
                             k += 1
             out.extend([beat_entry()] * max(0, tile_beats(target) - beats))
     # the sequencer reads the next tile's row list (R entries) while the current tile's
@@ -417,7 +421,7 @@ def row_list(layer: Layer, target: Target, in_base: int, batch: int,
     if split:
         img = layer.in_bits * layer.in_h * layer.in_w * cw
         chunk = k_chunk(layer, target)
-        full, cut = divmod(layer.kh * layer.kw * cw, chunk)
+        full, cut = divmod(k_words(layer, w), chunk)
         out = []
         for n in range(batch):
             for r in range(target.rows):

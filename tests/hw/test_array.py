@@ -114,6 +114,19 @@ def run_array(rows, cols, width, planes, stream, levels=2, mem_regs=0, junk=None
 GEOMETRIES = [(1, 1, 16), (2, 3, 16), (4, 4, 32), (8, 2, 32), (3, 5, 64)]
 
 
+def check_rows(dut, stream, tiles, out, done):
+    """Every tile's rows at their cycles: a tile whose last beat was presented in cycle ``t``
+    pulses ``tile_done`` in ``t + latency - 1`` (when that beat is counted) and its row ``r``
+    leaves in ``t + latency + r``; one pulse per tile."""
+    lasts = [t for t, b in enumerate(stream) if b is not None and b[3]]
+    assert len(lasts) == len(tiles)
+    for t_last, (_, want) in zip(lasts, tiles, strict=True):
+        assert done[t_last + dut.latency - 1] == 1
+        for r in range(dut.rows):
+            assert out[t_last + dut.latency + r] == [int(v) for v in want[r]], (t_last, r)
+    assert sum(done) == len(tiles)
+
+
 @pytest.mark.parametrize("planes", [1, 2, 8])
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: "x".join(map(str, g)))
 def test_rows_at_exact_cycles(geometry, planes):
@@ -122,15 +135,7 @@ def test_rows_at_exact_cycles(geometry, planes):
     tiles = make_tiles(rng, rows, cols, width, planes, 12)
     stream = schedule(tiles, rows, rng)
     dut, out, done = run_array(rows, cols, width, planes, stream)
-    lasts = [t for t, b in enumerate(stream) if b is not None and b[3]]
-    assert len(lasts) == len(tiles)
-    for t_last, (_, want) in zip(lasts, tiles, strict=True):
-        # the array registers nothing in front of the PEs: the last beat (cycle t) is counted
-        # in cycle t + latency - 1, when tile_done pulses; row r leaves in t + latency + r
-        assert done[t_last + dut.latency - 1] == 1
-        for r in range(rows):
-            assert out[t_last + dut.latency + r] == [int(v) for v in want[r]], (t_last, r)
-    assert sum(done) == len(tiles)
+    check_rows(dut, stream, tiles, out, done)
 
 
 @pytest.mark.parametrize("mem_regs", [1, 2])
@@ -147,12 +152,7 @@ def test_operand_registers(geometry, planes, mem_regs):
     dut, out, done = run_array(rows, cols, width, planes, stream, mem_regs=mem_regs,
                                junk=np.random.default_rng(mem_regs))
     assert dut.latency == SystolicArray(rows, cols, width, 20).latency + mem_regs
-    lasts = [t for t, b in enumerate(stream) if b is not None and b[3]]
-    for t_last, (_, want) in zip(lasts, tiles, strict=True):
-        assert done[t_last + dut.latency - 1] == 1
-        for r in range(rows):
-            assert out[t_last + dut.latency + r] == [int(v) for v in want[r]], (t_last, r)
-    assert sum(done) == len(tiles)
+    check_rows(dut, stream, tiles, out, done)
     with pytest.raises(ValueError, match="mem_regs must be 0, 1 or 2, not 3"):
         SystolicArray(rows, cols, width, 20, mem_regs=3)
 
@@ -174,13 +174,7 @@ def test_a_weight_word_per_pe(geometry, planes, mem_regs):
     dut, out, done = run_array(rows, cols, width, planes, stream, mem_regs=mem_regs,
                                junk=np.random.default_rng(7 + mem_regs), weight_rows=rows)
     assert dut.latency == SystolicArray(rows, cols, width, 20, mem_regs=mem_regs).latency
-    lasts = [t for t, b in enumerate(stream) if b is not None and b[3]]
-    assert len(lasts) == len(tiles)
-    for t_last, (_, want) in zip(lasts, tiles, strict=True):
-        assert done[t_last + dut.latency - 1] == 1
-        for r in range(rows):
-            assert out[t_last + dut.latency + r] == [int(v) for v in want[r]], (t_last, r)
-    assert sum(done) == len(tiles)
+    check_rows(dut, stream, tiles, out, done)
 
 
 @pytest.mark.parametrize("rows, weight_rows", [(4, 2), (4, 8), (2, 0), (1, 2), (8, 4)])
