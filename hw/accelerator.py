@@ -24,7 +24,7 @@ from .array import SystolicArray
 from .link.decoder import HostDecoder
 from .link.protocol import HOST_READABLE, HOST_WRITABLE
 from .memories import AcceleratorMemories, addr_width, memory_depths
-from .post import OutputStage
+from .post import OutputStage, soon_lead
 from .sequencer import Sequencer
 
 __all__ = ["Accelerator", "AcceleratorCore", "host_read_width", "host_write_width"]
@@ -88,7 +88,8 @@ class AcceleratorCore(wiring.Component):
         self.sequencer = Sequencer(target, self.depths)
         self.array = SystolicArray(target.rows, target.cols, target.width, target.acc_bits,
                                    target.popcount_levels, target.mem_regs,
-                                   target.weight_rows)
+                                   target.weight_rows,
+                                   soon_lead(target) if target.weight_rows > 1 else 0)
         self.output = OutputStage(target, self.depths)
         self.addr_bits = max(addr_width(d) for d in self.depths.values())
         super().__init__({
@@ -125,7 +126,8 @@ class AcceleratorCore(wiring.Component):
             *([mem.prog_c_raddr.eq(seq.prog_c_raddr), seq.prog_c_rdata.eq(mem.prog_c_rdata)]
               if t.mem_regs == 2 else []),
             mem.wgt_raddr.eq(seq.wgt_raddr),
-            *([mem.wgt_split.eq(seq.desc.ksplit)] if t.weight_rows > 1 else []),
+            *([mem.wgt_split.eq(seq.wgt_own), out.tile_soon.eq(arr.tile_soon)]
+              if t.weight_rows > 1 else []),
             arr.wgt.eq(mem.wgt_rdata), arr.ctl.eq(seq.ctl),
             out.res.eq(arr.res), out.tile_done.eq(arr.tile_done),
             out.desc.eq(seq.desc), out.layer_start.eq(seq.layer_start),

@@ -72,6 +72,9 @@ class SystolicArray(wiring.Component):
         1: ``wgt`` is one word per column, shared by the ``R`` rows; ``rows``: one word per
         row and column (:attr:`Target.weight_rows <xnorflow.sw.targets.Target>`), each PE
         its own.
+    soon_lead : int
+        0, or how many cycles before ``tile_done`` ``tile_soon`` pulses (at most the array's
+        latency: it is row 0's control, taken from its delay line).
 
     Members
     -------
@@ -86,6 +89,9 @@ class SystolicArray(wiring.Component):
         The row leaving the array this cycle.
     tile_done : Out(1)
         A tile's row 0 leaves in the next cycle.
+    tile_soon : Out(1)
+        (``soon_lead > 0`` only) ``tile_done`` follows in ``soon_lead`` cycles: a consumer
+        that reads per-row settings from a RAM starts its reads then.
 
     Latency: :attr:`latency` = popcount latency + 2 + ``mem_regs`` cycles to row 0.
     Throughput: one beat per cycle; two ``last`` beats must be at least ``rows`` cycles
@@ -94,7 +100,8 @@ class SystolicArray(wiring.Component):
     """
 
     def __init__(self, rows: int, cols: int, width: int, acc_bits: int,
-                 levels_per_stage: int = 2, mem_regs: int = 0, weight_rows: int = 1):
+                 levels_per_stage: int = 2, mem_regs: int = 0, weight_rows: int = 1,
+                 soon_lead: int = 0):
         check_geometry(rows, cols, width)
         if mem_regs not in (0, 1, 2):
             raise ValueError(f"mem_regs must be 0, 1 or 2, not {mem_regs!r}")
@@ -107,6 +114,9 @@ class SystolicArray(wiring.Component):
         self.mem_regs = mem_regs
         self.latency = engine_timing(rows, cols, width, levels_per_stage,
                                      mem_regs).array_latency
+        if not 0 <= soon_lead < self.latency:
+            raise ValueError(f"soon_lead must be 0..{self.latency - 1}, not {soon_lead!r}")
+        self.soon_lead = soon_lead
         super().__init__({
             "act": In(data.ArrayLayout(width, rows)),
             "wgt": In(data.ArrayLayout(width, cols) if weight_rows == 1
@@ -114,6 +124,7 @@ class SystolicArray(wiring.Component):
             "ctl": In(control_layout()),
             "res": Out(data.ArrayLayout(acc_bits, cols)),
             "tile_done": Out(1),
+            **({"tile_soon": Out(1)} if soon_lead else {}),
         })
 
     def elaborate(self, platform):
@@ -149,12 +160,14 @@ class SystolicArray(wiring.Component):
             # merge the rows' identical registers into one register with a fanout of R*C PEs
             keep = {"keep": 1}
             valid, last, dbl = self.ctl.valid, self.ctl.last, self.ctl.dbl
+            soon = [valid & last]  # row 0: a tile's last beat, j cycles after ctl
             for i in range(lat - 1):
                 nv = Signal(name=f"v{r}_{i}", attrs=keep)
                 nl = Signal(name=f"l{r}_{i}", attrs=keep)
                 nd = Signal(name=f"dbl{r}_{i}", attrs=keep)
                 m.d.sync += [nv.eq(valid), nl.eq(last), nd.eq(dbl)]
                 valid, last, dbl = nv, nl, nd
+                soon.append(valid & last)
             en = Signal(name=f"en{r}", attrs=keep)
             dd = Signal(name=f"dd{r}", attrs=keep)
             fin = Signal(name=f"fin{r}", attrs=keep)
@@ -162,6 +175,10 @@ class SystolicArray(wiring.Component):
             m.d.sync += [en.eq(valid), dd.eq(dbl), fin.eq(valid & last), clr.eq(fin)]
             if r == 0:
                 m.d.comb += self.tile_done.eq(clr)
+                if self.soon_lead:
+                    # tile_done (clr) comes lat + 1 cycles after ctl, fin lat cycles after it
+                    soon.append(fin)
+                    m.d.comb += self.tile_soon.eq(soon[lat + 1 - self.soon_lead])
             for c in range(C):
                 p = pes[r][c]
                 m.d.comb += [p.a.eq(act[r]), p.w.eq(wgt[r][c]),

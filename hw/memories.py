@@ -191,7 +191,8 @@ class AcceleratorMemories(wiring.Component):
         bits; ``wgt_rdata`` is such a word (``Target.weight_rows = 1``) or one per array row
         (``weight_rows = R``: memory word ``wgt_raddr // R`` holds ``R`` of them; row ``r``
         gets word ``wgt_raddr mod R`` of it, or with ``wgt_split`` its own, the ``r``-th).
-    wgt_split : (``weight_rows = R`` only) the layer splits its reduction across the rows.
+    wgt_split : (``weight_rows = R`` only) the layer splits its reduction across the rows or
+        spreads its column groups over them (``ksplit`` or ``ospread``).
         With ``weight_rows = R`` and ``mem_regs = 2`` the shared word (after its multiplexer)
         and every row's own word are registered once more: read latency 3 (the sequencer
         sends the address a cycle early); ``wgt_split`` picks between them after those

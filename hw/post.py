@@ -18,7 +18,7 @@ from ..sw import encoding as enc
 from ..sw import program as prog
 from ..sw.perf import threshold_regs
 
-__all__ = ["OutputStage", "desc_layout", "threshold_lane_bits"]
+__all__ = ["OutputStage", "desc_layout", "soon_lead", "threshold_lane_bits"]
 
 
 def _aw(depth: int) -> int:
@@ -33,6 +33,14 @@ def threshold_lane_bits(acc_bits: int) -> int:
     return acc_bits + 4
 
 
+def soon_lead(target) -> int:
+    """Cycles between the array's ``tile_soon`` and ``tile_done`` the output stage wants: a
+    threshold word is on its read data one cycle after its address register (two with the
+    extra register, :func:`~xnorflow.sw.perf.threshold_regs`), and row ``r``'s word must be
+    there in the cycle ``tile_done + r``."""
+    return 1 + threshold_regs(target.mem_regs)
+
+
 def desc_layout(target, depths: dict) -> data.StructLayout:
     """The descriptor fields the output stage uses (the sequencer's registers), as wide as
     the memories they address need."""
@@ -41,6 +49,8 @@ def desc_layout(target, depths: dict) -> data.StructLayout:
         "integer": 1,
         # weight_rows = R only: a tile is one image whose reduction is split over the rows
         **({"ksplit": 1} if target.weight_rows > 1 else {}),
+        # weight_rows = R only: a tile is one image whose rows are column groups s * R + r
+        **({"ospread": 1} if target.weight_rows > 1 else {}),
         "score_mul": data.StructLayout({"two": 1, "zero": 1, "neg": 1}),
         "passes_m1": 8,
         "groups_m1": _aw(depths["thresholds"]),
@@ -76,7 +86,11 @@ class OutputStage(wiring.Component):
     tile's rows are partial sums of one output pixel: row ``r > 0`` is added onto row
     ``r - 1``'s sum by the same adder (in place of the latched threshold word), so row
     ``R - 1`` carries the whole tile's ``acc - T - neg`` (or score), and only it is written,
-    to the tile's output address (the row pointer does not move).
+    to the tile's output address (the row pointer does not move). With ``ospread`` (also
+    ``weight_rows = R`` only) row ``r`` of tile set ``s`` is column group ``s * R + r`` of one
+    image: each row takes its own threshold word (``thr_base + s * R + r``, read one per cycle
+    from ``tile_soon`` on, so that row ``r``'s word is latched as row ``r - 1`` passes) and
+    writes its own lane (``(s * R + r) mod (W/C)`` of word ``(s * R + r) div (W/C)``).
 
     Parameters
     ----------
@@ -91,6 +105,8 @@ class OutputStage(wiring.Component):
         The row leaving the array.
     tile_done : In(1)
         The array's tile pulse (row 0 leaves in the next cycle).
+    tile_soon : In(1)
+        (``weight_rows = R`` only) ``tile_done`` follows in :func:`soon_lead` cycles.
     desc : In(desc_layout)
         The layer's settings (stable from ``layer_start`` to the last write).
     layer_start : In(1)
@@ -122,6 +138,7 @@ class OutputStage(wiring.Component):
         super().__init__({
             "res": In(data.ArrayLayout(self.acc_bits, C)),
             "tile_done": In(1),
+            **({"tile_soon": In(1)} if target.weight_rows > 1 else {}),
             "desc": In(self.desc_layout),
             "layer_start": In(1),
             "clear": In(1),
@@ -159,6 +176,14 @@ class OutputStage(wiring.Component):
         rows_left = Signal(len(d.rows_total))
         end_lane = d.integer | (lane == LN - 1)
         done = self.tile_done
+        spread = d.ospread if t.weight_rows > 1 else None
+        # a spread tile set covers R column groups: its successor's first group is R on
+        # (lanes and words are powers of two: R >= W/C keeps lane 0)
+        if spread is not None:
+            if R >= LN:
+                sp_lane, sp_jj = 0, jj + R // LN
+            else:
+                sp_lane, sp_jj = (lane + R)[:len(lane)], jj + (lane == LN - R)
         with m.If(self.layer_start):
             m.d.sync += [p_left.eq(d.passes_m1), first_p.eq(1), end_p.eq(d.passes_m1 == 0),
                          g_left.eq(d.groups_m1), end_g.eq(d.groups_m1 == 0), lane.eq(0),
@@ -167,16 +192,36 @@ class OutputStage(wiring.Component):
         with m.Elif(done):
             m.d.sync += [p_left.eq(Mux(end_p, d.passes_m1, p_left - 1)), first_p.eq(end_p),
                          end_p.eq(Mux(end_p, d.passes_m1 == 0, p_left == 1))]
-            with m.If(first_p):  # the group's threshold word is latched now: read the next
+            # the group's threshold word is latched now: read the next (spread: the rows'
+            # words are read from tile_soon on, below)
+            with m.If(first_p if spread is None else first_p & ~spread):
                 m.d.sync += self.thr_raddr.eq(Mux(end_g, d.thr_base, self.thr_raddr + 1))
             with m.If(end_p):
                 m.d.sync += [g_left.eq(Mux(end_g, d.groups_m1, g_left - 1)),
-                             end_g.eq(Mux(end_g, d.groups_m1 == 0, g_left == 1)),
-                             lane.eq(Mux(end_g | end_lane, 0, lane + 1)),
-                             jj.eq(Mux(end_g, 0, Mux(end_lane, jj + 1, jj)))]
+                             end_g.eq(Mux(end_g, d.groups_m1 == 0, g_left == 1))]
+                nxt_lane, nxt_jj = Mux(end_lane, 0, lane + 1), Mux(end_lane, jj + 1, jj)
+                if spread is not None:
+                    nxt_lane, nxt_jj = Mux(spread, sp_lane, nxt_lane), Mux(spread, sp_jj, nxt_jj)
+                m.d.sync += [lane.eq(Mux(end_g, 0, nxt_lane)), jj.eq(Mux(end_g, 0, nxt_jj))]
                 with m.If(end_g):
                     m.d.sync += [tile_dest.eq(tile_dest + d.tile_words),
                                  rows_left.eq(rows_left - R)]
+
+        if spread is not None:
+            # ---- spread: one threshold word per row, read one per cycle from tile_soon on -----
+            # (thr_raddr holds the next tile set's first word: R reads, then the next set's
+            # first word, or thr_base after an image's last set)
+            s_left = Signal(range(R))   # reads left after this cycle's
+            s_wrap = Signal()           # the stream's tile set is its image's last
+            with m.If(self.layer_start):
+                m.d.sync += s_left.eq(0)
+            with m.Elif(spread & self.tile_soon):
+                m.d.sync += [self.thr_raddr.eq(self.thr_raddr + 1), s_left.eq(R - 1),
+                             s_wrap.eq(end_g)]
+            with m.Elif(s_left != 0):
+                m.d.sync += [s_left.eq(s_left - 1),
+                             self.thr_raddr.eq(Mux(s_wrap & (s_left == 1), d.thr_base,
+                                                   self.thr_raddr + 1))]
 
         # ---- per-tile settings, latched at tile_done ------------------------------------------
         # the threshold word in the form the adder wants: threshold mode lane = ~T, cin = ~neg
@@ -201,28 +246,40 @@ class OutputStage(wiring.Component):
         if threshold_regs(t.mem_regs):
             thr_word = Signal(self.thr_rdata.shape(), name="thr_q")
             m.d.sync += thr_word.eq(self.thr_rdata)
+        # the threshold word is latched at a group's first tile (spread: at every tile and
+        # then as each row but the last passes, for the next row)
+        cfg_load = done & first_p
+        if spread is not None:
+            cfg_load = Mux(spread, done | (rc < R - 1), cfg_load)
+        with m.If(cfg_load):
+            for c in range(C):
+                raw = thr_word[c]
+                low = raw[:TW]
+                offset = Cat(low, raw[-1]).as_signed()  # the offset fits SB signed bits
+                m.d.sync += [
+                    cfg_lane[c].eq(Mux(mode_int,
+                                       offset ^ Mux(mul.neg, (1 << SB) - 1, 0),
+                                       ~low)),
+                    cfg_cin[c].eq(~mode_int & ~raw[-1]),
+                    cfg_and[c].eq(raw[-2] == enc.POOL_AND),
+                ]
         with m.If(done):
             m.d.sync += [pool_first.eq(first_p), emit.eq(end_p | mode_int),
                          n_rows.eq(Mux(rows_left >= R, R, rows_left)),
                          first_lane.eq(lane == 0), tile_lane.eq(lane),
                          rc.eq(0), ptr.eq(tile_dest + jj)]
-            with m.If(first_p):
-                for c in range(C):
-                    raw = thr_word[c]
-                    low = raw[:TW]
-                    offset = Cat(low, raw[-1]).as_signed()  # the offset fits SB signed bits
-                    m.d.sync += [
-                        cfg_lane[c].eq(Mux(mode_int,
-                                           offset ^ Mux(mul.neg, (1 << SB) - 1, 0),
-                                           ~low)),
-                        cfg_cin[c].eq(~mode_int & ~raw[-1]),
-                        cfg_and[c].eq(raw[-2] == enc.POOL_AND),
-                    ]
         split = d.ksplit if t.weight_rows > 1 else None
         with m.Elif(rc != R):
             m.d.sync += [rc.eq(rc + 1),
                          ptr.eq(ptr + (d.out_stride if split is None
                                        else Mux(split, 0, d.out_stride)))]
+            if spread is not None:
+                # spread: the next row is the next column group (the next lane, or the next
+                # word's first)
+                wrap = tile_lane == LN - 1
+                with m.If(spread):
+                    m.d.sync += [ptr.eq(ptr + wrap), first_lane.eq(wrap),
+                                 tile_lane.eq(Mux(wrap, 0, tile_lane + 1))]
 
         # ---- stage 0: one adder per column; the row's settings move along with it --------------
         s1_sum = [Signal(SB, name=f"s1_sum{c}", reset_less=True) for c in range(C)]

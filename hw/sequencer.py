@@ -84,7 +84,11 @@ class Sequencer(wiring.Component):
     wgt_raddr : Out(addr)
         The weights read address (a register), in words of ``C * W`` bits (a memory word
         holds ``Target.weight_rows`` of them); it steps by ``R`` through a layer whose
-        descriptor has ``ksplit`` (each row takes its own word of the memory word).
+        descriptor has ``ksplit`` or ``ospread`` (each row takes its own word of the memory
+        word).
+    wgt_own : Out(1)
+        (``Target.weight_rows = R`` only) the layer has ``ksplit`` or ``ospread``: every row
+        takes its own word (a register of its own, loaded with the descriptor).
     ctl : Out(control_layout())
         The array's control, in the cycle the memories' data of the same beat arrive.
     desc : Out(desc_layout), layer_start, clear : Out(1)
@@ -118,6 +122,7 @@ class Sequencer(wiring.Component):
                if target.mem_regs == 2 else {}),
             "act_raddr": Out(data.ArrayLayout(self.aw["activations"], R)),
             "wgt_raddr": Out(self.aw["weights"]),
+            **({"wgt_own": Out(1)} if target.weight_rows > 1 else {}),
             "ctl": Out(control_layout()),
             "desc": Out(desc_layout(target, depths)),
             "layer_start": Out(1),
@@ -300,9 +305,9 @@ class Sequencer(wiring.Component):
             m.d.comb += self.wgt_raddr.eq(wa_q)
         else:
             m.d.comb += self.wgt_raddr.eq(wa)
-        # a split reduction (weight_rows = R): each row takes its own word of a memory word,
-        # so the address moves a whole memory word (R words) per beat
-        step = Mux(d.ksplit, R, 1) if t.weight_rows > 1 else 1
+        # a split reduction or spread groups (weight_rows = R): each row takes its own word of
+        # a memory word, so the address moves a whole memory word (R words) per beat
+        step = Mux(self.wgt_own, R, 1) if t.weight_rows > 1 else 1
         with m.If(valid):
             m.d.sync += wa.eq(Mux(e[prog.BEAT_REWIND] & ~hold, wbase, wa + step))
         ctl1 = Signal(control_layout())
@@ -385,7 +390,8 @@ class Sequencer(wiring.Component):
                 # descriptor field -> the register it loads (MINUS_ONE fields are stored - 1)
                 dest = {
                     "integer": d.integer, "passes": d.passes_m1, "groups": d.groups_m1,
-                    **({"ksplit": d.ksplit} if t.weight_rows > 1 else {}),
+                    **({"ksplit": d.ksplit, "ospread": d.ospread} if t.weight_rows > 1
+                       else {}),
                     "table": table, "entries": entries_m1, "rows": rp,
                     "rows_per_image": rows_per_image, "w_base": w_base, "thr_base": d.thr_base,
                     "out_stride": d.out_stride, "out_base": d.out_base,
@@ -398,6 +404,11 @@ class Sequencer(wiring.Component):
                 with m.Switch(idx):  # descriptor word idx - 1 - lag is on hword
                     for wi, fs in fields.items():
                         with m.Case(wi + 1 + lag):
+                            if wi == 0 and t.weight_rows > 1:
+                                own = [prog.DESC_LAYOUT[f] for f in ("ksplit", "ospread")]
+                                assert all(f[0] == 0 for f in own)
+                                m.d.sync += self.wgt_own.eq(
+                                    hword[own[0][1]] | hword[own[1][1]])
                             for name, v in fs:
                                 if name == "score_mul":
                                     m.d.sync += d.score_mul.eq(decode_score_mul(v))

@@ -7,7 +7,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from xnorflow.hw.memories import threshold_storage
-from xnorflow.hw.post import OutputStage
+from xnorflow.hw.post import OutputStage, soon_lead
 from xnorflow.sw import encoding as enc
 from xnorflow.sw import program as prog
 from xnorflow.sw.targets import sim_target
@@ -110,6 +110,7 @@ def simulate(target, s, thr, tiles, rng, gaps):
             ctx.set(getattr(dut.desc, f), s[f])
         if target.weight_rows > 1:
             ctx.set(dut.desc.ksplit, s.get("ksplit", 0))
+            ctx.set(dut.desc.ospread, s.get("ospread", 0))
         ctx.set(dut.layer_start, 1)
         await ctx.tick()
         ctx.set(dut.layer_start, 0)
@@ -125,10 +126,14 @@ def simulate(target, s, thr, tiles, rng, gaps):
             merged[x0] = (1, merged[x0][1])
             for r in range(R):
                 merged[x0 + 1 + r] = (merged[x0 + 1 + r][0], acc[r])
+        # the array's tile_soon: soon_lead cycles before each tile_done
+        soon = {x0 - soon_lead(target) for x0 in pulses}
         rd = None
         for cyc in range(len(merged) + 6):
             done, row = merged[cyc] if cyc < len(merged) else (0, None)
             ctx.set(dut.tile_done, done)
+            if target.weight_rows > 1:
+                ctx.set(dut.tile_soon, int(cyc in soon))
             if row is not None:
                 for c in range(C):
                     ctx.set(dut.res[c], int(row[c]))
@@ -243,3 +248,54 @@ def test_split_tiles_add_their_rows(geometry, integer, seed):
     assert got_scores == want_scores
     assert got_act == want_act
     assert len(want_act or want_scores) >= images  # one word (or group) per image at least
+
+
+def spread_reference(target, s, thr, tiles):
+    """Spread groups (``ospread``): tile set ``k`` of image ``n`` holds column groups
+    ``k * R + r`` in its rows; row ``r`` is thresholded with its own group's word and written
+    to that group's lane of the image's words."""
+    R, C, W = target.rows, target.cols, target.width
+    lanes_per_word = W // C
+    act = {}
+    it = iter(tiles)
+    for n in range(s["rows_total"] // R):
+        for k in range(s["groups"]):
+            acc = next(it)
+            for r in range(R):
+                g = k * R + r
+                # row r alone, as a one-group, one-row layer with group g's threshold word
+                one = {**s, "groups": 1, "rows_total": 1, "thr_base": 0, "out_stride": 0,
+                       "out_base": 0}
+                bits, _ = reference(target, one, {0: thr[s["thr_base"] + g]}, [acc[r:r + 1]])
+                j, lane = divmod(g, lanes_per_word)
+                a = s["out_base"] + n * s["tile_words"] + j
+                old = act.get(a, 0) if lane else 0
+                act[a] = old & ~(((1 << C) - 1) << (lane * C)) | bits[0] << (lane * C)
+    return act
+
+
+@pytest.mark.parametrize("geometry", [(2, 2, 16), (8, 2, 32), (4, 8, 32), (2, 8, 16),
+                                      (8, 8, 32)], ids=lambda g: "x".join(map(str, g)))
+@pytest.mark.parametrize("seed", range(3))
+def test_spread_rows_take_their_own_groups(geometry, seed):
+    """``ospread`` (``weight_rows = R``): row ``r`` of tile set ``k`` is column group
+    ``k * R + r`` of one image: each row is thresholded with its own group's word (read one
+    per cycle from ``tile_soon`` on) and written to its own lane (``R`` below and above the
+    lanes per word); image after image, with gaps between tiles."""
+    R = geometry[0]
+    target = sim_target(*geometry, weight_rows=R)
+    target = type(target)(**{**target.__dict__, "acc_bits": 6})
+    rng = np.random.default_rng(seed * 53 + R)
+    sets, images = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    stride = -(-sets * R * target.cols // target.width)
+    s = {"integer": 0, "score_mul": 0, "passes": 1, "groups": sets, "ospread": 1,
+         "thr_base": int(rng.integers(0, 8)), "out_stride": stride,
+         "out_base": int(rng.integers(0, 40)), "tile_words": stride, "rows_total": R * images}
+    thr = thresholds(rng, target, {**s, "groups": sets * R})
+    tiles = [rng.integers(0, 1 << target.acc_bits, size=(R, target.cols))
+             for _ in range(images * sets)]
+    want = spread_reference(target, s, thr, tiles)
+    got_act, got_scores = simulate(target, s, thr, tiles, rng, gaps=3)
+    assert got_scores == {}
+    assert got_act == want
+    assert len(want) == images * stride
