@@ -99,7 +99,8 @@ def part_random(args) -> int:
            "max_hw": args.max_hw, "max_c": args.max_c, "max_out_c": args.max_out_c,
            "max_hidden": args.max_hidden,
            "backends": ["golden", "cpu", "amaranth", "icarus"], "env": _env(),
-           "layers": 0, "layers_observed": 0, "split_layers": 0, "networks": 0,
+           "layers": 0, "layers_observed": 0, "split_layers": 0, "spread_layers": 0,
+           "networks": 0,
            "mismatches": [], "errors": [],
            "launches": [],
            "modes": {}, "command": " ".join(sys.argv)}
@@ -120,7 +121,8 @@ def part_random(args) -> int:
                                              max_hidden=args.max_hidden)
             folder = WORK / "random" / f"net-{seed}"
             # with a weight word per row, every other network is compiled for one image per
-            # run, so that its dense layers are split across the rows (program.splits_k)
+            # run, so that its dense layers are split across the rows or their groups spread
+            # over them (program.mapping)
             one = target.weight_rows > 1 and net % 2 == 0
             synthetic.write_folder(model, target, folder, max_batch=1 if one else None)
             items.append((backends.load_model(folder),
@@ -173,8 +175,9 @@ def part_random(args) -> int:
             # layers whose own outputs were compared bit by bit (readable hidden maps and
             # the scores); an overwritten early hidden map is checked only through its effect
             doc["layers_observed"] += sum(readable_layers(mf)) + 1
-            doc["split_layers"] += sum(d["ksplit"]
-                                       for d in program.decode_memories(mf.memories)[1])
+            descs = program.decode_memories(mf.memories)[1]
+            doc["split_layers"] += sum(d["ksplit"] for d in descs)
+            doc["spread_layers"] += sum(d["ospread"] for d in descs)
             doc["networks"] += 1
             bar.update(len(model.layers))
         doc["launches"].append({
@@ -199,7 +202,8 @@ def part_random(args) -> int:
         f"{doc['layers']} random layers ({doc['layers_observed']} with their own outputs "
         f"compared bit by bit) in {doc['networks']} networks, "
         f"{len(doc['launches'])} Icarus launches, geometries {', '.join(doc['geometries'])}; "
-        f"{doc['split_layers']} layers with their reduction split across the rows",
+        f"{doc['split_layers']} layers with their reduction split across the rows, "
+        f"{doc['spread_layers']} with their column groups spread over them",
         f"backends golden, cpu, amaranth, icarus; mismatches: {len(doc['mismatches'])}; "
         f"networks refused or failed: {len(doc['errors'])}"
         + "".join(f"\n  error: {e}" for e in doc["errors"][:10]),
@@ -356,7 +360,8 @@ def part_dataset(args, part: str) -> int:
 
 def part_batching(args) -> int:
     """The first ``--limit`` images of ``--dataset``'s part one per START, compiled for one
-    image (``max_batch`` 1: the compiler may split dense layers across the rows), and then
+    image (``max_batch`` 1: the compiler may split dense layers across the rows or spread
+    their column groups over them), and then
     batched (``--images-per-start``, default R; the program for the target's default
     batch): bit-exact vs golden both ways, cycles per image."""
     from xnorflow.sim import backends
@@ -384,6 +389,7 @@ def part_batching(args) -> int:
             "images_per_start": out.info["images_per_start"],
             "program_max_batch": int(header["max_batch"]),
             "split_layers": sum(d["ksplit"] for d in descs),
+            "spread_layers": sum(d["ospread"] for d in descs),
             "bit_exact": a.exact, "samples_agree": a.samples_agree,
             "bits_compared": a.bits_compared,
             "first_mismatch": None if a.first is None else str(a.first),
@@ -404,7 +410,8 @@ def part_batching(args) -> int:
         f"command: {doc['command']}",
         f"model {folder} (target {doc['target']}, {doc['geometry']})",
         *(f"{r['images_per_start']} image(s) per START (program for {r['program_max_batch']}, "
-          f"{r['split_layers']} layer(s) split across the rows): bit-exact vs golden "
+          f"{r['split_layers']} layer(s) split across the rows, {r['spread_layers']} "
+          f"spread over them): bit-exact vs golden "
           f"{r['samples_agree']}/{len(y)} ({r['bits_compared']} hidden bits), accelerator "
           f"{r['accelerator_cycles_per_image']:.1f} cycles/image (utilisation "
           f"{100 * r['utilisation']:.2f} %), with the host link "

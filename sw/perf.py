@@ -245,8 +245,9 @@ class WhatIf:
 
     * ``weight_words``: weight words of ``C`` lanes the weights memory delivers per cycle
       (``None``: the target's ``weight_rows``; ``R``: one per row, so one image's dense
-      layer can use every row, its K split across the rows: built on ``ecp5-85f``, whose
-      512 x 2,048-bit weights take 57 DP16KD, :func:`xnorflow.sw.program.splits_k`);
+      layer can use every row, its K split across the rows or its column groups spread over
+      them: built on ``ecp5-85f``, whose 512 x 2,048-bit weights take 57 DP16KD,
+      :func:`xnorflow.sw.program.mapping`);
     * ``result_rows``: rows of ``C`` results the array and the output stage retire per cycle
       (``R``: the whole tile at once, e.g. a threshold comparator in every PE and ``R`` write
       ports, or writes that combine the lanes of a word);

@@ -61,6 +61,7 @@ INPUT_WINDOWS = 1
 DESC_LAYOUT = {
     "integer": (0, 0, 1, False),       # the last layer: integer scores
     "ksplit": (0, 1, 1, False),        # one image per tile, its reduction split over the rows
+    "ospread": (0, 2, 1, False),       # one image per tile, its column groups spread over the rows
     "score_mul": (0, 4, 3, True),      # integer layer: score = score_mul * acc + offset
     "passes": (0, 8, 8, False),        # tiles per tile set: pooling-window offsets (>= 1)
     "groups": (0, 16, 16, False),      # column groups G = ceil(out_c / C)
@@ -177,23 +178,60 @@ def k_chunk(layer: Layer, target: Target) -> int:
     return -(-k_words(layer, target.width) // target.rows)
 
 
-def splits_k(layer: Layer, target: Target, batch: int = 1) -> bool:
-    """Whether the compiler splits ``layer``'s reduction across the array's rows for a
-    program of ``batch`` images.
+#: How a layer's tiles use the array's rows (:func:`mapping`).
+PLAIN, KSPLIT, SPREAD = "plain", "ksplit", "spread"
 
-    Only on a target whose weights memory gives every row its own weight word
-    (``Target.weight_rows = R``), only for a dense layer (:func:`_dense`), and only when it
-    takes fewer beats: a tile is then one image, row ``r`` reads words ``r * chunk ..`` of
-    each plane (:func:`k_chunk`) with its own weights, and the output stage adds the tile's
-    ``R`` rows before the threshold (``docs/program.md``, "Split reductions"). A batch of
-    ``R`` images fills the rows without it.
+
+def _spread_fits(layer: Layer, target: Target) -> bool:
+    """Whether ``layer``'s column groups can be spread over the rows without writing past its
+    output words: ``ceil(G / R) * R`` groups (the missing ones write 0 lanes) fill no more
+    words than ``G`` (``W / C`` groups to a word)."""
+    lanes = target.width // target.cols
+    g = _groups(layer.out_c, target.cols)
+    gs = -(-g // target.rows)
+    return -(-gs * target.rows // lanes) == -(-g // lanes)
+
+
+def mapping(layer: Layer, target: Target, batch: int = 1) -> str:
+    """How the compiler maps ``layer`` onto the rows for a program of ``batch`` images:
+    :data:`PLAIN`, :data:`KSPLIT` or :data:`SPREAD`, whichever takes the fewest beats (ties
+    keep the earlier).
+
+    :data:`PLAIN`: row ``r`` of a tile is an output pixel (an image, for a dense layer).
+    The other two exist only on a target whose weights memory gives every row its own weight
+    word (``Target.weight_rows = R``), only for a dense layer (:func:`_dense`), and make a
+    tile one image (``docs/program.md``): :data:`KSPLIT` splits the reduction (row ``r``
+    reads words ``r * chunk ..`` of each plane, :func:`k_chunk`, with its own weights; the
+    output stage adds the rows before the threshold); :data:`SPREAD` (threshold layers whose
+    spread groups fit their output words, :func:`_spread_fits`) gives row ``r`` of a tile
+    set ``s`` column group ``s * R + r``: every row reads the whole input with its own
+    weights and thresholds. A batch of ``R`` images fills the rows without either.
     """
     if target.weight_rows != target.rows or target.rows == 1 or not _dense(layer):
-        return False
+        return PLAIN
     tb = tile_beats(target)
-    split = batch * max(layer.in_bits * k_chunk(layer, target), tb)
-    plain = -(-batch // target.rows) * max(layer.in_bits * k_words(layer, target.width), tb)
-    return split < plain
+    R = target.rows
+    beats = layer.in_bits * k_words(layer, target.width)
+    g = _groups(layer.out_c, target.cols)
+    cost = {PLAIN: -(-batch // R) * g * max(beats, tb),
+            KSPLIT: batch * g * max(layer.in_bits * k_chunk(layer, target), tb)}
+    if layer.output == "threshold" and _spread_fits(layer, target):
+        cost[SPREAD] = batch * -(-g // R) * max(beats, tb)
+    return min(cost, key=lambda k: cost[k])  # dicts keep order: ties keep the earlier
+
+
+def splits_k(layer: Layer, target: Target, batch: int = 1) -> bool:
+    """Whether the compiler splits ``layer``'s reduction across the array's rows for a
+    program of ``batch`` images (:func:`mapping` is :data:`KSPLIT`; ``docs/program.md``,
+    "Split reductions")."""
+    return mapping(layer, target, batch) == KSPLIT
+
+
+def spreads(layer: Layer, target: Target, batch: int = 1) -> bool:
+    """Whether the compiler spreads ``layer``'s column groups over the array's rows for a
+    program of ``batch`` images (:func:`mapping` is :data:`SPREAD`; ``docs/program.md``,
+    "Spread groups")."""
+    return mapping(layer, target, batch) == SPREAD
 
 
 def hardware_model(model: CompiledModel, target: Target,
@@ -249,7 +287,17 @@ class Placement:
     weight_words: int
     threshold_words: int
     score_words: int  # per image
-    split: list[bool]  # per layer: the reduction split across the rows (splits_k)
+    mode: list[str]  # per layer: how its tiles use the rows (mapping)
+
+    @property
+    def split(self) -> list[bool]:
+        """Per layer: the reduction split across the rows (:data:`KSPLIT`)."""
+        return [m == KSPLIT for m in self.mode]
+
+    @property
+    def spread(self) -> list[bool]:
+        """Per layer: the column groups spread over the rows (:data:`SPREAD`)."""
+        return [m == SPREAD for m in self.mode]
 
 
 def place(model: CompiledModel, target: Target, batch: int = 1) -> Placement:
@@ -259,10 +307,11 @@ def place(model: CompiledModel, target: Target, batch: int = 1) -> Placement:
     (all bit-planes of image 0, then of image 1, ...) are at address 0 of region 0. Regions
     hold ``batch`` images' maps one after the other. The last layer writes the ``scores``
     memory from address 0. Weight addresses count words of ``C`` lanes (a weights-memory
-    word holds ``Target.weight_rows`` of them); a layer whose reduction is split across the
-    rows starts at a multiple of ``R`` and takes ``R * chunk`` words per column group.
+    word holds ``Target.weight_rows`` of them); a layer split across the rows or spread over
+    them (:func:`mapping`) starts at a multiple of ``R``; its tile sets take
+    :func:`_group_words` words each, and a spread layer ``ceil(G / R) * R`` threshold words.
     """
-    w, cols = target.width, target.cols
+    w = target.width
     layers = model.layers
     first = layers[0]
     sizes = [batch * input_words(model.in_h, model.in_w, model.in_c, first.in_bits, w), 0]
@@ -272,26 +321,41 @@ def place(model: CompiledModel, target: Target, batch: int = 1) -> Placement:
         sizes[(i + 1) % 2] = max(sizes[(i + 1) % 2], out)
     region = (0, sizes[0])
     in_base, out_base, w_base, thr_base = [], [], [], []
-    split = [splits_k(layer, target, batch) for layer in layers]
+    mode = [mapping(layer, target, batch) for layer in layers]
     wp = tp = 0
     for i, layer in enumerate(layers):
         in_base.append(region[i % 2])
         out_base.append(region[(i + 1) % 2] if layer.output == "threshold" else 0)
-        g = _groups(layer.out_c, cols)
-        if split[i]:
+        if mode[i] != PLAIN:
             wp = -(-wp // target.rows) * target.rows
         w_base.append(wp)
-        wp += g * _group_words(layer, target, split[i])
+        wp += _tile_groups(layer, target, mode[i]) * _group_words(layer, target, mode[i])
         thr_base.append(tp)
-        tp += g
+        tp += _threshold_words(layer, target, mode[i])
     return Placement(region, sizes[0] + sizes[1], in_base, out_base, w_base, thr_base, wp, tp,
-                     _groups(layers[-1].out_c, cols), split)
+                     _groups(layers[-1].out_c, target.cols), mode)
 
 
-def _group_words(layer: Layer, target: Target, split: bool) -> int:
-    """Weight words (of ``C`` lanes) of one column group: ``K``, or ``R * chunk`` split."""
-    if split:
+def _tile_groups(layer: Layer, target: Target, mode: str) -> int:
+    """Tile sets per tile of rows (the descriptor's ``groups``): ``G``, or ``ceil(G / R)``
+    spread (each takes ``R`` column groups, one per row)."""
+    g = _groups(layer.out_c, target.cols)
+    return -(-g // target.rows) if mode == SPREAD else g
+
+
+def _threshold_words(layer: Layer, target: Target, mode: str) -> int:
+    """Threshold words of a layer: one per column group, ``ceil(G / R) * R`` spread (the
+    groups past ``G`` hold missing lanes: their rows write 0 bits)."""
+    return _tile_groups(layer, target, mode) * (target.rows if mode == SPREAD else 1)
+
+
+def _group_words(layer: Layer, target: Target, mode: str) -> int:
+    """Weight words (of ``C`` lanes) of one tile set: ``K``, ``R * chunk`` split, ``R * K``
+    spread (word ``t * R + r``: row ``r``'s word ``t``)."""
+    if mode == KSPLIT:
         return target.rows * k_chunk(layer, target)
+    if mode == SPREAD:
+        return target.rows * k_words(layer, target.width)
     return k_words(layer, target.width)
 
 
@@ -340,7 +404,8 @@ def compress_table(beats: list[int]) -> list[int]:
     return [v | n << BEAT_RUN for v, n in out]
 
 
-def beat_table(layer: Layer, target: Target, split: bool = False) -> list[int]:
+def beat_table(layer: Layer, target: Target, split: bool = False,
+               spread: bool = False) -> list[int]:
     """The beat table of ``layer``: the beats of one tile set (one column group of one tile of
     rows), every pooling offset's tile in turn.
 
@@ -397,14 +462,15 @@ def beat_table(layer: Layer, target: Target, split: bool = False) -> list[int]:
                             k += 1
             out.extend([beat_entry()] * max(0, tile_beats(target) - beats))
     # the sequencer reads the next tile's row list (R entries) while the current tile's
-    # groups play: a tile of rows must last at least R + 1 cycles
-    groups = _groups(layer.out_c, target.cols)
+    # groups play: a tile of rows must last at least R + 1 cycles (spread: ceil(G / R) tile
+    # sets make a tile)
+    groups = _tile_groups(layer, target, SPREAD if spread else PLAIN)
     out.extend([beat_entry()] * max(0, -(-(target.rows + 1) // groups) - len(out)))
     return out
 
 
 def row_list(layer: Layer, target: Target, in_base: int, batch: int,
-             split: bool = False) -> list[int]:
+             split: bool = False, spread: bool = False) -> list[int]:
     """The row list of ``layer`` for ``batch`` images: one entry per output pixel (pooled
     pixel when pooling), image after image, in raster order.
 
@@ -415,6 +481,9 @@ def row_list(layer: Layer, target: Target, in_base: int, batch: int,
     With ``split`` (:func:`splits_k`): ``R`` entries per image, row ``r``'s origin at word
     ``r * chunk`` of the image; the rows wholly inside ``K`` need nothing, the partial row
     needs 1 on side 0 and the rows past it 1 on side 1 (:func:`beat_table`).
+
+    With ``spread`` (:func:`spreads`): ``R`` entries per image, the image's one entry
+    repeated (every row reads the whole input).
     """
     w = target.width
     cw = _cw(layer.in_c, w)
@@ -445,6 +514,8 @@ def row_list(layer: Layer, target: Target, in_base: int, batch: int,
                 assert max(needs) <= min(layer.pad, MAX_PAD)
                 out.append((origin & (FIELD16 - 1))
                            | sum(v << (ROW_NEEDS + 2 * i) for i, v in enumerate(needs)))
+    if spread:
+        out = [e for e in out for _ in range(target.rows)]
     return out
 
 
@@ -454,13 +525,15 @@ def _descriptor(i: int, layer: Layer, pl: Placement, target: Target, table: int,
     g = _groups(layer.out_c, target.cols)
     stride = g if integer else _cw(layer.out_c, target.width)
     oh, ow = _out_shape(layer)
-    split = pl.split[i]
+    mode = pl.mode[i]
+    one_image = mode != PLAIN  # a tile is one image: its rows are one output pixel's
     return {
         "integer": int(integer),
-        "ksplit": int(split),
+        "ksplit": int(mode == KSPLIT),
+        "ospread": int(mode == SPREAD),
         "score_mul": int(layer.score_mul) if integer else 0,
         "passes": layer.pool_k ** 2 if _pools(layer) else 1,
-        "groups": g,
+        "groups": _tile_groups(layer, target, mode),
         "table": table,
         "entries": entries,
         "rows": rows,
@@ -469,9 +542,10 @@ def _descriptor(i: int, layer: Layer, pl: Placement, target: Target, table: int,
         "thr_base": pl.thr_base[i],
         "out_stride": stride,
         "out_base": pl.out_base[i],
-        # a split tile is one output pixel (its rows are added up)
-        "tile_words": stride if split else target.rows * stride,
-        "group_words": _group_words(layer, target, split),
+        # a split or spread tile is one output pixel (split: its rows are added up; spread:
+        # its rows are column groups)
+        "tile_words": stride if one_image else target.rows * stride,
+        "group_words": _group_words(layer, target, mode),
         "beats": beats,
         "out_c": layer.out_c,
         "index": i,
@@ -513,17 +587,17 @@ def _assemble(model: CompiledModel, target: Target, pl: Placement, batch: int) -
     words: list[int] = [0] * (HEADER_WORDS + DESC_WORDS * n)
     descs = []
     for i, layer in enumerate(model.layers):
-        split = pl.split[i]
-        single = beat_table(layer, target, split)
+        split, spread = pl.split[i], pl.spread[i]
+        single = beat_table(layer, target, split, spread)
         table = compress_table(single)
         t_addr = len(words)
         words += table
         oh, ow = _out_shape(layer)
-        rows = row_list(layer, target, pl.in_base[i], batch, split)
+        rows = row_list(layer, target, pl.in_base[i], batch, split, spread)
         r_addr = len(words)
         words += rows
         descs.append(_descriptor(i, layer, pl, target, t_addr, len(table), len(single), r_addr,
-                                 target.rows if split else oh * ow))
+                                 target.rows if split or spread else oh * ow))
     for i, d in enumerate(descs):
         base = HEADER_WORDS + DESC_WORDS * i
         words[base:base + DESC_WORDS] = _pack_desc(d)
@@ -576,10 +650,11 @@ def _check_fits(model: CompiledModel, target: Target,
         ("program", len(prog.words), biggest(
             [d["entries"] + batch * d["rows_per_image"] for d in prog.descs])),
         ("weights", -(-pl.weight_words // target.weight_rows), biggest(
-            [_groups(lay.out_c, target.cols) * _group_words(lay, target, s)
-             for lay, s in zip(model.layers, pl.split, strict=True)])),
+            [_tile_groups(lay, target, md) * _group_words(lay, target, md)
+             for lay, md in zip(model.layers, pl.mode, strict=True)])),
         ("thresholds", pl.threshold_words, biggest(
-            [_groups(lay.out_c, target.cols) for lay in model.layers])),
+            [_threshold_words(lay, target, md)
+             for lay, md in zip(model.layers, pl.mode, strict=True)])),
         # the top word is the all-zero word of padded taps
         ("activations", pl.act_words + 1, biggest(
             [lay.in_bits * lay.in_h * lay.in_w * _cw(lay.in_c, w) for lay in model.layers])),
@@ -772,18 +847,23 @@ def build_memories(model: CompiledModel, target: Target, input_windows: bool | N
     for i, lay in enumerate(model.layers):
         packed = pack_weights(lay, w)  # (out_c, kwords)
         kwords = packed.shape[1]
-        gw = _group_words(lay, target, pl.split[i])
-        if pl.split[i]:  # word t * R + r of a group: row r's word t, i.e. word r * chunk + t
+        mode = pl.mode[i]
+        gw = _group_words(lay, target, mode)
+        R = target.rows
+        if mode == KSPLIT:  # word t * R + r of a group: row r's word t, i.e. word r * chunk + t
             chunk = k_chunk(lay, target)
             k = np.arange(gw)
-            k = (k % target.rows) * chunk + k // target.rows
+            k = (k % R) * chunk + k // R
             used = k < kwords
         for n in range(lay.out_c):
             g, c = divmod(n, cols)
             base = pl.w_base[i] + g * gw
             row = [int(v) for v in packed[n]]
-            if pl.split[i]:
+            if mode == KSPLIT:
                 wlanes[base + np.flatnonzero(used), c] = [row[j] for j in k[used]]
+            elif mode == SPREAD:  # group g = s * R + r: tile set s, word t * R + r
+                s_, r = divmod(g, R)
+                wlanes[pl.w_base[i] + s_ * gw + r + R * np.arange(kwords), c] = row
             else:
                 wlanes[base : base + kwords, c] = row
             tlanes[pl.thr_base[i] + g, c] = _lane_value(lay, n)
@@ -799,7 +879,8 @@ def build_memories(model: CompiledModel, target: Target, input_windows: bool | N
                     f"{len(prog.descs)} layers"),
         MemoryImage("weights", target.word_bits("weights"), wwords,
                     f"lane c (bits c*{w}..) = column c; per layer and group g: kh*kw*cw words "
-                    f"(dy, dx, cw order), or R * chunk split across the rows; "
+                    f"(dy, dx, cw order), R * chunk split across the rows, or R * K spread "
+                    f"(row r's word t at t * R + r); "
                     f"{wr} such word(s) of {cols * w} bits per memory word (docs/program.md)"),
         MemoryImage("thresholds", cols * LANE_BITS, _lanes_to_words(tlanes, LANE_BITS),
                     "one word per column group; lane c = pol<0 << 31 | pool AND << 30 | T "
@@ -1012,7 +1093,9 @@ def _execute_layer(d, prog, act, wmem, tmem, scores_mem, n_img, R, C, W, acc_bit
     ``wa mod weight_rows``-th ``C * W`` bits for every row, or with ``ksplit`` row ``r``'s
     own (the ``r``-th) and the address steps by ``R``. A ``ksplit`` tile's ``R`` rows are
     added up in the output stage (row ``r`` onto the running sum of rows ``0 .. r - 1``) and
-    only the last row is written, to the tile's one output pixel."""
+    only the last row is written, to the tile's one output pixel. With ``ospread`` the
+    address steps by ``R`` too and row ``r`` of tile set ``s`` is column group ``s * R + r``:
+    its own threshold word (``thr_base + s * R + r``) and its lane of the image's words."""
     depth = len(act)
     amask = depth - 1
     word_mask = (1 << W) - 1
@@ -1023,7 +1106,8 @@ def _execute_layer(d, prog, act, wmem, tmem, scores_mem, n_img, R, C, W, acc_bit
     integer = bool(d["integer"])
     tile_dest = d["out_base"]
     split = bool(d["ksplit"])
-    step = R if split else 1
+    spread = bool(d["ospread"])
+    step = R if split or spread else 1
     lane_bits = C * W
     act[depth - 1] = 0  # the zero word (written at START)
     for t in range(-(-rows_total // R)):
@@ -1033,8 +1117,10 @@ def _execute_layer(d, prog, act, wmem, tmem, scores_mem, n_img, R, C, W, acc_bit
         n_valid = min(R, rows_total - t * R)
         wbase = d["w_base"]
         for g in range(groups):
-            lane_words = [int(tmem[(d["thr_base"] + g) % len(tmem)]) >> (c * LANE_BITS)
-                          for c in range(C)]
+            # the rows' column groups and threshold words (all group g, or spread s * R + r)
+            row_g = [g * R + r if spread else g for r in range(R)]
+            lane_words = [[int(tmem[(d["thr_base"] + rg) % len(tmem)]) >> (c * LANE_BITS)
+                           for c in range(C)] for rg in row_g]
             j, lane = divmod(g, 1 if integer else lanes_per_word)
             acc = np.zeros((R, C), dtype=np.int64)
             wa = wbase
@@ -1047,7 +1133,7 @@ def _execute_layer(d, prog, act, wmem, tmem, scores_mem, n_img, R, C, W, acc_bit
                 addr = np.where(_masked(taps, needs), amask, (origin + off) & amask)
                 a = [int(v) for v in act[addr]]
                 mword = wmem[(wa // weight_rows) % len(wmem)]
-                lanes = [r if split else wa % weight_rows for r in range(R)]
+                lanes = [r if split or spread else wa % weight_rows for r in range(R)]
                 wl = [[(mword >> (lanes[r] * lane_bits + c * W)) & word_mask for c in range(C)]
                       for r in range(R)]
                 counts = np.array([[bin(~(a[r] ^ wl[r][c]) & word_mask).count("1")
@@ -1063,16 +1149,19 @@ def _execute_layer(d, prog, act, wmem, tmem, scores_mem, n_img, R, C, W, acc_bit
                     for r in rows_out:
                         word = 0
                         for c in range(C):
-                            _, offset = _stored_lane(lane_words[c] & LANE_MASK, acc_bits)
+                            _, offset = _stored_lane(lane_words[r][c] & LANE_MASK, acc_bits)
                             score = d["score_mul"] * int(acc[r, c]) + offset
                             word |= (score & LANE_MASK) << (c * LANE_BITS)
                         row_off = 0 if split else r * d["out_stride"]
                         scores_mem[(tile_dest + g + row_off) % len(scores_mem)] = word
                 else:
                     for c in range(C):
-                        (t_val, op, neg), _ = _stored_lane(lane_words[c] & LANE_MASK, acc_bits)
-                        bit = ((acc[:, c] <= t_val) if neg else (acc[:, c] >= t_val))
-                        bit = bit.astype(np.uint8)
+                        lanes_c = [_stored_lane(lane_words[r][c] & LANE_MASK, acc_bits)[0]
+                                   for r in range(R)]
+                        bit = np.array([(acc[r, c] <= t_val) if neg else (acc[r, c] >= t_val)
+                                        for r, (t_val, _, neg) in enumerate(lanes_c)],
+                                       dtype=np.uint8)
+                        op = lanes_c[0][1]
                         if p == 0:
                             pooled[:, c] = bit
                         elif op:
@@ -1082,11 +1171,16 @@ def _execute_layer(d, prog, act, wmem, tmem, scores_mem, n_img, R, C, W, acc_bit
                     if p == passes - 1:
                         for r in rows_out:
                             bits = int(sum(int(pooled[r, c]) << c for c in range(C)))
-                            a_out = (tile_dest + j + (0 if split else r * d["out_stride"])
-                                     ) & amask
-                            old = int(act[a_out]) if lane else 0
-                            keep = ~(((1 << C) - 1) << (lane * C)) & word_mask
-                            act[a_out] = np.uint64((old & keep) | bits << (lane * C))
+                            if spread:  # group s * R + r of the tile's one image
+                                jr, ln = divmod(row_g[r], lanes_per_word)
+                                a_out = (tile_dest + jr) & amask
+                            else:
+                                ln = lane
+                                a_out = (tile_dest + j + (0 if split else r * d["out_stride"])
+                                         ) & amask
+                            old = int(act[a_out]) if ln else 0
+                            keep = ~(((1 << C) - 1) << (ln * C)) & word_mask
+                            act[a_out] = np.uint64((old & keep) | bits << (ln * C))
                 acc[:] = 0
                 p += 1
             wbase += d["group_words"]

@@ -279,7 +279,8 @@ def random_target(seed: int):
     """:func:`geometry_target` of :func:`random_geometry` ``(seed)`` with the pipelining drawn
     too: ``mem_regs`` 0, 1 or 2, a third each (``hx8k`` builds with 1, ``ecp5-85f`` with 2);
     and, where ``R`` is a power of two above 1, half the time a weight word per row
-    (``weight_rows = R``, as ``ecp5-85f``: split reductions); named ``sim-RxCxW`` plus
+    (``weight_rows = R``, as ``ecp5-85f``: split reductions, spread groups); named
+    ``sim-RxCxW`` plus
     ``-r1`` / ``-r2`` and ``-wR``."""
     import dataclasses
 

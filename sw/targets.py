@@ -8,7 +8,8 @@ processing elements of ``width``-bit words, and each on-chip memory holds at mos
 * ``weights``: ``cols * width`` bits per word (one ``width``-bit word per array column, so
   one read feeds every column), or ``weight_rows * cols * width`` with ``weight_rows = rows``
   (one such word per array row, so one read feeds every PE: a dense layer of one image splits
-  its reduction across the rows, :func:`xnorflow.sw.program.splits_k`);
+  its reduction across the rows or spreads its column groups over them,
+  :func:`xnorflow.sw.program.mapping`);
 * ``thresholds``: ``cols * 32`` bits per word (one 32-bit lane per column);
 * ``program``: 32-bit words: header, layer descriptors, beat tables and row lists
   (``docs/program.md``);
@@ -89,8 +90,9 @@ class Target:
     paths that were critical); timing only, never results.
     ``weight_rows`` (1, or ``rows`` when that is a power of two) is how many rows' weight
     words one weights-memory word holds: with ``rows`` every PE gets its own weight word each
-    cycle and the compiler splits a dense layer's reduction across the rows
-    (:func:`xnorflow.sw.program.splits_k`); its depth counts such wide words.
+    cycle and the compiler splits a dense layer's reduction across the rows or spreads its
+    column groups over them (:func:`xnorflow.sw.program.mapping`); its depth counts such wide
+    words.
     """
 
     name: str

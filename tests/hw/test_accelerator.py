@@ -95,24 +95,39 @@ def wide_mlp():
     return synthetic.random_mlp(sizes=(128, 40, 10), in_shape=(4, 4, 8), in_bits=8, seed=6)
 
 
-SPLIT_CASES = [(mlp, (4, 4, 32), 0, 2, 1), (wide_mlp, (8, 2, 32), 2, 1, 1),
-               (wide_mlp, (4, 4, 16), 1, 2, 2), (cnn, (4, 2, 32), 2, 1, 1),
-               (cnn_odd, (2, 8, 16), 0, 1, 1)]
+def deep_mlp():
+    # two hidden layers: 8 planes of 4 words, then 2 words (spread or split, by geometry)
+    return synthetic.random_mlp(sizes=(128, 64, 40, 10), in_shape=(4, 4, 8), in_bits=8, seed=6)
 
 
-@pytest.mark.parametrize("make, geometry, regs, n, batch", SPLIT_CASES,
+def narrow_mlp():
+    return synthetic.random_mlp(sizes=(64, 64, 48, 10), in_shape=(8, 8, 1), in_bits=8, seed=3)
+
+
+# (model, geometry, mem_regs, images, batch, each layer's mapping: K split, S spread, - plain)
+ROW_WORD_CASES = [(mlp, (4, 4, 32), 0, 2, 1, "S-"), (wide_mlp, (8, 2, 32), 2, 1, 1, "S-"),
+                  (wide_mlp, (4, 4, 16), 1, 2, 2, "K-"), (cnn, (4, 2, 32), 2, 1, 1, "--K"),
+                  (cnn_odd, (2, 8, 16), 0, 1, 1, "--K"), (deep_mlp, (4, 4, 32), 1, 1, 1, "KS-"),
+                  (deep_mlp, (8, 8, 32), 2, 1, 1, "SS-"), (narrow_mlp, (4, 2, 32), 1, 3, 2, "SS-"),
+                  # fc1's 5 groups spread over 8 rows: one 8-beat tile set per image, shorter
+                  # than the next image's row-list prefetch (R + 1 cycles) without its bubble
+                  (deep_mlp, (8, 8, 32), 2, 3, 3, "SS-")]
+
+
+@pytest.mark.parametrize("make, geometry, regs, n, batch, modes", ROW_WORD_CASES,
                          ids=[f"{m.__name__}-{'x'.join(map(str, g))}-r{r}-b{b}"
-                              for m, g, r, _, b in SPLIT_CASES])
-def test_split_reductions_match_golden(make, geometry, regs, n, batch):
+                              for m, g, r, _, b, _ in ROW_WORD_CASES])
+def test_row_weight_words_match_golden(make, geometry, regs, n, batch, modes):
     """A weight word per array row (``Target.weight_rows = R``, as ``ecp5-85f``): the dense
-    layers the compiler splits across the rows (at least one per case) and the others,
-    loaded over the link under random stalls, every readable hidden bit, score and class
-    equal the golden model and the cycles the performance model, with mem_regs 0, 1 and 2."""
+    layers the compiler splits across the rows (``ksplit``) or whose column groups it spreads
+    over them (``ospread``: a threshold word and an output lane per row) and the others, loaded
+    over the link under random stalls, every readable hidden bit, score and class equal the
+    golden model and the cycles the performance model, with mem_regs 0, 1 and 2."""
     model = make()
     target = dataclasses.replace(sim_target(*geometry, weight_rows=geometry[0]), mem_regs=regs)
     mems = program.build_memories(model, target, max_batch=batch)
     _, descs = program.decode_program(mems[0].words)
-    assert any(d["ksplit"] for d in descs)
+    assert "".join("K" if d["ksplit"] else "S" if d["ospread"] else "-" for d in descs) == modes
     images = synthetic.random_images(n, model.in_h, model.in_w, model.in_c, seed=9)
     (outs,) = run_sessions(target, [(model, mems, images, batch)], stalls=0.2, seed=n + regs)
     check(model, mems, images, outs, target, batch)

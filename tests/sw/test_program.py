@@ -194,26 +194,92 @@ def test_split_reductions_equal_golden(geometry, seed):
     hw_model, _ = program.hardware_model(model, target)
     for d, lay in zip(descs, hw_model.layers, strict=True):
         assert d["ksplit"] == program.splits_k(lay, target, batch)
+        assert d["ospread"] == program.spreads(lay, target, batch)
+        kw = program.k_words(lay, target.width)
         if d["ksplit"]:
             assert d["rows_per_image"] == R and d["tile_words"] == d["out_stride"]
             assert d["w_base"] % R == 0 and d["group_words"] == R * program.k_chunk(lay, target)
+        if d["ospread"]:
+            assert d["rows_per_image"] == R and d["tile_words"] == d["out_stride"]
+            assert d["w_base"] % R == 0 and d["group_words"] == R * kw
+            assert d["groups"] == -(-lay.out_c // (R * target.cols))
 
 
-def test_split_is_chosen_only_where_it_saves_beats():
-    """splits_k: only with weight_rows = R, only dense layers, and only when the split tiles
-    take fewer beats than R images' unsplit tile (the Fashion-MNIST CNN's fc256: 98 words
-    become 13 per row on 8 rows; its 8-word fc10 already takes the tile's minimum R beats)."""
+def test_split_and_spread_both_occur():
+    """The random networks of test_split_reductions_equal_golden exercise both mappings
+    that give each row its own weight word."""
+    seen = set()
+    for geometry in SPLIT_GEOMETRIES:
+        R = geometry[0]
+        target = sim_target(*geometry, weight_rows=R)
+        for seed in range(6):
+            model = synthetic.random_network(seed * 7 + R, max_hidden=3, max_hw=5, max_c=48)
+            batch = int(np.random.default_rng(seed).integers(1, R + 1)) if seed % 2 else 1
+            hw_model, _ = program.hardware_model(model, target)
+            seen |= {program.mapping(lay, target, batch) for lay in hw_model.layers}
+    assert seen == {program.PLAIN, program.KSPLIT, program.SPREAD}
+
+
+def test_mapping_is_chosen_only_where_it_saves_beats():
+    """mapping: split or spread only with weight_rows = R, only dense layers, and only when
+    it takes fewer beats than R images' plain tile (ties keep plain, then split). The
+    Fashion-MNIST CNN's fc256 (98 words, 32 groups on 8x8x32): plain 32 x 98 beats per 8
+    images, split 32 x 13 per image, spread 4 x 98 per image; its 8-word fc10 already takes
+    the tile's minimum R beats and is the integer layer (never spread)."""
     model = synthetic.fashion_cnn(seed=1)
     wide = TARGETS["ecp5-85f"]
     narrow = sim_target(8, 8, 32)
     hw_model, _ = program.hardware_model(model, wide)
     by = {lay.name: lay for lay in hw_model.layers}
     assert program.k_chunk(by["fc0"], wide) == 13
-    assert program.splits_k(by["fc0"], wide, 1) and program.splits_k(by["fc0"], wide, 7)
-    assert not program.splits_k(by["fc0"], wide, 8)  # 8 x 13 > 98: a batch of 8 fills it
-    assert not program.splits_k(by["fc1"], wide, 1)  # 8 words: 8 beats either way
-    assert not any(program.splits_k(lay, narrow, 1) for lay in hw_model.layers)
-    assert not any(program.splits_k(by[n], wide, 1) for n in ("conv0", "conv1"))
+    assert program.spreads(by["fc0"], wide, 1) and program.spreads(by["fc0"], wide, 7)
+    assert program.mapping(by["fc0"], wide, 8) == program.PLAIN  # 8 x 4 x 98 = 32 x 98
+    assert program.mapping(by["fc1"], wide, 1) == program.PLAIN  # 8 words: 8 beats any way
+    assert {program.mapping(lay, narrow, 1) for lay in hw_model.layers} == {program.PLAIN}
+    assert not any(program.mapping(by[n], wide, 1) != program.PLAIN for n in ("conv0", "conv1"))
+    # 512 -> 32 on 8x8x32: 4 groups would spread over 8 rows, two output words for one: split
+    small = synthetic.random_mlp(sizes=(512, 32, 10), in_shape=(1, 1, 512), in_bits=1, seed=2)
+    assert program.mapping(small.layers[0], wide, 1) == program.KSPLIT
+    # the digits MLP's hidden layers (2 words x 8 planes, then 8 words): spread for one image
+    digits = synthetic.random_mlp(sizes=(64, 256, 256, 10), in_shape=(8, 8, 1), in_bits=8,
+                                  seed=4)
+    digits, _ = program.hardware_model(digits, wide)
+    assert [program.mapping(lay, wide, 1) for lay in digits.layers] == [
+        program.SPREAD, program.SPREAD, program.PLAIN]
+
+
+def test_spread_weights_and_thresholds_give_each_row_its_group():
+    """The weights image of a spread layer: memory word (w_base / R + k * K + t), row r's C*W
+    bits = packed word t of group k * R + r's channels (all ones past out_c); its threshold
+    words are the groups' in order, ceil(G / R) * R of them (missing lanes past G)."""
+    R, C, W = 4, 2, 16
+    target = sim_target(R, C, W, weight_rows=R)
+    model = synthetic.random_mlp(sizes=(48, 14, 5), in_shape=(1, 1, 48), in_bits=1, seed=3)
+    mems = {m.name: m for m in program.build_memories(model, target, max_batch=1)}
+    _, (d, _) = program.decode_memories(list(mems.values()))
+    assert d["ospread"] == 1 and d["groups"] == 2  # 7 groups on 4 rows: 2 tile sets
+    lay = model.layers[0]
+    packed = golden.pack_weights(lay, W)  # (14, 3 words)
+    K = packed.shape[1]
+    words = [int(v) for v in mems["weights"].words]
+    thr = [int(v) for v in mems["thresholds"].words]
+    ones = (1 << W) - 1
+    lane_mask = (1 << program.LANE_BITS) - 1
+    for k in range(d["groups"]):
+        for t in range(K):
+            word = words[d["w_base"] // R + k * K + t]
+            for r in range(R):
+                for c in range(C):
+                    n = (k * R + r) * C + c
+                    got = (word >> ((r * C + c) * W)) & ones
+                    assert got == (int(packed[n, t]) if n < lay.out_c else ones)
+        for r in range(R):
+            for c in range(C):
+                n = (k * R + r) * C + c
+                lane = (thr[d["thr_base"] + k * R + r] >> (c * program.LANE_BITS)) & lane_mask
+                want = (program._lane_value(lay, n) if n < lay.out_c
+                        else program.missing_lane(target))
+                assert lane == want
 
 
 def test_split_weights_give_each_row_its_words():
