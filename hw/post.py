@@ -199,10 +199,14 @@ class OutputStage(wiring.Component):
             with m.If(end_p):
                 m.d.sync += [g_left.eq(Mux(end_g, d.groups_m1, g_left - 1)),
                              end_g.eq(Mux(end_g, d.groups_m1 == 0, g_left == 1))]
-                nxt_lane, nxt_jj = Mux(end_lane, 0, lane + 1), Mux(end_lane, jj + 1, jj)
-                if spread is not None:
-                    nxt_lane, nxt_jj = Mux(spread, sp_lane, nxt_lane), Mux(spread, sp_jj, nxt_jj)
-                m.d.sync += [lane.eq(Mux(end_g, 0, nxt_lane)), jj.eq(Mux(end_g, 0, nxt_jj))]
+                if spread is None:
+                    m.d.sync += [lane.eq(Mux(end_g | end_lane, 0, lane + 1)),
+                                 jj.eq(Mux(end_g, 0, Mux(end_lane, jj + 1, jj)))]
+                else:
+                    nxt_lane = Mux(spread, sp_lane, Mux(end_lane, 0, lane + 1))
+                    nxt_jj = Mux(spread, sp_jj, Mux(end_lane, jj + 1, jj))
+                    m.d.sync += [lane.eq(Mux(end_g, 0, nxt_lane)),
+                                 jj.eq(Mux(end_g, 0, nxt_jj))]
                 with m.If(end_g):
                     m.d.sync += [tile_dest.eq(tile_dest + d.tile_words),
                                  rows_left.eq(rows_left - R)]
@@ -246,12 +250,7 @@ class OutputStage(wiring.Component):
         if threshold_regs(t.mem_regs):
             thr_word = Signal(self.thr_rdata.shape(), name="thr_q")
             m.d.sync += thr_word.eq(self.thr_rdata)
-        # the threshold word is latched at a group's first tile (spread: at every tile and
-        # then as each row but the last passes, for the next row)
-        cfg_load = done & first_p
-        if spread is not None:
-            cfg_load = Mux(spread, done | (rc < R - 1), cfg_load)
-        with m.If(cfg_load):
+        def latch_threshold_word():
             for c in range(C):
                 raw = thr_word[c]
                 low = raw[:TW]
@@ -263,11 +262,20 @@ class OutputStage(wiring.Component):
                     cfg_cin[c].eq(~mode_int & ~raw[-1]),
                     cfg_and[c].eq(raw[-2] == enc.POOL_AND),
                 ]
+
+        if spread is not None:
+            # the threshold word is latched at a group's first tile (spread: at every tile
+            # and then as each row but the last passes, for the next row)
+            with m.If(Mux(spread, done | (rc < R - 1), done & first_p)):
+                latch_threshold_word()
         with m.If(done):
             m.d.sync += [pool_first.eq(first_p), emit.eq(end_p | mode_int),
                          n_rows.eq(Mux(rows_left >= R, R, rows_left)),
                          first_lane.eq(lane == 0), tile_lane.eq(lane),
                          rc.eq(0), ptr.eq(tile_dest + jj)]
+            if spread is None:
+                with m.If(first_p):
+                    latch_threshold_word()
         split = d.ksplit if t.weight_rows > 1 else None
         with m.Elif(rc != R):
             m.d.sync += [rc.eq(rc + 1),
