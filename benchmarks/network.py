@@ -173,7 +173,8 @@ def main() -> int:
                        "layers": [{"name": lp.name, "tiles": lp.tiles, "groups": lp.groups,
                                    "entries": lp.entries, "beats": lp.beats,
                                    "cycles": lp.cycles, "binary_macs": lp.binary_macs,
-                                   "utilisation": lp.utilisation} for lp in p.layers]}
+                                   "utilisation": lp.utilisation, "mapping": lp.mapping}
+                                  for lp in p.layers]}
                 if why:
                     row["why_not"] = why
                 data["rows"].append(row)
@@ -187,7 +188,8 @@ def main() -> int:
         for key, model in models.items():
             p = perf.network_perf(model, geometry_target("ecp5-85f"), batch=batch)
             say(f"  {key}: " + ", ".join(
-                f"{lp.name} {lp.cycles} cyc {100 * lp.utilisation:.1f}%" for lp in p.layers))
+                f"{lp.name}{'' if lp.mapping == 'plain' else ' ' + lp.mapping} {lp.cycles} cyc "
+                f"{100 * lp.utilisation:.1f}%" for lp in p.layers))
     say()
     say("Ceiling: what no mapping beats on these arrays (sw.perf.network_bound: per layer the")
     say("largest of PE slots = dot-product beats / (R*C), weight words / weight_rows per cycle")

@@ -250,6 +250,7 @@ class OutputStage(wiring.Component):
         if threshold_regs(t.mem_regs):
             thr_word = Signal(self.thr_rdata.shape(), name="thr_q")
             m.d.sync += thr_word.eq(self.thr_rdata)
+
         def latch_threshold_word():
             for c in range(C):
                 raw = thr_word[c]

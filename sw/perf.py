@@ -166,12 +166,13 @@ class NetworkLayerPerf:
 
     name: str
     tiles: int          # tiles of R rows (pixels of all images of the batch)
-    groups: int         # column groups
+    groups: int         # column groups (tile sets per tile: ceil(G / R) spread)
     entries: int        # beat-table entries per tile set (run-length coded)
     beats: int          # beats per tile set (operand beats + bubbles, all passes)
     cycles: int         # fetch, prologue, tiles * groups * beats and drain
     binary_macs: int
     utilisation: float
+    mapping: str = "plain"  # how its tiles use the rows: program.mapping's choice
 
 
 @dataclass
@@ -193,7 +194,7 @@ def network_perf(model, target, input_windows: bool | None = None, batch: int = 
     ``target`` with ``batch`` images, per layer, as the sequencer counts them (the same sum
     as :func:`program_cycles`, over the program :func:`~xnorflow.sw.program.build_memories`
     makes). ``max_batch`` as in ``build_memories`` (at least ``batch``)."""
-    from .program import build_memories, decode_memories, hardware_model
+    from .program import KSPLIT, PLAIN, SPREAD, build_memories, decode_memories, hardware_model
 
     _, descs = decode_memories(build_memories(model, target, input_windows,
                                               max_batch=max(batch, max_batch or 1)))
@@ -208,8 +209,9 @@ def network_perf(model, target, input_windows: bool | None = None, batch: int = 
         macs = batch * layer.binary_macs
         macs_total += macs
         total += cyc
+        mapping = KSPLIT if d["ksplit"] else SPREAD if d["ospread"] else PLAIN
         layers.append(NetworkLayerPerf(layer.name, tiles, d["groups"], d["entries"], d["beats"],
-                                       cyc, macs, utilisation(macs, R, C, W, cyc)))
+                                       cyc, macs, utilisation(macs, R, C, W, cyc), mapping))
     return NetworkPerf(target.name, target.geometry, batch, layers, total, macs_total,
                        utilisation(macs_total, R, C, W, total))
 

@@ -108,6 +108,21 @@ def test_a_batch_fills_the_rows_of_a_dense_layer():
     assert four.utilisation > 3 * one.utilisation
 
 
+def test_one_image_uses_every_row_with_a_weight_word_per_row():
+    """With a weight word per row (weight_rows = R) one image's dense layers use the rows:
+    the digits MLP's hidden layers spread their column groups over them (network_perf names
+    each layer's mapping) and take about R times fewer beats than one row of R."""
+    model = synthetic.random_mlp((64, 256, 256, 10), in_shape=(8, 8, 1), seed=4)
+    wide = sim_target(8, 8, 32, weight_rows=8)
+    one = perf.network_perf(model, wide, batch=1, max_batch=1)
+    plain = perf.network_perf(model, sim_target(8, 8, 32), batch=1, max_batch=1)
+    assert [lp.mapping for lp in one.layers] == ["spread", "spread", "plain"]
+    assert [lp.mapping for lp in plain.layers] == ["plain"] * 3
+    for a, b in zip(one.layers[:2], plain.layers[:2], strict=True):
+        assert a.tiles * a.groups * a.beats * 8 == b.tiles * b.groups * b.beats
+    assert one.utilisation > 2 * plain.utilisation
+
+
 def test_big_convolution_keeps_the_array_busy():
     """A wide 3x3 convolution on the ECP5 geometry: most cycles are beats of the array."""
     model = synthetic.random_model(0, [dict(kind="conv", out_c=64, k=3, stride=1, pad=1),
