@@ -205,7 +205,9 @@ def mapping(layer: Layer, target: Target, batch: int = 1) -> str:
     output stage adds the rows before the threshold); :data:`SPREAD` (threshold layers whose
     spread groups fit their output words, :func:`_spread_fits`) gives row ``r`` of a tile
     set ``s`` column group ``s * R + r``: every row reads the whole input with its own
-    weights and thresholds. A batch of ``R`` images fills the rows without either.
+    weights and thresholds. A batch of ``R`` images fills the rows without either. Both take
+    more weight words than the plain layout: :func:`place` keeps a layer plain where the
+    memories could not hold them (:func:`_fitting_modes`).
     """
     if target.weight_rows != target.rows or target.rows == 1 or not _dense(layer):
         return PLAIN
@@ -320,20 +322,54 @@ def place(model: CompiledModel, target: Target, batch: int = 1) -> Placement:
         out = batch * oh * ow * _cw(layer.out_c, w)
         sizes[(i + 1) % 2] = max(sizes[(i + 1) % 2], out)
     region = (0, sizes[0])
-    in_base, out_base, w_base, thr_base = [], [], [], []
-    mode = [mapping(layer, target, batch) for layer in layers]
-    wp = tp = 0
+    in_base, out_base = [], []
     for i, layer in enumerate(layers):
         in_base.append(region[i % 2])
         out_base.append(region[(i + 1) % 2] if layer.output == "threshold" else 0)
-        if mode[i] != PLAIN:
-            wp = -(-wp // target.rows) * target.rows
-        w_base.append(wp)
-        wp += _tile_groups(layer, target, mode[i]) * _group_words(layer, target, mode[i])
-        thr_base.append(tp)
-        tp += _threshold_words(layer, target, mode[i])
+    mode = _fitting_modes(layers, target, [mapping(layer, target, batch) for layer in layers])
+    w_base, thr_base, wp, tp = _parameter_bases(layers, target, mode)
     return Placement(region, sizes[0] + sizes[1], in_base, out_base, w_base, thr_base, wp, tp,
                      _groups(layers[-1].out_c, target.cols), mode)
+
+
+def _parameter_bases(layers: list[Layer], target: Target, mode: list[str]):
+    """``(w_base, thr_base, weight words, threshold words)`` of ``layers`` mapped by
+    ``mode``: one after the other, a split or spread layer's weights from a multiple of
+    ``R``."""
+    w_base, thr_base = [], []
+    wp = tp = 0
+    for layer, md in zip(layers, mode, strict=True):
+        if md != PLAIN:
+            wp = -(-wp // target.rows) * target.rows
+        w_base.append(wp)
+        wp += _tile_groups(layer, target, md) * _group_words(layer, target, md)
+        thr_base.append(tp)
+        tp += _threshold_words(layer, target, md)
+    return w_base, thr_base, wp, tp
+
+
+def _fitting_modes(layers: list[Layer], target: Target, mode: list[str]) -> list[str]:
+    """``mode`` with layers put back to :data:`PLAIN` (fewest weight words first saved) until
+    the weights and thresholds fit the target's memories: a split's chunks of ``ceil(K / R)``
+    words and a spread's ``ceil(G / R) * R`` groups take more words than the plain layout, and
+    a model that fits plain must still compile (its layers then run one image per row)."""
+    mode = list(mode)
+
+    def over(md):
+        _, _, wp, tp = _parameter_bases(layers, target, md)
+        cap_w, cap_t = target.depth("weights"), target.depth("thresholds")
+        return ((cap_w is not None and -(-wp // target.weight_rows) > cap_w)
+                or (cap_t is not None and tp > cap_t))
+
+    while over(mode) and any(md != PLAIN for md in mode):
+        # the layer whose own layout costs the most words beyond its plain one goes first
+        def extra(i):
+            lay = layers[i]
+            return (_tile_groups(lay, target, mode[i]) * _group_words(lay, target, mode[i])
+                    - _groups(lay.out_c, target.cols) * k_words(lay, target.width))
+        worst = max((i for i, md in enumerate(mode) if md != PLAIN), key=extra)
+        mode[worst] = PLAIN
+    return mode
 
 
 def _tile_groups(layer: Layer, target: Target, mode: str) -> int:

@@ -248,6 +248,28 @@ def test_mapping_is_chosen_only_where_it_saves_beats():
         program.SPREAD, program.SPREAD, program.PLAIN]
 
 
+def test_a_model_that_fits_plain_still_compiles_for_one_image():
+    """Split and spread layouts take more weight words than the plain one (a split pads K
+    to R * ceil(K / R), a spread G groups to ceil(G / R) * R): a layer goes back to plain,
+    the costliest first, until the weights fit. An F-MNIST MLP 784-672-672-10 fits
+    ecp5-85f's 4,096 weight words plain (3,906) but not split (4,752)."""
+    target = TARGETS["ecp5-85f"]
+    model = synthetic.random_mlp(sizes=(784, 672, 672, 10), in_shape=(28, 28, 1), in_bits=8,
+                                 seed=1)
+    hw_model, _ = program.hardware_model(model, target)
+    want = [program.mapping(lay, target, 1) for lay in hw_model.layers]
+    assert want == [program.KSPLIT] * 3  # 672 = 84 groups: 88 spread would need a 22nd word
+    pl = program.place(hw_model, target, 1)
+    assert pl.mode == [program.PLAIN, program.PLAIN, program.KSPLIT]
+    assert -(-pl.weight_words // target.weight_rows) <= target.depth("weights")
+    mems = program.build_memories(model, target, max_batch=1)
+    _, descs = program.decode_memories(mems)
+    assert [d["ksplit"] for d in descs] == [0, 0, 1]
+    # with room for the split layout every layer keeps its fastest mapping
+    roomy = sim_target(8, 8, 32, weight_rows=8)
+    assert program.place(hw_model, roomy, 1).mode == want
+
+
 def test_spread_weights_and_thresholds_give_each_row_its_group():
     """The weights image of a spread layer: memory word (w_base / R + k * K + t), row r's C*W
     bits = packed word t of group k * R + r's channels (all ones past out_c); its threshold
