@@ -74,7 +74,7 @@ class SystolicArray(wiring.Component):
         its own.
     soon_lead : int
         0, or how many cycles before ``tile_done`` ``tile_soon`` pulses (at most the array's
-        latency: it is row 0's control, taken from its delay line).
+        latency less 2: it is a register of row 0's control delay line).
 
     Members
     -------
@@ -114,8 +114,9 @@ class SystolicArray(wiring.Component):
         self.mem_regs = mem_regs
         self.latency = engine_timing(rows, cols, width, levels_per_stage,
                                      mem_regs).array_latency
-        if not 0 <= soon_lead < self.latency:
-            raise ValueError(f"soon_lead must be 0..{self.latency - 1}, not {soon_lead!r}")
+        # (a register of row 0's control delay line: at most latency - 2 cycles ahead)
+        if not 0 <= soon_lead < self.latency - 1:
+            raise ValueError(f"soon_lead must be 0..{self.latency - 2}, not {soon_lead!r}")
         self.soon_lead = soon_lead
         super().__init__({
             "act": In(data.ArrayLayout(width, rows)),

@@ -58,14 +58,14 @@ def schedule(tiles, rows, rng, bubbles=0.25, spacing=None):
 
 
 def run_array(rows, cols, width, planes, stream, levels=2, mem_regs=0, junk=None,
-              weight_rows=1):
+              weight_rows=1, soon_lead=0, soon=None):
     """Play ``stream`` (beats or ``None`` bubbles) into the array; with ``mem_regs = 2`` each
     beat's operands come a cycle after its control (as the accelerator's registers beside
     the memories deliver them). ``junk`` (a Generator): random operands in bubbles.
     ``weight_rows = rows``: the beats carry a weight word per PE (``make_tiles(per_pe=True)``)
-    and ``wgt[r][c]`` gets each."""
+    and ``wgt[r][c]`` gets each. ``soon`` (a list): ``tile_soon`` per cycle, as ``done``."""
     acc_bits = acc_width(8 * width, planes)
-    dut = SystolicArray(rows, cols, width, acc_bits, levels, mem_regs, weight_rows)
+    dut = SystolicArray(rows, cols, width, acc_bits, levels, mem_regs, weight_rows, soon_lead)
     out, done = [], []
     lag = 1 if mem_regs == 2 else 0
     wgt = ([dut.wgt[c] for c in range(cols)] if weight_rows == 1
@@ -100,9 +100,13 @@ def run_array(rows, cols, width, planes, stream, levels=2, mem_regs=0, junk=None
             # after the edge that ends cycle t: what the array shows during cycle t + 1
             done.append(ctx.get(dut.tile_done))
             out.append([ctx.get(dut.res[c]) for c in range(cols)])
+            if soon is not None:
+                soon.append(ctx.get(dut.tile_soon))
     # index by cycle: entry t is what the array shows during cycle t
     out.insert(0, None)
     done.insert(0, 0)
+    if soon is not None:
+        soon.insert(0, 0)
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -175,6 +179,35 @@ def test_a_weight_word_per_pe(geometry, planes, mem_regs):
                                junk=np.random.default_rng(7 + mem_regs), weight_rows=rows)
     assert dut.latency == SystolicArray(rows, cols, width, 20, mem_regs=mem_regs).latency
     check_rows(dut, stream, tiles, out, done)
+
+
+@pytest.mark.parametrize("geometry, mem_regs", [((2, 3, 16), 0), ((4, 2, 32), 1),
+                                               ((8, 2, 32), 2), ((4, 4, 64), 2)],
+                         ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v))
+def test_tile_soon_leads_tile_done(geometry, mem_regs):
+    """``tile_soon`` (the output stage's cue to read spread rows' threshold words) pulses
+    exactly ``soon_lead`` cycles before each ``tile_done`` and never otherwise, for every lead
+    the array allows (its control delay line's registers), with random bubbles and tiles
+    ``rows`` beats apart; a longer lead is refused, and 0 builds no port."""
+    rows, cols, width = geometry
+    latency = SystolicArray(rows, cols, width, 20, mem_regs=mem_regs).latency
+    for lead in range(1, latency - 1):
+        rng = np.random.default_rng(lead * 7 + rows + mem_regs)
+        tiles = make_tiles(rng, rows, cols, width, 2, 6)
+        stream = schedule(tiles, rows, rng)
+        soon = []
+        dut, out, done = run_array(rows, cols, width, 2, stream, mem_regs=mem_regs,
+                                   soon_lead=lead, soon=soon)
+        check_rows(dut, stream, tiles, out, done)
+        want = [0] * len(done)
+        for t, d in enumerate(done):
+            if d:
+                want[t - lead] = 1
+        assert soon == want and sum(soon) == len(tiles)
+    with pytest.raises(ValueError, match=f"soon_lead must be 0..{latency - 2}, not "
+                                         f"{latency - 1}"):
+        SystolicArray(rows, cols, width, 20, mem_regs=mem_regs, soon_lead=latency - 1)
+    assert "tile_soon" not in SystolicArray(rows, cols, width, 20).signature.members
 
 
 @pytest.mark.parametrize("rows, weight_rows", [(4, 2), (4, 8), (2, 0), (1, 2), (8, 4)])
