@@ -291,16 +291,6 @@ class Placement:
     score_words: int  # per image
     mode: list[str]  # per layer: how its tiles use the rows (mapping)
 
-    @property
-    def split(self) -> list[bool]:
-        """Per layer: the reduction split across the rows (:data:`KSPLIT`)."""
-        return [m == KSPLIT for m in self.mode]
-
-    @property
-    def spread(self) -> list[bool]:
-        """Per layer: the column groups spread over the rows (:data:`SPREAD`)."""
-        return [m == SPREAD for m in self.mode]
-
 
 def place(model: CompiledModel, target: Target, batch: int = 1) -> Placement:
     """Lay out a model's maps and parameters in the accelerator's memories.
@@ -342,7 +332,7 @@ def _parameter_bases(layers: list[Layer], target: Target, mode: list[str]):
         if md != PLAIN:
             wp = -(-wp // target.rows) * target.rows
         w_base.append(wp)
-        wp += _tile_groups(layer, target, md) * _group_words(layer, target, md)
+        wp += _weight_words(layer, target, md)
         thr_base.append(tp)
         tp += _threshold_words(layer, target, md)
     return w_base, thr_base, wp, tp
@@ -364,9 +354,8 @@ def _fitting_modes(layers: list[Layer], target: Target, mode: list[str]) -> list
     while over(mode) and any(md != PLAIN for md in mode):
         # the layer whose own layout costs the most words beyond its plain one goes first
         def extra(i):
-            lay = layers[i]
-            return (_tile_groups(lay, target, mode[i]) * _group_words(lay, target, mode[i])
-                    - _groups(lay.out_c, target.cols) * k_words(lay, target.width))
+            return (_weight_words(layers[i], target, mode[i])
+                    - _weight_words(layers[i], target, PLAIN))
         worst = max((i for i, md in enumerate(mode) if md != PLAIN), key=extra)
         mode[worst] = PLAIN
     return mode
@@ -377,6 +366,11 @@ def _tile_groups(layer: Layer, target: Target, mode: str) -> int:
     spread (each takes ``R`` column groups, one per row)."""
     g = _groups(layer.out_c, target.cols)
     return -(-g // target.rows) if mode == SPREAD else g
+
+
+def _weight_words(layer: Layer, target: Target, mode: str) -> int:
+    """Weight words (of ``C`` lanes) of a layer mapped by ``mode``: its tile sets' words."""
+    return _tile_groups(layer, target, mode) * _group_words(layer, target, mode)
 
 
 def _threshold_words(layer: Layer, target: Target, mode: str) -> int:
@@ -440,8 +434,7 @@ def compress_table(beats: list[int]) -> list[int]:
     return [v | n << BEAT_RUN for v, n in out]
 
 
-def beat_table(layer: Layer, target: Target, split: bool = False,
-               spread: bool = False) -> list[int]:
+def beat_table(layer: Layer, target: Target, mode: str = PLAIN) -> list[int]:
     """The beat table of ``layer``: the beats of one tile set (one column group of one tile of
     rows), every pooling offset's tile in turn.
 
@@ -454,7 +447,7 @@ def beat_table(layer: Layer, target: Target, split: bool = False,
     ``last`` on the final beat. Bubbles (no operand) follow a tile shorter than
     :func:`tile_beats`.
 
-    With ``split`` (:func:`splits_k`) a tile is, per plane, the ``chunk`` words
+    With ``mode`` :data:`KSPLIT` (:func:`mapping`) a tile is, per plane, the ``chunk`` words
     (:func:`k_chunk`) at offsets ``b * plane_stride + t`` from each row's origin (row ``r``'s
     origin is word ``r * chunk`` of the plane); the tap distances mark the rows that run
     past ``K``: field 0 is 0 on the beats past the partial row's words (its need is 1 there),
@@ -471,7 +464,7 @@ def beat_table(layer: Layer, target: Target, split: bool = False,
     kwords = k_words(layer, w)
     beats = planes * kwords
     out = []
-    if split:
+    if mode == KSPLIT:
         chunk = k_chunk(layer, target)
         cut = kwords % chunk  # valid words of the partial row (0: none)
         for bi, b in enumerate(range(planes - 1, -1, -1)):
@@ -500,13 +493,13 @@ def beat_table(layer: Layer, target: Target, split: bool = False,
     # the sequencer reads the next tile's row list (R entries) while the current tile's
     # groups play: a tile of rows must last at least R + 1 cycles (spread: ceil(G / R) tile
     # sets make a tile)
-    groups = _tile_groups(layer, target, SPREAD if spread else PLAIN)
+    groups = _tile_groups(layer, target, mode)
     out.extend([beat_entry()] * max(0, -(-(target.rows + 1) // groups) - len(out)))
     return out
 
 
 def row_list(layer: Layer, target: Target, in_base: int, batch: int,
-             split: bool = False, spread: bool = False) -> list[int]:
+             mode: str = PLAIN) -> list[int]:
     """The row list of ``layer`` for ``batch`` images: one entry per output pixel (pooled
     pixel when pooling), image after image, in raster order.
 
@@ -514,16 +507,16 @@ def row_list(layer: Layer, target: Target, in_base: int, batch: int,
     pooling offsets; in the padding it lies outside the map and the address wraps) and, per
     side, how many of the windows' outer columns/rows lie in the padding (``0..pad``).
 
-    With ``split`` (:func:`splits_k`): ``R`` entries per image, row ``r``'s origin at word
-    ``r * chunk`` of the image; the rows wholly inside ``K`` need nothing, the partial row
-    needs 1 on side 0 and the rows past it 1 on side 1 (:func:`beat_table`).
+    With ``mode`` :data:`KSPLIT` (:func:`mapping`): ``R`` entries per image, row ``r``'s
+    origin at word ``r * chunk`` of the image; the rows wholly inside ``K`` need nothing, the
+    partial row needs 1 on side 0 and the rows past it 1 on side 1 (:func:`beat_table`).
 
-    With ``spread`` (:func:`spreads`): ``R`` entries per image, the image's one entry
-    repeated (every row reads the whole input).
+    With :data:`SPREAD`: ``R`` entries per image, the image's one entry repeated (every row
+    reads the whole input).
     """
     w = target.width
     cw = _cw(layer.in_c, w)
-    if split:
+    if mode == KSPLIT:
         img = layer.in_bits * layer.in_h * layer.in_w * cw
         chunk = k_chunk(layer, target)
         full, cut = divmod(k_words(layer, w), chunk)
@@ -550,7 +543,7 @@ def row_list(layer: Layer, target: Target, in_base: int, batch: int,
                 assert max(needs) <= min(layer.pad, MAX_PAD)
                 out.append((origin & (FIELD16 - 1))
                            | sum(v << (ROW_NEEDS + 2 * i) for i, v in enumerate(needs)))
-    if spread:
+    if mode == SPREAD:
         out = [e for e in out for _ in range(target.rows)]
     return out
 
@@ -623,17 +616,17 @@ def _assemble(model: CompiledModel, target: Target, pl: Placement, batch: int) -
     words: list[int] = [0] * (HEADER_WORDS + DESC_WORDS * n)
     descs = []
     for i, layer in enumerate(model.layers):
-        split, spread = pl.split[i], pl.spread[i]
-        single = beat_table(layer, target, split, spread)
+        mode = pl.mode[i]
+        single = beat_table(layer, target, mode)
         table = compress_table(single)
         t_addr = len(words)
         words += table
         oh, ow = _out_shape(layer)
-        rows = row_list(layer, target, pl.in_base[i], batch, split, spread)
+        rows = row_list(layer, target, pl.in_base[i], batch, mode)
         r_addr = len(words)
         words += rows
         descs.append(_descriptor(i, layer, pl, target, t_addr, len(table), len(single), r_addr,
-                                 target.rows if split or spread else oh * ow))
+                                 target.rows if mode != PLAIN else oh * ow))
     for i, d in enumerate(descs):
         base = HEADER_WORDS + DESC_WORDS * i
         words[base:base + DESC_WORDS] = _pack_desc(d)
@@ -686,7 +679,7 @@ def _check_fits(model: CompiledModel, target: Target,
         ("program", len(prog.words), biggest(
             [d["entries"] + batch * d["rows_per_image"] for d in prog.descs])),
         ("weights", -(-pl.weight_words // target.weight_rows), biggest(
-            [_tile_groups(lay, target, md) * _group_words(lay, target, md)
+            [_weight_words(lay, target, md)
              for lay, md in zip(model.layers, pl.mode, strict=True)])),
         ("thresholds", pl.threshold_words, biggest(
             [_threshold_words(lay, target, md)
