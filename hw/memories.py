@@ -161,8 +161,9 @@ def block_rams(target: Target, depths: dict | None = None,
             return sum(min(-(-depth // d) * -(-bits // w)
                            for d, w in board.family_facts.bram_shapes) for depth in banks)
         if name == "program" and target.mem_regs == 2:
-            # the look-ahead port C reads only the run field: synthesis keeps those bits
-            out[name] = (copies - 1) * blocks(width) + blocks(4)
+            # the look-ahead port C reads only the flags and the run field (bits 24-31):
+            # synthesis keeps those bits
+            out[name] = (copies - 1) * blocks(width) + blocks(8)
         else:
             out[name] = copies * blocks(width)
     return out

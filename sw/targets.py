@@ -199,7 +199,8 @@ TARGETS: dict[str, Target] = {
     # needs 3.3K split across the rows; the 3584 x 256 of before took 52), activations
     # 8K x 32 x R=8 copies (8 x 16 = 128 EBR: a 28x28 8-bit input is 6.3K words), thresholds
     # 256 x (8 x 24) = 6, program 2K x 32 x 3 read ports = 4 + 4 + 1 (a 28x28 map's row list is
-    # 784 words; port 3 is mem_regs = 2's look-ahead and keeps only the 4-bit run field: 1),
+    # 784 words; port 3 is mem_regs = 2's look-ahead and keeps only the beat flags and run
+    # field, 8 bits: 1),
     # scores 512 x (8 x 23) = 6: 206 of 208 (as nextpnr counts them).
     "ecp5-85f": Target(
         "ecp5-85f", 8, 8, 32,
