@@ -316,7 +316,8 @@ def place(model: CompiledModel, target: Target, batch: int = 1) -> Placement:
     for i, layer in enumerate(layers):
         in_base.append(region[i % 2])
         out_base.append(region[(i + 1) % 2] if layer.output == "threshold" else 0)
-    mode = _fitting_modes(layers, target, [mapping(layer, target, batch) for layer in layers])
+    mode = _fitting_modes(layers, target, [mapping(layer, target, batch) for layer in layers],
+                          batch)
     w_base, thr_base, wp, tp = _parameter_bases(layers, target, mode)
     return Placement(region, sizes[0] + sizes[1], in_base, out_base, w_base, thr_base, wp, tp,
                      _groups(layers[-1].out_c, target.cols), mode)
@@ -338,26 +339,41 @@ def _parameter_bases(layers: list[Layer], target: Target, mode: list[str]):
     return w_base, thr_base, wp, tp
 
 
-def _fitting_modes(layers: list[Layer], target: Target, mode: list[str]) -> list[str]:
-    """``mode`` with layers put back to :data:`PLAIN` (fewest weight words first saved) until
-    the weights and thresholds fit the target's memories: a split's chunks of ``ceil(K / R)``
-    words and a spread's ``ceil(G / R) * R`` groups take more words than the plain layout, and
-    a model that fits plain must still compile (its layers then run one image per row)."""
+def _fitting_modes(layers: list[Layer], target: Target, mode: list[str],
+                   batch: int = 1) -> list[str]:
+    """``mode`` with layers put back to :data:`PLAIN` until the weights, thresholds and
+    program fit the target's memories: a split's chunks of ``ceil(K / R)`` words and a
+    spread's ``ceil(G / R) * R`` groups take more weight words than the plain layout, and both
+    take ``R`` row-list entries per image instead of one; a model that fits plain must still
+    compile (its layers then run one image per row). The layer whose layout costs the most
+    weight words beyond its plain one goes first (then the most program words, then the
+    last)."""
     mode = list(mode)
+    cap_w, cap_t, cap_p = (target.depth(n) for n in ("weights", "thresholds", "program"))
+
+    def program_words(i, md):  # the layer's beat table and row list
+        return (len(compress_table(beat_table(layers[i], target, md)))
+                + len(row_list(layers[i], target, 0, batch, md)))
+
+    plain_prog = [program_words(i, PLAIN) for i in range(len(layers))]
+    prog_words = [p if md == PLAIN else program_words(i, md)
+                  for i, (p, md) in enumerate(zip(plain_prog, mode, strict=True))]
 
     def over(md):
         _, _, wp, tp = _parameter_bases(layers, target, md)
-        cap_w, cap_t = target.depth("weights"), target.depth("thresholds")
+        prog = HEADER_WORDS + DESC_WORDS * len(layers) + sum(prog_words)
         return ((cap_w is not None and -(-wp // target.weight_rows) > cap_w)
-                or (cap_t is not None and tp > cap_t))
+                or (cap_t is not None and tp > cap_t)
+                or (cap_p is not None and prog > cap_p))
+
+    def extra(i):
+        return (_weight_words(layers[i], target, mode[i])
+                - _weight_words(layers[i], target, PLAIN), prog_words[i] - plain_prog[i], i)
 
     while over(mode) and any(md != PLAIN for md in mode):
-        # the layer whose own layout costs the most words beyond its plain one goes first
-        def extra(i):
-            return (_weight_words(layers[i], target, mode[i])
-                    - _weight_words(layers[i], target, PLAIN))
         worst = max((i for i, md in enumerate(mode) if md != PLAIN), key=extra)
         mode[worst] = PLAIN
+        prog_words[worst] = plain_prog[worst]
     return mode
 
 

@@ -1,5 +1,7 @@
 """Program and memory layout: the images alone reproduce the golden model exactly."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -268,6 +270,47 @@ def test_a_model_that_fits_plain_still_compiles_for_one_image():
     # with room for the split layout every layer keeps its fastest mapping
     roomy = sim_target(8, 8, 32, weight_rows=8)
     assert program.place(hw_model, roomy, 1).mode == want
+
+
+def test_a_model_whose_program_fits_plain_still_compiles():
+    """A split or spread layer takes R row-list entries per image instead of one: where the
+    program memory holds the plain program but not that one, layers go back to plain until it
+    fits (they would otherwise not compile at all); with one word more room, the fastest
+    mapping of each layer that fits is kept."""
+    R = 8
+    model = synthetic.random_mlp(sizes=(64, 256, 256, 10), in_shape=(8, 8, 1), in_bits=8,
+                                 seed=4)
+    roomy = sim_target(R, 8, 32, weight_rows=R)
+    hw_model, _ = program.hardware_model(model, roomy)
+    want = [program.mapping(lay, roomy, 1) for lay in hw_model.layers]
+    assert want == [program.SPREAD, program.SPREAD, program.PLAIN]
+
+    def program_words(target):
+        return len(program.build_memories(model, target, max_batch=1)[0].words)
+
+    fast = program_words(roomy)
+
+    def limited(words):
+        mem = dict(roomy.memories)
+        mem["program"] = (mem["program"][0], words)
+        return dataclasses.replace(roomy, name=f"program{words}", memories=mem)
+
+    # one spread layer back to plain saves R - 1 row-list entries (and maybe table words)
+    one_plain = program.place(hw_model, limited(fast - 1), 1).mode
+    assert one_plain.count(program.PLAIN) == 2 and one_plain != want
+    plain = program_words(limited(fast - 1))
+    assert plain < fast
+    mems = program.build_memories(model, limited(plain), max_batch=1)
+    assert len(mems[0].words) == plain
+    _, descs = program.decode_memories(mems)
+    assert [bool(d["ospread"]) for d in descs].count(True) == 1
+    images = synthetic.random_images(3, 8, 8, 1, seed=7)
+    gold = golden.run(model, images)
+    for i in range(3):
+        assert np.array_equal(program.execute(mems, images[i], limited(plain)).scores,
+                              gold.scores[i])
+    # exactly the fastest layout's words: every layer keeps its mapping
+    assert program.place(hw_model, limited(fast), 1).mode == want
 
 
 def test_spread_weights_and_thresholds_give_each_row_its_group():
