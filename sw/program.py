@@ -347,7 +347,7 @@ def _fitting_modes(layers: list[Layer], target: Target, mode: list[str],
     take ``R`` row-list entries per image instead of one; a model that fits plain must still
     compile (its layers then run one image per row). The layer whose layout costs the most
     weight words beyond its plain one goes first (then the most program words, then the
-    last)."""
+    first)."""
     mode = list(mode)
     cap_w, cap_t, cap_p = (target.depth(n) for n in ("weights", "thresholds", "program"))
 
@@ -368,7 +368,7 @@ def _fitting_modes(layers: list[Layer], target: Target, mode: list[str],
 
     def extra(i):
         return (_weight_words(layers[i], target, mode[i])
-                - _weight_words(layers[i], target, PLAIN), prog_words[i] - plain_prog[i], i)
+                - _weight_words(layers[i], target, PLAIN), prog_words[i] - plain_prog[i], -i)
 
     while over(mode) and any(md != PLAIN for md in mode):
         worst = max((i for i, md in enumerate(mode) if md != PLAIN), key=extra)
