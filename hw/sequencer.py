@@ -77,8 +77,9 @@ class Sequencer(wiring.Component):
     prog_b_raddr, prog_b_rdata, prog_b_ren : beat tables (program read port B; the read
         register keeps its entry while ``prog_b_ren`` is low: a run's later beats).
     prog_c_raddr, prog_c_rdata : (``Target.mem_regs = 2`` only) port C, enabled with port B,
-        reads the entry after the one port B reads, so whether an entry plays a run is a
-        register when the entry arrives (no logic between port B's RAM and ``freeze``).
+        reads the entry after the one port B reads, so whether an entry plays a run, and its
+        flags, are registers when the entry arrives (no logic between port B's RAM and
+        ``freeze``, the weights address or the control).
     act_raddr : Out(ArrayLayout(addr, R))
         The ``R`` activation read addresses (registers).
     wgt_raddr : Out(addr)
