@@ -18,7 +18,10 @@ Parts (``--part``; ``all`` runs the first three; each writes
 
 ``digits`` and ``fmnist`` send ``--images-per-start`` images per START (default: the
 target's ``R`` rows, capped by the host at the program's ``max_batch``; the dense layers then
-fill that many array rows); ``--images-per-start 1`` runs one image per START.
+fill that many array rows); ``--images-per-start 1`` runs one image per START on a program
+compiled for one image (``max_batch`` 1, unless ``--model`` names one: the compiler may then
+split dense layers across the rows or spread their groups over them) and writes
+``rtl.<part>-1.json``.
 
 Each hardware run reports wall time, accelerator cycles per image and the simulator's speed
 in simulated clock cycles per second (cycles of the whole run, host link included, over the
@@ -316,6 +319,16 @@ def part_dataset(args, part: str) -> int:
     dataset, sim, default_target, _ = DATASET_PARTS[part]
     target = args.target or default_target
     folder, mf, x, y, ref, flat_check = _dataset_model(args, part)
+    max_batch = None
+    if args.images_per_start == 1 and not args.model:
+        # one image per START: the program for one image (max_batch 1), so that the compiler
+        # may split dense layers across the rows or spread their groups over them, as
+        # `xnorflow compile --max-batch 1` does; its results go to rtl.<part>-1.json
+        max_batch = 1
+        folder = folder.with_name(folder.name + "-b1")
+        synthetic.write_folder(mf.model, mf.target, folder, max_batch=1)
+        mf = backends.load_model(folder)
+        part = f"{part}-1"
     doc = {"part": part, "partial": True, "dataset": dataset, "simulator": sim,
            "model": str(folder), "model_meta": mf.model.meta, "target": mf.target.name,
            "geometry": mf.target.geometry, "images": int(len(y)), "env": _env(),
@@ -335,7 +348,7 @@ def part_dataset(args, part: str) -> int:
             if args.model or "recompile" not in str(e):
                 raise
             print(f"recompiling {folder} after: {e}", file=sys.stderr, flush=True)
-            synthetic.write_folder(mf.model, get_target(target), folder)
+            synthetic.write_folder(mf.model, get_target(target), folder, max_batch=max_batch)
             mf = backends.load_model(folder)
             doc.setdefault("recompiled", []).append({"at_image": done, "reason": str(e)})
         try:
@@ -573,8 +586,8 @@ def main(argv=None) -> int:
                    help="digits/fmnist: print the summary of the results JSON already written")
     args = p.parse_args(argv)
     if args.summarize:
-        return _dataset_summary(args.part, json.loads((RESULTS / f"rtl.{args.part}.json")
-                                                      .read_text()))
+        part = args.part + ("-1" if args.images_per_start == 1 else "")
+        return _dataset_summary(part, json.loads((RESULTS / f"rtl.{part}.json").read_text()))
     print(f"benchmarks/rtl.py seed {args.seed}", flush=True)
     rc = 0
     if args.part in ("random", "all"):
