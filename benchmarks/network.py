@@ -63,13 +63,15 @@ REASONS = {
     "digits-mlp": "dense layers: one image fills 1 of R rows (a batch of R fills them all; "
                   "on ecp5-85f, a weight word per row, the hidden layers' column groups are "
                   "spread over the rows instead); each layer's fetch, prologue and drain "
-                  "(about 45 cycles) are long beside its 32 to 64 beats; 10 classes leave 6 of "
-                  "16 / 2 of 8 columns idle in the last layer",
+                  "(43 cycles on ecp5-85f) are long beside its 32 to 64 beats; 10 classes "
+                  "leave 6 of 16 / 2 of 8 columns idle in the last layer",
     "fmnist-cnn": "the first layer (1 grey channel: 9 window bits per W-bit word, 8 bit-planes) "
                   "and, without a batch, the fc256 layer (1 of R rows; on ecp5-85f its column "
                   "groups spread over the rows: a weight word and a threshold word per row) "
-                  "dominate; conv1 fills the array (86 % at batch 1, 99.7 % at batch 8 on "
-                  "8x8x32)",
+                  "dominate; conv1 fills the array (on ecp5-85f at batch 1 its 49 pooled "
+                  "pixels are spread, a pixel per tile with its 8 column groups over the 8 "
+                  "rows, instead of 7 tiles of 8 rows, the last with 1 pixel; 99.7 % at batch "
+                  "8)",
     "fmnist-cnn-wide": "conv layers with >= 64 channels fill every row, column and bit; "
                        "the first layer and the 1-row fc10 are the remaining loss",
 }

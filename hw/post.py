@@ -88,9 +88,12 @@ class OutputStage(wiring.Component):
     ``R - 1`` carries the whole tile's ``acc - T - neg`` (or score), and only it is written,
     to the tile's output address (the row pointer does not move). With ``ospread`` (also
     ``weight_rows = R`` only) row ``r`` of tile set ``s`` is column group ``s * R + r`` of one
-    image: each row takes its own threshold word (``thr_base + s * R + r``, read one per cycle
-    from ``tile_soon`` on, so that row ``r``'s word is latched as row ``r - 1`` passes) and
-    writes its own lane (``(s * R + r) mod (W/C)`` of word ``(s * R + r) div (W/C)``).
+    output pixel: each row takes its own threshold word (``thr_base + s * R + r``, read one
+    per cycle from ``tile_soon`` on, so that row ``r``'s word is latched as row ``r - 1``
+    passes; the stream restarts at ``thr_base`` after a tile of the pixel's last tile set,
+    so the pooling passes of a layer with one tile set read the same words: the compiler
+    spreads a pooling layer only then) and writes its own lane (``(s * R + r) mod (W/C)`` of
+    word ``(s * R + r) div (W/C)``).
 
     Parameters
     ----------

@@ -199,25 +199,37 @@ def mapping(layer: Layer, target: Target, batch: int = 1) -> str:
 
     :data:`PLAIN`: row ``r`` of a tile is an output pixel (an image, for a dense layer).
     The other two exist only on a target whose weights memory gives every row its own weight
-    word (``Target.weight_rows = R``), only for a dense layer (:func:`_dense`), and make a
-    tile one image (``docs/program.md``): :data:`KSPLIT` splits the reduction (row ``r``
-    reads words ``r * chunk ..`` of each plane, :func:`k_chunk`, with its own weights; the
-    output stage adds the rows before the threshold); :data:`SPREAD` (threshold layers whose
-    spread groups fit their output words, :func:`_spread_fits`) gives row ``r`` of a tile
-    set ``s`` column group ``s * R + r``: every row reads the whole input with its own
-    weights and thresholds. A batch of ``R`` images fills the rows without either. Both take
-    more weight words than the plain layout: :func:`place` keeps a layer plain where the
-    memories could not hold them (:func:`_fitting_modes`).
+    word (``Target.weight_rows = R``) and make a tile one output pixel (``docs/program.md``):
+    :data:`KSPLIT` (a dense layer, :func:`_dense`) splits the reduction (row ``r`` reads words
+    ``r * chunk ..`` of each plane, :func:`k_chunk`, with its own weights; the output stage
+    adds the rows before the threshold); :data:`SPREAD` (threshold layers whose spread groups
+    fit their output words, :func:`_spread_fits`) gives row ``r`` of a tile set ``s`` column
+    group ``s * R + r``: every row reads the whole window with its own weights and
+    thresholds. A dense layer of ``R`` images, or a conv layer of a multiple of ``R`` pixels,
+    fills the rows without either; a conv layer is spread where its last tile of pixels
+    would leave rows idle (e.g. 7 x 7 pooled pixels: 7 tiles of 8 rows for 49) and, when it
+    pools, its groups fit one tile set (the output stage's threshold words restart at
+    ``thr_base`` after each tile of the last tile set, :class:`~xnorflow.hw.post.OutputStage`).
+    Both take more weight words than the plain layout: :func:`place` keeps a layer plain
+    where the memories could not hold them (:func:`_fitting_modes`).
     """
-    if target.weight_rows != target.rows or target.rows == 1 or not _dense(layer):
+    if target.weight_rows != target.rows or target.rows == 1:
         return PLAIN
-    tb = tile_beats(target)
     R = target.rows
-    beats = layer.in_bits * k_words(layer, target.width)
     g = _groups(layer.out_c, target.cols)
+    spreadable = layer.output == "threshold" and _spread_fits(layer, target)
+    if not _dense(layer):
+        if not spreadable or (_pools(layer) and g > R):
+            return PLAIN
+        px = batch * _out_shape(layer)[0] * _out_shape(layer)[1]
+        cost = {PLAIN: -(-px // R) * g * len(beat_table(layer, target, PLAIN)),
+                SPREAD: px * -(-g // R) * len(beat_table(layer, target, SPREAD))}
+        return min(cost, key=lambda k: cost[k])
+    tb = tile_beats(target)
+    beats = layer.in_bits * k_words(layer, target.width)
     cost = {PLAIN: -(-batch // R) * g * max(beats, tb),
             KSPLIT: batch * g * max(layer.in_bits * k_chunk(layer, target), tb)}
-    if layer.output == "threshold" and _spread_fits(layer, target):
+    if spreadable:
         cost[SPREAD] = batch * -(-g // R) * max(beats, tb)
     return min(cost, key=lambda k: cost[k])  # dicts keep order: ties keep the earlier
 
@@ -317,7 +329,7 @@ def place(model: CompiledModel, target: Target, batch: int = 1) -> Placement:
         in_base.append(region[i % 2])
         out_base.append(region[(i + 1) % 2] if layer.output == "threshold" else 0)
     mode = _fitting_modes(layers, target, [mapping(layer, target, batch) for layer in layers],
-                          batch)
+                          batch, sizes[0] + sizes[1])
     w_base, thr_base, wp, tp = _parameter_bases(layers, target, mode)
     return Placement(region, sizes[0] + sizes[1], in_base, out_base, w_base, thr_base, wp, tp,
                      _groups(layers[-1].out_c, target.cols), mode)
@@ -340,16 +352,19 @@ def _parameter_bases(layers: list[Layer], target: Target, mode: list[str]):
 
 
 def _fitting_modes(layers: list[Layer], target: Target, mode: list[str],
-                   batch: int = 1) -> list[str]:
+                   batch: int = 1, act_words: int = 0) -> list[str]:
     """``mode`` with layers put back to :data:`PLAIN` until the weights, thresholds and
     program fit the target's memories: a split's chunks of ``ceil(K / R)`` words and a
     spread's ``ceil(G / R) * R`` groups take more weight words than the plain layout, and both
-    take ``R`` row-list entries per image instead of one; a model that fits plain must still
-    compile (its layers then run one image per row). The layer whose layout costs the most
-    weight words beyond its plain one goes first (then the most program words, then the
-    first)."""
-    mode = list(mode)
+    take ``R`` row-list entries per output pixel instead of one; a model that fits plain must
+    still compile (its layers then run one pixel per row). The layer whose layout costs the
+    most weight words beyond its plain one goes first (then the most program words, then the
+    first). A layer whose ``R`` rows per pixel would not fit the sequencer's row count
+    (:func:`_rows_fit`) stays plain."""
+    mode = [md if md == PLAIN or _rows_fit(lay, target, act_words) else PLAIN
+            for lay, md in zip(layers, mode, strict=True)]
     cap_w, cap_t, cap_p = (target.depth(n) for n in ("weights", "thresholds", "program"))
+    cap_p = FIELD16 if cap_p is None else min(cap_p, FIELD16)
 
     def program_words(i, md):  # the layer's beat table and row list
         return (len(compress_table(beat_table(layers[i], target, md)))
@@ -364,7 +379,7 @@ def _fitting_modes(layers: list[Layer], target: Target, mode: list[str],
         prog = HEADER_WORDS + DESC_WORDS * len(layers) + sum(prog_words)
         return ((cap_w is not None and -(-wp // target.weight_rows) > cap_w)
                 or (cap_t is not None and tp > cap_t)
-                or (cap_p is not None and prog > cap_p))
+                or prog > cap_p)
 
     def extra(i):
         return (_weight_words(layers[i], target, mode[i])
@@ -375,6 +390,18 @@ def _fitting_modes(layers: list[Layer], target: Target, mode: list[str],
         mode[worst] = PLAIN
         prog_words[worst] = plain_prog[worst]
     return mode
+
+
+def _rows_fit(layer: Layer, target: Target, act_words: int) -> bool:
+    """Whether a split or spread ``layer``'s rows of one image (``R`` per output pixel) fit
+    the sequencer's ``rows_per_image`` register: one bit wider than an activation address
+    (:class:`~xnorflow.hw.sequencer.Sequencer`; a plain layer's pixels always fit)."""
+    depth = target.depth("activations")
+    if depth is None:  # as memory_depths sizes it for the program's maps
+        depth = 1 << (max(DEFAULT_DEPTHS["activations"], act_words + 1) - 1).bit_length()
+    oh, ow = _out_shape(layer)
+    bits = min(max(1, (depth - 1).bit_length()) + 1, DESC_LAYOUT["rows_per_image"][2])
+    return target.rows * oh * ow < 1 << bits
 
 
 def _tile_groups(layer: Layer, target: Target, mode: str) -> int:
@@ -571,7 +598,7 @@ def _descriptor(i: int, layer: Layer, pl: Placement, target: Target, table: int,
     stride = g if integer else _cw(layer.out_c, target.width)
     oh, ow = _out_shape(layer)
     mode = pl.mode[i]
-    one_image = mode != PLAIN  # a tile is one image: its rows are one output pixel's
+    one_pixel = mode != PLAIN  # a tile is one output pixel: its rows are that pixel's
     return {
         "integer": int(integer),
         "ksplit": int(mode == KSPLIT),
@@ -589,7 +616,7 @@ def _descriptor(i: int, layer: Layer, pl: Placement, target: Target, table: int,
         "out_base": pl.out_base[i],
         # a split or spread tile is one output pixel (split: its rows are added up; spread:
         # its rows are column groups)
-        "tile_words": stride if one_image else target.rows * stride,
+        "tile_words": stride if one_pixel else target.rows * stride,
         "group_words": _group_words(layer, target, mode),
         "beats": beats,
         "out_c": layer.out_c,
@@ -642,7 +669,7 @@ def _assemble(model: CompiledModel, target: Target, pl: Placement, batch: int) -
         r_addr = len(words)
         words += rows
         descs.append(_descriptor(i, layer, pl, target, t_addr, len(table), len(single), r_addr,
-                                 target.rows if mode != PLAIN else oh * ow))
+                                 (target.rows if mode != PLAIN else 1) * oh * ow))
     for i, d in enumerate(descs):
         base = HEADER_WORDS + DESC_WORDS * i
         words[base:base + DESC_WORDS] = _pack_desc(d)
@@ -1206,13 +1233,12 @@ def _execute_layer(d, prog, act, wmem, tmem, scores_mem, n_img, R, C, W, acc_bit
                         bit = np.array([(acc[r, c] <= t_val) if neg else (acc[r, c] >= t_val)
                                         for r, (t_val, _, neg) in enumerate(lanes_c)],
                                        dtype=np.uint8)
-                        op = lanes_c[0][1]
+                        # each row's own pooling op (spread: its own column group's channel)
+                        op = np.array([lc[1] for lc in lanes_c], dtype=bool)
                         if p == 0:
                             pooled[:, c] = bit
-                        elif op:
-                            pooled[:, c] &= bit
                         else:
-                            pooled[:, c] |= bit
+                            pooled[:, c] = np.where(op, pooled[:, c] & bit, pooled[:, c] | bit)
                     if p == passes - 1:
                         for r in rows_out:
                             bits = int(sum(int(pooled[r, c]) << c for c in range(C)))

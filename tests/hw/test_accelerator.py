@@ -104,6 +104,20 @@ def narrow_mlp():
     return synthetic.random_mlp(sizes=(64, 64, 48, 10), in_shape=(8, 8, 1), in_bits=8, seed=3)
 
 
+def pool_cnn():
+    # 3x3 pooled pixels (padded windows) of 8 channels: on 4 rows a tile per pixel, its 4
+    # column groups spread over the rows (9 tile sets instead of 3 tiles x 4), each row its
+    # own threshold word and pooling op through the 4 pooling passes; then an unpooled one
+    return synthetic.random_cnn(in_shape=(6, 6, 1), convs=((8, 3, 1, 1, 2), (8, 3, 1, 1, 1)),
+                                dense=(10,), in_bits=2, seed=4)
+
+
+def strip_cnn():
+    # 1x3 output pixels of 8 channels on 2 rows: two tile sets per spread pixel
+    return synthetic.random_cnn(in_shape=(3, 5, 4), convs=((8, 3, 1, 0, 1), (6, 1, 1, 0, 1)),
+                                dense=(7,), in_bits=1, seed=5)
+
+
 # (model, geometry, mem_regs, images, batch, each layer's mapping: K split, S spread, - plain)
 ROW_WORD_CASES = [(mlp, (4, 4, 32), 0, 2, 1, "S-"), (wide_mlp, (8, 2, 32), 2, 1, 1, "S-"),
                   (wide_mlp, (4, 4, 16), 1, 2, 2, "K-"), (cnn, (4, 2, 32), 2, 1, 1, "--K"),
@@ -111,7 +125,11 @@ ROW_WORD_CASES = [(mlp, (4, 4, 32), 0, 2, 1, "S-"), (wide_mlp, (8, 2, 32), 2, 1,
                   (deep_mlp, (8, 8, 32), 2, 1, 1, "SS-"), (narrow_mlp, (4, 2, 32), 1, 3, 2, "SS-"),
                   # fc1's 5 groups spread over 8 rows: one 8-beat tile set per image, shorter
                   # than the next image's row-list prefetch (R + 1 cycles) without its bubble
-                  (deep_mlp, (8, 8, 32), 2, 3, 3, "SS-")]
+                  (deep_mlp, (8, 8, 32), 2, 3, 3, "SS-"),
+                  # conv layers spread (a tile per output pixel) where their last tile of
+                  # pixels would leave rows idle: pooled, padded, 1 or 2 images; two tile sets
+                  (pool_cnn, (4, 2, 16), 2, 1, 1, "SSK"), (pool_cnn, (4, 2, 16), 0, 2, 2, "SSK"),
+                  (strip_cnn, (2, 2, 16), 1, 2, 1, "S-K")]
 
 
 @pytest.mark.parametrize("make, geometry, regs, n, batch, modes", ROW_WORD_CASES,
@@ -119,8 +137,9 @@ ROW_WORD_CASES = [(mlp, (4, 4, 32), 0, 2, 1, "S-"), (wide_mlp, (8, 2, 32), 2, 1,
                               for m, g, r, _, b, _ in ROW_WORD_CASES])
 def test_row_weight_words_match_golden(make, geometry, regs, n, batch, modes):
     """A weight word per array row (``Target.weight_rows = R``, as ``ecp5-85f``): the dense
-    layers the compiler splits across the rows (``ksplit``) or whose column groups it spreads
-    over them (``ospread``: a threshold word and an output lane per row) and the others, loaded
+    layers the compiler splits across the rows (``ksplit``), the dense and conv layers whose
+    column groups it spreads over them (``ospread``: a threshold word and an output lane per
+    row) and the others, loaded
     over the link under random stalls, every readable hidden bit, score and class equal the
     golden model and the cycles the performance model, with mem_regs 0, 1 and 2."""
     model = make()

@@ -201,8 +201,9 @@ def test_split_reductions_equal_golden(geometry, seed):
         if d["ksplit"]:
             assert d["rows_per_image"] == R and d["tile_words"] == d["out_stride"]
             assert d["w_base"] % R == 0 and d["group_words"] == R * program.k_chunk(lay, target)
-        if d["ospread"]:
-            assert d["rows_per_image"] == R and d["tile_words"] == d["out_stride"]
+        if d["ospread"]:  # a tile per output pixel (conv layers too)
+            oh, ow = program._out_shape(lay)
+            assert d["rows_per_image"] == R * oh * ow and d["tile_words"] == d["out_stride"]
             assert d["w_base"] % R == 0 and d["group_words"] == R * kw
             assert d["groups"] == -(-lay.out_c // (R * target.cols))
 
@@ -223,7 +224,8 @@ def test_split_and_spread_both_occur():
 
 
 def test_mapping_is_chosen_only_where_it_saves_beats():
-    """mapping: split or spread only with weight_rows = R, only dense layers, and only when
+    """mapping: split or spread only with weight_rows = R, split only dense layers (conv
+    layers: test_conv_layers_spread_...), and only when
     it takes fewer beats than R images' plain tile (ties keep plain, then split). The
     Fashion-MNIST CNN's fc256 (98 words, 32 groups on 8x8x32): plain 32 x 98 beats per 8
     images, split 32 x 13 per image, spread 4 x 98 per image; its 8-word fc10 already takes
@@ -238,7 +240,8 @@ def test_mapping_is_chosen_only_where_it_saves_beats():
     assert program.mapping(by["fc0"], wide, 8) == program.PLAIN  # 8 x 4 x 98 = 32 x 98
     assert program.mapping(by["fc1"], wide, 1) == program.PLAIN  # 8 words: 8 beats any way
     assert {program.mapping(lay, narrow, 1) for lay in hw_model.layers} == {program.PLAIN}
-    assert not any(program.mapping(by[n], wide, 1) != program.PLAIN for n in ("conv0", "conv1"))
+    assert program.KSPLIT not in {program.mapping(by[n], wide, b) for n in ("conv0", "conv1")
+                                  for b in (1, 8)}
     # 512 -> 32 on 8x8x32: 4 groups would spread over 8 rows, two output words for one: split
     small = synthetic.random_mlp(sizes=(512, 32, 10), in_shape=(1, 1, 512), in_bits=1, seed=2)
     assert program.mapping(small.layers[0], wide, 1) == program.KSPLIT
@@ -270,6 +273,68 @@ def test_a_model_that_fits_plain_still_compiles_for_one_image():
     # with room for the split layout every layer keeps its fastest mapping
     roomy = sim_target(8, 8, 32, weight_rows=8)
     assert program.place(hw_model, roomy, 1).mode == want
+
+
+def test_conv_layers_spread_where_the_last_tile_of_pixels_leaves_rows_idle():
+    """A conv layer of one image is spread (a tile per output pixel, its column groups over
+    the rows) where that plays fewer beats than the plain tiles of R pixels: the F-MNIST CNN's
+    conv64 on 7 x 7 pooled pixels (49 tile sets of 36 beats instead of 7 tiles x 8 groups),
+    never for a multiple of R pixels (a tie keeps plain), nor when it pools over more than
+    one tile set (the output stage's threshold words restart only after the last set);
+    the programs == golden."""
+    wide = TARGETS["ecp5-85f"]
+    cnn = synthetic.fashion_cnn(seed=1)
+    hw_cnn, _ = program.hardware_model(cnn, wide)
+    assert [program.mapping(lay, wide, 1) for lay in hw_cnn.layers] == [
+        program.PLAIN, program.SPREAD, program.SPREAD, program.PLAIN]
+    # eight images: 392 pooled pixels fill 49 tiles of 8 rows exactly
+    assert program.mapping(hw_cnn.layers[1], wide, 8) == program.PLAIN
+    R = 4
+    target = sim_target(R, 2, 16, weight_rows=R)
+    for convs, want in [(((8, 3, 1, 1, 2),), program.SPREAD),    # 9 pixels, 4 groups
+                        (((16, 3, 1, 1, 2),), program.PLAIN),    # pools over 2 tile sets
+                        (((16, 3, 2, 1, 1),), program.SPREAD),   # 3 x 3, 2 tile sets
+                        (((8, 3, 1, 0, 1),), program.PLAIN),     # 4 x 4: 4 full tiles
+                        (((8, 3, 1, 0, 2), ), program.PLAIN)]:   # 2 x 2 pooled: one tile
+        model = synthetic.random_cnn(in_shape=(6, 6, 1), convs=convs, dense=(5,), in_bits=2,
+                                     seed=11)
+        hw_model, _ = program.hardware_model(model, target)
+        assert program.mapping(hw_model.layers[0], target, 1) == want, convs
+        mems = program.build_memories(model, target, max_batch=1)
+        _, descs = program.decode_memories(mems)
+        assert bool(descs[0]["ospread"]) == (want == program.SPREAD)
+        images = synthetic.random_images(2, 6, 6, 1, seed=12)
+        gold = golden.run(model, images)
+        for i in range(2):
+            res = program.execute(mems, images[i], target)
+            assert np.array_equal(res.layer_outputs[0], gold.activations[0][i])
+            assert np.array_equal(res.scores, gold.scores[i])
+
+
+def test_a_spread_conv_layer_needs_its_rows_to_fit_the_sequencer():
+    """A spread conv layer has R rows per output pixel; the sequencer counts an image's rows
+    in a register one bit wider than an activation address: 17 x 17 pixels x 8 rows = 2,312
+    do not fit 11 bits (1,024 activation words), so the layer stays plain there and is
+    spread where the activations are deeper."""
+    R = 8
+    model = synthetic.random_cnn(in_shape=(17, 17, 1), convs=((16, 3, 1, 1, 1),) * 2,
+                                 dense=(3,), in_bits=1, seed=13)
+    roomy = sim_target(R, 2, 16, weight_rows=R)
+    model, _ = program.hardware_model(model, roomy)
+    assert program.mapping(model.layers[1], roomy, 1) == program.SPREAD
+
+    def with_activations(words):
+        mem = dict(roomy.memories)
+        mem["activations"] = (mem["activations"][0], words)
+        return dataclasses.replace(roomy, name=f"act{words}", memories=mem)
+
+    assert program.place(model, roomy, 1).mode[1] == program.PLAIN  # sized for its maps
+    assert program.place(model, with_activations(1024), 1).mode[1] == program.PLAIN
+    deep = with_activations(2048)
+    assert program.place(model, deep, 1).mode[1] == program.SPREAD
+    mems = program.build_memories(model, deep, max_batch=1)
+    _, descs = program.decode_memories(mems)
+    assert descs[1]["ospread"] == 1 and descs[1]["rows_per_image"] == R * 17 * 17
 
 
 def test_a_model_whose_program_fits_plain_still_compiles():
