@@ -103,6 +103,7 @@ def part_random(args) -> int:
            "max_hidden": args.max_hidden,
            "backends": ["golden", "cpu", "amaranth", "icarus"], "env": _env(),
            "layers": 0, "layers_observed": 0, "split_layers": 0, "spread_layers": 0,
+           "spread_conv_layers": 0, "spread_pooled_layers": 0,
            "networks": 0,
            "mismatches": [], "errors": [],
            "launches": [],
@@ -181,6 +182,9 @@ def part_random(args) -> int:
             descs = program.decode_memories(mf.memories)[1]
             doc["split_layers"] += sum(d["ksplit"] for d in descs)
             doc["spread_layers"] += sum(d["ospread"] for d in descs)
+            conv = [d for d in descs if d["ospread"] and d["out_h"] * d["out_w"] > 1]
+            doc["spread_conv_layers"] += len(conv)
+            doc["spread_pooled_layers"] += sum(d["passes"] > 1 for d in conv)
             doc["networks"] += 1
             bar.update(len(model.layers))
         doc["launches"].append({
@@ -206,7 +210,9 @@ def part_random(args) -> int:
         f"compared bit by bit) in {doc['networks']} networks, "
         f"{len(doc['launches'])} Icarus launches, geometries {', '.join(doc['geometries'])}; "
         f"{doc['split_layers']} layers with their reduction split across the rows, "
-        f"{doc['spread_layers']} with their column groups spread over them",
+        f"{doc['spread_layers']} with their column groups spread over them "
+        f"({doc['spread_conv_layers']} of them conv layers, a tile per output pixel, "
+        f"{doc['spread_pooled_layers']} pooled)",
         f"backends golden, cpu, amaranth, icarus; mismatches: {len(doc['mismatches'])}; "
         f"networks refused or failed: {len(doc['errors'])}"
         + "".join(f"\n  error: {e}" for e in doc["errors"][:10]),
