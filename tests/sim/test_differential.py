@@ -6,6 +6,7 @@ with ``XNORFLOW_DIFF_SEED=<seed>``. The >= 1000-layer version is ``benchmarks/rt
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 
@@ -13,7 +14,8 @@ import pytest
 
 from xnorflow.sim import backends
 from xnorflow.sim.compare import agreement
-from xnorflow.sw import synthetic
+from xnorflow.sw import program, synthetic
+from xnorflow.sw.targets import sim_target
 
 pytestmark = pytest.mark.toolchain
 
@@ -51,3 +53,28 @@ def test_random_networks_all_backends(tmp_path):
                              f"backend {out.backend}: {a.first}")
         layers += len(mf.model.layers)
     assert layers >= 2 * N_NETWORKS
+
+
+def test_spread_conv_layers_in_verilog(tmp_path):
+    """Conv layers whose column groups the compiler spreads over the rows (a tile per output
+    pixel, ``program.mapping``) on a target with a weight word per row and ``mem_regs = 2``,
+    in the generated Verilog on Icarus under random stalls: a pooled, padded layer (each row
+    its own threshold word and pooling op through the 4 pooling passes) and an unpooled one,
+    then a split dense layer, == golden and the CPU kernel, every hidden bit."""
+    model = synthetic.random_cnn(in_shape=(6, 6, 1), convs=((8, 3, 1, 1, 2), (8, 3, 1, 1, 1)),
+                                 dense=(10,), in_bits=2, seed=4)
+    target = dataclasses.replace(sim_target(4, 2, 16, name="sim-4x2x16-r2-w4", weight_rows=4),
+                                 mem_regs=2)  # named as synthetic.random_target names it
+    folder = tmp_path / "net"
+    synthetic.write_folder(model, target, folder, max_batch=1)
+    mf = backends.load_model(folder)
+    descs = program.decode_memories(mf.memories)[1]
+    assert [(d["ospread"], d["ksplit"], d["passes"]) for d in descs] == [
+        (1, 0, 4), (1, 0, 1), (0, 1, 1)]
+    px = synthetic.random_pixels(4, model, 3)
+    (icarus,) = backends.run_rtl_batch("icarus", [(mf, px)], seed=4, idle=0.2,
+                                       backpressure=0.2, progress=False)
+    ref = backends.run(mf, px, "golden")
+    for out in (backends.run(mf, px, "cpu"), icarus):
+        a = agreement(mf.model, ref, out)
+        assert a.exact, f"backend {out.backend}: {a.first}"
