@@ -58,7 +58,9 @@ def register(subparsers) -> None:
                    help="images one run may take, 1..R (default: the most that fit: the "
                    "fewest cycles per image in batches; 1 for one image per run, where a "
                    "target with a weight word per row, ecp5-85f, splits dense layers across "
-                   "the rows: the fewest cycles for one image)")
+                   "the rows or spreads their column groups over them, and a conv layer's "
+                   "where its last tile of pixels would leave rows idle: the fewest cycles for "
+                   "one image)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
     p.set_defaults(func=run)
 
