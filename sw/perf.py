@@ -194,7 +194,7 @@ def network_perf(model, target, input_windows: bool | None = None, batch: int = 
     ``target`` with ``batch`` images, per layer, as the sequencer counts them (the same sum
     as :func:`program_cycles`, over the program :func:`~xnorflow.sw.program.build_memories`
     makes). ``max_batch`` as in ``build_memories`` (at least ``batch``)."""
-    from .program import KSPLIT, PLAIN, SPREAD, build_memories, decode_memories, hardware_model
+    from .program import build_memories, decode_memories, hardware_model, layer_mappings
 
     _, descs = decode_memories(build_memories(model, target, input_windows,
                                               max_batch=max(batch, max_batch or 1)))
@@ -204,12 +204,11 @@ def network_perf(model, target, input_windows: bool | None = None, batch: int = 
     layers = []
     total = RUN_START + fetch_regs(tm.mem_regs)
     macs_total = 0
-    for d, layer in zip(descs, hw_model.layers, strict=True):
+    for d, layer, mapping in zip(descs, hw_model.layers, layer_mappings(descs), strict=True):
         tiles, cyc = layer_cycles(d, R, batch, tm.popcount_latency, tm.mem_regs)
         macs = batch * layer.binary_macs
         macs_total += macs
         total += cyc
-        mapping = KSPLIT if d["ksplit"] else SPREAD if d["ospread"] else PLAIN
         layers.append(NetworkLayerPerf(layer.name, tiles, d["groups"], d["entries"], d["beats"],
                                        cyc, macs, utilisation(macs, R, C, W, cyc), mapping))
     return NetworkPerf(target.name, target.geometry, batch, layers, total, macs_total,

@@ -1055,6 +1055,12 @@ class ExecResult:
     predicted: int
 
 
+def layer_mappings(descs: list[dict]) -> list[str]:
+    """Each layer's mapping as its descriptor records it: :data:`KSPLIT`, :data:`SPREAD` or
+    :data:`PLAIN` (:func:`mapping`)."""
+    return [KSPLIT if d["ksplit"] else SPREAD if d["ospread"] else PLAIN for d in descs]
+
+
 def readable_layers(descs: list[dict]) -> list[bool]:
     """For each hidden layer: is its output map still in memory after the whole run (no later
     hidden layer writes the same ping-pong region)?"""
