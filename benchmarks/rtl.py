@@ -311,6 +311,17 @@ def _dataset_model(args, part: str):
     return folder, mf, x, y, ref, flat_check
 
 
+def _one_image_folder(folder: Path, mf) -> Path:
+    """``mf``'s model compiled again for one image per run (``max_batch`` 1: the compiler may
+    split dense layers across the rows or spread column groups over them) beside ``folder``,
+    as ``<folder>-b1``."""
+    from xnorflow.sw import synthetic
+
+    one = folder.with_name(folder.name + "-b1")
+    synthetic.write_folder(mf.model, mf.target, one, max_batch=1)
+    return one
+
+
 def _per_start(args, mf) -> int:
     """Images per START: ``--images-per-start``, or (0) the target's R rows; the host caps
     it at the program's ``max_batch``."""
@@ -331,8 +342,7 @@ def part_dataset(args, part: str) -> int:
         # may split dense layers across the rows or spread their groups over them, as
         # `xnorflow compile --max-batch 1` does; its results go to rtl.<part>-1.json
         max_batch = 1
-        folder = folder.with_name(folder.name + "-b1")
-        synthetic.write_folder(mf.model, mf.target, folder, max_batch=1)
+        folder = _one_image_folder(folder, mf)
         mf = backends.load_model(folder)
         part = f"{part}-1"
     doc = {"part": part, "partial": True, "dataset": dataset, "simulator": sim,
@@ -385,13 +395,12 @@ def part_batching(args) -> int:
     batch): bit-exact vs golden both ways, cycles per image."""
     from xnorflow.sim import backends
     from xnorflow.sim.compare import agreement
-    from xnorflow.sw import program, synthetic
+    from xnorflow.sw import program
 
     part = args.dataset
     dataset, sim, _, _ = DATASET_PARTS[part]
     folder, mf, x, y, ref, _ = _dataset_model(args, part)
-    one_folder = folder.with_name(folder.name + "-b1")
-    synthetic.write_folder(mf.model, mf.target, one_folder, max_batch=1)
+    one_folder = _one_image_folder(folder, mf)
     mf1 = backends.load_model(one_folder)
     doc = {"part": "batching", "dataset": dataset, "simulator": sim, "model": str(folder),
            "model_one": str(one_folder),

@@ -221,7 +221,8 @@ def mapping(layer: Layer, target: Target, batch: int = 1) -> str:
     if not _dense(layer):
         if not spreadable or (_pools(layer) and g > R):
             return PLAIN
-        px = batch * _out_shape(layer)[0] * _out_shape(layer)[1]
+        oh, ow = _out_shape(layer)
+        px = batch * oh * ow
         cost = {PLAIN: -(-px // R) * g * len(beat_table(layer, target, PLAIN)),
                 SPREAD: px * -(-g // R) * len(beat_table(layer, target, SPREAD))}
         return min(cost, key=lambda k: cost[k])
