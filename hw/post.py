@@ -248,10 +248,12 @@ class OutputStage(wiring.Component):
         mul = d.score_mul
         # mem_regs = 2 (perf.threshold_regs): the threshold word is registered once more after
         # its RAM (its read data went into the latch's logic); the word is latched >= 3 cycles
-        # after its address (program.tile_beats)
+        # after its address (program.tile_beats). No reset: it is read only after a word has
+        # passed it, and a plain register right after the RAM is what the ECP5 build moves
+        # into the DP16KD's output register (xnorflow.synth.outreg)
         thr_word = self.thr_rdata
         if threshold_regs(t.mem_regs):
-            thr_word = Signal(self.thr_rdata.shape(), name="thr_q")
+            thr_word = Signal(self.thr_rdata.shape(), name="thr_q", reset_less=True)
             m.d.sync += thr_word.eq(self.thr_rdata)
 
         def latch_threshold_word():
