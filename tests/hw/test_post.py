@@ -299,3 +299,29 @@ def test_spread_rows_take_their_own_groups(geometry, seed):
     assert got_scores == {}
     assert got_act == want
     assert len(want) == images * stride
+
+
+def test_threshold_register_is_a_plain_register_after_the_ram():
+    """``mem_regs = 2`` (ecp5-85f): the threshold word's register ``thr_q`` takes the RAM's
+    read data as they are, with no reset and no enable in front of it, so the ECP5 build's
+    output-register pass can move it into the DP16KD (``xnorflow.synth.outreg`` moves only
+    such registers; with a reset the thresholds' RAMs kept their 5.6 ns clock-to-out on the
+    ULX3S's critical path). Other targets have no such register."""
+    import re
+
+    from amaranth.back import rtlil
+
+    from xnorflow.hw.memories import memory_depths
+    from xnorflow.sw.targets import TARGETS
+
+    def registers_of_thr_q(target):
+        text = rtlil.convert(OutputStage(target, memory_depths(target)), name="post")
+        cells = re.findall(r"\n  cell (\S+) \S+\n(.*?)\n  end", text, re.S)
+        return [(kind, body) for kind, body in cells if "connect \\Q \\thr_q" in body]
+
+    t = TARGETS["ecp5-85f"]
+    (kind, body), = registers_of_thr_q(t)
+    assert kind == "$dff"  # no $sdff/$adff (reset) and no $dffe (enable)
+    width = t.cols * OutputStage(t, memory_depths(t)).lane_bits
+    assert f"connect \\D \\thr_rdata [{width - 1}:0]" in body
+    assert registers_of_thr_q(TARGETS["up5k"]) == []
