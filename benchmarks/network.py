@@ -133,6 +133,85 @@ def simulate(model, target, batch=1):
     return out
 
 
+#: ULX3S geometries (R, C, W, weight_rows) for the 40,000 images/s question, beside the one built
+ULX3S_GEOMETRIES = ((8, 8, 32, 8), (8, 16, 32, 1), (8, 16, 32, 8), (4, 32, 32, 1),
+                    (4, 32, 32, 4), (8, 32, 32, 1), (2, 32, 32, 2))
+
+
+def ulx3s_geometries(model, fmax_mhz, say, data):
+    """The Fashion-MNIST CNN at batch 1 on other geometries with the ULX3S target's memories
+    (weights 1 Mbit in words of ``weight_rows x C x W`` bits, the other depths as built):
+    the compiler's cycles, the block RAMs :func:`xnorflow.hw.memories.block_rams` estimates
+    (the ECP5-85F has 208), and the clock 40,000 images/s would need. Perf model only: none
+    of these but the first is built, so their Fmax is unknown."""
+    from xnorflow.hw.memories import block_rams
+    from xnorflow.sw.targets import _mem
+
+    base = TARGETS["ecp5-85f"]
+    built = base.rows * base.cols * base.width
+    say("ULX3S geometries for the 40,000 images/s goal: fmnist-cnn, batch 1, the compiler's")
+    say("mapping on each (sw.perf.network_perf), block RAMs as hw.memories.block_rams estimates")
+    say("them (208 on the ECP5-85F), weights 1 Mbit as built; the first row is the one built.")
+    say("At one result row of C columns per cycle, conv0's 784 pixels x 32 channels take")
+    say("784 x 32 / C cycles: more columns, not more rows, shorten it. Not built: Fmax unknown.")
+    say("'EBR-ts': without the thresholds and scores memories, whose words are C lanes of 24")
+    say("and 23 bits (C/1.5 blocks of 512 x 36 each) though the CNN needs few words of them")
+    say("(a word per column group, one score word): in LUT RAM they would cost no block RAM.")
+    say(f"  {'RxCxW':9s} {'w_rows':>6s} {'MACs':>5s} {'cycles':>7s} {'util':>6s} "
+        f"{'EBR':>4s} {'EBR-ts':>5s} {'fits':>4s}  MHz for 40,000/s  images/s at {fmax_mhz} MHz")
+    for R, C, W, wr in ULX3S_GEOMETRIES:
+        t = dataclasses.replace(
+            base, name=f"ulx3s-{R}x{C}x{W}", rows=R, cols=C, width=W, weight_rows=wr,
+            memories=_mem(R, C, W, weights=(1 << 20) // (wr * C * W), thresholds=256,
+                          program=2048, activations=8192, scores=512, weight_rows=wr))
+        try:
+            program.check_fits(model, t)
+            fits = True
+        except UserError:
+            fits = False
+        brams = block_rams(t)
+        ebr = sum(brams.values())
+        small = ebr - brams["thresholds"] - brams["scores"]
+        p = perf.network_perf(model, t)
+        say(f"  {t.geometry:9s} {wr:6d} {R * C * W / built:4.0f}x {p.cycles:7d} "
+            f"{100 * p.utilisation:5.1f}% {ebr:4d} {small:5d} "
+            f"{'yes' if fits and ebr <= 208 else 'no':>4s}"
+            f"  {40000 * p.cycles / 1e6:16.0f}  {fmax_mhz * 1e6 / p.cycles:8.0f}")
+        data.setdefault("ulx3s_geometries", []).append({
+            "geometry": t.geometry, "weight_rows": wr, "macs_vs_built": R * C * W / built,
+            "cycles": p.cycles, "utilisation": p.utilisation, "block_rams": ebr,
+            "memories_fit": fits, "mhz_for_40000": 40000 * p.cycles / 1e6})
+
+
+def best_geometries(models, say, data):
+    """Each model's best batch-1 utilisation over array geometries (perf model, unlimited
+    memories, the compiler's mapping; ``ecp5-85f``'s accumulators and pipelining): whether
+    any array of this architecture reaches 85 % for one image."""
+    base = TARGETS["ecp5-85f"]
+    space = [(R, C, W, wr) for W in (16, 32) for R in (1, 2, 4, 8) for C in (2, 4, 8, 16)
+             for wr in sorted({1, R})]
+    say(f"Best batch-1 utilisation over {len(space)} geometries (R 1-8, C 2-16, W 16/32, "
+        "weight_rows 1 or R;")
+    say("perf model, unlimited memories, ecp5-85f's pipelining), and its ceiling")
+    say("(sw.perf.network_bound):")
+    for key, model in models.items():
+        best = None
+        for R, C, W, wr in space:
+            t = dataclasses.replace(sim_target(R, C, W, name=f"{R}x{C}x{W}", weight_rows=wr),
+                                    acc_bits=base.acc_bits, mem_regs=base.mem_regs,
+                                    popcount_levels=base.popcount_levels)
+            u = perf.network_perf(model, t).utilisation
+            if best is None or u > best[0]:
+                best = (u, t)
+        u, t = best
+        ceil = perf.network_bound(model, t).utilisation
+        say(f"  {key:16s} {100 * u:5.1f}% on {t.geometry} (weight_rows {t.weight_rows}), "
+            f"ceiling there {100 * ceil:5.1f}%")
+        data.setdefault("best_geometry", []).append({
+            "model": key, "geometry": t.geometry, "weight_rows": t.weight_rows,
+            "utilisation": u, "ceiling": ceil})
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-sim", action="store_true", help="skip the simulations")
@@ -266,6 +345,9 @@ def main() -> int:
             f"{batch}: at most {ulx['fmax_mhz'] * 1e6 * batch / b.cycles:7.0f} images/s "
             f"(limits: " + ", ".join(f"{lb.name} {lb.limit}" for lb in b.layers) + "); "
             f"40,000 images/s needs >= {40000 * b.cycles / batch / 1e6:.0f} MHz")
+    ulx3s_geometries(fm, ulx["fmax_mhz"], say, data)
+    say()
+    best_geometries(models, say, data)
     say()
     say("Other geometries (perf model only, memories assumed to fit), batch 1 / batch R:")
     for g in ((4, 16, 32), (2, 16, 32), (2, 8, 16), (2, 4, 16)):
