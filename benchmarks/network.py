@@ -145,25 +145,33 @@ def ulx3s_geometries(model, fmax_mhz, say, data):
     (the ECP5-85F has 208), and the clock 40,000 images/s would need. Perf model only: none
     of these but the first is built, so their Fmax is unknown."""
     from xnorflow.hw.memories import block_rams
-    from xnorflow.sw.targets import _mem
+    from xnorflow.sw.boards import board_of_target
 
     base = TARGETS["ecp5-85f"]
+    have = board_of_target(base.name).brams
     built = base.rows * base.cols * base.width
+    conv0 = model.layers[0]
+    depths = {"weights": None, "thresholds": 256, "program": 2048, "activations": 8192,
+              "scores": 512}
     say("ULX3S geometries for the 40,000 images/s goal: fmnist-cnn, batch 1, the compiler's")
     say("mapping on each (sw.perf.network_perf), block RAMs as hw.memories.block_rams estimates")
-    say("them (208 on the ECP5-85F), weights 1 Mbit as built; the first row is the one built.")
-    say("At one result row of C columns per cycle, conv0's 784 pixels x 32 channels take")
-    say("784 x 32 / C cycles: more columns, not more rows, shorten it. Not built: Fmax unknown.")
+    say(f"them ({have} on the ECP5-85F), weights 1 Mbit as built; the first row is the one "
+        "built.")
+    px = conv0.conv_h * conv0.conv_w
+    say(f"At one result row of C columns per cycle, conv0's {px} pixels x {conv0.out_c} "
+        f"channels take")
+    say(f"{px} x {conv0.out_c} / C cycles: more columns, not more rows, shorten it. Not built: "
+        "Fmax unknown.")
     say("'EBR-ts': without the thresholds and scores memories, whose words are C lanes of 24")
     say("and 23 bits (C/1.5 blocks of 512 x 36 each) though the CNN needs few words of them")
     say("(a word per column group, one score word): in LUT RAM they would cost no block RAM.")
     say(f"  {'RxCxW':9s} {'w_rows':>6s} {'MACs':>5s} {'cycles':>7s} {'util':>6s} "
         f"{'EBR':>4s} {'EBR-ts':>5s} {'fits':>4s}  MHz for 40,000/s  images/s at {fmax_mhz} MHz")
     for R, C, W, wr in ULX3S_GEOMETRIES:
-        t = dataclasses.replace(
-            base, name=f"ulx3s-{R}x{C}x{W}", rows=R, cols=C, width=W, weight_rows=wr,
-            memories=_mem(R, C, W, weights=(1 << 20) // (wr * C * W), thresholds=256,
-                          program=2048, activations=8192, scores=512, weight_rows=wr))
+        widths = sim_target(R, C, W, weight_rows=wr).memories
+        mems = {n: (w, depths[n] or (1 << 20) // w) for n, (w, _) in widths.items()}
+        t = dataclasses.replace(base, name=f"ulx3s-{R}x{C}x{W}", rows=R, cols=C, width=W,
+                                weight_rows=wr, memories=mems)
         try:
             program.check_fits(model, t)
             fits = True
@@ -175,7 +183,7 @@ def ulx3s_geometries(model, fmax_mhz, say, data):
         p = perf.network_perf(model, t)
         say(f"  {t.geometry:9s} {wr:6d} {R * C * W / built:4.0f}x {p.cycles:7d} "
             f"{100 * p.utilisation:5.1f}% {ebr:4d} {small:5d} "
-            f"{'yes' if fits and ebr <= 208 else 'no':>4s}"
+            f"{'yes' if fits and ebr <= have else 'no':>4s}"
             f"  {40000 * p.cycles / 1e6:16.0f}  {fmax_mhz * 1e6 / p.cycles:8.0f}")
         data.setdefault("ulx3s_geometries", []).append({
             "geometry": t.geometry, "weight_rows": wr, "macs_vs_built": R * C * W / built,
@@ -345,6 +353,7 @@ def main() -> int:
             f"{batch}: at most {ulx['fmax_mhz'] * 1e6 * batch / b.cycles:7.0f} images/s "
             f"(limits: " + ", ".join(f"{lb.name} {lb.limit}" for lb in b.layers) + "); "
             f"40,000 images/s needs >= {40000 * b.cycles / batch / 1e6:.0f} MHz")
+    say()
     ulx3s_geometries(fm, ulx["fmax_mhz"], say, data)
     say()
     best_geometries(models, say, data)
