@@ -27,7 +27,8 @@ sys.path.insert(0, str(REPO))
 from xnorflow.sw import files  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "test_suite.txt"
-SUMMARY = re.compile(r"^=*\s*(\d+ passed.*?)\s*=*$")
+#: pytest's last line, e.g. "1069 passed, 2 skipped in 766.00s" or "3 failed, 1066 passed ..."
+SUMMARY = re.compile(r"^=*\s*(\d+ (?:passed|failed|errors?|skipped)\b.* in [\d.]+s.*?)\s*=*$")
 
 
 def _load() -> str:
