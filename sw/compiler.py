@@ -49,9 +49,11 @@ def check_hidden_bits(model: CompiledModel, target: Target) -> None:
 
 
 def compile_checkpoint(checkpoint: str | Path, target_name: str, out_dir: str | Path,
-                       force: bool = False, max_batch: int | None = None) -> tuple[dict, dict]:
-    """The whole compile step; returns ``(manifest, size_report)``. ``max_batch``: images one
-    run may take (default: the most that fit, :func:`~xnorflow.sw.program.default_batch`).
+                       force: bool = False,
+                       max_batch: int | None = None) -> tuple[dict, dict, list]:
+    """The whole compile step; returns ``(manifest, size_report, memories)`` (the memory
+    images written). ``max_batch``: images one run may take (default: the most that fit,
+    :func:`~xnorflow.sw.program.default_batch`).
 
     Order: check the destination and the checkpoint, lower, check the model fits (before
     anything is written), build the memory images, write the folder atomically.
@@ -77,4 +79,4 @@ def compile_checkpoint(checkpoint: str | Path, target_name: str, out_dir: str | 
     memories = build_memories(model, target, max_batch=max_batch)
     size = size_report(model, memories, target)
     manifest = write_model_folder(out_dir, model, target, memories, force=force, size=size)
-    return manifest, size
+    return manifest, size, memories

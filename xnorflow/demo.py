@@ -210,7 +210,7 @@ def _run(work: Path, res: DemoResult, data, dataset: str, model: str, p: dict, l
             st.detail = (f"{p['epochs']} epochs, deploy accuracy "
                          f"{res.train.get('deploy_acc', float('nan')):.2%}")
     with _timed(res, f"compile ({p['target']})", log) as st:
-        _, res.size = compile_checkpoint(ckpt, p["target"], compiled)
+        _, res.size, _ = compile_checkpoint(ckpt, p["target"], compiled)
         st.detail = (f"{res.size['image_bits']['total']:,} bits of images, "
                      f"{res.size['image_ratio']:.1f}x smaller than fp32")
     x, y = data.x_test, data.y_test

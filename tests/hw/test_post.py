@@ -7,7 +7,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from xnorflow.hw.memories import threshold_storage
-from xnorflow.hw.post import OutputStage, soon_lead
+from xnorflow.hw.post import OutputStage, soon_lead, threshold_lane_bits
 from xnorflow.sw import encoding as enc
 from xnorflow.sw import program as prog
 from xnorflow.sw.targets import sim_target
@@ -322,6 +322,6 @@ def test_threshold_register_is_a_plain_register_after_the_ram():
     t = TARGETS["ecp5-85f"]
     (kind, body), = registers_of_thr_q(t)
     assert kind == "$dff"  # no $sdff/$adff (reset) and no $dffe (enable)
-    width = t.cols * OutputStage(t, memory_depths(t)).lane_bits
+    width = t.cols * threshold_lane_bits(t.acc_bits)
     assert f"connect \\D \\thr_rdata [{width - 1}:0]" in body
     assert registers_of_thr_q(TARGETS["up5k"]) == []

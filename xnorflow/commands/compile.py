@@ -69,11 +69,11 @@ def run(args: argparse.Namespace) -> int:
     from xnorflow.sw.compiler import compile_checkpoint
     from xnorflow.sw.size import format_size_markdown, summary_line
 
-    manifest, size = compile_checkpoint(args.checkpoint, args.target, args.output, args.force,
-                                        max_batch=args.max_batch)
+    manifest, size, memories = compile_checkpoint(args.checkpoint, args.target, args.output,
+                                                  args.force, max_batch=args.max_batch)
     if not args.quiet:
         print(format_size_markdown(size))
-        _print_mappings(args.output)
+        _print_mappings(manifest["model"]["layers"], memories)
     n_layers = len(manifest["model"]["layers"])
     print(
         f"compiled {args.checkpoint} -> {args.output}: {n_layers} layers, "
@@ -83,15 +83,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_mappings(folder: str) -> None:
+def _print_mappings(names: list[str], memories: list) -> None:
     """One line: how each layer uses the array's rows (``program.mapping``: plain, or on a
-    target with a weight word per row, ksplit / spread), read back from the program written."""
-    from xnorflow.sw.images import load_model_folder
+    target with a weight word per row, ksplit / spread), decoded from the program written."""
     from xnorflow.sw.program import decode_memories, layer_mappings
 
-    _, model, memories = load_model_folder(folder, check_program=False)
     header, descs = decode_memories(memories)
-    names = [lay.name for lay in model.layers]
     print(f"mapping per layer, program for {header['max_batch']} image(s) per run "
           "(docs/program.md): " + ", ".join(
               f"{n} {m}" for n, m in zip(names, layer_mappings(descs), strict=True)))
