@@ -151,8 +151,9 @@ def ulx3s_geometries(model, fmax_mhz, say, data):
     have = board_of_target(base.name).brams
     built = base.rows * base.cols * base.width
     conv0 = model.layers[0]
-    depths = {"weights": None, "thresholds": 256, "program": 2048, "activations": 8192,
-              "scores": 512}
+    # the built target's depths; the weights keep their bits (1 Mbit) in words of another width
+    depths = {n: d for n, (_, d) in base.memories.items()}
+    weight_bits = base.word_bits("weights") * depths["weights"]
     say("ULX3S geometries for the 40,000 images/s goal: fmnist-cnn, batch 1, the compiler's")
     say("mapping on each (sw.perf.network_perf), block RAMs as hw.memories.block_rams estimates")
     say(f"them ({have} on the ECP5-85F), weights 1 Mbit as built; the first row is the one "
@@ -169,7 +170,8 @@ def ulx3s_geometries(model, fmax_mhz, say, data):
         f"{'EBR':>4s} {'EBR-ts':>5s} {'fits':>4s}  MHz for 40,000/s  images/s at {fmax_mhz} MHz")
     for R, C, W, wr in ULX3S_GEOMETRIES:
         widths = sim_target(R, C, W, weight_rows=wr).memories
-        mems = {n: (w, depths[n] or (1 << 20) // w) for n, (w, _) in widths.items()}
+        mems = {n: (w, weight_bits // w if n == "weights" else depths[n])
+                for n, (w, _) in widths.items()}
         t = dataclasses.replace(base, name=f"ulx3s-{R}x{C}x{W}", rows=R, cols=C, width=W,
                                 weight_rows=wr, memories=mems)
         try:
